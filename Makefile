@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up what is
+# missing (Debian packages, TimescaleDB, the Python venv) and start the local services.
+SHELL := /bin/bash
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test services stop lint env
+
+$(STAMP): pyproject.toml deploy/python-env.sh
+	bash deploy/python-env.sh
+	touch $@
+
+env: $(STAMP)
+
+services:
+	@bash deploy/services.sh up
+
+demo: $(STAMP)
+	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/tracectl demo
+
+test: $(STAMP)
+	@bash deploy/services.sh up >/dev/null
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+stop:
+	@if [ -f .services/collector.pid ]; then kill "$$(cat .services/collector.pid)" 2>/dev/null || true; rm -f .services/collector.pid; fi
+	@bash deploy/services.sh down

@@ -1,0 +1,1 @@
+"""Cloud collector: ingest from MQTT into TimescaleDB, and the trace API."""

@@ -1,0 +1,225 @@
+"""Validate one MQTT message and commit it idempotently, or dead-letter it with the reason.
+
+The rows, the batch bookkeeping and the record of the committed sequence range go into the
+database in one transaction; only after it commits does the caller publish the ack. A
+resend of anything already committed inserts nothing and is acknowledged again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+from pydantic import ValidationError
+
+from protocols.mqtt import topics
+from protocols.mqtt.contract import Ack, BatchEvent, Envelope, Reading
+
+log = logging.getLogger(__name__)
+
+_STAGING = """
+create temp table if not exists readings_in (like readings including defaults)
+    on commit delete rows
+"""
+_COPY_COLUMNS = (
+    "time, device_time, received_at, line_id, batch_id, device, tag, value, unit, quality,"
+    " detail, stream_id, seq"
+)
+_COPY_TYPES = [
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "text",
+    "float8",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "int8",
+]
+_STREAM = """
+with found as (
+    select stream_id from edge_streams where edge_id = %(edge)s and stream = %(stream)s
+        and epoch = %(epoch)s
+), made as (
+    insert into edge_streams (edge_id, stream, epoch)
+    select %(edge)s, %(stream)s, %(epoch)s where not exists (select 1 from found)
+    on conflict (edge_id, stream, epoch) do nothing
+    returning stream_id
+)
+select stream_id from found union all select stream_id from made
+"""
+_READINGS_FROM_STAGING = f"""
+insert into readings ({_COPY_COLUMNS}) select {_COPY_COLUMNS} from readings_in
+on conflict do nothing
+"""
+_BATCHES_SEEN = """
+insert into batches (batch_id, line_id, edge_id)
+select distinct batch_id, line_id, %(edge)s from readings_in where batch_id is not null
+on conflict (batch_id) do nothing
+"""
+_BATCH_EVENT = """
+insert into batch_events (stream_id, seq, time, kind, line_id, batch_id, actor, received_at)
+values (%(stream_id)s, %(seq)s, %(time)s, %(kind)s, %(line)s, %(batch)s, %(by)s, %(received)s)
+on conflict (stream_id, seq) do nothing
+"""
+_BATCH_STARTED = """
+insert into batches (batch_id, line_id, edge_id, started_at, started_by)
+values (%(batch)s, %(line)s, %(edge)s, %(time)s, %(by)s)
+on conflict (batch_id) do update set started_at = excluded.started_at,
+    started_by = excluded.started_by
+where batches.started_at is null or batches.started_at > excluded.started_at
+"""
+_BATCH_ENDED = """
+insert into batches (batch_id, line_id, edge_id, ended_at, ended_by)
+values (%(batch)s, %(line)s, %(edge)s, %(time)s, %(by)s)
+on conflict (batch_id) do update set ended_at = excluded.ended_at, ended_by = excluded.ended_by
+where batches.ended_at is null or batches.ended_at < excluded.ended_at
+"""
+_COMMIT_RECORD = """
+insert into stream_commits (stream_id, first_seq, last_seq, records, inserted)
+values (%s, %s, %s, %s, %s)
+"""
+_DEAD_LETTER = """
+insert into dead_letters (topic, edge_id, reason, payload) values (%s, %s, %s, %s)
+"""
+
+
+class Rejected(Exception):
+    """A message that can never be ingested as it is; it goes to the dead-letter store."""
+
+    def __init__(self, reason: str, edge_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.edge_id = edge_id
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ack: Ack | None  # None when the message was dead-lettered
+    inserted: int = 0
+    reason: str | None = None
+
+
+def parse(topic: str, payload: bytes) -> Envelope:
+    """The envelope in `payload`, checked against its topic; Rejected says why not."""
+    try:
+        edge_id, stream = topics.parse_data(topic)
+    except ValueError as err:
+        raise Rejected(str(err)) from err
+    try:
+        envelope = Envelope.model_validate_json(payload)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['msg']}"
+            for e in err.errors()[:10]
+        )
+        raise Rejected(f"invalid {stream} message: {problems}", edge_id) from err
+    if envelope.edge_id != edge_id:
+        raise Rejected(
+            f"payload edge_id {envelope.edge_id!r} does not match topic edge {edge_id!r}: "
+            "an edge may publish only under its own topic",
+            edge_id,
+        )
+    if envelope.stream != stream:
+        raise Rejected(
+            f"payload stream {envelope.stream!r} does not match topic stream {stream!r}", edge_id
+        )
+    return envelope
+
+
+async def ingest(conn: psycopg.AsyncConnection, topic: str, payload: bytes) -> Outcome:
+    """Commit one message. Database errors propagate (no ack: the edge will resend)."""
+    try:
+        envelope = parse(topic, payload)
+    except Rejected as rejected:
+        await dead_letter(conn, topic, payload, rejected.reason, rejected.edge_id)
+        return Outcome(ack=None, reason=rejected.reason)
+    received = datetime.now(UTC)
+    async with conn.transaction():
+        inserted = await _commit(conn, envelope, received)
+    ack = Ack(
+        edge_id=envelope.edge_id,
+        stream=envelope.stream,
+        epoch=envelope.epoch,
+        first_seq=envelope.first_seq,
+        last_seq=envelope.last_seq,
+        duplicate=inserted == 0,
+    )
+    return Outcome(ack=ack, inserted=inserted)
+
+
+async def _commit(conn: psycopg.AsyncConnection, env: Envelope, received: datetime) -> int:
+    ids = {"edge": env.edge_id, "stream": env.stream, "epoch": env.epoch}
+    row = await (await conn.execute(_STREAM, ids)).fetchone()
+    if row is None:  # another collector created the stream between our select and insert
+        row = await (await conn.execute(_STREAM, ids)).fetchone()
+    if row is None:
+        raise RuntimeError(f"cannot register stream {ids}: edge_streams refused it twice")
+    stream_id = row[0]
+    readings = [r for r in env.records if isinstance(r, Reading)]
+    events = [r for r in env.records if isinstance(r, BatchEvent)]
+    inserted = 0
+    if readings:
+        await conn.execute(_STAGING)
+        async with conn.cursor() as cur:
+            async with cur.copy(
+                f"copy readings_in ({_COPY_COLUMNS}) from stdin (format binary)"
+            ) as copy:
+                copy.set_types(_COPY_TYPES)
+                for r in readings:
+                    await copy.write_row(
+                        (
+                            r.time,
+                            r.device_time,
+                            received,
+                            r.line,
+                            r.batch,
+                            r.device,
+                            r.tag,
+                            r.value,
+                            r.unit,
+                            r.quality,
+                            r.detail,
+                            stream_id,
+                            r.seq,
+                        )
+                    )
+            await cur.execute(_READINGS_FROM_STAGING)
+            inserted += max(cur.rowcount, 0)
+            await cur.execute(_BATCHES_SEEN, ids)
+    for event in events:
+        params = {
+            **ids,
+            "stream_id": stream_id,
+            "seq": event.seq,
+            "time": event.time,
+            "kind": event.kind,
+            "line": event.line,
+            "batch": event.batch,
+            "by": event.by,
+            "received": received,
+        }
+        cur2 = await conn.execute(_BATCH_EVENT, params)
+        if cur2.rowcount > 0:
+            inserted += 1
+            await conn.execute(
+                _BATCH_STARTED if event.kind == "batch_started" else _BATCH_ENDED, params
+            )
+    await conn.execute(
+        _COMMIT_RECORD, (stream_id, env.first_seq, env.last_seq, len(env.records), inserted)
+    )
+    return inserted
+
+
+async def dead_letter(
+    conn: psycopg.AsyncConnection, topic: str, payload: bytes, reason: str, edge_id: str | None
+) -> None:
+    log.warning("dead-lettered a message on %s: %s", topic, reason)
+    async with conn.transaction():
+        await conn.execute(_DEAD_LETTER, (topic, edge_id, reason, payload))

@@ -1,0 +1,23 @@
+"""Collector settings: TRACE_* environment variables (see the README's table)."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocols.mqtt.connection import ENV_FILE, BrokerSettings
+
+
+class CollectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRACE_", env_file=ENV_FILE, extra="ignore")
+
+    database_url: str = "postgresql://trace@127.0.0.1:55432/traceability"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    # Unique per collector process: its MQTT client id on the shared subscription.
+    collector_id: str = Field(default_factory=lambda: f"collector-{socket.gethostname()}")
+    # Collectors in one group split the edges' messages between them.
+    share_group: str = "collectors"
+    mqtt: BrokerSettings = Field(default_factory=BrokerSettings)

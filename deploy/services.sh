@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Project-local services for the demo and the tests: a Mosquitto broker and a
+# PostgreSQL cluster with TimescaleDB preloaded, on non-default ports, with all
+# their state under one ignored directory ($TRACE_SERVICES_DIR, default .services/).
+#
+#   deploy/services.sh up      install what is missing, start both, print `export` lines
+#   deploy/services.sh down    stop both (data is kept)
+#   deploy/services.sh status  say what runs
+#   deploy/services.sh env     print the `export` lines only
+#
+# Idempotent: a second `up` finds everything installed and running and changes nothing.
+# Never touches the machine's default PostgreSQL cluster or its apt sources.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+state=${TRACE_SERVICES_DIR:-$root/.services}
+mqtt_port=${TRACE_SERVICES_MQTT_PORT:-18830}
+pg_port=${TRACE_SERVICES_PG_PORT:-55432}
+pg_user=trace
+pg_db=${TRACE_SERVICES_DB:-traceability}
+# TimescaleDB release built where the OS ships no binary package (Debian 12):
+# the one Debian trixie carries, which the field notes record as building here.
+tsdb_suite=trixie
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root to run: $* (install it by hand or run as root)"; fi
+}
+
+# The newest PostgreSQL server installed, or empty.
+pg_version() {
+  local v
+  v=$(ls -1 /usr/lib/postgresql 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n1 || true)
+  [ -n "$v" ] && [ -x "/usr/lib/postgresql/$v/bin/postgres" ] && echo "$v" || true
+}
+
+missing_packages() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
+  done
+}
+
+apt_updated=0
+apt_install() {
+  local need
+  need=$(missing_packages "$@")
+  [ -z "$need" ] && return 0
+  if [ "$apt_updated" = 0 ]; then
+    log "apt-get update"
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing: $(echo $need)"
+  # shellcheck disable=SC2086
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+}
+
+# The Debian archive this machine already uses, so the source build asks no other host.
+debian_mirror() {
+  local uri=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    uri=$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}' \
+      /etc/apt/sources.list.d/debian.sources)
+  fi
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' \
+      /etc/apt/sources.list)
+  fi
+  [ -n "$uri" ] || die "cannot find this machine's Debian mirror in /etc/apt; add one or install postgresql-<ver>-timescaledb yourself"
+  echo "$uri"
+}
+
+install_timescaledb() {
+  local v=$1 libdir sharedir
+  libdir=$("/usr/lib/postgresql/$v/bin/pg_config" --pkglibdir 2>/dev/null || echo "/usr/lib/postgresql/$v/lib")
+  sharedir=/usr/share/postgresql/$v
+  if [ -f "$libdir/timescaledb.so" ] && ls "$sharedir/extension/timescaledb--"*.sql >/dev/null 2>&1; then
+    return 0
+  fi
+  # Debian 13 and later ship it as a binary package.
+  if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  if apt-cache show "postgresql-$v-timescaledb" >/dev/null 2>&1; then
+    apt_install "postgresql-$v-timescaledb"
+    return 0
+  fi
+  log "no postgresql-$v-timescaledb package here: building TimescaleDB (Apache edition) from Debian $tsdb_suite's source package"
+  apt_install "postgresql-server-dev-$v" cmake make gcc dpkg-dev libssl-dev libkrb5-dev
+  local b=$state/build/timescaledb apt_opts
+  mkdir -p "$b/etc/sources.list.d" "$b/lists/partial" "$b/src"
+  echo "deb-src $(debian_mirror) $tsdb_suite main" >"$b/etc/sources.list"
+  # A private apt configuration: the machine's own sources and lists stay untouched.
+  apt_opts=(-o "Dir::Etc::SourceList=$b/etc/sources.list" -o "Dir::Etc::SourceParts=$b/etc/sources.list.d"
+            -o "Dir::State::Lists=$b/lists" -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=")
+  apt-get "${apt_opts[@]}" update -qq
+  rm -rf "$b/src"/*
+  (cd "$b/src" && apt-get "${apt_opts[@]}" source -qq timescaledb >/dev/null)
+  local srcdir
+  srcdir=$(find "$b/src" -mindepth 1 -maxdepth 1 -type d -name 'timescaledb-*' | head -n1)
+  [ -n "$srcdir" ] || die "apt-get source timescaledb produced no source tree under $b/src"
+  (cd "$srcdir" \
+    && ./bootstrap -DAPACHE_ONLY=1 -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF \
+         -DLINTER=OFF -DPG_CONFIG="/usr/lib/postgresql/$v/bin/pg_config" >"$b/bootstrap.log" 2>&1 \
+    && cd build && make -j"$(nproc)" >"$b/make.log" 2>&1 && as_root make install >>"$b/make.log" 2>&1) \
+    || die "TimescaleDB build failed; see $b/bootstrap.log and $b/make.log"
+  log "TimescaleDB installed into $libdir"
+}
+
+ensure_installed() {
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+  local v
+  v=$(pg_version)
+  if [ -z "$v" ]; then apt_install postgresql; v=$(pg_version); fi
+  [ -n "$v" ] || die "PostgreSQL server not found under /usr/lib/postgresql after install"
+  install_timescaledb "$v"
+}
+
+# PostgreSQL refuses to run as root: run it as the `postgres` system user then.
+pg_run() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_dir() { echo "$state/postgres"; }
+
+start_postgres() {
+  local v bin data sock
+  v=$(pg_version); bin=/usr/lib/postgresql/$v/bin
+  data=$(pg_dir)/data; sock=$(pg_dir)/run
+  mkdir -p "$(pg_dir)" "$sock"
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres: "$(pg_dir)"
+    runuser -u postgres -- test -x "$state" \
+      || die "user postgres cannot reach $state; make its parent folders world-searchable (chmod o+x) or set TRACE_SERVICES_DIR"
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "initdb $data"
+    pg_run "$bin/initdb" -D "$data" -U "$pg_user" --auth=trust -E UTF8 --locale=C.UTF-8 >"$(pg_dir)/initdb.log" 2>&1 \
+      || die "initdb failed; see $(pg_dir)/initdb.log"
+  fi
+  if pg_run "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then return 0; fi
+  log "starting PostgreSQL $v on 127.0.0.1:$pg_port"
+  pg_run "$bin/pg_ctl" -D "$data" -w -t 60 -l "$(pg_dir)/postgres.log" \
+    -o "-p $pg_port -k $sock -c listen_addresses=127.0.0.1 -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off -c max_connections=200" \
+    start >/dev/null || die "PostgreSQL did not start; see $(pg_dir)/postgres.log"
+  if ! pg_run "$bin/psql" -h "$sock" -p "$pg_port" -U "$pg_user" -d postgres -tAc \
+      "select 1 from pg_database where datname = '$pg_db'" | grep -q 1; then
+    pg_run "$bin/createdb" -h "$sock" -p "$pg_port" -U "$pg_user" "$pg_db"
+  fi
+}
+
+stop_postgres() {
+  local v data
+  v=$(pg_version); data=$(pg_dir)/data
+  [ -n "$v" ] && [ -f "$data/PG_VERSION" ] || return 0
+  if pg_run "/usr/lib/postgresql/$v/bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    pg_run "/usr/lib/postgresql/$v/bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+    log "PostgreSQL stopped"
+  fi
+}
+
+mq_dir() { echo "$state/mosquitto"; }
+mq_bin() { command -v mosquitto || echo /usr/sbin/mosquitto; }
+
+mq_running() {
+  local pid
+  pid=$(cat "$(mq_dir)/mosquitto.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+start_mosquitto() {
+  local d
+  d=$(mq_dir)
+  mkdir -p "$d/data"
+  # Written every time from deploy/mosquitto/local.conf so that a config change takes effect.
+  sed -e "s|@PORT@|$mqtt_port|g" -e "s|@DIR@|$d|g" "$here/mosquitto/local.conf" >"$d/mosquitto.conf"
+  if [ "$(id -u)" = 0 ]; then
+    echo "user mosquitto" >>"$d/mosquitto.conf"
+    chown -R mosquitto: "$d" 2>/dev/null || true
+  fi
+  mq_running && return 0
+  log "starting Mosquitto on 127.0.0.1:$mqtt_port"
+  "$(mq_bin)" -c "$d/mosquitto.conf" -d
+  local i
+  for i in $(seq 1 50); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  die "Mosquitto did not listen on $mqtt_port; see $d/mosquitto.log"
+}
+
+stop_mosquitto() {
+  if mq_running; then
+    kill "$(cat "$(mq_dir)/mosquitto.pid")"
+    log "Mosquitto stopped"
+  fi
+}
+
+print_env() {
+  cat <<ENV
+export TRACE_MQTT_HOST=127.0.0.1
+export TRACE_MQTT_PORT=$mqtt_port
+export TRACE_DATABASE_URL=postgresql://$pg_user@127.0.0.1:$pg_port/$pg_db
+ENV
+}
+
+case "${1:-up}" in
+  up)
+    mkdir -p "$state"
+    ensure_installed
+    start_postgres
+    start_mosquitto
+    print_env
+    ;;
+  down) stop_mosquitto; stop_postgres ;;
+  status)
+    mq_running && echo "mosquitto: running on $mqtt_port" || echo "mosquitto: stopped"
+    v=$(pg_version)
+    if [ -n "$v" ] && pg_run "/usr/lib/postgresql/$v/bin/pg_ctl" -D "$(pg_dir)/data" status >/dev/null 2>&1; then
+      echo "postgres: running on $pg_port"; else echo "postgres: stopped"; fi
+    ;;
+  env) print_env ;;
+  *) die "usage: $0 up|down|status|env" ;;
+esac

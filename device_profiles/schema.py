@@ -1,0 +1,171 @@
+"""The device profile format, version 1.
+
+Strict on purpose: an unknown key is an error naming its path, so a typo never turns into
+a silently ignored setting. Versioned by `profile_version`; a future version 2 comes with
+an explicit migration, never a second dialect read side by side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
+
+# Registers each data type occupies: the one table that sizes every Modbus read.
+REGISTER_COUNT: dict[str, int] = {
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "float64": 4,
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpecLimits(Strict):
+    """Engineering-unit limits; a reading outside them is an excursion."""
+
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpecLimits:
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high}): swap them")
+        return self
+
+
+class ModbusTag(Strict):
+    name: Name
+    table: Literal["holding", "input"] = "holding"
+    address: int = Field(ge=0, le=65535, description="0-based register address")
+    data_type: Literal["int16", "uint16", "int32", "uint32", "float32", "float64"]
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = Field(default=None, max_length=32)
+    spec: SpecLimits | None = None
+
+    @property
+    def register_count(self) -> int:
+        return REGISTER_COUNT[self.data_type]
+
+    @model_validator(mode="after")
+    def _fits(self) -> ModbusTag:
+        last = self.address + self.register_count - 1
+        if last > 65535:
+            raise ValueError(
+                f"a {self.data_type} at register {self.address} ends at {last}, "
+                "past the last Modbus address 65535"
+            )
+        if self.scale == 0:
+            raise ValueError("scale 0 turns every value into the offset: use 1 for no scaling")
+        return self
+
+
+class ModbusTcpConnection(Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=247)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class ModbusRtuConnection(Strict):
+    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    unit_id: int = Field(default=1, ge=1, le=247)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class _ModbusProfile(Strict):
+    profile_version: Literal[1]
+    name: Name
+    description: str | None = None
+    vendor: str | None = None
+    model: str | None = None
+    poll_interval_s: float = Field(default=1.0, ge=0.05, le=3600)
+    tags: list[ModbusTag] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_tags(self) -> _ModbusProfile:
+        seen: set[str] = set()
+        for tag in self.tags:
+            if tag.name in seen:
+                raise ValueError(f"tag name {tag.name!r} appears twice: tag names must be unique")
+            seen.add(tag.name)
+        return self
+
+
+class ModbusTcpProfile(_ModbusProfile):
+    protocol: Literal["modbus_tcp"]
+    connection: ModbusTcpConnection
+
+
+class ModbusRtuProfile(_ModbusProfile):
+    protocol: Literal["modbus_rtu"]
+    connection: ModbusRtuConnection
+
+
+DeviceProfile = Annotated[ModbusTcpProfile | ModbusRtuProfile, Field(discriminator="protocol")]
+
+
+class _ProfileDocument(BaseModel):
+    profile: DeviceProfile
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot be used; `problems` lists `path: message` lines."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc[1:]:  # loc[0] is the wrapper field
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("modbus_tcp", "modbus_rtu"):
+            continue  # the discriminator's branch name is noise to a technician
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(profile)"
+
+
+def parse_profile(data: object, source: str = "<profile>") -> DeviceProfile:
+    try:
+        return _ProfileDocument.model_validate({"profile": data}).profile
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key: remove it or check its spelling"
+            elif e["type"] == "union_tag_invalid":
+                msg = f"unknown protocol {e['input']!r}: use one of modbus_tcp, modbus_rtu"
+            problems.append(f"{_location(e['loc'])}: {msg}")
+        raise ProfileError(source, problems) from err
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ProfileError(str(path), [f"cannot read the file: {err.strerror}"]) from err
+    except yaml.YAMLError as err:
+        raise ProfileError(str(path), [f"not valid YAML: {err}"]) from err
+    return parse_profile(data, str(path))

@@ -1,0 +1,1 @@
+"""Edge agent: the line-PC runtime (device capture, batch binding, outbox, publishing)."""

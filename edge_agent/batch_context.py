@@ -1,0 +1,90 @@
+"""Which batch each line is running now, kept on disk so it survives an agent restart.
+
+A reading is bound to the batch active on its line at the moment it is taken, or to no
+batch (the line is idle): never guessed later. Starting and ending a batch are trace
+events of their own, with who or what did it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+_SCHEMA = """
+create table if not exists active_batch (
+    line_id    text primary key,
+    batch_id   text not null,
+    started_at text not null,
+    started_by text not null
+)
+"""
+
+
+class BatchConflict(Exception):
+    """The request does not fit the line's state (a batch already runs, or none does)."""
+
+
+@dataclass(frozen=True)
+class ActiveBatch:
+    line_id: str
+    batch_id: str
+    started_at: datetime
+    started_by: str
+
+
+class BatchContext:
+    def __init__(self, db_path: Path, lines: list[str]) -> None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(db_path, isolation_level=None)
+        self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma synchronous=full")
+        self._db.execute(_SCHEMA)
+        self.lines = list(lines)
+        self._active: dict[str, ActiveBatch] = {}
+        for line_id, batch_id, started_at, started_by in self._db.execute(
+            "select line_id, batch_id, started_at, started_by from active_batch"
+        ):
+            self._active[line_id] = ActiveBatch(
+                line_id, batch_id, datetime.fromisoformat(started_at), started_by
+            )
+
+    def _check_line(self, line_id: str) -> None:
+        if line_id not in self.lines:
+            raise KeyError(
+                f"line {line_id!r} is not on this edge (its lines: {', '.join(self.lines)})"
+            )
+
+    def active(self, line_id: str) -> ActiveBatch | None:
+        return self._active.get(line_id)
+
+    def start(
+        self, line_id: str, batch_id: str, by: str, at: datetime | None = None
+    ) -> ActiveBatch:
+        self._check_line(line_id)
+        current = self._active.get(line_id)
+        if current is not None:
+            raise BatchConflict(
+                f"line {line_id} already runs batch {current.batch_id} (started "
+                f"{current.started_at.isoformat()} by {current.started_by}): end it first"
+            )
+        batch = ActiveBatch(line_id, batch_id, at or datetime.now(UTC), by)
+        self._db.execute(
+            "insert into active_batch values (?, ?, ?, ?)",
+            (line_id, batch_id, batch.started_at.isoformat(), by),
+        )
+        self._active[line_id] = batch
+        return batch
+
+    def end(self, line_id: str, by: str) -> ActiveBatch:
+        self._check_line(line_id)
+        current = self._active.get(line_id)
+        if current is None:
+            raise BatchConflict(f"line {line_id} runs no batch: nothing to end")
+        self._db.execute("delete from active_batch where line_id = ?", (line_id,))
+        del self._active[line_id]
+        return current
+
+    def close(self) -> None:
+        self._db.close()

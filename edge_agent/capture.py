@@ -1,0 +1,92 @@
+"""One supervised task per device: poll on schedule, bind each sample, survive failures.
+
+A failed read never ends the task: an unreachable device is reconnected with backoff
+(and counted); a bad value is a bad-quality reading, bound and published like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from edge_agent.binding import Binder
+from protocols.driver import DeviceMisconfigured, DeviceUnavailable, PollingDriver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceHealth:
+    connected: bool = False
+    polls: int = 0
+    readings: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_read_at: datetime | None = None
+
+
+class DeviceTask:
+    def __init__(
+        self, line_id: str, driver: PollingDriver, interval_s: float, binder: Binder
+    ) -> None:
+        self.line_id = line_id
+        self.driver = driver
+        self.interval_s = interval_s
+        self.binder = binder
+        self.health = DeviceHealth()
+
+    async def connect(self) -> None:
+        await self.driver.open()
+        self.health.connected = True
+
+    async def poll_once(self) -> int:
+        """Read every tag once and bind the samples; returns how many were bound."""
+        taken_at = datetime.now(UTC)
+        samples = await self.driver.read()
+        for sample in samples:
+            self.binder.reading(self.line_id, self.driver.name, sample, taken_at)
+        self.health.polls += 1
+        self.health.readings += len(samples)
+        self.health.last_read_at = taken_at
+        return len(samples)
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await self.connect()
+                backoff = 0.5
+                await self._poll_forever()
+            except DeviceUnavailable as err:
+                self._failed(err)
+                log.warning("%s; reconnecting in %.1fs", err, backoff)
+            except DeviceMisconfigured as err:
+                # Retrying fast will not fix a profile; keep trying slowly so a corrected
+                # device (or profile push) recovers without a restart.
+                self._failed(err)
+                backoff = 60.0
+                log.error("%s; fix the profile (retrying in %.0fs)", err, backoff)
+            await self.driver.close()
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 30.0)
+
+    def _failed(self, err: Exception) -> None:
+        self.health.connected = False
+        self.health.failures += 1
+        self.health.last_error = str(err)
+
+    async def _poll_forever(self) -> None:
+        # A fixed schedule, not sleep-after-read: the poll rate does not drift with read
+        # time, and a late poll skips missed slots rather than bursting to catch up.
+        next_at = time.monotonic()
+        while True:
+            await self.poll_once()
+            next_at += self.interval_s
+            now = time.monotonic()
+            if next_at < now:
+                next_at = now + self.interval_s - ((now - next_at) % self.interval_s)
+            await asyncio.sleep(next_at - now)

@@ -1,0 +1,19 @@
+"""Which driver reads which protocol: adding a protocol is one line here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from device_profiles.schema import DeviceProfile
+from protocols.driver import PollingDriver
+from protocols.modbus.client import ModbusDriver
+
+DRIVERS: dict[str, Callable[[Any], PollingDriver]] = {
+    "modbus_tcp": ModbusDriver,
+    "modbus_rtu": ModbusDriver,
+}
+
+
+def driver_for(profile: DeviceProfile) -> PollingDriver:
+    return DRIVERS[profile.protocol](profile)

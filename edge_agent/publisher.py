@@ -1,0 +1,170 @@
+"""Sends the outbox to the broker in order, few records per message, and applies acks.
+
+Records leave the outbox only when the collector's ack says they are committed. What was
+sent but not acknowledged within the ack timeout, or when the connection dropped, is sent
+again; the collector recognises the resend by (edge, stream, epoch, seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiomqtt
+from pydantic import ValidationError
+
+from edge_agent.outbox import Outbox
+from protocols.mqtt import topics
+from protocols.mqtt.connection import BrokerSettings
+from protocols.mqtt.contract import Ack, Envelope
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PublisherHealth:
+    connected: bool = False
+    messages_sent: int = 0
+    records_sent: int = 0
+    records_acked: int = 0
+    resends: int = 0
+    last_ack_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class _InFlight:
+    stream: str
+    first_seq: int
+    sent_at: float = field(default_factory=time.monotonic)
+
+
+class Publisher:
+    def __init__(
+        self,
+        edge_id: str,
+        outbox: Outbox,
+        broker: BrokerSettings,
+        wake: asyncio.Event,
+        max_records: int = 500,
+        linger_s: float = 0.2,
+        ack_timeout_s: float = 10.0,
+        max_inflight_messages: int = 50,
+    ) -> None:
+        self.edge_id = edge_id
+        self.outbox = outbox
+        self.broker = broker
+        self.wake = wake
+        self.max_records = max_records
+        self.linger_s = linger_s
+        self.ack_timeout_s = ack_timeout_s
+        self.max_inflight = max_inflight_messages
+        self.health = PublisherHealth()
+        self._inflight: dict[tuple[str, int], _InFlight] = {}
+        self._acked = asyncio.Event()
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    **self.broker.client_args(),  # type: ignore[arg-type]
+                    identifier=f"edge-{self.edge_id}",
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                ) as client:
+                    await client.subscribe(topics.ack(self.edge_id), qos=1)
+                    self.health.connected = True
+                    delay = 0.5
+                    self._resend_all()
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._send_loop(client))
+                        group.create_task(self._ack_loop(client))
+            except* aiomqtt.MqttError as errors:
+                self.health.last_error = str(errors.exceptions[0])
+                log.warning(
+                    "broker unavailable (%s); reconnecting in %.1fs", self.health.last_error, delay
+                )
+            self.health.connected = False
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 30.0)
+
+    def _resend_all(self) -> None:
+        """After a (re)connect nothing in flight can be trusted to arrive: send it again."""
+        streams = {f.stream for f in self._inflight.values()}
+        self._inflight.clear()
+        for stream in streams:
+            self.outbox.requeue(stream)
+            self.health.resends += 1
+
+    async def _send_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._expire_inflight()
+            sent = False
+            for stream in self.outbox.streams():
+                while len(self._inflight) < self.max_inflight:
+                    records = self.outbox.take(stream, self.max_records)
+                    if not records:
+                        break
+                    envelope = Envelope(
+                        edge_id=self.edge_id,
+                        stream=stream,
+                        epoch=self.outbox.epoch,
+                        records=records,
+                    )
+                    self._inflight[(stream, envelope.first_seq)] = _InFlight(
+                        stream, envelope.first_seq
+                    )
+                    await client.publish(
+                        topics.data(self.edge_id, stream), envelope.model_dump_json(), qos=1
+                    )
+                    self.health.messages_sent += 1
+                    self.health.records_sent += len(records)
+                    sent = True
+            if sent:
+                continue
+            # Idle or window full: wait for new records, an ack, or the ack timeout.
+            self.wake.clear()
+            self._acked.clear()
+            waiters = [
+                asyncio.ensure_future(self.wake.wait()),
+                asyncio.ensure_future(self._acked.wait()),
+            ]
+            await asyncio.wait(
+                waiters, timeout=min(1.0, self.ack_timeout_s), return_when=asyncio.FIRST_COMPLETED
+            )
+            for w in waiters:
+                w.cancel()
+            if self.wake.is_set() and self.linger_s:
+                await asyncio.sleep(self.linger_s)  # let a few more records join the message
+
+    def _expire_inflight(self) -> None:
+        now = time.monotonic()
+        expired = {
+            f.stream for f in self._inflight.values() if now - f.sent_at > self.ack_timeout_s
+        }
+        for stream in expired:
+            log.warning("no ack for %s within %.0fs: sending again", stream, self.ack_timeout_s)
+            for key in [k for k, f in self._inflight.items() if f.stream == stream]:
+                del self._inflight[key]
+            self.outbox.requeue(stream)
+            self.health.resends += 1
+
+    async def _ack_loop(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            try:
+                ack = Ack.model_validate_json(message.payload)  # type: ignore[arg-type]
+            except ValidationError as err:
+                log.error("ignoring a malformed ack on %s: %s", message.topic, err)
+                continue
+            if ack.edge_id != self.edge_id:
+                log.error("ignoring an ack for edge %s on this edge's topic", ack.edge_id)
+                continue
+            removed = self.outbox.accept(ack.stream, ack.epoch, ack.first_seq, ack.last_seq)
+            self._inflight.pop((ack.stream, ack.first_seq), None)
+            self.health.records_acked += removed
+            self.health.last_ack_at = datetime.now(UTC)
+            self._acked.set()

@@ -1,0 +1,25 @@
+"""Edge agent settings: TRACE_EDGE_* environment variables (see the README's table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocols.mqtt.connection import ENV_FILE, BrokerSettings
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRACE_EDGE_", env_file=ENV_FILE, extra="ignore")
+
+    site: Path = Path("deploy/demo/site.yaml")  # which lines and device profiles this PC runs
+    state_dir: Path = Path(".services/edge")  # active batches (and the outbox) live here
+    control_host: str = "127.0.0.1"
+    control_port: int = Field(default=8100, ge=1, le=65535)
+    # A message carries at most this many records, and waits at most this long for more.
+    publish_max_records: int = Field(default=500, ge=1, le=100_000)
+    publish_linger_s: float = Field(default=0.2, ge=0, le=10)
+    # Unacknowledged messages are sent again after this long.
+    ack_timeout_s: float = Field(default=10.0, gt=0)
+    mqtt: BrokerSettings = Field(default_factory=BrokerSettings)

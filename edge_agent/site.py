@@ -1,0 +1,97 @@
+"""The site configuration of one line PC: its edge id, its lines, and their devices.
+
+All of it, every device profile included, is validated before any device is opened, and
+every problem is reported at once with the file and the path where it sits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from device_profiles.schema import DeviceProfile, ProfileError, load_profile, parse_profile
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceRef(Strict):
+    profile: Path  # relative to the site file
+    # Per-installation values over the profile's own: another host, port or unit id.
+    connection: dict[str, Any] = Field(default_factory=dict)
+
+
+class LineConfig(Strict):
+    id: Name
+    devices: list[DeviceRef] = Field(default_factory=list)
+
+
+class SiteConfig(Strict):
+    edge_id: Name
+    lines: list[LineConfig] = Field(min_length=1)
+
+
+class SiteError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("site configuration is invalid:\n  " + "\n  ".join(problems))
+
+
+class Site:
+    """A validated site: the config and, per line, its devices' resolved profiles."""
+
+    def __init__(self, config: SiteConfig, devices: dict[str, list[DeviceProfile]]) -> None:
+        self.config = config
+        self.edge_id = config.edge_id
+        self.devices = devices  # line id -> profiles
+
+    @property
+    def line_ids(self) -> list[str]:
+        return [line.id for line in self.config.lines]
+
+
+def load_site(path: Path) -> Site:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        config = SiteConfig.model_validate(raw)
+    except OSError as err:
+        raise SiteError([f"{path}: cannot read the file: {err.strerror}"]) from err
+    except yaml.YAMLError as err:
+        raise SiteError([f"{path}: not valid YAML: {err}"]) from err
+    except ValidationError as err:
+        raise SiteError(
+            [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
+        ) from err
+    problems: list[str] = []
+    devices: dict[str, list[DeviceProfile]] = {}
+    names: dict[str, str] = {}
+    for li, line in enumerate(config.lines):
+        devices[line.id] = []
+        for di, ref in enumerate(line.devices):
+            where = f"{path}: lines[{li}].devices[{di}]"
+            profile_path = (path.parent / ref.profile).resolve()
+            try:
+                profile = load_profile(profile_path)
+                if ref.connection:
+                    merged = profile.model_dump(mode="json")
+                    merged["connection"] = {**merged["connection"], **ref.connection}
+                    profile = parse_profile(merged, f"{profile_path} with {where}.connection")
+            except ProfileError as err:
+                problems.extend(f"{where}: {err.source}: {p}" for p in err.problems)
+                continue
+            if profile.name in names:
+                problems.append(
+                    f"{where}: device name {profile.name!r} is also used in {names[profile.name]}: "
+                    "give each device on an edge its own profile name"
+                )
+            names[profile.name] = where
+            devices[line.id].append(profile)
+    if problems:
+        raise SiteError(problems)
+    return Site(config, devices)

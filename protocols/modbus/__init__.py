@@ -1,0 +1,1 @@
+"""Modbus TCP/RTU: register codec (pure), the pymodbus client driver, and a simulator."""

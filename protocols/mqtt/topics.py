@@ -1,0 +1,32 @@
+"""Topic layout. An edge publishes only under trace/v1/edges/{its id}/ (the broker ACL
+enforces it, and the collector checks the payload's edge id against the topic)."""
+
+from __future__ import annotations
+
+ROOT = "trace/v1/edges"
+SHARE_GROUP = "collectors"
+
+
+def data(edge_id: str, stream: str) -> str:
+    return f"{ROOT}/{edge_id}/data/{stream}"
+
+
+def ack(edge_id: str) -> str:
+    return f"{ROOT}/{edge_id}/ack"
+
+
+def status(edge_id: str) -> str:
+    return f"{ROOT}/{edge_id}/status"
+
+
+def data_subscription(share_group: str = SHARE_GROUP) -> str:
+    """Collectors share the data subscription (MQTT v5), so N of them split the load."""
+    return f"$share/{share_group}/{ROOT}/+/data/+"
+
+
+def parse_data(topic: str) -> tuple[str, str]:
+    """(edge_id, stream) of a data topic; ValueError names the topic otherwise."""
+    parts = topic.split("/")
+    if len(parts) != 6 or "/".join(parts[:3]) != ROOT or parts[4] != "data":
+        raise ValueError(f"topic {topic!r} is not {ROOT}/<edge_id>/data/<stream>")
+    return parts[3], parts[5]

@@ -1,0 +1,117 @@
+"""Session fixtures: the project's own broker and database, started (or reused) by
+deploy/services.sh. A service that cannot start fails the run with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import uvicorn
+
+from cloud_collector.api import create_app
+from cloud_collector.consumer import IngestCounters, run_consumer
+from cloud_collector.migrate import migrate
+from cloud_collector.settings import CollectorSettings
+from protocols.mqtt.connection import BrokerSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DB = "trace_test"
+
+
+@dataclass(frozen=True)
+class Services:
+    mqtt_host: str
+    mqtt_port: int
+    database_url: str  # the test database, migrated
+
+    @property
+    def broker(self) -> BrokerSettings:
+        return BrokerSettings(host=self.mqtt_host, port=self.mqtt_port)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def services() -> Services:
+    proc = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "services.sh"), "up"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"the project's services did not start (deploy/services.sh up exited "
+            f"{proc.returncode}):\n{proc.stderr}\n{proc.stdout}",
+            pytrace=False,
+        )
+    env = dict(re.findall(r"^export (\w+)=(\S+)$", proc.stdout, re.MULTILINE))
+    base_url = env["TRACE_DATABASE_URL"]
+    admin_url = base_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {TEST_DB} with (force)")
+        conn.execute(f"create database {TEST_DB}")
+    url = base_url.rsplit("/", 1)[0] + "/" + TEST_DB
+    migrate(url)
+    return Services(env["TRACE_MQTT_HOST"], int(env["TRACE_MQTT_PORT"]), url)
+
+
+@pytest.fixture(scope="session")
+def collector_settings(services: Services) -> CollectorSettings:
+    return CollectorSettings(
+        database_url=services.database_url,
+        api_port=free_port(),
+        collector_id=f"collector-test-{os.getpid()}",
+        # A group of its own: a demo collector on the same broker never takes test messages.
+        share_group=f"collectors-test-{os.getpid()}",
+        mqtt=services.broker,
+    )
+
+
+@dataclass
+class RunningCollector:
+    settings: CollectorSettings
+    counters: IngestCounters
+    api_url: str
+
+
+@pytest.fixture(scope="session")
+async def collector(collector_settings: CollectorSettings) -> AsyncIterator[RunningCollector]:
+    """The collector's consumer and HTTP API, running for real in the test's event loop."""
+    counters = IngestCounters()
+    ready = asyncio.Event()
+    consumer = asyncio.create_task(run_consumer(collector_settings, counters, ready))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(collector_settings),
+            host="127.0.0.1",
+            port=collector_settings.api_port,
+            log_level="warning",
+        )
+    )
+    api = asyncio.create_task(server.serve())
+    async with asyncio.timeout(20):
+        await ready.wait()
+        while not server.started:
+            if api.done():
+                api.result()
+            await asyncio.sleep(0.02)
+    yield RunningCollector(
+        collector_settings, counters, f"http://127.0.0.1:{collector_settings.api_port}"
+    )
+    server.should_exit = True
+    consumer.cancel()
+    await asyncio.gather(api, consumer, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""tracectl: the operators' and technicians' command line."""

@@ -1,0 +1,141 @@
+"""`tracectl`: start and end batches on a line, read a batch's parameters, check device
+profiles, and run the demo line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import httpx
+
+from device_profiles.schema import ProfileError, load_profile
+
+EDGE_URL = "http://127.0.0.1:8100"
+API_URL = "http://127.0.0.1:8000"
+
+
+def _fail(message: str) -> None:
+    print(f"tracectl: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _call(method: str, url: str, **kwargs: object) -> httpx.Response:
+    try:
+        response = httpx.request(method, url, timeout=10, **kwargs)  # type: ignore[arg-type]
+    except httpx.HTTPError as err:
+        _fail(f"cannot reach {url}: {err} (is the service running? check --edge/--api)")
+        raise
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        _fail(f"{method} {url} answered {response.status_code}: {detail}")
+    return response
+
+
+def cmd_batch(args: argparse.Namespace) -> None:
+    url = f"{args.edge}/api/v1/lines/{args.line}/batch"
+    if args.action == "start":
+        if not args.batch:
+            _fail("batch start needs a batch id: tracectl batch start LINE BATCH")
+        body = _call("PUT", url, json={"batch_id": args.batch, "by": args.by}).json()
+        print(f"line {body['line_id']}: batch {body['batch_id']} started at {body['started_at']}")
+    elif args.action == "end":
+        body = _call("DELETE", url, params={"by": args.by}).json()
+        print(f"line {body['line_id']}: batch {body['batch_id']} ended")
+    else:
+        body = _call("GET", url).json()
+        print(
+            f"line {args.line}: "
+            + (f"batch {body['batch_id']} since {body['started_at']}" if body else "idle")
+        )
+
+
+def print_parameters(body: dict) -> None:  # type: ignore[type-arg]
+    b = body["batch"]
+    print(f"batch {b['batch_id']} on line {b['line_id']} (edge {b['edge_id']})")
+    print(f"  started {b['started_at']} by {b['started_by']}")
+    print(f"  ended   {b['ended_at']} by {b['ended_by']}")
+    columns = ("min", "mean", "max")
+    print(
+        f"  {'device/tag':32} {'unit':>6} {'count':>6} {'bad':>4} "
+        + " ".join(f"{c:>10}" for c in columns)
+    )
+    for t in body["tags"]:
+        stats = [f"{t[k]:10.3f}" if t[k] is not None else f"{'-':>10}" for k in columns]
+        print(
+            f"  {t['device'] + '/' + t['tag']:32} {t['unit'] or '':>6} {t['count']:6d} "
+            f"{t['bad_count']:4d} {' '.join(stats)}"
+        )
+    for gap in body["gaps"]:
+        print(f"  gap: {gap}")
+
+
+def cmd_parameters(args: argparse.Namespace) -> None:
+    body = _call("GET", f"{args.api}/api/v1/batches/{args.batch}/parameters").json()
+    if args.json:
+        print(json.dumps(body, indent=2))
+    else:
+        print_parameters(body)
+
+
+def cmd_profile_validate(args: argparse.Namespace) -> None:
+    failed = 0
+    for path in args.files:
+        try:
+            profile = load_profile(Path(path))
+        except ProfileError as err:
+            failed += 1
+            for problem in err.problems:
+                print(f"{err.source}: {problem}")
+            continue
+        print(f"{path}: ok ({profile.protocol}, {len(profile.tags)} tags)")
+    if failed:
+        print(f"{failed} of {len(args.files)} profiles have errors", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from tracectl.demo import run_demo
+
+    asyncio.run(run_demo(seconds=args.seconds))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tracectl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    batch = sub.add_parser("batch", help="start, end or show the active batch of a line")
+    batch.add_argument("action", choices=["start", "end", "show"])
+    batch.add_argument("line")
+    batch.add_argument("batch", nargs="?")
+    batch.add_argument("--by", default="tracectl", help="who starts or ends it (operator id)")
+    batch.add_argument("--edge", default=EDGE_URL, help=f"edge agent control URL ({EDGE_URL})")
+    batch.set_defaults(func=cmd_batch)
+
+    params = sub.add_parser("parameters", help="process parameters recorded for a batch")
+    params.add_argument("batch")
+    params.add_argument("--api", default=API_URL, help=f"collector API URL ({API_URL})")
+    params.add_argument("--json", action="store_true")
+    params.set_defaults(func=cmd_parameters)
+
+    profile = sub.add_parser("profile", help="device profiles")
+    profile_sub = profile.add_subparsers(dest="profile_command", required=True)
+    validate = profile_sub.add_parser("validate", help="check profile files; exit 1 on any error")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(func=cmd_profile_validate)
+
+    demo = sub.add_parser("demo", help="run a simulated line into the local services")
+    demo.add_argument("--seconds", type=float, default=15.0)
+    demo.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
