@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@bash deploy/services.sh up >/dev/null
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)

@@ -15,6 +15,17 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 state=${TRACE_SERVICES_DIR:-$root/.services}
+build_dir=$state/build
+
+# PostgreSQL and Mosquitto run as their own system users when we are root; if the checkout
+# sits below a folder those users cannot enter (a private home), keep the state in a
+# per-checkout folder under /var/lib instead of loosening the machine's permissions.
+choose_state() {
+  if [ -z "${TRACE_SERVICES_DIR:-}" ] && [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 \
+     && ! runuser -u postgres -- test -x "$root" 2>/dev/null; then
+    state=/var/lib/lot-trace/services-$(printf '%s' "$root" | sha1sum | cut -c1-12)
+  fi
+}
 mqtt_port=${TRACE_SERVICES_MQTT_PORT:-18830}
 pg_port=${TRACE_SERVICES_PG_PORT:-55432}
 pg_user=trace
@@ -91,7 +102,7 @@ install_timescaledb() {
   fi
   log "no postgresql-$v-timescaledb package here: building TimescaleDB (Apache edition) from Debian $tsdb_suite's source package"
   apt_install "postgresql-server-dev-$v" cmake make gcc dpkg-dev libssl-dev libkrb5-dev
-  local b=$state/build/timescaledb apt_opts
+  local b=$build_dir/timescaledb apt_opts
   mkdir -p "$b/etc/sources.list.d" "$b/lists/partial" "$b/src"
   echo "deb-src $(debian_mirror) $tsdb_suite main" >"$b/etc/sources.list"
   # A private apt configuration: the machine's own sources and lists stay untouched.
@@ -208,10 +219,12 @@ export TRACE_DATABASE_URL=postgresql://$pg_user@127.0.0.1:$pg_port/$pg_db
 ENV
 }
 
+[ "${1:-up}" = up ] || choose_state
 case "${1:-up}" in
   up)
-    mkdir -p "$state"
     ensure_installed
+    choose_state
+    mkdir -p "$state"
     start_postgres
     start_mosquitto
     print_env

@@ -8,7 +8,7 @@ an explicit migration, never a second dialect read side by side.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -150,13 +150,25 @@ def parse_profile(data: object, source: str = "<profile>") -> DeviceProfile:
     try:
         return _ProfileDocument.model_validate({"profile": data}).profile
     except ValidationError as err:
+        # Report in the order of the technician's file, not of the model's fields.
+        order = list(data) if isinstance(data, dict) else []
+
+        def position(e: Any) -> int:
+            key = next((p for p in e["loc"][1:] if p not in ("modbus_tcp", "modbus_rtu")), None)
+            return order.index(key) if key in order else len(order)
+
         problems = []
-        for e in err.errors():
+        for e in sorted(err.errors(), key=position):
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 msg = "unknown key: remove it or check its spelling"
             elif e["type"] == "union_tag_invalid":
-                msg = f"unknown protocol {e['input']!r}: use one of modbus_tcp, modbus_rtu"
+                ctx = e.get("ctx", {})
+                problems.append(
+                    f"protocol: unknown protocol {ctx.get('tag')!r}: "
+                    f"use one of {ctx.get('expected_tags')}"
+                )
+                continue
             problems.append(f"{_location(e['loc'])}: {msg}")
         raise ProfileError(source, problems) from err
 

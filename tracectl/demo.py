@@ -54,20 +54,6 @@ def _spawn_collector() -> subprocess.Popen[bytes]:
     return proc
 
 
-def _spawn_collector() -> subprocess.Popen[bytes]:
-    STATE.mkdir(parents=True, exist_ok=True)
-    with open(STATE / "collector.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cloud_collector", "run"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-    (STATE / "collector.pid").write_text(str(proc.pid))
-    return proc
-
-
 async def ensure_collector(settings: CollectorSettings) -> str:
     """A collector answering on the API port: the one already running, or a new one."""
     url = f"http://{settings.api_host}:{settings.api_port}"
@@ -101,7 +87,9 @@ async def run_demo(seconds: float) -> None:
     agent = EdgeAgent(edge, site)
     line = site.line_ids[0]
     batch_id = "DEMO-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    sim = ModbusSimulator(profile, port=site.devices[line][0].connection.port)  # type: ignore[union-attr]
+    device = site.devices[line][0]
+    assert isinstance(device, ModbusTcpProfile)
+    sim = ModbusSimulator(profile, port=device.connection.port)
     async with sim:
         process = asyncio.create_task(run_reactor_process(sim, period_s=0.2))
         running = asyncio.create_task(agent.run())

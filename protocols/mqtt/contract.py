@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-CONTRACT = "trace.v1"
+CONTRACT: Literal["trace.v1"] = "trace.v1"
 
 Quality = Literal["good", "uncertain", "bad"]
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]

@@ -1,0 +1,190 @@
+"""Ingest: idempotent commits, acks that say exactly what was committed, and bad input
+dead-lettered with its reason while the rest flows on."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from cloud_collector.ingest import ingest
+from protocols.mqtt import topics
+from tests.conftest import Services
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def reading(seq: int, value: float = 1.0, batch: str | None = "B1", **extra: object) -> dict:
+    return {
+        "kind": "reading",
+        "seq": seq,
+        "time": (T0 + timedelta(seconds=seq)).isoformat(),
+        "line": "line-1",
+        "batch": batch,
+        "device": "dev-1",
+        "tag": "temperature",
+        "value": value,
+        "unit": "Cel",
+        **extra,
+    }
+
+
+def envelope(edge: str, records: list[dict], stream: str = "readings", epoch: str = "e1") -> bytes:
+    return json.dumps(
+        {"edge_id": edge, "stream": stream, "epoch": epoch, "records": records}
+    ).encode()
+
+
+@pytest.fixture
+async def conn(services: Services) -> AsyncIterator[psycopg.AsyncConnection]:
+    async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def edge() -> str:
+    return f"edge-{uuid.uuid4().hex[:8]}"
+
+
+async def stored(conn: psycopg.AsyncConnection, edge: str) -> list[tuple]:
+    cur = await conn.execute(
+        "select seq, value, batch_id from readings join edge_streams using (stream_id)"
+        " where edge_id = %s order by seq",
+        (edge,),
+    )
+    return await cur.fetchall()
+
+
+async def dead_letters(conn: psycopg.AsyncConnection, topic: str) -> list[str]:
+    cur = await conn.execute(
+        "select reason from dead_letters where topic = %s order by id", (topic,)
+    )
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def test_a_message_is_committed_and_acknowledged_by_its_range(conn, edge) -> None:
+    outcome = await ingest(
+        conn, topics.data(edge, "readings"), envelope(edge, [reading(0), reading(1)])
+    )
+    assert outcome.ack is not None
+    assert (outcome.ack.first_seq, outcome.ack.last_seq, outcome.ack.duplicate) == (0, 1, False)
+    assert outcome.inserted == 2
+    assert await stored(conn, edge) == [(0, 1.0, "B1"), (1, 1.0, "B1")]
+
+
+async def test_a_resend_changes_nothing_even_when_regrouped(conn, edge) -> None:
+    topic = topics.data(edge, "readings")
+    await ingest(conn, topic, envelope(edge, [reading(0, 10.0), reading(1, 11.0)]))
+    again = await ingest(conn, topic, envelope(edge, [reading(0, 10.0), reading(1, 11.0)]))
+    assert again.ack is not None and again.ack.duplicate and again.inserted == 0
+    # The edge regrouped after a reconnect: 1..3 overlaps what is committed.
+    overlap = await ingest(
+        conn, topic, envelope(edge, [reading(1, 11.0), reading(2, 12.0), reading(3, 13.0)])
+    )
+    assert overlap.inserted == 2 and overlap.ack is not None and not overlap.ack.duplicate
+    assert [r[0] for r in await stored(conn, edge)] == [0, 1, 2, 3]
+
+
+async def test_a_new_epoch_is_a_new_numbering(conn, edge) -> None:
+    topic = topics.data(edge, "readings")
+    await ingest(conn, topic, envelope(edge, [reading(0, 1.0)], epoch="old"))
+    outcome = await ingest(conn, topic, envelope(edge, [reading(0, 2.0)], epoch="new"))
+    assert outcome.inserted == 1
+    assert sorted(r[1] for r in await stored(conn, edge)) == [1.0, 2.0]
+
+
+async def test_batch_events_set_start_and_end(conn, edge) -> None:
+    batch = f"B-{uuid.uuid4().hex[:6]}"
+    events = [
+        {
+            "kind": "batch_started",
+            "seq": 0,
+            "time": T0.isoformat(),
+            "line": "line-1",
+            "batch": batch,
+            "by": "op-1",
+        },
+        {
+            "kind": "batch_ended",
+            "seq": 1,
+            "time": (T0 + timedelta(hours=1)).isoformat(),
+            "line": "line-1",
+            "batch": batch,
+            "by": "plc",
+        },
+    ]
+    outcome = await ingest(
+        conn, topics.data(edge, "events"), envelope(edge, events, stream="events")
+    )
+    assert outcome.inserted == 2
+    row = await (
+        await conn.execute(
+            "select line_id, edge_id, started_at, started_by, ended_at, ended_by"
+            " from batches where batch_id = %s",
+            (batch,),
+        )
+    ).fetchone()
+    assert row == ("line-1", edge, T0, "op-1", T0 + timedelta(hours=1), "plc")
+
+
+BAD = {
+    "not json": (b"{not json", "invalid readings message"),
+    "empty records": (None, "records: List should have at least 1 item"),
+    "unknown field": ("extra", "records.0.reading.colour: Extra inputs are not permitted"),
+    "naive timestamp": ("naive", "timestamp must carry a UTC offset"),
+    "good without value": ("novalue", "a reading with quality 'good' must have a value"),
+    "gap in sequence": ("gap", "records[1].seq is 5, expected 1"),
+    "wrong edge": ("impostor", "does not match topic edge"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+async def test_bad_messages_are_dead_lettered_with_the_reason(conn, edge, case) -> None:
+    payload, reason = BAD[case]
+    match payload:
+        case None:
+            payload = envelope(edge, [])
+        case "extra":
+            payload = envelope(edge, [reading(0, colour="red")])
+        case "naive":
+            payload = envelope(edge, [reading(0) | {"time": "2026-11-25T10:00:00"}])
+        case "novalue":
+            payload = envelope(edge, [reading(0) | {"value": None}])
+        case "gap":
+            payload = envelope(edge, [reading(0), reading(5)])
+        case "impostor":
+            payload = envelope("someone-else", [reading(0)])
+    topic = topics.data(edge, "readings")
+    outcome = await ingest(conn, topic, payload)
+    assert outcome.ack is None
+    assert reason in (outcome.reason or "")
+    assert await dead_letters(conn, topic) == [outcome.reason]
+    assert await stored(conn, edge) == []
+    # The next good message on the same topic flows on.
+    good = await ingest(conn, topic, envelope(edge, [reading(0)]))
+    assert good.inserted == 1
+
+
+async def test_a_message_on_a_foreign_topic_is_dead_lettered(conn) -> None:
+    outcome = await ingest(conn, "trace/v1/edges/x/status", b"{}")
+    assert outcome.ack is None and "is not trace/v1/edges/<edge_id>/data/<stream>" in (
+        outcome.reason or ""
+    )
+
+
+async def test_bad_quality_readings_are_kept_with_their_detail(conn, edge) -> None:
+    bad = reading(0) | {"value": None, "quality": "bad", "detail": "Modbus exception 2"}
+    outcome = await ingest(conn, topics.data(edge, "readings"), envelope(edge, [bad]))
+    assert outcome.inserted == 1
+    row = await (
+        await conn.execute(
+            "select value, quality, detail from readings"
+            " join edge_streams using (stream_id) where edge_id = %s",
+            (edge,),
+        )
+    ).fetchone()
+    assert row == (None, "bad", "Modbus exception 2")

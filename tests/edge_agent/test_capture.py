@@ -1,0 +1,60 @@
+"""Device tasks: a device that goes away is reconnected without losing the task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from device_profiles import LIBRARY
+from device_profiles.schema import load_profile
+from edge_agent.batch_context import BatchContext
+from edge_agent.binding import READINGS, Binder
+from edge_agent.capture import DeviceTask
+from edge_agent.outbox import MemoryOutbox
+from protocols.modbus.client import ModbusDriver
+from protocols.modbus.simulator import ModbusSimulator
+from tests.conftest import free_port
+
+
+async def test_polling_survives_a_device_restart(tmp_path: Path) -> None:
+    port = free_port()
+    profile = load_profile(LIBRARY / "modbus-tcp-temperature-pressure-controller.yaml")
+    profile = profile.model_copy(
+        update={
+            "connection": profile.connection.model_copy(update={"port": port, "timeout_s": 0.5})
+        }
+    )
+    outbox = MemoryOutbox()
+    task = DeviceTask(
+        "line-1",
+        ModbusDriver(profile),
+        0.05,
+        Binder(BatchContext(tmp_path / "s.db", ["line-1"]), outbox),
+    )
+    sim = ModbusSimulator(profile, port=port)
+    await sim.start()
+    sim.set("temperature", 50.0)
+    running = asyncio.create_task(task.run())
+    try:
+        async with asyncio.timeout(10):
+            while outbox.depth(READINGS) < 8:
+                await asyncio.sleep(0.02)
+        await sim.stop()
+        async with asyncio.timeout(10):
+            while task.health.failures == 0:
+                await asyncio.sleep(0.02)
+        assert not task.health.connected and "tp-controller-1" in (task.health.last_error or "")
+        sim = ModbusSimulator(profile, port=port)
+        await sim.start()
+        sim.set("temperature", 60.0)
+        async with asyncio.timeout(20):
+            while not any(r.value == 60.0 for r in outbox.take(READINGS, 10_000)):  # type: ignore[union-attr]
+                await asyncio.sleep(0.05)
+        assert task.health.connected
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await task.driver.close()
+        await sim.stop()

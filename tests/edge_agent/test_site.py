@@ -1,0 +1,95 @@
+"""Site files are validated whole before any device is opened; every problem is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from device_profiles import LIBRARY
+from edge_agent.site import SiteError, load_site
+
+PROFILE = str(LIBRARY / "modbus-tcp-temperature-pressure-controller.yaml")
+
+
+def site(tmp_path: Path, body: dict) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_the_demo_site_loads() -> None:
+    loaded = load_site(Path(__file__).parents[2] / "deploy" / "demo" / "site.yaml")
+    assert loaded.edge_id == "demo-edge" and [p.name for p in loaded.devices["line-1"]] == [
+        "tp-controller-1"
+    ]
+
+
+def test_connection_overrides_apply_and_are_validated(tmp_path: Path) -> None:
+    ok = load_site(
+        site(
+            tmp_path,
+            {
+                "edge_id": "e",
+                "lines": [
+                    {
+                        "id": "l",
+                        "devices": [
+                            {"profile": PROFILE, "connection": {"host": "10.0.0.5", "port": 502}}
+                        ],
+                    }
+                ],
+            },
+        )
+    )
+    conn = ok.devices["l"][0].connection
+    assert (conn.host, conn.port) == ("10.0.0.5", 502)  # type: ignore[union-attr]
+    with pytest.raises(
+        SiteError, match=r"connection\.port: Input should be less than or equal to 65535"
+    ):
+        load_site(
+            site(
+                tmp_path,
+                {
+                    "edge_id": "e",
+                    "lines": [
+                        {
+                            "id": "l",
+                            "devices": [{"profile": PROFILE, "connection": {"port": 70000}}],
+                        }
+                    ],
+                },
+            )
+        )
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(SiteError) as err:
+        load_site(
+            site(
+                tmp_path,
+                {
+                    "edge_id": "e",
+                    "lines": [
+                        {
+                            "id": "l1",
+                            "devices": [{"profile": "missing.yaml"}, {"profile": PROFILE}],
+                        },
+                        {"id": "l2", "devices": [{"profile": PROFILE}]},
+                    ],
+                },
+            )
+        )
+    problems = err.value.problems
+    assert len(problems) == 2
+    assert "lines[0].devices[0]" in problems[0] and "cannot read the file" in problems[0]
+    assert (
+        "lines[1].devices[0]" in problems[1]
+        and "device name 'tp-controller-1' is also used" in problems[1]
+    )
+
+
+def test_unknown_keys_in_the_site_file_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(SiteError, match=r"lines\.0\.devicez: Extra inputs are not permitted"):
+        load_site(site(tmp_path, {"edge_id": "e", "lines": [{"id": "l", "devicez": []}]}))
