@@ -72,6 +72,15 @@ class ModbusTag(Strict):
         return self
 
 
+class BatchSource(Strict):
+    """A tag whose value is the line's active batch: a change starts a new batch (ending the
+    one before); an empty string or 0 means the line is idle. Its values are batch events,
+    not readings."""
+
+    tag: Name
+    prefix: str = Field(default="", max_length=32, description="put before numeric batch ids")
+
+
 class ModbusTcpConnection(Strict):
     host: str = Field(min_length=1)
     port: int = Field(default=502, ge=1, le=65535)
@@ -89,36 +98,106 @@ class ModbusRtuConnection(Strict):
     timeout_s: float = Field(default=1.0, gt=0, le=60)
 
 
-class _ModbusProfile(Strict):
+class OpcUaSecurity(Strict):
+    """None, or Basic256Sha256 with Sign or SignAndEncrypt and this client's certificate."""
+
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    policy: Literal["Basic256Sha256"] = "Basic256Sha256"
+    certificate: Path | None = Field(default=None, description="client certificate (DER or PEM)")
+    private_key: Path | None = Field(default=None, description="client private key (PEM)")
+    server_certificate: Path | None = Field(
+        default=None, description="the server certificate to trust; none: trust on first use"
+    )
+
+    @model_validator(mode="after")
+    def _keys_for_signing(self) -> OpcUaSecurity:
+        if self.mode != "None" and (self.certificate is None or self.private_key is None):
+            raise ValueError(
+                f"security mode {self.mode} needs certificate and private_key: "
+                "point them at this edge's client certificate and key files"
+            )
+        return self
+
+
+class OpcUaConnection(Strict):
+    endpoint: str = Field(pattern=r"^opc\.tcp://", description="opc.tcp://host:port/path")
+    security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
+    username: str | None = None
+    password: str | None = None
+    timeout_s: float = Field(default=4.0, gt=0, le=120)
+
+
+class Deadband(Strict):
+    type: Literal["absolute", "percent"] = "absolute"
+    value: float = Field(ge=0)
+
+
+class OpcUaTag(Strict):
+    name: Name
+    node_id: str = Field(min_length=3, description="e.g. ns=2;s=Reactor1.Temperature")
+    sampling_interval_s: float | None = Field(
+        default=None, ge=0, le=3600, description="server-side sampling; default: the profile's"
+    )
+    deadband: Deadband | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = Field(default=None, max_length=32)
+    spec: SpecLimits | None = None
+
+
+class _Profile(Strict):
     profile_version: Literal[1]
     name: Name
     description: str | None = None
     vendor: str | None = None
     model: str | None = None
-    poll_interval_s: float = Field(default=1.0, ge=0.05, le=3600)
-    tags: list[ModbusTag] = Field(min_length=1)
+    batch_source: BatchSource | None = None
 
     @model_validator(mode="after")
-    def _unique_tags(self) -> _ModbusProfile:
-        seen: set[str] = set()
-        for tag in self.tags:
-            if tag.name in seen:
-                raise ValueError(f"tag name {tag.name!r} appears twice: tag names must be unique")
-            seen.add(tag.name)
+    def _tags_consistent(self) -> _Profile:
+        names = [t.name for t in self.tags]  # type: ignore[attr-defined]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"tag name {name!r} appears twice: tag names must be unique")
+        if self.batch_source is not None and self.batch_source.tag not in names:
+            raise ValueError(
+                f"batch_source.tag {self.batch_source.tag!r} is not one of this profile's tags "
+                f"({', '.join(names)})"
+            )
         return self
 
 
-class ModbusTcpProfile(_ModbusProfile):
+class ModbusTcpProfile(_Profile):
     protocol: Literal["modbus_tcp"]
     connection: ModbusTcpConnection
+    poll_interval_s: float = Field(default=1.0, ge=0.05, le=3600)
+    tags: list[ModbusTag] = Field(min_length=1)
 
 
-class ModbusRtuProfile(_ModbusProfile):
+class ModbusRtuProfile(_Profile):
     protocol: Literal["modbus_rtu"]
     connection: ModbusRtuConnection
+    poll_interval_s: float = Field(default=1.0, ge=0.05, le=3600)
+    tags: list[ModbusTag] = Field(min_length=1)
 
 
-DeviceProfile = Annotated[ModbusTcpProfile | ModbusRtuProfile, Field(discriminator="protocol")]
+class OpcUaProfile(_Profile):
+    protocol: Literal["opcua"]
+    connection: OpcUaConnection
+    # subscription: the server reports changes (data-change notifications); poll: read all
+    # tags every poll_interval_s, for servers whose subscriptions are unreliable.
+    sampling: Literal["subscription", "poll"] = "subscription"
+    publishing_interval_s: float = Field(default=1.0, ge=0.01, le=3600)
+    sampling_interval_s: float = Field(default=0.5, ge=0, le=3600)
+    poll_interval_s: float = Field(default=1.0, ge=0.05, le=3600)
+    tags: list[OpcUaTag] = Field(min_length=1)
+
+
+ModbusProfile = ModbusTcpProfile | ModbusRtuProfile
+DeviceProfile = Annotated[
+    ModbusTcpProfile | ModbusRtuProfile | OpcUaProfile, Field(discriminator="protocol")
+]
+PROTOCOLS = ("modbus_tcp", "modbus_rtu", "opcua")
 
 
 class _ProfileDocument(BaseModel):
@@ -139,7 +218,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc[1:]:  # loc[0] is the wrapper field
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("modbus_tcp", "modbus_rtu"):
+        elif part in PROTOCOLS:
             continue  # the discriminator's branch name is noise to a technician
         else:
             out += f".{part}" if out else str(part)
@@ -154,7 +233,7 @@ def parse_profile(data: object, source: str = "<profile>") -> DeviceProfile:
         order = list(data) if isinstance(data, dict) else []
 
         def position(e: Any) -> int:
-            key = next((p for p in e["loc"][1:] if p not in ("modbus_tcp", "modbus_rtu")), None)
+            key = next((p for p in e["loc"][1:] if p not in PROTOCOLS), None)
             return order.index(key) if key in order else len(order)
 
         problems = []

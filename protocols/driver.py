@@ -8,9 +8,10 @@ A bad value for one tag is neither: it is a `Sample` with quality "bad" and a de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Quality = Literal["good", "uncertain", "bad"]
 
@@ -18,11 +19,12 @@ Quality = Literal["good", "uncertain", "bad"]
 @dataclass(frozen=True, slots=True)
 class Sample:
     tag: str
-    value: float | None
+    value: float | None  # engineering value (scale and offset applied); None if unusable
     unit: str | None
     quality: Quality = "good"
-    device_time: datetime | None = None
-    detail: str | None = None
+    device_time: datetime | None = None  # the device's own (source) timestamp, if it has one
+    detail: str | None = None  # why the quality is not good, in the device's words
+    text: str | None = None  # a string tag's value (batch ids); value is None then
 
 
 class DeviceUnavailable(Exception):
@@ -43,3 +45,20 @@ class PollingDriver(Protocol):
     async def read(self) -> list[Sample]: ...
 
     async def close(self) -> None: ...
+
+
+Deliver = Callable[[list[Sample]], None]
+
+
+@runtime_checkable
+class SubscribingDriver(Protocol):
+    """Optional: a device that reports changes itself (OPC UA data-change notifications).
+
+    `subscribe` calls `deliver` with each batch of samples (the initial values first) and
+    returns only by raising: `DeviceUnavailable` when the session is lost, after which the
+    caller closes, reopens and subscribes again.
+    """
+
+    name: str
+
+    async def subscribe(self, deliver: Deliver) -> None: ...
