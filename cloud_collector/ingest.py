@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from pydantic import ValidationError
 
 from protocols.mqtt import topics
-from protocols.mqtt.contract import Ack, BatchEvent, Envelope, Reading
+from protocols.mqtt.contract import (
+    Ack,
+    BatchEvent,
+    DeviceEvent,
+    Envelope,
+    Reading,
+    ReadingsDropped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +32,7 @@ create temp table if not exists readings_in (like readings including defaults)
 """
 _COPY_COLUMNS = (
     "time, device_time, received_at, line_id, batch_id, device, tag, value, unit, quality,"
-    " detail, stream_id, seq"
+    " detail, stream_id, seq, backfill"
 )
 _COPY_TYPES = [
     "timestamptz",
@@ -41,6 +48,7 @@ _COPY_TYPES = [
     "text",
     "int4",
     "int8",
+    "bool",
 ]
 _STREAM = """
 with found as (
@@ -80,6 +88,19 @@ insert into batches (batch_id, line_id, edge_id, ended_at, ended_by)
 values (%(batch)s, %(line)s, %(edge)s, %(time)s, %(by)s)
 on conflict (batch_id) do update set ended_at = excluded.ended_at, ended_by = excluded.ended_by
 where batches.ended_at is null or batches.ended_at < excluded.ended_at
+"""
+_DEVICE_EVENT = """
+insert into device_events (stream_id, seq, time, kind, line_id, device, detail, received_at)
+values (%(stream_id)s, %(seq)s, %(time)s, %(kind)s, %(line)s, %(device)s, %(detail)s,
+        %(received)s)
+on conflict (stream_id, seq) do nothing
+"""
+_READINGS_DROPPED = """
+insert into readings_dropped (stream_id, seq, time, dropped_stream, count, first_seq, last_seq,
+    policy, received_at)
+values (%(stream_id)s, %(seq)s, %(time)s, %(stream)s, %(count)s, %(first_seq)s, %(last_seq)s,
+        %(policy)s, %(received)s)
+on conflict (stream_id, seq) do nothing
 """
 _COMMIT_RECORD = """
 insert into stream_commits (stream_id, first_seq, last_seq, records, inserted)
@@ -133,7 +154,16 @@ def parse(topic: str, payload: bytes) -> Envelope:
     return envelope
 
 
-async def ingest(conn: psycopg.AsyncConnection, topic: str, payload: bytes) -> Outcome:
+# A reading committed this long after it was taken is marked as backfill (an outage drained).
+BACKFILL_AFTER = timedelta(seconds=60)
+
+
+async def ingest(
+    conn: psycopg.AsyncConnection,
+    topic: str,
+    payload: bytes,
+    backfill_after: timedelta = BACKFILL_AFTER,
+) -> Outcome:
     """Commit one message. Database errors propagate (no ack: the edge will resend)."""
     try:
         envelope = parse(topic, payload)
@@ -142,7 +172,7 @@ async def ingest(conn: psycopg.AsyncConnection, topic: str, payload: bytes) -> O
         return Outcome(ack=None, reason=rejected.reason)
     received = datetime.now(UTC)
     async with conn.transaction():
-        inserted = await _commit(conn, envelope, received)
+        inserted = await _commit(conn, envelope, received, received - backfill_after)
     ack = Ack(
         edge_id=envelope.edge_id,
         stream=envelope.stream,
@@ -154,63 +184,81 @@ async def ingest(conn: psycopg.AsyncConnection, topic: str, payload: bytes) -> O
     return Outcome(ack=ack, inserted=inserted)
 
 
-async def _commit(conn: psycopg.AsyncConnection, env: Envelope, received: datetime) -> int:
-    ids = {"edge": env.edge_id, "stream": env.stream, "epoch": env.epoch}
-    row = await (await conn.execute(_STREAM, ids)).fetchone()
-    if row is None:  # another collector created the stream between our select and insert
+async def _stream_id(conn: psycopg.AsyncConnection, ids: dict[str, str]) -> int:
+    for _ in range(2):  # twice: another collector may create it between our select and insert
         row = await (await conn.execute(_STREAM, ids)).fetchone()
-    if row is None:
-        raise RuntimeError(f"cannot register stream {ids}: edge_streams refused it twice")
-    stream_id = row[0]
+        if row is not None:
+            return int(row[0])
+    raise RuntimeError(f"cannot register stream {ids}: edge_streams refused it twice")
+
+
+async def _copy_readings(
+    conn: psycopg.AsyncConnection,
+    readings: list[Reading],
+    stream_id: int,
+    received: datetime,
+    backfill_before: datetime,
+    ids: dict[str, str],
+) -> int:
+    await conn.execute(_STAGING)
+    async with conn.cursor() as cur:
+        sql = f"copy readings_in ({_COPY_COLUMNS}) from stdin (format binary)"
+        async with cur.copy(sql) as copy:
+            copy.set_types(_COPY_TYPES)
+            for r in readings:
+                await copy.write_row(
+                    (
+                        r.time,
+                        r.device_time,
+                        received,
+                        r.line,
+                        r.batch,
+                        r.device,
+                        r.tag,
+                        r.value,
+                        r.unit,
+                        r.quality,
+                        r.detail,
+                        stream_id,
+                        r.seq,
+                        r.time < backfill_before,
+                    )
+                )
+        await cur.execute(_READINGS_FROM_STAGING)
+        inserted = max(cur.rowcount, 0)
+        await cur.execute(_BATCHES_SEEN, ids)
+    return inserted
+
+
+async def _insert_event(
+    conn: psycopg.AsyncConnection,
+    event: BatchEvent | DeviceEvent | ReadingsDropped,
+    params: dict[str, object],
+) -> int:
+    params = {**params, **event.model_dump(), "seq": event.seq}
+    if isinstance(event, BatchEvent):
+        if (await conn.execute(_BATCH_EVENT, params)).rowcount <= 0:
+            return 0
+        follow = _BATCH_STARTED if event.kind == "batch_started" else _BATCH_ENDED
+        await conn.execute(follow, params)
+        return 1
+    sql = _DEVICE_EVENT if isinstance(event, DeviceEvent) else _READINGS_DROPPED
+    return max((await conn.execute(sql, params)).rowcount, 0)
+
+
+async def _commit(
+    conn: psycopg.AsyncConnection, env: Envelope, received: datetime, backfill_before: datetime
+) -> int:
+    ids = {"edge": env.edge_id, "stream": env.stream, "epoch": env.epoch}
+    stream_id = await _stream_id(conn, ids)
     readings = [r for r in env.records if isinstance(r, Reading)]
-    events = [r for r in env.records if isinstance(r, BatchEvent)]
     inserted = 0
     if readings:
-        await conn.execute(_STAGING)
-        async with conn.cursor() as cur:
-            async with cur.copy(
-                f"copy readings_in ({_COPY_COLUMNS}) from stdin (format binary)"
-            ) as copy:
-                copy.set_types(_COPY_TYPES)
-                for r in readings:
-                    await copy.write_row(
-                        (
-                            r.time,
-                            r.device_time,
-                            received,
-                            r.line,
-                            r.batch,
-                            r.device,
-                            r.tag,
-                            r.value,
-                            r.unit,
-                            r.quality,
-                            r.detail,
-                            stream_id,
-                            r.seq,
-                        )
-                    )
-            await cur.execute(_READINGS_FROM_STAGING)
-            inserted += max(cur.rowcount, 0)
-            await cur.execute(_BATCHES_SEEN, ids)
-    for event in events:
-        params = {
-            **ids,
-            "stream_id": stream_id,
-            "seq": event.seq,
-            "time": event.time,
-            "kind": event.kind,
-            "line": event.line,
-            "batch": event.batch,
-            "by": event.by,
-            "received": received,
-        }
-        cur2 = await conn.execute(_BATCH_EVENT, params)
-        if cur2.rowcount > 0:
-            inserted += 1
-            await conn.execute(
-                _BATCH_STARTED if event.kind == "batch_started" else _BATCH_ENDED, params
-            )
+        inserted += await _copy_readings(conn, readings, stream_id, received, backfill_before, ids)
+    event_params: dict[str, object] = {"stream_id": stream_id, "received": received, **ids}
+    for record in env.records:
+        if not isinstance(record, Reading):
+            inserted += await _insert_event(conn, record, event_params)
     await conn.execute(
         _COMMIT_RECORD, (stream_id, env.first_seq, env.last_seq, len(env.records), inserted)
     )

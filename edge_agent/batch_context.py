@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 _SCHEMA = """
 create table if not exists active_batch (
@@ -35,13 +34,16 @@ class ActiveBatch:
 
 
 class BatchContext:
-    def __init__(self, db_path: Path, lines: list[str]) -> None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(db_path, isolation_level=None)
-        self._db.execute("pragma journal_mode=wal")
-        self._db.execute("pragma synchronous=full")
+    """Kept in the outbox's SQLite file, so that a batch change and its event are one
+    transaction: after a crash both happened or neither did."""
+
+    def __init__(self, db: sqlite3.Connection, lines: list[str]) -> None:
+        self._db = db
         self._db.execute(_SCHEMA)
         self.lines = list(lines)
+        self.reload()
+
+    def reload(self) -> None:
         self._active: dict[str, ActiveBatch] = {}
         for line_id, batch_id, started_at, started_by in self._db.execute(
             "select line_id, batch_id, started_at, started_by from active_batch"
@@ -85,6 +87,3 @@ class BatchContext:
         self._db.execute("delete from active_batch where line_id = ?", (line_id,))
         del self._active[line_id]
         return current
-
-    def close(self) -> None:
-        self._db.close()

@@ -1,7 +1,9 @@
-"""One supervised task per device: poll on schedule, bind each sample, survive failures.
+"""One supervised task per device: capture on schedule or by subscription, bind every
+sample, and survive failures.
 
-A failed read never ends the task: an unreachable device is reconnected with backoff
-(and counted); a bad value is a bad-quality reading, bound and published like any other.
+A failed read never ends the task: an unreachable device is reconnected with backoff, and
+the gap is recorded as device_offline / device_online events; a bad value is a bad-quality
+reading, bound and published like any other.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from edge_agent.binding import Binder
-from protocols.driver import DeviceMisconfigured, DeviceUnavailable, PollingDriver
+from protocols.driver import (
+    DeviceMisconfigured,
+    DeviceUnavailable,
+    PollingDriver,
+    Sample,
+    SubscribingDriver,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,31 +35,45 @@ class DeviceHealth:
     failures: int = 0
     last_error: str | None = None
     last_read_at: datetime | None = None
+    offline_since: datetime | None = None
 
 
 class DeviceTask:
     def __init__(
-        self, line_id: str, driver: PollingDriver, interval_s: float, binder: Binder
+        self,
+        line_id: str,
+        driver: PollingDriver,
+        interval_s: float,
+        binder: Binder,
+        subscribe: bool = False,
     ) -> None:
         self.line_id = line_id
         self.driver = driver
         self.interval_s = interval_s
         self.binder = binder
+        self.subscribe = subscribe and isinstance(driver, SubscribingDriver)
         self.health = DeviceHealth()
+        self._announced_offline = False
 
     async def connect(self) -> None:
         await self.driver.open()
         self.health.connected = True
+        if self._announced_offline:
+            self.binder.device_event(self.line_id, self.driver.name, True, None)
+            self._announced_offline = False
+            self.health.offline_since = None
 
-    async def poll_once(self) -> int:
-        """Read every tag once and bind the samples; returns how many were bound."""
+    def deliver(self, samples: list[Sample]) -> None:
         taken_at = datetime.now(UTC)
-        samples = await self.driver.read()
-        for sample in samples:
-            self.binder.reading(self.line_id, self.driver.name, sample, taken_at)
+        self.binder.readings(self.line_id, self.driver.name, samples, taken_at)
         self.health.polls += 1
         self.health.readings += len(samples)
         self.health.last_read_at = taken_at
+
+    async def poll_once(self) -> int:
+        """Read every tag once and bind the samples; returns how many were read."""
+        samples = await self.driver.read()
+        self.deliver(samples)
         return len(samples)
 
     async def run(self) -> None:
@@ -60,7 +82,10 @@ class DeviceTask:
             try:
                 await self.connect()
                 backoff = 0.5
-                await self._poll_forever()
+                if self.subscribe:
+                    await self.driver.subscribe(self.deliver)  # type: ignore[attr-defined]
+                else:
+                    await self._poll_forever()
             except DeviceUnavailable as err:
                 self._failed(err)
                 log.warning("%s; reconnecting in %.1fs", err, backoff)
@@ -78,6 +103,10 @@ class DeviceTask:
         self.health.connected = False
         self.health.failures += 1
         self.health.last_error = str(err)
+        if not self._announced_offline:
+            self.health.offline_since = datetime.now(UTC)
+            self.binder.device_event(self.line_id, self.driver.name, False, str(err))
+            self._announced_offline = True
 
     async def _poll_forever(self) -> None:
         # A fixed schedule, not sleep-after-read: the poll rate does not drift with read

@@ -1,87 +1,333 @@
-"""The outbox: every record waits here until the collector acknowledges it is committed.
+"""The outbox: every record waits here, on disk, until the collector acknowledges it.
 
-The publisher and the ack path use only this interface (see docs/outbox.md):
-append a record and get its sequence number; take the next records to send; accept what
-was acknowledged; requeue what was sent but not acknowledged (timeout or reconnect).
-
-`MemoryOutbox` keeps records in memory: the walking skeleton's implementation. It honours
-the interface's ordering and ack rules but not durability; the SQLite outbox replaces it.
+See docs/outbox.md for the contract. Records are stored as the JSON the collector will
+read, built once at append time, so publishing is string assembly and not re-serialising.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import sqlite3
+import time
 import uuid
-from collections import OrderedDict
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import TypeAdapter
+log = logging.getLogger(__name__)
 
-from protocols.mqtt.contract import Record
+Policy = Literal["thin_oldest", "drop_oldest", "drop_newest"]
+# Bytes one reading takes in the outbox as stored JSON (measured by bench/edge_pipeline.py;
+# the SQLite file adds roughly a third on top): the unit of the outbox's size bound.
+READING_BYTES = 260
+READINGS = "readings"
+# Trace events travel apart from readings: when the outbox must thin readings, events are
+# never among what is dropped.
+EVENTS = "events"
 
-_RECORD: TypeAdapter[Record] = TypeAdapter(Record)
+_SCHEMA = """
+create table if not exists meta (key text primary key, value text not null);
+create table if not exists streams (
+    stream   text primary key,
+    next_seq integer not null,
+    dropped  integer not null default 0
+);
+create table if not exists records (
+    stream     text not null,
+    seq        integer not null,
+    created_at real not null,
+    body       text not null,
+    primary key (stream, seq)
+) without rowid;
+"""
 
 
-class Outbox(Protocol):
+@dataclass
+class StreamStats:
+    depth: int = 0
+    oldest_age_s: float | None = None
+    dropped: int = 0
+
+
+@dataclass
+class OutboxStats:
     epoch: str
+    bytes: int
+    max_bytes: int
+    streams: dict[str, StreamStats] = field(default_factory=dict)
+    alarms: list[str] = field(default_factory=list)
 
-    def append(self, stream: str, fields: dict[str, Any]) -> int: ...
+    @property
+    def depth(self) -> int:
+        return sum(s.depth for s in self.streams.values())
 
-    def take(self, stream: str, limit: int) -> list[Record]: ...
-
-    def accept(self, stream: str, epoch: str, first_seq: int, last_seq: int) -> int: ...
-
-    def requeue(self, stream: str) -> None: ...
-
-    def depth(self, stream: str) -> int: ...
-
-    def streams(self) -> list[str]: ...
+    @property
+    def dropped(self) -> int:
+        return sum(s.dropped for s in self.streams.values())
 
 
-class MemoryOutbox:
-    def __init__(self, epoch: str | None = None) -> None:
-        self.epoch = epoch or uuid.uuid4().hex
-        self._records: dict[str, OrderedDict[int, Record]] = {}
-        self._next_seq: dict[str, int] = {}
-        self._next_to_send: dict[str, int] = {}
+@dataclass
+class _Lanes:
+    """Where sending stands in one stream (memory only: after a restart all is resent)."""
+
+    backlog: int  # next backlog seq to offer
+    live_from: int  # records from here on are the live lane
+    live: int  # next live seq to offer
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot put {type(value).__name__} into an outbox record")
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int = 1 << 30,
+        policy: Policy = "thin_oldest",
+        thin_fraction: float = 0.1,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.policy: Policy = policy
+        self.thin_fraction = thin_fraction
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("pragma journal_mode=wal")
+        self.db.execute("pragma synchronous=full")
+        self.db.executescript(_SCHEMA)
+        row = self.db.execute("select value from meta where key = 'epoch'").fetchone()
+        if row is None:
+            self.epoch = uuid.uuid4().hex
+            self.db.execute("insert into meta values ('epoch', ?)", (self.epoch,))
+        else:
+            self.epoch = row[0]
+        self._next: dict[str, int] = dict(self.db.execute("select stream, next_seq from streams"))
+        self._dropped: dict[str, int] = dict(self.db.execute("select stream, dropped from streams"))
+        self._bytes = self.db.execute(
+            "select coalesce(sum(length(body)), 0) from records"
+        ).fetchone()[0]
+        self._lanes: dict[str, _Lanes] = {}
+        for stream in self._next:
+            self.requeue(stream)
+        self.over_bound_events = False
+        self._enforcing = False
+        self.on_append: Callable[[], None] | None = None  # wakes the publisher
+
+    # -- append ---------------------------------------------------------------------------
 
     def append(self, stream: str, fields: dict[str, Any]) -> int:
-        seq = self._next_seq.get(stream, 0)
-        record = _RECORD.validate_python({**fields, "seq": seq})
-        self._records.setdefault(stream, OrderedDict())[seq] = record
-        self._next_seq[stream] = seq + 1
-        self._next_to_send.setdefault(stream, seq)
-        return seq
+        return self.append_many([(stream, fields)])[0]
 
-    def take(self, stream: str, limit: int) -> list[Record]:
-        records = self._records.get(stream)
-        if not records:
+    def append_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> list[int]:
+        """Commit records in one transaction; their sequence numbers, in order.
+
+        A reading refused by the drop_newest policy gets -1.
+        """
+        now = time.time()
+        rows: list[tuple[str, int, float, str]] = []
+        seqs: list[int] = []
+        next_seq = self._next
+        size = 0
+        refused = 0
+        full = self._bytes >= self.max_bytes
+        for stream, fields in items:
+            if full and stream == READINGS and self.policy == "drop_newest":
+                seqs.append(-1)
+                refused += 1
+                continue
+            seq = next_seq.get(stream, 0)
+            next_seq[stream] = seq + 1
+            fields["seq"] = seq
+            body = json.dumps(fields, default=_json_default, separators=(",", ":"))
+            rows.append((stream, seq, now, body))
+            seqs.append(seq)
+            size += len(body)
+        if rows:
+            touched = {r[0] for r in rows}
+            with self.transaction():
+                self.db.executemany("insert into records values (?, ?, ?, ?)", rows)
+                self.db.executemany(
+                    "insert into streams (stream, next_seq) values (?, ?)"
+                    " on conflict (stream) do update set next_seq = excluded.next_seq",
+                    [(s, next_seq[s]) for s in touched],
+                )
+            self._bytes += size
+            for stream in touched:
+                if stream not in self._lanes:
+                    self._lanes[stream] = _Lanes(0, 0, 0)
+        if refused:
+            self._count_dropped(READINGS, refused)
+        if self._bytes > self.max_bytes:
+            self._enforce_bound()
+        if rows and self.on_append is not None:
+            self.on_append()
+        return seqs
+
+    # -- send -----------------------------------------------------------------------------
+
+    def take(self, stream: str, limit: int) -> list[tuple[int, str]]:
+        """The next contiguous run to send: the live lane first, then the backlog."""
+        lanes = self._lanes.get(stream)
+        if lanes is None:
             return []
-        start = self._next_to_send[stream]
-        out: list[Record] = []
-        seq = start
-        while len(out) < limit and seq in records:
-            out.append(records[seq])
-            seq += 1
-        self._next_to_send[stream] = seq
-        return out
+        end = self._next.get(stream, 0)
+        if lanes.live < end:
+            run = self._run(stream, lanes.live, end, limit)
+            if run:
+                lanes.live = run[-1][0] + 1
+                return run
+            lanes.live = end
+        if lanes.backlog < lanes.live_from:
+            run = self._run(stream, lanes.backlog, lanes.live_from, limit)
+            lanes.backlog = run[-1][0] + 1 if run else lanes.live_from
+            return run
+        return []
+
+    def _run(self, stream: str, start: int, end: int, limit: int) -> list[tuple[int, str]]:
+        rows = self.db.execute(
+            "select seq, body from records where stream = ? and seq >= ? and seq < ?"
+            " order by seq limit ?",
+            (stream, start, end, limit),
+        ).fetchall()
+        # A message is a contiguous run: stop at the first hole (thinned or acked records).
+        for i in range(1, len(rows)):
+            if rows[i][0] != rows[i - 1][0] + 1:
+                return rows[:i]
+        return rows
 
     def accept(self, stream: str, epoch: str, first_seq: int, last_seq: int) -> int:
         if epoch != self.epoch:
             return 0  # an ack for an outbox this edge no longer has
-        records = self._records.get(stream, OrderedDict())
-        removed = 0
-        for seq in range(first_seq, last_seq + 1):
-            if records.pop(seq, None) is not None:
-                removed += 1
-        return removed
+        with self.transaction():
+            removed = self.db.execute(
+                "delete from records where stream = ? and seq between ? and ?"
+                " returning length(body)",
+                (stream, first_seq, last_seq),
+            ).fetchall()
+        self._bytes -= sum(r[0] for r in removed)
+        return len(removed)
 
     def requeue(self, stream: str) -> None:
-        records = self._records.get(stream)
-        if records:
-            self._next_to_send[stream] = next(iter(records))
-
-    def depth(self, stream: str) -> int:
-        return len(self._records.get(stream, ()))
+        """Offer every unacknowledged record again; what is appended from now on goes first."""
+        row = self.db.execute("select min(seq) from records where stream = ?", (stream,)).fetchone()
+        end = self._next.get(stream, 0)
+        oldest = row[0] if row[0] is not None else end
+        self._lanes[stream] = _Lanes(backlog=oldest, live_from=end, live=end)
 
     def streams(self) -> list[str]:
-        return list(self._records)
+        return list(self._lanes)
+
+    def depth(self, stream: str) -> int:
+        row = self.db.execute("select count(*) from records where stream = ?", (stream,))
+        return int(row.fetchone()[0])
+
+    # -- bound ----------------------------------------------------------------------------
+
+    def _enforce_bound(self) -> None:
+        if self.policy == "drop_newest" or self._enforcing:
+            return  # drop_newest refuses readings at append instead
+        count = self.db.execute(
+            "select count(*) from records where stream = ?", (READINGS,)
+        ).fetchone()[0]
+        if count == 0:
+            if not self.over_bound_events:
+                log.error("outbox over its bound with trace events only: they are all kept")
+            self.over_bound_events = True
+            return
+        window = self.db.execute(
+            "select seq, length(body) from records where stream = ? order by seq limit ?",
+            (READINGS, max(1, int(count * self.thin_fraction))),
+        ).fetchall()
+        if self.policy == "thin_oldest" and len(window) > 1:
+            window = window[1::2]
+        with self.transaction():
+            self.db.executemany(
+                "delete from records where stream = ? and seq = ?",
+                [(READINGS, seq) for seq, _ in window],
+            )
+        self._bytes -= sum(size for _, size in window)
+        self._enforcing = True
+        try:
+            self._count_dropped(READINGS, len(window), window[0][0], window[-1][0])
+        finally:
+            self._enforcing = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One SQLite transaction; nested uses join the outer one (a batch start and its
+        event commit together)."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("begin")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("rollback")
+            raise
+        self.db.execute("commit")
+
+    def _count_dropped(
+        self, stream: str, count: int, first_seq: int | None = None, last_seq: int | None = None
+    ) -> None:
+        self._dropped[stream] = self._dropped.get(stream, 0) + count
+        with self.transaction():
+            self.db.execute(
+                "insert into streams (stream, next_seq, dropped) values (?, ?, ?)"
+                " on conflict (stream) do update set dropped = excluded.dropped",
+                (stream, self._next.get(stream, 0), self._dropped[stream]),
+            )
+        log.warning(
+            "outbox full (%d of %d bytes): %s dropped %d readings",
+            self._bytes,
+            self.max_bytes,
+            self.policy,
+            count,
+        )
+        if first_seq is not None and last_seq is not None:
+            self.append(
+                EVENTS,
+                {
+                    "kind": "readings_dropped",
+                    "time": datetime.now(UTC),
+                    "stream": stream,
+                    "count": count,
+                    "first_seq": first_seq,
+                    "last_seq": last_seq,
+                    "policy": self.policy,
+                },
+            )
+
+    # -- status ---------------------------------------------------------------------------
+
+    def stats(self) -> OutboxStats:
+        now = time.time()
+        out = OutboxStats(epoch=self.epoch, bytes=self._bytes, max_bytes=self.max_bytes)
+        for stream in sorted(set(self._next) | set(self._dropped)):
+            depth = self.depth(stream)
+            oldest = self.db.execute(
+                "select created_at from records where stream = ? order by seq limit 1", (stream,)
+            ).fetchone()
+            out.streams[stream] = StreamStats(
+                depth=depth,
+                oldest_age_s=round(now - oldest[0], 3) if oldest else None,
+                dropped=self._dropped.get(stream, 0),
+            )
+        if self._bytes >= self.max_bytes:
+            out.alarms.append(
+                f"outbox full: {self._bytes} of {self.max_bytes} bytes; readings are being "
+                f"dropped by policy {self.policy}"
+            )
+        if out.dropped:
+            out.alarms.append(f"{out.dropped} readings dropped since this outbox was created")
+        return out
+
+    def close(self) -> None:
+        self.db.close()

@@ -8,9 +8,11 @@ again; the collector recognises the resend by (edge, stream, epoch, seq).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,7 +22,7 @@ from pydantic import ValidationError
 from edge_agent.outbox import Outbox
 from protocols.mqtt import topics
 from protocols.mqtt.connection import BrokerSettings
-from protocols.mqtt.contract import Ack, Envelope
+from protocols.mqtt.contract import CONTRACT, Ack, EdgeStatus
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,16 @@ class _InFlight:
     sent_at: float = field(default_factory=time.monotonic)
 
 
+def envelope_payload(edge_id: str, stream: str, epoch: str, bodies: list[str]) -> str:
+    """The Envelope's JSON, assembled from the records' stored JSON without re-encoding it
+    (the collector validates every field on arrival)."""
+    head = json.dumps(
+        {"contract": CONTRACT, "edge_id": edge_id, "stream": stream, "epoch": epoch},
+        separators=(",", ":"),
+    )
+    return head[:-1] + ',"records":[' + ",".join(bodies) + "]}"
+
+
 class Publisher:
     def __init__(
         self,
@@ -54,6 +66,8 @@ class Publisher:
         linger_s: float = 0.2,
         ack_timeout_s: float = 10.0,
         max_inflight_messages: int = 50,
+        status: Callable[[], EdgeStatus] | None = None,
+        status_interval_s: float = 10.0,
     ) -> None:
         self.edge_id = edge_id
         self.outbox = outbox
@@ -63,6 +77,8 @@ class Publisher:
         self.linger_s = linger_s
         self.ack_timeout_s = ack_timeout_s
         self.max_inflight = max_inflight_messages
+        self.status = status
+        self.status_interval_s = status_interval_s
         self.health = PublisherHealth()
         self._inflight: dict[tuple[str, int], _InFlight] = {}
         self._acked = asyncio.Event()
@@ -75,6 +91,9 @@ class Publisher:
                     **self.broker.client_args(),  # type: ignore[arg-type]
                     identifier=f"edge-{self.edge_id}",
                     protocol=aiomqtt.ProtocolVersion.V5,
+                    will=aiomqtt.Will(
+                        topics.status(self.edge_id), self._offline(), qos=1, retain=True
+                    ),
                 ) as client:
                     await client.subscribe(topics.ack(self.edge_id), qos=1)
                     self.health.connected = True
@@ -83,6 +102,8 @@ class Publisher:
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._send_loop(client))
                         group.create_task(self._ack_loop(client))
+                        if self.status is not None:
+                            group.create_task(self._status_loop(client))
             except* aiomqtt.MqttError as errors:
                 self.health.last_error = str(errors.exceptions[0])
                 log.warning(
@@ -92,13 +113,29 @@ class Publisher:
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
 
+    def _offline(self) -> str:
+        return EdgeStatus(
+            edge_id=self.edge_id, state="offline", time=datetime.now(UTC)
+        ).model_dump_json(exclude_none=True)
+
+    async def _status_loop(self, client: aiomqtt.Client) -> None:
+        assert self.status is not None
+        while True:
+            await client.publish(
+                topics.status(self.edge_id),
+                self.status().model_dump_json(exclude_none=True),
+                qos=1,
+                retain=True,
+            )
+            await asyncio.sleep(self.status_interval_s)
+
     def _resend_all(self) -> None:
-        """After a (re)connect nothing in flight can be trusted to arrive: send it again."""
-        streams = {f.stream for f in self._inflight.values()}
+        """After a (re)connect nothing in flight can be trusted to arrive: send it again,
+        with what is captured from now on ahead of the backlog."""
         self._inflight.clear()
-        for stream in streams:
+        for stream in self.outbox.streams():
             self.outbox.requeue(stream)
-            self.health.resends += 1
+        self.health.resends += 1
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -109,18 +146,12 @@ class Publisher:
                     records = self.outbox.take(stream, self.max_records)
                     if not records:
                         break
-                    envelope = Envelope(
-                        edge_id=self.edge_id,
-                        stream=stream,
-                        epoch=self.outbox.epoch,
-                        records=records,
+                    first_seq = records[0][0]
+                    payload = envelope_payload(
+                        self.edge_id, stream, self.outbox.epoch, [body for _, body in records]
                     )
-                    self._inflight[(stream, envelope.first_seq)] = _InFlight(
-                        stream, envelope.first_seq
-                    )
-                    await client.publish(
-                        topics.data(self.edge_id, stream), envelope.model_dump_json(), qos=1
-                    )
+                    self._inflight[(stream, first_seq)] = _InFlight(stream, first_seq)
+                    await client.publish(topics.data(self.edge_id, stream), payload, qos=1)
                     self.health.messages_sent += 1
                     self.health.records_sent += len(records)
                     sent = True

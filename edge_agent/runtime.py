@@ -6,51 +6,61 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import version
 from typing import Any
 
 import uvicorn
 
 from edge_agent.batch_context import BatchContext
-from edge_agent.binding import Binder
+from edge_agent.binding import BatchTag, Binder
 from edge_agent.capture import DeviceTask
 from edge_agent.control import create_control_app
 from edge_agent.drivers import driver_for
-from edge_agent.outbox import MemoryOutbox, Outbox
+from edge_agent.outbox import READING_BYTES, Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.settings import EdgeSettings
-from edge_agent.site import Site
+from edge_agent.site import Site, capture_rate
+from protocols.mqtt.contract import EdgeStatus
 
 log = logging.getLogger(__name__)
 
+MIN_OUTBOX_BYTES = 16 << 20
 
-class _WakingOutbox:
-    """Wraps an outbox so that every append wakes the publisher."""
 
-    def __init__(self, inner: Outbox, wake: asyncio.Event) -> None:
-        self._inner = inner
-        self._wake = wake
-        self.epoch = inner.epoch
-
-    def append(self, stream: str, fields: dict[str, Any]) -> int:
-        seq = self._inner.append(stream, fields)
-        self._wake.set()
-        return seq
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+def outbox_bytes(settings: EdgeSettings, site: Site) -> int:
+    """The outbox bound: TRACE_EDGE_OUTBOX_HOURS of outage at the site's capture rate."""
+    profiles = [p for profiles in site.devices.values() for p in profiles]
+    rate = capture_rate(profiles)
+    return max(MIN_OUTBOX_BYTES, int(rate * 3600 * settings.outbox_hours * READING_BYTES))
 
 
 class EdgeAgent:
-    def __init__(self, settings: EdgeSettings, site: Site, outbox: Outbox | None = None) -> None:
+    def __init__(self, settings: EdgeSettings, site: Site) -> None:
         self.settings = settings
         self.site = site
         self.wake = asyncio.Event()
-        self.outbox: Outbox = _WakingOutbox(outbox or MemoryOutbox(), self.wake)  # type: ignore[assignment]
-        self.context = BatchContext(settings.state_dir / "edge-state.db", site.line_ids)
-        self.binder = Binder(self.context, self.outbox)
+        self.outbox = Outbox(
+            settings.state_dir / "outbox.db",
+            max_bytes=outbox_bytes(settings, site),
+            policy=settings.outbox_policy,
+        )
+        self.outbox.on_append = self.wake.set
+        self.context = BatchContext(self.outbox.db, site.line_ids)
+        batch_tags = {
+            p.name: BatchTag(p.batch_source.tag, p.batch_source.prefix)
+            for profiles in site.devices.values()
+            for p in profiles
+            if p.batch_source is not None
+        }
+        self.binder = Binder(self.context, self.outbox, batch_tags)
         self.devices: dict[str, DeviceTask] = {
             profile.name: DeviceTask(
-                line_id, driver_for(profile), profile.poll_interval_s, self.binder
+                line_id,
+                driver_for(profile),
+                profile.poll_interval_s,
+                self.binder,
+                subscribe=getattr(profile, "sampling", "poll") == "subscription",
             )
             for line_id, profiles in site.devices.items()
             for profile in profiles
@@ -63,9 +73,34 @@ class EdgeAgent:
             max_records=settings.publish_max_records,
             linger_s=settings.publish_linger_s,
             ack_timeout_s=settings.ack_timeout_s,
+            status=self.edge_status,
+            status_interval_s=settings.status_interval_s,
+        )
+
+    def edge_status(self) -> EdgeStatus:
+        stats = self.outbox.stats()
+        ages = [s.oldest_age_s for s in stats.streams.values() if s.oldest_age_s is not None]
+        alarms = list(stats.alarms)
+        alarms += [
+            f"device {name} offline since {t.health.offline_since.isoformat()}: "
+            f"{t.health.last_error}"
+            for name, t in self.devices.items()
+            if t.health.offline_since is not None
+        ]
+        return EdgeStatus(
+            edge_id=self.site.edge_id,
+            state="online",
+            time=datetime.now(UTC),
+            version=version("lot-trace"),
+            outbox_depth=stats.depth,
+            outbox_oldest_age_s=max(ages) if ages else None,
+            outbox_dropped=stats.dropped,
+            alarms=alarms,
+            last_ack_at=self.publisher.health.last_ack_at,
         )
 
     def status(self) -> dict[str, Any]:
+        stats = self.outbox.stats()
         return {
             "edge_id": self.site.edge_id,
             "lines": {
@@ -75,13 +110,17 @@ class EdgeAgent:
             "devices": {name: asdict(task.health) for name, task in self.devices.items()},
             "publisher": asdict(self.publisher.health),
             "outbox": {
-                "epoch": self.outbox.epoch,
-                "depth": {s: self.outbox.depth(s) for s in self.outbox.streams()},
+                "epoch": stats.epoch,
+                "bytes": stats.bytes,
+                "max_bytes": stats.max_bytes,
+                "policy": self.outbox.policy,
+                "streams": {name: asdict(s) for name, s in stats.streams.items()},
+                "alarms": stats.alarms,
             },
         }
 
     async def run(self, poll: bool = True, control: bool = True) -> None:
-        """Run until cancelled. poll=False leaves polling to the caller (tests call poll_once)."""
+        """Run until cancelled. poll=False leaves capture to the caller (tests call poll_once)."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.publisher.run(), name="publisher")
             if poll:
@@ -98,4 +137,4 @@ class EdgeAgent:
                 group.create_task(uvicorn.Server(config).serve(), name="control-api")
 
     def close(self) -> None:
-        self.context.close()
+        self.outbox.close()

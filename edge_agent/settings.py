@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,4 +23,10 @@ class EdgeSettings(BaseSettings):
     publish_linger_s: float = Field(default=0.2, ge=0, le=10)
     # Unacknowledged messages are sent again after this long.
     ack_timeout_s: float = Field(default=10.0, gt=0)
+    # The outbox holds this many hours of outage at the site's configured capture rate;
+    # the agent turns it into bytes from the profiles (see README: outbox sizing).
+    outbox_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+    outbox_policy: Literal["thin_oldest", "drop_oldest", "drop_newest"] = "thin_oldest"
+    # How often the retained status message is refreshed.
+    status_interval_s: float = Field(default=10.0, gt=0)
     mqtt: BrokerSettings = Field(default_factory=BrokerSettings)

@@ -95,3 +95,16 @@ def load_site(path: Path) -> Site:
     if problems:
         raise SiteError(problems)
     return Site(config, devices)
+
+
+def capture_rate(profiles: list[DeviceProfile]) -> float:
+    """Readings per second the profiles ask for at most (every tag at its full rate)."""
+    rate = 0.0
+    for profile in profiles:
+        if profile.protocol == "opcua" and profile.sampling == "subscription":
+            for tag in profile.tags:
+                interval = tag.sampling_interval_s or profile.sampling_interval_s
+                rate += 1.0 / max(interval, profile.publishing_interval_s, 0.01)
+        else:
+            rate += len(profile.tags) / profile.poll_interval_s
+    return rate

@@ -98,7 +98,7 @@ async def test_readings_travel_from_plc_to_api_bound_to_their_batch(
 
             body = await wait_for(batch_complete)
             # Every record was acknowledged and left the outbox.
-            await wait_for(lambda: _async(sum(agent.status()["outbox"]["depth"].values()) == 0))
+            await wait_for(lambda: _async(agent.outbox.stats().depth == 0))
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):

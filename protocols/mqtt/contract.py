@@ -67,7 +67,33 @@ class BatchEvent(Strict):
     by: str = Field(min_length=1, max_length=128)  # operator, PLC tag, MES, API client
 
 
-Record = Annotated[Reading | BatchEvent, Field(discriminator="kind")]
+class DeviceEvent(Strict):
+    """A device went offline (the gap starts) or came back (the gap ends)."""
+
+    kind: Literal["device_offline", "device_online"]
+    seq: int = Field(ge=0)
+    time: AwareDatetime
+    line: Identifier
+    device: Identifier
+    detail: str | None = Field(default=None, max_length=500)
+
+
+class ReadingsDropped(Strict):
+    """The edge's outbox was full and deleted readings by its policy: a known, counted gap."""
+
+    kind: Literal["readings_dropped"] = "readings_dropped"
+    seq: int = Field(ge=0)
+    time: AwareDatetime
+    stream: Identifier
+    count: int = Field(ge=1)
+    first_seq: int = Field(ge=0)
+    last_seq: int = Field(ge=0)
+    policy: Literal["thin_oldest", "drop_oldest", "drop_newest"]
+
+
+Record = Annotated[
+    Reading | BatchEvent | DeviceEvent | ReadingsDropped, Field(discriminator="kind")
+]
 
 
 class Envelope(Strict):
@@ -109,3 +135,19 @@ class Ack(Strict):
     first_seq: int = Field(ge=0)
     last_seq: int = Field(ge=0)
     duplicate: bool = False  # all of it had been committed before (a resend)
+
+
+class EdgeStatus(Strict):
+    """Retained on trace/v1/edges/{edge_id}/status; the broker publishes the offline form as
+    the edge's last will when its connection dies."""
+
+    contract: Literal["trace.v1"] = CONTRACT
+    edge_id: Identifier
+    state: Literal["online", "offline"]
+    time: AwareDatetime
+    version: str | None = None
+    outbox_depth: int | None = None
+    outbox_oldest_age_s: float | None = None
+    outbox_dropped: int | None = None
+    alarms: list[str] = Field(default_factory=list)
+    last_ack_at: AwareDatetime | None = None

@@ -2,54 +2,58 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from edge_agent.batch_context import BatchConflict, BatchContext
-from edge_agent.binding import EVENTS, Binder
+from edge_agent.binding import Binder
 from edge_agent.control import create_control_app
-from edge_agent.outbox import MemoryOutbox
+from edge_agent.outbox import EVENTS, Outbox
+
+AT = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 
 def test_the_active_batch_survives_a_restart(tmp_path: Path) -> None:
-    db = tmp_path / "state.db"
-    first = BatchContext(db, ["line-1", "line-2"])
-    first.start("line-1", "B-1", "op-3")
-    first.close()
-    again = BatchContext(db, ["line-1", "line-2"])
+    outbox = Outbox(tmp_path / "state.db")
+    BatchContext(outbox.db, ["line-1", "line-2"]).start("line-1", "B-1", "op-3", AT)
+    outbox.close()
+    again = BatchContext(Outbox(tmp_path / "state.db").db, ["line-1", "line-2"])
     active = again.active("line-1")
     assert active is not None and (active.batch_id, active.started_by) == ("B-1", "op-3")
     assert again.active("line-2") is None
 
 
 def test_a_second_start_and_an_idle_end_are_refused(tmp_path: Path) -> None:
-    ctx = BatchContext(tmp_path / "s.db", ["line-1"])
-    ctx.start("line-1", "B-1", "op")
+    ctx = BatchContext(Outbox(tmp_path / "s.db").db, ["line-1"])
+    ctx.start("line-1", "B-1", "op", AT)
     with pytest.raises(BatchConflict, match="line line-1 already runs batch B-1"):
-        ctx.start("line-1", "B-2", "op")
+        ctx.start("line-1", "B-2", "op", AT)
     ctx.end("line-1", "op")
     with pytest.raises(BatchConflict, match="runs no batch"):
         ctx.end("line-1", "op")
     with pytest.raises(KeyError, match="line 'line-9' is not on this edge"):
-        ctx.start("line-9", "B", "op")
+        ctx.start("line-9", "B", "op", AT)
 
 
 def test_start_and_end_are_events_with_who_did_it(tmp_path: Path) -> None:
-    outbox = MemoryOutbox()
-    binder = Binder(BatchContext(tmp_path / "s.db", ["line-1"]), outbox)
+    outbox = Outbox(tmp_path / "s.db")
+    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
     binder.start_batch("line-1", "B-7", "op-1")
     binder.end_batch("line-1", "plc:batch_done")
-    events = outbox.take(EVENTS, 10)
-    assert [(e.kind, e.batch, e.by, e.seq) for e in events] == [  # type: ignore[union-attr]
+    events = [json.loads(body) for _, body in outbox.take(EVENTS, 10)]
+    assert [(e["kind"], e["batch"], e["by"], e["seq"]) for e in events] == [
         ("batch_started", "B-7", "op-1", 0),
         ("batch_ended", "B-7", "plc:batch_done", 1),
     ]
 
 
 async def test_control_api_answers_conflicts_and_unknown_lines(tmp_path: Path) -> None:
-    binder = Binder(BatchContext(tmp_path / "s.db", ["line-1"]), MemoryOutbox())
+    outbox = Outbox(tmp_path / "s.db")
+    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
     app = create_control_app(binder, lambda: {"ok": True})
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as c:
         assert (

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 
 from device_profiles import LIBRARY
 from device_profiles.schema import load_profile
 from edge_agent.batch_context import BatchContext
-from edge_agent.binding import READINGS, Binder
+from edge_agent.binding import Binder
 from edge_agent.capture import DeviceTask
-from edge_agent.outbox import MemoryOutbox
+from edge_agent.outbox import EVENTS, READINGS, Outbox
 from protocols.modbus.client import ModbusDriver
 from protocols.modbus.simulator import ModbusSimulator
 from tests.conftest import free_port
@@ -25,12 +26,12 @@ async def test_polling_survives_a_device_restart(tmp_path: Path) -> None:
             "connection": profile.connection.model_copy(update={"port": port, "timeout_s": 0.5})
         }
     )
-    outbox = MemoryOutbox()
+    outbox = Outbox(tmp_path / "o.db")
     task = DeviceTask(
         "line-1",
         ModbusDriver(profile),
         0.05,
-        Binder(BatchContext(tmp_path / "s.db", ["line-1"]), outbox),
+        Binder(BatchContext(outbox.db, ["line-1"]), outbox),
     )
     sim = ModbusSimulator(profile, port=port)
     await sim.start()
@@ -49,9 +50,13 @@ async def test_polling_survives_a_device_restart(tmp_path: Path) -> None:
         await sim.start()
         sim.set("temperature", 60.0)
         async with asyncio.timeout(20):
-            while not any(r.value == 60.0 for r in outbox.take(READINGS, 10_000)):  # type: ignore[union-attr]
+            while not any(json.loads(b)["value"] == 60.0 for _, b in outbox.take(READINGS, 10_000)):
                 await asyncio.sleep(0.05)
         assert task.health.connected
+        # The gap is recorded: offline with the reason, then online again.
+        events = [json.loads(b) for _, b in outbox.take(EVENTS, 10)]
+        assert [e["kind"] for e in events] == ["device_offline", "device_online"]
+        assert "tp-controller-1" in events[0]["detail"]
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,15 +1,24 @@
-"""The outbox interface's rules: order, acks remove exactly what they name, requeue resends."""
+"""The outbox contract (docs/outbox.md), clause by clause."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
-from edge_agent.outbox import MemoryOutbox
+import pytest
+
+from edge_agent.outbox import EVENTS, READINGS, Outbox
 
 AT = datetime(2026, 11, 25, tzinfo=UTC)
 
 
-def fields(value: float) -> dict:
+def reading(value: float) -> dict:
     return {
         "kind": "reading",
         "time": AT,
@@ -21,14 +30,151 @@ def fields(value: float) -> dict:
     }
 
 
-def test_take_accept_requeue() -> None:
-    box = MemoryOutbox(epoch="e1")
-    assert [box.append("readings", fields(v)) for v in range(5)] == [0, 1, 2, 3, 4]
-    assert [r.seq for r in box.take("readings", 2)] == [0, 1]
-    assert [r.seq for r in box.take("readings", 2)] == [2, 3]
-    assert box.accept("readings", "e1", 0, 1) == 2
-    assert box.accept("readings", "other-epoch", 2, 3) == 0  # not this outbox's ack
-    box.requeue("readings")  # 2 and 3 were never acknowledged: they go again first
-    assert [r.seq for r in box.take("readings", 10)] == [2, 3, 4]
-    assert box.accept("readings", "e1", 2, 4) == 3
-    assert box.depth("readings") == 0 and box.take("readings", 10) == []
+def event(n: int) -> dict:
+    return {"kind": "batch_started", "time": AT, "line": "l", "batch": f"B{n}", "by": "op"}
+
+
+def seqs(run: list[tuple[int, str]]) -> list[int]:
+    return [seq for seq, _ in run]
+
+
+def test_records_are_numbered_per_stream_and_stored_as_contract_json(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    assert box.append_many(
+        [(READINGS, reading(1.5)), (EVENTS, event(1)), (READINGS, reading(2))]
+    ) == [0, 0, 1]
+    (seq, body), _ = box.take(READINGS, 10)
+    assert seq == 0 and json.loads(body) == {**reading(1.5), "time": AT.isoformat(), "seq": 0}
+
+
+def test_take_accept_requeue(tmp_path: Path) -> None:
+    box = Outbox(
+        tmp_path / "o.db",
+    )
+    box.append_many([(READINGS, reading(v)) for v in range(5)])
+    assert seqs(box.take(READINGS, 2)) == [0, 1]
+    assert seqs(box.take(READINGS, 2)) == [2, 3]
+    assert box.accept(READINGS, box.epoch, 0, 1) == 2
+    assert box.accept(READINGS, "another-epoch", 2, 3) == 0
+    box.requeue(READINGS)  # 2 and 3 were never acknowledged: they go again
+    assert seqs(box.take(READINGS, 10)) == [2, 3, 4]
+    assert box.accept(READINGS, box.epoch, 2, 4) == 3
+    assert box.depth(READINGS) == 0 and box.take(READINGS, 10) == []
+
+
+def test_after_a_requeue_live_records_go_first_and_the_backlog_drains_in_order(
+    tmp_path: Path,
+) -> None:
+    box = Outbox(tmp_path / "o.db")
+    box.append_many([(READINGS, reading(v)) for v in range(6)])  # captured during an outage
+    box.requeue(READINGS)  # reconnected
+    box.append_many([(READINGS, reading(v)) for v in (100, 101)])  # live
+    assert seqs(box.take(READINGS, 4)) == [6, 7]
+    assert seqs(box.take(READINGS, 4)) == [0, 1, 2, 3]
+    box.append(READINGS, reading(102))
+    assert seqs(box.take(READINGS, 4)) == [8]
+    assert seqs(box.take(READINGS, 4)) == [4, 5]
+    assert box.take(READINGS, 4) == []
+
+
+def test_numbers_and_epoch_survive_a_restart_even_when_all_was_acknowledged(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    box.append_many([(READINGS, reading(v)) for v in range(3)])
+    epoch = box.epoch
+    box.accept(READINGS, epoch, 0, 1)
+    box.close()
+    again = Outbox(tmp_path / "o.db")
+    assert again.epoch == epoch
+    assert seqs(again.take(READINGS, 10)) == [2]  # unacknowledged: sent again after restart
+    assert again.append(READINGS, reading(9)) == 3
+
+
+def test_a_message_is_contiguous_so_it_stops_at_a_hole(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    box.append_many([(READINGS, reading(v)) for v in range(5)])
+    box.accept(READINGS, box.epoch, 2, 2)
+    box.requeue(READINGS)
+    assert seqs(box.take(READINGS, 10)) == [0, 1]
+    assert seqs(box.take(READINGS, 10)) == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("policy", "dropped"),
+    [
+        ("thin_oldest", 5),  # every second reading of the oldest tenth (10 of 101)
+        ("drop_oldest", 10),  # the oldest tenth
+    ],
+)
+def test_when_full_readings_are_dropped_by_policy_and_events_never(
+    tmp_path: Path, policy: str, dropped: int
+) -> None:
+    size = len(
+        json.dumps({**reading(0.0), "time": AT.isoformat(), "seq": 10}, separators=(",", ":"))
+    )
+    box = Outbox(tmp_path / "o.db", max_bytes=size * 100, policy=policy)  # type: ignore[arg-type]
+    box.append_many([(EVENTS, event(0))])
+    box.append_many([(READINGS, reading(float(v))) for v in range(101)])  # one over the bound
+    stats = box.stats()
+    assert stats.streams[READINGS].dropped == dropped
+    assert stats.streams[READINGS].depth == 101 - dropped
+    assert any("dropped" in a for a in stats.alarms)
+    runs = [json.loads(b) for _, b in box.take(EVENTS, 10)]
+    assert runs[0]["kind"] == "batch_started"
+    marker = runs[1]
+    assert (marker["kind"], marker["policy"], marker["count"]) == (
+        "readings_dropped",
+        policy,
+        dropped,
+    )
+    remaining = [s for run in iter(lambda: box.take(READINGS, 1000), []) for s, _ in run]
+    if policy == "thin_oldest":
+        assert remaining[:3] == [0, 2, 4]  # every second of the oldest tenth is gone
+    else:
+        assert remaining[0] == 10  # the oldest tenth is gone
+    assert remaining[-1] == 100  # the newest reading is always kept
+
+
+def test_drop_newest_refuses_readings_while_full_but_keeps_events(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_bytes=1000, policy="drop_newest")
+    box.append_many([(READINGS, reading(v)) for v in range(20)])
+    assert box.append(READINGS, reading(99)) == -1
+    assert box.append(EVENTS, event(1)) == 0
+    stats = box.stats()
+    assert stats.streams[READINGS].dropped == 1 and stats.streams[EVENTS].depth == 1
+
+
+WRITER = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from edge_agent.outbox import READINGS, Outbox
+box = Outbox(Path(sys.argv[1]))
+n = 0
+while True:
+    box.append_many([(READINGS, {"kind": "reading", "time": datetime.now(UTC), "line": "l",
+        "batch": None, "device": "d", "tag": f"t{i}", "value": float(n)}) for i in range(50)])
+    n += 1
+    print(n, flush=True)
+"""
+
+
+def test_sigkill_mid_append_loses_no_committed_poll_and_keeps_polls_whole(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert proc.stdout is not None
+    committed = 0
+    deadline = time.monotonic() + 30
+    while committed < 200 and time.monotonic() < deadline:
+        committed = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    box = Outbox(path)
+    depth = box.depth(READINGS)
+    assert depth % 50 == 0  # whole polls only
+    assert depth // 50 >= committed  # every poll the writer saw committed is there
+    assert seqs(box.take(READINGS, 100_000)) == list(range(depth))
