@@ -188,3 +188,82 @@ async def test_bad_quality_readings_are_kept_with_their_detail(conn, edge) -> No
         )
     ).fetchone()
     assert row == (None, "bad", "Modbus exception 2")
+
+
+async def test_late_readings_are_marked_backfill(conn, edge) -> None:
+    now = datetime.now(UTC)
+    late = reading(0) | {"time": (now - timedelta(hours=2)).isoformat()}
+    fresh = reading(1) | {"time": now.isoformat()}
+    await ingest(conn, topics.data(edge, "readings"), envelope(edge, [late, fresh]))
+    rows = await (
+        await conn.execute(
+            "select seq, backfill from readings join edge_streams using (stream_id)"
+            " where edge_id = %s order by seq",
+            (edge,),
+        )
+    ).fetchall()
+    assert rows == [(0, True), (1, False)]
+
+
+async def test_device_gaps_and_outbox_drops_are_stored(conn, edge) -> None:
+    records = [
+        {
+            "kind": "device_offline",
+            "seq": 0,
+            "time": T0.isoformat(),
+            "line": "l1",
+            "device": "plc-1",
+            "detail": "timeout",
+        },
+        {
+            "kind": "device_online",
+            "seq": 1,
+            "time": (T0 + timedelta(minutes=5)).isoformat(),
+            "line": "l1",
+            "device": "plc-1",
+        },
+        {
+            "kind": "readings_dropped",
+            "seq": 2,
+            "time": T0.isoformat(),
+            "stream": "readings",
+            "count": 50,
+            "first_seq": 0,
+            "last_seq": 99,
+            "policy": "thin_oldest",
+        },
+    ]
+    outcome = await ingest(conn, topics.data(edge, "events"), envelope(edge, records, "events"))
+    assert outcome.inserted == 3
+    kinds = await (
+        await conn.execute(
+            "select kind, detail from device_events join edge_streams using (stream_id)"
+            " where edge_id = %s order by seq",
+            (edge,),
+        )
+    ).fetchall()
+    assert kinds == [("device_offline", "timeout"), ("device_online", None)]
+    drop = await (
+        await conn.execute(
+            "select dropped_stream, count, first_seq, last_seq, policy from readings_dropped"
+            " join edge_streams using (stream_id) where edge_id = %s",
+            (edge,),
+        )
+    ).fetchone()
+    assert drop == ("readings", 50, 0, 99, "thin_oldest")
+
+
+async def test_sequence_gaps_are_listed_per_stream_and_epoch(conn, edge) -> None:
+    topic = topics.data(edge, "readings")
+    await ingest(conn, topic, envelope(edge, [reading(0), reading(1)]))
+    await ingest(conn, topic, envelope(edge, [reading(5)]))
+    await ingest(conn, topic, envelope(edge, [reading(2), reading(3)]))
+    await ingest(conn, topic, envelope(edge, [reading(9)], epoch="e2"))
+    gaps = await (
+        await conn.execute(
+            "select epoch, first_missing, last_missing from stream_gaps where edge_id = %s"
+            " order by epoch, first_missing",
+            (edge,),
+        )
+    ).fetchall()
+    assert gaps == [("e1", 4, 4), ("e2", 0, 8)]
