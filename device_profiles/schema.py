@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
 
@@ -260,3 +260,11 @@ def load_profile(path: Path) -> DeviceProfile:
     except yaml.YAMLError as err:
         raise ProfileError(str(path), [f"not valid YAML: {err}"]) from err
     return parse_profile(data, str(path))
+
+
+def json_schema() -> dict[str, Any]:
+    """The published JSON Schema of a profile file (committed as profile.schema.json)."""
+    schema = TypeAdapter(DeviceProfile).json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Device profile, version 1"
+    return schema

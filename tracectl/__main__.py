@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from device_profiles.schema import ProfileError, load_profile
+from device_profiles.schema import ProfileError, json_schema, load_profile
 
 EDGE_URL = "http://127.0.0.1:8100"
 API_URL = "http://127.0.0.1:8000"
@@ -99,6 +99,10 @@ def cmd_profile_validate(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_profile_schema(args: argparse.Namespace) -> None:
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from tracectl.demo import run_demo
 
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     validate = profile_sub.add_parser("validate", help="check profile files; exit 1 on any error")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=cmd_profile_validate)
+    schema = profile_sub.add_parser("schema", help="print the profiles' JSON Schema")
+    schema.set_defaults(func=cmd_profile_schema)
 
     demo = sub.add_parser("demo", help="run a simulated line into the local services")
     demo.add_argument("--seconds", type=float, default=15.0)
