@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test services stop lint env
+.PHONY: demo test services stop lint env bench
 
 $(STAMP): pyproject.toml deploy/python-env.sh
 	bash deploy/python-env.sh
@@ -30,3 +30,6 @@ lint: $(STAMP)
 stop:
 	@if [ -f .services/collector.pid ]; then kill "$$(cat .services/collector.pid)" 2>/dev/null || true; rm -f .services/collector.pid; fi
 	@bash deploy/services.sh down
+
+bench: $(STAMP)
+	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/python bench/edge_pipeline.py

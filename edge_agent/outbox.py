@@ -85,6 +85,9 @@ def _json_default(value: object) -> str:
     raise TypeError(f"cannot put {type(value).__name__} into an outbox record")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default)
+
+
 class Outbox:
     def __init__(
         self,
@@ -92,8 +95,13 @@ class Outbox:
         max_bytes: int = 1 << 30,
         policy: Policy = "thin_oldest",
         thin_fraction: float = 0.1,
+        commit_interval_s: float = 0.0,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # 0: every append commits before it returns. Above 0: appends within this interval
+        # share one commit (group commit), and `flush` ends the group; a crash loses at
+        # most this interval of captured data, which then never counted as taken.
+        self.commit_interval_s = commit_interval_s
         self.path = path
         self.max_bytes = max_bytes
         self.policy: Policy = policy
@@ -113,6 +121,11 @@ class Outbox:
         self._bytes = self.db.execute(
             "select coalesce(sum(length(body)), 0) from records"
         ).fetchone()[0]
+        self._depth: dict[str, int] = dict(
+            self.db.execute("select stream, count(*) from records group by stream")
+        )
+        self._group_started: float | None = None  # an open group commit, since when
+        self._explicit = False  # inside transaction(): appends neither begin nor commit
         self._lanes: dict[str, _Lanes] = {}
         for stream in self._next:
             self.requeue(stream)
@@ -145,30 +158,60 @@ class Outbox:
             seq = next_seq.get(stream, 0)
             next_seq[stream] = seq + 1
             fields["seq"] = seq
-            body = json.dumps(fields, default=_json_default, separators=(",", ":"))
+            body = _ENCODER.encode(fields)
             rows.append((stream, seq, now, body))
             seqs.append(seq)
             size += len(body)
         if rows:
             touched = {r[0] for r in rows}
-            with self.transaction():
+            if not self.db.in_transaction:
+                self.db.execute("begin")
+                self._group_started = now
+            try:
                 self.db.executemany("insert into records values (?, ?, ?, ?)", rows)
                 self.db.executemany(
                     "insert into streams (stream, next_seq) values (?, ?)"
                     " on conflict (stream) do update set next_seq = excluded.next_seq",
                     [(s, next_seq[s]) for s in touched],
                 )
+            except BaseException:
+                if not self._explicit:
+                    self._rollback()
+                raise
             self._bytes += size
             for stream in touched:
+                self._depth[stream] = self._depth.get(stream, 0) + sum(
+                    1 for r in rows if r[0] == stream
+                )
                 if stream not in self._lanes:
                     self._lanes[stream] = _Lanes(0, 0, 0)
+            if not self._explicit and (
+                self._group_started is None or now - self._group_started >= self.commit_interval_s
+            ):
+                self.flush()
         if refused:
             self._count_dropped(READINGS, refused)
         if self._bytes > self.max_bytes:
             self._enforce_bound()
-        if rows and self.on_append is not None:
-            self.on_append()
         return seqs
+
+    def flush(self) -> None:
+        """Commit the open group, if any, and wake the publisher."""
+        if self.db.in_transaction and not self._explicit:
+            self.db.execute("commit")
+            self._group_started = None
+            if self.on_append is not None:
+                self.on_append()
+
+    def _rollback(self) -> None:
+        self.db.execute("rollback")
+        self._group_started = None
+        # Memory follows disk: counters and numbering as the file has them.
+        self._next = dict(self.db.execute("select stream, next_seq from streams"))
+        self._depth = dict(self.db.execute("select stream, count(*) from records group by stream"))
+        self._bytes = self.db.execute(
+            "select coalesce(sum(length(body)), 0) from records"
+        ).fetchone()[0]
 
     # -- send -----------------------------------------------------------------------------
 
@@ -177,6 +220,7 @@ class Outbox:
         lanes = self._lanes.get(stream)
         if lanes is None:
             return []
+        self.flush()  # only committed records may leave
         end = self._next.get(stream, 0)
         if lanes.live < end:
             run = self._run(stream, lanes.live, end, limit)
@@ -212,6 +256,7 @@ class Outbox:
                 (stream, first_seq, last_seq),
             ).fetchall()
         self._bytes -= sum(r[0] for r in removed)
+        self._depth[stream] = self._depth.get(stream, 0) - len(removed)
         return len(removed)
 
     def requeue(self, stream: str) -> None:
@@ -225,17 +270,14 @@ class Outbox:
         return list(self._lanes)
 
     def depth(self, stream: str) -> int:
-        row = self.db.execute("select count(*) from records where stream = ?", (stream,))
-        return int(row.fetchone()[0])
+        return self._depth.get(stream, 0)
 
     # -- bound ----------------------------------------------------------------------------
 
     def _enforce_bound(self) -> None:
         if self.policy == "drop_newest" or self._enforcing:
             return  # drop_newest refuses readings at append instead
-        count = self.db.execute(
-            "select count(*) from records where stream = ?", (READINGS,)
-        ).fetchone()[0]
+        count = self._depth.get(READINGS, 0)
         if count == 0:
             if not self.over_bound_events:
                 log.error("outbox over its bound with trace events only: they are all kept")
@@ -253,6 +295,7 @@ class Outbox:
                 [(READINGS, seq) for seq, _ in window],
             )
         self._bytes -= sum(size for _, size in window)
+        self._depth[READINGS] -= len(window)
         self._enforcing = True
         try:
             self._count_dropped(READINGS, len(window), window[0][0], window[-1][0])
@@ -263,16 +306,22 @@ class Outbox:
     def transaction(self) -> Iterator[None]:
         """One SQLite transaction; nested uses join the outer one (a batch start and its
         event commit together)."""
-        if self.db.in_transaction:
+        if self._explicit:
             yield
             return
+        self.flush()  # what is grouped commits first, on its own
         self.db.execute("begin")
+        self._explicit = True
         try:
             yield
         except BaseException:
-            self.db.execute("rollback")
+            self._explicit = False
+            self._rollback()
             raise
+        self._explicit = False
         self.db.execute("commit")
+        if self.on_append is not None:
+            self.on_append()
 
     def _count_dropped(
         self, stream: str, count: int, first_seq: int | None = None, last_seq: int | None = None
@@ -330,4 +379,5 @@ class Outbox:
         return out
 
     def close(self) -> None:
+        self.flush()
         self.db.close()

@@ -44,6 +44,7 @@ class EdgeAgent:
             settings.state_dir / "outbox.db",
             max_bytes=outbox_bytes(settings, site),
             policy=settings.outbox_policy,
+            commit_interval_s=settings.outbox_commit_interval_s,
         )
         self.outbox.on_append = self.wake.set
         self.context = BatchContext(self.outbox.db, site.line_ids)
@@ -123,6 +124,7 @@ class EdgeAgent:
         """Run until cancelled. poll=False leaves capture to the caller (tests call poll_once)."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.publisher.run(), name="publisher")
+            group.create_task(self._commit_groups(), name="outbox-commit")
             if poll:
                 for name, task in self.devices.items():
                     group.create_task(task.run(), name=f"device:{name}")
@@ -135,6 +137,13 @@ class EdgeAgent:
                     lifespan="off",  # nothing to set up, and a clean exit when cancelled
                 )
                 group.create_task(uvicorn.Server(config).serve(), name="control-api")
+
+    async def _commit_groups(self) -> None:
+        """Ends each group commit on time even when no further append arrives."""
+        interval = self.settings.outbox_commit_interval_s or 0.05
+        while True:
+            await asyncio.sleep(interval)
+            self.outbox.flush()
 
     def close(self) -> None:
         self.outbox.close()

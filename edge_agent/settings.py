@@ -26,6 +26,9 @@ class EdgeSettings(BaseSettings):
     # The outbox holds this many hours of outage at the site's configured capture rate;
     # the agent turns it into bytes from the profiles (see README: outbox sizing).
     outbox_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+    # Appends within this interval share one disk commit (one fsync); a power cut loses
+    # at most this much capture. 0 commits every poll on its own.
+    outbox_commit_interval_s: float = Field(default=0.05, ge=0, le=5)
     outbox_policy: Literal["thin_oldest", "drop_oldest", "drop_newest"] = "thin_oldest"
     # How often the retained status message is refreshed.
     status_interval_s: float = Field(default=10.0, gt=0)
