@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 
 import aiomqtt
 import psycopg
@@ -71,8 +72,9 @@ async def run_consumer(
                 if ready is not None:
                     ready.set()
                 delay = 0.5
+                backfill_after = timedelta(seconds=settings.backfill_after_s)
                 async for message in client.messages:
-                    await _handle(conn, client, message, counters)
+                    await _handle(conn, client, message, counters, backfill_after)
         except aiomqtt.MqttError as err:
             log.warning("broker connection lost (%s); reconnecting in %.1fs", err, delay)
         except psycopg.OperationalError as err:
@@ -87,6 +89,7 @@ async def _handle(
     client: aiomqtt.Client,
     message: aiomqtt.Message,
     counters: IngestCounters,
+    backfill_after: timedelta,
 ) -> None:
     payload = message.payload
     if isinstance(payload, str):
@@ -94,7 +97,7 @@ async def _handle(
     elif not isinstance(payload, bytes | bytearray):
         payload = b"" if payload is None else str(payload).encode()
     counters.messages += 1
-    outcome = await ingest(conn, str(message.topic), bytes(payload))
+    outcome = await ingest(conn, str(message.topic), bytes(payload), backfill_after)
     if outcome.ack is None:
         counters.dead_letters += 1
         return

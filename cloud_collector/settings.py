@@ -18,6 +18,8 @@ class CollectorSettings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     # Unique per collector process: its MQTT client id on the shared subscription.
     collector_id: str = Field(default_factory=lambda: f"collector-{socket.gethostname()}")
+    # A reading committed this long after it was taken is marked as backfill.
+    backfill_after_s: float = Field(default=60.0, gt=0)
     # Collectors in one group split the edges' messages between them.
     share_group: str = "collectors"
     mqtt: BrokerSettings = Field(default_factory=BrokerSettings)

@@ -4,11 +4,14 @@ deploy/services.sh. A service that cannot start fails the run with its reason.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +118,53 @@ async def collector(collector_settings: CollectorSettings) -> AsyncIterator[Runn
     server.should_exit = True
     consumer.cancel()
     await asyncio.gather(api, consumer, return_exceptions=True)
+
+
+class MosquittoProcess:
+    """A broker of a test's own, on its own port and folder, that the test can stop and start
+    (the outage tests must not take the shared broker away from the other tests)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {folder}/",
+            "max_queued_messages 0",
+            f"log_dest file {folder}/mosquitto.log",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # the test's folder is private to root
+        (folder / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+
+    @property
+    def broker(self) -> BrokerSettings:
+        return BrokerSettings(host="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([binary, "-c", str(self.folder / "mosquitto.conf")])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen on {self.port}; see {self.folder}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
+    broker = MosquittoProcess(tmp_path / "mosquitto")
+    broker.start()
+    yield broker
+    broker.stop()
