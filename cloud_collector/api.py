@@ -23,8 +23,15 @@ Conn = Annotated[AsyncConnection, Depends(_connection)]
 def create_app(settings: CollectorSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # check: a connection the database dropped (restart, failover) is replaced on
+        # checkout instead of failing the next request.
         pool = AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": True}
+            settings.database_url,
+            min_size=1,
+            max_size=10,
+            open=False,
+            kwargs={"autocommit": True},
+            check=AsyncConnectionPool.check_connection,
         )
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
