@@ -1,18 +1,22 @@
 """Modbus TCP/RTU polling driver over pymodbus.
 
 Every pymodbus exception is translated here, once: a lost connection or a timeout is
-`DeviceUnavailable` (the supervisor reconnects); a Modbus exception response for one block
-turns the tags of that block into bad-quality samples and the other blocks still count.
+`DeviceUnavailable` (the supervisor reconnects); a serial port that refuses the profile's
+settings is `DeviceMisconfigured`. A Modbus exception response for one block, or an RTU
+reply garbled on the line, turns the tags of that block into bad-quality samples and the
+other blocks still count.
 """
 
 from __future__ import annotations
 
+import termios
+
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from device_profiles.schema import ModbusRtuProfile, ModbusTcpProfile
-from protocols.driver import DeviceUnavailable, Sample
+from device_profiles.schema import ModbusRtuConnection, ModbusRtuProfile, ModbusTcpProfile
+from protocols.driver import DeviceMisconfigured, DeviceUnavailable, Sample
 from protocols.modbus.codec import ReadBlock, decode_tag, plan_reads
 
 # Modbus exception codes, as a technician reads them in the device manual.
@@ -23,6 +27,7 @@ EXCEPTION_CODES: dict[int, str] = {
     4: "server device failure",
     5: "acknowledge",
     6: "server device busy",
+    8: "memory parity error",
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
@@ -36,6 +41,10 @@ class ModbusDriver:
         self.profile = profile
         self.blocks: list[ReadBlock] = plan_reads(profile.tags)
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        # RTU replies that came back but failed the CRC check or framing, since creation:
+        # a rising count is a noisy line (wiring, termination, shield), not a dead device.
+        self.garbled_replies = 0
+        self._bytes_heard = 0  # bytes received since the last request went out
 
     def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         conn = self.profile.connection
@@ -57,7 +66,26 @@ class ModbusDriver:
             timeout=conn.timeout_s,
             retries=0,
             reconnect_delay=0,
+            trace_packet=self._watch_line,
         )
+
+    def _watch_line(self, sending: bool, data: bytes) -> bytes:
+        # pymodbus drops an RTU reply that fails its CRC check without a word and then
+        # times out, exactly as if the device were silent; whether any bytes came back is
+        # what tells a noisy line from a device that does not answer.
+        if sending:
+            self._bytes_heard = 0
+        else:
+            self._bytes_heard = max(self._bytes_heard, len(data))
+        return data
+
+    @property
+    def _line_settings(self) -> str:
+        """Serial settings as a manual writes them: 19200 8E1."""
+        c = self.profile.connection
+        if not isinstance(c, ModbusRtuConnection):
+            return "TCP"
+        return f"{c.baudrate} {c.bytesize}{c.parity}{c.stopbits}"
 
     @property
     def _where(self) -> str:
@@ -73,11 +101,23 @@ class ModbusDriver:
             connected = await self._client.connect()
         except (OSError, ModbusException) as err:
             raise DeviceUnavailable(f"{self.name}: cannot connect to {self._where}: {err}") from err
+        except termios.error as err:
+            # pyserial lets the kernel's refusal of a setting through as termios.error.
+            raise DeviceMisconfigured(
+                f"{self.name}: serial port {self._where} refuses {self._line_settings} "
+                f"({err}): check connection.baudrate/parity/bytesize/stopbits against what "
+                "the adapter supports"
+            ) from err
         if not connected:
-            raise DeviceUnavailable(
-                f"{self.name}: cannot connect to {self._where}: check the address and that "
-                "the device is powered and reachable"
-            )
+            if isinstance(self.profile, ModbusTcpProfile):
+                hint = "check the address and that the device is powered and reachable"
+            else:
+                hint = (
+                    "check that the path exists (ls /dev/serial/by-id/), the adapter is "
+                    "plugged in and no other program (or other profile on this edge) has the "
+                    "port open"
+                )
+            raise DeviceUnavailable(f"{self.name}: cannot connect to {self._where}: {hint}")
 
     async def close(self) -> None:
         if self._client is not None:
@@ -101,18 +141,23 @@ class ModbusDriver:
             else client.read_input_registers
         )
         unit = self.profile.connection.unit_id
+        registers_read = f"{block.table} registers {block.start}..{block.start + block.count - 1}"
         try:
             response = await read(block.start, count=block.count, device_id=unit)
         except (ModbusException, OSError, TimeoutError) as err:
+            no_reply = isinstance(err, ModbusIOException) and not isinstance(
+                err, ConnectionException
+            )
+            if no_reply and isinstance(self.profile, ModbusRtuProfile):
+                return self._rtu_no_valid_reply(block, registers_read, err)
             raise DeviceUnavailable(
-                f"{self.name}: reading {block.table} registers {block.start}..."
-                f"{block.start + block.count - 1} from {self._where} failed: {err}"
+                f"{self.name}: reading {registers_read} from {self._where} failed: {err}"
             ) from err
         if response.isError():
             code = getattr(response, "exception_code", 0)
             detail = (
                 f"Modbus exception {code} ({EXCEPTION_CODES.get(code, 'unknown')}) reading "
-                f"{block.table} registers {block.start}..{block.start + block.count - 1}"
+                f"{registers_read}"
             )
             return [Sample(t.name, None, t.unit, "bad", detail=detail) for t in block.tags]
         registers = list(response.registers)
@@ -126,3 +171,22 @@ class ModbusDriver:
             else:
                 samples.append(Sample(tag.name, value, tag.unit))
         return samples
+
+    def _rtu_no_valid_reply(
+        self, block: ReadBlock, registers_read: str, err: Exception
+    ) -> list[Sample]:
+        conn = self.profile.connection
+        if self._bytes_heard:
+            # The device is there and answered: this poll's values are lost, the next
+            # poll will most likely get through, so this is a bad reading, not an outage.
+            self.garbled_replies += 1
+            detail = (
+                f"garbled reply ({self._bytes_heard} bytes failed the RTU CRC check) reading "
+                f"{registers_read}: check the RS-485 wiring, termination and shield"
+            )
+            return [Sample(t.name, None, t.unit, "bad", detail=detail) for t in block.tags]
+        raise DeviceUnavailable(
+            f"{self.name}: no reply from unit {conn.unit_id} on {self._where} within "
+            f"{conn.timeout_s:g} s reading {registers_read}: check connection.unit_id, the "
+            f"A/B wiring, that the device is set to {self._line_settings} and is powered"
+        ) from err

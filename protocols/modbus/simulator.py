@@ -1,44 +1,68 @@
-"""A Modbus TCP device simulator for tests and the demo (not used by the edge runtime).
+"""A Modbus device simulator for tests and the demo (not used by the edge runtime).
 
-It serves the register map of a Modbus profile from a real pymodbus server, so the edge
-reads it over TCP exactly as it would read a controller on the line.
+It serves the register map of a Modbus profile from a real pymodbus server, over TCP
+(`ModbusSimulator`) or over a serial port with RTU framing (`ModbusRtuSimulator`), so the
+edge reads it exactly as it would read a device on the line. Both are a `SimulatedDevice`:
+one register image, one way to make the device answer with an exception or fall silent,
+whichever wire it is on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
+import termios
 import time
+from collections.abc import Callable
+from typing import Self
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from device_profiles.schema import ModbusTag, ModbusTcpProfile
+from device_profiles.schema import ModbusRtuProfile, ModbusTag, ModbusTcpProfile
 from protocols.modbus.codec import encode_tag
 
 _FUNCTION_CODE = {"holding": 3, "input": 4}
 
 
-class ModbusSimulator:
-    def __init__(self, profile: ModbusTcpProfile, host: str = "127.0.0.1", port: int = 0) -> None:
+class SimulatedDevice:
+    """The register image of one Modbus device, and the server that answers from it.
+
+    `registers` holds one image per table, keyed by the function code that reads it. The
+    server's access hook serves from them, so a test can change a value (`set`,
+    `set_registers`), make the device answer with an exception (`fault`), or make it stop
+    answering (`silent`) at any time, also while the edge is polling.
+    """
+
+    def __init__(self, profile: ModbusTcpProfile | ModbusRtuProfile) -> None:
         self.profile = profile
-        self.host = host
-        self.port = port or profile.connection.port
+        self.unit_id = profile.connection.unit_id
         self._tags: dict[str, ModbusTag] = {t.name: t for t in profile.tags}
         self.size = max(t.address + t.register_count for t in profile.tags)
-        # One register image per table; the device's access hook serves from them, so a
-        # test can change a value, or make the device answer with an exception, at any time.
         self.registers: dict[int, list[int]] = {3: [0] * self.size, 4: [0] * self.size}
         self.fault: ExcCodes | None = None
+        # Requests still arrive and are decoded; only the replies are held back, as with a
+        # device whose communication board hangs or whose transmit line is broken.
+        self.silent = False
+        # Called with (function code, address, count) before each read is answered: lets a
+        # test make every answer distinct (a counter), so what was served can be compared
+        # with what was stored, row for row.
+        self.on_read: Callable[[int, int, int], None] | None = None
         self._device = SimDevice(
-            id=profile.connection.unit_id,
+            id=self.unit_id,
             simdata=[SimData(0, count=self.size, values=0, datatype=DataType.REGISTERS)],
             action=self._serve,
         )
-        self._server: ModbusTcpServer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: ModbusBaseServer | None = None
+
+    @property
+    def where(self) -> str:
+        raise NotImplementedError
+
+    def _new_server(self) -> ModbusBaseServer:
+        raise NotImplementedError
 
     def set(self, tag_name: str, value: float) -> None:
         tag = self._tags[tag_name]
@@ -58,6 +82,8 @@ class ModbusSimulator:
     ) -> ExcCodes | None:
         if self.fault is not None:
             return self.fault
+        if self.on_read is not None and set_values is None:
+            self.on_read(function_code, address, count)
         image = self.registers.get(function_code)
         if image is None:
             return ExcCodes.ILLEGAL_FUNCTION
@@ -65,29 +91,33 @@ class ModbusSimulator:
             current_registers[address - start_address + i] = image[address + i]
         return None
 
+    def _on_wire(self, sending: bool, packet: bytes) -> bytes:
+        """pymodbus's packet hook: what it returns is what goes on the wire."""
+        if sending and self.silent:
+            return b""
+        return packet
+
     async def start(self) -> None:
-        self._server = ModbusTcpServer(self._device, address=(self.host, self.port))
-        self._task = asyncio.create_task(self._server.serve_forever())
-        for _ in range(100):
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection(self.host, self.port)
-                writer.close()
-                await writer.wait_closed()
-                return
-            await asyncio.sleep(0.02)
-        raise RuntimeError(f"Modbus simulator did not listen on {self.host}:{self.port}")
+        server = self._new_server()
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"Modbus simulator did not listen on {self.where}: is the port in use?"
+            ) from err
+        except termios.error as err:
+            raise RuntimeError(
+                f"Modbus simulator cannot open {self.where}: the port refuses these serial "
+                f"settings ({err}); pseudo-terminals on recent kernels take only 8N1/8N2"
+            ) from err
+        self._server = server
 
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.shutdown()
             self._server = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
-    async def __aenter__(self) -> ModbusSimulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -95,7 +125,63 @@ class ModbusSimulator:
         await self.stop()
 
 
-async def run_reactor_process(sim: ModbusSimulator, period_s: float = 0.5) -> None:
+class ModbusSimulator(SimulatedDevice):
+    """A Modbus TCP device listening on host:port (the profile's port when port is 0)."""
+
+    def __init__(self, profile: ModbusTcpProfile, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(profile)
+        self.host = host
+        self.port = port or profile.connection.port
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _new_server(self) -> ModbusBaseServer:
+        return ModbusTcpServer(
+            self._device, address=(self.host, self.port), trace_packet=self._on_wire
+        )
+
+
+class ModbusRtuSimulator(SimulatedDevice):
+    """A Modbus RTU device on a serial port, with the profile's serial settings.
+
+    `port` is the device's end of the line: in tests, `SerialLink.device_port`; by default
+    the profile's own port (a USB adapter wired to the edge's adapter by a null-modem cable).
+    """
+
+    def __init__(self, profile: ModbusRtuProfile, port: str | None = None) -> None:
+        super().__init__(profile)
+        self.connection = profile.connection
+        self.port = port or profile.connection.port
+
+    @property
+    def where(self) -> str:
+        c = self.connection
+        return f"{self.port} ({c.baudrate} {c.bytesize}{c.parity}{c.stopbits})"
+
+    def _new_server(self) -> ModbusBaseServer:
+        c = self.connection
+        return ModbusSerialServer(
+            self._device,
+            framer=FramerType.RTU,
+            port=self.port,
+            baudrate=c.baudrate,
+            parity=c.parity,
+            stopbits=c.stopbits,
+            bytesize=c.bytesize,
+            trace_packet=self._on_wire,
+        )
+
+    def _on_wire(self, sending: bool, packet: bytes) -> bytes:
+        # Every device on an RS-485 line hears every frame and answers only its own address;
+        # pymodbus would answer a frame for another address with exception 4 instead.
+        if sending and packet[:1] != bytes([self.unit_id]):
+            return b""
+        return super()._on_wire(sending, packet)
+
+
+async def run_reactor_process(sim: SimulatedDevice, period_s: float = 0.5) -> None:
     """Drive the temperature/pressure controller's tags like a heating reactor charge."""
     t0 = time.monotonic()
     sim.set("setpoint", 75.0)

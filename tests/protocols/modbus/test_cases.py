@@ -1,5 +1,6 @@
 """Each folder under cases/ is a device: its tags, the registers it holds (and an optional
-exception code it answers with), and the samples the edge must read from it over TCP."""
+exception code it answers with), and the samples the edge must read from it, over TCP and
+over RTU on a pseudo-terminal pair: the same case files, both wires."""
 
 from __future__ import annotations
 
@@ -7,47 +8,24 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pymodbus.constants import ExcCodes
 
-from device_profiles.schema import ModbusTcpProfile, parse_profile
-from protocols.modbus.client import ModbusDriver
-from protocols.modbus.simulator import ModbusSimulator
-from tests.conftest import free_port
+from tests.protocols.modbus.wiring import TRANSPORTS, Transport, profile_for, wired
 
 CASES = sorted(p for p in (Path(__file__).parent / "cases").iterdir() if p.is_dir())
 
 
-def profile_for(tags: list[dict], port: int) -> ModbusTcpProfile:
-    profile = parse_profile(
-        {
-            "profile_version": 1,
-            "name": "device-under-test",
-            "protocol": "modbus_tcp",
-            "connection": {"host": "127.0.0.1", "port": port, "timeout_s": 2},
-            "tags": tags,
-        }
-    )
-    assert isinstance(profile, ModbusTcpProfile)
-    return profile
-
-
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-async def test_case(case: Path) -> None:
+async def test_case(case: Path, transport: Transport) -> None:
     spec = yaml.safe_load((case / "case.yaml").read_text())
-    profile = profile_for(spec["tags"], free_port())
-    driver = ModbusDriver(profile)
-    async with ModbusSimulator(profile) as sim:
+    async with wired(profile_for(transport, spec["tags"])) as (sim, driver, _):
         for table, blocks in spec["registers"].items():
             for address, registers in blocks.items():
                 sim.set_registers(table, int(address), registers)
         if "fault" in spec:
-            from pymodbus.constants import ExcCodes
-
             sim.fault = ExcCodes(spec["fault"])
-        await driver.open()
-        try:
-            samples = await driver.read()
-        finally:
-            await driver.close()
+        samples = await driver.read()
     got = [
         {
             k: v

@@ -1,0 +1,336 @@
+"""Nothing lost, nothing doubled: the broker, the collector, the database and the device go
+away and come back, the agent is killed with SIGKILL; afterwards the database holds every
+reading the edge took, exactly once, compared row for row with what the device served.
+
+The simulated device counts: every read request it answers carries the next number in its
+`counter` register, so the set of counters in the database must be exactly 1..N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from cloud_collector.consumer import IngestCounters, run_consumer
+from cloud_collector.settings import CollectorSettings
+from device_profiles.schema import ModbusTcpProfile, parse_profile
+from edge_agent.runtime import EdgeAgent
+from edge_agent.settings import EdgeSettings
+from edge_agent.site import load_site
+from protocols.modbus.simulator import ModbusSimulator
+from tests.conftest import ROOT, MosquittoProcess, Services, free_port
+
+LINE = "line-1"
+
+
+def counting_profile(port: int, interval_s: float) -> dict:
+    return {
+        "profile_version": 1,
+        "name": "counter-plc",
+        "protocol": "modbus_tcp",
+        "connection": {"host": "127.0.0.1", "port": port, "timeout_s": 0.5},
+        "poll_interval_s": interval_s,
+        "tags": [
+            {"name": "counter", "address": 0, "data_type": "uint32"},
+            {"name": "temperature", "address": 2, "data_type": "float32", "unit": "Cel"},
+        ],
+    }
+
+
+class CountingDevice:
+    """A Modbus device whose `counter` register is the number of reads it has answered."""
+
+    def __init__(self, port: int, interval_s: float) -> None:
+        profile = parse_profile(counting_profile(port, interval_s))
+        assert isinstance(profile, ModbusTcpProfile)
+        self.profile = profile
+        self.port = port
+        self._counter = itertools.count(1)
+        self.served = 0
+        self.sim = self._new()
+
+    def _new(self) -> ModbusSimulator:
+        sim = ModbusSimulator(self.profile, port=self.port)
+        sim.set("temperature", 80.0)
+        sim.on_read = self._count
+        return sim
+
+    def _count(self, function_code: int, address: int, count: int) -> None:
+        self.served = next(self._counter)
+        self.sim.set("counter", self.served)
+
+    async def restart(self, down_s: float) -> None:
+        await self.sim.stop()
+        await asyncio.sleep(down_s)
+        self.sim = self._new()
+        await self.sim.start()
+
+
+def write_site(folder: Path, edge_id: str, device: CountingDevice) -> Path:
+    profile = folder / "counter-plc.yaml"
+    profile.write_text(
+        yaml.safe_dump(counting_profile(device.port, device.profile.poll_interval_s))
+    )
+    site = folder / "site.yaml"
+    site.write_text(
+        yaml.safe_dump(
+            {
+                "edge_id": edge_id,
+                "lines": [{"id": LINE, "devices": [{"profile": str(profile)}]}],
+            }
+        )
+    )
+    return site
+
+
+async def counters_in_db(url: str, edge_id: str) -> list[float]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute(
+            "select r.value from readings r join edge_streams s using (stream_id)"
+            " where s.edge_id = %s and r.tag = 'counter' order by r.value",
+            (edge_id,),
+        )
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+
+
+class Collector:
+    """The collector's consumer as a task the test can stop and start."""
+
+    def __init__(self, settings: CollectorSettings) -> None:
+        self.settings = settings
+        self.counters = IngestCounters()
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        ready = asyncio.Event()
+        self.task = asyncio.create_task(run_consumer(self.settings, self.counters, ready))
+        async with asyncio.timeout(15):
+            await ready.wait()
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+
+@pytest.fixture
+async def outage_collector(
+    services: Services, private_broker: MosquittoProcess
+) -> AsyncIterator[Collector]:
+    collector = Collector(
+        CollectorSettings(
+            database_url=services.database_url,
+            collector_id=f"collector-outage-{uuid.uuid4().hex[:6]}",
+            share_group=f"outage-{uuid.uuid4().hex[:6]}",
+            backfill_after_s=1.5,
+            mqtt=private_broker.broker,
+        )
+    )
+    await collector.start()
+    yield collector
+    await collector.stop()
+
+
+async def database_outage(services: Services, seconds: float) -> None:
+    """The collector's database refuses connections for a while (its sessions are cut)."""
+    db = services.database_url.rsplit("/", 1)[1]
+    admin = services.database_url.rsplit("/", 1)[0] + "/postgres"
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        await conn.execute(f"alter database {db} allow_connections false")
+        await conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where datname = %s and pid <> pg_backend_pid()"
+            " and application_name not like 'pytest-keep%%'",
+            (db,),
+        )
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            await conn.execute(f"alter database {db} allow_connections true")
+
+
+async def test_broker_collector_database_and_device_outages_lose_and_double_nothing(
+    tmp_path: Path,
+    services: Services,
+    private_broker: MosquittoProcess,
+    outage_collector: Collector,
+) -> None:
+    edge_id = f"edge-{uuid.uuid4().hex[:8]}"
+    device = CountingDevice(free_port(), interval_s=0.1)
+    await device.sim.start()
+    settings = EdgeSettings(
+        state_dir=tmp_path / "edge",
+        mqtt=private_broker.broker,
+        ack_timeout_s=2.0,
+        publish_linger_s=0.05,
+    )
+    agent = EdgeAgent(settings, load_site(write_site(tmp_path, edge_id, device)))
+    task = agent.devices["counter-plc"]
+    agent.binder.start_batch(LINE, f"B-{edge_id}", "test")
+    running = asyncio.create_task(agent.run(poll=False, control=False))
+    polling = asyncio.create_task(task.run())
+    try:
+        await asyncio.sleep(1.5)
+
+        # The broker goes away; capture goes on into the outbox.
+        private_broker.stop()
+        await asyncio.sleep(3)
+        assert agent.outbox.depth("readings") > 20
+        private_broker.start()
+        back = datetime.now(UTC)
+
+        async def live_reading_arrived() -> bool:
+            async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
+                row = await (
+                    await conn.execute(
+                        "select count(*) from readings r join edge_streams s using (stream_id)"
+                        " where s.edge_id = %s and r.time > %s",
+                        (edge_id, back),
+                    )
+                ).fetchone()
+                return bool(row and row[0])
+
+        await eventually(live_reading_arrived, 10, "a reading taken after the broker came back")
+
+        # The collector goes away; the broker queues, the edge resends what is not acked.
+        await outage_collector.stop()
+        await asyncio.sleep(2)
+        await outage_collector.start()
+
+        # The database goes away under the collector.
+        await database_outage(services, 2)
+
+        # The device restarts; the gap is recorded and polling resumes by itself.
+        await device.restart(down_s=1.0)
+        await asyncio.sleep(1.5)
+    finally:
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
+    polls = task.health.polls
+    await eventually(
+        lambda: _true(agent.outbox.depth("readings") == 0 and agent.outbox.depth("events") == 0),
+        30,
+        "the outbox drained",
+    )
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    agent.close()
+    await device.sim.stop()
+
+    counters = await counters_in_db(services.database_url, edge_id)
+    assert counters == [float(n) for n in range(1, polls + 1)], "each poll exactly once"
+    assert device.served - polls <= 1  # at most the poll cancelled in flight
+    async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
+        gaps = await (
+            await conn.execute(
+                "select stream, first_missing from stream_gaps where edge_id = %s", (edge_id,)
+            )
+        ).fetchall()
+        events = await (
+            await conn.execute(
+                "select kind from device_events join edge_streams using (stream_id)"
+                " where edge_id = %s order by time",
+                (edge_id,),
+            )
+        ).fetchall()
+        backfill = await (
+            await conn.execute(
+                "select bool_or(backfill), bool_and(backfill) from readings"
+                " join edge_streams using (stream_id) where edge_id = %s",
+                (edge_id,),
+            )
+        ).fetchone()
+    assert gaps == []
+    assert [e[0] for e in events] == ["device_offline", "device_online"]
+    assert backfill == (True, False)  # the outage's readings, and only some, came late
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_sigkill_and_restart_of_the_agent_lose_and_double_nothing(
+    tmp_path: Path,
+    services: Services,
+    private_broker: MosquittoProcess,
+    outage_collector: Collector,
+) -> None:
+    edge_id = f"edge-{uuid.uuid4().hex[:8]}"
+    device = CountingDevice(free_port(), interval_s=0.1)
+    await device.sim.start()
+    site = write_site(tmp_path, edge_id, device)
+    env = {
+        **os.environ,
+        "TRACE_EDGE_STATE_DIR": str(tmp_path / "edge"),
+        "TRACE_EDGE_CONTROL_PORT": str(free_port()),
+        # Every poll commits before the next: a kill loses at most the poll in flight.
+        "TRACE_EDGE_OUTBOX_COMMIT_INTERVAL_S": "0",
+        "TRACE_MQTT_HOST": "127.0.0.1",
+        "TRACE_MQTT_PORT": str(private_broker.port),
+    }
+
+    def start_agent() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "--site", str(site)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "agent.log", "ab"),
+        )
+
+    kills = 0
+    agent = start_agent()
+    try:
+        for _ in range(2):
+            await asyncio.sleep(2.0)
+            os.kill(agent.pid, signal.SIGKILL)
+            agent.wait()
+            kills += 1
+            agent = start_agent()
+        await asyncio.sleep(2.0)
+        await device.sim.stop()  # no more polls: what was served is final
+        served = device.served
+
+        async def settled() -> bool:
+            values = await counters_in_db(services.database_url, edge_id)
+            return len(values) >= served - kills and values == sorted(set(values))
+
+        await eventually(
+            settled, 30, f"the database holds the {served} served polls less the killed"
+        )
+        await asyncio.sleep(1.0)  # anything still arriving would be a double
+    finally:
+        agent.terminate()
+        agent.wait(10)
+    counters = await counters_in_db(services.database_url, edge_id)
+    assert len(counters) == len(set(counters)), "no reading twice"
+    assert set(counters) <= {float(n) for n in range(1, served + 1)}
+    missing = sorted({float(n) for n in range(1, served + 1)} - set(counters))
+    assert len(missing) <= kills, f"only the poll in flight at each kill may be lost: {missing}"
