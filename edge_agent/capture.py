@@ -58,13 +58,15 @@ class DeviceTask:
     async def connect(self) -> None:
         await self.driver.open()
         self.health.connected = True
-        if self._announced_offline:
-            self.binder.device_event(self.line_id, self.driver.name, True, None)
-            self._announced_offline = False
-            self.health.offline_since = None
 
     def deliver(self, samples: list[Sample]) -> None:
         taken_at = datetime.now(UTC)
+        if self._announced_offline:
+            # Online means data flows again, not that a port opened: a serial port or a
+            # gateway opens even when the device behind it is still silent.
+            self.binder.device_event(self.line_id, self.driver.name, True, None)
+            self._announced_offline = False
+            self.health.offline_since = None
         self.binder.readings(self.line_id, self.driver.name, samples, taken_at)
         self.health.polls += 1
         self.health.readings += len(samples)
