@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiomqtt
 import psycopg
 import pytest
 import yaml
@@ -32,6 +33,8 @@ from edge_agent.runtime import EdgeAgent
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import load_site
 from protocols.modbus.simulator import ModbusSimulator
+from protocols.mqtt import topics
+from protocols.mqtt.contract import EdgeStatus
 from tests.conftest import ROOT, MosquittoProcess, Services, free_port
 
 LINE = "line-1"
@@ -272,6 +275,23 @@ async def test_broker_collector_database_and_device_outages_lose_and_double_noth
     assert backfill == (True, False)  # the outage's readings, and only some, came late
 
 
+async def retained_status(broker: MosquittoProcess, edge_id: str, state: str) -> EdgeStatus:
+    """The edge's retained status once it says `state` (read as a new subscriber would)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await client.subscribe(topics.status(edge_id), qos=1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    async for message in client.messages:
+                        status = EdgeStatus.model_validate_json(message.payload)  # type: ignore[arg-type]
+                        if status.state == state:
+                            return status
+                        break
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"edge {edge_id} never showed a retained status {state!r}")
+
+
 async def _true(value: bool) -> bool:
     return value
 
@@ -313,7 +333,12 @@ async def test_sigkill_and_restart_of_the_agent_lose_and_double_nothing(
             os.kill(agent.pid, signal.SIGKILL)
             agent.wait()
             kills += 1
+            # The broker announces the death with the edge's last will, retained.
+            status = await retained_status(private_broker, edge_id, "offline")
+            assert status.edge_id == edge_id
             agent = start_agent()
+        online = await retained_status(private_broker, edge_id, "online")
+        assert online.outbox_depth is not None and online.version
         await asyncio.sleep(2.0)
         await device.sim.stop()  # no more polls: what was served is final
         served = device.served
