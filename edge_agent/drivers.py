@@ -8,10 +8,12 @@ from typing import Any
 from device_profiles.schema import DeviceProfile
 from protocols.driver import PollingDriver
 from protocols.modbus.client import ModbusDriver
+from protocols.opcua.client import OpcUaDriver
 
 DRIVERS: dict[str, Callable[[Any], PollingDriver]] = {
     "modbus_tcp": ModbusDriver,
     "modbus_rtu": ModbusDriver,
+    "opcua": OpcUaDriver,
 }
 
 
