@@ -128,6 +128,9 @@ class OpcUaConnection(Strict):
 
 
 class Deadband(Strict):
+    """Report a change only when it exceeds this: absolute in the tag's engineering unit
+    (after scale and offset), or percent of the node's EURange."""
+
     type: Literal["absolute", "percent"] = "absolute"
     value: float = Field(ge=0)
 
@@ -259,7 +262,27 @@ def load_profile(path: Path) -> DeviceProfile:
         raise ProfileError(str(path), [f"cannot read the file: {err.strerror}"]) from err
     except yaml.YAMLError as err:
         raise ProfileError(str(path), [f"not valid YAML: {err}"]) from err
-    return parse_profile(data, str(path))
+    profile = parse_profile(data, str(path))
+    if isinstance(profile, OpcUaProfile):
+        profile = _certificates_beside(profile, path.parent)
+    return profile
+
+
+def _certificates_beside(profile: OpcUaProfile, folder: Path) -> OpcUaProfile:
+    """Relative certificate paths are relative to the profile's own folder, not to wherever
+    the edge happens to be started from."""
+    security = profile.connection.security
+    resolved = {
+        key: folder / value
+        for key in ("certificate", "private_key", "server_certificate")
+        if (value := getattr(security, key)) is not None and not value.is_absolute()
+    }
+    if not resolved:
+        return profile
+    connection = profile.connection.model_copy(
+        update={"security": security.model_copy(update=resolved)}
+    )
+    return profile.model_copy(update={"connection": connection})
 
 
 def json_schema() -> dict[str, Any]:

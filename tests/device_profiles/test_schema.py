@@ -33,3 +33,29 @@ def test_a_file_that_is_not_yaml_says_so(tmp_path: Path) -> None:
     bad.write_text("tags: [unclosed")
     with pytest.raises(ProfileError, match="not valid YAML"):
         load_profile(bad)
+
+
+def test_opcua_certificate_paths_are_relative_to_the_profile(tmp_path: Path) -> None:
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "plc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "profile_version": 1,
+                "name": "plc",
+                "protocol": "opcua",
+                "connection": {
+                    "endpoint": "opc.tcp://plc:4840",
+                    "security": {
+                        "mode": "Sign",
+                        "certificate": "pki/edge.der",
+                        "private_key": "/etc/edge/key.pem",
+                    },
+                },
+                "tags": [{"name": "t", "node_id": "ns=2;s=T"}],
+            }
+        )
+    )
+    security = load_profile(folder / "plc.yaml").connection.security  # type: ignore[union-attr]
+    assert security.certificate == folder / "pki" / "edge.der"
+    assert security.private_key == Path("/etc/edge/key.pem")
