@@ -7,6 +7,7 @@ an explicit migration, never a second dialect read side by side.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -158,7 +159,7 @@ class _Profile(Strict):
 
     @model_validator(mode="after")
     def _tags_consistent(self) -> _Profile:
-        names = [t.name for t in self.tags]  # type: ignore[attr-defined]
+        names = [t.name for t in getattr(self, "tags", [])]
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"tag name {name!r} appears twice: tag names must be unique")
@@ -196,11 +197,112 @@ class OpcUaProfile(_Profile):
     tags: list[OpcUaTag] = Field(min_length=1)
 
 
-ModbusProfile = ModbusTcpProfile | ModbusRtuProfile
-DeviceProfile = Annotated[
-    ModbusTcpProfile | ModbusRtuProfile | OpcUaProfile, Field(discriminator="protocol")
+class SerialPort(Strict):
+    """A serial line: RS-232/RS-485 port, or a USB virtual COM port."""
+
+    port: str = Field(min_length=1, description="e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    baudrate: int = Field(default=115200, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
+class RfidAntenna(Strict):
+    port: int = Field(ge=1, le=64, description="the reader's antenna port number")
+    read_point: Name = Field(description="where this antenna looks, e.g. dock-3")
+    # At a gate, antennas on both sides of the door tell the direction: a tag seen outside
+    # first and inside last moved in.
+    side: Literal["outside", "inside"] | None = None
+
+
+class RfidReaderProfile(_Profile):
+    protocol: Literal["rfid_serial"]
+    connection: SerialPort
+    # mercury: the binary framed protocol of ThingMagic Mercury readers and modules;
+    # ascii: one tag report per text line, as many gates and cheap readers offer.
+    framing: Literal["mercury", "ascii"]
+    antennas: list[RfidAntenna] = Field(min_length=1)
+    # Reads of one tag at one read point within this window are one observation.
+    window_s: float = Field(default=2.0, gt=0, le=3600)
+    min_rssi_dbm: float | None = Field(default=None, ge=-120, le=0)
+
+    @model_validator(mode="after")
+    def _unique_ports(self) -> RfidReaderProfile:
+        ports = [a.port for a in self.antennas]
+        for port in ports:
+            if ports.count(port) > 1:
+                raise ValueError(f"antenna port {port} appears twice: list each port once")
+        return self
+
+
+ScanMeaning = Literal[
+    "batch_start",  # a work order / batch label at a line: the line starts that batch
+    "batch_end",  # the batch's end label (or the same batch label scanned again)
+    "consume",  # an input lot or unit loaded into the active batch
+    "produce",  # an output lot or unit the active batch made
+    "operator",  # an operator badge: who does what follows
+    "document",  # a purchase order or shipment document: binds a dock door to it
+    "receive",  # a unit or lot received at a dock door
+    "ship",  # a unit or lot loaded at a dock door
 ]
-PROTOCOLS = ("modbus_tcp", "modbus_rtu", "opcua")
+
+
+class ScanRule(Strict):
+    """What a scan means at this station: the first rule that matches decides."""
+
+    meaning: ScanMeaning
+    # The scan must carry all these GS1 application identifiers (e.g. ["01", "10"]).
+    ais: list[Annotated[str, Field(pattern=r"^\d{2,4}$")]] = Field(default_factory=list)
+    # And/or its text must match this regular expression (searched, not anchored).
+    pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> ScanRule:
+        if not self.ais and self.pattern is None:
+            raise ValueError("a rule needs ais or pattern (or both) to match scans with")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as err:
+                raise ValueError(
+                    f"pattern {self.pattern!r} is not a regular expression: {err}"
+                ) from err
+        return self
+
+
+class WedgeInput(Strict):
+    """Keyboard-wedge style input: scans arrive as text lines on a file, FIFO or stdin."""
+
+    path: str = Field(min_length=1, description="a file or FIFO path, or - for stdin")
+
+
+class _ScannerProfile(_Profile):
+    terminator: Literal["\r", "\n", "\r\n"] = "\r"
+    rules: list[ScanRule] = Field(min_length=1)
+
+
+class SerialScannerProfile(_ScannerProfile):
+    protocol: Literal["scanner_serial"]
+    connection: SerialPort
+
+
+class WedgeScannerProfile(_ScannerProfile):
+    protocol: Literal["scanner_wedge"]
+    connection: WedgeInput
+
+
+ModbusProfile = ModbusTcpProfile | ModbusRtuProfile
+ScannerProfile = SerialScannerProfile | WedgeScannerProfile
+DeviceProfile = Annotated[
+    ModbusTcpProfile
+    | ModbusRtuProfile
+    | OpcUaProfile
+    | RfidReaderProfile
+    | SerialScannerProfile
+    | WedgeScannerProfile,
+    Field(discriminator="protocol"),
+]
+PROTOCOLS = ("modbus_tcp", "modbus_rtu", "opcua", "rfid_serial", "scanner_serial", "scanner_wedge")
 
 
 class _ProfileDocument(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Quality = Literal["good", "uncertain", "bad"]
 
@@ -62,3 +62,23 @@ class SubscribingDriver(Protocol):
     name: str
 
     async def subscribe(self, deliver: Deliver) -> None: ...
+
+
+@runtime_checkable
+class StreamingDriver(Protocol):
+    """A device that reports on its own rather than being read: an RFID reader's tag
+    reports, a barcode scanner's scans. The item type is the protocol's own (e.g.
+    protocols.rfid.TagRead, protocols.scanner.Scan).
+
+    `stream` calls `deliver` with each batch of items as they arrive and returns only by
+    raising: `DeviceUnavailable` when the port is lost (the caller closes, reopens and
+    streams again). Garbage on the line is counted and skipped, never raised.
+    """
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def stream(self, deliver: Callable[[list[Any]], None]) -> None: ...
+
+    async def close(self) -> None: ...

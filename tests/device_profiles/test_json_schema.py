@@ -7,7 +7,7 @@ import json
 import yaml
 
 from device_profiles import LIBRARY
-from device_profiles.schema import json_schema
+from device_profiles.schema import PROTOCOLS, json_schema
 
 COMMITTED = LIBRARY / "profile.schema.json"
 
@@ -21,7 +21,7 @@ def test_committed_schema_matches_the_models() -> None:
 
 def test_schema_names_every_protocol_and_forbids_unknown_keys() -> None:
     schema = json_schema()
-    assert set(schema["discriminator"]["mapping"]) == {"modbus_tcp", "modbus_rtu", "opcua"}
+    assert set(schema["discriminator"]["mapping"]) == set(PROTOCOLS)
     for name, definition in schema["$defs"].items():
         if definition.get("type") == "object":
             assert definition.get("additionalProperties") is False, name
