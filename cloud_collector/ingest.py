@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from protocols.mqtt import topics
@@ -20,8 +21,10 @@ from protocols.mqtt.contract import (
     BatchEvent,
     DeviceEvent,
     Envelope,
+    ObjectEventRecord,
     Reading,
     ReadingsDropped,
+    TransformationEventRecord,
 )
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,23 @@ insert into readings_dropped (stream_id, seq, time, dropped_stream, count, first
 values (%(stream_id)s, %(seq)s, %(time)s, %(stream)s, %(count)s, %(first_seq)s, %(last_seq)s,
         %(policy)s, %(received)s)
 on conflict (stream_id, seq) do nothing
+"""
+_TRACE_EVENT = """
+insert into trace_events (event_id, event_type, event_time, action, biz_step, disposition,
+    read_point, biz_location, line_id, batch_id, operator, device, flags, biz_transactions,
+    source_edge, stream_id, seq, body)
+values (%(event_id)s, %(event_type)s, %(time)s, %(action)s, %(biz_step)s, %(disposition)s,
+    %(read_point)s, %(biz_location)s, %(line)s, %(batch)s, %(operator)s, %(device)s,
+    %(flags)s, %(biz_transactions)s, %(edge)s, %(stream_id)s, %(seq)s, %(body)s)
+on conflict do nothing
+"""
+_EVENT_ITEM = """
+insert into event_items (event_id, role, position, epc, epc_class, quantity, uom, gtin, lot,
+    serial, sscc, raw, unknown_reason)
+values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+_EVENT_DOCUMENT = """
+insert into event_documents (event_id, type, id) values (%s, %s, %s) on conflict do nothing
 """
 _COMMIT_RECORD = """
 insert into stream_commits (stream_id, first_seq, last_seq, records, inserted)
@@ -232,7 +252,11 @@ async def _copy_readings(
 
 async def _insert_event(
     conn: psycopg.AsyncConnection,
-    event: BatchEvent | DeviceEvent | ReadingsDropped,
+    event: BatchEvent
+    | DeviceEvent
+    | ReadingsDropped
+    | ObjectEventRecord
+    | TransformationEventRecord,
     params: dict[str, object],
 ) -> int:
     params = {**params, **event.model_dump(), "seq": event.seq}
@@ -242,8 +266,76 @@ async def _insert_event(
         follow = _BATCH_STARTED if event.kind == "batch_started" else _BATCH_ENDED
         await conn.execute(follow, params)
         return 1
+    if isinstance(event, ObjectEventRecord | TransformationEventRecord):
+        return await _insert_trace_event(conn, event, params)
     sql = _DEVICE_EVENT if isinstance(event, DeviceEvent) else _READINGS_DROPPED
     return max((await conn.execute(sql, params)).rowcount, 0)
+
+
+async def _insert_trace_event(
+    conn: psycopg.AsyncConnection,
+    event: ObjectEventRecord | TransformationEventRecord,
+    params: dict[str, object],
+) -> int:
+    if isinstance(event, ObjectEventRecord):
+        event_type, docs = "ObjectEvent", event.biz_transactions
+        roles = [("observed", event.items)]
+        extra = {
+            "action": event.action,
+            "disposition": event.disposition,
+            "biz_location": event.biz_location,
+            "operator": event.operator,
+            "device": event.device,
+        }
+    else:
+        event_type, docs = "TransformationEvent", []
+        roles = [("input", event.inputs), ("output", event.outputs)]
+        extra = {
+            "action": None,
+            "disposition": None,
+            "biz_location": None,
+            "operator": ", ".join(event.operators) or None,
+            "device": None,
+        }
+    row = {
+        **params,
+        **extra,
+        "event_id": event.event_id,
+        "event_type": event_type,
+        "time": event.time,
+        "biz_step": event.biz_step,
+        "read_point": event.read_point,
+        "line": event.line,
+        "batch": event.batch,
+        "flags": event.flags,
+        "biz_transactions": Jsonb([d.model_dump() for d in docs]),
+        "body": Jsonb(event.model_dump(mode="json")),
+    }
+    if (await conn.execute(_TRACE_EVENT, row)).rowcount <= 0:
+        return 0  # this event id was committed before: a resend
+    items = [
+        (
+            event.event_id,
+            role,
+            i,
+            it.epc,
+            it.epc_class,
+            it.quantity,
+            it.uom,
+            it.gtin,
+            it.lot,
+            it.serial,
+            it.sscc,
+            it.raw,
+            it.unknown_reason,
+        )
+        for role, role_items in roles
+        for i, it in enumerate(role_items)
+    ]
+    async with conn.cursor() as cur:
+        await cur.executemany(_EVENT_ITEM, items)
+        await cur.executemany(_EVENT_DOCUMENT, [(event.event_id, d.type, d.id) for d in docs])
+    return 1
 
 
 async def _commit(

@@ -91,8 +91,107 @@ class ReadingsDropped(Strict):
     policy: Literal["thin_oldest", "drop_oldest", "drop_newest"]
 
 
+# -- trace events shaped after GS1 EPCIS 2.0 ----------------------------------------------
+# Identifiers are GS1 Digital Link URIs or EPC URNs as captured; each item also carries the
+# plain GS1 keys (gtin, lot, serial, sscc) so the genealogy can join on them whatever form
+# an event used.
+
+Uri = Annotated[str, Field(min_length=1, max_length=500)]
+BizStep = Literal[
+    "receiving", "shipping", "commissioning", "consuming", "loading", "storing", "inspecting"
+]
+Disposition = Literal["in_progress", "in_transit", "active", "container_closed", "recalled"]
+
+
+class Item(Strict):
+    """One thing an event is about: a unit (epc) or a quantity of a lot (epc_class)."""
+
+    epc: Uri | None = None  # an instance: SGTIN, SSCC, GRAI (a unit, a pallet, a crate)
+    epc_class: Uri | None = None  # a lot-level class: GTIN + lot
+    quantity: float | None = Field(default=None, ge=0)
+    uom: str | None = Field(default=None, max_length=16)
+    gtin: str | None = Field(default=None, pattern=r"^\d{14}$")
+    lot: str | None = Field(default=None, max_length=20)
+    serial: str | None = Field(default=None, max_length=20)
+    sscc: str | None = Field(default=None, pattern=r"^\d{18}$")
+    raw: str | None = Field(default=None, max_length=500)  # tag hex or scan text, as captured
+    unknown_reason: str | None = Field(default=None, max_length=500)  # why it decodes to nothing
+
+    @model_validator(mode="after")
+    def _identified(self) -> Item:
+        if self.epc is None and self.epc_class is None and self.raw is None:
+            raise ValueError("an item needs epc, epc_class or at least its raw capture")
+        return self
+
+
+class BizTransaction(Strict):
+    type: Literal["po", "desadv", "inv", "bol", "prodorder", "recadv"]
+    id: str = Field(min_length=1, max_length=128)
+
+
+class RfidSighting(Strict):
+    """How a gate saw one tag within its window (the reads collapsed into one)."""
+
+    epc_hex: str = Field(pattern=r"^[0-9A-Fa-f]+$", max_length=128)
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+    count: int = Field(ge=1)
+    best_rssi_dbm: float | None = None
+    antennas: list[int] = Field(default_factory=list)
+    direction: Literal["in", "out"] | None = None
+
+
+class ObjectEventRecord(Strict):
+    """Units or lots observed, received or shipped (EPCIS ObjectEvent)."""
+
+    kind: Literal["object_event"] = "object_event"
+    seq: int = Field(ge=0)
+    time: AwareDatetime
+    event_id: str = Field(min_length=1, max_length=128)  # unique, made by the edge
+    action: Literal["ADD", "OBSERVE", "DELETE"]
+    biz_step: BizStep
+    disposition: Disposition | None = None
+    read_point: Identifier
+    biz_location: Identifier | None = None
+    items: list[Item] = Field(min_length=1, max_length=10_000)
+    biz_transactions: list[BizTransaction] = Field(default_factory=list)
+    line: Identifier | None = None
+    batch: str | None = Field(default=None, max_length=128)
+    operator: str | None = Field(default=None, max_length=128)
+    device: Identifier | None = None
+    sightings: list[RfidSighting] = Field(default_factory=list)
+    # What makes this event incomplete, e.g. "no_document": read at a door bound to none.
+    flags: list[str] = Field(default_factory=list)
+
+
+class TransformationEventRecord(Strict):
+    """A batch consumed inputs and produced outputs (EPCIS TransformationEvent): the lot
+    genealogy's link. One per batch, sent when the batch ends."""
+
+    kind: Literal["transformation_event"] = "transformation_event"
+    seq: int = Field(ge=0)
+    time: AwareDatetime
+    event_id: str = Field(min_length=1, max_length=128)
+    transformation_id: str = Field(min_length=1, max_length=128)  # the batch id
+    biz_step: BizStep = "commissioning"
+    read_point: Identifier
+    line: Identifier
+    batch: str = Field(min_length=1, max_length=128)
+    inputs: list[Item] = Field(default_factory=list, max_length=10_000)
+    outputs: list[Item] = Field(default_factory=list, max_length=10_000)
+    operators: list[str] = Field(default_factory=list)
+    started_at: AwareDatetime | None = None
+    flags: list[str] = Field(default_factory=list)
+
+
 Record = Annotated[
-    Reading | BatchEvent | DeviceEvent | ReadingsDropped, Field(discriminator="kind")
+    Reading
+    | BatchEvent
+    | DeviceEvent
+    | ReadingsDropped
+    | ObjectEventRecord
+    | TransformationEventRecord,
+    Field(discriminator="kind"),
 ]
 
 

@@ -267,3 +267,105 @@ async def test_sequence_gaps_are_listed_per_stream_and_epoch(conn, edge) -> None
         )
     ).fetchall()
     assert gaps == [("e1", 4, 4), ("e2", 0, 8)]
+
+
+async def test_trace_events_are_stored_with_their_items_and_documents(conn, edge) -> None:
+    receipt = {
+        "kind": "object_event",
+        "seq": 0,
+        "time": T0.isoformat(),
+        "event_id": f"{edge}-r1",
+        "action": "OBSERVE",
+        "biz_step": "receiving",
+        "disposition": "in_progress",
+        "read_point": "dock-3",
+        "device": "gate-3",
+        "items": [
+            {"epc": "urn:epc:id:sscc:0614141.1234567890", "sscc": "106141411234567897"},
+            {"raw": "E2801160600002084D2A", "unknown_reason": "not an EPC header"},
+        ],
+        "biz_transactions": [{"type": "po", "id": "PO-77"}],
+        "sightings": [
+            {
+                "epc_hex": "31140614141234567890",
+                "first_seen": T0.isoformat(),
+                "last_seen": T0.isoformat(),
+                "count": 12,
+                "best_rssi_dbm": -51.5,
+                "antennas": [1, 2],
+                "direction": "in",
+            }
+        ],
+    }
+    transform = {
+        "kind": "transformation_event",
+        "seq": 1,
+        "time": T0.isoformat(),
+        "event_id": f"{edge}-t1",
+        "transformation_id": "B-9",
+        "read_point": "line-1",
+        "line": "line-1",
+        "batch": "B-9",
+        "operators": ["OP-1"],
+        "inputs": [
+            {
+                "epc_class": "https://id.gs1.org/01/09506000134352/10/FLOUR7",
+                "gtin": "09506000134352",
+                "lot": "FLOUR7",
+                "quantity": 25,
+                "uom": "KGM",
+            }
+        ],
+        "outputs": [
+            {
+                "epc_class": "https://id.gs1.org/01/09506000134369/10/B-9",
+                "gtin": "09506000134369",
+                "lot": "B-9",
+                "quantity": 400,
+                "uom": "EA",
+            }
+        ],
+    }
+    topic = topics.data(edge, "events")
+    outcome = await ingest(conn, topic, envelope(edge, [receipt, transform], "events"))
+    assert outcome.inserted == 2
+    again = await ingest(conn, topic, envelope(edge, [receipt, transform], "events"))
+    assert again.inserted == 0  # a resend
+    items = await (
+        await conn.execute(
+            "select e.event_type, e.biz_step, i.role, i.sscc, i.gtin, i.lot, i.quantity, i.raw"
+            " from trace_events e join event_items i using (event_id)"
+            " where e.source_edge = %s order by e.event_time, e.event_type, i.role, i.position",
+            (edge,),
+        )
+    ).fetchall()
+    assert items == [
+        ("ObjectEvent", "receiving", "observed", "106141411234567897", None, None, None, None),
+        ("ObjectEvent", "receiving", "observed", None, None, None, None, "E2801160600002084D2A"),
+        (
+            "TransformationEvent",
+            "commissioning",
+            "input",
+            None,
+            "09506000134352",
+            "FLOUR7",
+            25.0,
+            None,
+        ),
+        (
+            "TransformationEvent",
+            "commissioning",
+            "output",
+            None,
+            "09506000134369",
+            "B-9",
+            400.0,
+            None,
+        ),
+    ]
+    docs = await (
+        await conn.execute(
+            "select type, id from event_documents where event_id = %s", (f"{edge}-r1",)
+        )
+    ).fetchall()
+    assert docs == [("po", "PO-77")]
