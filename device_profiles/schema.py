@@ -255,6 +255,9 @@ class ScanRule(Strict):
     ais: list[Annotated[str, Field(pattern=r"^\d{2,4}$")]] = Field(default_factory=list)
     # And/or its text must match this regular expression (searched, not anchored).
     pattern: str | None = None
+    # For meaning "document": what the document is. Default: from the scan's GS1 data,
+    # AI 400 (customer's purchase order) -> po, AI 402 (shipment id) -> desadv.
+    document: Literal["po", "desadv"] | None = None
 
     @model_validator(mode="after")
     def _something_to_match(self) -> ScanRule:

@@ -7,7 +7,7 @@ reading: its changes start and end batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +43,9 @@ class Binder:
         self.context = context
         self.outbox = outbox
         self.batch_tags = batch_tags or {}  # device name -> its batch-source tag
+        # Called (line, batch, started_at, ended_at) inside the transaction that ends a
+        # batch: the stations add the batch's TransformationEvent there.
+        self.on_batch_end: Callable[[str, str, datetime, datetime], None] | None = None
 
     def readings(self, line_id: str, device: str, samples: list[Sample], taken_at: datetime) -> int:
         """Bind one poll (or one notification) and commit it to the outbox as a whole."""
@@ -104,6 +107,8 @@ class Binder:
         with self._atomically():
             batch = self.context.end(line_id, by)
             self._event("batch_ended", batch, at, by)
+            if self.on_batch_end is not None:
+                self.on_batch_end(line_id, batch.batch_id, batch.started_at, at)
         return batch
 
     def device_event(self, line_id: str, device: str, online: bool, detail: str | None) -> None:

@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from device_profiles.schema import DeviceProfile, ProfileError, load_profile, parse_profile
+from device_profiles.schema import (
+    DeviceProfile,
+    ModbusRtuProfile,
+    ModbusTcpProfile,
+    OpcUaProfile,
+    ProfileError,
+    load_profile,
+    parse_profile,
+)
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
 
@@ -32,9 +40,29 @@ class LineConfig(Strict):
     devices: list[DeviceRef] = Field(default_factory=list)
 
 
+class DockConfig(Strict):
+    """A dock door: its RFID gate and scanners; bound to a purchase order or a shipment."""
+
+    id: Name
+    devices: list[DeviceRef] = Field(default_factory=list)
+
+
 class SiteConfig(Strict):
     edge_id: Name
-    lines: list[LineConfig] = Field(min_length=1)
+    lines: list[LineConfig] = Field(default_factory=list)
+    docks: list[DockConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _stations(self) -> SiteConfig:
+        ids = [s.id for s in self.lines] + [d.id for d in self.docks]
+        if not ids:
+            raise ValueError("a site needs at least one line or dock")
+        for station in ids:
+            if ids.count(station) > 1:
+                raise ValueError(
+                    f"station id {station!r} is used twice: lines and docks need unique ids"
+                )
+        return self
 
 
 class SiteError(ValueError):
@@ -44,16 +72,20 @@ class SiteError(ValueError):
 
 
 class Site:
-    """A validated site: the config and, per line, its devices' resolved profiles."""
+    """A validated site: the config and, per station (line or dock), its devices' profiles."""
 
     def __init__(self, config: SiteConfig, devices: dict[str, list[DeviceProfile]]) -> None:
         self.config = config
         self.edge_id = config.edge_id
-        self.devices = devices  # line id -> profiles
+        self.devices = devices  # station id -> profiles
 
     @property
     def line_ids(self) -> list[str]:
         return [line.id for line in self.config.lines]
+
+    @property
+    def dock_ids(self) -> list[str]:
+        return [dock.id for dock in self.config.docks]
 
 
 def load_site(path: Path) -> Site:
@@ -71,10 +103,13 @@ def load_site(path: Path) -> Site:
     problems: list[str] = []
     devices: dict[str, list[DeviceProfile]] = {}
     names: dict[str, str] = {}
-    for li, line in enumerate(config.lines):
+    stations: list[tuple[str, int, LineConfig | DockConfig]]
+    stations = [("lines", i, s) for i, s in enumerate(config.lines)]
+    stations += [("docks", i, s) for i, s in enumerate(config.docks)]
+    for kind, li, line in stations:
         devices[line.id] = []
         for di, ref in enumerate(line.devices):
-            where = f"{path}: lines[{li}].devices[{di}]"
+            where = f"{path}: {kind}[{li}].devices[{di}]"
             profile_path = (path.parent / ref.profile).resolve()
             try:
                 profile = load_profile(profile_path)
@@ -98,13 +133,14 @@ def load_site(path: Path) -> Site:
 
 
 def capture_rate(profiles: list[DeviceProfile]) -> float:
-    """Readings per second the profiles ask for at most (every tag at its full rate)."""
+    """Readings per second the profiles ask for at most (every tag at its full rate).
+    RFID readers and scanners make events, a few a minute, not readings: not counted."""
     rate = 0.0
     for profile in profiles:
-        if profile.protocol == "opcua" and profile.sampling == "subscription":
+        if isinstance(profile, OpcUaProfile) and profile.sampling == "subscription":
             for tag in profile.tags:
                 interval = tag.sampling_interval_s or profile.sampling_interval_s
                 rate += 1.0 / max(interval, profile.publishing_interval_s, 0.01)
-        else:
+        elif isinstance(profile, ModbusTcpProfile | ModbusRtuProfile | OpcUaProfile):
             rate += len(profile.tags) / profile.poll_interval_s
     return rate

@@ -1,0 +1,315 @@
+"""What a scan or a gate read means at its station, turned into trace events.
+
+A line station: batch labels start and end batches, input-lot scans are consumption, output
+labels are production, badges name the operator; at batch end one TransformationEvent
+links what the batch consumed to what it produced. A dock door: scanning a purchase order
+or a shipment document binds the door to it; what passes the gate or is scanned there is
+received against the purchase order or loaded against the shipment. Reads at a door bound
+to no document are kept and flagged, never dropped.
+
+Everything a station must remember (door bindings, the active batch's inputs, outputs and
+operators) is in the outbox's SQLite file, so it survives a restart and changes in the same
+transaction as the event it causes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from device_profiles.schema import ScanRule
+from edge_agent.binding import Binder
+from edge_agent.outbox import EVENTS
+
+DocumentType = Literal["po", "desadv"]
+# A door bound to a purchase order receives; one bound to a shipment (despatch advice) ships.
+BIZ_STEP_OF_DOCUMENT: dict[str, str] = {"po": "receiving", "desadv": "shipping"}
+BIZ_STEP_OF_DIRECTION: dict[str, str] = {"in": "receiving", "out": "shipping"}
+DISPOSITION_OF_STEP: dict[str, str] = {"receiving": "in_progress", "shipping": "in_transit"}
+DOCUMENT_OF_AI: dict[str, DocumentType] = {"400": "po", "402": "desadv"}
+
+_SCHEMA = """
+create table if not exists dock_binding (
+    dock_id  text primary key,
+    type     text not null,
+    doc_id   text not null,
+    bound_at text not null,
+    bound_by text not null
+);
+create table if not exists batch_items (
+    line_id  text not null,
+    batch_id text not null,
+    role     text not null,   -- input, output, operator
+    position integer not null,
+    item     text not null,   -- the contract Item as JSON, or the operator id
+    primary key (line_id, batch_id, role, position)
+);
+create table if not exists line_operator (
+    line_id  text primary key,
+    operator text not null
+);
+"""
+
+
+@dataclass(frozen=True)
+class DockDocument:
+    dock_id: str
+    type: DocumentType
+    doc_id: str
+    bound_at: datetime
+    bound_by: str
+
+
+class StationError(Exception):
+    """A request that does not fit the station (unknown dock, nothing bound)."""
+
+
+class Stations:
+    """The lines' and docks' memory beyond the active batch, and the events they emit."""
+
+    def __init__(self, binder: Binder, lines: list[str], docks: list[str]) -> None:
+        self.binder = binder
+        self.outbox = binder.outbox
+        self.db: sqlite3.Connection = binder.outbox.db
+        self.db.executescript(_SCHEMA)
+        self.lines = list(lines)
+        self.docks = list(docks)
+        binder.on_batch_end = self._transformation_event
+
+    # -- docks ---------------------------------------------------------------------------
+
+    def document(self, dock_id: str) -> DockDocument | None:
+        self._check_dock(dock_id)
+        row = self.db.execute(
+            "select type, doc_id, bound_at, bound_by from dock_binding where dock_id = ?",
+            (dock_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return DockDocument(dock_id, row[0], row[1], datetime.fromisoformat(row[2]), row[3])
+
+    def bind_document(
+        self, dock_id: str, doc_type: DocumentType, doc_id: str, by: str
+    ) -> DockDocument:
+        self._check_dock(dock_id)
+        doc = DockDocument(dock_id, doc_type, doc_id, datetime.now(UTC), by)
+        with self.outbox.transaction():
+            self.db.execute(
+                "insert into dock_binding values (?, ?, ?, ?, ?) on conflict (dock_id) do update"
+                " set type = excluded.type, doc_id = excluded.doc_id,"
+                " bound_at = excluded.bound_at, bound_by = excluded.bound_by",
+                (dock_id, doc_type, doc_id, doc.bound_at.isoformat(), by),
+            )
+        return doc
+
+    def unbind_document(self, dock_id: str) -> DockDocument:
+        current = self.document(dock_id)
+        if current is None:
+            raise StationError(f"dock {dock_id} is bound to no document: nothing to release")
+        with self.outbox.transaction():
+            self.db.execute("delete from dock_binding where dock_id = ?", (dock_id,))
+        return current
+
+    def dock_event(
+        self,
+        dock_id: str,
+        items: list[dict[str, Any]],
+        at: datetime,
+        device: str,
+        read_point: str | None = None,
+        direction: str | None = None,
+        sightings: list[dict[str, Any]] | None = None,
+        meaning: str | None = None,
+    ) -> None:
+        """Units or lots seen at a dock door: received or loaded against its document."""
+        doc = self.document(dock_id)
+        flags: list[str] = []
+        if doc is not None:
+            biz_step = BIZ_STEP_OF_DOCUMENT[doc.type]
+        elif meaning in ("receive", "ship"):
+            biz_step = "receiving" if meaning == "receive" else "shipping"
+            flags.append("no_document")
+        elif direction is not None:
+            biz_step = BIZ_STEP_OF_DIRECTION[direction]
+            flags.append("no_document")
+        else:
+            biz_step = "receiving"
+            flags += ["no_document", "no_direction"]
+        if (
+            doc is not None
+            and direction is not None
+            and BIZ_STEP_OF_DIRECTION[direction] != biz_step
+        ):
+            flags.append(f"direction_{direction}_against_{doc.type}")
+        if any(i.get("unknown_reason") for i in items):
+            flags.append("unknown_tags")
+        self.outbox.append(
+            EVENTS,
+            {
+                "kind": "object_event",
+                "time": at,
+                "event_id": uuid.uuid4().hex,
+                "action": "OBSERVE",
+                "biz_step": biz_step,
+                "disposition": DISPOSITION_OF_STEP.get(biz_step),
+                "read_point": read_point or dock_id,
+                "biz_location": dock_id,
+                "items": items,
+                "biz_transactions": [{"type": doc.type, "id": doc.doc_id}] if doc else [],
+                "device": device,
+                "sightings": sightings or [],
+                "flags": flags,
+            },
+        )
+
+    # -- lines ---------------------------------------------------------------------------
+
+    def operator(self, line_id: str) -> str | None:
+        row = self.db.execute(
+            "select operator from line_operator where line_id = ?", (line_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def set_operator(self, line_id: str, operator: str) -> None:
+        with self.outbox.transaction():
+            self.db.execute(
+                "insert into line_operator values (?, ?) on conflict (line_id)"
+                " do update set operator = excluded.operator",
+                (line_id, operator),
+            )
+            active = self.binder.context.active(line_id)
+            if active is not None:
+                self._remember(line_id, active.batch_id, "operator", operator)
+
+    def line_item(
+        self,
+        line_id: str,
+        role: Literal["input", "output"],
+        item: dict[str, Any],
+        at: datetime,
+        device: str,
+    ) -> None:
+        """An input consumed into, or an output produced by, the line's active batch."""
+        active = self.binder.context.active(line_id)
+        if active is None:
+            # Not lost: kept as an event of its own, flagged for the quality team.
+            self.outbox.append(
+                EVENTS,
+                {
+                    "kind": "object_event",
+                    "time": at,
+                    "event_id": uuid.uuid4().hex,
+                    "action": "OBSERVE",
+                    "biz_step": "consuming" if role == "input" else "commissioning",
+                    "read_point": line_id,
+                    "items": [item],
+                    "line": line_id,
+                    "operator": self.operator(line_id),
+                    "device": device,
+                    "flags": ["no_active_batch"],
+                },
+            )
+            return
+        with self.outbox.transaction():
+            self._remember(line_id, active.batch_id, role, json.dumps(item))
+
+    def scan_batch(
+        self, line_id: str, meaning: str, batch_id: str, device: str, at: datetime
+    ) -> None:
+        by = self.operator(line_id) or f"scanner:{device}"
+        active = self.binder.context.active(line_id)
+        if meaning == "batch_end":
+            if active is not None:
+                self.binder.end_batch(line_id, by, at)
+            return
+        if active is not None and active.batch_id == batch_id:
+            return  # the same label scanned twice
+        if active is not None:
+            self.binder.end_batch(line_id, by, at)
+        self.binder.start_batch(line_id, batch_id, by, at)
+        operator = self.operator(line_id)
+        if operator is not None:
+            self._remember(line_id, batch_id, "operator", operator)
+
+    def _remember(self, line_id: str, batch_id: str, role: str, value: str) -> None:
+        row = self.db.execute(
+            "select coalesce(max(position) + 1, 0) from batch_items"
+            " where line_id = ? and batch_id = ? and role = ?",
+            (line_id, batch_id, role),
+        ).fetchone()
+        if (
+            role == "operator"
+            and self.db.execute(
+                "select 1 from batch_items where line_id = ? and batch_id = ? and role = ?"
+                " and item = ?",
+                (line_id, batch_id, role, value),
+            ).fetchone()
+        ):
+            return
+        self.db.execute(
+            "insert into batch_items values (?, ?, ?, ?, ?)",
+            (line_id, batch_id, role, row[0], value),
+        )
+
+    def _transformation_event(
+        self, line_id: str, batch_id: str, started_at: datetime, at: datetime
+    ) -> None:
+        """Called by the binder inside the transaction that ends the batch."""
+        rows = self.db.execute(
+            "select role, item from batch_items where line_id = ? and batch_id = ?"
+            " order by role, position",
+            (line_id, batch_id),
+        ).fetchall()
+        inputs = [json.loads(item) for role, item in rows if role == "input"]
+        outputs = [json.loads(item) for role, item in rows if role == "output"]
+        operators = [item for role, item in rows if role == "operator"]
+        flags = []
+        if not inputs:
+            flags.append("no_inputs")
+        if not outputs:
+            # The batch itself is the output lot; its product is not known at the line.
+            outputs = [{"lot": batch_id[:20], "raw": batch_id}]
+            flags.append("output_without_gtin")
+        self.outbox.append(
+            EVENTS,
+            {
+                "kind": "transformation_event",
+                "time": at,
+                "event_id": uuid.uuid4().hex,
+                "transformation_id": batch_id,
+                "read_point": line_id,
+                "line": line_id,
+                "batch": batch_id,
+                "inputs": inputs,
+                "outputs": outputs,
+                "operators": operators,
+                "started_at": started_at,
+                "flags": flags,
+            },
+        )
+        self.db.execute(
+            "delete from batch_items where line_id = ? and batch_id = ?", (line_id, batch_id)
+        )
+
+    def _check_dock(self, dock_id: str) -> None:
+        if dock_id not in self.docks:
+            docks = ", ".join(self.docks) or "none"
+            raise StationError(f"dock {dock_id!r} is not on this edge (its docks: {docks})")
+
+
+def rule_document_type(rule: ScanRule, ais: dict[str, str]) -> DocumentType | None:
+    if rule.document is not None:
+        return rule.document
+    for ai, doc_type in DOCUMENT_OF_AI.items():
+        if ai in ais:
+            return doc_type
+    return None
+
+
+def batch_label(text: str, ais: dict[str, str]) -> str:
+    """The batch id a batch label names: its GS1 lot (AI 10) if it has one, else the text."""
+    return ais.get("10") or text.strip()

@@ -1,0 +1,145 @@
+"""Stations: dock doors bound to documents, line scans building a batch's genealogy."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import TypeAdapter
+
+from edge_agent.batch_context import BatchContext
+from edge_agent.binding import Binder
+from edge_agent.outbox import EVENTS, Outbox
+from edge_agent.stations import StationError, Stations
+from protocols.mqtt.contract import Record
+
+T0 = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
+RECORD: TypeAdapter[Record] = TypeAdapter(Record)
+FLOUR = {
+    "epc_class": "https://id.gs1.org/01/09506000134352/10/FLOUR7",
+    "gtin": "09506000134352",
+    "lot": "FLOUR7",
+    "quantity": 25.0,
+    "uom": "KGM",
+}
+PALLET = {"epc": "urn:epc:id:sscc:0614141.1234567890", "sscc": "106141411234567897"}
+
+
+def make(tmp_path: Path) -> tuple[Stations, Outbox]:
+    outbox = Outbox(tmp_path / "o.db")
+    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    return Stations(binder, ["line-1"], ["dock-3"]), outbox
+
+
+def events(outbox: Outbox) -> list[dict]:
+    out = [json.loads(b) for _, b in outbox.take(EVENTS, 1000)]
+    for event in out:
+        RECORD.validate_python(event)  # every event the stations make is contract-valid
+    return out
+
+
+def test_a_door_bound_to_a_po_receives_and_one_bound_to_a_shipment_ships(tmp_path: Path) -> None:
+    stations, outbox = make(tmp_path)
+    stations.bind_document("dock-3", "po", "PO-77", "clerk")
+    stations.dock_event("dock-3", [PALLET], T0, "gate-3", direction="in")
+    stations.bind_document("dock-3", "desadv", "SH-9", "clerk")
+    stations.dock_event("dock-3", [PALLET], T0, "gate-3", direction="out")
+    stations.unbind_document("dock-3")
+    got = [
+        (e["biz_step"], e["disposition"], e["biz_transactions"], e["flags"]) for e in events(outbox)
+    ]
+    assert got == [
+        ("receiving", "in_progress", [{"type": "po", "id": "PO-77"}], []),
+        ("shipping", "in_transit", [{"type": "desadv", "id": "SH-9"}], []),
+    ]
+
+
+def test_reads_at_a_door_bound_to_nothing_are_kept_and_flagged(tmp_path: Path) -> None:
+    stations, outbox = make(tmp_path)
+    stations.dock_event("dock-3", [PALLET], T0, "gate-3", direction="out")
+    stations.dock_event(
+        "dock-3", [{"raw": "E280116060", "unknown_reason": "no EPC header"}], T0, "gate-3"
+    )
+    stations.bind_document("dock-3", "po", "PO-1", "clerk")
+    stations.dock_event("dock-3", [PALLET], T0, "gate-3", direction="out")
+    flags = [(e["biz_step"], e["flags"]) for e in events(outbox)]
+    assert flags == [
+        ("shipping", ["no_document"]),
+        ("receiving", ["no_document", "no_direction", "unknown_tags"]),
+        ("receiving", ["direction_out_against_po"]),
+    ]
+
+
+def test_unknown_dock_and_releasing_an_unbound_door_are_refused(tmp_path: Path) -> None:
+    stations, _ = make(tmp_path)
+    with pytest.raises(StationError, match="dock 'dock-9' is not on this edge"):
+        stations.bind_document("dock-9", "po", "PO-1", "x")
+    with pytest.raises(StationError, match="bound to no document"):
+        stations.unbind_document("dock-3")
+
+
+def test_a_batch_links_its_inputs_to_its_outputs_at_its_end(tmp_path: Path) -> None:
+    stations, outbox = make(tmp_path)
+    stations.set_operator("line-1", "OP-0042")
+    stations.scan_batch("line-1", "batch_start", "WO-1001", "scanner-1", T0)
+    stations.line_item("line-1", "input", FLOUR, T0, "scanner-1")
+    stations.line_item(
+        "line-1", "input", {**FLOUR, "lot": "FLOUR8", "epc_class": "x:FLOUR8"}, T0, "scanner-1"
+    )
+    stations.line_item("line-1", "output", PALLET, T0, "scanner-1")
+    stations.scan_batch("line-1", "batch_end", "WO-1001", "scanner-1", T0 + timedelta(hours=1))
+    kinds = events(outbox)
+    assert [e["kind"] for e in kinds] == ["batch_started", "batch_ended", "transformation_event"]
+    assert kinds[0]["by"] == "OP-0042"
+    t = kinds[2]
+    assert (t["batch"], t["transformation_id"], t["line"]) == ("WO-1001", "WO-1001", "line-1")
+    assert [i["lot"] for i in t["inputs"]] == ["FLOUR7", "FLOUR8"]
+    assert t["outputs"] == [PALLET] and t["operators"] == ["OP-0042"] and t["flags"] == []
+
+
+def test_a_new_batch_label_ends_the_running_batch_first(tmp_path: Path) -> None:
+    stations, outbox = make(tmp_path)
+    stations.scan_batch("line-1", "batch_start", "WO-1", "s", T0)
+    stations.scan_batch("line-1", "batch_start", "WO-1", "s", T0)  # scanned twice: no change
+    stations.scan_batch("line-1", "batch_start", "WO-2", "s", T0)
+    got = [(e["kind"], e.get("batch")) for e in events(outbox)]
+    assert got == [
+        ("batch_started", "WO-1"),
+        ("batch_ended", "WO-1"),
+        ("transformation_event", "WO-1"),
+        ("batch_started", "WO-2"),
+    ]
+
+
+def test_a_batch_without_scans_still_closes_with_flags(tmp_path: Path) -> None:
+    stations, outbox = make(tmp_path)
+    stations.scan_batch("line-1", "batch_start", "WO-7", "s", T0)
+    stations.scan_batch("line-1", "batch_end", "WO-7", "s", T0)
+    t = events(outbox)[-1]
+    assert t["flags"] == ["no_inputs", "output_without_gtin"]
+    assert t["outputs"] == [{"lot": "WO-7", "raw": "WO-7"}]
+
+
+def test_consumption_without_an_active_batch_is_kept_and_flagged(tmp_path: Path) -> None:
+    stations, outbox = make(tmp_path)
+    stations.line_item("line-1", "input", FLOUR, T0, "scanner-1")
+    [event] = events(outbox)
+    assert (event["biz_step"], event["flags"], event["items"]) == (
+        "consuming",
+        ["no_active_batch"],
+        [FLOUR],
+    )
+
+
+def test_batch_inputs_survive_a_restart(tmp_path: Path) -> None:
+    stations, outbox = make(tmp_path)
+    stations.scan_batch("line-1", "batch_start", "WO-5", "s", T0)
+    stations.line_item("line-1", "input", FLOUR, T0, "s")
+    outbox.close()
+    again, outbox2 = make(tmp_path)
+    again.scan_batch("line-1", "batch_end", "WO-5", "s", T0)
+    outbox2.requeue(EVENTS)
+    t = next(e for e in events(outbox2) if e["kind"] == "transformation_event")
+    assert [i["lot"] for i in t["inputs"]] == ["FLOUR7"]
