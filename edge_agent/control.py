@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.batch_context import ActiveBatch, BatchConflict
 from edge_agent.binding import Binder
+from edge_agent.stations import StationError, Stations
 
 
 class StartBatch(BaseModel):
@@ -37,7 +38,25 @@ class ActiveBatchOut(BaseModel):
         return cls(**asdict(batch))
 
 
-def create_control_app(binder: Binder, status: Any) -> FastAPI:
+class BindDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["po", "desadv"]  # purchase order (receiving) or despatch advice (shipping)
+    id: str = Field(min_length=1, max_length=128)
+    by: str = Field(default="api", min_length=1, max_length=128)
+
+
+class DockDocumentOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dock_id: str
+    type: str
+    doc_id: str
+    bound_at: datetime
+    bound_by: str
+
+
+def create_control_app(binder: Binder, status: Any, stations: Stations | None = None) -> FastAPI:
     """`status` is a zero-argument callable returning the agent's status document."""
     app = FastAPI(title="Edge agent control", version="1")
 
@@ -74,5 +93,35 @@ def create_control_app(binder: Binder, status: Any) -> FastAPI:
             return ActiveBatchOut.of(binder.end_batch(line_id, by))
         except BatchConflict as err:
             raise HTTPException(409, str(err)) from err
+
+    def _stations() -> Stations:
+        if stations is None:
+            raise HTTPException(404, "this edge has no docks")
+        return stations
+
+    @app.get("/api/v1/docks/{dock_id}/document")
+    async def get_document(dock_id: str) -> DockDocumentOut | None:
+        try:
+            doc = _stations().document(dock_id)
+        except StationError as err:
+            raise HTTPException(404, str(err)) from err
+        return DockDocumentOut(**asdict(doc)) if doc else None
+
+    @app.put("/api/v1/docks/{dock_id}/document", status_code=201)
+    async def bind_document(dock_id: str, body: BindDocument) -> DockDocumentOut:
+        try:
+            doc = _stations().bind_document(dock_id, body.type, body.id, body.by)
+        except StationError as err:
+            raise HTTPException(404, str(err)) from err
+        return DockDocumentOut(**asdict(doc))
+
+    @app.delete("/api/v1/docks/{dock_id}/document")
+    async def release_document(dock_id: str) -> DockDocumentOut:
+        try:
+            doc = _stations().unbind_document(dock_id)
+        except StationError as err:
+            code = 404 if "not on this edge" in str(err) else 409
+            raise HTTPException(code, str(err)) from err
+        return DockDocumentOut(**asdict(doc))
 
     return app

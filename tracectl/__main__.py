@@ -55,6 +55,23 @@ def cmd_batch(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_dock(args: argparse.Namespace) -> None:
+    url = f"{args.edge}/api/v1/docks/{args.dock}/document"
+    if args.action == "bind":
+        if not (args.type and args.id):
+            _fail("dock bind needs the document: tracectl dock bind DOCK po|desadv ID")
+        body = _call("PUT", url, json={"type": args.type, "id": args.id, "by": args.by}).json()
+        print(f"dock {body['dock_id']}: bound to {body['type']} {body['doc_id']}")
+    elif args.action == "release":
+        body = _call("DELETE", url).json()
+        print(f"dock {body['dock_id']}: released from {body['type']} {body['doc_id']}")
+    else:
+        body = _call("GET", url).json()
+        print(
+            f"dock {args.dock}: " + (f"{body['type']} {body['doc_id']}" if body else "no document")
+        )
+
+
 def print_parameters(body: dict) -> None:  # type: ignore[type-arg]
     b = body["batch"]
     print(f"batch {b['batch_id']} on line {b['line_id']} (edge {b['edge_id']})")
@@ -120,6 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     batch.add_argument("--by", default="tracectl", help="who starts or ends it (operator id)")
     batch.add_argument("--edge", default=EDGE_URL, help=f"edge agent control URL ({EDGE_URL})")
     batch.set_defaults(func=cmd_batch)
+
+    dock = sub.add_parser("dock", help="bind a dock door to a purchase order or a shipment")
+    dock.add_argument("action", choices=["bind", "release", "show"])
+    dock.add_argument("dock")
+    dock.add_argument("type", nargs="?", choices=["po", "desadv"])
+    dock.add_argument("id", nargs="?")
+    dock.add_argument("--by", default="tracectl")
+    dock.add_argument("--edge", default=EDGE_URL, help=f"edge agent control URL ({EDGE_URL})")
+    dock.set_defaults(func=cmd_dock)
 
     params = sub.add_parser("parameters", help="process parameters recorded for a batch")
     params.add_argument("batch")

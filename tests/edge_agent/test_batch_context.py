@@ -68,3 +68,23 @@ async def test_control_api_answers_conflicts_and_unknown_lines(tmp_path: Path) -
         assert (await c.get("/api/v1/lines/line-1/batch")).json()["batch_id"] == "B"
         assert (await c.delete("/api/v1/lines/line-1/batch")).status_code == 200
         assert (await c.delete("/api/v1/lines/line-1/batch")).status_code == 409
+
+
+async def test_control_api_binds_dock_doors(tmp_path: Path) -> None:
+    from edge_agent.stations import Stations
+
+    outbox = Outbox(tmp_path / "s.db")
+    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    stations = Stations(binder, ["line-1"], ["dock-3"])
+    app = create_control_app(binder, lambda: {}, stations)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as c:
+        r = await c.put("/api/v1/docks/dock-3/document", json={"type": "po", "id": "PO-9"})
+        assert r.status_code == 201 and r.json()["doc_id"] == "PO-9"
+        assert (await c.get("/api/v1/docks/dock-3/document")).json()["type"] == "po"
+        assert (
+            await c.put("/api/v1/docks/dock-9/document", json={"type": "po", "id": "X"})
+        ).status_code == 404
+        bad = await c.put("/api/v1/docks/dock-3/document", json={"type": "invoice", "id": "X"})
+        assert bad.status_code == 422
+        assert (await c.delete("/api/v1/docks/dock-3/document")).status_code == 200
+        assert (await c.delete("/api/v1/docks/dock-3/document")).status_code == 409
