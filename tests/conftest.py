@@ -11,9 +11,10 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -26,6 +27,7 @@ from cloud_collector.settings import CollectorSettings
 from protocols.mqtt.connection import BrokerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 TEST_DB = "trace_test"
 
 
@@ -168,3 +170,19 @@ def private_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
     broker.start()
     yield broker
     broker.stop()
+
+
+async def until(check: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
+    """Poll `check` until it returns something truthy, and return that; fail naming `what`
+    (the state a test waits for lives in a database or a broker: there is no event)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+
+
+async def now_true(value: T) -> T:
+    """`until` for a condition that needs no await: until(lambda: now_true(x == 1), ...)."""
+    return value

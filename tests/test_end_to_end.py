@@ -19,7 +19,7 @@ from edge_agent.runtime import EdgeAgent
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import load_site
 from protocols.modbus.simulator import ModbusSimulator
-from tests.conftest import RunningCollector, Services, free_port
+from tests.conftest import RunningCollector, Services, free_port, now_true, until
 
 PROFILE = LIBRARY / "modbus-tcp-temperature-pressure-controller.yaml"
 
@@ -40,13 +40,6 @@ def write_site(tmp_path: Path, edge_id: str, modbus_port: int) -> Path:
         )
     )
     return site
-
-
-async def wait_for(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not (result := await predicate()):
-            await asyncio.sleep(0.1)
-    return result
 
 
 async def test_readings_travel_from_plc_to_api_bound_to_their_batch(
@@ -96,9 +89,9 @@ async def test_readings_travel_from_plc_to_api_bound_to_their_batch(
                 done = body["batch"]["ended_at"] and all(t["count"] == 3 for t in body["tags"])
                 return body if done and len(body["tags"]) == 4 else None
 
-            body = await wait_for(batch_complete)
+            body = await until(batch_complete, 20, "the batch complete in the API")
             # Every record was acknowledged and left the outbox.
-            await wait_for(lambda: _async(agent.outbox.stats().depth == 0))
+            await until(lambda: now_true(agent.outbox.stats().depth == 0), 20, "the outbox drained")
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -135,7 +128,3 @@ async def test_readings_travel_from_plc_to_api_bound_to_their_batch(
             (edge_id,),
         ).fetchall()
     assert rows == [("temperature", 99.0, None)]
-
-
-async def _async(value: bool) -> bool:
-    return value

@@ -18,7 +18,7 @@ from edge_agent.runtime import EdgeAgent
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import load_site
 from protocols.opcua.simulator import ReactorSimulator
-from tests.conftest import RunningCollector, Services, free_port
+from tests.conftest import RunningCollector, Services, free_port, until
 
 PROFILE = LIBRARY / "opcua-reactor-plc.yaml"
 
@@ -26,13 +26,6 @@ PROFILE = LIBRARY / "opcua-reactor-plc.yaml"
 async def rows(url: str, sql: str, *args: object) -> list[tuple]:
     async with await psycopg.AsyncConnection.connect(url) as conn:
         return await (await conn.execute(sql, args)).fetchall()
-
-
-async def until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not (result := await check()):
-            await asyncio.sleep(0.2)
-    return result
 
 
 async def test_reactor_line_over_opc_ua(

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from edge_agent.site import load_site
 from protocols.modbus.simulator import ModbusSimulator
 from protocols.mqtt import topics
 from protocols.mqtt.contract import EdgeStatus
-from tests.conftest import ROOT, MosquittoProcess, Services, free_port
+from tests.conftest import ROOT, MosquittoProcess, Services, free_port, now_true, until
 
 LINE = "line-1"
 
@@ -108,15 +108,6 @@ async def counters_in_db(url: str, edge_id: str) -> list[float]:
             (edge_id,),
         )
         return [row[0] for row in await cur.fetchall()]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}")
 
 
 class Collector:
@@ -218,7 +209,7 @@ async def test_broker_collector_database_and_device_outages_lose_and_double_noth
                 ).fetchone()
                 return bool(row and row[0])
 
-        await eventually(live_reading_arrived, 10, "a reading taken after the broker came back")
+        await until(live_reading_arrived, 10, "a reading taken after the broker came back")
 
         # The collector goes away; the broker queues, the edge resends what is not acked.
         await outage_collector.stop()
@@ -236,8 +227,8 @@ async def test_broker_collector_database_and_device_outages_lose_and_double_noth
         with contextlib.suppress(asyncio.CancelledError):
             await polling
     polls = task.health.polls
-    await eventually(
-        lambda: _true(agent.outbox.depth("readings") == 0 and agent.outbox.depth("events") == 0),
+    await until(
+        lambda: now_true(agent.outbox.depth("readings") == 0 and agent.outbox.depth("events") == 0),
         30,
         "the outbox drained",
     )
@@ -292,10 +283,6 @@ async def retained_status(broker: MosquittoProcess, edge_id: str, state: str) ->
     raise AssertionError(f"edge {edge_id} never showed a retained status {state!r}")
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def test_sigkill_and_restart_of_the_agent_lose_and_double_nothing(
     tmp_path: Path,
     services: Services,
@@ -347,9 +334,7 @@ async def test_sigkill_and_restart_of_the_agent_lose_and_double_nothing(
             values = await counters_in_db(services.database_url, edge_id)
             return len(values) >= served - kills and values == sorted(set(values))
 
-        await eventually(
-            settled, 30, f"the database holds the {served} served polls less the killed"
-        )
+        await until(settled, 30, f"the database holds the {served} served polls less the killed")
         await asyncio.sleep(1.0)  # anything still arriving would be a double
     finally:
         agent.terminate()
