@@ -147,13 +147,9 @@ class Stations:
             flags.append(f"direction_{direction}_against_{doc.type}")
         if any(i.get("unknown_reason") for i in items):
             flags.append("unknown_tags")
-        self.outbox.append(
-            EVENTS,
+        self._object_event(
             {
-                "kind": "object_event",
                 "time": at,
-                "event_id": uuid.uuid4().hex,
-                "action": "OBSERVE",
                 "biz_step": biz_step,
                 "disposition": DISPOSITION_OF_STEP.get(biz_step),
                 "read_point": read_point or dock_id,
@@ -197,13 +193,9 @@ class Stations:
         active = self.binder.context.active(line_id)
         if active is None:
             # Not lost: kept as an event of its own, flagged for the quality team.
-            self.outbox.append(
-                EVENTS,
+            self._object_event(
                 {
-                    "kind": "object_event",
                     "time": at,
-                    "event_id": uuid.uuid4().hex,
-                    "action": "OBSERVE",
                     "biz_step": "consuming" if role == "input" else "commissioning",
                     "read_point": line_id,
                     "items": [item],
@@ -293,6 +285,12 @@ class Stations:
         )
         self.db.execute(
             "delete from batch_items where line_id = ? and batch_id = ?", (line_id, batch_id)
+        )
+
+    def _object_event(self, fields: dict[str, Any]) -> None:
+        self.outbox.append(
+            EVENTS,
+            {"kind": "object_event", "event_id": uuid.uuid4().hex, "action": "OBSERVE", **fields},
         )
 
     def _check_dock(self, dock_id: str) -> None:
