@@ -1,0 +1,248 @@
+"""What a barcode scan says, in GS1 terms (pure: no I/O, no clock).
+
+A scanner sends one of four things, and `parse_scan` tells them apart:
+
+- a GS1 element string: GS1-128, GS1 DataMatrix, GS1 QR or GS1 DataBar, with FNC1 sent as
+  the ASCII GS character (0x1D) after each variable-length field;
+- the bracketed human-readable form printed under such a barcode, `(01)...(10)...`
+  (a keyed-in label, or a 2D code that carries it as text);
+- a GS1 Digital Link URI, `https://id.gs1.org/01/.../10/...`;
+- anything else (a work-order label `WO-12345`, an operator badge `OP-0042`): plain text.
+
+Parsing is biip's; this module adds what the edge needs on top: one flat record per scan,
+a canonical text for scan rules to match, and problems reported in `errors` rather than
+raised, because a scan with a bad check digit is still a fact worth recording.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from biip import ParseConfig, ParseError
+from biip.checksums import gs1_standard_check_digit
+from biip.gs1_digital_link_uris import GS1DigitalLinkURI
+from biip.gs1_element_strings import GS1ElementString
+from biip.gs1_messages import GS1Message
+
+Kind = Literal["element_string", "hri", "digital_link", "gtin", "plain"]
+
+GS = "\x1d"  # what a scanner sends for FNC1
+
+# AIM symbology identifiers (ISO/IEC 15424) a scanner can put in front of each scan, and
+# how the edge reads what follows. Only the ones that change the reading are listed; any
+# other identifier is stripped and its data read by content.
+SYMBOLOGIES: dict[str, tuple[str, Literal["gs1", "gtin", "text"]]] = {
+    "]C1": ("GS1-128", "gs1"),
+    "]d2": ("GS1 DataMatrix", "gs1"),
+    "]Q3": ("GS1 QR Code", "gs1"),
+    "]e0": ("GS1 DataBar", "gs1"),
+    "]J1": ("GS1 DotCode", "gs1"),
+    "]E0": ("EAN-13 / UPC-A", "gtin"),
+    "]E4": ("EAN-8", "gtin"),
+    "]C0": ("Code 128", "text"),
+    "]A0": ("Code 39", "text"),
+    "]d1": ("Data Matrix", "text"),
+    "]Q1": ("QR Code", "text"),
+}
+_SYMBOLOGY = re.compile(r"\][A-Za-z][0-9A-Za-z]")
+
+# Who each GLN application identifier names: the field of Gs1Scan.glns it fills.
+GLN_ROLES: dict[str, str] = {
+    "410": "ship_to",
+    "411": "bill_to",
+    "412": "purchased_from",
+    "413": "ship_for",
+    "414": "location",
+    "415": "invoicing_party",
+    "416": "production",
+    "417": "party",
+}
+
+# Without a symbology identifier only these leading AIs make digits count as GS1 data: each
+# carries a check digit that must hold, so a plain number is not taken for a GTIN by chance.
+_LEADING_AIS = ("00", "01", "02")
+
+# Day 00 of a date AI means the last day of the month (GS1 General Specifications 3.4);
+# biip resolves it. Date checking is ours so that one bad date does not sink the scan.
+_CONFIG = ParseConfig(gs1_element_strings_verify_date=False)
+_DATE_AIS = {"11", "12", "13", "15", "16", "17"}
+
+
+@dataclass(frozen=True, slots=True)
+class Gs1Scan:
+    """One scan, read as GS1 data where it is GS1 data.
+
+    `text` is what scan rules match: for GS1 data its bracketed form `(01)...(10)...`,
+    whatever form it arrived in, so one pattern serves GS1-128, DataMatrix and Digital
+    Link alike; for plain text, the text as scanned. `raw` is always the text as scanned
+    (symbology identifier removed).
+
+    Fields are filled whatever the check digits say; `check_digits_ok` and `errors` say
+    whether to trust them.
+    """
+
+    raw: str
+    text: str
+    kind: Kind
+    ais: dict[str, str] = field(default_factory=dict)
+    gtin: str | None = None  # AI 01, always 14 digits
+    lot: str | None = None  # AI 10
+    serial: str | None = None  # AI 21
+    expiry: dt.date | None = None  # AI 17
+    sscc: str | None = None  # AI 00, 18 digits
+    quantity: int | None = None  # AI 37 (units in a logistic unit), else AI 30
+    glns: dict[str, str] = field(default_factory=dict)  # GLN_ROLES name -> GLN
+    purchase_order: str | None = None  # AI 400
+    shipment_id: str | None = None  # AI 402 (GSIN)
+    check_digits_ok: bool = True
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def is_gs1(self) -> bool:
+        return bool(self.ais)
+
+
+def split_symbology(text: str) -> tuple[str | None, str]:
+    """(`]C1`, the rest) when `text` starts with an AIM symbology identifier, else (None, text)."""
+    if _SYMBOLOGY.match(text):
+        return text[:3], text[3:]
+    return None, text
+
+
+def parse_scan(text: str, symbology: str | None = None) -> Gs1Scan:
+    """Read one scan. `symbology` is the identifier the framing stripped, if any; one still
+    in front of `text` is stripped here."""
+    if symbology is None:
+        symbology, text = split_symbology(text)
+    reading = SYMBOLOGIES.get(symbology or "", ("", "text"))[1]
+    data = text.strip(GS)  # a leading GS is FNC1 in first position, sent by some scanners
+
+    if re.match(r"https?://", data, re.IGNORECASE):
+        return _digital_link(text, data)
+    if reading == "gtin":
+        return _bare_gtin(text, data)
+    if reading == "gs1":
+        return _element_string(text, data, strict=True)
+    if re.match(r"\(\d{2,4}\)", data):
+        return _hri(text, data)
+    if GS in data:
+        return _element_string(text, data, strict=True)
+    if symbology is None and data.startswith(_LEADING_AIS) and data.isascii():
+        return _element_string(text, data, strict=False)
+    return Gs1Scan(raw=text, text=text, kind="plain")
+
+
+def _element_string(raw: str, data: str, *, strict: bool) -> Gs1Scan:
+    try:
+        message = GS1Message.parse(data, config=_CONFIG)
+    except ParseError as err:
+        if not strict:
+            return Gs1Scan(raw=raw, text=raw, kind="plain")
+        return _unreadable(
+            raw,
+            "element_string",
+            f"not a valid GS1 element string ({err}): check that the scanner sends FNC1 "
+            "as GS (0x1D) and rescan",
+        )
+    scan = _from_elements(raw, "element_string", list(message.element_strings))
+    if not strict and not scan.check_digits_ok:
+        # Digits that happen to start like a GTIN or SSCC but fail its check digit are far
+        # more likely a plain number than a damaged GS1 label with no symbology identifier.
+        return Gs1Scan(raw=raw, text=raw, kind="plain")
+    return scan
+
+
+def _hri(raw: str, data: str) -> Gs1Scan:
+    try:
+        message = GS1Message.parse_hri(data, config=_CONFIG)
+    except ParseError as err:
+        return _unreadable(raw, "hri", f"not a valid bracketed GS1 string ({err})")
+    return _from_elements(raw, "hri", list(message.element_strings))
+
+
+def _digital_link(raw: str, data: str) -> Gs1Scan:
+    try:
+        uri = GS1DigitalLinkURI.parse(data, config=_CONFIG)
+    except ParseError as err:
+        if "primary identifier" in str(err):
+            return Gs1Scan(raw=raw, text=raw, kind="plain")  # a web address, not GS1 data
+        return _unreadable(raw, "digital_link", f"not a valid GS1 Digital Link URI ({err})")
+    return _from_elements(raw, "digital_link", list(uri.element_strings))
+
+
+def _bare_gtin(raw: str, data: str) -> Gs1Scan:
+    if not (data.isdecimal() and len(data) in (8, 12, 13, 14)):
+        return _unreadable(raw, "gtin", f"{data!r} is not a GTIN (8, 12, 13 or 14 digits)")
+    try:
+        element = GS1ElementString.parse("01" + data.zfill(14), config=_CONFIG)
+    except ParseError as err:  # pragma: no cover - digits of the right length always match
+        return _unreadable(raw, "gtin", str(err))
+    return _from_elements(raw, "gtin", [element])
+
+
+def _unreadable(raw: str, kind: Kind, error: str) -> Gs1Scan:
+    return Gs1Scan(raw=raw, text=raw, kind=kind, errors=[error])
+
+
+def _from_elements(raw: str, kind: Kind, elements: list[GS1ElementString]) -> Gs1Scan:
+    ais: dict[str, str] = {}
+    errors: list[str] = []
+    check_digits_ok = True
+    expiry: dt.date | None = None
+    for element in elements:
+        ai, value = element.ai.ai, element.value
+        if ai in ais:
+            if ais[ai] != value:
+                errors.append(
+                    f"AI {ai} appears twice with different values ({ais[ai]!r}, {value!r}): "
+                    "the label contradicts itself; the first value is kept"
+                )
+            continue
+        ais[ai] = value
+        bad_digit = _check_digit_error(element)
+        if bad_digit is not None:
+            check_digits_ok = False
+            errors.append(bad_digit)
+        if ai in _DATE_AIS and element.date is None:
+            errors.append(
+                f"AI {ai} ({element.ai.data_title}) {value!r} is not a date (YYMMDD): "
+                "the label is misprinted"
+            )
+        if ai == "17":
+            expiry = element.date
+    quantity = ais.get("37") or ais.get("30")
+    return Gs1Scan(
+        raw=raw,
+        text="".join(f"({ai}){value}" for ai, value in ais.items()),
+        kind=kind,
+        ais=ais,
+        gtin=ais.get("01"),
+        lot=ais.get("10"),
+        serial=ais.get("21"),
+        expiry=expiry,
+        sscc=ais.get("00"),
+        quantity=int(quantity) if quantity is not None else None,
+        glns={role: ais[ai] for ai, role in GLN_ROLES.items() if ai in ais},
+        purchase_order=ais.get("400"),
+        shipment_id=ais.get("402"),
+        check_digits_ok=check_digits_ok,
+        errors=errors,
+    )
+
+
+def _check_digit_error(element: GS1ElementString) -> str | None:
+    ai, value = element.ai.ai, element.value
+    failed = element.gtin_error or element.sscc_error or element.gln_error
+    if failed is None and ai == "402":  # biip does not check the GSIN
+        failed = "" if gs1_standard_check_digit(value[:-1]) != int(value[-1]) else None
+    if failed is None:
+        return None
+    expected = gs1_standard_check_digit(value[:-1]) if value.isdecimal() else None
+    return (
+        f"AI {ai} ({element.ai.data_title}) {value}: check digit {value[-1]} is wrong"
+        + (f", expected {expected}" if expected is not None else "")
+        + ": rescan; if it repeats, the label is misprinted"
+    )
