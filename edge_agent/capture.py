@@ -12,8 +12,10 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from edge_agent.binding import Binder
 from protocols.driver import (
@@ -46,12 +48,15 @@ class DeviceTask:
         interval_s: float,
         binder: Binder,
         subscribe: bool = False,
+        on_events: Callable[[list[Any]], None] | None = None,
     ) -> None:
-        self.line_id = line_id
+        self.line_id = line_id  # the station: a line, or a dock door
         self.driver = driver
         self.interval_s = interval_s
         self.binder = binder
         self.subscribe = subscribe and isinstance(driver, SubscribingDriver)
+        # A streaming device (RFID reader, scanner) reports events, handled by its station.
+        self.on_events = on_events
         self.health = DeviceHealth()
         self._announced_offline = False
 
@@ -59,18 +64,27 @@ class DeviceTask:
         await self.driver.open()
         self.health.connected = True
 
-    def deliver(self, samples: list[Sample]) -> None:
-        taken_at = datetime.now(UTC)
+    def _data_flows(self) -> datetime:
         if self._announced_offline:
             # Online means data flows again, not that a port opened: a serial port or a
             # gateway opens even when the device behind it is still silent.
             self.binder.device_event(self.line_id, self.driver.name, True, None)
             self._announced_offline = False
             self.health.offline_since = None
-        self.binder.readings(self.line_id, self.driver.name, samples, taken_at)
         self.health.polls += 1
+        self.health.last_read_at = datetime.now(UTC)
+        return self.health.last_read_at
+
+    def deliver(self, samples: list[Sample]) -> None:
+        taken_at = self._data_flows()
+        self.binder.readings(self.line_id, self.driver.name, samples, taken_at)
         self.health.readings += len(samples)
-        self.health.last_read_at = taken_at
+
+    def deliver_events(self, items: list[Any]) -> None:
+        self._data_flows()
+        assert self.on_events is not None
+        self.on_events(items)
+        self.health.readings += len(items)
 
     async def poll_once(self) -> int:
         """Read every tag once and bind the samples; returns how many were read."""
@@ -84,7 +98,9 @@ class DeviceTask:
             try:
                 await self.connect()
                 backoff = 0.5
-                if self.subscribe:
+                if self.on_events is not None:
+                    await self.driver.stream(self.deliver_events)  # type: ignore[attr-defined]
+                elif self.subscribe:
                     await self.driver.subscribe(self.deliver)  # type: ignore[attr-defined]
                 else:
                     await self._poll_forever()

@@ -9,11 +9,14 @@ from device_profiles.schema import DeviceProfile
 from protocols.driver import PollingDriver
 from protocols.modbus.client import ModbusDriver
 from protocols.opcua.client import OpcUaDriver
+from protocols.scanner.client import ScannerDriver
 
-DRIVERS: dict[str, Callable[[Any], PollingDriver]] = {
+DRIVERS: dict[str, Callable[[Any], Any]] = {
     "modbus_tcp": ModbusDriver,
     "modbus_rtu": ModbusDriver,
     "opcua": OpcUaDriver,
+    "scanner_serial": ScannerDriver,
+    "scanner_wedge": ScannerDriver,
 }
 
 

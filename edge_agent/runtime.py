@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -12,6 +13,7 @@ from typing import Any
 
 import uvicorn
 
+from device_profiles.schema import DeviceProfile, SerialScannerProfile, WedgeScannerProfile
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import BatchTag, Binder
 from edge_agent.capture import DeviceTask
@@ -19,8 +21,10 @@ from edge_agent.control import create_control_app
 from edge_agent.drivers import driver_for
 from edge_agent.outbox import READING_BYTES, Outbox
 from edge_agent.publisher import Publisher
+from edge_agent.scans import ScanStation
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import Site, capture_rate
+from edge_agent.stations import Stations
 from protocols.mqtt.contract import EdgeStatus
 
 log = logging.getLogger(__name__)
@@ -55,15 +59,17 @@ class EdgeAgent:
             if p.batch_source is not None
         }
         self.binder = Binder(self.context, self.outbox, batch_tags)
+        self.stations = Stations(self.binder, site.line_ids, site.dock_ids)
         self.devices: dict[str, DeviceTask] = {
             profile.name: DeviceTask(
-                line_id,
+                station,
                 driver_for(profile),
-                profile.poll_interval_s,
+                getattr(profile, "poll_interval_s", 1.0),
                 self.binder,
                 subscribe=getattr(profile, "sampling", "poll") == "subscription",
+                on_events=self._station_input(station, profile),
             )
-            for line_id, profiles in site.devices.items()
+            for station, profiles in site.devices.items()
             for profile in profiles
         }
         self.publisher = Publisher(
@@ -77,6 +83,14 @@ class EdgeAgent:
             status=self.edge_status,
             status_interval_s=settings.status_interval_s,
         )
+
+    def _station_input(
+        self, station: str, profile: DeviceProfile
+    ) -> Callable[[list[Any]], None] | None:
+        """Where a streaming device's events go: its station's handler (None: readings)."""
+        if isinstance(profile, SerialScannerProfile | WedgeScannerProfile):
+            return ScanStation(self.stations, station, station in self.site.dock_ids, profile)
+        return None
 
     def edge_status(self) -> EdgeStatus:
         stats = self.outbox.stats()
@@ -130,7 +144,7 @@ class EdgeAgent:
                     group.create_task(task.run(), name=f"device:{name}")
             if control:
                 config = uvicorn.Config(
-                    create_control_app(self.binder, self.status),
+                    create_control_app(self.binder, self.status, self.stations),
                     host=self.settings.control_host,
                     port=self.settings.control_port,
                     log_level="warning",

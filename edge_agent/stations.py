@@ -156,6 +156,7 @@ class Stations:
                 "biz_location": dock_id,
                 "items": items,
                 "biz_transactions": [{"type": doc.type, "id": doc.doc_id}] if doc else [],
+                "operator": self.operator(dock_id),
                 "device": device,
                 "sightings": sightings or [],
                 "flags": flags,
@@ -165,6 +166,7 @@ class Stations:
     # -- lines ---------------------------------------------------------------------------
 
     def operator(self, line_id: str) -> str | None:
+        """Who works at a station (line or dock door) now, from their last badge scan."""
         row = self.db.execute(
             "select operator from line_operator where line_id = ?", (line_id,)
         ).fetchone()

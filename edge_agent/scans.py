@@ -1,0 +1,108 @@
+"""What a barcode scan does at its station: the profile's rules give its meaning, the
+stations turn it into batch changes, genealogy links and dock events."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from device_profiles.schema import ScannerProfile
+from edge_agent.stations import Stations, batch_label, rule_document_type
+from protocols.scanner.client import Scan
+from protocols.scanner.gs1 import Gs1Scan
+from protocols.scanner.rules import meaning_of
+
+log = logging.getLogger(__name__)
+
+DIGITAL_LINK = "https://id.gs1.org"
+LINE_MEANINGS = {"batch_start", "batch_end", "consume", "produce"}  # operator: anywhere
+DOCK_MEANINGS = {"document", "receive", "ship"}
+
+
+def item_of(gs1: Gs1Scan) -> dict[str, Any]:
+    """The contract Item a GS1 scan identifies, as a canonical GS1 Digital Link URI plus its
+    plain keys (so the genealogy joins on GTIN + lot whatever the label's form)."""
+    item: dict[str, Any] = {"raw": gs1.raw}
+    if gs1.sscc:
+        item |= {"epc": f"{DIGITAL_LINK}/00/{gs1.sscc}", "sscc": gs1.sscc}
+    elif gs1.gtin and gs1.serial:
+        item |= {"epc": f"{DIGITAL_LINK}/01/{gs1.gtin}/21/{gs1.serial}", "serial": gs1.serial}
+    elif gs1.gtin and gs1.lot:
+        item["epc_class"] = f"{DIGITAL_LINK}/01/{gs1.gtin}/10/{gs1.lot}"
+    elif gs1.gtin:
+        item["epc_class"] = f"{DIGITAL_LINK}/01/{gs1.gtin}"
+    if gs1.gtin:
+        item["gtin"] = gs1.gtin
+    if gs1.lot:
+        item["lot"] = gs1.lot
+    if gs1.quantity is not None:
+        item |= {"quantity": float(gs1.quantity), "uom": "EA"}
+    if gs1.errors:
+        item["unknown_reason"] = "; ".join(gs1.errors)[:500]
+    return item
+
+
+@dataclass
+class ScanCounters:
+    scans: int = 0
+    unmatched: int = 0  # no rule of the profile matched: logged, not an event
+    misplaced: int = 0  # a line meaning at a dock or the reverse: the profile is wrong
+    last_unmatched: list[str] = field(default_factory=list)
+
+
+class ScanStation:
+    """Receives one scanner's scans (the driver's deliver callback)."""
+
+    def __init__(
+        self, stations: Stations, station_id: str, is_dock: bool, profile: ScannerProfile
+    ) -> None:
+        self.stations = stations
+        self.station_id = station_id
+        self.is_dock = is_dock
+        self.profile = profile
+        self.counters = ScanCounters()
+
+    def __call__(self, scans: list[Scan]) -> None:
+        for scan in scans:
+            self.counters.scans += 1
+            self._one(scan)
+
+    def _one(self, scan: Scan) -> None:
+        rule = meaning_of(scan.gs1, self.profile.rules)
+        device, at, gs1, here = self.profile.name, scan.time, scan.gs1, self.station_id
+        if rule is None:
+            self.counters.unmatched += 1
+            self.counters.last_unmatched = [*self.counters.last_unmatched[-9:], scan.text]
+            log.warning("%s: scan %r matches no rule of the profile: ignored", device, scan.text)
+            return
+        meaning = rule.meaning
+        if meaning in (DOCK_MEANINGS if not self.is_dock else LINE_MEANINGS):
+            self.counters.misplaced += 1
+            kind = "dock" if self.is_dock else "line"
+            log.error(
+                "%s: a %r scan at %s %s: fix the profile's rules", device, meaning, kind, here
+            )
+            return
+        if meaning in ("batch_start", "batch_end"):
+            self.stations.scan_batch(here, meaning, batch_label(gs1.text, gs1.ais), device, at)
+        elif meaning == "operator":
+            self.stations.set_operator(here, gs1.text.strip())
+        elif meaning in ("consume", "produce"):
+            role: Literal["input", "output"] = "input" if meaning == "consume" else "output"
+            self.stations.line_item(here, role, item_of(gs1), at, device)
+        elif meaning == "document":
+            doc_type = rule_document_type(rule, gs1.ais)
+            if doc_type is None:
+                self.counters.misplaced += 1
+                log.error(
+                    "%s: document scan %r is neither AI 400 nor 402 and its rule names no "
+                    "document type: set `document: po|desadv` on the rule",
+                    device,
+                    gs1.text,
+                )
+                return
+            doc_id = gs1.purchase_order or gs1.shipment_id or gs1.text.strip()
+            self.stations.bind_document(here, doc_type, doc_id, f"scanner:{device}")
+        else:  # receive, ship
+            self.stations.dock_event(here, [item_of(gs1)], at, device, meaning=meaning)
