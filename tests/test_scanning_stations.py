@@ -183,7 +183,8 @@ async def test_line_and_dock_scanners(
     async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
         batch = await (
             await conn.execute(
-                "select started_by, ended_by from batches where batch_id = 'WO-5001' and edge_id = %s",
+                "select started_by, ended_by from batches"
+                " where batch_id = 'WO-5001' and edge_id = %s",
                 (edge_id,),
             )
         ).fetchone()

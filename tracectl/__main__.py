@@ -11,7 +11,15 @@ from pathlib import Path
 
 import httpx
 
-from device_profiles.schema import ProfileError, json_schema, load_profile
+from device_profiles.schema import (
+    DeviceProfile,
+    ProfileError,
+    RfidReaderProfile,
+    SerialScannerProfile,
+    WedgeScannerProfile,
+    json_schema,
+    load_profile,
+)
 
 EDGE_URL = "http://127.0.0.1:8100"
 API_URL = "http://127.0.0.1:8000"
@@ -100,6 +108,15 @@ def cmd_parameters(args: argparse.Namespace) -> None:
         print_parameters(body)
 
 
+def _contents(profile: DeviceProfile) -> str:
+    """What a profile declares, in a technician's words."""
+    if isinstance(profile, RfidReaderProfile):
+        return f"{len(profile.antennas)} antennas"
+    if isinstance(profile, SerialScannerProfile | WedgeScannerProfile):
+        return f"{len(profile.rules)} scan rules"
+    return f"{len(profile.tags)} tags"
+
+
 def cmd_profile_validate(args: argparse.Namespace) -> None:
     failed = 0
     for path in args.files:
@@ -110,7 +127,7 @@ def cmd_profile_validate(args: argparse.Namespace) -> None:
             for problem in err.problems:
                 print(f"{err.source}: {problem}")
             continue
-        print(f"{path}: ok ({profile.protocol}, {len(profile.tags)} tags)")
+        print(f"{path}: ok ({profile.protocol}, {_contents(profile)})")
     if failed:
         print(f"{failed} of {len(args.files)} profiles have errors", file=sys.stderr)
         raise SystemExit(1)

@@ -26,4 +26,6 @@ def test_validate_reports_each_file(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_validate_passes_on_the_library(capsys: pytest.CaptureFixture[str]) -> None:
     main(["profile", "validate", *map(str, sorted(LIBRARY.glob("*.yaml")))])
-    assert all(line.endswith("tags)") for line in capsys.readouterr().out.splitlines())
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(list(LIBRARY.glob("*.yaml")))
+    assert all(": ok (" in line for line in lines), lines
