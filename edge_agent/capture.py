@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from edge_agent.binding import Binder
 from protocols.driver import (
@@ -23,6 +23,7 @@ from protocols.driver import (
     DeviceUnavailable,
     PollingDriver,
     Sample,
+    StreamingDriver,
     SubscribingDriver,
 )
 
@@ -44,7 +45,7 @@ class DeviceTask:
     def __init__(
         self,
         line_id: str,
-        driver: PollingDriver,
+        driver: PollingDriver | StreamingDriver,
         interval_s: float,
         binder: Binder,
         subscribe: bool = False,
@@ -88,7 +89,7 @@ class DeviceTask:
 
     async def poll_once(self) -> int:
         """Read every tag once and bind the samples; returns how many were read."""
-        samples = await self.driver.read()
+        samples = await cast(PollingDriver, self.driver).read()
         self.deliver(samples)
         return len(samples)
 
@@ -98,10 +99,11 @@ class DeviceTask:
             try:
                 await self.connect()
                 backoff = 0.5
-                if self.on_events is not None:
-                    await self.driver.stream(self.deliver_events)  # type: ignore[attr-defined]
-                elif self.subscribe:
-                    await self.driver.subscribe(self.deliver)  # type: ignore[attr-defined]
+                driver = self.driver
+                if self.on_events is not None and isinstance(driver, StreamingDriver):
+                    await driver.stream(self.deliver_events)
+                elif self.subscribe and isinstance(driver, SubscribingDriver):
+                    await driver.subscribe(self.deliver)
                 else:
                     await self._poll_forever()
             except DeviceUnavailable as err:

@@ -13,12 +13,18 @@ from typing import Any
 
 import uvicorn
 
-from device_profiles.schema import DeviceProfile, SerialScannerProfile, WedgeScannerProfile
+from device_profiles.schema import (
+    DeviceProfile,
+    RfidReaderProfile,
+    SerialScannerProfile,
+    WedgeScannerProfile,
+)
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import BatchTag, Binder
 from edge_agent.capture import DeviceTask
 from edge_agent.control import create_control_app
 from edge_agent.drivers import driver_for
+from edge_agent.gates import GateStation
 from edge_agent.outbox import READING_BYTES, Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.scans import ScanStation
@@ -60,6 +66,7 @@ class EdgeAgent:
         }
         self.binder = Binder(self.context, self.outbox, batch_tags)
         self.stations = Stations(self.binder, site.line_ids, site.dock_ids)
+        self.gates: list[GateStation] = []
         self.devices: dict[str, DeviceTask] = {
             profile.name: DeviceTask(
                 station,
@@ -90,6 +97,10 @@ class EdgeAgent:
         """Where a streaming device's events go: its station's handler (None: readings)."""
         if isinstance(profile, SerialScannerProfile | WedgeScannerProfile):
             return ScanStation(self.stations, station, station in self.site.dock_ids, profile)
+        if isinstance(profile, RfidReaderProfile):
+            gate = GateStation(self.stations, station, profile)
+            self.gates.append(gate)
+            return gate
         return None
 
     def edge_status(self) -> EdgeStatus:
@@ -139,6 +150,8 @@ class EdgeAgent:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.publisher.run(), name="publisher")
             group.create_task(self._commit_groups(), name="outbox-commit")
+            if self.gates:
+                group.create_task(self._close_gate_windows(), name="gate-windows")
             if poll:
                 for name, task in self.devices.items():
                     group.create_task(task.run(), name=f"device:{name}")
@@ -151,6 +164,14 @@ class EdgeAgent:
                     lifespan="off",  # nothing to set up, and a clean exit when cancelled
                 )
                 group.create_task(uvicorn.Server(config).serve(), name="control-api")
+
+    async def _close_gate_windows(self) -> None:
+        """A gate's window closes with time, also when the tag has left and reads stop."""
+        while True:
+            await asyncio.sleep(0.5)
+            now = datetime.now(UTC)
+            for gate in self.gates:
+                gate.tick(now)
 
     async def _commit_groups(self) -> None:
         """Ends each group commit on time even when no further append arrives."""

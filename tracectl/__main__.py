@@ -137,6 +137,13 @@ def cmd_profile_schema(args: argparse.Namespace) -> None:
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
 
 
+def cmd_decode(args: argparse.Namespace) -> None:
+    from tracectl.decode import decode_barcode, decode_epc
+
+    decode = decode_epc if args.what == "epc" else decode_barcode
+    raise SystemExit(decode(args.value, args.json))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from tracectl.demo import run_demo
 
@@ -177,6 +184,12 @@ def main(argv: list[str] | None = None) -> None:
     validate.set_defaults(func=cmd_profile_validate)
     schema = profile_sub.add_parser("schema", help="print the profiles' JSON Schema")
     schema.set_defaults(func=cmd_profile_schema)
+
+    decode = sub.add_parser("decode", help="what an RFID tag or a barcode label says")
+    decode.add_argument("what", choices=["epc", "barcode"])
+    decode.add_argument("value", help="the tag's EPC in hex, or the scanned text")
+    decode.add_argument("--json", action="store_true")
+    decode.set_defaults(func=cmd_decode)
 
     demo = sub.add_parser("demo", help="run a simulated line into the local services")
     demo.add_argument("--seconds", type=float, default=15.0)

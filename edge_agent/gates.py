@@ -1,0 +1,76 @@
+"""RFID gates at dock doors: a reader's raw tag reads, collapsed by the gate's windows into
+one observation per tag per read point, become receiving or shipping events of the door."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from device_profiles.schema import RfidReaderProfile
+from edge_agent.stations import Stations
+from protocols.rfid.epc import decode_epc
+from protocols.rfid.gate import Gate, Observation
+from protocols.rfid.records import TagRead
+
+log = logging.getLogger(__name__)
+
+
+def item_of(epc_hex: str) -> dict[str, Any]:
+    """The contract Item of a tag: its pure-identity URI and GS1 keys, or, for a tag that
+    decodes to nothing, its raw hex and the reason (kept, never dropped)."""
+    decoded = decode_epc(epc_hex)
+    item: dict[str, Any] = {"raw": decoded.hex}
+    if decoded.uri is None:
+        item["unknown_reason"] = (decoded.reason or "does not decode to an EPC")[:500]
+        return item
+    item["epc"] = decoded.uri
+    for key in ("gtin", "serial", "sscc"):
+        if (value := getattr(decoded, key)) is not None:
+            item[key] = value
+    return item
+
+
+def sighting_of(o: Observation) -> dict[str, Any]:
+    return {
+        "epc_hex": o.epc_hex,
+        "first_seen": o.first_seen,
+        "last_seen": o.last_seen,
+        "count": o.count,
+        "best_rssi_dbm": o.best_rssi_dbm,
+        "antennas": list(o.antennas),
+        "direction": o.direction,
+    }
+
+
+class GateStation:
+    """Receives one reader's tag reads (the driver's deliver callback); `tick` closes the
+    windows that time has closed even when no further read arrives."""
+
+    def __init__(self, stations: Stations, dock_id: str, profile: RfidReaderProfile) -> None:
+        self.stations = stations
+        self.dock_id = dock_id
+        self.profile = profile
+        self.gate = Gate(profile)
+
+    def __call__(self, reads: list[TagRead]) -> None:
+        self._emit(self.gate.add(reads))
+
+    def tick(self, now: datetime) -> None:
+        self._emit(self.gate.flush(now))
+
+    def _emit(self, observations: list[Observation]) -> None:
+        groups: dict[tuple[str, str | None], list[Observation]] = defaultdict(list)
+        for o in observations:
+            groups[(o.read_point, o.direction)].append(o)
+        for (read_point, direction), group in groups.items():
+            self.stations.dock_event(
+                self.dock_id,
+                [item_of(o.epc_hex) for o in group],
+                max(o.last_seen for o in group),
+                self.profile.name,
+                read_point=read_point,
+                direction=direction,
+                sightings=[sighting_of(o) for o in group],
+            )

@@ -1,0 +1,45 @@
+"""`tracectl decode`: a technician's check of a tag or a label."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tracectl.__main__ import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as done:
+        main(["decode", *args])
+    return int(done.value.code or 0), capsys.readouterr().out
+
+
+def test_epc_of_the_tag_data_standard_example(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "epc", "3074257BF7194E4000001A85", "--json")
+    fields = json.loads(out)
+    assert code == 0
+    assert fields["uri"] == "urn:epc:id:sgtin:0614141.812345.6789"
+    assert (fields["gtin"], fields["serial"]) == ("80614141123458", "6789")
+
+
+def test_an_undecodable_tag_says_why_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "epc", "E2801160600002084D2A11FF")
+    assert code == 1 and "reason" in out
+
+
+def test_a_gs1_128_label_with_a_typed_separator(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "barcode", "]C1010950600013435210FLOUR7<GS>17270531", "--json")
+    fields = json.loads(out)
+    assert code == 0
+    assert (fields["gtin"], fields["lot"], fields["expiry"]) == (
+        "09506000134352",
+        "FLOUR7",
+        "2027-05-31",
+    )
+    assert fields["symbology"] == "]C1" and fields["check_digits_ok"] is True
+
+
+def test_a_wrong_check_digit_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "barcode", "(01)09506000134353(10)X")
+    assert code == 1 and "check_digits_ok: False" in out
