@@ -125,6 +125,22 @@ class EdgeAgent:
             last_ack_at=self.publisher.health.last_ack_at,
         )
 
+    @staticmethod
+    def _device_status(task: DeviceTask) -> dict[str, Any]:
+        """Health, plus what the driver counts of bad input (garbage frames, bad scans)."""
+        out = asdict(task.health)
+        driver: Any = task.driver
+        if callable(getattr(driver, "diagnostics", None)):
+            out["line"] = driver.diagnostics()
+        for counter in ("garbage", "garbled_replies"):
+            if isinstance(value := getattr(driver, counter, None), int):
+                out[counter] = value
+        if isinstance(task.on_events, ScanStation):
+            out["scans"] = asdict(task.on_events.counters)
+        if isinstance(task.on_events, GateStation):
+            out["gate"] = asdict(task.on_events.gate.counters)
+        return out
+
     def status(self) -> dict[str, Any]:
         stats = self.outbox.stats()
         return {
@@ -133,7 +149,7 @@ class EdgeAgent:
                 line: (asdict(b) if (b := self.context.active(line)) else None)
                 for line in self.site.line_ids
             },
-            "devices": {name: asdict(task.health) for name, task in self.devices.items()},
+            "devices": {name: self._device_status(task) for name, task in self.devices.items()},
             "publisher": asdict(self.publisher.health),
             "outbox": {
                 "epoch": stats.epoch,

@@ -121,6 +121,10 @@ async def test_received_consumed_produced_shipped(
                 agent.stations.bind_document("dock-2", "desadv", "SH-1", "clerk")
                 await reader2.pass_pallet(SHIPPED_PALLET, inbound=False, duration_s=1.0)
                 await until(lambda: _count(services, edge_id, 3), 20, "all three events stored")
+                status = agent.status()["devices"]
+                assert status["gate-1"]["gate"]["reads"] > 10
+                assert status["gate-2"]["line"]["bad_frames"] == 0
+                assert status["line-2-scanner"]["scans"]["scans"] == 4
             finally:
                 scanner.stop()
                 running.cancel()
