@@ -1,14 +1,16 @@
 """The trace HTTP API (FastAPI). Every answer is JSON with a pydantic model behind it."""
 
+import csv
+import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from cloud_collector import queries
+from cloud_collector import queries, trace
 from cloud_collector.settings import CollectorSettings
 
 
@@ -69,4 +71,55 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             )
         return await queries.batch_parameters(conn, batch)
 
+    async def _lot(conn: AsyncConnection, lot: str) -> trace.Lot:
+        try:
+            return await trace.resolve(conn, lot)
+        except trace.UnknownLot as err:
+            raise HTTPException(404, str(err)) from err
+        except trace.AmbiguousLot as err:
+            raise HTTPException(
+                409,
+                {"message": str(err), "candidates": [c.model_dump() for c in err.candidates]},
+            ) from err
+
+    @app.get("/api/v1/lots/{lot:path}/trace/backward")
+    async def trace_backward(lot: str, conn: Conn) -> trace.Trace:
+        """The full upstream tree to supplier lots, with each batch's line, times,
+        operators, QC results, parameter summary and excursions, and the gaps met."""
+        return await trace.trace(conn, await _lot(conn, lot), "backward")
+
+    @app.get("/api/v1/lots/{lot:path}/trace/forward")
+    async def trace_forward(lot: str, conn: Conn) -> trace.Trace:
+        """Every descendant lot at any depth, and every shipment and customer that received
+        any of them, with quantities, and the gaps met."""
+        return await trace.trace(conn, await _lot(conn, lot), "forward")
+
+    @app.get("/api/v1/lots/{lot:path}/recall", response_model=None)
+    async def recall(
+        lot: str, conn: Conn, format: Literal["json", "csv"] = "json"
+    ) -> trace.Recall | Response:
+        """The recall list: affected lots, where their stock is (on hand, shipped), and
+        the customers and orders with quantities. `?format=csv` for a spreadsheet."""
+        answer = await trace.recall(conn, await _lot(conn, lot))
+        if format == "json":
+            return answer
+        return csv_response(
+            f"recall-{answer.lot.lot_code}.csv",
+            trace.RECALL_CSV_COLUMNS,
+            [line.model_dump() for line in answer.lines],
+        )
+
     return app
+
+
+def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) -> Response:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{safe}"'},
+    )

@@ -15,6 +15,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
+from cloud_collector import genealogy
 from protocols.mqtt import topics
 from protocols.mqtt.contract import (
     Ack,
@@ -335,6 +336,10 @@ async def _insert_trace_event(
     async with conn.cursor() as cur:
         await cur.executemany(_EVENT_ITEM, items)
         await cur.executemany(_EVENT_DOCUMENT, [(event.event_id, d.type, d.id) for d in docs])
+    if isinstance(event, TransformationEventRecord):
+        await genealogy.project_transformation(conn, event, str(params["edge"]))
+    else:
+        await genealogy.project_object_event(conn, event)
     return 1
 
 

@@ -1,0 +1,173 @@
+"""Projects trace events into the lot genealogy, in the transaction that stores the event.
+
+A TransformationEvent links each input lot to each output lot of its batch; receiving
+records where a lot or unit came from; shipping records where it went. Units (SSCC, SGTIN)
+are resolved to their lots when a label or an earlier event said which lot they hold;
+a unit nobody tied to a lot becomes a placeholder lot of its own, which trace answers then
+report as a lot with no recorded origin.
+"""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+
+from protocols.mqtt.contract import Item, ObjectEventRecord, TransformationEventRecord
+
+_UPSERT_LOT = """
+insert into lots (gtin, lot_code, quantity, uom, origin, batch_id)
+values (%(gtin)s, %(lot)s, %(quantity)s, %(uom)s, %(origin)s, %(batch)s)
+on conflict (gtin, lot_code) do update set
+    origin = case when lots.origin = 'unknown' then excluded.origin else lots.origin end,
+    batch_id = coalesce(lots.batch_id, excluded.batch_id),
+    quantity = coalesce(lots.quantity, excluded.quantity),
+    uom = coalesce(lots.uom, excluded.uom)
+returning lot_id
+"""
+_UNIT_LOT = "select lot_id from units where epc = %s or (sscc is not null and sscc = %s)"
+_UPSERT_UNIT = """
+insert into units (epc, sscc, gtin, serial, lot_id) values (%s, %s, %s, %s, %s)
+on conflict (epc) do update set lot_id = coalesce(excluded.lot_id, units.lot_id)
+"""
+_LINK = """
+insert into lot_links (input_lot, output_lot, batch_id, event_id, quantity, uom)
+values (%s, %s, %s, %s, %s, %s) on conflict do nothing
+"""
+_RECEIPT = """
+insert into receipts (event_id, position, lot_id, epc, document, quantity, uom, time, location)
+values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing
+"""
+_SHIPMENT_LINE = """
+insert into shipment_lines (event_id, position, lot_id, epc, shipment, quantity, uom, time,
+    location)
+values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing
+"""
+_LOCATION = """
+insert into lot_locations (lot_id, epc, location, time, event_id) values (%s, %s, %s, %s, %s)
+"""
+
+
+async def _lot(
+    conn: AsyncConnection,
+    gtin: str,
+    lot: str,
+    item: Item | None,
+    origin: str,
+    batch: str | None = None,
+) -> int:
+    params = {
+        "gtin": gtin,
+        "lot": lot,
+        "origin": origin,
+        "batch": batch,
+        "quantity": item.quantity if item else None,
+        "uom": item.uom if item else None,
+    }
+    row = await (await conn.execute(_UPSERT_LOT, params)).fetchone()
+    assert row is not None  # an upsert with returning always yields the row
+    return int(row[0])
+
+
+def _unit_key(item: Item) -> str | None:
+    return item.epc or (f"sscc:{item.sscc}" if item.sscc else None)
+
+
+async def lot_of(conn: AsyncConnection, item: Item, origin: str = "unknown") -> int | None:
+    """The lot an item is or belongs to; None for a unit no one has tied to a lot yet."""
+    if item.lot is not None and (item.gtin is not None or item.epc_class is not None):
+        return await _lot(conn, item.gtin or "", item.lot, item, origin)
+    if item.lot is not None and item.epc is None and item.sscc is None:
+        return await _lot(conn, item.gtin or "", item.lot, item, origin)
+    key = _unit_key(item)
+    if key is None:
+        return None
+    row = await (await conn.execute(_UNIT_LOT, (key, item.sscc))).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+async def _unit(conn: AsyncConnection, item: Item, lot_id: int | None) -> None:
+    key = _unit_key(item)
+    if key is not None:
+        await conn.execute(_UPSERT_UNIT, (key, item.sscc, item.gtin, item.serial, lot_id))
+
+
+_BATCH = """
+insert into batches (batch_id, line_id, edge_id, started_at, ended_at)
+values (%s, %s, %s, %s, %s)
+on conflict (batch_id) do update set
+    started_at = coalesce(batches.started_at, excluded.started_at),
+    ended_at = coalesce(batches.ended_at, excluded.ended_at)
+"""
+
+
+async def project_transformation(
+    conn: AsyncConnection, event: TransformationEventRecord, edge_id: str
+) -> None:
+    batch = event.batch
+    # A partner's transformation (EPCIS capture) may be the first word of this batch.
+    await conn.execute(_BATCH, (batch, event.line, edge_id, event.started_at, event.time))
+    outputs: list[int] = []
+    unit_outputs: list[Item] = []
+    for item in event.outputs:
+        if item.lot is not None:
+            outputs.append(await _lot(conn, item.gtin or "", item.lot, item, "own", batch))
+        else:
+            unit_outputs.append(item)
+    if not outputs:
+        # Only units (pallet labels) came out: they hold the batch's own lot.
+        outputs.append(await _lot(conn, "", batch, None, "own", batch))
+    for item in unit_outputs:
+        await _unit(conn, item, outputs[0])
+    links = []
+    for item in event.inputs:
+        lot_id = await lot_of(conn, item)
+        if lot_id is None:
+            # A unit consumed that no event tied to a lot: it stands for a lot of its own.
+            lot_id = await _lot(conn, "", f"unit:{_unit_key(item) or item.raw}", None, "unknown")
+            await _unit(conn, item, lot_id)
+        links += [(lot_id, out, batch, event.event_id, item.quantity, item.uom) for out in outputs]
+    async with conn.cursor() as cur:
+        await cur.executemany(_LINK, links)
+
+
+async def project_object_event(conn: AsyncConnection, event: ObjectEventRecord) -> None:
+    if event.biz_step not in ("receiving", "shipping"):
+        return  # consumption or output outside a batch: flagged at the edge, no link
+    document = event.biz_transactions[0].id if event.biz_transactions else None
+    location = event.biz_location or event.read_point
+    for position, item in enumerate(event.items):
+        if event.biz_step == "receiving":
+            lot_id = await lot_of(conn, item, origin="supplier")
+            await _unit(conn, item, lot_id)
+            await conn.execute(
+                _RECEIPT,
+                (
+                    event.event_id,
+                    position,
+                    lot_id,
+                    _unit_key(item),
+                    document,
+                    item.quantity,
+                    item.uom,
+                    event.time,
+                    location,
+                ),
+            )
+        else:
+            lot_id = await lot_of(conn, item)
+            await conn.execute(
+                _SHIPMENT_LINE,
+                (
+                    event.event_id,
+                    position,
+                    lot_id,
+                    _unit_key(item),
+                    document,
+                    item.quantity,
+                    item.uom,
+                    event.time,
+                    location,
+                ),
+            )
+        await conn.execute(
+            _LOCATION, (lot_id, _unit_key(item), location, event.time, event.event_id)
+        )

@@ -1,0 +1,584 @@
+"""Trace queries: which lot a person means, where it came from (backward), where it went
+(forward), and the recall list. Every answer lists the gaps it met.
+
+The walk is one recursive query over lot_links with UNION (set) semantics: each lot is
+visited once however many paths reach it, so diamonds stay cheap and loops (rework, bad
+data) terminate by construction; a loop through the traced lot is reported as a gap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from pydantic import BaseModel, ConfigDict
+
+from cloud_collector import queries
+
+Direction = Literal["backward", "forward"]
+# A batch's inputs and outputs in one unit of measure should balance within this fraction.
+MASS_BALANCE_TOLERANCE = 0.05
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Lot(Strict):
+    lot_id: int
+    gtin: str
+    lot_code: str
+    quantity: float | None
+    uom: str | None
+    origin: str
+    batch_id: str | None
+    supplier: str | None
+    supplier_lot: str | None
+
+
+class Link(Strict):
+    input_lot: int
+    output_lot: int
+    batch_id: str
+    quantity: float | None
+    uom: str | None
+
+
+class ShipmentLine(Strict):
+    lot_id: int | None
+    epc: str | None
+    shipment: str | None
+    order_id: str | None
+    customer_id: str | None
+    customer: str | None
+    ship_to: str | None
+    carrier: str | None
+    quantity: float | None
+    uom: str | None
+    time: datetime
+    location: str | None
+
+
+class Receipt(Strict):
+    lot_id: int | None
+    epc: str | None
+    document: str | None
+    supplier: str | None
+    quantity: float | None
+    uom: str | None
+    time: datetime
+    location: str | None
+
+
+class QcResult(Strict):
+    batch_id: str | None
+    lot_id: int | None
+    kind: str
+    check_name: str
+    value: float | None
+    unit: str | None
+    passed: bool
+    inspector: str | None
+    time: datetime
+
+
+class Excursion(Strict):
+    device: str
+    tag: str
+    low: float | None
+    high: float | None
+    below: int
+    above: int
+    min: float | None
+    max: float | None
+
+
+class TracedBatch(Strict):
+    batch: queries.Batch
+    operators: list[str]
+    qc: list[QcResult]
+    parameters: list[queries.TagSummary]
+    excursions: list[Excursion]
+
+
+class Trace(Strict):
+    direction: Direction
+    lot: Lot
+    lots: list[Lot]
+    links: list[Link]
+    batches: list[TracedBatch]
+    receipts: list[Receipt]
+    shipments: list[ShipmentLine]
+    customers: list[dict[str, Any]]
+    gaps: list[str]
+
+
+class AmbiguousLot(Exception):
+    def __init__(self, text: str, candidates: list[Lot]) -> None:
+        super().__init__(f"{text!r} names {len(candidates)} lots: say which (GTIN + lot)")
+        self.candidates = candidates
+
+
+class UnknownLot(Exception):
+    pass
+
+
+# -- which lot ---------------------------------------------------------------------------
+
+_LOT_COLUMNS = "lot_id, gtin, lot_code, quantity, uom, origin, batch_id, supplier, supplier_lot"
+_DIGITAL_LINK = re.compile(r"(?:^|/)01/(\d{14})/10/([^/?#]+)")
+_DL_SSCC = re.compile(r"(?:^|/)00/(\d{18})(?:$|[/?#])")
+_LGTIN = re.compile(r"^urn:epc:class:lgtin:(\d+)\.(\d+)\.(.+)$")
+
+
+def _check_digit(body: str) -> str:
+    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
+    return str((10 - total % 10) % 10)
+
+
+def gtin_of_lgtin(company_prefix: str, indicator_item: str) -> str:
+    """GTIN-14 of an EPC class's company prefix and indicator + item reference."""
+    body = indicator_item[0] + company_prefix + indicator_item[1:]
+    return body + _check_digit(body)
+
+
+async def _lots(conn: AsyncConnection, where: str, params: tuple[Any, ...]) -> list[Lot]:
+    cur = conn.cursor(row_factory=dict_row)
+    rows = await (
+        await cur.execute(f"select {_LOT_COLUMNS} from lots where {where}", params)
+    ).fetchall()
+    return [Lot(**r) for r in rows]
+
+
+async def resolve(conn: AsyncConnection, text: str) -> Lot:
+    """The lot `text` names: an internal id, GTIN + lot (EPC class URI, Digital Link, GS1
+    element string), a unit's EPC or SSCC, or a lot code alone (if it is unambiguous)."""
+    text = text.strip()
+    found: list[Lot] = []
+    if text.isdigit() and len(text) < 14:
+        found = await _lots(conn, "lot_id = %s", (int(text),))
+    elif m := _LGTIN.match(text):
+        found = await _lots(
+            conn, "gtin = %s and lot_code = %s", (gtin_of_lgtin(m.group(1), m.group(2)), m.group(3))
+        )
+    elif m := _DIGITAL_LINK.search(text):
+        found = await _lots(conn, "gtin = %s and lot_code = %s", (m.group(1), m.group(2)))
+    elif text.startswith("(") or "\x1d" in text:
+        from protocols.scanner.gs1 import parse_scan
+
+        scan = parse_scan(text)
+        if scan.gtin and scan.lot:
+            found = await _lots(conn, "gtin = %s and lot_code = %s", (scan.gtin, scan.lot))
+        elif scan.sscc:
+            found = await _unit_lots(conn, scan.sscc)
+    else:
+        sscc = m.group(1) if (m := _DL_SSCC.search(text)) else None
+        if sscc or text.startswith("urn:epc:id:") or re.fullmatch(r"\d{18}", text):
+            found = await _unit_lots(conn, sscc or text)
+        else:
+            found = await _lots(conn, "lot_code = %s or supplier_lot = %s", (text, text))
+    if not found:
+        raise UnknownLot(
+            f"no lot is known as {text!r}: give a lot id, GTIN + lot (urn:epc:class:lgtin:..., "
+            "01/{gtin}/10/{lot} or (01)...(10)...), a unit's EPC or SSCC, or a lot code"
+        )
+    if len(found) > 1:
+        raise AmbiguousLot(text, found)
+    return found[0]
+
+
+async def _unit_lots(conn: AsyncConnection, key: str) -> list[Lot]:
+    return await _lots(
+        conn,
+        "lot_id in (select lot_id from units where epc = %s or sscc = %s or epc = %s)",
+        (key, key, f"sscc:{key}"),
+    )
+
+
+# -- the walk ----------------------------------------------------------------------------
+
+_WALK = {
+    # From outputs to inputs: where did it come from.
+    "backward": """
+        with recursive reach(lot_id) as (
+            select %(lot)s::bigint
+            union
+            select l.input_lot from reach join lot_links l on l.output_lot = reach.lot_id
+        ) select lot_id from reach""",
+    # From inputs to outputs: where did it go.
+    "forward": """
+        with recursive reach(lot_id) as (
+            select %(lot)s::bigint
+            union
+            select l.output_lot from reach join lot_links l on l.input_lot = reach.lot_id
+        ) select lot_id from reach""",
+}
+_COUNT_ONLY = "select count(*) from ({walk}) w"
+
+
+async def reachable(conn: AsyncConnection, lot_id: int, direction: Direction) -> list[int]:
+    cur = await conn.execute(_WALK[direction], {"lot": lot_id})
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def count_reachable(conn: AsyncConnection, lot_id: int, direction: Direction) -> int:
+    """The bare graph walk, counting the reachable lots (the benchmarks' baseline)."""
+    cur = await conn.execute(_COUNT_ONLY.format(walk=_WALK[direction]), {"lot": lot_id})
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _rows(conn: AsyncConnection, sql: str, *params: Any) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    return await (await cur.execute(sql, params)).fetchall()
+
+
+async def trace(conn: AsyncConnection, lot: Lot, direction: Direction) -> Trace:
+    ids = await reachable(conn, lot.lot_id, direction)
+    lots = await _lots(conn, "lot_id = any(%s)", (ids,))
+    links = [
+        Link(**r)
+        for r in await _rows(
+            conn,
+            "select input_lot, output_lot, batch_id, quantity, uom from lot_links"
+            " where output_lot = any(%s) and input_lot = any(%s)",
+            ids,
+            ids,
+        )
+    ]
+    batch_ids = sorted({link.batch_id for link in links} | {x.batch_id for x in lots if x.batch_id})
+    if direction == "forward":
+        # Only the batches that made the descendants: not the ones that made the lot itself.
+        batch_ids = sorted({link.batch_id for link in links})
+    batches = [
+        b
+        for b in [await _batch(conn, bid, detail=direction == "backward") for bid in batch_ids]
+        if b is not None
+    ]
+    receipts = [
+        Receipt(**r)
+        for r in await _rows(
+            conn,
+            "select r.lot_id, r.epc, r.document, coalesce(r.supplier, l.supplier) as supplier,"
+            " r.quantity, r.uom, r.time, r.location from receipts r left join lots l using (lot_id)"
+            " where r.lot_id = any(%s) order by r.time",
+            ids,
+        )
+    ]
+    shipments = await shipment_lines(conn, ids)
+    gaps = await _gaps(conn, lot, lots, links, batches, receipts, shipments, direction)
+    return Trace(
+        direction=direction,
+        lot=lot,
+        lots=lots,
+        links=links,
+        batches=batches,
+        receipts=receipts,
+        shipments=shipments,
+        customers=_customers(shipments),
+        gaps=gaps,
+    )
+
+
+async def shipment_lines(conn: AsyncConnection, ids: list[int]) -> list[ShipmentLine]:
+    return [
+        ShipmentLine(**r)
+        for r in await _rows(
+            conn,
+            "select s.lot_id, s.epc, s.shipment, m.order_id, m.customer_id, c.name as customer,"
+            " m.ship_to, m.carrier, s.quantity, s.uom, s.time, s.location"
+            " from shipment_lines s left join shipments m using (shipment)"
+            " left join customers c using (customer_id)"
+            " where s.lot_id = any(%s) order by s.time",
+            ids,
+        )
+    ]
+
+
+def _customers(lines: list[ShipmentLine]) -> list[dict[str, Any]]:
+    """Who received what: per customer (or per shipment, when the ERP has not said whose)."""
+    totals: dict[tuple[str | None, str | None], dict[str, Any]] = {}
+    for line in lines:
+        key = (line.customer_id, line.shipment if line.customer_id is None else None)
+        entry = totals.setdefault(
+            key,
+            {
+                "customer_id": line.customer_id,
+                "customer": line.customer,
+                "shipments": set(),
+                "orders": set(),
+                "lots": defaultdict(float),
+                "units": 0,
+            },
+        )
+        entry["shipments"].add(line.shipment)
+        if line.order_id:
+            entry["orders"].add(line.order_id)
+        if line.quantity is not None and line.lot_id is not None:
+            entry["lots"][line.lot_id] += line.quantity
+        if line.epc:
+            entry["units"] += 1
+    return [
+        {
+            **e,
+            "shipments": sorted(s for s in e["shipments"] if s),
+            "orders": sorted(e["orders"]),
+            "lots": dict(e["lots"]),
+        }
+        for e in totals.values()
+    ]
+
+
+async def _batch(conn: AsyncConnection, batch_id: str, detail: bool) -> TracedBatch | None:
+    batch = await queries.get_batch(conn, batch_id)
+    if batch is None:
+        return None
+    operators = [
+        r["operator"]
+        for r in await _rows(
+            conn,
+            "select distinct o as operator from trace_events,"
+            " jsonb_array_elements_text(coalesce(body->'operators', '[]')) o"
+            " where batch_id = %s order by 1",
+            batch_id,
+        )
+    ]
+    qc = [
+        QcResult(**r)
+        for r in await _rows(
+            conn,
+            "select batch_id, lot_id, kind, check_name, value, unit, passed, inspector, time"
+            " from qc_results where batch_id = %s order by time",
+            batch_id,
+        )
+    ]
+    parameters: list[queries.TagSummary] = []
+    excursions: list[Excursion] = []
+    if detail:
+        parameters = (await queries.batch_parameters(conn, batch)).tags
+        excursions = [Excursion(**r) for r in await _rows(conn, _EXCURSIONS, batch_id)]
+    return TracedBatch(
+        batch=batch, operators=operators, qc=qc, parameters=parameters, excursions=excursions
+    )
+
+
+_EXCURSIONS = """
+select r.device, r.tag, s.low, s.high,
+       count(*) filter (where r.value < s.low) as below,
+       count(*) filter (where r.value > s.high) as above,
+       min(r.value) as min, max(r.value) as max
+from readings r join tag_specs s using (device, tag)
+where r.batch_id = %s and r.quality = 'good' and (r.value < s.low or r.value > s.high)
+group by r.device, r.tag, s.low, s.high order by r.device, r.tag
+"""
+
+
+async def _gaps(
+    conn: AsyncConnection,
+    lot: Lot,
+    lots: list[Lot],
+    links: list[Link],
+    batches: list[TracedBatch],
+    receipts: list[Receipt],
+    shipments: list[ShipmentLine],
+    direction: Direction,
+) -> list[str]:
+    gaps: list[str] = []
+    produced = {link.output_lot for link in links}
+    received = {r.lot_id for r in receipts}
+    by_id = {x.lot_id: x for x in lots}
+    if direction == "backward":
+        for x in lots:
+            if x.lot_id not in produced and x.lot_id not in received and x.origin != "supplier":
+                gaps.append(
+                    f"lot {_name(x)} has no recorded origin (neither produced nor received)"
+                )
+    if any(link.input_lot == lot.lot_id for link in links if direction == "backward") or any(
+        link.output_lot == lot.lot_id for link in links if direction == "forward"
+    ):
+        gaps.append(
+            f"lot {_name(lot)} reaches itself: a loop in the genealogy (rework or bad data)"
+        )
+    for shipped in {s.lot_id for s in shipments if s.lot_id is not None}:
+        sent = by_id.get(shipped)
+        if (
+            sent
+            and shipped not in produced
+            and shipped not in received
+            and sent.origin == "unknown"
+        ):
+            gaps.append(f"lot {_name(sent)} was shipped but never produced or received")
+    for s in shipments:
+        if s.lot_id is None:
+            gaps.append(f"unit {s.epc} shipped on {s.shipment} belongs to no known lot")
+    for tb in batches:
+        b = tb.batch
+        flags = await _rows(
+            conn,
+            "select flags from trace_events where batch_id = %s and"
+            " event_type = 'TransformationEvent'",
+            b.batch_id,
+        )
+        if any("no_inputs" in f["flags"] for f in flags):
+            gaps.append(f"batch {b.batch_id} recorded no inputs")
+        if not await _has_readings(conn, b.batch_id):
+            gaps.append(f"batch {b.batch_id} has no readings")
+        gaps += await _sequence_gaps(conn, b)
+        gaps += _balance(b.batch_id, [lk for lk in links if lk.batch_id == b.batch_id], by_id)
+    return gaps
+
+
+def _name(x: Lot) -> str:
+    return (
+        f"{x.lot_code} (GTIN {x.gtin}, id {x.lot_id})"
+        if x.gtin
+        else f"{x.lot_code} (id {x.lot_id})"
+    )
+
+
+async def _has_readings(conn: AsyncConnection, batch_id: str) -> bool:
+    row = await (
+        await conn.execute(
+            "select exists (select 1 from readings where batch_id = %s)", (batch_id,)
+        )
+    ).fetchone()
+    return bool(row and row[0])
+
+
+async def _sequence_gaps(conn: AsyncConnection, b: queries.Batch) -> list[str]:
+    """Readings an edge numbered but the collector never committed, within the batch."""
+    rows = await _rows(
+        conn,
+        """
+        select g.first_missing, g.last_missing from stream_gaps g
+        where g.edge_id = %s and g.stream = 'readings'
+          and exists (select 1 from readings r where r.stream_id = g.stream_id
+                      and r.seq = g.first_missing - 1
+                      and r.time <= coalesce(%s::timestamptz, 'infinity'))
+          and exists (select 1 from readings r where r.stream_id = g.stream_id
+                      and r.seq = g.last_missing + 1
+                      and r.time >= coalesce(%s::timestamptz, '-infinity'))
+          and not exists (select 1 from readings_dropped d where d.dropped_stream = 'readings'
+                          and d.first_seq <= g.first_missing and d.last_seq >= g.last_missing)
+        """,
+        b.edge_id,
+        b.ended_at,
+        b.started_at,
+    )
+    return [
+        f"batch {b.batch_id}: readings {r['first_missing']}..{r['last_missing']} of edge "
+        f"{b.edge_id} never arrived: the batch's record is incomplete"
+        for r in rows
+    ]
+
+
+def _balance(batch_id: str, links: list[Link], lots: dict[int, Lot]) -> list[str]:
+    inputs: dict[str, float] = defaultdict(float)
+    seen: set[int] = set()
+    for link in links:
+        if link.quantity is not None and link.uom and link.input_lot not in seen:
+            inputs[link.uom] += link.quantity
+            seen.add(link.input_lot)
+    outputs: dict[str, float] = defaultdict(float)
+    for out in {link.output_lot for link in links}:
+        x = lots.get(out)
+        if x and x.quantity is not None and x.uom:
+            outputs[x.uom] += x.quantity
+    gaps = []
+    for uom in inputs.keys() & outputs.keys():
+        i, o = inputs[uom], outputs[uom]
+        if abs(i - o) > MASS_BALANCE_TOLERANCE * max(i, o):
+            gaps.append(
+                f"batch {batch_id}: inputs {i:g} {uom} and outputs {o:g} {uom} do not balance "
+                f"within {MASS_BALANCE_TOLERANCE:.0%}"
+            )
+    return gaps
+
+
+class RecallLine(Strict):
+    lot_id: int
+    gtin: str
+    lot_code: str
+    status: Literal["shipped", "on_hand", "unknown"]
+    location: str | None
+    customer_id: str | None
+    customer: str | None
+    order_id: str | None
+    shipment: str | None
+    quantity: float | None
+    uom: str | None
+
+
+class Recall(Strict):
+    lot: Lot
+    affected_lots: int
+    lines: list[RecallLine]
+    customers: list[dict[str, Any]]
+    gaps: list[str]
+
+
+async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
+    """Every lot the given lot reached, and where each is now: shipped (to whom, on which
+    order, how much) or on hand (where, how much is left)."""
+    t = await trace(conn, lot, "forward")
+    ids = [x.lot_id for x in t.lots]
+    last_place = {
+        r["lot_id"]: r["location"]
+        for r in await _rows(
+            conn,
+            "select distinct on (lot_id) lot_id, location from lot_locations"
+            " where lot_id = any(%s) order by lot_id, time desc",
+            ids,
+        )
+    }
+    lines: list[RecallLine] = []
+    shipped: dict[int, float] = defaultdict(float)
+    for s in t.shipments:
+        if s.lot_id is None:
+            continue
+        x = next(x for x in t.lots if x.lot_id == s.lot_id)
+        shipped[s.lot_id] += s.quantity or 0.0
+        lines.append(
+            RecallLine(
+                lot_id=x.lot_id,
+                gtin=x.gtin,
+                lot_code=x.lot_code,
+                status="shipped",
+                location=s.location,
+                customer_id=s.customer_id,
+                customer=s.customer,
+                order_id=s.order_id,
+                shipment=s.shipment,
+                quantity=s.quantity,
+                uom=s.uom,
+            )
+        )
+    for x in t.lots:
+        left = None if x.quantity is None else x.quantity - shipped.get(x.lot_id, 0.0)
+        if x.lot_id in shipped and (left is None or left <= 0):
+            continue  # all of it went out: the shipped lines say where
+        lines.append(
+            RecallLine(
+                lot_id=x.lot_id,
+                gtin=x.gtin,
+                lot_code=x.lot_code,
+                status="on_hand" if x.lot_id in last_place or x.quantity is not None else "unknown",
+                location=last_place.get(x.lot_id),
+                customer_id=None,
+                customer=None,
+                order_id=None,
+                shipment=None,
+                quantity=left,
+                uom=x.uom,
+            )
+        )
+    return Recall(
+        lot=lot, affected_lots=len(t.lots), lines=lines, customers=t.customers, gaps=t.gaps
+    )
+
+
+RECALL_CSV_COLUMNS = list(RecallLine.model_fields)

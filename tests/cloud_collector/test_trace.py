@@ -1,0 +1,272 @@
+"""Trace queries on hand-built genealogies with known answers, checked through the HTTP API.
+
+The plant:   supplier FLOUR + SUGAR --B1--> DOUGH --B2--> BREAD --(SH-1 to Bakery Co)
+                                 \\           \\
+                                  \\--------- B3 --> CAKE (100 of 400 on SH-2; rest on hand)
+SUGAR reaches CAKE twice (directly and through DOUGH): a diamond.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psycopg
+import pytest
+
+from cloud_collector.ingest import ingest
+from protocols.mqtt import topics
+from tests.conftest import RunningCollector, Services
+
+T0 = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+FLOUR_GTIN, SUGAR_GTIN, DOUGH_GTIN = "09506000134352", "09506000134369", "09506000134376"
+BREAD_GTIN, CAKE_GTIN = "09506000134383", "09506000134390"
+
+
+def lot_item(gtin: str, lot: str, qty: float | None = None, uom: str | None = None) -> dict:
+    item = {"epc_class": f"https://id.gs1.org/01/{gtin}/10/{lot}", "gtin": gtin, "lot": lot}
+    return item | ({"quantity": qty, "uom": uom} if qty is not None else {})
+
+
+class Plant:
+    """Posts events as an edge would, numbering them, and names lots uniquely per test."""
+
+    def __init__(self, services: Services) -> None:
+        self.url = services.database_url
+        self.edge = f"edge-{uuid.uuid4().hex[:8]}"
+        self.tag = uuid.uuid4().hex[:6].upper()
+        self.seq = 0
+
+    def lot(self, name: str) -> str:
+        return f"{name}-{self.tag}"
+
+    async def post(self, *records: dict) -> None:
+        numbered = []
+        for i, r in enumerate(records):
+            numbered.append(
+                {
+                    **r,
+                    "seq": self.seq + i,
+                    "time": (T0 + timedelta(minutes=self.seq + i)).isoformat(),
+                    "event_id": f"{self.edge}-{self.seq + i}",
+                }
+            )
+        self.seq += len(records)
+        payload = json.dumps(
+            {"edge_id": self.edge, "stream": "events", "epoch": "e", "records": numbered}
+        ).encode()
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            outcome = await ingest(conn, topics.data(self.edge, "events"), payload)
+        assert outcome.ack is not None, outcome.reason
+
+    def receipt(self, items: list[dict], po: str) -> dict:
+        return {
+            "kind": "object_event",
+            "action": "OBSERVE",
+            "biz_step": "receiving",
+            "read_point": "dock-1",
+            "biz_location": "dock-1",
+            "items": items,
+            "biz_transactions": [{"type": "po", "id": po}],
+        }
+
+    def shipment(self, items: list[dict], doc: str) -> dict:
+        return {
+            "kind": "object_event",
+            "action": "OBSERVE",
+            "biz_step": "shipping",
+            "read_point": "dock-2",
+            "biz_location": "dock-2",
+            "items": items,
+            "biz_transactions": [{"type": "desadv", "id": doc}],
+        }
+
+    def batch(self, batch: str, inputs: list[dict], outputs: list[dict], **extra: object) -> dict:
+        return {
+            "kind": "transformation_event",
+            "transformation_id": batch,
+            "read_point": "line-1",
+            "line": "line-1",
+            "batch": batch,
+            "inputs": inputs,
+            "outputs": outputs,
+            "operators": ["OP-7"],
+            **extra,
+        }
+
+    async def sql(self, statement: str, *params: object) -> None:
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute(statement, params)
+
+
+@pytest.fixture
+async def bakery(services: Services) -> Plant:
+    p = Plant(services)
+    flour, sugar, dough = p.lot("FLOUR"), p.lot("SUGAR"), p.lot("DOUGH")
+    bread, cake = p.lot("BREAD"), p.lot("CAKE")
+    await p.post(
+        p.receipt(
+            [lot_item(FLOUR_GTIN, flour, 1000, "KGM"), lot_item(SUGAR_GTIN, sugar, 200, "KGM")],
+            f"PO-{p.tag}",
+        ),
+        p.batch(
+            f"B1-{p.tag}",
+            [lot_item(FLOUR_GTIN, flour, 500, "KGM"), lot_item(SUGAR_GTIN, sugar, 100, "KGM")],
+            [lot_item(DOUGH_GTIN, dough, 600, "KGM")],
+        ),
+        p.batch(
+            f"B2-{p.tag}",
+            [lot_item(DOUGH_GTIN, dough, 300, "KGM")],
+            [
+                lot_item(BREAD_GTIN, bread, 600, "EA"),
+            ],
+        ),
+        p.batch(
+            f"B3-{p.tag}",
+            [lot_item(DOUGH_GTIN, dough, 300, "KGM"), lot_item(SUGAR_GTIN, sugar, 50, "KGM")],
+            [lot_item(CAKE_GTIN, cake, 400, "EA")],
+        ),
+        p.shipment([lot_item(BREAD_GTIN, bread, 600, "EA")], f"SH-1-{p.tag}"),
+        p.shipment([lot_item(CAKE_GTIN, cake, 100, "EA")], f"SH-2-{p.tag}"),
+    )
+    await p.sql("insert into customers values (%s, %s, %s)", f"C1-{p.tag}", "Bakery Co", "Main St")
+    await p.sql(
+        "insert into shipments values (%s, %s, %s, %s, %s)",
+        f"SH-1-{p.tag}",
+        f"SO-1-{p.tag}",
+        f"C1-{p.tag}",
+        "Bakery Co DC",
+        "TruckCo",
+    )
+    return p
+
+
+async def get(collector: RunningCollector, path: str, **params: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=collector.api_url) as api:
+        return await api.get(path, params=params)
+
+
+def codes(body: dict) -> list[str]:
+    return sorted(x["lot_code"] for x in body["lots"])
+
+
+async def test_backward_walks_to_the_supplier_lots(
+    bakery: Plant, collector: RunningCollector
+) -> None:
+    p = bakery
+    r = await get(collector, f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/trace/backward")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert codes(body) == sorted(p.lot(n) for n in ("CAKE", "DOUGH", "FLOUR", "SUGAR"))
+    assert sorted(b["batch"]["batch_id"] for b in body["batches"]) == [f"B1-{p.tag}", f"B3-{p.tag}"]
+    assert all(b["operators"] == ["OP-7"] for b in body["batches"])
+    assert sorted((r["document"], r["quantity"]) for r in body["receipts"]) == [
+        (f"PO-{p.tag}", 200.0),
+        (f"PO-{p.tag}", 1000.0),
+    ]
+    # SUGAR reaches CAKE twice; it is one lot in the answer, linked twice.
+    sugar = next(x["lot_id"] for x in body["lots"] if x["lot_code"] == p.lot("SUGAR"))
+    assert sum(1 for link in body["links"] if link["input_lot"] == sugar) == 2
+    assert f"batch B3-{p.tag} has no readings" in body["gaps"]
+    assert not any("no recorded origin" in g for g in body["gaps"])
+
+
+async def test_forward_reaches_every_descendant_shipment_and_customer(
+    bakery: Plant, collector: RunningCollector
+) -> None:
+    p = bakery
+    r = await get(collector, f"/api/v1/lots/(01){SUGAR_GTIN}(10){p.lot('SUGAR')}/trace/forward")
+    body = r.json()
+    assert codes(body) == sorted(p.lot(n) for n in ("SUGAR", "DOUGH", "BREAD", "CAKE"))
+    shipped = sorted(
+        (s["shipment"], s["customer"], s["order_id"], s["quantity"]) for s in body["shipments"]
+    )
+    assert shipped == [
+        (f"SH-1-{p.tag}", "Bakery Co", f"SO-1-{p.tag}", 600.0),
+        (f"SH-2-{p.tag}", None, None, 100.0),
+    ]
+    customers = {c["customer"]: c for c in body["customers"]}
+    assert customers["Bakery Co"]["orders"] == [f"SO-1-{p.tag}"]
+
+
+async def test_recall_lists_shipped_and_on_hand_stock_also_as_csv(
+    bakery: Plant, collector: RunningCollector
+) -> None:
+    p = bakery
+    flour = f"urn:epc:class:lgtin:9506000.013435.{p.lot('FLOUR')}"  # GS1 class URI form
+    body = (await get(collector, f"/api/v1/lots/{flour}/recall")).json()
+    assert body["affected_lots"] == 4
+    lines = sorted(
+        (x["lot_code"], x["status"], x["quantity"], x["customer"]) for x in body["lines"]
+    )
+    assert (p.lot("BREAD"), "shipped", 600.0, "Bakery Co") in lines
+    assert (p.lot("CAKE"), "shipped", 100.0, None) in lines
+    assert (p.lot("CAKE"), "on_hand", 300.0, None) in lines  # 400 made, 100 shipped
+    r = await get(collector, f"/api/v1/lots/{flour}/recall", format="csv")
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert {row["lot_code"] for row in rows} >= {p.lot("BREAD"), p.lot("CAKE")}
+
+
+async def test_a_rework_loop_terminates_and_is_reported(
+    bakery: Plant, collector: RunningCollector
+) -> None:
+    p = bakery  # bread is reworked into dough: DOUGH -> BREAD -> DOUGH
+    await p.post(
+        p.batch(
+            f"RW-{p.tag}",
+            [lot_item(BREAD_GTIN, p.lot("BREAD"), 10, "EA")],
+            [lot_item(DOUGH_GTIN, p.lot("DOUGH"))],
+        )
+    )
+    body = (
+        await get(collector, f"/api/v1/lots/01/{DOUGH_GTIN}/10/{p.lot('DOUGH')}/trace/forward")
+    ).json()
+    assert codes(body) == sorted(p.lot(n) for n in ("DOUGH", "BREAD", "CAKE"))
+    assert any("reaches itself" in g for g in body["gaps"])
+
+
+async def test_gaps_no_origin_and_unbalanced_batch(
+    services: Services, collector: RunningCollector
+) -> None:
+    p = Plant(services)
+    await p.post(
+        p.batch(
+            f"BX-{p.tag}",
+            [lot_item(FLOUR_GTIN, p.lot("MYSTERY"), 100, "KGM")],
+            [lot_item(DOUGH_GTIN, p.lot("OUT"), 150, "KGM")],
+        )
+    )
+    body = (
+        await get(collector, f"/api/v1/lots/01/{DOUGH_GTIN}/10/{p.lot('OUT')}/trace/backward")
+    ).json()
+    gaps = body["gaps"]
+    assert any(f"lot {p.lot('MYSTERY')}" in g and "no recorded origin" in g for g in gaps)
+    assert f"batch BX-{p.tag}: inputs 100 KGM and outputs 150 KGM do not balance within 5%" in gaps
+
+
+async def test_lot_forms_unknown_and_ambiguous(
+    services: Services, collector: RunningCollector
+) -> None:
+    p = Plant(services)
+    await p.post(
+        p.receipt([lot_item(FLOUR_GTIN, p.lot("L")), lot_item(SUGAR_GTIN, p.lot("L"))], "PO-X")
+    )
+    ambiguous = await get(collector, f"/api/v1/lots/{p.lot('L')}/trace/backward")
+    assert ambiguous.status_code == 409
+    assert len(ambiguous.json()["detail"]["candidates"]) == 2
+    unknown = await get(collector, "/api/v1/lots/NO-SUCH-LOT/trace/backward")
+    assert (
+        unknown.status_code == 404
+        and "no lot is known as 'NO-SUCH-LOT'" in unknown.json()["detail"]
+    )
+    one = await get(
+        collector, f"/api/v1/lots/https://id.gs1.org/01/{SUGAR_GTIN}/10/{p.lot('L')}/trace/backward"
+    )
+    assert one.status_code == 200 and one.json()["lot"]["gtin"] == SUGAR_GTIN
+    by_id = await get(collector, f"/api/v1/lots/{one.json()['lot']['lot_id']}/trace/forward")
+    assert by_id.json()["lot"]["lot_code"] == p.lot("L")
