@@ -61,7 +61,12 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         return await queries.list_batches(conn, limit)
 
     @app.get("/api/v1/batches/{batch_id}/parameters")
-    async def batch_parameters(batch_id: str, conn: Conn) -> queries.BatchParameters:
+    async def batch_parameters(
+        batch_id: str, conn: Conn, points: Annotated[int, Query(ge=0, le=10_000)] = 1000
+    ) -> queries.BatchParameters:
+        """Per tag: count, min, max, mean, percentiles, first and last time; excursions
+        outside the profile's spec limits; and a series downsampled with time_bucket to
+        about `points` points per tag (0: none)."""
         batch = await queries.get_batch(conn, batch_id)
         if batch is None:
             raise HTTPException(
@@ -69,7 +74,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
                 detail=f"batch {batch_id!r} is unknown: check the id (GET /api/v1/batches lists "
                 "recent batches)",
             )
-        return await queries.batch_parameters(conn, batch)
+        return await queries.batch_parameters(conn, batch, points)
 
     async def _lot(conn: AsyncConnection, lot: str) -> trace.Lot:
         try:

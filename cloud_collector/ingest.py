@@ -25,6 +25,7 @@ from protocols.mqtt.contract import (
     ObjectEventRecord,
     Reading,
     ReadingsDropped,
+    TagSpecs,
     TransformationEventRecord,
 )
 
@@ -122,6 +123,11 @@ values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 _EVENT_DOCUMENT = """
 insert into event_documents (event_id, type, id) values (%s, %s, %s) on conflict do nothing
+"""
+_TAG_SPEC = """
+insert into tag_specs (device, tag, unit, low, high) values (%s, %s, %s, %s, %s)
+on conflict (device, tag) do update set unit = excluded.unit, low = excluded.low,
+    high = excluded.high, updated_at = now()
 """
 _COMMIT_RECORD = """
 insert into stream_commits (stream_id, first_seq, last_seq, records, inserted)
@@ -257,7 +263,8 @@ async def _insert_event(
     | DeviceEvent
     | ReadingsDropped
     | ObjectEventRecord
-    | TransformationEventRecord,
+    | TransformationEventRecord
+    | TagSpecs,
     params: dict[str, object],
 ) -> int:
     params = {**params, **event.model_dump(), "seq": event.seq}
@@ -269,6 +276,12 @@ async def _insert_event(
         return 1
     if isinstance(event, ObjectEventRecord | TransformationEventRecord):
         return await _insert_trace_event(conn, event, params)
+    if isinstance(event, TagSpecs):
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                _TAG_SPEC, [(t.device, t.tag, t.unit, t.low, t.high) for t in event.specs]
+            )
+        return 1
     sql = _DEVICE_EVENT if isinstance(event, DeviceEvent) else _READINGS_DROPPED
     return max((await conn.execute(sql, params)).rowcount, 0)
 

@@ -86,23 +86,12 @@ class QcResult(Strict):
     time: datetime
 
 
-class Excursion(Strict):
-    device: str
-    tag: str
-    low: float | None
-    high: float | None
-    below: int
-    above: int
-    min: float | None
-    max: float | None
-
-
 class TracedBatch(Strict):
     batch: queries.Batch
     operators: list[str]
     qc: list[QcResult]
     parameters: list[queries.TagSummary]
-    excursions: list[Excursion]
+    excursions: list[queries.Excursion]
 
 
 class Trace(Strict):
@@ -357,24 +346,13 @@ async def _batch(conn: AsyncConnection, batch_id: str, detail: bool) -> TracedBa
         )
     ]
     parameters: list[queries.TagSummary] = []
-    excursions: list[Excursion] = []
+    excursions: list[queries.Excursion] = []
     if detail:
-        parameters = (await queries.batch_parameters(conn, batch)).tags
-        excursions = [Excursion(**r) for r in await _rows(conn, _EXCURSIONS, batch_id)]
+        summary = await queries.batch_parameters(conn, batch)
+        parameters, excursions = summary.tags, summary.excursions
     return TracedBatch(
         batch=batch, operators=operators, qc=qc, parameters=parameters, excursions=excursions
     )
-
-
-_EXCURSIONS = """
-select r.device, r.tag, s.low, s.high,
-       count(*) filter (where r.value < s.low) as below,
-       count(*) filter (where r.value > s.high) as above,
-       min(r.value) as min, max(r.value) as max
-from readings r join tag_specs s using (device, tag)
-where r.batch_id = %s and r.quality = 'good' and (r.value < s.low or r.value > s.high)
-group by r.device, r.tag, s.low, s.high order by r.device, r.tag
-"""
 
 
 async def _gaps(

@@ -25,7 +25,7 @@ from edge_agent.capture import DeviceTask
 from edge_agent.control import create_control_app
 from edge_agent.drivers import driver_for
 from edge_agent.gates import GateStation
-from edge_agent.outbox import READING_BYTES, Outbox
+from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.scans import ScanStation
 from edge_agent.settings import EdgeSettings
@@ -79,6 +79,7 @@ class EdgeAgent:
             for station, profiles in site.devices.items()
             for profile in profiles
         }
+        self._announce_specs()
         self.publisher = Publisher(
             site.edge_id,
             self.outbox,
@@ -90,6 +91,26 @@ class EdgeAgent:
             status=self.edge_status,
             status_interval_s=settings.status_interval_s,
         )
+
+    def _announce_specs(self) -> None:
+        """Tell the collector the spec limits of every tag, so it can flag excursions."""
+        specs = [
+            {
+                "device": p.name,
+                "tag": t.name,
+                "unit": t.unit,
+                "low": t.spec.low if t.spec else None,
+                "high": t.spec.high if t.spec else None,
+            }
+            for profiles in self.site.devices.values()
+            for p in profiles
+            for t in getattr(p, "tags", [])
+            if t.spec is not None
+        ]
+        if specs:
+            self.outbox.append(
+                EVENTS, {"kind": "tag_specs", "time": datetime.now(UTC), "specs": specs}
+            )
 
     def _station_input(
         self, station: str, profile: DeviceProfile

@@ -69,7 +69,7 @@ async def test_readings_travel_from_plc_to_api_bound_to_their_batch(
             for temperature, pressure, speed, setpoint in [
                 (70.0, 2.0, 100.0, 75.0),
                 (72.5, 2.5, 110.0, 75.0),
-                (75.0, 3.0, 120.0, 80.0),
+                (75.0, 3.75, 120.0, 80.0),  # 3.75 bar: above the profile's 3.5
             ]:
                 sim.set("temperature", temperature)
                 sim.set("pressure", pressure)
@@ -106,7 +106,7 @@ async def test_readings_travel_from_plc_to_api_bound_to_their_batch(
     tags = {t["tag"]: t for t in body["tags"]}
     expected = {
         "temperature": ("Cel", 70.0, 75.0, 72.5),
-        "pressure": ("bar", 2.0, 3.0, 2.5),
+        "pressure": ("bar", 2.0, 3.75, 2.75),
         "agitator_speed": ("1/min", 100.0, 120.0, 110.0),
         "setpoint": ("Cel", 75.0, 80.0, 230.0 / 3),
     }
@@ -118,6 +118,17 @@ async def test_readings_travel_from_plc_to_api_bound_to_their_batch(
         assert abs(t["mean"] - mean) < 1e-9
         assert batch["started_at"] <= t["first_time"] < t["last_time"] <= batch["ended_at"]
     assert body["gaps"] == []
+    # The edge told the collector its spec limits: the pressure excursion is flagged.
+    [excursion] = body["excursions"]
+    assert (excursion["tag"], excursion["high"], excursion["above"], excursion["max"]) == (
+        "pressure",
+        3.5,
+        1,
+        3.75,
+    )
+    series = {s["tag"]: s["points"] for s in body["series"]}
+    assert sum(p["count"] for p in series["temperature"]) == 3
+    assert tags["temperature"]["p50"] == 72.5
 
     # The reading taken after the batch ended is stored, explicitly bound to no batch.
     with psycopg.connect(services.database_url) as conn:

@@ -91,6 +91,24 @@ class ReadingsDropped(Strict):
     policy: Literal["thin_oldest", "drop_oldest", "drop_newest"]
 
 
+class TagSpec(Strict):
+    device: Identifier
+    tag: Identifier
+    unit: str | None = Field(default=None, max_length=32)
+    low: float | None = None
+    high: float | None = None
+
+
+class TagSpecs(Strict):
+    """The spec limits the edge's device profiles declare, sent when the edge starts, so
+    the collector can flag excursions in a batch's readings."""
+
+    kind: Literal["tag_specs"] = "tag_specs"
+    seq: int = Field(ge=0)
+    time: AwareDatetime
+    specs: list[TagSpec] = Field(max_length=100_000)
+
+
 # -- trace events shaped after GS1 EPCIS 2.0 ----------------------------------------------
 # Identifiers are GS1 Digital Link URIs or EPC URNs as captured; each item also carries the
 # plain GS1 keys (gtin, lot, serial, sscc) so the genealogy can join on them whatever form
@@ -190,7 +208,8 @@ Record = Annotated[
     | DeviceEvent
     | ReadingsDropped
     | ObjectEventRecord
-    | TransformationEventRecord,
+    | TransformationEventRecord
+    | TagSpecs,
     Field(discriminator="kind"),
 ]
 
