@@ -114,6 +114,12 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             [line.model_dump() for line in answer.lines],
         )
 
+    @app.post("/api/v1/recall/by-condition")
+    async def recall_by_condition(body: trace.Condition, conn: Conn) -> trace.ConditionRecall:
+        """Given a tag and a condition (above or below a limit, or bad quality) in a time
+        range: the batches that ran while it held, and everything downstream of them."""
+        return await trace.recall_by_condition(conn, body)
+
     return app
 
 

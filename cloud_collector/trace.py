@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud_collector import queries
 
@@ -560,3 +560,117 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
 
 
 RECALL_CSV_COLUMNS = list(RecallLine.model_fields)
+
+
+class Condition(Strict):
+    """Which readings count as the process going wrong, and when to look."""
+
+    tag: str = Field(min_length=1, max_length=64)
+    device: str | None = Field(default=None, max_length=64)  # any device with this tag
+    condition: Literal["above", "below", "bad_quality"]
+    limit: float | None = None  # required for above / below
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+
+    @model_validator(mode="after")
+    def _limit(self) -> Condition:
+        if self.condition != "bad_quality" and self.limit is None:
+            raise ValueError(f"condition {self.condition!r} needs a limit")
+        if self.end <= self.start:
+            raise ValueError("'to' must be after 'from'")
+        return self
+
+
+class ConditionBatch(Strict):
+    batch_id: str
+    line_id: str | None
+    readings: int  # how many readings met the condition
+    first_time: datetime
+    last_time: datetime
+    worst: float | None
+
+
+class ConditionRecall(Strict):
+    condition: Condition
+    batches: list[ConditionBatch]
+    lots: list[Lot]  # the batches' outputs and everything downstream of them
+    shipments: list[ShipmentLine]
+    customers: list[dict[str, Any]]
+    gaps: list[str]
+
+
+_CONDITION_SQL = {
+    "above": "r.quality = 'good' and r.value > %(limit)s",
+    "below": "r.quality = 'good' and r.value < %(limit)s",
+    "bad_quality": "r.quality = 'bad'",
+}
+_WORST = {"above": "max(r.value)", "below": "min(r.value)", "bad_quality": "null::float8"}
+_FORWARD_FROM_MANY = """
+with recursive reach(lot_id) as (
+    select unnest(%(lots)s::bigint[])
+    union
+    select l.output_lot from reach join lot_links l on l.input_lot = reach.lot_id
+) select lot_id from reach
+"""
+
+
+async def recall_by_condition(conn: AsyncConnection, c: Condition) -> ConditionRecall:
+    """The batches that ran while the condition held, and everything downstream of them."""
+    sql = f"""
+        select r.batch_id, max(r.line_id) as line_id, count(*) as readings,
+               min(r.time) as first_time, max(r.time) as last_time,
+               {_WORST[c.condition]} as worst
+        from readings r
+        where r.tag = %(tag)s and (%(device)s::text is null or r.device = %(device)s)
+          and r.time >= %(start)s and r.time < %(end)s and r.batch_id is not null
+          and {_CONDITION_SQL[c.condition]}
+        group by r.batch_id order by min(r.time)
+    """
+    params = {"tag": c.tag, "device": c.device, "start": c.start, "end": c.end, "limit": c.limit}
+    batches = [ConditionBatch(**r) for r in await _rows_named(conn, sql, params)]
+    batch_ids = [b.batch_id for b in batches]
+    sources = [
+        r["lot_id"]
+        for r in await _rows(
+            conn,
+            "select lot_id from lots where batch_id = any(%s)"
+            " union select output_lot from lot_links where batch_id = any(%s)",
+            batch_ids,
+            batch_ids,
+        )
+    ]
+    cur = await conn.execute(_FORWARD_FROM_MANY, {"lots": sources})
+    ids = [r[0] for r in await cur.fetchall()]
+    lots = await _lots(conn, "lot_id = any(%s)", (ids,))
+    shipments = await shipment_lines(conn, ids)
+    gaps = []
+    if not batches:
+        gaps.append("no batch ran while the condition held in that time range")
+    for b in batches:
+        if b.batch_id not in {x.batch_id for x in lots}:
+            gaps.append(f"batch {b.batch_id} has no recorded output lot: nothing to follow")
+    unbatched = await _rows_named(
+        conn,
+        f"""select count(*) as n from readings r
+            where r.tag = %(tag)s and (%(device)s::text is null or r.device = %(device)s)
+              and r.time >= %(start)s and r.time < %(end)s and r.batch_id is null
+              and {_CONDITION_SQL[c.condition]}""",
+        params,
+    )
+    if unbatched and unbatched[0]["n"]:
+        gaps.append(f"{unbatched[0]['n']} readings met the condition while no batch ran")
+    return ConditionRecall(
+        condition=c,
+        batches=batches,
+        lots=lots,
+        shipments=shipments,
+        customers=_customers(shipments),
+        gaps=gaps,
+    )
+
+
+async def _rows_named(
+    conn: AsyncConnection, sql: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    return await (await cur.execute(sql, params)).fetchall()  # type: ignore[arg-type]

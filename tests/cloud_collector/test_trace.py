@@ -270,3 +270,54 @@ async def test_lot_forms_unknown_and_ambiguous(
     assert one.status_code == 200 and one.json()["lot"]["gtin"] == SUGAR_GTIN
     by_id = await get(collector, f"/api/v1/lots/{one.json()['lot']['lot_id']}/trace/forward")
     assert by_id.json()["lot"]["lot_code"] == p.lot("L")
+
+
+async def test_recall_by_condition_follows_the_batches_that_ran_too_hot(
+    bakery: Plant, collector: RunningCollector
+) -> None:
+    p = bakery
+    oven = f"oven-{p.tag}"
+    readings = [
+        {
+            "kind": "reading",
+            "seq": i,
+            "time": (T0 + timedelta(minutes=i)).isoformat(),
+            "line": "line-1",
+            "batch": batch,
+            "device": oven,
+            "tag": "temperature",
+            "value": value,
+            "unit": "Cel",
+        }
+        for i, (batch, value) in enumerate(
+            [
+                (f"B1-{p.tag}", 180.0),
+                (f"B1-{p.tag}", 231.5),
+                (f"B3-{p.tag}", 185.0),
+                (None, 240.0),
+            ]
+        )
+    ]
+    payload = json.dumps(
+        {"edge_id": p.edge, "stream": "readings", "epoch": "e", "records": readings}
+    ).encode()
+    async with await psycopg.AsyncConnection.connect(p.url, autocommit=True) as conn:
+        assert (await ingest(conn, topics.data(p.edge, "readings"), payload)).inserted == 4
+    condition = {
+        "tag": "temperature",
+        "device": oven,
+        "condition": "above",
+        "limit": 220,
+        "from": (T0 - timedelta(hours=1)).isoformat(),
+        "to": (T0 + timedelta(hours=1)).isoformat(),
+    }
+    async with httpx.AsyncClient(base_url=collector.api_url) as api:
+        body = (await api.post("/api/v1/recall/by-condition", json=condition)).json()
+        bad = await api.post("/api/v1/recall/by-condition", json={**condition, "limit": None})
+    assert [(b["batch_id"], b["readings"], b["worst"]) for b in body["batches"]] == [
+        (f"B1-{p.tag}", 1, 231.5)
+    ]
+    assert codes(body) == sorted(p.lot(n) for n in ("DOUGH", "BREAD", "CAKE"))
+    assert sorted(s["shipment"] for s in body["shipments"]) == [f"SH-1-{p.tag}", f"SH-2-{p.tag}"]
+    assert "1 readings met the condition while no batch ran" in body["gaps"]
+    assert bad.status_code == 422 and "needs a limit" in bad.text
