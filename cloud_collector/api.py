@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from cloud_collector import queries, trace
+from cloud_collector import erp, queries, trace
 from cloud_collector.settings import CollectorSettings
 
 
@@ -119,6 +119,36 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         """Given a tag and a condition (above or below a limit, or bad quality) in a time
         range: the batches that ran while it held, and everything downstream of them."""
         return await trace.recall_by_condition(conn, body)
+
+    async def _import(conn: AsyncConnection, run: Any, rows: list[Any]) -> dict[str, int]:
+        try:
+            async with conn.transaction():
+                return {"imported": await run(conn, rows)}
+        except erp.UnknownReference as err:
+            raise HTTPException(422, str(err)) from err
+
+    @app.put("/api/v1/erp/products")
+    async def import_products(rows: list[erp.Product], conn: Conn) -> dict[str, int]:
+        return await _import(conn, erp.products, rows)
+
+    @app.put("/api/v1/erp/customers")
+    async def import_customers(rows: list[erp.Customer], conn: Conn) -> dict[str, int]:
+        return await _import(conn, erp.customers, rows)
+
+    @app.put("/api/v1/erp/shipments")
+    async def import_shipments(rows: list[erp.Shipment], conn: Conn) -> dict[str, int]:
+        """Which order and customer each shipment document belongs to."""
+        return await _import(conn, erp.shipments, rows)
+
+    @app.put("/api/v1/erp/purchase-orders")
+    async def import_purchase_orders(rows: list[erp.PurchaseOrder], conn: Conn) -> dict[str, int]:
+        """Which supplier delivered each purchase order, and the supplier's own lot codes."""
+        return await _import(conn, erp.purchase_orders, rows)
+
+    @app.post("/api/v1/qc-results", status_code=201)
+    async def import_qc_results(rows: list[erp.QcResult], conn: Conn) -> dict[str, int]:
+        """In-process (IPQC), final (FQC) and incoming checks, per batch or per lot."""
+        return await _import(conn, erp.qc_results, rows)
 
     return app
 

@@ -98,10 +98,6 @@ class Plant:
             **extra,
         }
 
-    async def sql(self, statement: str, *params: object) -> None:
-        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-            await conn.execute(statement, params)
-
 
 @pytest.fixture
 async def bakery(services: Services) -> Plant:
@@ -133,16 +129,81 @@ async def bakery(services: Services) -> Plant:
         p.shipment([lot_item(BREAD_GTIN, bread, 600, "EA")], f"SH-1-{p.tag}"),
         p.shipment([lot_item(CAKE_GTIN, cake, 100, "EA")], f"SH-2-{p.tag}"),
     )
-    await p.sql("insert into customers values (%s, %s, %s)", f"C1-{p.tag}", "Bakery Co", "Main St")
-    await p.sql(
-        "insert into shipments values (%s, %s, %s, %s, %s)",
-        f"SH-1-{p.tag}",
-        f"SO-1-{p.tag}",
-        f"C1-{p.tag}",
-        "Bakery Co DC",
-        "TruckCo",
-    )
     return p
+
+
+async def erp(collector: RunningCollector, p: Plant) -> None:
+    """What the ERP says about the bakery: customers, shipments, the supplier, QC."""
+    async with httpx.AsyncClient(base_url=collector.api_url) as api:
+        calls = [
+            (
+                "put",
+                "/api/v1/erp/customers",
+                [{"customer_id": f"C1-{p.tag}", "name": "Bakery Co", "address": "Main St"}],
+            ),
+            (
+                "put",
+                "/api/v1/erp/shipments",
+                [
+                    {
+                        "shipment": f"SH-1-{p.tag}",
+                        "order_id": f"SO-1-{p.tag}",
+                        "customer_id": f"C1-{p.tag}",
+                        "ship_to": "Bakery Co DC",
+                        "carrier": "TruckCo",
+                    }
+                ],
+            ),
+            (
+                "put",
+                "/api/v1/erp/purchase-orders",
+                [
+                    {
+                        "po": f"PO-{p.tag}",
+                        "supplier": "Mill Ltd",
+                        "supplier_lots": [
+                            {
+                                "gtin": FLOUR_GTIN,
+                                "lot": p.lot("FLOUR"),
+                                "supplier_lot": f"M-{p.tag}",
+                            }
+                        ],
+                    }
+                ],
+            ),
+            (
+                "post",
+                "/api/v1/qc-results",
+                [
+                    {
+                        "batch_id": f"B1-{p.tag}",
+                        "kind": "IPQC",
+                        "check_name": "dough pH",
+                        "value": 5.6,
+                        "passed": True,
+                        "inspector": "QA-1",
+                        "time": T0.isoformat(),
+                    }
+                ],
+            ),
+        ]
+        for method, path, body in calls:
+            r = await api.request(method, path, json=body)
+            assert r.status_code in (200, 201), r.text
+        unknown = await api.post(
+            "/api/v1/qc-results",
+            json=[
+                {
+                    "gtin": FLOUR_GTIN,
+                    "lot": "NOPE",
+                    "kind": "FQC",
+                    "check_name": "x",
+                    "passed": False,
+                    "time": T0.isoformat(),
+                }
+            ],
+        )
+        assert unknown.status_code == 422 and "unknown lot" in unknown.text
 
 
 async def get(collector: RunningCollector, path: str, **params: str) -> httpx.Response:
@@ -158,16 +219,22 @@ async def test_backward_walks_to_the_supplier_lots(
     bakery: Plant, collector: RunningCollector
 ) -> None:
     p = bakery
+    await erp(collector, p)
     r = await get(collector, f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/trace/backward")
     assert r.status_code == 200, r.text
     body = r.json()
     assert codes(body) == sorted(p.lot(n) for n in ("CAKE", "DOUGH", "FLOUR", "SUGAR"))
     assert sorted(b["batch"]["batch_id"] for b in body["batches"]) == [f"B1-{p.tag}", f"B3-{p.tag}"]
     assert all(b["operators"] == ["OP-7"] for b in body["batches"])
-    assert sorted((r["document"], r["quantity"]) for r in body["receipts"]) == [
-        (f"PO-{p.tag}", 200.0),
-        (f"PO-{p.tag}", 1000.0),
+    assert sorted((r["document"], r["supplier"], r["quantity"]) for r in body["receipts"]) == [
+        (f"PO-{p.tag}", "Mill Ltd", 200.0),
+        (f"PO-{p.tag}", "Mill Ltd", 1000.0),
     ]
+    b1 = next(b for b in body["batches"] if b["batch"]["batch_id"] == f"B1-{p.tag}")
+    assert [(q["check_name"], q["passed"]) for q in b1["qc"]] == [("dough pH", True)]
+    # The supplier's own lot code finds our lot.
+    by_supplier_code = await get(collector, f"/api/v1/lots/M-{p.tag}/trace/forward")
+    assert by_supplier_code.json()["lot"]["lot_code"] == p.lot("FLOUR")
     # SUGAR reaches CAKE twice; it is one lot in the answer, linked twice.
     sugar = next(x["lot_id"] for x in body["lots"] if x["lot_code"] == p.lot("SUGAR"))
     assert sum(1 for link in body["links"] if link["input_lot"] == sugar) == 2
@@ -179,6 +246,7 @@ async def test_forward_reaches_every_descendant_shipment_and_customer(
     bakery: Plant, collector: RunningCollector
 ) -> None:
     p = bakery
+    await erp(collector, p)
     r = await get(collector, f"/api/v1/lots/(01){SUGAR_GTIN}(10){p.lot('SUGAR')}/trace/forward")
     body = r.json()
     assert codes(body) == sorted(p.lot(n) for n in ("SUGAR", "DOUGH", "BREAD", "CAKE"))
@@ -197,6 +265,7 @@ async def test_recall_lists_shipped_and_on_hand_stock_also_as_csv(
     bakery: Plant, collector: RunningCollector
 ) -> None:
     p = bakery
+    await erp(collector, p)
     flour = f"urn:epc:class:lgtin:9506000.013435.{p.lot('FLOUR')}"  # GS1 class URI form
     body = (await get(collector, f"/api/v1/lots/{flour}/recall")).json()
     assert body["affected_lots"] == 4

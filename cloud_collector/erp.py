@@ -1,0 +1,157 @@
+"""What comes from the ERP rather than from the floor: products, customers, who a shipment
+went to, which supplier delivered a purchase order (and under which of their lot codes),
+and QC results. Each import is an idempotent upsert, safe to repeat on every ERP sync."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from psycopg import AsyncConnection
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Product(Strict):
+    gtin: str = Field(pattern=r"^\d{14}$")
+    name: str = Field(min_length=1, max_length=200)
+    uom: str | None = Field(default=None, max_length=16)
+
+
+class Customer(Strict):
+    customer_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    address: str | None = Field(default=None, max_length=500)
+
+
+class Shipment(Strict):
+    """A shipment document (the id a dock door is bound to) and its order and customer."""
+
+    shipment: str = Field(min_length=1, max_length=128)
+    order_id: str | None = Field(default=None, max_length=64)
+    customer_id: str | None = Field(default=None, max_length=64)
+    ship_to: str | None = Field(default=None, max_length=500)
+    carrier: str | None = Field(default=None, max_length=128)
+
+
+class PurchaseOrder(Strict):
+    """Who delivered a purchase order; optionally the supplier's own code of a lot on it."""
+
+    po: str = Field(min_length=1, max_length=128)
+    supplier: str = Field(min_length=1, max_length=200)
+    supplier_lots: list[SupplierLot] = Field(default_factory=list)
+
+
+class SupplierLot(Strict):
+    gtin: str = Field(pattern=r"^\d{14}$")
+    lot: str = Field(min_length=1, max_length=20)
+    supplier_lot: str = Field(min_length=1, max_length=64)
+
+
+class QcResult(Strict):
+    batch_id: str | None = Field(default=None, max_length=128)
+    gtin: str | None = Field(default=None, pattern=r"^\d{14}$")
+    lot: str | None = Field(default=None, max_length=20)
+    kind: Literal["IPQC", "FQC", "incoming"]
+    check_name: str = Field(min_length=1, max_length=128)
+    value: float | None = None
+    unit: str | None = Field(default=None, max_length=32)
+    passed: bool
+    inspector: str | None = Field(default=None, max_length=128)
+    time: datetime
+
+
+PurchaseOrder.model_rebuild()
+
+
+async def products(conn: AsyncConnection, rows: list[Product]) -> int:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "insert into products values (%s, %s, %s) on conflict (gtin) do update"
+            " set name = excluded.name, uom = excluded.uom",
+            [(p.gtin, p.name, p.uom) for p in rows],
+        )
+    return len(rows)
+
+
+async def customers(conn: AsyncConnection, rows: list[Customer]) -> int:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "insert into customers values (%s, %s, %s) on conflict (customer_id) do update"
+            " set name = excluded.name, address = excluded.address",
+            [(c.customer_id, c.name, c.address) for c in rows],
+        )
+    return len(rows)
+
+
+async def shipments(conn: AsyncConnection, rows: list[Shipment]) -> int:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "insert into shipments values (%s, %s, %s, %s, %s) on conflict (shipment) do update"
+            " set order_id = excluded.order_id, customer_id = excluded.customer_id,"
+            " ship_to = excluded.ship_to, carrier = excluded.carrier",
+            [(s.shipment, s.order_id, s.customer_id, s.ship_to, s.carrier) for s in rows],
+        )
+    return len(rows)
+
+
+async def purchase_orders(conn: AsyncConnection, rows: list[PurchaseOrder]) -> int:
+    async with conn.cursor() as cur:
+        for po in rows:
+            await cur.execute(
+                "update receipts set supplier = %s where document = %s", (po.supplier, po.po)
+            )
+            await cur.execute(
+                "update lots set supplier = %s, origin = 'supplier' where lot_id in"
+                " (select lot_id from receipts where document = %s and lot_id is not null)",
+                (po.supplier, po.po),
+            )
+            for s in po.supplier_lots:
+                await cur.execute(
+                    "insert into lots (gtin, lot_code, origin, supplier, supplier_lot)"
+                    " values (%s, %s, 'supplier', %s, %s) on conflict (gtin, lot_code) do update"
+                    " set supplier = excluded.supplier, supplier_lot = excluded.supplier_lot",
+                    (s.gtin, s.lot, po.supplier, s.supplier_lot),
+                )
+    return len(rows)
+
+
+class UnknownReference(ValueError):
+    pass
+
+
+async def qc_results(conn: AsyncConnection, rows: list[QcResult]) -> int:
+    async with conn.cursor() as cur:
+        for q in rows:
+            lot_id = None
+            if q.gtin is not None and q.lot is not None:
+                await cur.execute(
+                    "select lot_id from lots where gtin = %s and lot_code = %s", (q.gtin, q.lot)
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise UnknownReference(f"QC result for unknown lot {q.gtin}/{q.lot}")
+                lot_id = row[0]
+            elif q.batch_id is None:
+                raise UnknownReference(
+                    f"QC result {q.check_name!r} names neither a batch nor a lot (gtin + lot)"
+                )
+            await cur.execute(
+                "insert into qc_results (batch_id, lot_id, kind, check_name, value, unit,"
+                " passed, inspector, time) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    q.batch_id,
+                    lot_id,
+                    q.kind,
+                    q.check_name,
+                    q.value,
+                    q.unit,
+                    q.passed,
+                    q.inspector,
+                    q.time,
+                ),
+            )
+    return len(rows)
