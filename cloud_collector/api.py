@@ -87,17 +87,34 @@ def create_app(settings: CollectorSettings) -> FastAPI:
                 {"message": str(err), "candidates": [c.model_dump() for c in err.candidates]},
             ) from err
 
-    @app.get("/api/v1/lots/{lot:path}/trace/backward")
-    async def trace_backward(lot: str, conn: Conn) -> trace.Trace:
-        """The full upstream tree to supplier lots, with each batch's line, times,
-        operators, QC results, parameter summary and excursions, and the gaps met."""
-        return await trace.trace(conn, await _lot(conn, lot), "backward")
+    async def _trace(
+        conn: AsyncConnection, lot: str, direction: trace.Direction, format: str
+    ) -> trace.Trace | Response:
+        answer = await trace.trace(conn, await _lot(conn, lot), direction)
+        if format == "json":
+            return answer
+        return csv_response(
+            f"{direction}-{answer.lot.lot_code}.csv",
+            trace.TRACE_CSV_COLUMNS,
+            [x.model_dump() for x in answer.lots],
+        )
 
-    @app.get("/api/v1/lots/{lot:path}/trace/forward")
-    async def trace_forward(lot: str, conn: Conn) -> trace.Trace:
+    @app.get("/api/v1/lots/{lot:path}/trace/backward", response_model=None)
+    async def trace_backward(
+        lot: str, conn: Conn, format: Literal["json", "csv"] = "json"
+    ) -> trace.Trace | Response:
+        """The full upstream tree to supplier lots, with each batch's line, equipment,
+        times, operators, QC results, parameter summary and excursions, and the gaps met.
+        `?format=csv`: the lots as a spreadsheet."""
+        return await _trace(conn, lot, "backward", format)
+
+    @app.get("/api/v1/lots/{lot:path}/trace/forward", response_model=None)
+    async def trace_forward(
+        lot: str, conn: Conn, format: Literal["json", "csv"] = "json"
+    ) -> trace.Trace | Response:
         """Every descendant lot at any depth, and every shipment and customer that received
-        any of them, with quantities, and the gaps met."""
-        return await trace.trace(conn, await _lot(conn, lot), "forward")
+        any of them, with quantities, and the gaps met. `?format=csv`: the lots."""
+        return await _trace(conn, lot, "forward", format)
 
     @app.get("/api/v1/lots/{lot:path}/recall", response_model=None)
     async def recall(

@@ -88,6 +88,7 @@ class QcResult(Strict):
 
 class TracedBatch(Strict):
     batch: queries.Batch
+    equipment: list[str]  # the devices whose readings are bound to the batch
     operators: list[str]
     qc: list[QcResult]
     parameters: list[queries.TagSummary]
@@ -351,7 +352,12 @@ async def _batch(conn: AsyncConnection, batch_id: str, detail: bool) -> TracedBa
         summary = await queries.batch_parameters(conn, batch)
         parameters, excursions = summary.tags, summary.excursions
     return TracedBatch(
-        batch=batch, operators=operators, qc=qc, parameters=parameters, excursions=excursions
+        batch=batch,
+        equipment=sorted({t.device for t in parameters}),
+        operators=operators,
+        qc=qc,
+        parameters=parameters,
+        excursions=excursions,
     )
 
 
@@ -560,6 +566,7 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
 
 
 RECALL_CSV_COLUMNS = list(RecallLine.model_fields)
+TRACE_CSV_COLUMNS = list(Lot.model_fields)
 
 
 class Condition(Strict):

@@ -232,6 +232,12 @@ async def test_backward_walks_to_the_supplier_lots(
     ]
     b1 = next(b for b in body["batches"] if b["batch"]["batch_id"] == f"B1-{p.tag}")
     assert [(q["check_name"], q["passed"]) for q in b1["qc"]] == [("dough pH", True)]
+    spreadsheet = await get(
+        collector, f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/trace/backward", format="csv"
+    )
+    assert sorted(r["lot_code"] for r in csv.DictReader(io.StringIO(spreadsheet.text))) == codes(
+        body
+    )
     # The supplier's own lot code finds our lot.
     by_supplier_code = await get(collector, f"/api/v1/lots/M-{p.tag}/trace/forward")
     assert by_supplier_code.json()["lot"]["lot_code"] == p.lot("FLOUR")
