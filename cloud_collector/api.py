@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -122,13 +123,22 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     ) -> trace.Recall | Response:
         """The recall list: affected lots, where their stock is (on hand, shipped), and
         the customers and orders with quantities. `?format=csv` for a spreadsheet."""
-        answer = await trace.recall(conn, await _lot(conn, lot))
+        target = await _lot(conn, lot)
         if format == "json":
-            return answer
-        return csv_response(
-            f"recall-{answer.lot.lot_code}.csv",
-            trace.RECALL_CSV_COLUMNS,
-            [line.model_dump() for line in answer.lines],
+            return await trace.recall(conn, target)
+        pool = app.state.pool
+
+        async def lines() -> AsyncIterator[str]:
+            # Its own connection: the request's is given back before a stream ends.
+            yield _csv_line(trace.RECALL_CSV_COLUMNS)
+            async with pool.connection() as stream_conn:
+                async for rows in trace.recall_lines(stream_conn, target):
+                    yield "".join(_csv_line(row) for row in rows)
+
+        return StreamingResponse(
+            lines(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": _attachment(f"recall-{target.lot_code}.csv")},
         )
 
     @app.post("/api/v1/recall/by-condition")
@@ -170,14 +180,24 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     return app
 
 
+def _attachment(filename: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
+    return f'attachment; filename="{safe}"'
+
+
+def _csv_line(values: Any) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow(["" if v is None else v for v in values])
+    return out.getvalue()
+
+
 def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) -> Response:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{safe}"'},
+        headers={"Content-Disposition": _attachment(filename)},
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Literal
 
@@ -681,3 +682,45 @@ async def _rows_named(
 ) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=dict_row)
     return await (await cur.execute(sql, params)).fetchall()  # type: ignore[arg-type]
+
+
+# The recall list in one statement, for answers too big to build in memory (an ingredient
+# that reaches half the plant): streamed row by row from a server-side cursor.
+_RECALL_LINES = """
+with recursive reach(lot_id) as (
+    select %(lot)s::bigint
+    union
+    select l.output_lot from reach join lot_links l on l.input_lot = reach.lot_id
+),
+shipped as (
+    select s.lot_id, sum(s.quantity) as quantity
+    from shipment_lines s join reach using (lot_id) group by s.lot_id
+),
+last_place as (
+    select distinct on (x.lot_id) x.lot_id, x.location
+    from lot_locations x join reach using (lot_id) order by x.lot_id, x.time desc
+)
+select l.lot_id, l.gtin, l.lot_code, 'shipped' as status, s.location, m.customer_id,
+       c.name as customer, m.order_id, s.shipment, s.quantity, s.uom
+from reach join shipment_lines s using (lot_id) join lots l using (lot_id)
+left join shipments m using (shipment) left join customers c using (customer_id)
+union all
+select l.lot_id, l.gtin, l.lot_code,
+       case when p.location is not null or l.quantity is not null then 'on_hand'
+            else 'unknown' end,
+       p.location, null, null, null, null, l.quantity - coalesce(sh.quantity, 0), l.uom
+from reach join lots l using (lot_id)
+left join shipped sh using (lot_id) left join last_place p using (lot_id)
+where sh.quantity is null or l.quantity is null or l.quantity - sh.quantity > 0
+"""
+
+
+async def recall_lines(
+    conn: AsyncConnection, lot: Lot, chunk: int = 5000
+) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """The recall list's lines (RECALL_CSV_COLUMNS order), in chunks as the database
+    produces them (a server-side cursor: memory stays flat however far the lot reached)."""
+    async with conn.transaction(), conn.cursor(name=f"recall_{lot.lot_id}") as cur:
+        await cur.execute(_RECALL_LINES, {"lot": lot.lot_id})
+        while rows := await cur.fetchmany(chunk):
+            yield rows
