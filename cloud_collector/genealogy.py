@@ -68,13 +68,34 @@ async def _lot(
 
 
 def _unit_key(item: Item) -> str | None:
-    return item.epc or (f"sscc:{item.sscc}" if item.sscc else None)
+    """One key per physical unit whichever way it was captured: a pallet read by its RFID
+    tag (urn:epc:id:sscc:...) and scanned by its label (00 + SSCC) is the same unit."""
+    if item.sscc:
+        return f"sscc:{item.sscc}"
+    if item.gtin and item.serial:
+        return f"sgtin:{item.gtin}.{item.serial}"
+    return item.epc
+
+
+_UNIT_LEARNT_ITS_LOT = [
+    f"update {table} set lot_id = %(lot)s where epc = %(unit)s and lot_id is null"
+    for table in ("receipts", "shipment_lines", "lot_locations")
+]
 
 
 async def lot_of(conn: AsyncConnection, item: Item, origin: str = "unknown") -> int | None:
-    """The lot an item is or belongs to; None for a unit no one has tied to a lot yet."""
+    """The lot an item is or belongs to; None for a unit no one has tied to a lot yet.
+
+    A label that names both a unit and its lot (SSCC + GTIN + lot) ties them together for
+    good, also backwards: a pallet received by its RFID tag alone gets its lot once its
+    label is scanned at the line."""
     if item.lot is not None and (item.gtin is not None or item.epc_class is not None):
-        return await _lot(conn, item.gtin or "", item.lot, item, origin)
+        lot_id = await _lot(conn, item.gtin or "", item.lot, item, origin)
+        if (unit := _unit_key(item)) is not None:
+            await _unit(conn, item, lot_id)
+            for statement in _UNIT_LEARNT_ITS_LOT:
+                await conn.execute(statement, {"lot": lot_id, "unit": unit})
+        return lot_id
     if item.lot is not None and item.epc is None and item.sscc is None:
         return await _lot(conn, item.gtin or "", item.lot, item, origin)
     key = _unit_key(item)

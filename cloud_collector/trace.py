@@ -182,7 +182,13 @@ async def resolve(conn: AsyncConnection, text: str) -> Lot:
     return found[0]
 
 
+_SSCC_URN = re.compile(r"^urn:epc:id:sscc:(\d+)\.(\d+)$")
+
+
 async def _unit_lots(conn: AsyncConnection, key: str) -> list[Lot]:
+    if m := _SSCC_URN.match(key):  # extension digit + company prefix + serial reference
+        body = m.group(2)[0] + m.group(1) + m.group(2)[1:]
+        key = body + _check_digit(body)
     return await _lots(
         conn,
         "lot_id in (select lot_id from units where epc = %s or sscc = %s or epc = %s)",

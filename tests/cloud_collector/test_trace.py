@@ -403,3 +403,35 @@ async def test_recall_by_condition_follows_the_batches_that_ran_too_hot(
     assert sorted(s["shipment"] for s in body["shipments"]) == [f"SH-1-{p.tag}", f"SH-2-{p.tag}"]
     assert "1 readings met the condition while no batch ran" in body["gaps"]
     assert bad.status_code == 422 and "needs a limit" in bad.text
+
+
+async def test_a_pallet_received_by_its_tag_gets_its_lot_when_its_label_is_scanned(
+    services: Services, collector: RunningCollector
+) -> None:
+    p = Plant(services)
+    sscc = "1" + "0614141" + p.tag[:4].encode().hex()[:8].zfill(9)[:9]
+    sscc = sscc[:17] + str(
+        (
+            10
+            - sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(sscc[:17]))) % 10
+        )
+        % 10
+    )
+    tag_read = {"epc": f"urn:epc:id:sscc:0614141.{sscc[0]}{sscc[8:17]}", "sscc": sscc}
+    label = lot_item(FLOUR_GTIN, p.lot("FLOUR")) | {
+        "sscc": sscc,
+        "epc": f"https://id.gs1.org/00/{sscc}",
+    }
+    await p.post(
+        p.receipt([tag_read], f"PO-{p.tag}"),  # at the gate: only the pallet is known
+        p.batch(f"B-{p.tag}", [label], [lot_item(BREAD_GTIN, p.lot("BREAD"), 10, "EA")]),
+    )
+    body = (
+        await get(collector, f"/api/v1/lots/01/{BREAD_GTIN}/10/{p.lot('BREAD')}/trace/backward")
+    ).json()
+    assert [(r["document"], r["epc"]) for r in body["receipts"]] == [
+        (f"PO-{p.tag}", f"sscc:{sscc}")
+    ]
+    assert not any("no recorded origin" in g for g in body["gaps"])
+    by_unit = await get(collector, f"/api/v1/lots/{tag_read['epc']}/trace/forward")
+    assert by_unit.json()["lot"]["lot_code"] == p.lot("FLOUR")
