@@ -83,6 +83,12 @@ _UNIT_LEARNT_ITS_LOT = [
 ]
 
 
+_RECEIVED_IS_SUPPLIED = """
+update lots set origin = 'supplier' where lot_id = %(lot)s and origin = 'unknown'
+    and exists (select 1 from receipts where lot_id = %(lot)s)
+"""
+
+
 async def lot_of(conn: AsyncConnection, item: Item, origin: str = "unknown") -> int | None:
     """The lot an item is or belongs to; None for a unit no one has tied to a lot yet.
 
@@ -95,6 +101,7 @@ async def lot_of(conn: AsyncConnection, item: Item, origin: str = "unknown") -> 
             await _unit(conn, item, lot_id)
             for statement in _UNIT_LEARNT_ITS_LOT:
                 await conn.execute(statement, {"lot": lot_id, "unit": unit})
+            await conn.execute(_RECEIVED_IS_SUPPLIED, {"lot": lot_id})
         return lot_id
     if item.lot is not None and item.epc is None and item.sscc is None:
         return await _lot(conn, item.gtin or "", item.lot, item, origin)
