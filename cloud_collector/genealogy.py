@@ -162,40 +162,23 @@ async def project_object_event(conn: AsyncConnection, event: ObjectEventRecord) 
         return  # consumption or output outside a batch: flagged at the edge, no link
     document = event.biz_transactions[0].id if event.biz_transactions else None
     location = event.biz_location or event.read_point
+    receiving = event.biz_step == "receiving"
     for position, item in enumerate(event.items):
-        if event.biz_step == "receiving":
-            lot_id = await lot_of(conn, item, origin="supplier")
+        lot_id = await lot_of(conn, item, origin="supplier" if receiving else "unknown")
+        if receiving:
             await _unit(conn, item, lot_id)
-            await conn.execute(
-                _RECEIPT,
-                (
-                    event.event_id,
-                    position,
-                    lot_id,
-                    _unit_key(item),
-                    document,
-                    item.quantity,
-                    item.uom,
-                    event.time,
-                    location,
-                ),
-            )
-        else:
-            lot_id = await lot_of(conn, item)
-            await conn.execute(
-                _SHIPMENT_LINE,
-                (
-                    event.event_id,
-                    position,
-                    lot_id,
-                    _unit_key(item),
-                    document,
-                    item.quantity,
-                    item.uom,
-                    event.time,
-                    location,
-                ),
-            )
+        row = (
+            event.event_id,
+            position,
+            lot_id,
+            _unit_key(item),
+            document,
+            item.quantity,
+            item.uom,
+            event.time,
+            location,
+        )
+        await conn.execute(_RECEIPT if receiving else _SHIPMENT_LINE, row)
         await conn.execute(
             _LOCATION, (lot_id, _unit_key(item), location, event.time, event.event_id)
         )

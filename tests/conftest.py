@@ -24,6 +24,9 @@ from cloud_collector.api import create_app
 from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.migrate import migrate
 from cloud_collector.settings import CollectorSettings
+from edge_agent.runtime import EdgeAgent
+from edge_agent.settings import EdgeSettings
+from edge_agent.site import load_site
 from protocols.mqtt.connection import BrokerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,3 +189,20 @@ async def until(check: Callable[[], Awaitable[T | None]], timeout: float, what: 
 async def now_true(value: T) -> T:
     """`until` for a condition that needs no await: until(lambda: now_true(x == 1), ...)."""
     return value
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    site: Path, state: Path, broker: BrokerSettings, poll: bool = True
+) -> AsyncIterator[EdgeAgent]:
+    """An edge agent for `site`, running in this event loop (its control API off)."""
+    settings = EdgeSettings(state_dir=state, mqtt=broker, publish_linger_s=0.05)
+    agent = EdgeAgent(settings, load_site(site))
+    running = asyncio.create_task(agent.run(poll=poll, control=False))
+    try:
+        yield agent
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        agent.close()

@@ -6,7 +6,6 @@ of dock 2; the collector holds the three events with the right identifiers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from pathlib import Path
 
@@ -14,13 +13,10 @@ import psycopg
 import yaml
 
 from device_profiles import LIBRARY
-from edge_agent.runtime import EdgeAgent
-from edge_agent.settings import EdgeSettings
-from edge_agent.site import load_site
 from protocols.rfid.simulator import RfidReaderSimulator
 from protocols.scanner.simulator import ScannerSimulator
 from protocols.serial_link import SerialLink
-from tests.conftest import RunningCollector, Services, until
+from tests.conftest import RunningCollector, Services, running_agent, until
 
 RECEIVED_PALLET = bytes.fromhex("3114257BF4499602D2000000")  # SSCC 106141412345678908
 SHIPPED_PALLET = bytes.fromhex("3114257BF43B9ACA01000000")  # SSCC 106141410000000019
@@ -94,16 +90,15 @@ async def test_received_consumed_produced_shipped(
                 }
             )
         )
-        settings = EdgeSettings(
-            state_dir=tmp_path / "edge", mqtt=services.broker, publish_linger_s=0.05
-        )
-        agent = EdgeAgent(settings, load_site(site))
         reader1 = RfidReaderSimulator("mercury", gate1.device_port)
         reader2 = RfidReaderSimulator("mercury", gate2.device_port)
         scanner = ScannerSimulator(line_scanner.device_port, terminator="\r")
-        async with reader1, reader2:
+        async with (
+            reader1,
+            reader2,
+            running_agent(site, tmp_path / "edge", services.broker) as agent,
+        ):
             scanner.start()
-            running = asyncio.create_task(agent.run(control=False))
             try:
                 await reader1.wait_started(10)
                 await reader2.wait_started(10)
@@ -127,10 +122,6 @@ async def test_received_consumed_produced_shipped(
                 assert status["line-2-scanner"]["scans"]["scans"] == 4
             finally:
                 scanner.stop()
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
-                agent.close()
 
     rows = await trace(services.database_url, edge_id)
     assert rows == [

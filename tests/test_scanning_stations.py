@@ -6,7 +6,6 @@ events with the right identifiers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import uuid
@@ -16,12 +15,9 @@ import psycopg
 import yaml
 
 from device_profiles import LIBRARY
-from edge_agent.runtime import EdgeAgent
-from edge_agent.settings import EdgeSettings
-from edge_agent.site import load_site
 from protocols.scanner.simulator import ScannerSimulator
 from protocols.serial_link import SerialLink
-from tests.conftest import RunningCollector, Services, until
+from tests.conftest import RunningCollector, Services, running_agent, until
 
 GS = "\x1d"
 FLOUR = f"]C1010950600013435210FLOUR7{GS}3725"  # GS1-128: GTIN, lot FLOUR7, 25 units
@@ -105,33 +101,25 @@ async def test_line_and_dock_scanners(
                 }
             )
         )
-        settings = EdgeSettings(
-            state_dir=tmp_path / "edge", mqtt=services.broker, publish_linger_s=0.05
-        )
-        agent = EdgeAgent(settings, load_site(site))
-        running = asyncio.create_task(agent.run(control=False))
         scanner = ScannerSimulator(link.device_port, terminator="\r")
         scanner.start()
         try:
-            await asyncio.sleep(0.5)
-            for text in ("OP-0042", "WO-5001", FLOUR, SUGAR, OUR_PALLET, "WO-5001-END"):
-                await scanner.scan(text)
-                await asyncio.sleep(0.1)
-            await write_fifo(fifo, "PO-4711")
-            await asyncio.sleep(0.2)
-            await write_fifo(fifo, SUPPLIER_PALLET)
 
             async def both() -> list[tuple] | None:
                 got = await events_of(services.database_url, edge_id)
                 return got if len(got) >= 2 else None
 
-            events = await until(both, 20, "the transformation and the receipt stored")
+            async with running_agent(site, tmp_path / "edge", services.broker):
+                await asyncio.sleep(0.5)
+                for text in ("OP-0042", "WO-5001", FLOUR, SUGAR, OUR_PALLET, "WO-5001-END"):
+                    await scanner.scan(text)
+                    await asyncio.sleep(0.1)
+                await write_fifo(fifo, "PO-4711")
+                await asyncio.sleep(0.2)
+                await write_fifo(fifo, SUPPLIER_PALLET)
+                events = await until(both, 20, "the transformation and the receipt stored")
         finally:
             scanner.stop()
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
-            agent.close()
 
     by_type = {e[0]: e for e in events}
     transformation = by_type["TransformationEvent"]
