@@ -251,11 +251,7 @@ async def trace(conn: AsyncConnection, lot: Lot, direction: Direction) -> Trace:
     if direction == "forward":
         # Only the batches that made the descendants: not the ones that made the lot itself.
         batch_ids = sorted({link.batch_id for link in links})
-    batches = [
-        b
-        for b in [await _batch(conn, bid, detail=direction == "backward") for bid in batch_ids]
-        if b is not None
-    ]
+    batches = await _batches(conn, batch_ids, detail=direction == "backward")
     receipts = [
         Receipt(**r)
         for r in await _rows(
@@ -330,42 +326,47 @@ def _customers(lines: list[ShipmentLine]) -> list[dict[str, Any]]:
     ]
 
 
-async def _batch(conn: AsyncConnection, batch_id: str, detail: bool) -> TracedBatch | None:
-    batch = await queries.get_batch(conn, batch_id)
-    if batch is None:
-        return None
-    operators = [
-        r["operator"]
-        for r in await _rows(
-            conn,
-            "select distinct o as operator from trace_events,"
-            " jsonb_array_elements_text(coalesce(body->'operators', '[]')) o"
-            " where batch_id = %s order by 1",
-            batch_id,
+_BATCHES = """
+select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by
+from batches where batch_id = any(%s) order by started_at nulls last, batch_id
+"""
+_OPERATORS = """
+select batch_id, array_agg(distinct o order by o) as operators
+from trace_events, jsonb_array_elements_text(coalesce(body->'operators', '[]')) o
+where batch_id = any(%s) and event_type = 'TransformationEvent' group by batch_id
+"""
+_QC = """
+select batch_id, lot_id, kind, check_name, value, unit, passed, inspector, time
+from qc_results where batch_id = any(%s) order by time
+"""
+
+
+async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) -> list[TracedBatch]:
+    """The traced batches in three statements whatever their number; with `detail` (a
+    backward trace: a handful of batches) also each one's parameters and excursions."""
+    batches = [queries.Batch(**r) for r in await _rows(conn, _BATCHES, batch_ids)]
+    operators = {r["batch_id"]: r["operators"] for r in await _rows(conn, _OPERATORS, batch_ids)}
+    qc: dict[str, list[QcResult]] = defaultdict(list)
+    for r in await _rows(conn, _QC, batch_ids):
+        qc[r["batch_id"]].append(QcResult(**r))
+    out = []
+    for batch in batches:
+        parameters: list[queries.TagSummary] = []
+        excursions: list[queries.Excursion] = []
+        if detail:
+            summary = await queries.batch_parameters(conn, batch)
+            parameters, excursions = summary.tags, summary.excursions
+        out.append(
+            TracedBatch(
+                batch=batch,
+                equipment=sorted({t.device for t in parameters}),
+                operators=operators.get(batch.batch_id, []),
+                qc=qc[batch.batch_id],
+                parameters=parameters,
+                excursions=excursions,
+            )
         )
-    ]
-    qc = [
-        QcResult(**r)
-        for r in await _rows(
-            conn,
-            "select batch_id, lot_id, kind, check_name, value, unit, passed, inspector, time"
-            " from qc_results where batch_id = %s order by time",
-            batch_id,
-        )
-    ]
-    parameters: list[queries.TagSummary] = []
-    excursions: list[queries.Excursion] = []
-    if detail:
-        summary = await queries.batch_parameters(conn, batch)
-        parameters, excursions = summary.tags, summary.excursions
-    return TracedBatch(
-        batch=batch,
-        equipment=sorted({t.device for t in parameters}),
-        operators=operators,
-        qc=qc,
-        parameters=parameters,
-        excursions=excursions,
-    )
+    return out
 
 
 async def _gaps(
@@ -406,20 +407,17 @@ async def _gaps(
     for s in shipments:
         if s.lot_id is None:
             gaps.append(f"unit {s.epc} shipped on {s.shipment} belongs to no known lot")
+    ids = [tb.batch.batch_id for tb in batches]
+    no_inputs = {r["batch_id"] for r in await _rows(conn, _NO_INPUTS, ids)}
+    with_readings = {r["b"] for r in await _rows(conn, _WITH_READINGS, ids)}
     for tb in batches:
         b = tb.batch
-        flags = await _rows(
-            conn,
-            "select flags from trace_events where batch_id = %s and"
-            " event_type = 'TransformationEvent'",
-            b.batch_id,
-        )
-        if any("no_inputs" in f["flags"] for f in flags):
+        if b.batch_id in no_inputs:
             gaps.append(f"batch {b.batch_id} recorded no inputs")
-        if not await _has_readings(conn, b.batch_id):
+        if b.batch_id not in with_readings:
             gaps.append(f"batch {b.batch_id} has no readings")
-        gaps += await _sequence_gaps(conn, b)
         gaps += _balance(b.batch_id, [lk for lk in links if lk.batch_id == b.batch_id], by_id)
+    gaps += await _sequence_gaps(conn, [tb.batch for tb in batches])
     return gaps
 
 
@@ -431,38 +429,53 @@ def _name(x: Lot) -> str:
     )
 
 
-async def _has_readings(conn: AsyncConnection, batch_id: str) -> bool:
-    row = await (
-        await conn.execute(
-            "select exists (select 1 from readings where batch_id = %s)", (batch_id,)
-        )
-    ).fetchone()
-    return bool(row and row[0])
+_NO_INPUTS = """
+select batch_id from trace_events
+where batch_id = any(%s) and event_type = 'TransformationEvent' and 'no_inputs' = any(flags)
+"""
+# One index probe per batch, not a scan of its readings.
+_WITH_READINGS = """
+select b from unnest(%s::text[]) b
+where exists (select 1 from readings r where r.batch_id = b)
+"""
+# Readings an edge numbered but the collector never committed, inside a batch's time range
+# (the readings on both sides of the hole tell when it was), unless the edge reported them
+# dropped by its outbox policy.
+_SEQUENCE_GAPS = """
+with b as (
+    select * from unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])
+        as b(batch_id, edge_id, started_at, ended_at)
+)
+select b.batch_id, b.edge_id, g.first_missing, g.last_missing
+from b join stream_gaps g on g.edge_id = b.edge_id and g.stream = 'readings'
+where exists (select 1 from readings r where r.stream_id = g.stream_id
+              and r.seq = g.first_missing - 1
+              and r.time <= coalesce(b.ended_at, 'infinity'))
+  and exists (select 1 from readings r where r.stream_id = g.stream_id
+              and r.seq = g.last_missing + 1
+              and r.time >= coalesce(b.started_at, '-infinity'))
+  and not exists (select 1 from readings_dropped d join edge_streams e using (stream_id)
+                  where e.edge_id = g.edge_id and e.epoch = g.epoch
+                    and d.dropped_stream = 'readings'
+                    and d.first_seq <= g.first_missing and d.last_seq >= g.last_missing)
+order by b.batch_id, g.first_missing
+"""
 
 
-async def _sequence_gaps(conn: AsyncConnection, b: queries.Batch) -> list[str]:
-    """Readings an edge numbered but the collector never committed, within the batch."""
+async def _sequence_gaps(conn: AsyncConnection, batches: list[queries.Batch]) -> list[str]:
+    if not batches:
+        return []
     rows = await _rows(
         conn,
-        """
-        select g.first_missing, g.last_missing from stream_gaps g
-        where g.edge_id = %s and g.stream = 'readings'
-          and exists (select 1 from readings r where r.stream_id = g.stream_id
-                      and r.seq = g.first_missing - 1
-                      and r.time <= coalesce(%s::timestamptz, 'infinity'))
-          and exists (select 1 from readings r where r.stream_id = g.stream_id
-                      and r.seq = g.last_missing + 1
-                      and r.time >= coalesce(%s::timestamptz, '-infinity'))
-          and not exists (select 1 from readings_dropped d where d.dropped_stream = 'readings'
-                          and d.first_seq <= g.first_missing and d.last_seq >= g.last_missing)
-        """,
-        b.edge_id,
-        b.ended_at,
-        b.started_at,
+        _SEQUENCE_GAPS,
+        [b.batch_id for b in batches],
+        [b.edge_id for b in batches],
+        [b.started_at for b in batches],
+        [b.ended_at for b in batches],
     )
     return [
-        f"batch {b.batch_id}: readings {r['first_missing']}..{r['last_missing']} of edge "
-        f"{b.edge_id} never arrived: the batch's record is incomplete"
+        f"batch {r['batch_id']}: readings {r['first_missing']}..{r['last_missing']} of edge "
+        f"{r['edge_id']} never arrived: the batch's record is incomplete"
         for r in rows
     ]
 

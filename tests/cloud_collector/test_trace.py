@@ -47,14 +47,14 @@ class Plant:
     async def post(self, *records: dict) -> None:
         numbered = []
         for i, r in enumerate(records):
-            numbered.append(
-                {
-                    **r,
-                    "seq": self.seq + i,
-                    "time": (T0 + timedelta(minutes=self.seq + i)).isoformat(),
-                    "event_id": f"{self.edge}-{self.seq + i}",
-                }
-            )
+            record = {
+                **r,
+                "seq": self.seq + i,
+                "time": (T0 + timedelta(minutes=self.seq + i)).isoformat(),
+            }
+            if r["kind"] in ("object_event", "transformation_event"):
+                record["event_id"] = f"{self.edge}-{self.seq + i}"
+            numbered.append(record)
         self.seq += len(records)
         payload = json.dumps(
             {"edge_id": self.edge, "stream": "events", "epoch": "e", "records": numbered}
@@ -435,3 +435,37 @@ async def test_a_pallet_received_by_its_tag_gets_its_lot_when_its_label_is_scann
     assert not any("no recorded origin" in g for g in body["gaps"])
     by_unit = await get(collector, f"/api/v1/lots/{tag_read['epc']}/trace/forward")
     assert by_unit.json()["lot"]["lot_code"] == p.lot("FLOUR")
+
+
+async def test_a_batch_whose_readings_never_all_arrived_is_a_gap(
+    services: Services, collector: RunningCollector
+) -> None:
+    p = Plant(services)
+    batch = f"BG-{p.tag}"
+    await p.post({"kind": "batch_started", "line": "line-1", "batch": batch, "by": "op"})
+    await p.post(p.batch(batch, [], [lot_item(BREAD_GTIN, p.lot("OUT"), 5, "EA")]))
+    reading = {
+        "kind": "reading",
+        "line": "line-1",
+        "batch": batch,
+        "device": "oven",
+        "tag": "t",
+        "value": 1.0,
+    }
+    for seqs in ([0, 1], [5, 6]):  # 2..4 never arrive
+        records = [
+            reading | {"seq": n, "time": (T0 + timedelta(seconds=n)).isoformat()} for n in seqs
+        ]
+        payload = json.dumps(
+            {"edge_id": p.edge, "stream": "readings", "epoch": "e", "records": records}
+        ).encode()
+        async with await psycopg.AsyncConnection.connect(p.url, autocommit=True) as conn:
+            await ingest(conn, topics.data(p.edge, "readings"), payload)
+    body = (
+        await get(collector, f"/api/v1/lots/01/{BREAD_GTIN}/10/{p.lot('OUT')}/trace/backward")
+    ).json()
+    assert (
+        f"batch {batch}: readings 2..4 of edge {p.edge} never arrived: the batch's record is incomplete"
+        in body["gaps"]
+    )
+    assert f"batch {batch} recorded no inputs" not in body["gaps"]  # no flag was sent
