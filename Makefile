@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test services stop lint env bench
+.PHONY: demo test services stop lint env bench bench-genealogy
 
 $(STAMP): pyproject.toml deploy/python-env.sh
 	bash deploy/python-env.sh
@@ -33,3 +33,6 @@ stop:
 
 bench: $(STAMP)
 	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/python bench/edge_pipeline.py
+
+bench-genealogy: $(STAMP)
+	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/python bench/genealogy.py

@@ -129,6 +129,13 @@ insert into tag_specs (device, tag, unit, low, high) values (%s, %s, %s, %s, %s)
 on conflict (device, tag) do update set unit = excluded.unit, low = excluded.low,
     high = excluded.high, updated_at = now()
 """
+_HIGH_WATER = "select high_water from edge_streams where stream_id = %s for update"
+_GAPS_OVERLAPPING = """
+delete from sequence_gaps where stream_id = %s and first_missing <= %s and last_missing >= %s
+returning first_missing, last_missing
+"""
+_ADD_GAP = "insert into sequence_gaps values (%s, %s, %s) on conflict do nothing"
+_SET_HIGH_WATER = "update edge_streams set high_water = %s where stream_id = %s"
 _COMMIT_RECORD = """
 insert into stream_commits (stream_id, first_seq, last_seq, records, inserted)
 values (%s, %s, %s, %s, %s)
@@ -372,7 +379,27 @@ async def _commit(
     await conn.execute(
         _COMMIT_RECORD, (stream_id, env.first_seq, env.last_seq, len(env.records), inserted)
     )
+    await _track_gaps(conn, stream_id, env.first_seq, env.last_seq)
     return inserted
+
+
+async def _track_gaps(conn: psycopg.AsyncConnection, stream_id: int, first: int, last: int) -> None:
+    """Keep the stream's holes: a message past the high-water mark opens one before it; a
+    late message (a resend, the backlog) fills what it covers."""
+    row = await (await conn.execute(_HIGH_WATER, (stream_id,))).fetchone()
+    high_water = int(row[0]) if row else -1
+    if first > high_water + 1:
+        await conn.execute(_ADD_GAP, (stream_id, high_water + 1, first - 1))
+    if first <= high_water:
+        for gap_first, gap_last in await (
+            await conn.execute(_GAPS_OVERLAPPING, (stream_id, last, first))
+        ).fetchall():
+            if gap_first < first:
+                await conn.execute(_ADD_GAP, (stream_id, gap_first, first - 1))
+            if gap_last > last:
+                await conn.execute(_ADD_GAP, (stream_id, last + 1, gap_last))
+    if last > high_water:
+        await conn.execute(_SET_HIGH_WATER, (last, stream_id))
 
 
 async def dead_letter(
