@@ -5,7 +5,7 @@ and QC results. Each import is an idempotent upsert, safe to repeat on every ERP
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,35 +67,31 @@ class QcResult(Strict):
 PurchaseOrder.model_rebuild()
 
 
-async def products(conn: AsyncConnection, rows: list[Product]) -> int:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "insert into products values (%s, %s, %s) on conflict (gtin) do update"
-            " set name = excluded.name, uom = excluded.uom",
-            [(p.gtin, p.name, p.uom) for p in rows],
+# Table -> its key column; the other columns are the model's fields, in order.
+_KEYS: dict[str, str] = {"products": "gtin", "customers": "customer_id", "shipments": "shipment"}
+
+
+def _upsert(table: str) -> Any:
+    async def run(conn: AsyncConnection, rows: list[BaseModel]) -> int:
+        if not rows:
+            return 0
+        columns = list(type(rows[0]).model_fields)
+        others = ", ".join(f"{c} = excluded.{c}" for c in columns if c != _KEYS[table])
+        placeholders = ", ".join(["%s"] * len(columns))
+        sql = (
+            f"insert into {table} ({', '.join(columns)}) values ({placeholders})"
+            f" on conflict ({_KEYS[table]}) do update set {others}"
         )
-    return len(rows)
+        async with conn.cursor() as cur:
+            await cur.executemany(sql, [tuple(getattr(r, c) for c in columns) for r in rows])
+        return len(rows)
+
+    return run
 
 
-async def customers(conn: AsyncConnection, rows: list[Customer]) -> int:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "insert into customers values (%s, %s, %s) on conflict (customer_id) do update"
-            " set name = excluded.name, address = excluded.address",
-            [(c.customer_id, c.name, c.address) for c in rows],
-        )
-    return len(rows)
-
-
-async def shipments(conn: AsyncConnection, rows: list[Shipment]) -> int:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "insert into shipments values (%s, %s, %s, %s, %s) on conflict (shipment) do update"
-            " set order_id = excluded.order_id, customer_id = excluded.customer_id,"
-            " ship_to = excluded.ship_to, carrier = excluded.carrier",
-            [(s.shipment, s.order_id, s.customer_id, s.ship_to, s.carrier) for s in rows],
-        )
-    return len(rows)
+products = _upsert("products")
+customers = _upsert("customers")
+shipments = _upsert("shipments")
 
 
 async def purchase_orders(conn: AsyncConnection, rows: list[PurchaseOrder]) -> int:
