@@ -981,12 +981,12 @@ class Probe:
     by_statement: dict[str, list[float]] = field(default_factory=dict)  # [calls, seconds]
     captured: dict[str, tuple[str, Any]] = field(default_factory=dict)  # first (query, params)
 
-    def record(self, query: Any, params: Any, seconds: float) -> None:
+    def record(self, query: Any, params: Any, seconds: float, call: bool = True) -> None:
         key = " ".join(str(query).split())
         self.sql_s += seconds
-        self.statements += 1
+        self.statements += call
         entry = self.by_statement.setdefault(key, [0, 0.0])
-        entry[0] += 1
+        entry[0] += call
         entry[1] += seconds
         if self.capture and key not in self.captured:
             self.captured[key] = (str(query), params)
@@ -1021,9 +1021,12 @@ class TimedCursor(AsyncCursor[Row]):
 
 
 class TimedServerCursor(AsyncServerCursor[Row]):
-    """A named cursor does its work as rows are fetched: that time counts as SQL."""
+    """A named cursor does its work as rows are fetched: that time counts as its SQL."""
+
+    query: Any = None
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Self:
+        self.query = query
         t0 = time.perf_counter()
         try:
             return await super().execute(query, params, **kwargs)
@@ -1037,7 +1040,7 @@ class TimedServerCursor(AsyncServerCursor[Row]):
         try:
             return await super().fetchmany(size)
         finally:
-            PROBE.sql_s += time.perf_counter() - t0
+            PROBE.record(self.query, None, time.perf_counter() - t0, call=False)
 
 
 Kind = Literal["walk", "trace", "recall", "stream", "params", "scan"]
@@ -1067,6 +1070,7 @@ class Result:
     size: int = 0  # lots reached, recall lines, tags summarised, readings counted
     first_ms: float | None = None  # streamed: until the first rows
     timed_out: bool = False
+    killed: bool = False  # past --timeout with no statement sent: stuck in Python
     by_statement: dict[str, list[float]] = field(default_factory=dict)
     captured: dict[str, tuple[str, Any]] = field(default_factory=dict)
 
@@ -1111,15 +1115,15 @@ async def _run(conn: AsyncConnection, job: Job, timeout_s: float) -> Result:
         timed_out = True
     return Result(
         job,
-        (time.perf_counter() - t0) * 1000,
-        PROBE.sql_s * 1000,
-        PROBE.fetch_s * 1000,
-        PROBE.statements,
-        size,
-        first,
-        timed_out,
-        PROBE.by_statement,
-        PROBE.captured,
+        ms=(time.perf_counter() - t0) * 1000,
+        sql_ms=PROBE.sql_s * 1000,
+        fetch_ms=PROBE.fetch_s * 1000,
+        statements=PROBE.statements,
+        size=size,
+        first_ms=first,
+        timed_out=timed_out,
+        by_statement=PROBE.by_statement,
+        captured=PROBE.captured,
     )
 
 
@@ -1173,7 +1177,7 @@ def measure(url: str, jobs: list[Job], timeout_s: float, budget_s: float) -> lis
                         admin.execute("select pg_terminate_backend(%s)", (backend,))
                 if running is None:
                     raise RuntimeError("the benchmark worker died: see its traceback") from None
-                results.append(Result(running, timeout_s * 1000, timed_out=True))
+                results.append(Result(running, timeout_s * 1000, timed_out=True, killed=True))
                 _progress(results[-1])
                 key = (running.scenario, running.label)
                 todo = [j for j in todo[done + 1 :] if (j.scenario, j.label) != key]
@@ -1372,6 +1376,11 @@ def report(results: list[Result], t: Targets, timeout_s: float) -> list[str]:
         total = sum(per.values()) or 1.0
         top = sorted(per.items(), key=lambda kv: -kv[1])[:3]
         med = statistics.median
+        if all(r.killed for r in runs):
+            note = f"killed after {timeout_s:.0f} s without sending a statement: stuck in Python"
+            rows.append([f"{scenario} {label}", str(len(runs)), f"> {timeout_s * 1000:,.0f}",
+                         "?", "?", "?", "?", note])  # fmt: skip
+            continue
         stopped = " (stopped: so far)" if all(r.timed_out for r in runs) else ""
         rows.append([
             f"{scenario} {label}{stopped}",
