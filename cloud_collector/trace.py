@@ -416,7 +416,7 @@ async def _gaps(
             gaps.append(f"batch {b.batch_id} recorded no inputs")
         if b.batch_id not in with_readings:
             gaps.append(f"batch {b.batch_id} has no readings")
-        gaps += _balance(b.batch_id, [lk for lk in links if lk.batch_id == b.batch_id], by_id)
+    gaps += await _unbalanced(conn, ids)
     gaps += await _sequence_gaps(conn, [tb.batch for tb in batches])
     return gaps
 
@@ -480,26 +480,39 @@ async def _sequence_gaps(conn: AsyncConnection, batches: list[queries.Batch]) ->
     ]
 
 
-def _balance(batch_id: str, links: list[Link], lots: dict[int, Lot]) -> list[str]:
-    inputs: dict[str, float] = defaultdict(float)
-    seen: set[int] = set()
-    for link in links:
-        if link.quantity is not None and link.uom and link.input_lot not in seen:
-            inputs[link.uom] += link.quantity
-            seen.add(link.input_lot)
-    outputs: dict[str, float] = defaultdict(float)
-    for out in {link.output_lot for link in links}:
-        x = lots.get(out)
-        if x and x.quantity is not None and x.uom:
-            outputs[x.uom] += x.quantity
+_BATCH_LINKS = """
+select batch_id, input_lot, quantity, uom from lot_links where batch_id = any(%s)
+"""
+_BATCH_OUTPUTS = """
+select distinct l.batch_id, o.lot_id, o.quantity, o.uom
+from lot_links l join lots o on o.lot_id = l.output_lot where l.batch_id = any(%s)
+"""
+
+
+async def _unbalanced(conn: AsyncConnection, batch_ids: list[str]) -> list[str]:
+    """Batches whose inputs and outputs (in one unit) differ by more than the tolerance,
+    from all of each batch's links, not just those inside the traced set."""
+    inputs: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    seen: set[tuple[str, int]] = set()
+    for r in await _rows(conn, _BATCH_LINKS, batch_ids):
+        key = (r["batch_id"], r["input_lot"])
+        if r["quantity"] is not None and r["uom"] and key not in seen:
+            inputs[r["batch_id"]][r["uom"]] += r["quantity"]
+            seen.add(key)
+    outputs: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for r in await _rows(conn, _BATCH_OUTPUTS, batch_ids):
+        if r["quantity"] is not None and r["uom"]:
+            outputs[r["batch_id"]][r["uom"]] += r["quantity"]
     gaps = []
-    for uom in inputs.keys() & outputs.keys():
-        i, o = inputs[uom], outputs[uom]
-        if abs(i - o) > MASS_BALANCE_TOLERANCE * max(i, o):
-            gaps.append(
-                f"batch {batch_id}: inputs {i:g} {uom} and outputs {o:g} {uom} do not balance "
-                f"within {MASS_BALANCE_TOLERANCE:.0%}"
-            )
+    for batch_id in batch_ids:
+        ins, outs = inputs.get(batch_id, {}), outputs.get(batch_id, {})
+        for uom in sorted(ins.keys() & outs.keys()):
+            i, o = ins[uom], outs[uom]
+            if abs(i - o) > MASS_BALANCE_TOLERANCE * max(i, o):
+                gaps.append(
+                    f"batch {batch_id}: inputs {i:g} {uom} and outputs {o:g} {uom} do not "
+                    f"balance within {MASS_BALANCE_TOLERANCE:.0%}"
+                )
     return gaps
 
 

@@ -263,6 +263,9 @@ async def test_forward_reaches_every_descendant_shipment_and_customer(
         (f"SH-1-{p.tag}", "Bakery Co", f"SO-1-{p.tag}", 600.0),
         (f"SH-2-{p.tag}", None, None, 100.0),
     ]
+    # B1 took 500 kg flour + 100 kg sugar for 600 kg dough: balanced, though the trace of
+    # the sugar alone sees only its 100 kg going in.
+    assert not any("do not balance" in g for g in body["gaps"]), body["gaps"]
     customers = {c["customer"]: c for c in body["customers"]}
     assert customers["Bakery Co"]["orders"] == [f"SO-1-{p.tag}"]
 
