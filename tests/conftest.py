@@ -31,7 +31,8 @@ from protocols.mqtt.connection import BrokerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-TEST_DB = "trace_test"
+# Concurrent sessions (helpers, a second checkout) each name their own database.
+TEST_DB = os.environ.get("TRACE_TEST_DB", "trace_test")
 
 
 @dataclass(frozen=True)
