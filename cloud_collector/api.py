@@ -12,6 +12,8 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from cloud_collector import erp, queries, trace
+from cloud_collector.auth import Role, require
+from cloud_collector.credentials_api import router as credentials_router
 from cloud_collector.settings import CollectorSettings
 
 
@@ -21,6 +23,9 @@ async def _connection(request: Request) -> AsyncIterator[AsyncConnection]:
 
 
 Conn = Annotated[AsyncConnection, Depends(_connection)]
+# Every route but /healthz names the roles it accepts (cloud_collector/auth.py; admin: all).
+READ = [Depends(require(Role.reader))]
+IMPORT = [Depends(require(Role.importer))]
 
 
 def create_app(settings: CollectorSettings) -> FastAPI:
@@ -55,13 +60,13 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         await conn.execute("select 1")
         return {"status": "ok"}
 
-    @app.get("/api/v1/batches")
+    @app.get("/api/v1/batches", dependencies=READ)
     async def list_batches(
         conn: Conn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[queries.Batch]:
         return await queries.list_batches(conn, limit)
 
-    @app.get("/api/v1/batches/{batch_id}/parameters")
+    @app.get("/api/v1/batches/{batch_id}/parameters", dependencies=READ)
     async def batch_parameters(
         batch_id: str, conn: Conn, points: Annotated[int, Query(ge=0, le=10_000)] = 1000
     ) -> queries.BatchParameters:
@@ -100,7 +105,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             [x.model_dump() for x in answer.lots],
         )
 
-    @app.get("/api/v1/lots/{lot:path}/trace/backward", response_model=None)
+    @app.get("/api/v1/lots/{lot:path}/trace/backward", response_model=None, dependencies=READ)
     async def trace_backward(
         lot: str, conn: Conn, format: Literal["json", "csv"] = "json"
     ) -> trace.Trace | Response:
@@ -109,7 +114,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         `?format=csv`: the lots as a spreadsheet."""
         return await _trace(conn, lot, "backward", format)
 
-    @app.get("/api/v1/lots/{lot:path}/trace/forward", response_model=None)
+    @app.get("/api/v1/lots/{lot:path}/trace/forward", response_model=None, dependencies=READ)
     async def trace_forward(
         lot: str, conn: Conn, format: Literal["json", "csv"] = "json"
     ) -> trace.Trace | Response:
@@ -117,7 +122,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         any of them, with quantities, and the gaps met. `?format=csv`: the lots."""
         return await _trace(conn, lot, "forward", format)
 
-    @app.get("/api/v1/lots/{lot:path}/recall", response_model=None)
+    @app.get("/api/v1/lots/{lot:path}/recall", response_model=None, dependencies=READ)
     async def recall(
         lot: str, conn: Conn, format: Literal["json", "csv"] = "json"
     ) -> trace.Recall | Response:
@@ -141,7 +146,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             headers={"Content-Disposition": _attachment(f"recall-{target.lot_code}.csv")},
         )
 
-    @app.post("/api/v1/recall/by-condition")
+    @app.post("/api/v1/recall/by-condition", dependencies=READ)
     async def recall_by_condition(body: trace.Condition, conn: Conn) -> trace.ConditionRecall:
         """Given a tag and a condition (above or below a limit, or bad quality) in a time
         range: the batches that ran while it held, and everything downstream of them."""
@@ -154,29 +159,30 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         except erp.UnknownReference as err:
             raise HTTPException(422, str(err)) from err
 
-    @app.put("/api/v1/erp/products")
+    @app.put("/api/v1/erp/products", dependencies=IMPORT)
     async def import_products(rows: list[erp.Product], conn: Conn) -> dict[str, int]:
         return await _import(conn, erp.products, rows)
 
-    @app.put("/api/v1/erp/customers")
+    @app.put("/api/v1/erp/customers", dependencies=IMPORT)
     async def import_customers(rows: list[erp.Customer], conn: Conn) -> dict[str, int]:
         return await _import(conn, erp.customers, rows)
 
-    @app.put("/api/v1/erp/shipments")
+    @app.put("/api/v1/erp/shipments", dependencies=IMPORT)
     async def import_shipments(rows: list[erp.Shipment], conn: Conn) -> dict[str, int]:
         """Which order and customer each shipment document belongs to."""
         return await _import(conn, erp.shipments, rows)
 
-    @app.put("/api/v1/erp/purchase-orders")
+    @app.put("/api/v1/erp/purchase-orders", dependencies=IMPORT)
     async def import_purchase_orders(rows: list[erp.PurchaseOrder], conn: Conn) -> dict[str, int]:
         """Which supplier delivered each purchase order, and the supplier's own lot codes."""
         return await _import(conn, erp.purchase_orders, rows)
 
-    @app.post("/api/v1/qc-results", status_code=201)
+    @app.post("/api/v1/qc-results", status_code=201, dependencies=IMPORT)
     async def import_qc_results(rows: list[erp.QcResult], conn: Conn) -> dict[str, int]:
         """In-process (IPQC), final (FQC) and incoming checks, per batch or per lot."""
         return await _import(conn, erp.qc_results, rows)
 
+    app.include_router(credentials_router)
     return app
 
 

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import psycopg
 import pytest
 import uvicorn
 
+from cloud_collector import auth
 from cloud_collector.api import create_app
 from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.migrate import migrate
@@ -95,6 +97,25 @@ class RunningCollector:
     settings: CollectorSettings
     counters: IngestCounters
     api_url: str
+    keys: dict[auth.Role, str]  # an API key of each role but partner
+
+    def headers(self, role: auth.Role = auth.Role.admin) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+    def client(self, role: auth.Role = auth.Role.admin) -> httpx.AsyncClient:
+        """An HTTP client of the API with a key of `role`."""
+        return httpx.AsyncClient(base_url=self.api_url, headers=self.headers(role))
+
+
+async def issue_keys(database_url: str) -> dict[auth.Role, str]:
+    """A key of each role but partner, under names of this test session."""
+    keys = {}
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for role in auth.Role:
+            if role is not auth.Role.partner:
+                issued = await auth.issue(conn, f"test-{os.getpid()}-{role}", role, replace=True)
+                keys[role] = issued.key
+    return keys
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +140,10 @@ async def collector(collector_settings: CollectorSettings) -> AsyncIterator[Runn
                 api.result()
             await asyncio.sleep(0.02)
     yield RunningCollector(
-        collector_settings, counters, f"http://127.0.0.1:{collector_settings.api_port}"
+        collector_settings,
+        counters,
+        f"http://127.0.0.1:{collector_settings.api_port}",
+        await issue_keys(collector_settings.database_url),
     )
     server.should_exit = True
     consumer.cancel()

@@ -12,6 +12,7 @@ import httpx
 import psycopg
 import yaml
 
+from cloud_collector.auth import Role
 from device_profiles import LIBRARY
 from device_profiles.schema import load_profile
 from edge_agent.control import create_control_app
@@ -58,7 +59,7 @@ async def test_readings_travel_from_plc_to_api_bound_to_their_batch(
         transport=httpx.ASGITransport(app=create_control_app(agent.binder, agent.status)),
         base_url="http://edge",
     )
-    async with sim, control, httpx.AsyncClient(base_url=collector.api_url) as api:
+    async with sim, control, collector.client(Role.reader) as api:
         running = asyncio.create_task(agent.run(poll=False, control=False))
         try:
             await device.connect()

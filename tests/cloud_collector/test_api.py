@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import uuid
 
-import httpx
 import psycopg
 
+from cloud_collector.auth import Role
 from cloud_collector.ingest import ingest
 from protocols.mqtt import topics
 from tests.conftest import RunningCollector, Services
 
 
 async def test_unknown_batch_is_a_404_that_says_what_to_do(collector: RunningCollector) -> None:
-    async with httpx.AsyncClient(base_url=collector.api_url) as api:
+    async with collector.client(Role.reader) as api:
         r = await api.get("/api/v1/batches/NO-SUCH-BATCH/parameters")
     assert r.status_code == 404
     assert "batch 'NO-SUCH-BATCH' is unknown" in r.json()["detail"]
@@ -36,7 +36,7 @@ async def test_a_batch_without_readings_states_the_gap(
     payload = json.dumps({"edge_id": edge, "stream": "events", "epoch": "e", "records": [event]})
     async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
         await ingest(c, topics.data(edge, "events"), payload.encode())
-    async with httpx.AsyncClient(base_url=collector.api_url) as api:
+    async with collector.client(Role.reader) as api:
         body = (await api.get(f"/api/v1/batches/{batch}/parameters")).json()
         listed = (await api.get("/api/v1/batches", params={"limit": 1000})).json()
     assert body["tags"] == []

@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 
+from cloud_collector.auth import Role
 from cloud_collector.ingest import ingest
 from protocols.mqtt import topics
 from tests.conftest import RunningCollector, Services
@@ -134,7 +135,7 @@ async def bakery(services: Services) -> Plant:
 
 async def erp(collector: RunningCollector, p: Plant) -> None:
     """What the ERP says about the bakery: customers, shipments, the supplier, QC."""
-    async with httpx.AsyncClient(base_url=collector.api_url) as api:
+    async with collector.client(Role.importer) as api:
         calls = [
             (
                 "put",
@@ -207,7 +208,7 @@ async def erp(collector: RunningCollector, p: Plant) -> None:
 
 
 async def get(collector: RunningCollector, path: str, **params: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=collector.api_url) as api:
+    async with collector.client(Role.reader) as api:
         return await api.get(path, params=params)
 
 
@@ -396,7 +397,7 @@ async def test_recall_by_condition_follows_the_batches_that_ran_too_hot(
         "from": (T0 - timedelta(hours=1)).isoformat(),
         "to": (T0 + timedelta(hours=1)).isoformat(),
     }
-    async with httpx.AsyncClient(base_url=collector.api_url) as api:
+    async with collector.client(Role.reader) as api:
         body = (await api.post("/api/v1/recall/by-condition", json=condition)).json()
         bad = await api.post("/api/v1/recall/by-condition", json={**condition, "limit": None})
     assert [(b["batch_id"], b["readings"], b["worst"]) for b in body["batches"]] == [

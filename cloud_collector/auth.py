@@ -1,0 +1,420 @@
+"""Who may call the collector's HTTP API, and what a distributor (partner) may see.
+
+**Keys.** An API key is 32 random bytes (`lt_` + URL-safe base64), shown once when it is
+issued and stored only as its SHA-256 (a hash of a random 256-bit token needs no salt or
+slow KDF: there is nothing to guess). A request presents it as `Authorization: Bearer KEY`
+or `X-API-Key: KEY`. Missing, unknown or revoked: 401 with `WWW-Authenticate`; a key whose
+role does not fit the route: 403 naming the role needed. Keys are issued with
+`tracectl credential add` (straight into the database, so a fresh install needs no key to
+make its first one) or by an admin over `POST /api/v1/credentials`.
+
+**Roles** (`ROLES` below): each route names the roles it accepts; `admin` passes every
+check. Roles do not include one another otherwise: an ERP integration's `importer` key
+cannot read traces, a `reader` key cannot change what the traces say.
+
+**Partners, for the EPCIS module.** A `partner` key stands for one distributor
+(`Principal.partner`, loaded with the key, so the checks below cost no query):
+
+- `Partner.may_capture_at(location)` / `Partner.may_capture_event(read_point, biz_location)`:
+  may it capture an event there. Its locations are GLNs (any sub-location of the GLN
+  matches), SGLNs (`urn:epc:id:sgln:...` or Digital Link `.../414/GLN/254/EXT`; extension
+  `0` means the whole GLN) and read point ids (matched exactly).
+- `VISIBLE_LOTS_SQL` (a subquery on `%(partner_id)s` selecting `lot_id`), `visible_lots()`,
+  `may_see_lot()`: which lots it may see: those on shipment lines whose shipment the ERP
+  says went to one of its customer ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
+from pydantic import BaseModel
+
+
+class Role(StrEnum):
+    reader = "reader"
+    provisioner = "provisioner"
+    importer = "importer"
+    admin = "admin"
+    partner = "partner"
+
+
+# What each role is for (routes name the roles they accept; admin passes every check).
+ROLES: dict[Role, str] = {
+    Role.reader: "traces, recalls, recall by condition, batch parameters, exports, EPCIS query",
+    Role.provisioner: "device profiles pushed to edges (no routes yet)",
+    Role.importer: "ERP imports (products, customers, shipments, purchase orders), QC "
+    "results, EPCIS capture of our own systems",
+    Role.admin: "everything, and credentials (GET/POST/DELETE /api/v1/credentials)",
+    Role.partner: "a distributor: EPCIS capture at its own locations, and queries only about "
+    "lots shipped to it",
+}
+
+KEY_PREFIX = "lt_"
+_SHOWN_PREFIX = 10  # characters of a key kept in clear to recognise it in a list
+
+
+class CredentialError(ValueError):
+    """A credential cannot be issued or revoked as asked; the message says why and the fix."""
+
+
+# ---- Partners ------------------------------------------------------------------------
+
+_GLN = re.compile(r"^\d{13}$")
+_SGLN_URN = re.compile(r"^urn:epc:id:sgln:(\d+)\.(\d*)(?:\.(.+))?$")
+_DIGITAL_LINK_GLN = re.compile(
+    r"^https?://[^/]+(?:/.*)?/414/(\d{13})(?:/254/([^/?#]+))?/?(?:[?#].*)?$"
+)
+
+
+def gs1_check_digit(body: str) -> str:
+    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
+    return str((10 - total % 10) % 10)
+
+
+def _location(text: str) -> tuple[str, str | None] | str:
+    """A GLN location as (gln, extension or None for the whole GLN); anything else as the
+    stripped text, compared exactly."""
+    text = text.strip()
+    if _GLN.match(text):
+        return text, None
+    if m := _SGLN_URN.match(text):
+        company, reference, ext = m.groups()
+        body = company + reference
+        if len(body) == 12:
+            return body + gs1_check_digit(body), None if ext in (None, "0") else ext
+    if m := _DIGITAL_LINK_GLN.match(text):
+        gln, ext = m.groups()
+        return gln, None if ext in (None, "0") else ext
+    return text
+
+
+def check_location(text: str) -> str:
+    """A partner location as it will be stored; CredentialError if it cannot be one."""
+    text = text.strip()
+    if not text:
+        raise CredentialError("a partner location cannot be empty")
+    if _GLN.match(text) and gs1_check_digit(text[:12]) != text[12]:
+        raise CredentialError(
+            f"GLN {text} has a wrong check digit (it should end in {gs1_check_digit(text[:12])})"
+        )
+    if text.startswith("urn:epc:id:sgln:") and isinstance(_location(text), str):
+        raise CredentialError(
+            f"{text} is not an SGLN: urn:epc:id:sgln:COMPANYPREFIX.LOCATIONREF.EXTENSION, "
+            "prefix and reference 12 digits together"
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class Partner:
+    """A distributor behind a `partner` key: its ERP customer ids and its locations."""
+
+    partner_id: str
+    customer_ids: frozenset[str]
+    locations: tuple[str, ...]
+
+    def may_capture_at(self, location: str | None) -> bool:
+        """Whether `location` (a read point or business location id as an event carries
+        it) is one of the partner's: the same GLN (an allowed GLN or SGLN with extension 0
+        covers all its sub-locations), the same SGLN, or the same id."""
+        if not location:
+            return False
+        where = _location(location)
+        for allowed in map(_location, self.locations):
+            if isinstance(allowed, str) or isinstance(where, str):
+                if allowed == where:
+                    return True
+            elif allowed[0] == where[0] and allowed[1] in (None, where[1]):
+                return True
+        return False
+
+    def may_capture_event(self, *locations: str | None) -> bool:
+        """An event (its readPoint and bizLocation) may be captured when it names at least
+        one location and every location it names is the partner's."""
+        named = [x for x in locations if x]
+        return bool(named) and all(self.may_capture_at(x) for x in named)
+
+
+# Lots a partner may see: those on shipment lines whose shipment went to one of its
+# customer ids. Their forward descendants are NOT included: a shipped lot's descendants
+# recorded here are either our own products made from the rest of the lot (our business,
+# not the distributor's) or what the partner made itself, which it sees through the events
+# it captured. Ancestors are not included either (our suppliers are not theirs to know).
+VISIBLE_LOTS_SQL = """
+select distinct sl.lot_id
+from shipment_lines sl
+join shipments s on s.shipment = sl.shipment
+join partner_customers pc on pc.customer_id = s.customer_id
+where pc.partner_id = %(partner_id)s and sl.lot_id is not null
+"""
+
+_VISIBLE_LOTS = f"""
+select l.lot_id, l.gtin, l.lot_code
+from lots l where l.lot_id in ({VISIBLE_LOTS_SQL})
+order by l.gtin, l.lot_code
+"""
+
+_MAY_SEE_LOT = f"select exists (select 1 from ({VISIBLE_LOTS_SQL}) v where v.lot_id = %(lot_id)s)"
+
+
+class VisibleLot(BaseModel):
+    lot_id: int
+    gtin: str
+    lot_code: str
+
+
+async def visible_lots(conn: AsyncConnection, partner_id: str) -> list[VisibleLot]:
+    """The lots partner `partner_id` may see (see VISIBLE_LOTS_SQL)."""
+    cur = await conn.execute(_VISIBLE_LOTS, {"partner_id": partner_id})
+    return [VisibleLot(lot_id=r[0], gtin=r[1], lot_code=r[2]) for r in await cur.fetchall()]
+
+
+async def may_see_lot(conn: AsyncConnection, partner_id: str, lot_id: int) -> bool:
+    cur = await conn.execute(_MAY_SEE_LOT, {"partner_id": partner_id, "lot_id": lot_id})
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+_PARTNER = """
+select p.partner_id,
+       coalesce((select array_agg(customer_id order by customer_id)
+                 from partner_customers where partner_id = p.partner_id), '{}'),
+       coalesce((select array_agg(location order by location)
+                 from partner_locations where partner_id = p.partner_id), '{}')
+from partners p where p.partner_id = %s
+"""
+
+
+async def load_partner(conn: AsyncConnection, partner_id: str) -> Partner | None:
+    row = await (await conn.execute(_PARTNER, (partner_id,))).fetchone()
+    if row is None:
+        return None
+    return Partner(row[0], frozenset(row[1]), tuple(row[2]))
+
+
+async def set_partner(
+    conn: AsyncConnection,
+    partner_id: str,
+    customer_ids: Iterable[str] = (),
+    locations: Iterable[str] = (),
+    name: str | None = None,
+) -> Partner:
+    """Create the partner if new and add customer ids and locations (nothing is removed)."""
+    if not partner_id.strip():
+        raise CredentialError("a partner id cannot be empty")
+    checked = [check_location(x) for x in locations]
+    await conn.execute(
+        "insert into partners (partner_id, name) values (%s, %s) on conflict (partner_id)"
+        " do update set name = coalesce(excluded.name, partners.name)",
+        (partner_id, name),
+    )
+    for customer in customer_ids:
+        await conn.execute(
+            "insert into partner_customers values (%s, %s) on conflict do nothing",
+            (partner_id, customer.strip()),
+        )
+    for location in checked:
+        await conn.execute(
+            "insert into partner_locations values (%s, %s) on conflict do nothing",
+            (partner_id, location),
+        )
+    partner = await load_partner(conn, partner_id)
+    assert partner is not None
+    return partner
+
+
+# ---- Credentials ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the credential's name and role, and for a partner key its partner."""
+
+    credential_id: int
+    name: str
+    role: Role
+    partner: Partner | None = None
+
+
+class Credential(BaseModel):
+    """A credential as listed: never the key, only its first characters."""
+
+    name: str
+    role: Role
+    key_prefix: str
+    partner_id: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class IssuedKey(BaseModel):
+    name: str
+    role: Role
+    partner_id: str | None
+    key: str  # shown once
+
+
+def new_key() -> str:
+    return KEY_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def key_hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+_INSERT = """
+insert into api_credentials (name, role, key_hash, key_prefix, partner_id)
+values (%s, %s, %s, %s, %s)
+"""
+_REVOKE = "update api_credentials set revoked_at = now() where name = %s and revoked_at is null"
+_LIST = """
+select name, role, key_prefix, partner_id, created_at, revoked_at, last_used_at
+from api_credentials where %s or revoked_at is null
+order by name, created_at
+"""
+_BY_HASH = """
+select credential_id, name, role, partner_id, key_hash,
+       last_used_at is null or last_used_at < now() - interval '60 seconds'
+from api_credentials where key_hash = %s and revoked_at is null
+"""
+# At most one write per key per minute, however busy the key.
+_TOUCH = "update api_credentials set last_used_at = now() where credential_id = %s"
+
+
+async def issue(
+    conn: AsyncConnection,
+    name: str,
+    role: Role,
+    partner_id: str | None = None,
+    replace: bool = False,
+) -> IssuedKey:
+    """A new key for `name`; with `replace`, the credential in force under that name is
+    revoked in the same transaction. A partner key needs its partner set up first
+    (`set_partner`)."""
+    if not name.strip():
+        raise CredentialError("a credential needs a name (who or what uses it)")
+    if (role is Role.partner) != (partner_id is not None):
+        raise CredentialError(
+            "a partner credential needs --partner ID (the distributor it stands for)"
+            if role is Role.partner
+            else f"--partner is only for role partner, not {role}"
+        )
+    key = new_key()
+    async with conn.transaction():
+        if partner_id is not None and await load_partner(conn, partner_id) is None:
+            raise CredentialError(f"partner {partner_id!r} is unknown: set it up first")
+        if replace:
+            await conn.execute(_REVOKE, (name,))
+        try:
+            await conn.execute(
+                _INSERT, (name, role.value, key_hash(key), key[:_SHOWN_PREFIX], partner_id)
+            )
+        except UniqueViolation as err:
+            raise CredentialError(
+                f"a credential named {name!r} is in force: revoke it first "
+                f"(tracectl credential revoke {name}) or choose another name"
+            ) from err
+    return IssuedKey(name=name, role=role, partner_id=partner_id, key=key)
+
+
+async def revoke(conn: AsyncConnection, name: str) -> bool:
+    """Revoke the credential in force named `name`; False if there is none."""
+    cur = await conn.execute(_REVOKE, (name,))
+    return cur.rowcount > 0
+
+
+async def list_credentials(conn: AsyncConnection, revoked: bool = False) -> list[Credential]:
+    cur = await conn.execute(_LIST, (revoked,))
+    return [
+        Credential(
+            name=r[0],
+            role=Role(r[1]),
+            key_prefix=r[2],
+            partner_id=r[3],
+            created_at=r[4],
+            revoked_at=r[5],
+            last_used_at=r[6],
+        )
+        for r in await cur.fetchall()
+    ]
+
+
+async def authenticate(conn: AsyncConnection, key: str) -> Principal | None:
+    """The principal a key stands for, or None if it is unknown or revoked."""
+    digest = key_hash(key)
+    row = await (await conn.execute(_BY_HASH, (digest,))).fetchone()
+    if row is None or not hmac.compare_digest(bytes(row[4]), digest):
+        return None
+    credential_id, name, role, partner_id, _, stale = row
+    if stale:
+        await conn.execute(_TOUCH, (credential_id,))
+    partner = await load_partner(conn, partner_id) if partner_id is not None else None
+    return Principal(credential_id, name, Role(role), partner)
+
+
+# ---- FastAPI -------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer KEY")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
+_CHALLENGE = 'Bearer realm="lot-trace"'
+
+
+def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
+    challenge = _CHALLENGE + (f', error="{error}"' if error else "")
+    return HTTPException(401, detail, headers={"WWW-Authenticate": challenge})
+
+
+def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """A FastAPI dependency: the caller's Principal if its key is in force and its role is
+    one of `roles` (admin always is); 401 or 403 otherwise."""
+    accepted = frozenset(roles) | {Role.admin}
+    wanted = " or ".join(sorted(accepted))
+
+    async def principal(
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+        api_key: Annotated[str | None, Security(_api_key)],
+    ) -> Principal:
+        key = bearer.credentials if bearer is not None else api_key
+        if not key:
+            raise _unauthorized(
+                "this needs an API key: send Authorization: Bearer KEY (or X-API-Key: KEY); "
+                "an admin issues one with `tracectl credential add NAME --role ROLE`"
+            )
+        async with request.app.state.pool.connection() as conn:
+            found = await authenticate(conn, key)
+        if found is None:
+            raise _unauthorized(
+                "the API key is unknown or revoked: ask an admin for a new one "
+                "(tracectl credential list shows those in force)",
+                "invalid_token",
+            )
+        if found.role not in accepted:
+            raise HTTPException(
+                403,
+                f"this needs a credential with role {wanted}; {found.name!r} has role {found.role}",
+            )
+        return found
+
+    principal.required_roles = accepted  # type: ignore[attr-defined]
+    return principal
+
+
+Reader = Annotated[Principal, Depends(require(Role.reader))]
+Importer = Annotated[Principal, Depends(require(Role.importer))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]

@@ -1,0 +1,60 @@
+"""Credentials over HTTP, for admins: list, issue (the key is in the answer, once), revoke.
+The same as `tracectl credential`, which needs no key and makes the first one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud_collector import auth
+from cloud_collector.auth import Role
+
+router = APIRouter(
+    prefix="/api/v1/credentials",
+    tags=["credentials"],
+    dependencies=[Depends(auth.require(Role.admin))],
+)
+
+
+class NewCredential(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    role: Role
+    partner_id: str | None = Field(default=None, min_length=1, max_length=128)
+    # For a partner: added to what the partner already has.
+    customer_ids: list[str] = Field(default_factory=list, max_length=100)
+    locations: list[str] = Field(default_factory=list, max_length=1000)
+    replace: bool = False
+
+
+@router.get("")
+async def list_credentials(
+    request: Request, revoked: Annotated[bool, Query()] = False
+) -> list[auth.Credential]:
+    async with request.app.state.pool.connection() as conn:
+        return await auth.list_credentials(conn, revoked)
+
+
+@router.post("", status_code=201)
+async def issue(body: NewCredential, request: Request) -> auth.IssuedKey:
+    """A new key; store it now, it is not shown again."""
+    if body.partner_id is None and (body.customer_ids or body.locations):
+        raise HTTPException(422, "customer_ids and locations belong to a partner: add partner_id")
+    try:
+        async with request.app.state.pool.connection() as conn, conn.transaction():
+            if body.partner_id is not None and body.role is Role.partner:
+                await auth.set_partner(conn, body.partner_id, body.customer_ids, body.locations)
+            return await auth.issue(conn, body.name, body.role, body.partner_id, body.replace)
+    except auth.CredentialError as err:
+        raise HTTPException(422, str(err)) from err
+
+
+@router.delete("/{name}")
+async def revoke(name: str, request: Request) -> dict[str, str]:
+    async with request.app.state.pool.connection() as conn:
+        if not await auth.revoke(conn, name):
+            raise HTTPException(404, f"no credential named {name!r} is in force")
+    return {"revoked": name}
