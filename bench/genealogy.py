@@ -58,10 +58,11 @@ from psycopg import AsyncConnection, AsyncCursor, AsyncServerCursor
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import Row
 
-from cloud_collector import queries, trace
+from cloud_collector import queries, rollups, trace
 from cloud_collector.migrate import migrate
 
 BENCH_DB = "trace_bench"
+ROLLUP_TABLES = ["batch_tag_stats", "batch_tag_minutes", "batch_tag_percentiles"]
 START = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS = 365.0
 
@@ -595,7 +596,8 @@ COPY = {
     " operator text, source_edge text, stream_id int4, seq int8, body jsonb",
     "stream_commits": "stream_id int4, first_seq int8, last_seq int8, records int4,"
     " inserted int4, committed_at timestamptz",
-    "sequence_gaps": "stream_id int4, first_missing int8, last_missing int8",
+    "sequence_gaps": "stream_id int4, first_missing int8, last_missing int8,"
+    " before_time timestamptz, after_time timestamptz",
     "readings": "time timestamptz, received_at timestamptz, line_id text, batch_id text,"
     " device text, tag text, value float8, unit text, quality text, stream_id int4, seq int8",
 }
@@ -630,8 +632,10 @@ class Loader:
         self.events_stream = {line: 2 * i + 2 for i, line in enumerate(lines)}
         self.by_start = sorted(plant.batches, key=lambda b: b.start)
         self.counts: dict[str, int] = defaultdict(int)
-        self.high_water: dict[int, int] = {}  # per stream: the last sequence number committed
-        self.holes: list[tuple[int, int, int]] = []  # (stream, first, last) never committed
+        # Per stream: the last sequence number committed, and its record's time.
+        self.high_water: dict[int, tuple[int, datetime]] = {}
+        # (stream, first, last, time before, time after): never committed.
+        self.holes: list[tuple[int, int, int, datetime | None, datetime]] = []
 
     def copy(self, conn: psycopg.Connection, table: str, rows: Rows) -> None:
         with copy_into(conn, table) as cp:
@@ -804,8 +808,8 @@ class Loader:
         for b in self.by_start:
             stream, s = self.events_stream[b.line], seq[b.line]
             seq[b.line] = s + 3  # batch_started; then batch_ended and this event
-            self.high_water[stream] = s + 2
             start, end = _at(b.start), _at(b.end)
+            self.high_water[stream] = (s + 2, end)
             commits.append((stream, s, s, 1, 1, start + lag))
             commits.append((stream, s + 1, s + 2, 2, 2, end + lag))
             body = {
@@ -860,10 +864,10 @@ class Loader:
                     left -= width
                     if rng.random() < LOST_MESSAGE:
                         continue  # the message never reached the collector: a hole
-                    high = self.high_water.get(stream, -1)
+                    high, before = self.high_water.get(stream, (-1, None))
                     if first > high + 1:  # as ingest keeps them: a gap below what arrived
-                        self.holes.append((stream, high + 1, first - 1))
-                    self.high_water[stream] = first + width - 1
+                        self.holes.append((stream, high + 1, first - 1, before, now))
+                    self.high_water[stream] = (first + width - 1, now)
                     for j, (device, tag, unit, lo, hi) in enumerate(tags[:width]):
                         r = rng.random()
                         value: float | None = lo + (hi - lo) * (0.15 + 0.7 * r)
@@ -929,8 +933,9 @@ def build(url: str, scale: float, seed: int) -> tuple[dict[str, int], float]:
         loader.copy(conn, "sequence_gaps", iter(loader.holes))
         with conn.cursor() as cur:
             cur.executemany(
-                "update edge_streams set high_water = %s where stream_id = %s",
-                [(high, stream) for stream, high in loader.high_water.items()],
+                "update edge_streams set high_water = %s, high_water_time = %s"
+                " where stream_id = %s",
+                [(high, t, stream) for stream, (high, t) in loader.high_water.items()],
             )
         for table, column in (("lots", "lot_id"), ("edge_streams", "stream_id")):
             conn.execute(
@@ -950,7 +955,12 @@ def build(url: str, scale: float, seed: int) -> tuple[dict[str, int], float]:
     with ThreadPoolExecutor(2) as pool:  # the readings' indexes on one core, the rest on the other
         list(pool.map(run, [[d for t, _, d in indexes if (t == "readings") == r] for r in (1, 0)]))
     _log(f"{len(indexes)} indexes rebuilt", t0)
-    others = ", ".join(t for t in COPY if t != "readings")
+    with psycopg.connect(bench, autocommit=True) as c:
+        c.execute("set work_mem = '256MB'")
+        ended = [r[0] for r in c.execute("select batch_id from batches where ended_at is not null")]
+        rollups.rebuild(c, ended)
+    _log("rollups built, as ingest keeps them", t0)
+    others = ", ".join([t for t in COPY if t != "readings"] + ROLLUP_TABLES)
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(run, [["vacuum (analyze) readings"], [f"vacuum (analyze) {others}"]]))
     _log("vacuumed and analyzed", t0)

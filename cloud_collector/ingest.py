@@ -15,7 +15,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from cloud_collector import genealogy
+from cloud_collector import genealogy, rollups
 from protocols.mqtt import topics
 from protocols.mqtt.contract import (
     Ack,
@@ -67,14 +67,21 @@ with found as (
 )
 select stream_id from found union all select stream_id from made
 """
+# The readings a message adds (a resend adds none), the batches they name, and the batches'
+# rollups, in one statement: the rollups count exactly the rows inserted.
 _READINGS_FROM_STAGING = f"""
-insert into readings ({_COPY_COLUMNS}) select {_COPY_COLUMNS} from readings_in
-on conflict do nothing
-"""
-_BATCHES_SEEN = """
-insert into batches (batch_id, line_id, edge_id)
-select distinct batch_id, line_id, %(edge)s from readings_in where batch_id is not null
-on conflict (batch_id) do nothing
+with inserted as (
+    insert into readings ({_COPY_COLUMNS}) select {_COPY_COLUMNS} from readings_in
+    on conflict do nothing
+    returning batch_id, line_id, device, tag, unit, value, quality, time
+), batches_seen as (
+    insert into batches (batch_id, line_id, edge_id)
+    select distinct batch_id, line_id, %(edge)s from inserted where batch_id is not null
+    on conflict (batch_id) do nothing
+), stats as ({rollups.stats_upsert("inserted")}
+), minutes as ({rollups.minutes_upsert("inserted")}
+)
+select count(*) from inserted
 """
 _BATCH_EVENT = """
 insert into batch_events (stream_id, seq, time, kind, line_id, batch_id, actor, received_at)
@@ -129,13 +136,20 @@ insert into tag_specs (device, tag, unit, low, high) values (%s, %s, %s, %s, %s)
 on conflict (device, tag) do update set unit = excluded.unit, low = excluded.low,
     high = excluded.high, updated_at = now()
 """
-_HIGH_WATER = "select high_water from edge_streams where stream_id = %s for update"
+_HIGH_WATER = """
+select high_water, high_water_time from edge_streams where stream_id = %s for update
+"""
 _GAPS_OVERLAPPING = """
 delete from sequence_gaps where stream_id = %s and first_missing <= %s and last_missing >= %s
-returning first_missing, last_missing
+returning first_missing, last_missing, before_time, after_time
 """
-_ADD_GAP = "insert into sequence_gaps values (%s, %s, %s) on conflict do nothing"
-_SET_HIGH_WATER = "update edge_streams set high_water = %s where stream_id = %s"
+_ADD_GAP = """
+insert into sequence_gaps (stream_id, first_missing, last_missing, before_time, after_time)
+values (%s, %s, %s, %s, %s) on conflict do nothing
+"""
+_SET_HIGH_WATER = """
+update edge_streams set high_water = %s, high_water_time = %s where stream_id = %s
+"""
 _COMMIT_RECORD = """
 insert into stream_commits (stream_id, first_seq, last_seq, records, inserted)
 values (%s, %s, %s, %s, %s)
@@ -258,10 +272,8 @@ async def _copy_readings(
                         r.time < backfill_before,
                     )
                 )
-        await cur.execute(_READINGS_FROM_STAGING)
-        inserted = max(cur.rowcount, 0)
-        await cur.execute(_BATCHES_SEEN, ids)
-    return inserted
+        row = await (await cur.execute(_READINGS_FROM_STAGING, ids)).fetchone()
+    return int(row[0]) if row else 0
 
 
 async def _insert_event(
@@ -379,27 +391,32 @@ async def _commit(
     await conn.execute(
         _COMMIT_RECORD, (stream_id, env.first_seq, env.last_seq, len(env.records), inserted)
     )
-    await _track_gaps(conn, stream_id, env.first_seq, env.last_seq)
+    await _track_gaps(conn, stream_id, env)
     return inserted
 
 
-async def _track_gaps(conn: psycopg.AsyncConnection, stream_id: int, first: int, last: int) -> None:
-    """Keep the stream's holes: a message past the high-water mark opens one before it; a
-    late message (a resend, the backlog) fills what it covers."""
+async def _track_gaps(conn: psycopg.AsyncConnection, stream_id: int, env: Envelope) -> None:
+    """Keep the stream's holes and when each happened (the times of the records on both
+    sides): a message past the high-water mark opens one before it; a late message (a
+    resend, the backlog) fills what it covers."""
+    first, last = env.first_seq, env.last_seq
+    first_time, last_time = env.records[0].time, env.records[-1].time
     row = await (await conn.execute(_HIGH_WATER, (stream_id,))).fetchone()
-    high_water = int(row[0]) if row else -1
+    high_water, high_water_time = (int(row[0]), row[1]) if row else (-1, None)
     if first > high_water + 1:
-        await conn.execute(_ADD_GAP, (stream_id, high_water + 1, first - 1))
+        await conn.execute(
+            _ADD_GAP, (stream_id, high_water + 1, first - 1, high_water_time, first_time)
+        )
     if first <= high_water:
-        for gap_first, gap_last in await (
+        for gap_first, gap_last, before, after in await (
             await conn.execute(_GAPS_OVERLAPPING, (stream_id, last, first))
         ).fetchall():
             if gap_first < first:
-                await conn.execute(_ADD_GAP, (stream_id, gap_first, first - 1))
+                await conn.execute(_ADD_GAP, (stream_id, gap_first, first - 1, before, first_time))
             if gap_last > last:
-                await conn.execute(_ADD_GAP, (stream_id, last + 1, gap_last))
+                await conn.execute(_ADD_GAP, (stream_id, last + 1, gap_last, last_time, after))
     if last > high_water:
-        await conn.execute(_SET_HIGH_WATER, (last, stream_id))
+        await conn.execute(_SET_HIGH_WATER, (last, last_time, stream_id))
 
 
 async def dead_letter(

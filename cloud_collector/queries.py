@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict
+
+from cloud_collector import rollups
 
 
 class Strict(BaseModel):
@@ -87,26 +90,19 @@ _LIST_BATCHES = """
 select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by
 from batches order by coalesce(started_at, first_seen) desc limit %s
 """
-# Units can change within a batch only if a profile changed mid-batch; the most frequent
-# wins here and the count of distinct units is left to the later excursion work.
-_PARAMETERS = """
-select device, tag, mode() within group (order by unit) as unit,
-       count(*) as count,
-       count(*) filter (where quality = 'good' and value is not null) as good_count,
-       count(*) filter (where quality = 'bad') as bad_count,
-       count(*) filter (where quality = 'uncertain') as uncertain_count,
-       min(value) filter (where quality = 'good') as min,
-       max(value) filter (where quality = 'good') as max,
-       avg(value) filter (where quality = 'good') as mean,
-       percentile_cont(0.05) within group (order by value) filter (where quality = 'good')
-           as p05,
-       percentile_cont(0.5) within group (order by value) filter (where quality = 'good')
-           as p50,
-       percentile_cont(0.95) within group (order by value) filter (where quality = 'good')
-           as p95,
-       min(time) as first_time, max(time) as last_time
-from readings where batch_id = %s
-group by device, tag order by device, tag
+# The rollups kept at ingest (cloud_collector/rollups.py): no reading is read here. The
+# percentiles join only when they were computed at the tag's current reading count.
+_SUMMARIES = """
+select s.batch_id, s.device, s.tag, s.unit, s.count, s.good_count, s.bad_count,
+       s.uncertain_count, s.min, s.max,
+       case when s.good_count > 0 then s.sum / s.good_count end as mean,
+       p.p05, p.p50, p.p95, s.first_time, s.last_time,
+       s.low, s.high, s.below, s.above, s.excursion_min, s.excursion_max,
+       s.excursion_first, s.excursion_last
+from batch_tag_stats s
+left join batch_tag_percentiles p on p.batch_id = s.batch_id and p.device = s.device
+    and p.tag = s.tag and p.at_count = s.count
+where s.batch_id = any(%s) order by s.batch_id, s.device, s.tag
 """
 
 
@@ -121,52 +117,64 @@ async def list_batches(conn: AsyncConnection, limit: int) -> list[Batch]:
     return [Batch(**row) for row in await (await cur.execute(_LIST_BATCHES, (limit,))).fetchall()]
 
 
-_EXCURSIONS = """
-select r.device, r.tag, s.low, s.high,
-       count(*) filter (where r.value < s.low) as below,
-       count(*) filter (where r.value > s.high) as above,
-       min(r.value) as min, max(r.value) as max,
-       min(r.time) as first_time, max(r.time) as last_time
-from readings r join tag_specs s using (device, tag)
-where r.batch_id = %s and r.quality = 'good' and (r.value < s.low or r.value > s.high)
-group by r.device, r.tag, s.low, s.high order by r.device, r.tag
+# One bucket width for the whole batch, from its first reading, so that every tag's series
+# lines up on a chart:
+# whole minutes from the per-minute rollup when the batch is long enough, else the readings
+# themselves (bounded by the batch's time span so that only its chunks are read).
+_SERIES_FROM_MINUTES = """
+select device, tag, time_bucket(%(bucket)s::interval, minute, %(origin)s) as bucket,
+       sum(count) as count,
+       sum(sum) / nullif(sum(good_count), 0) as mean, min(min) as min, max(max) as max
+from batch_tag_minutes where batch_id = %(batch)s
+group by device, tag, bucket order by device, tag, bucket
 """
-# One bucket width for the whole batch, so that every tag's series lines up on a chart.
-_SERIES = """
-select device, tag, time_bucket(%(bucket)s::interval, time) as bucket, count(*) as count,
+_SERIES_FROM_READINGS = """
+select device, tag, time_bucket(%(bucket)s::interval, time, %(origin)s) as bucket,
+       count(*) as count,
        avg(value) filter (where quality = 'good') as mean,
        min(value) filter (where quality = 'good') as min,
        max(value) filter (where quality = 'good') as max
-from readings where batch_id = %(batch)s
+from readings where batch_id = %(batch)s and time >= %(start)s and time <= %(end)s
 group by device, tag, bucket order by device, tag, bucket
 """
+
+
+async def summaries(
+    conn: AsyncConnection, batch_ids: list[str]
+) -> dict[str, tuple[list[TagSummary], list[Excursion]]]:
+    """Per batch: each tag's statistics and its excursions, for any number of batches in
+    two statements (the first computes percentiles that are missing or stale)."""
+    await rollups.refresh_percentiles(conn, batch_ids)
+    cur = conn.cursor(row_factory=dict_row)
+    out: dict[str, tuple[list[TagSummary], list[Excursion]]] = {}
+    for r in await (await cur.execute(_SUMMARIES, (batch_ids,))).fetchall():
+        tags, excursions = out.setdefault(r["batch_id"], ([], []))
+        tags.append(TagSummary(**{k: r[k] for k in TagSummary.model_fields}))
+        if r["below"] or r["above"]:
+            excursions.append(
+                Excursion(
+                    device=r["device"],
+                    tag=r["tag"],
+                    low=r["low"],
+                    high=r["high"],
+                    below=r["below"],
+                    above=r["above"],
+                    min=r["excursion_min"],
+                    max=r["excursion_max"],
+                    first_time=r["excursion_first"],
+                    last_time=r["excursion_last"],
+                )
+            )
+    return out
 
 
 async def batch_parameters(conn: AsyncConnection, batch: Batch, points: int = 0) -> BatchParameters:
     """Per-tag statistics and excursions; with points > 0 also a series downsampled to
     about that many points per tag (a chart's worth)."""
-    cur = conn.cursor(row_factory=dict_row)
-    rows = await (await cur.execute(_PARAMETERS, (batch.batch_id,))).fetchall()
-    tags = [TagSummary(**row) for row in rows]
-    excursions = [
-        Excursion(**r) for r in await (await cur.execute(_EXCURSIONS, (batch.batch_id,))).fetchall()
-    ]
+    tags, excursions = (await summaries(conn, [batch.batch_id])).get(batch.batch_id, ([], []))
     series: list[TagSeries] = []
     if points > 0 and tags:
-        start = min(t.first_time for t in tags)
-        span = (max(t.last_time for t in tags) - start).total_seconds()
-        bucket = max(span / points, 0.001)
-        by_tag: dict[tuple[str, str], list[SeriesPoint]] = {}
-        params = {"bucket": f"{bucket} seconds", "batch": batch.batch_id}
-        for r in await (await cur.execute(_SERIES, params)).fetchall():
-            by_tag.setdefault((r["device"], r["tag"]), []).append(
-                SeriesPoint(
-                    time=r["bucket"], count=r["count"], mean=r["mean"], min=r["min"], max=r["max"]
-                )
-            )
-        series = [
-            TagSeries(device=d, tag=t, bucket_s=bucket, points=p) for (d, t), p in by_tag.items()
-        ]
+        series = await _series(conn, batch.batch_id, tags, points)
     gaps = []
     if not tags:
         gaps.append(f"batch {batch.batch_id} has no readings")
@@ -176,3 +184,31 @@ async def batch_parameters(conn: AsyncConnection, batch: Batch, points: int = 0)
         if t.good_count == 0:
             gaps.append(f"{t.device}/{t.tag} has no reading of good quality in this batch")
     return BatchParameters(batch=batch, tags=tags, excursions=excursions, series=series, gaps=gaps)
+
+
+async def _series(
+    conn: AsyncConnection, batch_id: str, tags: list[TagSummary], points: int
+) -> list[TagSeries]:
+    start = min(t.first_time for t in tags)
+    end = max(t.last_time for t in tags)
+    bucket = max((end - start).total_seconds() / points, 0.001)
+    sql, origin = _SERIES_FROM_READINGS, start
+    if bucket >= 60:
+        bucket, sql = 60.0 * math.ceil(bucket / 60), _SERIES_FROM_MINUTES
+        origin = start.replace(second=0, microsecond=0)
+    params = {
+        "bucket": f"{bucket} seconds",
+        "batch": batch_id,
+        "start": start,
+        "end": end,
+        "origin": origin,
+    }
+    by_tag: dict[tuple[str, str], list[SeriesPoint]] = {}
+    cur = conn.cursor(row_factory=dict_row)
+    for r in await (await cur.execute(sql, params)).fetchall():  # type: ignore[arg-type]
+        by_tag.setdefault((r["device"], r["tag"]), []).append(
+            SeriesPoint(
+                time=r["bucket"], count=r["count"], mean=r["mean"], min=r["min"], max=r["max"]
+            )
+        )
+    return [TagSeries(device=d, tag=t, bucket_s=bucket, points=p) for (d, t), p in by_tag.items()]

@@ -343,19 +343,16 @@ from qc_results where batch_id = any(%s) order by time
 
 async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) -> list[TracedBatch]:
     """The traced batches in three statements whatever their number; with `detail` (a
-    backward trace: a handful of batches) also each one's parameters and excursions."""
+    backward trace) also each one's parameters and excursions, from the rollups."""
     batches = [queries.Batch(**r) for r in await _rows(conn, _BATCHES, batch_ids)]
     operators = {r["batch_id"]: r["operators"] for r in await _rows(conn, _OPERATORS, batch_ids)}
     qc: dict[str, list[QcResult]] = defaultdict(list)
     for r in await _rows(conn, _QC, batch_ids):
         qc[r["batch_id"]].append(QcResult(**r))
+    summaries = await queries.summaries(conn, batch_ids) if detail else {}
     out = []
     for batch in batches:
-        parameters: list[queries.TagSummary] = []
-        excursions: list[queries.Excursion] = []
-        if detail:
-            summary = await queries.batch_parameters(conn, batch)
-            parameters, excursions = summary.tags, summary.excursions
+        parameters, excursions = summaries.get(batch.batch_id, ([], []))
         out.append(
             TracedBatch(
                 batch=batch,
@@ -409,7 +406,7 @@ async def _gaps(
             gaps.append(f"unit {s.epc} shipped on {s.shipment} belongs to no known lot")
     ids = [tb.batch.batch_id for tb in batches]
     no_inputs = {r["batch_id"] for r in await _rows(conn, _NO_INPUTS, ids)}
-    with_readings = {r["b"] for r in await _rows(conn, _WITH_READINGS, ids)}
+    with_readings = {r["batch_id"] for r in await _rows(conn, _WITH_READINGS, ids)}
     for tb in batches:
         b = tb.batch
         if b.batch_id in no_inputs:
@@ -433,14 +430,10 @@ _NO_INPUTS = """
 select batch_id from trace_events
 where batch_id = any(%s) and event_type = 'TransformationEvent' and 'no_inputs' = any(flags)
 """
-# One index probe per batch, not a scan of its readings.
-_WITH_READINGS = """
-select b from unnest(%s::text[]) b
-where exists (select 1 from readings r where r.batch_id = b)
-"""
+_WITH_READINGS = "select distinct batch_id from batch_tag_stats where batch_id = any(%s)"
 # Readings an edge numbered but the collector never committed, inside a batch's time range
-# (the readings on both sides of the hole tell when it was), unless the edge reported them
-# dropped by its outbox policy.
+# (the readings on both sides of the hole, whose times ingest kept, tell when it was),
+# unless the edge reported them dropped by its outbox policy.
 _SEQUENCE_GAPS = """
 with b as (
     select * from unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])
@@ -448,12 +441,8 @@ with b as (
 )
 select b.batch_id, b.edge_id, g.first_missing, g.last_missing
 from b join stream_gaps g on g.edge_id = b.edge_id and g.stream = 'readings'
-where exists (select 1 from readings r where r.stream_id = g.stream_id
-              and r.seq = g.first_missing - 1
-              and r.time <= coalesce(b.ended_at, 'infinity'))
-  and exists (select 1 from readings r where r.stream_id = g.stream_id
-              and r.seq = g.last_missing + 1
-              and r.time >= coalesce(b.started_at, '-infinity'))
+where g.before_time <= coalesce(b.ended_at, 'infinity')
+  and g.after_time >= coalesce(b.started_at, '-infinity')
   and not exists (select 1 from readings_dropped d join edge_streams e using (stream_id)
                   where e.edge_id = g.edge_id and e.epoch = g.epoch
                     and d.dropped_stream = 'readings'
@@ -554,10 +543,11 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
     }
     lines: list[RecallLine] = []
     shipped: dict[int, float] = defaultdict(float)
+    by_id = {x.lot_id: x for x in t.lots}
     for s in t.shipments:
         if s.lot_id is None:
             continue
-        x = next(x for x in t.lots if x.lot_id == s.lot_id)
+        x = by_id[s.lot_id]
         shipped[s.lot_id] += s.quantity or 0.0
         lines.append(
             RecallLine(

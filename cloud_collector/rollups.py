@@ -1,0 +1,124 @@
+"""Per-batch rollups of readings: counts, statistics, excursions and per-minute buckets per
+batch, device and tag, added to in the statement that commits the readings (the Apache
+edition of TimescaleDB has no continuous aggregates), and percentiles computed on demand
+and kept until late readings make them stale.
+
+`stats_from(source)` aggregates any relation with the readings' columns: the rows a commit
+just inserted, or (`REBUILD`) every reading, for a database loaded in bulk.
+"""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection, Connection
+
+_GOOD = "r.quality = 'good' and r.value is not null"
+_OUT_OF_SPEC = f"{_GOOD} and (r.value < sp.low or r.value > sp.high)"
+
+# Rows in (batch, device, tag) order: two collectors committing readings of one batch lock
+# its rows in the same order and cannot deadlock.
+_STATS_SELECT = f"""
+select r.batch_id, r.device, r.tag, (array_agg(r.unit order by r.time desc))[1],
+       count(*), count(*) filter (where {_GOOD}),
+       count(*) filter (where r.quality = 'bad'), count(*) filter (where r.quality = 'uncertain'),
+       min(r.value) filter (where {_GOOD}), max(r.value) filter (where {_GOOD}),
+       coalesce(sum(r.value) filter (where {_GOOD}), 0), min(r.time), max(r.time),
+       sp.low, sp.high,
+       count(*) filter (where {_GOOD} and r.value < sp.low),
+       count(*) filter (where {_GOOD} and r.value > sp.high),
+       min(r.value) filter (where {_OUT_OF_SPEC}), max(r.value) filter (where {_OUT_OF_SPEC}),
+       min(r.time) filter (where {_OUT_OF_SPEC}), max(r.time) filter (where {_OUT_OF_SPEC})
+from {{source}} r left join tag_specs sp using (device, tag)
+where r.batch_id is not null
+group by r.batch_id, r.device, r.tag, sp.low, sp.high
+order by r.batch_id, r.device, r.tag
+"""
+_STATS_UPSERT = """
+insert into batch_tag_stats as s (batch_id, device, tag, unit, count, good_count, bad_count,
+    uncertain_count, min, max, sum, first_time, last_time, low, high, below, above,
+    excursion_min, excursion_max, excursion_first, excursion_last)
+{select}
+on conflict (batch_id, device, tag) do update set
+    unit = excluded.unit,
+    count = s.count + excluded.count,
+    good_count = s.good_count + excluded.good_count,
+    bad_count = s.bad_count + excluded.bad_count,
+    uncertain_count = s.uncertain_count + excluded.uncertain_count,
+    min = least(s.min, excluded.min),
+    max = greatest(s.max, excluded.max),
+    sum = s.sum + excluded.sum,
+    first_time = least(s.first_time, excluded.first_time),
+    last_time = greatest(s.last_time, excluded.last_time),
+    low = excluded.low,
+    high = excluded.high,
+    below = s.below + excluded.below,
+    above = s.above + excluded.above,
+    excursion_min = least(s.excursion_min, excluded.excursion_min),
+    excursion_max = greatest(s.excursion_max, excluded.excursion_max),
+    excursion_first = least(s.excursion_first, excluded.excursion_first),
+    excursion_last = greatest(s.excursion_last, excluded.excursion_last)
+"""
+_MINUTES_UPSERT = f"""
+insert into batch_tag_minutes as m (batch_id, device, tag, minute, count, good_count, sum,
+    min, max)
+select r.batch_id, r.device, r.tag, time_bucket('1 minute', r.time) as minute, count(*),
+       count(*) filter (where {_GOOD}), coalesce(sum(r.value) filter (where {_GOOD}), 0),
+       min(r.value) filter (where {_GOOD}), max(r.value) filter (where {_GOOD})
+from {{source}} r where r.batch_id is not null
+group by 1, 2, 3, 4 order by 1, 2, 3, 4
+on conflict (batch_id, device, tag, minute) do update set
+    count = m.count + excluded.count,
+    good_count = m.good_count + excluded.good_count,
+    sum = m.sum + excluded.sum,
+    min = least(m.min, excluded.min),
+    max = greatest(m.max, excluded.max)
+"""
+
+
+def stats_upsert(source: str) -> str:
+    return _STATS_UPSERT.format(select=_STATS_SELECT.format(source=source))
+
+
+def minutes_upsert(source: str) -> str:
+    return _MINUTES_UPSERT.format(source=source)
+
+
+# Every reading at once: for a database whose readings were loaded in bulk (the benchmark),
+# or rollups lost and rebuilt.
+REBUILD = [
+    "truncate batch_tag_stats, batch_tag_minutes, batch_tag_percentiles",
+    stats_upsert("readings"),
+    minutes_upsert("readings"),
+]
+
+# Bounded by each tag's own first and last reading in the batch, so that only the chunks
+# holding the batch are read.
+_REFRESH_PERCENTILES = f"""
+insert into batch_tag_percentiles as p (batch_id, device, tag, at_count, p05, p50, p95)
+select s.batch_id, s.device, s.tag, s.count, q.p[1], q.p[2], q.p[3]
+from batch_tag_stats s
+left join batch_tag_percentiles old using (batch_id, device, tag)
+cross join lateral (
+    select percentile_cont(array[0.05, 0.5, 0.95]) within group (order by r.value) as p
+    from readings r
+    where r.batch_id = s.batch_id and r.device = s.device and r.tag = s.tag
+      and r.time >= s.first_time and r.time <= s.last_time and {_GOOD}
+) q
+where s.batch_id = any(%s) and old.at_count is distinct from s.count
+order by s.batch_id, s.device, s.tag
+on conflict (batch_id, device, tag) do update set
+    at_count = excluded.at_count, p05 = excluded.p05, p50 = excluded.p50, p95 = excluded.p95
+"""
+
+
+async def refresh_percentiles(conn: AsyncConnection, batch_ids: list[str]) -> None:
+    """Computes the percentiles of the batches' tags that have none or stale ones (a no-op
+    costing one index probe per tag when they are current)."""
+    await conn.execute(_REFRESH_PERCENTILES, (batch_ids,))
+
+
+def rebuild(conn: Connection, ended_batches: list[str]) -> None:
+    """Rollups from every reading, and the percentiles of the ended batches (what the
+    collector would have kept while the readings arrived one message at a time)."""
+    for statement in REBUILD:
+        conn.execute(statement)  # type: ignore[arg-type]
+    conn.execute(_REFRESH_PERCENTILES, (ended_batches,))
