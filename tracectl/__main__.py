@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from device_profiles.schema import (
     DeviceProfile,
@@ -20,9 +21,21 @@ from device_profiles.schema import (
     json_schema,
     load_profile,
 )
+from protocols.mqtt.connection import ENV_FILE
+from tracectl import credentials
 
 EDGE_URL = "http://127.0.0.1:8100"
 API_URL = "http://127.0.0.1:8000"
+
+
+class ApiKey(BaseSettings):
+    """TRACE_API_KEY: the key tracectl sends to the collector's API (`tracectl credential`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACE_", env_file=ENV_FILE, extra="ignore")
+    api_key: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
 def _fail(message: str) -> None:
@@ -41,6 +54,8 @@ def _call(method: str, url: str, **kwargs: object) -> httpx.Response:
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text
+        if response.status_code == 401:
+            detail = f"{detail} (tracectl sends the key in TRACE_API_KEY)"
         _fail(f"{method} {url} answered {response.status_code}: {detail}")
     return response
 
@@ -101,7 +116,9 @@ def print_parameters(body: dict) -> None:  # type: ignore[type-arg]
 
 
 def cmd_parameters(args: argparse.Namespace) -> None:
-    body = _call("GET", f"{args.api}/api/v1/batches/{args.batch}/parameters").json()
+    body = _call(
+        "GET", f"{args.api}/api/v1/batches/{args.batch}/parameters", headers=ApiKey().headers()
+    ).json()
     if args.json:
         print(json.dumps(body, indent=2))
     else:
@@ -190,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     decode.add_argument("value", help="the tag's EPC in hex, or the scanned text")
     decode.add_argument("--json", action="store_true")
     decode.set_defaults(func=cmd_decode)
+
+    credentials.add_parser(sub)
 
     demo = sub.add_parser("demo", help="run a simulated line into the local services")
     demo.add_argument("--seconds", type=float, default=15.0)

@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psycopg
 import yaml
 
+from cloud_collector import auth
 from cloud_collector.migrate import migrate
 from cloud_collector.settings import CollectorSettings
 from device_profiles import LIBRARY
@@ -74,6 +76,14 @@ async def ensure_collector(settings: CollectorSettings) -> str:
             return url
         await asyncio.sleep(0.2)
     raise SystemExit(f"the collector did not answer on {url}; see {STATE / 'collector.log'}")
+
+
+async def demo_key(database_url: str) -> str:
+    """An admin key for the demo (it imports ERP data and reads traces), named `demo`;
+    each run revokes the previous run's."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        issued = await auth.issue(conn, "demo", auth.Role.admin, replace=True)
+    return issued.key
 
 
 def sscc96(sscc: str) -> bytes:
@@ -136,6 +146,7 @@ async def run_demo(seconds: float) -> None:
     collector = CollectorSettings()
     migrate(collector.database_url)
     api = await ensure_collector(collector)
+    key = await demo_key(collector.database_url)
     print(
         f"collector: API on {api}, ingesting from mqtt://{collector.mqtt.host}:{collector.mqtt.port}"
     )
@@ -194,7 +205,8 @@ async def run_demo(seconds: float) -> None:
                         await task
                 agent.close()
 
-    async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=api, timeout=30, headers=headers) as client:
         # What the ERP knows: whom shipment SH-... went to.
         await client.put(
             "/api/v1/erp/customers",
@@ -230,8 +242,12 @@ async def run_demo(seconds: float) -> None:
         where = line["customer"] or line["location"] or "?"
         print(f"  {line['lot_code']:<22} {line['status']:<8} {where} {line['order_id'] or ''}")
     print()
-    print(f"Look at it: {api}/api/v1/lots/00/{our_pallet}/trace/backward")
-    print(f"            {api}/api/v1/lots/01/09506000134352/10/{flour_lot}/recall?format=csv")
-    print(f"            {api}/api/v1/batches/{batch_id}/parameters")
-    print(f"            {api}/docs  (the API, interactive)")
+    print("The API needs a key; this run's (credential `demo`, role admin; the next run's")
+    print("replaces it), also for `tracectl parameters`:")
+    print(f"  export TRACE_API_KEY={key}")
+    print('Look at it: curl -H "Authorization: Bearer $TRACE_API_KEY" URL')
+    print(f"  {api}/api/v1/lots/00/{our_pallet}/trace/backward")
+    print(f"  {api}/api/v1/lots/01/09506000134352/10/{flour_lot}/recall?format=csv")
+    print(f"  {api}/api/v1/batches/{batch_id}/parameters")
+    print(f"  {api}/docs  (the API, interactive: Authorize with the key)")
     print("The collector keeps running; `make stop` stops it and the services.")
