@@ -310,9 +310,9 @@ async def issue(
         raise CredentialError("a credential needs a name (who or what uses it)")
     if (role is Role.partner) != (partner_id is not None):
         raise CredentialError(
-            "a partner credential needs --partner ID (the distributor it stands for)"
+            "a partner credential needs a partner id (--partner ID: the distributor it stands for)"
             if role is Role.partner
-            else f"--partner is only for role partner, not {role}"
+            else f"a partner id (--partner) is only for role partner, not {role}"
         )
     key = new_key()
     async with conn.transaction():
