@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from cloud_collector import erp, queries, trace
 from cloud_collector.auth import Role, require
 from cloud_collector.credentials_api import router as credentials_router
+from cloud_collector.fsma204 import router as fsma204_router
 from cloud_collector.settings import CollectorSettings
 
 
@@ -183,6 +184,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         return await _import(conn, erp.qc_results, rows)
 
     app.include_router(credentials_router)
+    app.include_router(fsma204_router)
     return app
 
 

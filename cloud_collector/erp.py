@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -64,11 +64,48 @@ class QcResult(Strict):
     time: datetime
 
 
+class Location(Strict):
+    """A place as events and ERP documents name it (a read point, a supplier as its purchase
+    orders name it, a ship-to as its shipments name it) and its FSMA 204 location
+    description: business name, physical address, phone number (21 CFR 1.1310)."""
+
+    location_id: str = Field(min_length=1, max_length=500)
+    name: str = Field(min_length=1, max_length=200)
+    address: str | None = Field(default=None, max_length=500)
+    phone: str | None = Field(default=None, max_length=64)
+    gln: str | None = Field(default=None, pattern=r"^\d{13}$")
+    tlc_source_reference: str | None = Field(default=None, max_length=500)
+
+
+class TlcSource(Strict):
+    """Where a supplier's lot got its traceability lot code, as their shipping KDEs say:
+    the place (a location_id) or a traceability lot code source reference, or both."""
+
+    gtin: str = Field(pattern=r"^\d{14}$")
+    lot_code: str = Field(min_length=1, max_length=20)
+    location_id: str | None = Field(default=None, max_length=500)
+    reference: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _location_or_reference(self) -> TlcSource:
+        if self.location_id is None and self.reference is None:
+            raise ValueError(
+                f"TLC source of {self.gtin}/{self.lot_code} needs a location_id or a reference"
+            )
+        return self
+
+
 PurchaseOrder.model_rebuild()
 
 
-# Table -> its key column; the other columns are the model's fields, in order.
-_KEYS: dict[str, str] = {"products": "gtin", "customers": "customer_id", "shipments": "shipment"}
+# Table -> its key column(s); the other columns are the model's fields, in order.
+_KEYS: dict[str, str] = {
+    "products": "gtin",
+    "customers": "customer_id",
+    "shipments": "shipment",
+    "locations": "location_id",
+    "lot_tlc_sources": "gtin, lot_code",
+}
 
 
 def _upsert(table: str) -> Any:
@@ -76,7 +113,8 @@ def _upsert(table: str) -> Any:
         if not rows:
             return 0
         columns = list(type(rows[0]).model_fields)
-        others = ", ".join(f"{c} = excluded.{c}" for c in columns if c != _KEYS[table])
+        keys = _KEYS[table].split(", ")
+        others = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
         placeholders = ", ".join(["%s"] * len(columns))
         sql = (
             f"insert into {table} ({', '.join(columns)}) values ({placeholders})"
@@ -92,6 +130,8 @@ def _upsert(table: str) -> Any:
 products = _upsert("products")
 customers = _upsert("customers")
 shipments = _upsert("shipments")
+locations = _upsert("locations")
+tlc_sources = _upsert("lot_tlc_sources")
 
 
 async def purchase_orders(conn: AsyncConnection, rows: list[PurchaseOrder]) -> int:

@@ -1,0 +1,284 @@
+"""The Key Data Elements of each Critical Tracking Event, one spreadsheet row per event per
+lot line, and the KDEs the records lack.
+
+Where the column names come from: the rule itself, 21 CFR Part 1 Subpart S, in its own
+words, one column per KDE (`COLUMNS` cites the paragraph of each):
+
+- Receiving, § 1.1345(a)(1)-(8); Shipping, § 1.1340(a)(1)-(8); Transformation,
+  § 1.1350(a)(1)(i)-(iii) for the food used and (a)(2)(i)-(vi) for the food produced.
+- "Location description" is the rule's defined term (§ 1.1310: business name, phone number,
+  physical location address); "quantity and unit of measure" is split into "Quantity" and
+  "Unit of Measure" so the sheet sorts and sums; the three date KDEs (the date you received
+  the food, the date you shipped it, the date transformation was completed) share one
+  sortable "Event Date" column, the row's "Critical Tracking Event" saying which it is.
+
+The FDA's own electronic sortable spreadsheet template (June 2024,
+https://www.fda.gov/media/179617/download, one tab per CTE whose headers are the same KDEs)
+could not be read from here: where its header text differs from the rule's words, change
+the names in `COLUMNS`, nothing else depends on them. Initial packing (§ 1.1330) is not a
+row kind: nothing on the floor records the harvest KDEs it needs (see the README).
+
+Columns that are not KDEs (GTIN, event time, event id, missing KDEs) come last but one
+(time second, to sort the events of one day) and say so in `COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+# Which CTE a row holds, by the row kind of fsma204/sql.py.
+RECEIVING, SHIPPING, FOOD_USED, FOOD_PRODUCED = 1, 2, 3, 4
+CTE_NAMES = {
+    RECEIVING: "Receiving",
+    SHIPPING: "Shipping",
+    FOOD_USED: "Transformation (food used)",
+    FOOD_PRODUCED: "Transformation (food produced)",
+}
+
+CTE = "Critical Tracking Event"
+DATE = "Event Date"
+TIME = "Event Time (UTC)"
+TLC = "Traceability Lot Code"
+PRODUCT = "Product Description"
+QUANTITY = "Quantity"
+UOM = "Unit of Measure"
+PREVIOUS_SOURCE = "Location Description for the Immediate Previous Source"
+RECEIVED_AT = "Location Description for Where the Food Was Received"
+RECIPIENT = "Location Description for the Immediate Subsequent Recipient"
+SHIPPED_FROM = "Location Description for the Location From Which You Shipped the Food"
+TLC_SOURCE = "Location Description for the Traceability Lot Code Source"
+TLC_SOURCE_REFERENCE = "Traceability Lot Code Source Reference"
+NEW_TLC = "New Traceability Lot Code"
+DOCUMENT_TYPE = "Reference Document Type"
+DOCUMENT_NUMBER = "Reference Document Number"
+GTIN = "GTIN"
+EVENT_ID = "Event ID"
+MISSING = "Missing KDEs"
+
+# Column -> where it comes from. The order is the spreadsheet's.
+COLUMNS: dict[str, str] = {
+    CTE: "which CTE's KDEs the row holds: receiving (§ 1.1345), shipping (§ 1.1340), "
+    "transformation (§ 1.1350), the food used or the food produced",
+    DATE: "§ 1.1345(a)(6) the date you received the food; § 1.1340(a)(6) the date you shipped "
+    "the food; § 1.1350(a)(2)(iii) the date transformation was completed (UTC)",
+    TIME: "not a KDE: the event's time of day (UTC), to sort the events of one day",
+    TLC: "§ 1.1345(a)(1), § 1.1340(a)(1) the traceability lot code for the food; "
+    "§ 1.1350(a)(1)(i) of the food used, (a)(2)(i) the new traceability lot code",
+    PRODUCT: "§ 1.1345(a)(3), § 1.1340(a)(3), § 1.1350(a)(1)(ii), (a)(2)(iv) the product "
+    "description for the food",
+    QUANTITY: "§ 1.1345(a)(2), § 1.1340(a)(2), § 1.1350(a)(1)(iii), (a)(2)(v) the quantity "
+    "(and unit of measure) of the food; for food used, the quantity used from that lot",
+    UOM: "the unit of measure of the quantity (same paragraphs)",
+    PREVIOUS_SOURCE: "§ 1.1345(a)(4) the location description for the immediate previous "
+    "source (other than a transporter) for the food",
+    RECEIVED_AT: "§ 1.1345(a)(5) the location description for where the food was received",
+    RECIPIENT: "§ 1.1340(a)(4) the location description for the immediate subsequent "
+    "recipient (other than a transporter) of the food",
+    SHIPPED_FROM: "§ 1.1340(a)(5) the location description for the location from which you "
+    "shipped the food",
+    TLC_SOURCE: "§ 1.1345(a)(7), § 1.1340(a)(7) the location description for the "
+    "traceability lot code source; § 1.1350(a)(2)(ii) where you transformed the food",
+    TLC_SOURCE_REFERENCE: "the same paragraphs: the traceability lot code source reference "
+    "(may stand in for the location description)",
+    NEW_TLC: "§ 1.1350(a)(2)(i) on rows of food used: the new traceability lot code(s) the "
+    "lot went into",
+    DOCUMENT_TYPE: "§ 1.1345(a)(8), § 1.1340(a)(8), § 1.1350(a)(2)(vi) the reference "
+    "document type (several: '; ')",
+    DOCUMENT_NUMBER: "the reference document number, in the order of the types",
+    GTIN: "not a KDE: the GS1 trade item of the lot",
+    EVENT_ID: "not a KDE: the rows of one event share it",
+    MISSING: "not a KDE: which of the row's KDEs the records lack, and what to import",
+}
+
+# CBV business transaction types (trace event documents) in the words of a reference
+# document type.
+DOCUMENT_TYPES = {
+    "po": "Purchase Order",
+    "desadv": "Despatch Advice",
+    "inv": "Invoice",
+    "bol": "Bill of Lading",
+    "prodorder": "Production Order",
+    "recadv": "Receiving Advice",
+}
+LOCATIONS_IMPORT = "PUT /api/v1/erp/locations"
+NO_PLACE = "the event names no read point or business location"
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A KDE the records lack for one row, and what would supply it."""
+
+    kde: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kde}: {self.detail}"
+
+
+@dataclass
+class Row:
+    values: dict[str, Any]
+    missing: list[Missing] = field(default_factory=list)
+
+    @property
+    def cells(self) -> list[Any]:
+        """Typed cells in column order: dates as dates, quantities as numbers."""
+        return [self.values.get(c) for c in COLUMNS]
+
+
+def describe(loc: dict[str, Any] | None) -> str | None:
+    """A location description: business name, physical address, phone number."""
+    if not loc:
+        return None
+    return ", ".join(x for x in (loc.get("name"), loc.get("address"), loc.get("phone")) if x)
+
+
+def _parts_missing(loc: dict[str, Any]) -> list[str]:
+    return [
+        p for p, k in (("physical address", "address"), ("phone number", "phone")) if not loc.get(k)
+    ]
+
+
+def _place(
+    row: Row, column: str, key: str | None, loc: dict[str, Any] | None, unknown: str
+) -> None:
+    """Fill a location description column, or say what is missing: the place itself
+    (`unknown` says why), its master data, or part of it."""
+    row.values[column] = describe(loc)
+    if key is None:
+        row.missing.append(Missing(column, unknown))
+    elif loc is None:
+        row.missing.append(Missing(column, f"no location {key!r}: {LOCATIONS_IMPORT}"))
+    elif parts := _parts_missing(loc):
+        row.missing.append(
+            Missing(column, f"location {key!r} has no {' or '.join(parts)}: {LOCATIONS_IMPORT}")
+        )
+
+
+def _recipient(row: Row, r: dict[str, Any]) -> None:
+    key = r["ship_to"] or r["customer_id"]
+    if r["ship_to_loc"] is None and r["customer"] is not None:
+        # The ERP's customer record is a description too, short of a phone number at least.
+        customer = {"name": r["customer"], "address": r["customer_address"]}
+        row.values[RECIPIENT] = describe(customer)
+        parts = " or ".join(_parts_missing(customer))
+        row.missing.append(
+            Missing(
+                RECIPIENT,
+                f"customer {r['customer_id']!r} has no {parts}: "
+                f"{LOCATIONS_IMPORT} with location_id {key!r}",
+            )
+        )
+        return
+    unknown = (
+        "the event names no shipment document"
+        if r["shipment"] is None
+        else f"the ERP has not said whom shipment {r['shipment']!r} went to: "
+        "PUT /api/v1/erp/shipments"
+    )
+    _place(row, RECIPIENT, key, r["ship_to_loc"], unknown)
+
+
+def _tlc_source(row: Row, r: dict[str, Any], kind: int) -> None:
+    """The place that assigned the lot's code: the supplier's word for a lot we received
+    (lot_tlc_sources), the place of the transformation for a lot we made."""
+    if r["tlc_location_id"] is not None or r["tlc_reference"] is not None:
+        key, loc, reference = r["tlc_location_id"], r["tlc_loc"], r["tlc_reference"]
+    elif kind == FOOD_PRODUCED:
+        key, loc = r["place"], r["place_loc"]
+        reference = loc.get("tlc_source_reference") if loc else None
+    elif r["made_by"] is not None:
+        key, loc = r["made_at"], r["made_loc"]
+        reference = loc.get("tlc_source_reference") if loc else None
+    else:
+        key, loc, reference = None, None, None
+    row.values[TLC_SOURCE_REFERENCE] = reference
+    if reference is not None:  # the reference may stand in for the description
+        row.values[TLC_SOURCE] = describe(loc)
+        return
+    unknown = (
+        f"the supplier has not said where lot {r['lot_code']!r} got its code: "
+        "PUT /api/v1/erp/tlc-sources"
+    )
+    _place(row, TLC_SOURCE, key, loc, unknown)
+
+
+def _documents(row: Row, r: dict[str, Any], kind: int) -> None:
+    documents = [(DOCUMENT_TYPES.get(t, t), i) for t, i in (r["documents"] or [])]
+    if kind == SHIPPING and r["order_id"]:
+        documents.append(("Sales Order", r["order_id"]))
+    if kind == FOOD_PRODUCED and not documents and r["batch"]:
+        documents.append(("Batch Record", r["batch"]))
+    if documents:
+        row.values[DOCUMENT_TYPE] = "; ".join(t for t, _ in documents)
+        row.values[DOCUMENT_NUMBER] = "; ".join(i for _, i in documents)
+    else:
+        row.missing.append(Missing(DOCUMENT_NUMBER, "the event names no business document"))
+
+
+def _number(value: float | None) -> int | float | None:
+    """Whole quantities as integers: '1000', not '1000.0', in the CSV."""
+    if value is not None and float(value).is_integer():
+        return int(value)
+    return value
+
+
+def build(r: dict[str, Any]) -> Row:
+    """One spreadsheet row from one row of fsma204/sql.py CTE_ROWS."""
+    kind: int = r["kind"]
+    at: datetime = r["time"].astimezone(UTC)
+    row = Row(
+        {
+            CTE: CTE_NAMES[kind],
+            DATE: at.date(),
+            TIME: time(at.hour, at.minute, at.second),
+            TLC: r["lot_code"],
+            PRODUCT: r["product"],
+            QUANTITY: _number(r["quantity"]),
+            UOM: r["uom"],
+            GTIN: r["gtin"] or None,
+            EVENT_ID: r["event_id"],
+        }
+    )
+    if r["lot_code"].startswith("unit:"):
+        row.missing.append(Missing(TLC, "a unit no label or event tied to a lot"))
+    if r["product"] is None:
+        row.missing.append(
+            Missing(PRODUCT, f"no product {r['gtin']}: PUT /api/v1/erp/products")
+            if r["gtin"]
+            else Missing(PRODUCT, f"lot {r['lot_code']!r} names no GTIN")
+        )
+    if r["quantity"] is None:
+        row.missing.append(Missing(QUANTITY, "the event recorded no quantity"))
+    if r["uom"] is None:
+        row.missing.append(Missing(UOM, "the event recorded no unit of measure"))
+    if kind == RECEIVING:
+        unknown = (
+            f"no supplier is known for purchase order {r['document']!r}: "
+            "PUT /api/v1/erp/purchase-orders"
+            if r["document"]
+            else "the receipt names no purchase order, so no supplier"
+        )
+        _place(row, PREVIOUS_SOURCE, r["source"], r["source_loc"], unknown)
+        _place(row, RECEIVED_AT, r["place"], r["place_loc"], NO_PLACE)
+    elif kind == SHIPPING:
+        _recipient(row, r)
+        _place(row, SHIPPED_FROM, r["place"], r["place_loc"], NO_PLACE)
+    if kind == FOOD_USED:
+        # The food used has no location, source or document KDEs of its own: the new lot has.
+        row.values[NEW_TLC] = r["new_lots"]
+    else:
+        _tlc_source(row, r, kind)
+        _documents(row, r, kind)
+    row.values[MISSING] = "; ".join(str(m) for m in row.missing) or None
+    return row
+
+
+def day_range(start: date, end: date) -> tuple[datetime, datetime]:
+    """[start, end] as whole UTC days: the range of a request by date."""
+    return (
+        datetime.combine(start, time(), UTC),
+        datetime.combine(end, time(), UTC) + timedelta(days=1),
+    )

@@ -1,0 +1,104 @@
+"""The spreadsheet as CSV (streamed, a line at a time) and as XLSX (typed cells, frozen
+header, autofilter; a sheet of the KDEs the records lack; a sheet saying what the request
+was and where each column comes from, as § 1.1455(c)(3)(ii) asks: "along with any other
+information needed to understand the information in the spreadsheet")."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Iterable
+from datetime import date, time
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+
+from cloud_collector.fsma204.kdes import COLUMNS, CTE, EVENT_ID, TLC, Row
+
+SHEET = "FSMA 204"
+MISSING_SHEET = "Missing KDEs"
+MISSING_COLUMNS = ["Row", CTE, TLC, EVENT_ID, "Missing KDE", "What Would Supply It"]
+ABOUT_SHEET = "About"
+_WIDTHS = {0: 30, 1: 12, 2: 10, 3: 22, 4: 30}  # column index -> width; the rest 28
+_BOLD = Font(bold=True)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, time):
+        return value.isoformat(timespec="seconds")
+    return str(value)
+
+
+def csv_line(values: Iterable[Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow([_text(v) for v in values])
+    return out.getvalue()
+
+
+async def csv_lines(chunks: AsyncIterator[list[Row]]) -> AsyncIterator[str]:
+    """The header, then the rows as the database produces them."""
+    yield csv_line(COLUMNS)
+    async for rows in chunks:
+        yield "".join(csv_line(r.cells) for r in rows)
+
+
+def _header(ws: Any, names: list[str]) -> None:
+    cells = []
+    for name in names:
+        cell = WriteOnlyCell(ws, value=name)
+        cell.font = _BOLD
+        cells.append(cell)
+    ws.append(cells)
+
+
+def _typed(ws: Any, value: Any) -> Any:
+    if isinstance(value, date):
+        cell = WriteOnlyCell(ws, value=value)
+        cell.number_format = "yyyy-mm-dd"
+        return cell
+    if isinstance(value, time):
+        cell = WriteOnlyCell(ws, value=value)
+        cell.number_format = "hh:mm:ss"
+        return cell
+    return value
+
+
+async def xlsx(chunks: AsyncIterator[list[Row]], about: list[tuple[str, str]]) -> bytes:
+    """The workbook: the sortable sheet, the missing KDEs, and what it all means."""
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet(SHEET)
+    ws.freeze_panes = "A2"
+    for i in range(len(COLUMNS)):
+        ws.column_dimensions[get_column_letter(i + 1)].width = _WIDTHS.get(i, 28)
+    _header(ws, list(COLUMNS))
+    gaps: list[list[Any]] = []
+    n = 1
+    async for rows in chunks:
+        for row in rows:
+            n += 1
+            ws.append([_typed(ws, v) for v in row.cells])
+            gaps += [
+                [n, row.values[CTE], row.values[TLC], row.values[EVENT_ID], m.kde, m.detail]
+                for m in row.missing
+            ]
+    ws.auto_filter.ref = f"A1:{get_column_letter(len(COLUMNS))}{n}"
+    missing = wb.create_sheet(MISSING_SHEET)
+    missing.freeze_panes = "A2"
+    _header(missing, MISSING_COLUMNS)
+    for gap in gaps:
+        missing.append(gap)
+    missing.auto_filter.ref = f"A1:{get_column_letter(len(MISSING_COLUMNS))}{len(gaps) + 1}"
+    info = wb.create_sheet(ABOUT_SHEET)
+    _header(info, ["Item", "Value"])
+    for item in about:
+        info.append(list(item))
+    for column, source in COLUMNS.items():
+        info.append([f"Column: {column}", source])
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()

@@ -1,0 +1,164 @@
+"""HTTP: the FSMA 204 spreadsheets (by traceability lot code, by product and date range, by
+recall) and the ERP imports of the master data they need (locations, TLC sources)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from psycopg import AsyncConnection
+
+from cloud_collector import erp, trace
+from cloud_collector.auth import Role, require
+from cloud_collector.fsma204 import export, render
+from cloud_collector.fsma204.kdes import day_range
+
+Format = Literal["csv", "xlsx"]
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+READ = [Depends(require(Role.reader))]
+IMPORT = [Depends(require(Role.importer))]
+SCOPE = (
+    "21 CFR 1.1455(c)(3)(ii) electronic sortable spreadsheet: the Key Data Elements of "
+    "receiving (§ 1.1345), shipping (§ 1.1340) and transformation (§ 1.1350); one row per "
+    "event per lot line, sorted by event date and time (UTC), then traceability lot code. "
+    "Initial packing (§ 1.1330) is not recorded by this system."
+)
+
+router = APIRouter(tags=["FSMA 204"])
+
+
+async def _connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    async with request.app.state.pool.connection() as conn:
+        yield conn
+
+
+Conn = Annotated[AsyncConnection, Depends(_connection)]
+
+
+async def _lot(conn: AsyncConnection, text: str) -> trace.Lot:
+    try:
+        return await trace.resolve(conn, text)
+    except trace.UnknownLot as err:
+        raise HTTPException(404, str(err)) from err
+    except trace.AmbiguousLot as err:
+        raise HTTPException(
+            409, {"message": str(err), "candidates": [c.model_dump() for c in err.candidates]}
+        ) from err
+
+
+def _filename(*parts: str) -> str:
+    name = "-".join(["fsma204", *parts])
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+async def _spreadsheet(
+    request: Request,
+    conn: AsyncConnection,
+    lot_ids: list[int],
+    format: Format,
+    name: str,
+    request_text: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Response:
+    if format == "xlsx":
+        about = [
+            ("Request", request_text),
+            ("Generated (UTC)", datetime.now(UTC).isoformat(timespec="seconds")),
+            ("What it holds", SCOPE),
+        ]
+        body = await render.xlsx(export.rows(conn, lot_ids, start, end), about)
+        return Response(
+            body,
+            media_type=XLSX,
+            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+        )
+    pool = request.app.state.pool
+
+    async def lines() -> AsyncIterator[str]:
+        # Its own connection: the request's is given back before a stream ends.
+        async with pool.connection() as stream_conn:
+            async for line in render.csv_lines(export.rows(stream_conn, lot_ids, start, end)):
+                yield line
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
+def _lot_text(lot: trace.Lot) -> str:
+    gtin = f"GTIN {lot.gtin}, " if lot.gtin else ""
+    return f"traceability lot code {lot.lot_code} ({gtin}lot id {lot.lot_id})"
+
+
+# Registered before the plain lot route: {lot:path} would swallow "/recall".
+@router.get("/api/v1/fsma204/lots/{lot:path}/recall", dependencies=READ, response_model=None)
+async def recall_spreadsheet(
+    lot: str, request: Request, conn: Conn, format: Format = "csv"
+) -> Response:
+    """The sortable spreadsheet of a whole recall: every CTE of every lot the given lot
+    reached (its forward trace), and of the transformations that used or made them."""
+    target = await _lot(conn, lot)
+    ids = await export.recall_lots(conn, target)
+    text = f"recall of {_lot_text(target)}: {len(ids)} lots of its forward trace"
+    name = _filename("recall", target.lot_code)
+    return await _spreadsheet(request, conn, ids, format, name, text)
+
+
+@router.get("/api/v1/fsma204/lots/{lot:path}", dependencies=READ, response_model=None)
+async def lot_spreadsheet(
+    lot: str, request: Request, conn: Conn, format: Format = "csv"
+) -> Response:
+    """The sortable spreadsheet of one traceability lot code: its receiving, shipping and
+    transformation events. `{lot}` takes what the trace endpoints take (GTIN + lot as an
+    EPC class, Digital Link or element string, a unit's EPC or SSCC, a lot code)."""
+    target = await _lot(conn, lot)
+    name = _filename(target.lot_code)
+    return await _spreadsheet(request, conn, [target.lot_id], format, name, _lot_text(target))
+
+
+@router.get("/api/v1/fsma204/products/{gtin}", dependencies=READ, response_model=None)
+async def product_spreadsheet(
+    gtin: Annotated[str, Path(pattern=r"^\d{14}$")],
+    request: Request,
+    conn: Conn,
+    start: Annotated[date, Query(alias="from")],
+    end: Annotated[date, Query(alias="to")],
+    format: Format = "csv",
+) -> Response:
+    """The sortable spreadsheet of a product (GTIN-14) over a date range: every CTE of its
+    lots from `from` to `to`, both whole days (UTC) included."""
+    if end < start:
+        raise HTTPException(422, f"'to' ({end}) is before 'from' ({start}): swap them")
+    ids = await export.product_lots(conn, gtin)
+    if not ids:
+        raise HTTPException(
+            404, f"no lot of GTIN {gtin} is known: check the GTIN (14 digits, with check digit)"
+        )
+    text = f"product GTIN {gtin} from {start} to {end} (UTC days, both included)"
+    begin, finish = day_range(start, end)
+    name = _filename(gtin, str(start), str(end))
+    return await _spreadsheet(request, conn, ids, format, name, text, begin, finish)
+
+
+async def _import(conn: AsyncConnection, run: Any, rows: list[Any]) -> dict[str, int]:
+    async with conn.transaction():
+        return {"imported": await run(conn, rows)}
+
+
+@router.put("/api/v1/erp/locations", dependencies=IMPORT)
+async def import_locations(rows: list[erp.Location], conn: Conn) -> dict[str, int]:
+    """What each place is (business name, address, phone, GLN), by the id events and
+    documents give it: read points, suppliers as purchase orders name them, ship-tos."""
+    return await _import(conn, erp.locations, rows)
+
+
+@router.put("/api/v1/erp/tlc-sources", dependencies=IMPORT)
+async def import_tlc_sources(rows: list[erp.TlcSource], conn: Conn) -> dict[str, int]:
+    """Where a supplier's lot got its traceability lot code (a location, a reference)."""
+    return await _import(conn, erp.tlc_sources, rows)

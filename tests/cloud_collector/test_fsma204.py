@@ -1,0 +1,506 @@
+"""FSMA 204 sortable spreadsheets on a hand-built chain with known answers, through the
+real ingest and the HTTP API.
+
+The chain:  MILL supplies FLOUR + SUGAR on PO (dock-1) --B1--> DOUGH --B2--> BREAD
+            BREAD: 400 EA on SH-1 (the ERP knows the customer), 200 EA on SH-2 (it does not)
+Master data is complete but for what each test expects to be reported missing: the SUGAR
+product and its TLC source, dock-2's phone number, SH-2's recipient.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import date, datetime, time
+
+import httpx
+import pytest
+from openpyxl import load_workbook
+
+from cloud_collector.auth import Role
+from cloud_collector.fsma204.kdes import COLUMNS
+from tests.cloud_collector.test_trace import Plant, lot_item
+from tests.conftest import RunningCollector, Services
+
+
+def gtin(body: str) -> str:
+    """A GTIN-14 of 13 digits and its check digit (element strings are checked)."""
+    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
+    return body + str((10 - total % 10) % 10)
+
+
+class Chain(Plant):
+    """A plant whose products are its own (GTINs of its own), so that a request by product
+    sees only this test's lots."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services)
+        base = f"{uuid.uuid4().int % 10**10:010d}"
+        self.flour, self.sugar, self.dough, self.bread = (
+            gtin(base + item) for item in ("001", "002", "003", "004")
+        )
+
+
+MILL = "Mill Ltd, 1 Mill Road, Springfield, IL 62701, USA, +1 217 555 0100"
+DOCK_1 = "Bakery Plant, 5 Oven St, Dayton, OH 45402, USA, +1 937 555 0199"
+DOCK_2 = "Bakery Plant dock 2, 5 Oven St, Dayton, OH 45402, USA"
+LINE_1 = "Bakery Plant line 1, 5 Oven St, Dayton, OH 45402, USA, +1 937 555 0198"
+DC = "Bakery Co DC, 9 Market St, Columbus, OH 43004, USA, +1 614 555 0142"
+LINE_1_FFRN = "FFRN 12345678901"
+MILL_URL = "https://mill.example/tlc"
+
+# The names the FDA gets, pinned: changing one is a decision, not a refactoring.
+HEADER = [
+    "Critical Tracking Event",
+    "Event Date",
+    "Event Time (UTC)",
+    "Traceability Lot Code",
+    "Product Description",
+    "Quantity",
+    "Unit of Measure",
+    "Location Description for the Immediate Previous Source",
+    "Location Description for Where the Food Was Received",
+    "Location Description for the Immediate Subsequent Recipient",
+    "Location Description for the Location From Which You Shipped the Food",
+    "Location Description for the Traceability Lot Code Source",
+    "Traceability Lot Code Source Reference",
+    "New Traceability Lot Code",
+    "Reference Document Type",
+    "Reference Document Number",
+    "GTIN",
+    "Event ID",
+    "Missing KDEs",
+]
+
+
+@pytest.fixture
+async def chain(services: Services, collector: RunningCollector) -> Chain:
+    p = Chain(services)
+    FLOUR, SUGAR, DOUGH, BREAD = p.flour, p.sugar, p.dough, p.bread
+    flour, sugar, dough, bread = (p.lot(n) for n in ("FLOUR", "SUGAR", "DOUGH", "BREAD"))
+    await p.post(
+        p.receipt(
+            [lot_item(FLOUR, flour, 1000, "KGM"), lot_item(SUGAR, sugar, 200, "KGM")],
+            f"PO-{p.tag}",
+        ),
+        p.batch(
+            f"B1-{p.tag}",
+            [lot_item(FLOUR, flour, 500, "KGM"), lot_item(SUGAR, sugar, 100, "KGM")],
+            [lot_item(DOUGH, dough, 600, "KGM")],
+        ),
+        p.batch(
+            f"B2-{p.tag}",
+            [lot_item(DOUGH, dough, 600, "KGM")],
+            [lot_item(BREAD, bread, 600, "EA")],
+        ),
+        p.shipment([lot_item(BREAD, bread, 400, "EA")], f"SH-1-{p.tag}"),
+        p.shipment([lot_item(BREAD, bread, 200, "EA")], f"SH-2-{p.tag}"),
+    )
+    t = p.tag
+    imports = {
+        "/api/v1/erp/products": [
+            {"gtin": FLOUR, "name": "Wheat flour type 55, 25 kg bag"},
+            {"gtin": DOUGH, "name": "Bread dough"},
+            {"gtin": BREAD, "name": "White loaf 800 g"},
+        ],
+        "/api/v1/erp/customers": [
+            {"customer_id": f"C1-{t}", "name": "Bakery Co", "address": "9 Market St"}
+        ],
+        "/api/v1/erp/shipments": [
+            {
+                "shipment": f"SH-1-{t}",
+                "order_id": f"SO-1-{t}",
+                "customer_id": f"C1-{t}",
+                "ship_to": f"DC-{t}",
+            }
+        ],
+        "/api/v1/erp/purchase-orders": [{"po": f"PO-{t}", "supplier": f"MILL-{t}"}],
+        "/api/v1/erp/locations": [
+            {
+                "location_id": f"MILL-{t}",
+                "name": "Mill Ltd",
+                "address": "1 Mill Road, Springfield, IL 62701, USA",
+                "phone": "+1 217 555 0100",
+                "gln": "0614141000050",
+            },
+            {
+                "location_id": "dock-1",
+                "name": "Bakery Plant",
+                "address": "5 Oven St, Dayton, OH 45402, USA",
+                "phone": "+1 937 555 0199",
+            },
+            {
+                "location_id": "dock-2",
+                "name": "Bakery Plant dock 2",
+                "address": "5 Oven St, Dayton, OH 45402, USA",
+            },
+            {
+                "location_id": "line-1",
+                "name": "Bakery Plant line 1",
+                "address": "5 Oven St, Dayton, OH 45402, USA",
+                "phone": "+1 937 555 0198",
+                "tlc_source_reference": LINE_1_FFRN,
+            },
+            {
+                "location_id": f"DC-{t}",
+                "name": "Bakery Co DC",
+                "address": "9 Market St, Columbus, OH 43004, USA",
+                "phone": "+1 614 555 0142",
+            },
+        ],
+        "/api/v1/erp/tlc-sources": [
+            {"gtin": FLOUR, "lot_code": flour, "location_id": f"MILL-{t}", "reference": MILL_URL}
+        ],
+    }
+    async with collector.client(Role.importer) as api:
+        for path, rows in imports.items():
+            r = await api.put(path, json=rows)
+            assert r.status_code == 200, (path, r.text)
+    return p
+
+
+async def get(collector: RunningCollector, path: str, **params: str) -> httpx.Response:
+    async with collector.client(Role.reader) as api:
+        return await api.get(path, params=params)
+
+
+def read_csv(r: httpx.Response) -> list[dict[str, str]]:
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/csv")
+    lines = list(csv.reader(io.StringIO(r.text)))
+    assert lines[0] == HEADER
+    return [dict(zip(HEADER, line, strict=True)) for line in lines[1:]]
+
+
+def expected(p: Chain) -> dict[str, dict[str, str]]:
+    """Every row of the chain, by a short name, as the CSV spells it."""
+    t, blank = p.tag, dict.fromkeys(HEADER, "")
+    FLOUR, SUGAR, DOUGH, BREAD = p.flour, p.sugar, p.dough, p.bread
+
+    def row(
+        seq: int, cte: str, lot: str, gtin: str, product: str, qty: str, uom: str, **kdes: str
+    ) -> dict[str, str]:
+        return (
+            blank
+            | {
+                "Critical Tracking Event": cte,
+                "Event Date": "2026-11-20",
+                "Event Time (UTC)": f"06:0{seq}:00",
+                "Traceability Lot Code": p.lot(lot),
+                "Product Description": product,
+                "Quantity": qty,
+                "Unit of Measure": uom,
+                "GTIN": gtin,
+                "Event ID": f"{p.edge}-{seq}",
+            }
+            | kdes
+        )
+
+    made_on_line_1 = {
+        "Location Description for the Traceability Lot Code Source": LINE_1,
+        "Traceability Lot Code Source Reference": LINE_1_FFRN,
+    }
+    dock_2_phone = "location 'dock-2' has no phone number: PUT /api/v1/erp/locations"
+    sugar_product = f"Product Description: no product {SUGAR}: PUT /api/v1/erp/products"
+    return {
+        "flour received": row(
+            0,
+            "Receiving",
+            "FLOUR",
+            FLOUR,
+            "Wheat flour type 55, 25 kg bag",
+            "1000",
+            "KGM",
+            **{
+                "Location Description for the Immediate Previous Source": MILL,
+                "Location Description for Where the Food Was Received": DOCK_1,
+                "Location Description for the Traceability Lot Code Source": MILL,
+                "Traceability Lot Code Source Reference": MILL_URL,
+                "Reference Document Type": "Purchase Order",
+                "Reference Document Number": f"PO-{t}",
+            },
+        ),
+        "sugar received": row(
+            0,
+            "Receiving",
+            "SUGAR",
+            SUGAR,
+            "",
+            "200",
+            "KGM",
+            **{
+                "Location Description for the Immediate Previous Source": MILL,
+                "Location Description for Where the Food Was Received": DOCK_1,
+                "Reference Document Type": "Purchase Order",
+                "Reference Document Number": f"PO-{t}",
+                "Missing KDEs": f"{sugar_product}; Location Description for the Traceability "
+                f"Lot Code Source: the supplier has not said where lot '{p.lot('SUGAR')}' got "
+                "its code: PUT /api/v1/erp/tlc-sources",
+            },
+        ),
+        "dough made": row(
+            1,
+            "Transformation (food produced)",
+            "DOUGH",
+            DOUGH,
+            "Bread dough",
+            "600",
+            "KGM",
+            **made_on_line_1,
+            **{"Reference Document Type": "Batch Record", "Reference Document Number": f"B1-{t}"},
+        ),
+        "flour used": row(
+            1,
+            "Transformation (food used)",
+            "FLOUR",
+            FLOUR,
+            "Wheat flour type 55, 25 kg bag",
+            "500",
+            "KGM",
+            **{"New Traceability Lot Code": p.lot("DOUGH")},
+        ),
+        "sugar used": row(
+            1,
+            "Transformation (food used)",
+            "SUGAR",
+            SUGAR,
+            "",
+            "100",
+            "KGM",
+            **{"New Traceability Lot Code": p.lot("DOUGH"), "Missing KDEs": sugar_product},
+        ),
+        "bread made": row(
+            2,
+            "Transformation (food produced)",
+            "BREAD",
+            BREAD,
+            "White loaf 800 g",
+            "600",
+            "EA",
+            **made_on_line_1,
+            **{"Reference Document Type": "Batch Record", "Reference Document Number": f"B2-{t}"},
+        ),
+        "dough used": row(
+            2,
+            "Transformation (food used)",
+            "DOUGH",
+            DOUGH,
+            "Bread dough",
+            "600",
+            "KGM",
+            **{"New Traceability Lot Code": p.lot("BREAD")},
+        ),
+        "bread shipped on SH-1": row(
+            3,
+            "Shipping",
+            "BREAD",
+            BREAD,
+            "White loaf 800 g",
+            "400",
+            "EA",
+            **made_on_line_1,
+            **{
+                "Location Description for the Immediate Subsequent Recipient": DC,
+                "Location Description for the Location From Which You Shipped the Food": DOCK_2,
+                "Reference Document Type": "Despatch Advice; Sales Order",
+                "Reference Document Number": f"SH-1-{t}; SO-1-{t}",
+                "Missing KDEs": "Location Description for the Location From Which You Shipped "
+                f"the Food: {dock_2_phone}",
+            },
+        ),
+        "bread shipped on SH-2": row(
+            4,
+            "Shipping",
+            "BREAD",
+            BREAD,
+            "White loaf 800 g",
+            "200",
+            "EA",
+            **made_on_line_1,
+            **{
+                "Location Description for the Location From Which You Shipped the Food": DOCK_2,
+                "Reference Document Type": "Despatch Advice",
+                "Reference Document Number": f"SH-2-{t}",
+                "Missing KDEs": "Location Description for the Immediate Subsequent Recipient: "
+                f"the ERP has not said whom shipment 'SH-2-{t}' went to: PUT "
+                "/api/v1/erp/shipments; Location Description for the Location From Which You "
+                f"Shipped the Food: {dock_2_phone}",
+            },
+        ),
+    }
+
+
+def test_the_columns_are_pinned() -> None:
+    assert list(COLUMNS) == HEADER
+
+
+async def test_a_lot_its_transformation_and_shipments_as_csv(
+    chain: Chain, collector: RunningCollector
+) -> None:
+    p, want = chain, expected(chain)
+    rows = read_csv(await get(collector, f"/api/v1/fsma204/lots/01/{p.bread}/10/{p.lot('BREAD')}"))
+    # Sorted by event time, then lot: at B2, BREAD (made) sorts before DOUGH (used).
+    assert rows == [
+        want["bread made"],
+        want["dough used"],
+        want["bread shipped on SH-1"],
+        want["bread shipped on SH-2"],
+    ]
+
+
+async def test_a_recall_holds_every_event_of_the_forward_trace(
+    chain: Chain, collector: RunningCollector
+) -> None:
+    p, want = chain, expected(chain)
+    flour = f"(01){p.flour}(10){p.lot('FLOUR')}"
+    rows = read_csv(await get(collector, f"/api/v1/fsma204/lots/{flour}/recall"))
+    # B1 comes whole (the sugar used too): its KDEs link the new lot to every lot used.
+    # The sugar's own receipt is not part of the flour's recall.
+    assert rows == [
+        want["flour received"],
+        want["dough made"],
+        want["flour used"],
+        want["sugar used"],
+        want["bread made"],
+        want["dough used"],
+        want["bread shipped on SH-1"],
+        want["bread shipped on SH-2"],
+    ]
+
+
+async def test_a_product_over_a_date_range(chain: Chain, collector: RunningCollector) -> None:
+    want = expected(chain)
+    path = f"/api/v1/fsma204/products/{chain.sugar}"
+    rows = read_csv(await get(collector, path, **{"from": "2026-11-20", "to": "2026-11-20"}))
+    assert rows == [
+        want["sugar received"],
+        want["dough made"],
+        want["flour used"],
+        want["sugar used"],
+    ]
+    later = read_csv(await get(collector, path, **{"from": "2026-11-21", "to": "2026-11-30"}))
+    assert later == []
+    backwards = await get(collector, path, **{"from": "2026-11-21", "to": "2026-11-20"})
+    assert backwards.status_code == 422 and "swap them" in backwards.text
+    unknown = await get(
+        collector,
+        "/api/v1/fsma204/products/00000000000017",
+        **{"from": "2026-11-20", "to": "2026-11-20"},
+    )
+    assert unknown.status_code == 404 and "00000000000017" in unknown.text
+
+
+async def test_xlsx_is_typed_sortable_and_lists_the_missing_kdes(
+    chain: Chain, collector: RunningCollector
+) -> None:
+    p = chain
+    r = await get(
+        collector, f"/api/v1/fsma204/lots/01/{p.flour}/10/{p.lot('FLOUR')}/recall", format="xlsx"
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].endswith("spreadsheetml.sheet")
+    assert "fsma204-recall-FLOUR" in r.headers["content-disposition"]
+    wb = load_workbook(io.BytesIO(r.content))
+    ws = wb["FSMA 204"]
+    values = [list(row) for row in ws.iter_rows(values_only=True)]
+    assert values[0] == HEADER
+    assert ws.freeze_panes == "A2"
+    assert ws.auto_filter.ref == f"A1:S{len(values)}"
+    received = dict(zip(HEADER, values[1], strict=True))
+    # Typed cells: the date is a date, the time a time, the quantity a number.
+    assert isinstance(received["Event Date"], datetime)
+    assert received["Event Date"].date() == date(2026, 11, 20)
+    assert ws.cell(row=2, column=2).number_format == "yyyy-mm-dd"
+    assert received["Event Time (UTC)"] == time(6, 0)
+    assert received["Quantity"] == 1000 and isinstance(received["Quantity"], int | float)
+    assert received["Traceability Lot Code"] == p.lot("FLOUR")
+    assert received["Missing KDEs"] is None
+    # Same rows as the CSV, cell for cell.
+    as_csv = read_csv(
+        await get(collector, f"/api/v1/fsma204/lots/01/{p.flour}/10/{p.lot('FLOUR')}/recall")
+    )
+    assert [row[3] for row in values[1:]] == [row["Traceability Lot Code"] for row in as_csv]
+    assert len(values) - 1 == len(as_csv) == 8
+    missing = [list(row) for row in wb["Missing KDEs"].iter_rows(values_only=True)]
+    assert missing[0] == [
+        "Row",
+        "Critical Tracking Event",
+        "Traceability Lot Code",
+        "Event ID",
+        "Missing KDE",
+        "What Would Supply It",
+    ]
+    assert missing[1:] == [
+        [
+            5,
+            "Transformation (food used)",
+            p.lot("SUGAR"),
+            f"{p.edge}-1",
+            "Product Description",
+            f"no product {p.sugar}: PUT /api/v1/erp/products",
+        ],
+        [
+            8,
+            "Shipping",
+            p.lot("BREAD"),
+            f"{p.edge}-3",
+            "Location Description for the Location From Which You Shipped the Food",
+            "location 'dock-2' has no phone number: PUT /api/v1/erp/locations",
+        ],
+        [
+            9,
+            "Shipping",
+            p.lot("BREAD"),
+            f"{p.edge}-4",
+            "Location Description for the Immediate Subsequent Recipient",
+            f"the ERP has not said whom shipment 'SH-2-{p.tag}' went to: PUT /api/v1/erp/shipments",
+        ],
+        [
+            9,
+            "Shipping",
+            p.lot("BREAD"),
+            f"{p.edge}-4",
+            "Location Description for the Location From Which You Shipped the Food",
+            "location 'dock-2' has no phone number: PUT /api/v1/erp/locations",
+        ],
+    ]
+    about = dict(wb["About"].iter_rows(min_row=2, values_only=True))
+    assert f"recall of traceability lot code {p.lot('FLOUR')}" in about["Request"]
+    assert "§ 1.1345" in about["Column: Location Description for Where the Food Was Received"]
+
+
+async def test_unknown_and_ambiguous_lots(services: Services, collector: RunningCollector) -> None:
+    p = Chain(services)
+    twin = p.lot("TWIN")  # one lot code under two products
+    await p.post(
+        p.receipt([lot_item(p.flour, twin, 1, "KGM"), lot_item(p.sugar, twin, 1, "KGM")], "PO-X")
+    )
+    for suffix in ("", "/recall"):
+        ambiguous = await get(collector, f"/api/v1/fsma204/lots/{twin}{suffix}")
+        assert ambiguous.status_code == 409, ambiguous.text
+        detail = ambiguous.json()["detail"]
+        assert sorted(c["gtin"] for c in detail["candidates"]) == [p.flour, p.sugar]
+        unknown = await get(collector, f"/api/v1/fsma204/lots/NOPE-{p.tag}{suffix}", format="xlsx")
+        assert unknown.status_code == 404 and f"NOPE-{p.tag}" in unknown.text
+    bad = await get(collector, f"/api/v1/fsma204/lots/{twin}", format="pdf")
+    assert bad.status_code == 422
+
+
+async def test_exports_need_a_reader_and_imports_an_importer(
+    chain: Chain, collector: RunningCollector
+) -> None:
+    p = chain
+    path = f"/api/v1/fsma204/lots/01/{p.bread}/10/{p.lot('BREAD')}"
+    async with httpx.AsyncClient(base_url=collector.api_url) as anonymous:
+        assert (await anonymous.get(path)).status_code == 401
+    async with collector.client(Role.importer) as importer:
+        assert (await importer.get(path)).status_code == 403
+    async with collector.client(Role.reader) as reader:
+        r = await reader.put("/api/v1/erp/locations", json=[{"location_id": "x", "name": "x"}])
+        assert r.status_code == 403
+    async with collector.client(Role.importer) as importer:
+        bad = await importer.put(
+            "/api/v1/erp/tlc-sources", json=[{"gtin": p.flour, "lot_code": "L1"}]
+        )
+        assert bad.status_code == 422 and "location_id or a reference" in bad.text
