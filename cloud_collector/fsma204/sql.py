@@ -8,9 +8,10 @@ the spreadsheet shows them: by event time, then lot."""
 # every food made), since its KDEs link the new lot to the lots used.
 CTE_ROWS = """
 with sel as (select distinct unnest(%(lots)s::bigint[]) as lot_id),
-tx as (
-    select distinct k.event_id from lot_links k
-    where k.input_lot in (select lot_id from sel) or k.output_lot in (select lot_id from sel)
+tx as (  -- two index probes per lot, not one OR that scans every link
+    select k.event_id from lot_links k join sel on sel.lot_id = k.input_lot
+    union
+    select k.event_id from lot_links k join sel on sel.lot_id = k.output_lot
 ),
 events as (
     select 1 as kind, r.time, r.event_id, r.position, r.lot_id, r.quantity, r.uom,
