@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta, timezone
 
 import httpx
 import pytest
 from openpyxl import load_workbook
 
 from cloud_collector.auth import Role
+from cloud_collector.fsma204 import kdes
 from cloud_collector.fsma204.kdes import COLUMNS
 from tests.cloud_collector.test_trace import Plant, lot_item
 from tests.conftest import RunningCollector, Services
@@ -504,3 +505,100 @@ async def test_exports_need_a_reader_and_imports_an_importer(
             "/api/v1/erp/tlc-sources", json=[{"gtin": p.flour, "lot_code": "L1"}]
         )
         assert bad.status_code == 422 and "location_id or a reference" in bad.text
+
+
+# -- rows from records short of master data (no database: kdes.build on one joined row) --
+
+
+def joined(**overrides: object) -> dict[str, object]:
+    """A row of fsma204/sql.py CTE_ROWS: a shipment of a lot, all master data known."""
+    dock = {"name": "Plant", "address": "5 Oven St", "phone": "+1 555 0100"}
+    return {
+        "kind": kdes.SHIPPING,
+        "time": datetime(2026, 11, 20, 23, 30, tzinfo=timezone(timedelta(hours=-5))),
+        "event_id": "e-1",
+        "lot_id": 1,
+        "quantity": 12.5,
+        "uom": "KGM",
+        "place": "dock-2",
+        "source": None,
+        "document": None,
+        "shipment": "SH-9",
+        "new_lots": None,
+        "batch": None,
+        "gtin": "00614141000012",
+        "lot_code": "L1",
+        "made_by": None,
+        "product": "Flour",
+        "place_loc": dock,
+        "source_loc": None,
+        "order_id": None,
+        "customer_id": "C9",
+        "ship_to": None,
+        "customer": "Shop Inc",
+        "customer_address": "1 High St",
+        "ship_to_loc": None,
+        "tlc_location_id": None,
+        "tlc_reference": "https://supplier.example/tlc",
+        "tlc_loc": None,
+        "made_at": None,
+        "made_loc": None,
+        "documents": [["desadv", "SH-9"], ["bol", "BOL-1"]],
+    } | overrides
+
+
+def test_a_customer_record_stands_for_the_recipient_short_of_its_phone() -> None:
+    row = kdes.build(joined())
+    v = row.values
+    # 23:30 at UTC-5 is the next day in UTC: dates are UTC days.
+    assert (v[kdes.DATE], v[kdes.TIME]) == (date(2026, 11, 21), time(4, 30))
+    assert v[kdes.QUANTITY] == 12.5
+    assert v[kdes.RECIPIENT] == "Shop Inc, 1 High St"
+    # A TLC source reference may stand in for the location description.
+    assert (v[kdes.TLC_SOURCE], v[kdes.TLC_SOURCE_REFERENCE]) == (
+        None,
+        "https://supplier.example/tlc",
+    )
+    assert (v[kdes.DOCUMENT_TYPE], v[kdes.DOCUMENT_NUMBER]) == (
+        "Despatch Advice; Bill of Lading",
+        "SH-9; BOL-1",
+    )
+    assert [str(m) for m in row.missing] == [
+        f"{kdes.RECIPIENT}: customer 'C9' has no phone number: PUT /api/v1/erp/locations "
+        "with location_id 'C9'"
+    ]
+
+
+def test_what_nothing_recorded_is_named_not_invented() -> None:
+    row = kdes.build(
+        joined(
+            lot_code="unit:sscc:006141410000000017",
+            gtin="",
+            product=None,
+            quantity=None,
+            uom=None,
+            place_loc=None,
+            shipment=None,
+            customer_id=None,
+            customer=None,
+            customer_address=None,
+            tlc_reference=None,
+            documents=None,
+        )
+    )
+    assert [(m.kde, m.detail) for m in row.missing] == [
+        (kdes.TLC, "a unit no label or event tied to a lot"),
+        (kdes.PRODUCT, "lot 'unit:sscc:006141410000000017' names no GTIN"),
+        (kdes.QUANTITY, "the event recorded no quantity"),
+        (kdes.UOM, "the event recorded no unit of measure"),
+        (kdes.RECIPIENT, "the event names no shipment document"),
+        (kdes.SHIPPED_FROM, "no location 'dock-2': PUT /api/v1/erp/locations"),
+        (
+            kdes.TLC_SOURCE,
+            "the supplier has not said where lot 'unit:sscc:006141410000000017' got its code: "
+            "PUT /api/v1/erp/tlc-sources",
+        ),
+        (kdes.DOCUMENT_NUMBER, "the event names no business document"),
+    ]
+    assert row.values[kdes.MISSING] == "; ".join(str(m) for m in row.missing)
+    assert all(row.values.get(c) is None for c in (kdes.PRODUCT, kdes.RECIPIENT, kdes.SHIPPED_FROM))
