@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -20,16 +20,18 @@ async def rows(
     lot_ids: list[int],
     start: datetime | None = None,
     end: datetime | None = None,
+    zone: tzinfo = UTC,
     chunk: int = 2000,
 ) -> AsyncIterator[list[Row]]:
     """The CTE rows of these lots (and of the transformations that used or made them),
-    sorted by event time then lot, in chunks as the database produces them."""
+    sorted by event time then lot, in chunks as the database produces them; dates and
+    times in `zone`."""
     name = f"fsma204_{uuid.uuid4().hex[:12]}"
     params = {"lots": lot_ids, "start": start, "end": end}
     async with conn.transaction(), conn.cursor(name=name, row_factory=dict_row) as cur:
         await cur.execute(CTE_ROWS, params)
         while batch := await cur.fetchmany(chunk):
-            yield [build(r) for r in batch]
+            yield [build(r, zone) for r in batch]
 
 
 async def product_lots(conn: AsyncConnection, gtin: str) -> list[int]:

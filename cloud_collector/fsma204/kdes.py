@@ -25,7 +25,7 @@ Columns that are not KDEs (GTIN, event time, event id, missing KDEs) come last b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 # Which CTE a row holds, by the row kind of fsma204/sql.py.
@@ -39,7 +39,7 @@ CTE_NAMES = {
 
 CTE = "Critical Tracking Event"
 DATE = "Event Date"
-TIME = "Event Time (UTC)"
+TIME = "Event Time"  # headed "Event Time (ZONE)": see header()
 TLC = "Traceability Lot Code"
 PRODUCT = "Product Description"
 QUANTITY = "Quantity"
@@ -62,8 +62,10 @@ COLUMNS: dict[str, str] = {
     CTE: "which CTE's KDEs the row holds: receiving (§ 1.1345), shipping (§ 1.1340), "
     "transformation (§ 1.1350), the food used or the food produced",
     DATE: "§ 1.1345(a)(6) the date you received the food; § 1.1340(a)(6) the date you shipped "
-    "the food; § 1.1350(a)(2)(iii) the date transformation was completed (UTC)",
-    TIME: "not a KDE: the event's time of day (UTC), to sort the events of one day",
+    "the food; § 1.1350(a)(2)(iii) the date transformation was completed (in the time zone "
+    "the time column names)",
+    TIME: "not a KDE: the event's time of day in the time zone of the request (?tz=, UTC "
+    "unless asked), to sort the events of one day",
     TLC: "§ 1.1345(a)(1), § 1.1340(a)(1) the traceability lot code for the food; "
     "§ 1.1350(a)(1)(i) of the food used, (a)(2)(i) the new traceability lot code",
     PRODUCT: "§ 1.1345(a)(3), § 1.1340(a)(3), § 1.1350(a)(1)(ii), (a)(2)(iv) the product "
@@ -225,10 +227,16 @@ def _number(value: float | None) -> int | float | None:
     return value
 
 
-def build(r: dict[str, Any]) -> Row:
-    """One spreadsheet row from one row of fsma204/sql.py CTE_ROWS."""
+def header(zone: str = "UTC") -> list[str]:
+    """The column names, the time column saying its time zone (dates are in it too)."""
+    return [f"{TIME} ({zone})" if c == TIME else c for c in COLUMNS]
+
+
+def build(r: dict[str, Any], zone: tzinfo = UTC) -> Row:
+    """One spreadsheet row from one row of fsma204/sql.py CTE_ROWS, its date and time in
+    `zone` (the plant's, usually: "the date you received the food" is a local date)."""
     kind: int = r["kind"]
-    at: datetime = r["time"].astimezone(UTC)
+    at: datetime = r["time"].astimezone(zone)
     row = Row(
         {
             CTE: CTE_NAMES[kind],
@@ -276,9 +284,9 @@ def build(r: dict[str, Any]) -> Row:
     return row
 
 
-def day_range(start: date, end: date) -> tuple[datetime, datetime]:
-    """[start, end] as whole UTC days: the range of a request by date."""
+def day_range(start: date, end: date, zone: tzinfo = UTC) -> tuple[datetime, datetime]:
+    """[start, end] as whole days in `zone`: the range of a request by date."""
     return (
-        datetime.combine(start, time(), UTC),
-        datetime.combine(end, time(), UTC) + timedelta(days=1),
+        datetime.combine(start, time(), zone),
+        datetime.combine(end + timedelta(days=1), time(), zone),
     )

@@ -40,9 +40,9 @@ def csv_line(values: Iterable[Any]) -> str:
     return out.getvalue()
 
 
-async def csv_lines(chunks: AsyncIterator[list[Row]]) -> AsyncIterator[str]:
+async def csv_lines(chunks: AsyncIterator[list[Row]], header: list[str]) -> AsyncIterator[str]:
     """The header, then the rows as the database produces them."""
-    yield csv_line(COLUMNS)
+    yield csv_line(header)
     async for rows in chunks:
         yield "".join(csv_line(r.cells) for r in rows)
 
@@ -68,14 +68,16 @@ def _typed(ws: Any, value: Any) -> Any:
     return value
 
 
-async def xlsx(chunks: AsyncIterator[list[Row]], about: list[tuple[str, str]]) -> bytes:
+async def xlsx(
+    chunks: AsyncIterator[list[Row]], header: list[str], about: list[tuple[str, str]]
+) -> bytes:
     """The workbook: the sortable sheet, the missing KDEs, and what it all means."""
     wb = Workbook(write_only=True)
     ws = wb.create_sheet(SHEET)
     ws.freeze_panes = "A2"
     for i in range(len(COLUMNS)):
         ws.column_dimensions[get_column_letter(i + 1)].width = _WIDTHS.get(i, 28)
-    _header(ws, list(COLUMNS))
+    _header(ws, header)
     gaps: list[list[Any]] = []
     n = 1
     async for rows in chunks:

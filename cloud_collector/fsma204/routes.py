@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -14,7 +15,7 @@ from psycopg import AsyncConnection
 from cloud_collector import erp, trace
 from cloud_collector.auth import Role, require
 from cloud_collector.fsma204 import export, render
-from cloud_collector.fsma204.kdes import day_range
+from cloud_collector.fsma204.kdes import day_range, header
 
 Format = Literal["csv", "xlsx"]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -23,7 +24,7 @@ IMPORT = [Depends(require(Role.importer))]
 SCOPE = (
     "21 CFR 1.1455(c)(3)(ii) electronic sortable spreadsheet: the Key Data Elements of "
     "receiving (§ 1.1345), shipping (§ 1.1340) and transformation (§ 1.1350); one row per "
-    "event per lot line, sorted by event date and time (UTC), then traceability lot code. "
+    "event per lot line, sorted by event date and time, then traceability lot code. "
     "Initial packing (§ 1.1330) is not recorded by this system."
 )
 
@@ -36,6 +37,24 @@ async def _connection(request: Request) -> AsyncIterator[AsyncConnection]:
 
 
 Conn = Annotated[AsyncConnection, Depends(_connection)]
+
+
+def _zone(
+    tz: Annotated[
+        str, Query(description="IANA time zone of the dates and times, e.g. America/Chicago")
+    ] = "UTC",
+) -> ZoneInfo:
+    """The time zone of the spreadsheet's dates: "the date you received the food" is the
+    plant's date, which UTC may put a day off."""
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise HTTPException(
+            422, f"unknown time zone {tz!r}: give an IANA name such as America/Chicago or UTC"
+        ) from err
+
+
+Zone = Annotated[ZoneInfo, Depends(_zone)]
 
 
 async def _lot(conn: AsyncConnection, text: str) -> trace.Lot:
@@ -61,16 +80,19 @@ async def _spreadsheet(
     format: Format,
     name: str,
     request_text: str,
+    zone: ZoneInfo,
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> Response:
+    columns = header(zone.key)
     if format == "xlsx":
         about = [
             ("Request", request_text),
             ("Generated (UTC)", datetime.now(UTC).isoformat(timespec="seconds")),
+            ("Dates and times", f"in time zone {zone.key}"),
             ("What it holds", SCOPE),
         ]
-        body = await render.xlsx(export.rows(conn, lot_ids, start, end), about)
+        body = await render.xlsx(export.rows(conn, lot_ids, start, end, zone), columns, about)
         return Response(
             body,
             media_type=XLSX,
@@ -81,7 +103,8 @@ async def _spreadsheet(
     async def lines() -> AsyncIterator[str]:
         # Its own connection: the request's is given back before a stream ends.
         async with pool.connection() as stream_conn:
-            async for line in render.csv_lines(export.rows(stream_conn, lot_ids, start, end)):
+            rows = export.rows(stream_conn, lot_ids, start, end, zone)
+            async for line in render.csv_lines(rows, columns):
                 yield line
 
     return StreamingResponse(
@@ -99,7 +122,7 @@ def _lot_text(lot: trace.Lot) -> str:
 # Registered before the plain lot route: {lot:path} would swallow "/recall".
 @router.get("/api/v1/fsma204/lots/{lot:path}/recall", dependencies=READ, response_model=None)
 async def recall_spreadsheet(
-    lot: str, request: Request, conn: Conn, format: Format = "csv"
+    lot: str, request: Request, conn: Conn, zone: Zone, format: Format = "csv"
 ) -> Response:
     """The sortable spreadsheet of a whole recall: every CTE of every lot the given lot
     reached (its forward trace), and of the transformations that used or made them."""
@@ -107,19 +130,19 @@ async def recall_spreadsheet(
     ids = await export.recall_lots(conn, target)
     text = f"recall of {_lot_text(target)}: {len(ids)} lots of its forward trace"
     name = _filename("recall", target.lot_code)
-    return await _spreadsheet(request, conn, ids, format, name, text)
+    return await _spreadsheet(request, conn, ids, format, name, text, zone)
 
 
 @router.get("/api/v1/fsma204/lots/{lot:path}", dependencies=READ, response_model=None)
 async def lot_spreadsheet(
-    lot: str, request: Request, conn: Conn, format: Format = "csv"
+    lot: str, request: Request, conn: Conn, zone: Zone, format: Format = "csv"
 ) -> Response:
     """The sortable spreadsheet of one traceability lot code: its receiving, shipping and
     transformation events. `{lot}` takes what the trace endpoints take (GTIN + lot as an
     EPC class, Digital Link or element string, a unit's EPC or SSCC, a lot code)."""
     target = await _lot(conn, lot)
     name = _filename(target.lot_code)
-    return await _spreadsheet(request, conn, [target.lot_id], format, name, _lot_text(target))
+    return await _spreadsheet(request, conn, [target.lot_id], format, name, _lot_text(target), zone)
 
 
 @router.get("/api/v1/fsma204/products/{gtin}", dependencies=READ, response_model=None)
@@ -127,12 +150,13 @@ async def product_spreadsheet(
     gtin: Annotated[str, Path(pattern=r"^\d{14}$")],
     request: Request,
     conn: Conn,
+    zone: Zone,
     start: Annotated[date, Query(alias="from")],
     end: Annotated[date, Query(alias="to")],
     format: Format = "csv",
 ) -> Response:
     """The sortable spreadsheet of a product (GTIN-14) over a date range: every CTE of its
-    lots from `from` to `to`, both whole days (UTC) included."""
+    lots from `from` to `to`, both whole days included (in time zone `tz`)."""
     if end < start:
         raise HTTPException(422, f"'to' ({end}) is before 'from' ({start}): swap them")
     ids = await export.product_lots(conn, gtin)
@@ -140,10 +164,10 @@ async def product_spreadsheet(
         raise HTTPException(
             404, f"no lot of GTIN {gtin} is known: check the GTIN (14 digits, with check digit)"
         )
-    text = f"product GTIN {gtin} from {start} to {end} (UTC days, both included)"
-    begin, finish = day_range(start, end)
+    text = f"product GTIN {gtin} from {start} to {end} (days in {zone.key}, both included)"
+    begin, finish = day_range(start, end, zone)
     name = _filename(gtin, str(start), str(end))
-    return await _spreadsheet(request, conn, ids, format, name, text, begin, finish)
+    return await _spreadsheet(request, conn, ids, format, name, text, zone, begin, finish)
 
 
 async def _import(conn: AsyncConnection, run: Any, rows: list[Any]) -> dict[str, int]:

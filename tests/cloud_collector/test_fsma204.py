@@ -333,7 +333,9 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
 
 
 def test_the_columns_are_pinned() -> None:
-    assert list(COLUMNS) == HEADER
+    assert kdes.header() == HEADER
+    assert kdes.header("America/Chicago")[2] == "Event Time (America/Chicago)"
+    assert len(COLUMNS) == len(HEADER)
 
 
 async def test_a_lot_its_transformation_and_shipments_as_csv(
@@ -382,6 +384,23 @@ async def test_a_product_over_a_date_range(chain: Chain, collector: RunningColle
     ]
     later = read_csv(await get(collector, path, **{"from": "2026-11-21", "to": "2026-11-30"}))
     assert later == []
+    # In Honolulu (UTC-10) the 06:00 UTC receipt was made on the evening of the 19th: the
+    # dates, the times and the range of days are the plant's when it says where it is.
+    local = await get(
+        collector, path, tz="Pacific/Honolulu", **{"from": "2026-11-19", "to": "2026-11-19"}
+    )
+    assert local.text.splitlines()[0].split(",")[2] == "Event Time (Pacific/Honolulu)"
+    honolulu = list(csv.reader(io.StringIO(local.text)))[1:]
+    assert [(r[0], r[1], r[2], r[3]) for r in honolulu] == [
+        ("Receiving", "2026-11-19", "20:00:00", chain.lot("SUGAR")),
+        ("Transformation (food produced)", "2026-11-19", "20:01:00", chain.lot("DOUGH")),
+        ("Transformation (food used)", "2026-11-19", "20:01:00", chain.lot("FLOUR")),
+        ("Transformation (food used)", "2026-11-19", "20:01:00", chain.lot("SUGAR")),
+    ]
+    nowhere = await get(
+        collector, path, tz="Mars/Olympus", **{"from": "2026-11-19", "to": "2026-11-19"}
+    )
+    assert nowhere.status_code == 422 and "Mars/Olympus" in nowhere.text
     backwards = await get(collector, path, **{"from": "2026-11-21", "to": "2026-11-20"})
     assert backwards.status_code == 422 and "swap them" in backwards.text
     unknown = await get(
