@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from cloud_collector import erp, queries, trace
+from cloud_collector import epcis, erp, queries, trace
 from cloud_collector.auth import Role, require
 from cloud_collector.credentials_api import router as credentials_router
 from cloud_collector.fsma204 import router as fsma204_router
@@ -185,6 +185,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
 
     app.include_router(credentials_router)
     app.include_router(fsma204_router)
+    app.include_router(epcis.router(_connection))
     return app
 
 

@@ -1,0 +1,209 @@
+"""The EPCIS 2.0 REST binding, the part this repository serves: capture (JSON-LD, and XML
+in the 2.0 and 1.2 bindings), capture jobs, and the event query."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from psycopg import AsyncConnection
+from starlette.concurrency import run_in_threadpool
+
+from cloud_collector.auth import Principal, Role, require
+from cloud_collector.epcis import document, event_hash, query, results, store, xml_binding
+from cloud_collector.epcis.document import CaptureLimits, InvalidDocument
+from cloud_collector.epcis.problems import Problem
+
+VERSION_HEADERS = {"GS1-EPCIS-Version": "2.0.0", "GS1-CBV-Version": "2.0.0"}
+JSON_TYPES = ("application/json", "application/ld+json")
+XML_TYPES = ("application/xml", "text/xml")
+
+
+def _limit_headers(limits: CaptureLimits) -> dict[str, str]:
+    return {
+        **VERSION_HEADERS,
+        "GS1-EPCIS-Capture-Limit": str(limits.max_events),
+        "GS1-EPCIS-Capture-File-Size-Limit": str(limits.max_bytes),
+        "GS1-Capture-Error-Behaviour": "rollback",
+    }
+
+
+async def _body(request: Request, limits: CaptureLimits) -> bytes:
+    """The request body, refused as soon as it passes the size limit (whatever
+    Content-Length claims)."""
+    too_large = Problem(
+        413,
+        "epcisException:CaptureLimitExceededException",
+        f"the document is larger than {limits.max_bytes} bytes: split it into several captures",
+    )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limits.max_bytes:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(
+    body: bytes, media_type: str, limits: CaptureLimits
+) -> tuple[document.Document, list[str]]:
+    parsed = (
+        xml_binding.parse(body, limits)
+        if media_type in XML_TYPES
+        else document.parse_json(body, limits)
+    )
+    need = [e for e in parsed.events if "eventID" not in e]
+    hashes = iter(event_hash.event_ids(parsed.context, need))
+    ids = [e["eventID"] if "eventID" in e else next(hashes) for e in parsed.events]
+    return parsed, ids
+
+
+def _outside(principal: Principal, events: list[dict[str, Any]]) -> Problem | None:
+    """A partner captures only events at its own locations (read point or business
+    location, cloud_collector/auth.py Partner)."""
+    if principal.partner is None:
+        return None
+    for i, event in enumerate(events):
+        read_point = (event.get("readPoint") or {}).get("id")
+        location = (event.get("bizLocation") or {}).get("id")
+        if not principal.partner.may_capture_event(read_point, location):
+            return Problem(
+                403,
+                "epcisException:SecurityException",
+                f"event {i} is at {location or read_point or 'no location'}, not at a location "
+                f"of partner {principal.partner.partner_id!r}: a partner captures only events "
+                "at its own locations (an admin adds locations to the partner)",
+            )
+    return None
+
+
+def router(
+    connection: Callable[..., AsyncIterator[AsyncConnection]],
+    limits: CaptureLimits | None = None,
+) -> APIRouter:
+    """The /epcis routes, on the app's connection dependency. Capture: role importer, or
+    partner at its own locations; query: reader, or partner about the lots shipped to it."""
+    limits = limits or CaptureLimits()
+    api = APIRouter(prefix="/epcis", tags=["EPCIS 2.0"])
+    capturer = require(Role.importer, Role.partner)
+    reader = require(Role.reader, Role.partner)
+    anyone = require(Role.reader, Role.importer, Role.partner)
+
+    @api.options("/capture", dependencies=[Depends(capturer)])
+    async def capture_options() -> Response:
+        """What a capture may carry (events, bytes) and how errors are handled."""
+        return Response(
+            status_code=204, headers={**_limit_headers(limits), "Allow": "OPTIONS, POST"}
+        )
+
+    @api.post("/capture", status_code=202, response_class=Response)
+    async def capture(
+        request: Request,
+        conn: AsyncConnection = Depends(connection),  # noqa: B008
+        principal: Principal = Depends(capturer),  # noqa: B008
+    ) -> Response:
+        """Capture an EPCISDocument or EPCISQueryDocument (JSON-LD, or XML in the EPCIS 2.0
+        or 1.2 binding). All or nothing: an invalid document is refused with a problem
+        document naming the path and reason, and nothing of it is stored. 202 with the
+        capture job's URL in Location."""
+        try:
+            behaviour = request.headers.get("GS1-Capture-Error-Behaviour", "rollback")
+            if behaviour != "rollback":
+                raise Problem(
+                    400,
+                    "epcisException:ValidationException",
+                    f"GS1-Capture-Error-Behaviour {behaviour!r} is not supported: captures here "
+                    "are all or nothing (rollback); omit the header",
+                )
+            media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media_type not in JSON_TYPES + XML_TYPES:
+                raise Problem(
+                    415,
+                    "epcisException:ValidationException",
+                    f"content type {media_type or '(none)'!r} is not accepted: send "
+                    "application/json (or application/ld+json) or application/xml",
+                )
+            body = await _body(request, limits)
+            try:
+                parsed, ids = await run_in_threadpool(_parse, body, media_type, limits)
+            except InvalidDocument as err:
+                raise Problem(
+                    err.status, err.kind, str(err), path=err.path, reason=err.reason,
+                    errors=err.more,
+                ) from err  # fmt: skip
+            if refused := _outside(principal, parsed.events):
+                raise refused
+            created = datetime.now(UTC)
+            async with conn.transaction():
+                capture_id = await store.capture(
+                    conn, parsed.events, ids, parsed.namespaces, created, principal
+                )
+        except Problem as problem:
+            return problem.response(VERSION_HEADERS)
+        return Response(
+            status_code=202,
+            headers={**_limit_headers(limits), "Location": f"/epcis/capture/{capture_id}"},
+        )
+
+    @api.get("/capture/{capture_id}")
+    async def capture_job(
+        capture_id: str,
+        conn: AsyncConnection = Depends(connection),  # noqa: B008
+        principal: Principal = Depends(anyone),  # noqa: B008
+    ) -> Response:
+        """The capture job: running, success, errors (captures finish before 202 here)."""
+        partner = principal.partner.partner_id if principal.partner else None
+        job = await store.job(conn, capture_id, partner)
+        if job is None:
+            return Problem(
+                404,
+                "epcisException:NoSuchResourceException",
+                f"no capture job {capture_id!r}: use the Location header POST /epcis/capture gave",
+            ).response(VERSION_HEADERS)
+        return JSONResponse(job.__dict__, headers=VERSION_HEADERS)
+
+    @api.get("/events")
+    async def events(
+        request: Request,
+        conn: AsyncConnection = Depends(connection),  # noqa: B008
+        principal: Principal = Depends(reader),  # noqa: B008
+    ) -> Response:
+        """EPCIS events, ours and captured ones, filtered by the SimpleEventQuery parameters
+        (eventType, GE_/LT_eventTime, GE_/LT_recordTime, EQ_action, EQ_bizStep,
+        EQ_disposition, EQ_readPoint, EQ_bizLocation, EQ_transformationID, EQ_eventID,
+        MATCH_epc, MATCH_parentID, MATCH_inputEPC, MATCH_outputEPC, MATCH_anyEPC,
+        MATCH_epcClass, MATCH_inputEPCClass, MATCH_outputEPCClass, MATCH_anyEPCClass,
+        EXISTS_errorDeclaration, orderBy, orderDirection, eventCountLimit, maxEventCount,
+        perPage up to 1000, nextPageToken) as an EPCISQueryDocument; the next page's URL is
+        in the Link header (rel="next")."""
+        items = list(request.query_params.multi_items())
+        try:
+            parsed = query.parse(items)
+            if principal.partner is not None:
+                parsed.only_about_lots_of(principal.partner.partner_id)
+        except query.QueryParameterError as err:
+            return Problem(400, "epcisException:QueryParameterException", str(err)).response(
+                VERSION_HEADERS
+            )
+        try:
+            found = await results.page(conn, parsed)
+        except results.TooLarge as err:
+            return Problem(413, "epcisException:QueryTooLargeException", str(err)).response(
+                VERSION_HEADERS
+            )
+        headers = dict(VERSION_HEADERS)
+        if found.next_token:
+            kept = [(k, v) for k, v in items if k != "nextPageToken"]
+            url = request.url.replace(query=urlencode([*kept, ("nextPageToken", found.next_token)]))
+            headers["Link"] = f'<{url}>; rel="next"'
+        return JSONResponse(found.document, headers=headers)
+
+    return api

@@ -1,0 +1,181 @@
+"""Captured EPCIS events into trace_events / event_items / event_documents, the capture job
+beside them and the genealogy fed, all in one transaction: a document is stored whole or
+not at all. An event whose eventID is already stored changes nothing (a re-capture), except
+that an error declaration for it is recorded on it (EPCIS 2.0 section 7.4.1.2: the declaration
+repeats the erroneous event with the same eventID and an errorDeclaration added)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from cloud_collector.auth import Principal
+from cloud_collector.epcis import genealogy_feed
+from cloud_collector.epcis.document import parse_time
+from cloud_collector.epcis.identifiers import cbv_word, keys
+
+_INSERT_EVENT = """
+insert into trace_events (event_id, event_type, event_time, action, biz_step, disposition,
+    read_point, biz_location, batch_id, biz_transactions, body, body_format, epcis_context,
+    event_id_assigned, capture_id)
+values (%(event_id)s, %(event_type)s, %(event_time)s, %(action)s, %(biz_step)s,
+    %(disposition)s, %(read_point)s, %(biz_location)s, %(batch_id)s, %(biz_transactions)s,
+    %(body)s, 'epcis', %(context)s, %(assigned)s, %(capture_id)s)
+on conflict (event_id) do update set body = excluded.body, epcis_context = excluded.epcis_context
+    where trace_events.body_format = 'epcis'
+      and excluded.body ? 'errorDeclaration' and not trace_events.body ? 'errorDeclaration'
+returning (xmax = 0) as inserted
+"""
+_INSERT_ITEM = """
+insert into event_items (event_id, role, position, epc, epc_class, quantity, uom, gtin, lot,
+    serial, sscc, raw)
+values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+_INSERT_DOCUMENT = """
+insert into event_documents (event_id, type, id) values (%s, %s, %s) on conflict do nothing
+"""
+_INSERT_JOB = """
+insert into epcis_capture_jobs (capture_id, created_at, finished_at, running, success,
+    error_behaviour, events, stored, captured_by, partner_id)
+values (%s, %s, now(), false, true, 'rollback', %s, %s, %s, %s)
+"""
+_JOB = """
+select capture_id, created_at, finished_at, running, success, error_behaviour, errors
+from epcis_capture_jobs where capture_id = %s
+    and (%s::text is null or partner_id = %s)
+"""
+
+# Where each EPCIS list goes in event_items: (field, role, holds instances or quantities).
+ITEM_LISTS: list[tuple[str, str, str]] = [
+    ("epcList", "observed", "epc"),
+    ("quantityList", "observed", "quantity"),
+    ("parentID", "parent", "epc"),
+    ("childEPCs", "child", "epc"),
+    ("childQuantityList", "child", "quantity"),
+    ("inputEPCList", "input", "epc"),
+    ("inputQuantityList", "input", "quantity"),
+    ("outputEPCList", "output", "epc"),
+    ("outputQuantityList", "output", "quantity"),
+]
+
+
+@dataclass(frozen=True)
+class CaptureJob:
+    captureID: str  # the binding's field names
+    createdAt: str
+    finishedAt: str | None
+    running: bool
+    success: bool
+    captureErrorBehaviour: str
+    errors: list[Any]
+
+
+def item_rows(event_id: str, event: dict[str, Any]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    positions: dict[str, int] = {}
+    for field, role, holds in ITEM_LISTS:
+        values = event.get(field)
+        if values is None:
+            continue
+        for value in values if isinstance(values, list) else [values]:
+            position = positions.get(role, 0)
+            positions[role] = position + 1
+            if holds == "epc":
+                k = keys(value)
+                rows.append(
+                    (event_id, role, position, value, None, None, None, k.gtin, k.lot,
+                     k.serial, k.sscc, None)
+                )  # fmt: skip
+            else:
+                k = keys(value["epcClass"])
+                rows.append(
+                    (event_id, role, position, None, value["epcClass"], value.get("quantity"),
+                     value.get("uom"), k.gtin, k.lot, None, None, None)
+                )  # fmt: skip
+    return rows
+
+
+def _columns(event: dict[str, Any], event_id: str, assigned: bool) -> dict[str, Any]:
+    transactions = [
+        {"type": cbv_word("bizTransactionType", t.get("type")), "id": t["bizTransaction"]}
+        for t in event.get("bizTransactionList", [])
+    ]
+    batch = None
+    if event["type"] == "TransformationEvent":
+        batch = event.get("transformationID") or event_id
+    return {
+        "event_id": event_id,
+        "event_type": event["type"],
+        "event_time": parse_time(event["eventTime"], "eventTime"),
+        "action": event.get("action"),
+        "biz_step": cbv_word("bizStep", event.get("bizStep")),
+        "disposition": cbv_word("disposition", event.get("disposition")),
+        "read_point": (event.get("readPoint") or {}).get("id"),
+        "biz_location": (event.get("bizLocation") or {}).get("id"),
+        "batch_id": batch,
+        "biz_transactions": Jsonb(transactions),
+        "body": Jsonb(event),
+        "assigned": assigned,
+    }
+
+
+async def capture(
+    conn: AsyncConnection,
+    events: list[dict[str, Any]],
+    ids: list[str],
+    namespaces: dict[str, Any],
+    created_at: datetime,
+    principal: Principal,
+) -> str:
+    """Store the events (ids: eventID or hash, in order) and return the capture job's id.
+    The caller holds the transaction."""
+    capture_id = uuid.uuid4().hex
+    stored = 0
+    for event, event_id in zip(events, ids, strict=True):
+        columns = _columns(event, event_id, assigned="eventID" not in event)
+        row = await (
+            await conn.execute(
+                _INSERT_EVENT,
+                {**columns, "context": Jsonb(namespaces), "capture_id": capture_id},
+            )
+        ).fetchone()
+        if row is None or not row[0]:
+            continue  # captured before (or an error declaration recorded on it)
+        stored += 1
+        async with conn.cursor() as cur:
+            await cur.executemany(_INSERT_ITEM, item_rows(event_id, event))
+            await cur.executemany(
+                _INSERT_DOCUMENT,
+                [(event_id, t["type"] or "", t["id"]) for t in columns["biz_transactions"].obj],
+            )
+        await genealogy_feed.project(conn, event_id, event)
+    partner = principal.partner.partner_id if principal.partner else None
+    await conn.execute(
+        _INSERT_JOB, (capture_id, created_at, len(events), stored, principal.name, partner)
+    )
+    return capture_id
+
+
+async def job(conn: AsyncConnection, capture_id: str, partner: str | None) -> CaptureJob | None:
+    """The job; a partner sees only its own."""
+    row = await (await conn.execute(_JOB, (capture_id, partner, partner))).fetchone()
+    if row is None:
+        return None
+    return CaptureJob(
+        captureID=row[0],
+        createdAt=_iso(row[1]),
+        finishedAt=_iso(row[2]) if row[2] else None,
+        running=row[3],
+        success=row[4],
+        captureErrorBehaviour=row[5],
+        errors=row[6],
+    )
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
