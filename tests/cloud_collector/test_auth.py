@@ -262,9 +262,21 @@ async def test_tracectl_credential_add_list_revoke(
     code, _, err = await run("revoke", name)
     assert code == 1 and "no credential named" in err
     code, _, err = await run("add", name, "--role", "partner")
-    assert code == 1 and "needs --partner" in err
+    assert code == 1 and "needs a partner id" in err
     code, out, _ = await run(
         "add", name, "--role", "partner", "--partner", f"P-{name}", "--location", "0614141000012"
     )
     assert code == 0
     assert "locations 0614141000012" in (await run("list"))[1]
+
+
+async def test_a_partner_key_brings_its_partner_and_use_is_recorded(services: Services) -> None:
+    partner = f"P-{uuid.uuid4().hex[:6]}"
+    async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
+        await auth.set_partner(c, partner, ["C-1", "C-2"], ["0614141000012"])
+        issued = await auth.issue(c, f"t-{partner}", Role.partner, partner)
+        principal = await auth.authenticate(c, issued.key)
+        listed = {x.name: x for x in await auth.list_credentials(c)}
+    assert principal is not None and principal.role is Role.partner
+    assert principal.partner == Partner(partner, frozenset({"C-1", "C-2"}), ("0614141000012",))
+    assert listed[issued.name].last_used_at is not None
