@@ -154,6 +154,7 @@ class Partner:
 # recorded here are either our own products made from the rest of the lot (our business,
 # not the distributor's) or what the partner made itself, which it sees through the events
 # it captured. Ancestors are not included either (our suppliers are not theirs to know).
+# One placeholder, %(partner_id)s, and no other `%`: callers may embed it as a subquery.
 VISIBLE_LOTS_SQL = """
 select distinct sl.lot_id
 from shipment_lines sl
