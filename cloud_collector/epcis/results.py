@@ -18,12 +18,13 @@ _COLUMNS = (
     "e.event_id, e.event_type, e.event_time, e.record_time, e.body, e.body_format,"
     " e.epcis_context, e.batch_id"
 )
+# A batch's readings per device and tag, from the rollups kept at ingest (migration 0006):
+# never a scan of the batch's readings, however many there are.
 _READINGS = """
-select batch_id, device, tag, unit, count(*) as count, min(value) as min, max(value) as max,
-    avg(value) as mean, min(time) as first, max(time) as last
-from readings
-where batch_id = any(%s) and quality = 'good' and value is not null
-group by batch_id, device, tag, unit
+select batch_id, device, tag, unit, good_count as count, min, max,
+    sum / nullif(good_count, 0) as mean, first_time as first, last_time as last
+from batch_tag_stats
+where batch_id = any(%s) and good_count > 0
 order by batch_id, device, tag
 """
 
