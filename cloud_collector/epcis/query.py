@@ -18,13 +18,17 @@ from cloud_collector.auth import VISIBLE_LOTS_SQL
 from cloud_collector.epcis.identifiers import cbv_word, keys
 from cloud_collector.epcis.render import bare
 
+# What a partner may see: events about the lots shipped to it (not how they were made:
+# their ancestors are ours), and every event it captured itself.
 _ABOUT_LOTS = """e.event_id in (
     select event_id from shipment_lines where lot_id in ({visible})
     union select event_id from receipts where lot_id in ({visible})
     union select event_id from lot_locations where lot_id in ({visible})
     union select event_id from lot_links where input_lot in ({visible})
     union select i.event_id from event_items i join lots l on l.gtin = i.gtin
-        and l.lot_code = i.lot where l.lot_id in ({visible}))"""
+        and l.lot_code = i.lot where i.role <> 'output' and l.lot_id in ({visible})
+    union select t.event_id from trace_events t join epcis_capture_jobs j using (capture_id)
+        where j.partner_id = %s)"""
 MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 30
 
@@ -107,7 +111,7 @@ class Query:
         the shipments themselves, and what it captured or moved about those lots."""
         visible = VISIBLE_LOTS_SQL.replace("%(partner_id)s", "%s")
         self.where.append(_ABOUT_LOTS.format(visible=visible))
-        self.params += [partner_id] * _ABOUT_LOTS.count("{visible}")
+        self.params += [partner_id] * (_ABOUT_LOTS.count("{visible}") + 1)
 
     def sql(self, columns: str, limit: int) -> tuple[str, list[Any]]:
         where = list(self.where)

@@ -1,0 +1,133 @@
+"""Captured EPCIS events extend the genealogy like our own events do: a distributor
+receives our bread, makes sandwiches of it (its TransformationEvent) and ships them; the
+forward trace of our flour then reaches the sandwiches and the distributor's shipment, and
+the backward trace of a sandwich reaches our supplier's flour. A partner key captures only
+at its own locations and sees only events about the lots shipped to it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from cloud_collector import auth
+from cloud_collector.auth import Role
+from cloud_collector.epcis.identifiers import gtin
+from tests.cloud_collector.epcis.documents import capture, epcis_document, events
+from tests.cloud_collector.test_trace import (  # noqa: F401 - the fixture is used by name
+    BREAD_GTIN,
+    CAKE_GTIN,
+    FLOUR_GTIN,
+    Plant,
+    bakery,
+    erp,
+)
+from tests.conftest import RunningCollector, Services
+
+SANDWICH_GTIN = gtin("4012345", "077777")
+DIST_LOCATION = "urn:epc:id:sgln:4012345.00077.0"
+
+
+def distributor_events(p: Plant) -> list[dict[str, Any]]:
+    bread = f"urn:epc:class:lgtin:9506000.013438.{p.lot('BREAD')}"
+    sandwich = f"https://id.gs1.org/01/{SANDWICH_GTIN}/10/SW-{p.tag}"
+    at = {"readPoint": {"id": f"urn:epc:id:sgln:4012345.00077.{p.tag}"},
+          "bizLocation": {"id": DIST_LOCATION}}  # fmt: skip
+    return [
+        {
+            "type": "ObjectEvent", "eventTime": "2026-11-21T08:00:00Z",
+            "eventTimeZoneOffset": "+01:00", "action": "OBSERVE", "bizStep": "receiving",
+            "disposition": "in_progress", **at,
+            "quantityList": [{"epcClass": bread, "quantity": 600, "uom": "EA"}],
+            "bizTransactionList": [{"type": "https://ref.gs1.org/cbv/BTT-desadv",
+                                    "bizTransaction": f"urn:x-dist:desadv:SH-1-{p.tag}"}],
+        },
+        {
+            "type": "TransformationEvent", "eventTime": "2026-11-21T10:00:00Z",
+            "eventTimeZoneOffset": "+01:00", "bizStep": "commissioning",
+            "transformationID": f"urn:x-dist:batch:SW-{p.tag}", **at,
+            "inputQuantityList": [{"epcClass": bread, "quantity": 300, "uom": "EA"}],
+            "outputQuantityList": [{"epcClass": sandwich, "quantity": 300, "uom": "EA"}],
+        },
+        {
+            "type": "ObjectEvent", "eventTime": "2026-11-21T14:00:00Z",
+            "eventTimeZoneOffset": "+01:00", "action": "OBSERVE", "bizStep": "shipping",
+            "disposition": "in_transit", **at,
+            "quantityList": [{"epcClass": sandwich, "quantity": 300, "uom": "EA"}],
+            "bizTransactionList": [{"type": "desadv", "bizTransaction": f"DIST-SH-{p.tag}"}],
+        },
+    ]  # fmt: skip
+
+
+@pytest.fixture
+async def partner_key(bakery: Plant, services: Services) -> str:  # noqa: F811
+    async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
+        partner = f"DIST-{bakery.tag}"
+        await auth.set_partner(c, partner, [f"C1-{bakery.tag}"], [DIST_LOCATION])
+        issued = await auth.issue(c, f"dist-{uuid.uuid4().hex[:6]}", Role.partner, partner)
+    return issued.key
+
+
+async def test_a_partners_transformation_extends_our_traces(
+    collector: RunningCollector,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    p = bakery
+    await erp(collector, p)
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        answer = await capture(http, epcis_document(*distributor_events(p)))
+        assert answer.status_code == 202, answer.text
+    async with collector.client(Role.reader) as http:
+        forward = (
+            await http.get(f"/api/v1/lots/(01){FLOUR_GTIN}(10){p.lot('FLOUR')}/trace/forward")
+        ).json()
+        backward = (
+            await http.get(f"/api/v1/lots/01/{SANDWICH_GTIN}/10/SW-{p.tag}/trace/backward")
+        ).json()
+    assert f"SW-{p.tag}" in [x["lot_code"] for x in forward["lots"]], forward["lots"]
+    assert f"DIST-SH-{p.tag}" in [s["shipment"] for s in forward["shipments"]]
+    sandwich_batch = f"urn:x-dist:batch:SW-{p.tag}"
+    assert sandwich_batch in [b["batch"]["batch_id"] for b in forward["batches"]]
+    assert p.lot("FLOUR") in [x["lot_code"] for x in backward["lots"]], backward["lots"]
+    assert p.lot("BREAD") in [x["lot_code"] for x in backward["lots"]]
+
+
+async def test_a_partner_captures_only_at_its_own_locations(
+    collector: RunningCollector,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    p = bakery
+    elsewhere = distributor_events(p)[:1]
+    elsewhere[0]["bizLocation"] = {"id": "urn:epc:id:sgln:9506000.00001.0"}
+    elsewhere[0]["readPoint"] = {"id": "urn:epc:id:sgln:9506000.00001.7"}
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        answer = await capture(http, epcis_document(*distributor_events(p)[1:], *elsewhere))
+    assert answer.status_code == 403
+    assert "urn:epc:id:sgln:9506000.00001.0" in answer.json()["detail"]
+    async with collector.client(Role.reader) as http:
+        assert await events(http, EQ_transformationID=f"urn:x-dist:batch:SW-{p.tag}") == []
+
+
+async def test_a_partner_sees_only_events_about_lots_shipped_to_it(
+    collector: RunningCollector,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    p = bakery
+    await erp(collector, p)  # SH-1 (bread) went to the partner's customer; SH-2 (cake) not
+    bread = f"https://id.gs1.org/01/{BREAD_GTIN}/10/{p.lot('BREAD')}"
+    cake = f"https://id.gs1.org/01/{CAKE_GTIN}/10/{p.lot('CAKE')}"
+    async with collector.client() as http:
+        everything = await events(http, EQ_bizStep="shipping", MATCH_epcClass=f"{bread}|{cake}")
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        seen = await events(http, EQ_bizStep="shipping", MATCH_epcClass=f"{bread}|{cake}")
+        batches = await events(http, eventType="TransformationEvent", MATCH_anyEPCClass=bread)
+    assert len(everything) == 2
+    assert [e["quantityList"][0]["epcClass"] for e in seen] == [bread]
+    assert batches == [], "how the bread was made is not the distributor's to see"
