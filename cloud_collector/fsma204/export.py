@@ -11,8 +11,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from cloud_collector import trace
-from cloud_collector.fsma204.kdes import Row, build
-from cloud_collector.fsma204.sql import CTE_ROWS, PRODUCT_LOTS
+from cloud_collector.fsma204.kdes import Places, Row, build
+from cloud_collector.fsma204.sql import CTE_ROWS, LOCATIONS, PRODUCT_LOTS
 
 
 async def rows(
@@ -29,9 +29,15 @@ async def rows(
     name = f"fsma204_{uuid.uuid4().hex[:12]}"
     params = {"lots": lot_ids, "start": start, "end": end}
     async with conn.transaction(), conn.cursor(name=name, row_factory=dict_row) as cur:
+        places = await _places(conn)
         await cur.execute(CTE_ROWS, params)
         while batch := await cur.fetchmany(chunk):
-            yield [build(r, zone) for r in batch]
+            yield [build(r, places, zone) for r in batch]
+
+
+async def _places(conn: AsyncConnection) -> Places:
+    cur = conn.cursor(row_factory=dict_row)
+    return {r["location_id"]: r for r in await (await cur.execute(LOCATIONS)).fetchall()}
 
 
 async def product_lots(conn: AsyncConnection, gtin: str) -> list[int]:

@@ -24,6 +24,7 @@ Columns that are not KDEs (GTIN, event time, event id, missing KDEs) come last b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -108,6 +109,10 @@ LOCATIONS_IMPORT = "PUT /api/v1/erp/locations"
 NO_PLACE = "the event names no read point or business location"
 
 
+# Location id -> its row of the locations table (master data, read once per spreadsheet).
+Places = Mapping[str | None, dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Missing:
     """A KDE the records lack for one row, and what would supply it."""
@@ -159,9 +164,10 @@ def _place(
         )
 
 
-def _recipient(row: Row, r: dict[str, Any]) -> None:
+def _recipient(row: Row, r: dict[str, Any], places: Places) -> None:
     key = r["ship_to"] or r["customer_id"]
-    if r["ship_to_loc"] is None and r["customer"] is not None:
+    loc = places.get(r["ship_to"]) or places.get(r["customer_id"])
+    if loc is None and r["customer"] is not None:
         # The ERP's customer record is a description too, short of a phone number at least.
         customer = {"name": r["customer"], "address": r["customer_address"]}
         row.values[RECIPIENT] = describe(customer)
@@ -180,19 +186,18 @@ def _recipient(row: Row, r: dict[str, Any]) -> None:
         else f"the ERP has not said whom shipment {r['shipment']!r} went to: "
         "PUT /api/v1/erp/shipments"
     )
-    _place(row, RECIPIENT, key, r["ship_to_loc"], unknown)
+    _place(row, RECIPIENT, key, loc, unknown)
 
 
-def _tlc_source(row: Row, r: dict[str, Any], kind: int) -> None:
+def _tlc_source(row: Row, r: dict[str, Any], kind: int, places: Places) -> None:
     """The place that assigned the lot's code: the supplier's word for a lot we received
     (lot_tlc_sources), the place of the transformation for a lot we made."""
     if r["tlc_location_id"] is not None or r["tlc_reference"] is not None:
-        key, loc, reference = r["tlc_location_id"], r["tlc_loc"], r["tlc_reference"]
-    elif kind == FOOD_PRODUCED:
-        key, loc = r["place"], r["place_loc"]
-        reference = loc.get("tlc_source_reference") if loc else None
-    elif r["made_by"] is not None:
-        key, loc = r["made_at"], r["made_loc"]
+        key, reference = r["tlc_location_id"], r["tlc_reference"]
+        loc = places.get(key)
+    elif kind == FOOD_PRODUCED or r["made_by"] is not None:
+        key = r["place"] if kind == FOOD_PRODUCED else r["made_at"]
+        loc = places.get(key)
         reference = loc.get("tlc_source_reference") if loc else None
     else:
         key, loc, reference = None, None, None
@@ -232,7 +237,7 @@ def header(zone: str = "UTC") -> list[str]:
     return [f"{TIME} ({zone})" if c == TIME else c for c in COLUMNS]
 
 
-def build(r: dict[str, Any], zone: tzinfo = UTC) -> Row:
+def build(r: dict[str, Any], places: Places, zone: tzinfo = UTC) -> Row:
     """One spreadsheet row from one row of fsma204/sql.py CTE_ROWS, its date and time in
     `zone` (the plant's, usually: "the date you received the food" is a local date)."""
     kind: int = r["kind"]
@@ -269,16 +274,16 @@ def build(r: dict[str, Any], zone: tzinfo = UTC) -> Row:
             if r["document"]
             else "the receipt names no purchase order, so no supplier"
         )
-        _place(row, PREVIOUS_SOURCE, r["source"], r["source_loc"], unknown)
-        _place(row, RECEIVED_AT, r["place"], r["place_loc"], NO_PLACE)
+        _place(row, PREVIOUS_SOURCE, r["source"], places.get(r["source"]), unknown)
+        _place(row, RECEIVED_AT, r["place"], places.get(r["place"]), NO_PLACE)
     elif kind == SHIPPING:
-        _recipient(row, r)
-        _place(row, SHIPPED_FROM, r["place"], r["place_loc"], NO_PLACE)
+        _recipient(row, r, places)
+        _place(row, SHIPPED_FROM, r["place"], places.get(r["place"]), NO_PLACE)
     if kind == FOOD_USED:
         # The food used has no location, source or document KDEs of its own: the new lot has.
         row.values[NEW_TLC] = r["new_lots"]
     else:
-        _tlc_source(row, r, kind)
+        _tlc_source(row, r, kind, places)
         _documents(row, r, kind)
     row.values[MISSING] = "; ".join(str(m) for m in row.missing) or None
     return row

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator, Iterable
-from datetime import date, time
+from datetime import time
 from typing import Any
 
 from openpyxl import Workbook
@@ -34,17 +34,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def csv_line(values: Iterable[Any]) -> str:
+def csv_text(lines: Iterable[Iterable[Any]]) -> str:
     out = io.StringIO()
-    csv.writer(out).writerow([_text(v) for v in values])
+    csv.writer(out).writerows([_text(v) for v in line] for line in lines)
     return out.getvalue()
 
 
 async def csv_lines(chunks: AsyncIterator[list[Row]], header: list[str]) -> AsyncIterator[str]:
-    """The header, then the rows as the database produces them."""
-    yield csv_line(header)
+    """The header, then the rows as the database produces them, a chunk at a time."""
+    yield csv_text([header])
     async for rows in chunks:
-        yield "".join(csv_line(r.cells) for r in rows)
+        yield csv_text(r.cells for r in rows)
 
 
 def _header(ws: Any, names: list[str]) -> None:
@@ -54,18 +54,6 @@ def _header(ws: Any, names: list[str]) -> None:
         cell.font = _BOLD
         cells.append(cell)
     ws.append(cells)
-
-
-def _typed(ws: Any, value: Any) -> Any:
-    if isinstance(value, date):
-        cell = WriteOnlyCell(ws, value=value)
-        cell.number_format = "yyyy-mm-dd"
-        return cell
-    if isinstance(value, time):
-        cell = WriteOnlyCell(ws, value=value)
-        cell.number_format = "hh:mm:ss"
-        return cell
-    return value
 
 
 async def xlsx(
@@ -83,7 +71,7 @@ async def xlsx(
     async for rows in chunks:
         for row in rows:
             n += 1
-            ws.append([_typed(ws, v) for v in row.cells])
+            ws.append(row.cells)  # openpyxl types them: dates yyyy-mm-dd, times h:mm:ss
             gaps += [
                 [n, row.values[CTE], row.values[TLC], row.values[EVENT_ID], m.kde, m.detail]
                 for m in row.missing

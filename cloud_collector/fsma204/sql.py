@@ -1,7 +1,9 @@
 """The one statement behind every FSMA 204 spreadsheet: the Critical Tracking Events of a
-set of lots, one row per event per lot line, with everything their Key Data Elements need
-joined in (products, places, documents, the traceability lot code source), in the order
-the spreadsheet shows them: by event time, then lot."""
+set of lots, one row per event per lot line, with what their Key Data Elements need joined
+in (products, documents, the ERP's shipment, the traceability lot code source), in the
+order the spreadsheet shows them: by event time, then lot. Places come back as their ids:
+the locations table is master data, read once per spreadsheet (LOCATIONS), not joined
+five times into every row."""
 
 # Parameters: %(lots)s the selected lot ids; %(start)s / %(end)s an optional time range.
 # A transformation that used or made a selected lot comes whole (every food used and
@@ -38,32 +40,26 @@ events as (
 select ev.kind, ev.time, ev.event_id, ev.lot_id, ev.quantity, ev.uom, ev.place, ev.source,
        ev.document, ev.shipment, ev.new_lots, ev.batch,
        l.gtin, l.lot_code, l.batch_id as made_by, p.name as product,
-       to_jsonb(place_loc) as place_loc, to_jsonb(source_loc) as source_loc,
        m.order_id, m.customer_id, m.ship_to, c.name as customer, c.address as customer_address,
-       (select to_jsonb(x) from locations x where x.location_id in (m.ship_to, m.customer_id)
-        order by x.location_id = m.ship_to desc limit 1) as ship_to_loc,
-       t.location_id as tlc_location_id, t.reference as tlc_reference,
-       to_jsonb(tlc_loc) as tlc_loc, made.place as made_at, to_jsonb(made_loc) as made_loc,
+       t.location_id as tlc_location_id, t.reference as tlc_reference, made.place as made_at,
        (select jsonb_agg(jsonb_build_array(d.type, d.id) order by d.type, d.id)
         from event_documents d where d.event_id = ev.event_id) as documents
 from events ev join lots l using (lot_id)
 left join products p using (gtin)
-left join locations place_loc on place_loc.location_id = ev.place
-left join locations source_loc on source_loc.location_id = ev.source
 left join shipments m on m.shipment = ev.shipment
 left join customers c on c.customer_id = m.customer_id
 left join lot_tlc_sources t on t.gtin = l.gtin and t.lot_code = l.lot_code
-left join locations tlc_loc on tlc_loc.location_id = t.location_id
 left join lateral (
     select coalesce(x.biz_location, x.read_point) as place from trace_events x
     where x.batch_id = l.batch_id and x.event_type = 'TransformationEvent'
     order by x.event_time desc limit 1
 ) made on true
-left join locations made_loc on made_loc.location_id = made.place
 where (%(start)s::timestamptz is null or ev.time >= %(start)s)
   and (%(end)s::timestamptz is null or ev.time < %(end)s)
 order by ev.time, l.lot_code, ev.kind, ev.event_id, ev.position
 """
+
+LOCATIONS = "select location_id, name, address, phone, gln, tlc_source_reference from locations"
 
 # The lots of one product (for a request by product and date range).
 PRODUCT_LOTS = "select lot_id from lots where gtin = %s"

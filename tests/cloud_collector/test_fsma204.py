@@ -529,9 +529,11 @@ async def test_exports_need_a_reader_and_imports_an_importer(
 # -- rows from records short of master data (no database: kdes.build on one joined row) --
 
 
+PLACES = {"dock-2": {"name": "Plant", "address": "5 Oven St", "phone": "+1 555 0100"}}
+
+
 def joined(**overrides: object) -> dict[str, object]:
     """A row of fsma204/sql.py CTE_ROWS: a shipment of a lot, all master data known."""
-    dock = {"name": "Plant", "address": "5 Oven St", "phone": "+1 555 0100"}
     return {
         "kind": kdes.SHIPPING,
         "time": datetime(2026, 11, 20, 23, 30, tzinfo=timezone(timedelta(hours=-5))),
@@ -549,25 +551,20 @@ def joined(**overrides: object) -> dict[str, object]:
         "lot_code": "L1",
         "made_by": None,
         "product": "Flour",
-        "place_loc": dock,
-        "source_loc": None,
         "order_id": None,
         "customer_id": "C9",
         "ship_to": None,
         "customer": "Shop Inc",
         "customer_address": "1 High St",
-        "ship_to_loc": None,
         "tlc_location_id": None,
         "tlc_reference": "https://supplier.example/tlc",
-        "tlc_loc": None,
         "made_at": None,
-        "made_loc": None,
         "documents": [["desadv", "SH-9"], ["bol", "BOL-1"]],
     } | overrides
 
 
 def test_a_customer_record_stands_for_the_recipient_short_of_its_phone() -> None:
-    row = kdes.build(joined())
+    row = kdes.build(joined(), PLACES)
     v = row.values
     # 23:30 at UTC-5 is the next day in UTC: dates are UTC days.
     assert (v[kdes.DATE], v[kdes.TIME]) == (date(2026, 11, 21), time(4, 30))
@@ -596,14 +593,15 @@ def test_what_nothing_recorded_is_named_not_invented() -> None:
             product=None,
             quantity=None,
             uom=None,
-            place_loc=None,
+            place="dock-9",
             shipment=None,
             customer_id=None,
             customer=None,
             customer_address=None,
             tlc_reference=None,
             documents=None,
-        )
+        ),
+        PLACES,
     )
     assert [(m.kde, m.detail) for m in row.missing] == [
         (kdes.TLC, "a unit no label or event tied to a lot"),
@@ -611,7 +609,7 @@ def test_what_nothing_recorded_is_named_not_invented() -> None:
         (kdes.QUANTITY, "the event recorded no quantity"),
         (kdes.UOM, "the event recorded no unit of measure"),
         (kdes.RECIPIENT, "the event names no shipment document"),
-        (kdes.SHIPPED_FROM, "no location 'dock-2': PUT /api/v1/erp/locations"),
+        (kdes.SHIPPED_FROM, "no location 'dock-9': PUT /api/v1/erp/locations"),
         (
             kdes.TLC_SOURCE,
             "the supplier has not said where lot 'unit:sscc:006141410000000017' got its code: "
