@@ -244,7 +244,7 @@ def to_json(body: bytes, limits: CaptureLimits) -> dict[str, Any]:
     if kind not in ("EPCISDocument", "EPCISQueryDocument"):
         raise InvalidDocument("$", f"root element {kind!r}: send an EPCISDocument")
     event_list = next((e for e in root.iter() if e.tag == "EventList"), None)
-    events = []
+    events: list[dict[str, Any]] = []
     for element in reader.fields(event_list) if event_list is not None else []:
         if reader.name(element.tag) not in EVENT_TYPES:
             raise InvalidDocument(
