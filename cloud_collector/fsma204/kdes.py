@@ -205,10 +205,13 @@ def _tlc_source(row: Row, r: dict[str, Any], kind: int, places: Places) -> None:
     if reference is not None:  # the reference may stand in for the description
         row.values[TLC_SOURCE] = describe(loc)
         return
-    unknown = (
-        f"the supplier has not said where lot {r['lot_code']!r} got its code: "
-        "PUT /api/v1/erp/tlc-sources"
-    )
+    if r["made_by"] is not None:
+        unknown = f"batch {r['made_by']!r} made it, but its transformation event never arrived"
+    else:
+        unknown = (
+            f"the supplier has not said where lot {r['lot_code']!r} got its code: "
+            "PUT /api/v1/erp/tlc-sources"
+        )
     _place(row, TLC_SOURCE, key, loc, unknown)
 
 

@@ -619,3 +619,14 @@ def test_what_nothing_recorded_is_named_not_invented() -> None:
     ]
     assert row.values[kdes.MISSING] == "; ".join(str(m) for m in row.missing)
     assert all(row.values.get(c) is None for c in (kdes.PRODUCT, kdes.RECIPIENT, kdes.SHIPPED_FROM))
+
+
+def test_a_lot_of_ours_takes_its_tlc_source_from_where_it_was_made() -> None:
+    made = {"made_by": "B7", "made_at": "line-3", "tlc_reference": None}
+    line_3 = {"line-3": {"name": "Plant line 3", "address": "5 Oven St", "phone": "1"}}
+    row = kdes.build(joined(**made), PLACES | line_3)
+    assert row.values[kdes.TLC_SOURCE] == "Plant line 3, 5 Oven St, 1"
+    row = kdes.build(joined(**made | {"made_at": None}), PLACES)
+    assert [str(m) for m in row.missing if m.kde == kdes.TLC_SOURCE] == [
+        f"{kdes.TLC_SOURCE}: batch 'B7' made it, but its transformation event never arrived"
+    ]
