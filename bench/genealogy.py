@@ -1138,7 +1138,9 @@ async def _run(conn: AsyncConnection, job: Job, timeout_s: float) -> Result:
 
 
 async def _work(url: str, jobs: list[Job], out: Any, timeout_s: float, budget_s: float) -> None:
-    conn = await AsyncConnection.connect(url, autocommit=True, cursor_factory=TimedCursor)
+    conn = await AsyncConnection.connect(
+        url, autocommit=True, cursor_factory=TimedCursor, options=queries.SESSION_OPTIONS
+    )
     conn.server_cursor_factory = TimedServerCursor
     await conn.execute(f"set statement_timeout = {int(timeout_s * 1000)}")
     out.put(("ready", conn.info.backend_pid))

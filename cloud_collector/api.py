@@ -39,7 +39,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             min_size=1,
             max_size=10,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "options": queries.SESSION_OPTIONS},
             check=AsyncConnectionPool.check_connection,
         )
         await pool.open(wait=True, timeout=30)

@@ -90,30 +90,40 @@ REBUILD = [
     minutes_upsert("readings"),
 ]
 
-# Bounded by each tag's own first and last reading in the batch, so that only the chunks
-# holding the batch are read.
-_REFRESH_PERCENTILES = f"""
+# Percentiles of every tag of the readings `where` selects, with the count they were
+# computed at (every reading, whatever its quality, as batch_tag_stats counts them).
+_PERCENTILES = f"""
 insert into batch_tag_percentiles as p (batch_id, device, tag, at_count, p05, p50, p95)
-select s.batch_id, s.device, s.tag, s.count, q.p[1], q.p[2], q.p[3]
-from batch_tag_stats s
-left join batch_tag_percentiles old using (batch_id, device, tag)
-cross join lateral (
-    select percentile_cont(array[0.05, 0.5, 0.95]) within group (order by r.value) as p
-    from readings r
-    where r.batch_id = s.batch_id and r.device = s.device and r.tag = s.tag
-      and r.time >= s.first_time and r.time <= s.last_time and {_GOOD}
-) q
-where s.batch_id = any(%s) and old.at_count is distinct from s.count
-order by s.batch_id, s.device, s.tag
+select batch_id, device, tag, n, q[1], q[2], q[3] from (
+    select r.batch_id, r.device, r.tag, count(*),
+           percentile_cont(array[0.05, 0.5, 0.95]) within group (order by r.value)
+               filter (where {_GOOD}) as q
+    from readings r where r.batch_id is not null and {{where}}
+    group by r.batch_id, r.device, r.tag
+) t(batch_id, device, tag, n, q)
+order by batch_id, device, tag
 on conflict (batch_id, device, tag) do update set
     at_count = excluded.at_count, p05 = excluded.p05, p50 = excluded.p50, p95 = excluded.p95
+"""
+# Bounded by the batch's own first and last reading, as constants: only the chunks that
+# hold the batch are planned and read.
+_BATCH_PERCENTILES = _PERCENTILES.format(
+    where="r.batch_id = %(batch)s and r.time >= %(first)s and r.time <= %(last)s"
+)
+# Without touching readings: which batches have tags whose percentiles are missing or stale.
+_STALE = """
+select s.batch_id, min(s.first_time), max(s.last_time)
+from batch_tag_stats s left join batch_tag_percentiles p using (batch_id, device, tag)
+where s.batch_id = any(%s) and p.at_count is distinct from s.count
+group by s.batch_id
 """
 
 
 async def refresh_percentiles(conn: AsyncConnection, batch_ids: list[str]) -> None:
-    """Computes the percentiles of the batches' tags that have none or stale ones (a no-op
-    costing one index probe per tag when they are current)."""
-    await conn.execute(_REFRESH_PERCENTILES, (batch_ids,))
+    """Computes the percentiles of the batches whose tags have none or stale ones (when all
+    are current: one statement over the rollups, none over readings)."""
+    for batch, first, last in await (await conn.execute(_STALE, (batch_ids,))).fetchall():
+        await conn.execute(_BATCH_PERCENTILES, {"batch": batch, "first": first, "last": last})
 
 
 def rebuild(conn: Connection, ended_batches: list[str]) -> None:
@@ -121,4 +131,4 @@ def rebuild(conn: Connection, ended_batches: list[str]) -> None:
     collector would have kept while the readings arrived one message at a time)."""
     for statement in REBUILD:
         conn.execute(statement)  # type: ignore[arg-type]
-    conn.execute(_REFRESH_PERCENTILES, (ended_batches,))
+    conn.execute(_PERCENTILES.format(where="r.batch_id = any(%s)"), (ended_batches,))  # type: ignore[arg-type]
