@@ -120,7 +120,7 @@ def check(data: Any, limits: CaptureLimits) -> Document:
         assert worst is not None
         raise InvalidDocument(
             _deepest(worst).json_path,
-            _deepest(worst).message,
+            _reason(_deepest(worst), errors),
             more=[{"path": e.json_path, "reason": e.message} for e in errors[:10]],
         )
     for i, event in enumerate(events):
@@ -175,11 +175,51 @@ def _events_path(data: dict[str, Any]) -> str:
 def _deepest(error: ValidationError) -> ValidationError:
     """The most specific cause inside anyOf/oneOf/if-then, which names the real field."""
     while error.context:
+        if _alternatives(error):
+            break  # every alternative is about this same value: say them all
         inner = best_match(error.context)
         if inner is None or len(inner.absolute_path) < len(error.absolute_path):
             break
         error = inner
     return error
+
+
+def _alternatives(error: ValidationError) -> bool:
+    return error.validator in ("anyOf", "oneOf") and all(
+        list(c.absolute_path) == list(error.absolute_path) for c in error.context or []
+    )
+
+
+def _leaves(errors: list[ValidationError]) -> list[ValidationError]:
+    found: list[ValidationError] = []
+    stack = list(errors)
+    while stack:
+        error = stack.pop()
+        if error.context:
+            stack.extend(error.context)
+        else:
+            found.append(error)
+    return found
+
+
+def _reason(error: ValidationError, errors: list[ValidationError]) -> str:
+    """Why, in the most telling words: an enumeration of what is allowed says more than
+    one of the patterns a value missed."""
+    if isinstance(error.instance, str) and error.instance.startswith("urn:epcglobal:cbv:"):
+        word = error.instance.rsplit(":", 1)[-1]
+        return (
+            f"{error.instance!r}: the JSON binding writes CBV values as bare words "
+            f"({word!r}) or https://ref.gs1.org/cbv/ URIs, not as URNs"
+        )
+    for leaf in _leaves(errors):
+        if leaf.json_path == error.json_path and leaf.validator == "enum":
+            return leaf.message
+    if _alternatives(error):
+        tried = sorted(
+            {c.message.replace(repr(error.instance), "").strip() for c in error.context or []}
+        )
+        return f"{error.instance!r} is none of the allowed forms: " + "; ".join(tried[:6])
+    return error.message
 
 
 def check_depth(data: Any, max_depth: int) -> None:

@@ -280,3 +280,21 @@ async def test_options_announce_the_limits(collector: RunningCollector) -> None:
     assert answer.status_code == 204
     assert answer.headers["GS1-EPCIS-Capture-Limit"] == str(LIMITS.max_events)
     assert answer.headers["GS1-EPCIS-Capture-File-Size-Limit"] == str(LIMITS.max_bytes)
+
+
+REASONS = [
+    ({"action": "PEEK"}, "'PEEK' is not one of ['OBSERVE', 'ADD', 'DELETE']"),
+    ({"bizStep": "urn:epcglobal:cbv:bizstep:receiving"}, "bare words ('receiving')"),
+    ({"quantityList": [{"epcClass": "urn:epc:class:lgtin:4012345.011111.L", "quantity": "a"}]},
+     "'a' is not of type 'number'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fields", "reason"), REASONS, ids=[r[1][:20] for r in REASONS])
+async def test_a_refusal_says_what_would_be_right(
+    collector: RunningCollector, fields: dict[str, Any], reason: str
+) -> None:
+    async with collector.client() as http:
+        answer = await capture(http, epcis_document(object_event(unique_sgtin(), **fields)))
+    assert answer.status_code == 400
+    assert reason in answer.json()["reason"]
