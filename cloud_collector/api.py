@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
 
 from cloud_collector import epcis, erp, queries, trace
 from cloud_collector.auth import Role, require
@@ -99,14 +100,19 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     ) -> trace.Trace | Response:
         answer = await trace.trace(conn, await _lot(conn, lot), direction)
         if format == "json":
-            return answer
+            return json_response(answer)
         return csv_response(
             f"{direction}-{answer.lot.lot_code}.csv",
             trace.TRACE_CSV_COLUMNS,
             [x.model_dump() for x in answer.lots],
         )
 
-    @app.get("/api/v1/lots/{lot:path}/trace/backward", response_model=None, dependencies=READ)
+    @app.get(
+        "/api/v1/lots/{lot:path}/trace/backward",
+        response_model=None,
+        responses={200: {"model": trace.Trace}},
+        dependencies=READ,
+    )
     async def trace_backward(
         lot: str, conn: Conn, format: Literal["json", "csv"] = "json"
     ) -> trace.Trace | Response:
@@ -115,7 +121,12 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         `?format=csv`: the lots as a spreadsheet."""
         return await _trace(conn, lot, "backward", format)
 
-    @app.get("/api/v1/lots/{lot:path}/trace/forward", response_model=None, dependencies=READ)
+    @app.get(
+        "/api/v1/lots/{lot:path}/trace/forward",
+        response_model=None,
+        responses={200: {"model": trace.Trace}},
+        dependencies=READ,
+    )
     async def trace_forward(
         lot: str, conn: Conn, format: Literal["json", "csv"] = "json"
     ) -> trace.Trace | Response:
@@ -123,7 +134,12 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         any of them, with quantities, and the gaps met. `?format=csv`: the lots."""
         return await _trace(conn, lot, "forward", format)
 
-    @app.get("/api/v1/lots/{lot:path}/recall", response_model=None, dependencies=READ)
+    @app.get(
+        "/api/v1/lots/{lot:path}/recall",
+        response_model=None,
+        responses={200: {"model": trace.Recall}},
+        dependencies=READ,
+    )
     async def recall(
         lot: str, conn: Conn, format: Literal["json", "csv"] = "json"
     ) -> trace.Recall | Response:
@@ -131,15 +147,15 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         the customers and orders with quantities. `?format=csv` for a spreadsheet."""
         target = await _lot(conn, lot)
         if format == "json":
-            return await trace.recall(conn, target)
+            return json_response(await trace.recall(conn, target))
         pool = app.state.pool
 
-        async def lines() -> AsyncIterator[str]:
+        async def lines() -> AsyncIterator[str | bytes]:
             # Its own connection: the request's is given back before a stream ends.
             yield _csv_line(trace.RECALL_CSV_COLUMNS)
             async with pool.connection() as stream_conn:
-                async for rows in trace.recall_lines(stream_conn, target):
-                    yield "".join(_csv_line(row) for row in rows)
+                async for block in trace.recall_csv(stream_conn, target):
+                    yield block
 
         return StreamingResponse(
             lines(),
@@ -198,6 +214,12 @@ def _csv_line(values: Any) -> str:
     out = io.StringIO()
     csv.writer(out).writerow(["" if v is None else v for v in values])
     return out.getvalue()
+
+
+def json_response(answer: BaseModel) -> Response:
+    """An answer serialised by pydantic in one pass (a recall runs to tens of thousands of
+    lines, which FastAPI's generic encoder walks field by field)."""
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) -> Response:

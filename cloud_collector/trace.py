@@ -517,6 +517,7 @@ class RecallLine(Strict):
     shipment: str | None
     quantity: float | None
     uom: str | None
+    epc: str | None = None  # the unit (pallet SSCC, case SGTIN) it went out as, if one
 
 
 class Recall(Strict):
@@ -531,60 +532,15 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
     """Every lot the given lot reached, and where each is now: shipped (to whom, on which
     order, how much) or on hand (where, how much is left)."""
     t = await trace(conn, lot, "forward")
-    ids = [x.lot_id for x in t.lots]
-    last_place = {
-        r["lot_id"]: r["location"]
-        for r in await _rows(
-            conn,
-            "select distinct on (lot_id) lot_id, location from lot_locations"
-            " where lot_id = any(%s) order by lot_id, time desc",
-            ids,
-        )
-    }
-    lines: list[RecallLine] = []
-    shipped: dict[int, float] = defaultdict(float)
-    by_id = {x.lot_id: x for x in t.lots}
-    for s in t.shipments:
-        if s.lot_id is None:
-            continue
-        x = by_id[s.lot_id]
-        shipped[s.lot_id] += s.quantity or 0.0
-        lines.append(
-            RecallLine(
-                lot_id=x.lot_id,
-                gtin=x.gtin,
-                lot_code=x.lot_code,
-                status="shipped",
-                location=s.location,
-                customer_id=s.customer_id,
-                customer=s.customer,
-                order_id=s.order_id,
-                shipment=s.shipment,
-                quantity=s.quantity,
-                uom=s.uom,
-            )
-        )
-    for x in t.lots:
-        left = None if x.quantity is None else x.quantity - shipped.get(x.lot_id, 0.0)
-        if x.lot_id in shipped and (left is None or left <= 0):
-            continue  # all of it went out: the shipped lines say where
-        lines.append(
-            RecallLine(
-                lot_id=x.lot_id,
-                gtin=x.gtin,
-                lot_code=x.lot_code,
-                status="on_hand" if x.lot_id in last_place or x.quantity is not None else "unknown",
-                location=last_place.get(x.lot_id),
-                customer_id=None,
-                customer=None,
-                order_id=None,
-                shipment=None,
-                quantity=left,
-                uom=x.uom,
-            )
-        )
+    rows = await _rows_named(
+        conn, _RECALL_LINES.format(reach=_GIVEN_LOTS), {"lots": [x.lot_id for x in t.lots]}
+    )
     return Recall(
-        lot=lot, affected_lots=len(t.lots), lines=lines, customers=t.customers, gaps=t.gaps
+        lot=lot,
+        affected_lots=len(t.lots),
+        lines=[RecallLine.model_construct(**r) for r in rows],  # straight from the database
+        customers=t.customers,
+        gaps=t.gaps,
     )
 
 
@@ -706,43 +662,46 @@ async def _rows_named(
     return await (await cur.execute(sql, params)).fetchall()  # type: ignore[arg-type]
 
 
-# The recall list in one statement, for answers too big to build in memory (an ingredient
-# that reaches half the plant): streamed row by row from a server-side cursor.
+# The recall list in one statement: every shipment line of an affected lot, and what is
+# left of each lot not shipped in full (where it was last seen; a lot of unknown quantity
+# is listed: a recall errs on the side of the stock that may still be there). `reach` is
+# the affected lots: the walk itself for the streamed list, or the lots a trace found.
 _RECALL_LINES = """
-with recursive reach(lot_id) as (
-    select %(lot)s::bigint
-    union
-    select l.output_lot from reach join lot_links l on l.input_lot = reach.lot_id
-),
+with recursive {reach},
 shipped as (
     select s.lot_id, sum(s.quantity) as quantity
-    from shipment_lines s join reach using (lot_id) group by s.lot_id
-),
-last_place as (
-    select distinct on (x.lot_id) x.lot_id, x.location
-    from lot_locations x join reach using (lot_id) order by x.lot_id, x.time desc
+    from reach join shipment_lines s using (lot_id) group by s.lot_id
 )
 select l.lot_id, l.gtin, l.lot_code, 'shipped' as status, s.location, m.customer_id,
-       c.name as customer, m.order_id, s.shipment, s.quantity, s.uom
+       c.name as customer, m.order_id, s.shipment, s.quantity, s.uom, s.epc
 from reach join shipment_lines s using (lot_id) join lots l using (lot_id)
 left join shipments m using (shipment) left join customers c using (customer_id)
 union all
 select l.lot_id, l.gtin, l.lot_code,
        case when p.location is not null or l.quantity is not null then 'on_hand'
             else 'unknown' end,
-       p.location, null, null, null, null, l.quantity - coalesce(sh.quantity, 0), l.uom
-from reach join lots l using (lot_id)
-left join shipped sh using (lot_id) left join last_place p using (lot_id)
-where sh.quantity is null or l.quantity is null or l.quantity - sh.quantity > 0
+       p.location, null, null, null, null, l.quantity - coalesce(sh.quantity, 0), l.uom, null
+from reach join lots l using (lot_id) left join shipped sh using (lot_id)
+left join lateral (
+    select x.location from lot_locations x where x.lot_id = l.lot_id
+    order by x.time desc limit 1
+) p on true
+where sh.lot_id is null or l.quantity is null or l.quantity - sh.quantity > 0
 """
+_GIVEN_LOTS = "reach(lot_id) as (select unnest(%(lots)s::bigint[]))"
+_WALKED_LOTS = """reach(lot_id) as (
+    select %(lot)s::bigint
+    union
+    select l.output_lot from reach join lot_links l on l.input_lot = reach.lot_id
+)"""
 
 
-async def recall_lines(
-    conn: AsyncConnection, lot: Lot, chunk: int = 5000
-) -> AsyncIterator[list[tuple[Any, ...]]]:
-    """The recall list's lines (RECALL_CSV_COLUMNS order), in chunks as the database
-    produces them (a server-side cursor: memory stays flat however far the lot reached)."""
-    async with conn.transaction(), conn.cursor(name=f"recall_{lot.lot_id}") as cur:
-        await cur.execute(_RECALL_LINES, {"lot": lot.lot_id})
-        while rows := await cur.fetchmany(chunk):
-            yield rows
+async def recall_csv(conn: AsyncConnection, lot: Lot) -> AsyncIterator[bytes]:
+    """The recall list as CSV lines (RECALL_CSV_COLUMNS order, no header), formatted by the
+    database and passed on in blocks as it produces them: memory stays flat however far
+    the lot reached."""
+    sql = _RECALL_LINES.format(reach=_WALKED_LOTS)
+    statement = f"copy ({sql}) to stdout (format csv)"
+    async with conn.cursor() as cur, cur.copy(statement, {"lot": lot.lot_id}) as copy:
+        async for block in copy:
+            yield bytes(block)
