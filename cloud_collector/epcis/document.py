@@ -42,6 +42,7 @@ _RESERVED_TERMS = frozenset(
     | set(EVENT_TYPES)
 )
 _TERM_DEFINITION_KEYS = frozenset({"@id", "@type"})
+MAX_ID_LENGTH = 128  # eventID, transformationID: the genealogy's event and batch keys
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,13 @@ def check(data: Any, limits: CaptureLimits) -> Document:
                 f"event type {event.get('type')!r} is not supported: use one of "
                 + ", ".join(EVENT_TYPES),
             )
+        for name in ("eventID", "transformationID"):
+            if len(str(event.get(name, ""))) > MAX_ID_LENGTH:
+                raise InvalidDocument(
+                    f"{where}.{name}",
+                    f"longer than {MAX_ID_LENGTH} characters: the genealogy keys events and "
+                    "batches by it; use a shorter URI (e.g. urn:uuid:...)",
+                )
         for name in ("eventTime", "recordTime"):
             if name in event:
                 parse_time(event[name], f"{where}.{name}")

@@ -83,12 +83,12 @@ async def _transformation(
         {
             "seq": 0,
             "time": time,
-            "event_id": event_id[:128],
-            "transformation_id": batch[:128],
+            "event_id": event_id,
+            "transformation_id": batch,
             "biz_step": step if step in get_args(BizStep) else "commissioning",
             "read_point": _identifier((event.get("readPoint") or {}).get("id")) or "partner",
             "line": _identifier(where) or "partner",
-            "batch": batch[:128],
+            "batch": batch,
             "inputs": _items(event, "inputEPCList", "inputQuantityList"),
             "outputs": _items(event, "outputEPCList", "outputQuantityList"),
         }
@@ -115,7 +115,7 @@ async def _object_event(
         {
             "seq": 0,
             "time": time,
-            "event_id": event_id[:128],
+            "event_id": event_id,
             "action": event["action"],
             "biz_step": step,
             "disposition": disposition if disposition in get_args(Disposition) else None,

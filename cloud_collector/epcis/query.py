@@ -85,8 +85,13 @@ def _value_forms(name: str, value: str) -> list[str]:
     if name in ("EQ_readPoint", "EQ_bizLocation"):
         return list({value, bare("loc", value)})
     if name == "EQ_eventID":
-        return list({value, bare("event", value)})
+        return id_forms(value)
     return [value]
+
+
+def id_forms(event_id: str) -> list[str]:
+    """An eventID as stored: our own events' ids are given as urn:x-trace:event:{id}."""
+    return sorted({event_id, bare("event", event_id)})
 
 
 class QueryParameterError(Exception):

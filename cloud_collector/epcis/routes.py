@@ -206,4 +206,24 @@ def router(
             headers["Link"] = f'<{url}>; rel="next"'
         return JSONResponse(found.document, headers=headers)
 
+    @api.get("/events/{event_id:path}")
+    async def event(
+        event_id: str,
+        conn: AsyncConnection = Depends(connection),  # noqa: B008
+        principal: Principal = Depends(reader),  # noqa: B008
+    ) -> Response:
+        """One event by its eventID (URL-encoded), with its @context."""
+        parsed = query.Query(where=["e.event_id = any(%s)"], params=[query.id_forms(event_id)])
+        if principal.partner is not None:
+            parsed.only_about_lots_of(principal.partner.partner_id)
+        found = (await results.page(conn, parsed)).document
+        [listed] = found["epcisBody"]["queryResults"]["resultsBody"]["eventList"] or [None]
+        if listed is None:
+            return Problem(
+                404,
+                "epcisException:NoSuchResourceException",
+                f"no event {event_id!r}: GET /epcis/events?MATCH_anyEPC=... finds events by EPC",
+            ).response(VERSION_HEADERS)
+        return JSONResponse({"@context": found["@context"], **listed}, headers=VERSION_HEADERS)
+
     return api

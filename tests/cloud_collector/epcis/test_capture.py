@@ -207,6 +207,14 @@ HOSTILE: list[tuple[str, Any, str, int, str, str | None]] = [
         None,
     ),
     (
+        "eventID too long for the genealogy",
+        lambda epc: epcis_document(object_event(epc, eventID="urn:x:" + "a" * 200)),
+        "application/json",
+        400,
+        "epcisException:ValidationException",
+        "$.epcisBody.eventList[0].eventID",
+    ),
+    (
         "not JSON",
         lambda epc: b"{not json",
         "application/json",

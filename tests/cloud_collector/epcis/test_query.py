@@ -9,7 +9,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 import psycopg
@@ -349,3 +349,17 @@ def _next(answer: httpx.Response) -> str | None:
         return None
     assert link.endswith('>; rel="next"'), link
     return link[1 : link.index(">")]
+
+
+async def test_one_event_by_its_id(collector: RunningCollector, scene: Scene) -> None:
+    wanted = next(i for i, n in scene.names.items() if n == "D")
+    async with collector.client() as http:
+        answer = await http.get(f"/epcis/events/{quote(wanted, safe='')}")
+        missing = await http.get(f"/epcis/events/{quote('urn:uuid:nothing', safe='')}")
+    assert answer.status_code == 200, answer.text
+    event = answer.json()
+    assert event["eventID"] == wanted
+    assert event["type"] == "TransformationEvent"
+    assert event["@context"][0].startswith("https://ref.gs1.org/standards/epcis/")
+    assert missing.status_code == 404
+    assert missing.json()["type"] == "epcisException:NoSuchResourceException"
