@@ -135,25 +135,34 @@ async def capture(
     """Store the events (ids: eventID or hash, in order) and return the capture job's id.
     The caller holds the transaction."""
     capture_id = uuid.uuid4().hex
-    stored = 0
-    for event, event_id in zip(events, ids, strict=True):
-        columns = _columns(event, event_id, assigned="eventID" not in event)
-        row = await (
-            await conn.execute(
-                _INSERT_EVENT,
-                {**columns, "context": Jsonb(namespaces), "capture_id": capture_id},
-            )
-        ).fetchone()
-        if row is None or not row[0]:
-            continue  # captured before (or an error declaration recorded on it)
-        stored += 1
-        async with conn.cursor() as cur:
-            await cur.executemany(_INSERT_ITEM, item_rows(event_id, event))
-            await cur.executemany(
-                _INSERT_DOCUMENT,
-                [(event_id, t["type"] or "", t["id"]) for t in columns["biz_transactions"].obj],
-            )
-        await genealogy_feed.project(conn, event_id, event)
+    columns = [
+        {
+            **_columns(event, event_id, assigned="eventID" not in event),
+            "context": Jsonb(namespaces),
+            "capture_id": capture_id,
+        }
+        for event, event_id in zip(events, ids, strict=True)
+    ]
+    new: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (columns, event) stored now
+    async with conn.cursor() as cur:
+        # One pipelined round of inserts; each returns a row only if it stored the event
+        # (not when the id was captured before, or an error declaration was recorded on it).
+        await cur.executemany(_INSERT_EVENT, columns, returning=True)
+        for row_columns, event in zip(columns, events, strict=True):
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                new.append((row_columns, event))
+            cur.nextset()
+        items = [r for c, event in new for r in item_rows(c["event_id"], event)]
+        await cur.executemany(_INSERT_ITEM, items)
+        documents = [
+            (c["event_id"], t["type"] or "", t["id"]) for c, _ in new
+            for t in c["biz_transactions"].obj
+        ]  # fmt: skip
+        await cur.executemany(_INSERT_DOCUMENT, documents)
+    for c, event in new:  # in document order: a receipt before the batch that consumes it
+        await genealogy_feed.project(conn, c["event_id"], event)
+    stored = len(new)
     partner = principal.partner.partner_id if principal.partner else None
     await conn.execute(
         _INSERT_JOB, (capture_id, created_at, len(events), stored, principal.name, partner)

@@ -25,14 +25,19 @@ from tests.conftest import RunningCollector, Services
 LIMITS = CaptureLimits()
 
 
+# Counts of what captures store. Only captured rows: the collector fixture's consumer also
+# ingests whatever edges publish on the shared broker while the tests run.
+_STORED = """
+select (select count(*) from trace_events where body_format = 'epcis'),
+       (select count(*) from event_items i join trace_events e using (event_id)
+        where e.body_format = 'epcis'),
+       (select count(*) from epcis_capture_jobs)
+"""
+
+
 async def stored_counts(services: Services) -> tuple[int, int, int]:
     async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
-        row = await (
-            await conn.execute(
-                "select (select count(*) from trace_events), (select count(*) from event_items),"
-                " (select count(*) from epcis_capture_jobs)"
-            )
-        ).fetchone()
+        row = await (await conn.execute(_STORED)).fetchone()
     assert row is not None
     return row[0], row[1], row[2]
 
