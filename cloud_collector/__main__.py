@@ -8,6 +8,7 @@ import logging
 
 import uvicorn
 
+from cloud_collector import rollups
 from cloud_collector.api import create_app
 from cloud_collector.consumer import run_consumer
 from cloud_collector.migrate import migrate
@@ -15,15 +16,20 @@ from cloud_collector.settings import CollectorSettings
 
 
 async def serve(settings: CollectorSettings) -> None:
-    """Consumer and API in one event loop; either failing stops the process."""
+    """Consumer, API and the percentiles of ended batches in one event loop; any of them
+    failing stops the process."""
     config = uvicorn.Config(
         create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info"
     )
     server = uvicorn.Server(config)
     consumer = asyncio.create_task(run_consumer(settings), name="mqtt-consumer")
     api = asyncio.create_task(server.serve(), name="http-api")
-    done, _ = await asyncio.wait({consumer, api}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (consumer, api):
+    percentiles = asyncio.create_task(
+        rollups.keep_percentiles(settings.database_url), name="batch-percentiles"
+    )
+    tasks = {consumer, api, percentiles}
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
         task.cancel()
     for task in done:
         task.result()

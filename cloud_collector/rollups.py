@@ -9,7 +9,14 @@ just inserted, or (`REBUILD`) every reading, for a database loaded in bulk.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import timedelta
+
+import psycopg
 from psycopg import AsyncConnection, Connection
+
+log = logging.getLogger(__name__)
 
 _GOOD = "r.quality = 'good' and r.value is not null"
 _OUT_OF_SPEC = f"{_GOOD} and (r.value < sp.low or r.value > sp.high)"
@@ -124,6 +131,47 @@ async def refresh_percentiles(conn: AsyncConnection, batch_ids: list[str]) -> No
     are current: one statement over the rollups, none over readings)."""
     for batch, first, last in await (await conn.execute(_STALE, (batch_ids,))).fetchall():
         await conn.execute(_BATCH_PERCENTILES, {"batch": batch, "first": first, "last": last})
+
+
+# Batches that ended a while ago (their last readings are in) with percentiles to compute.
+_ENDED_AND_STALE = """
+select distinct s.batch_id
+from batches b join batch_tag_stats s using (batch_id)
+left join batch_tag_percentiles p using (batch_id, device, tag)
+where b.ended_at < now() - %(settle)s and b.ended_at > now() - interval '7 days'
+  and p.at_count is distinct from s.count
+limit 100
+"""
+
+
+async def refresh_ended(conn: AsyncConnection, settle: timedelta) -> list[str]:
+    """Percentiles of the batches that ended at least `settle` ago, so that the first trace
+    through a finished batch does not wait for them; returns the batches refreshed."""
+    cur = await conn.execute(_ENDED_AND_STALE, {"settle": settle})
+    batches = [r[0] for r in await cur.fetchall()]
+    if batches:
+        await refresh_percentiles(conn, batches)
+    return batches
+
+
+async def keep_percentiles(
+    database_url: str,
+    every: timedelta = timedelta(seconds=30),
+    settle: timedelta = timedelta(seconds=30),
+) -> None:
+    """The collector's background task: refresh_ended every `every`. A database that is away
+    is retried at the next round (ingest reports the outage; a trace recomputes what it
+    finds stale itself)."""
+    while True:
+        try:
+            async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+                while True:
+                    if refreshed := await refresh_ended(conn, settle):
+                        log.info("percentiles computed for %d ended batches", len(refreshed))
+                    await asyncio.sleep(every.total_seconds())
+        except psycopg.OperationalError as err:
+            log.warning("percentiles of ended batches: database unavailable (%s); retrying", err)
+            await asyncio.sleep(every.total_seconds())
 
 
 def rebuild(conn: Connection, ended_batches: list[str]) -> None:

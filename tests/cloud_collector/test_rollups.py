@@ -7,12 +7,12 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from cloud_collector import queries
+from cloud_collector import queries, rollups
 from cloud_collector.ingest import ingest
 from protocols.mqtt import topics
 from tests.cloud_collector.test_ingest import T0, envelope, reading
@@ -130,3 +130,32 @@ async def test_a_long_batch_charts_from_whole_minute_buckets(conn) -> None:
     first = [r["value"] for r in records[:108]]  # 36 minutes of readings
     assert series.points[0].mean == pytest.approx(sum(first) / len(first))
     assert (series.points[0].min, series.points[0].max) == (min(first), max(first))
+
+
+async def test_ended_batches_get_their_percentiles_in_the_background(conn) -> None:
+    edge, batch = f"edge-{uuid.uuid4().hex[:8]}", f"B-{uuid.uuid4().hex[:6]}"
+    records = [reading(seq, float(seq), batch) for seq in range(21)]
+    await ingest(conn, topics.data(edge, "readings"), envelope(edge, records))
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    ended = {
+        "kind": "batch_ended",
+        "seq": 0,
+        "time": an_hour_ago.isoformat(),
+        "line": "line-1",
+        "batch": batch,
+        "by": "op-1",
+    }
+    await ingest(conn, topics.data(edge, "events"), envelope(edge, [ended], stream="events"))
+
+    async def stored() -> tuple | None:
+        cur = await conn.execute(
+            "select at_count, p50 from batch_tag_percentiles where batch_id = %s", (batch,)
+        )
+        return await cur.fetchone()
+
+    # Ended an hour ago: settled after 30 s, not yet if it took a day to settle.
+    assert batch not in await rollups.refresh_ended(conn, settle=timedelta(days=1))
+    assert await stored() is None
+    assert batch in await rollups.refresh_ended(conn, settle=timedelta(seconds=30))
+    assert await stored() == (21, 10.0)
+    assert batch not in await rollups.refresh_ended(conn, settle=timedelta(seconds=30))
