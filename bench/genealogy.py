@@ -957,8 +957,7 @@ def build(url: str, scale: float, seed: int) -> tuple[dict[str, int], float]:
     _log(f"{len(indexes)} indexes rebuilt", t0)
     with psycopg.connect(bench, autocommit=True) as c:
         c.execute("set work_mem = '256MB'")
-        ended = [r[0] for r in c.execute("select batch_id from batches where ended_at is not null")]
-        rollups.rebuild(c, ended)
+        rollups.rebuild(c)
     _log("rollups built, as ingest keeps them", t0)
     others = ", ".join([t for t in COPY if t != "readings"] + ROLLUP_TABLES)
     with ThreadPoolExecutor(2) as pool:

@@ -174,9 +174,13 @@ async def keep_percentiles(
             await asyncio.sleep(every.total_seconds())
 
 
-def rebuild(conn: Connection, ended_batches: list[str]) -> None:
+_ENDED_PERCENTILES = _PERCENTILES.format(
+    where="r.batch_id in (select batch_id from batches where ended_at is not null)"
+)
+
+
+def rebuild(conn: Connection) -> None:
     """Rollups from every reading, and the percentiles of the ended batches (what the
     collector would have kept while the readings arrived one message at a time)."""
-    for statement in REBUILD:
+    for statement in [*REBUILD, _ENDED_PERCENTILES]:
         conn.execute(statement)  # type: ignore[arg-type]
-    conn.execute(_PERCENTILES.format(where="r.batch_id = any(%s)"), (ended_batches,))  # type: ignore[arg-type]
