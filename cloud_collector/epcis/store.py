@@ -160,8 +160,9 @@ async def capture(
             for t in c["biz_transactions"].obj
         ]  # fmt: skip
         await cur.executemany(_INSERT_DOCUMENT, documents)
-    for c, event in new:  # in document order: a receipt before the batch that consumes it
-        await genealogy_feed.project(conn, c["event_id"], event)
+    async with conn.pipeline():  # statements whose results nobody reads need no round trip
+        for c, event in new:  # in document order: a receipt before the batch that uses it
+            await genealogy_feed.project(conn, c["event_id"], event)
     stored = len(new)
     partner = principal.partner.partner_id if principal.partner else None
     await conn.execute(
