@@ -99,6 +99,8 @@ def own_event(
     event: dict[str, Any] = {"type": event_type, **_common(record, event_id, record_time)}
     if event_type == "ObjectEvent":
         event.update(_items(record["items"], "epcList", "quantityList"))
+        if "epcList" not in event and "quantityList" not in event:
+            event["epcList"] = []  # only unidentified items (a tag that decoded to nothing)
         event["action"] = record["action"]
     else:
         event.update(_items(record["inputs"], "inputEPCList", "inputQuantityList"))

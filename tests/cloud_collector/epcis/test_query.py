@@ -363,3 +363,21 @@ async def test_one_event_by_its_id(collector: RunningCollector, scene: Scene) ->
     assert event["@context"][0].startswith("https://ref.gs1.org/standards/epcis/")
     assert missing.status_code == 404
     assert missing.json()["type"] == "epcisException:NoSuchResourceException"
+
+
+async def test_an_unidentified_read_is_kept_as_an_extension(
+    collector: RunningCollector, services: Services
+) -> None:
+    p = Plant(services)
+    raw = f"E2801160600002{p.tag}"
+    receipt = p.receipt([{"raw": raw, "unknown_reason": "not an EPC"}], f"PO-{p.tag}")
+    await p.post({**receipt, "flags": ["unknown_tag"]})
+    async with collector.client() as http:
+        answer = await http.get(
+            "/epcis/events", params={"EQ_eventID": f"urn:x-trace:event:{p.edge}-0"}
+        )
+    assert [e.message for e in VALIDATOR.iter_errors(answer.json())] == []
+    [event] = _events(answer)
+    assert event["epcList"] == []
+    assert event["trace:unidentifiedEpcList"] == [raw]
+    assert event["trace:flags"] == ["unknown_tag"]
