@@ -165,10 +165,9 @@ def event_list(data: dict[str, Any]) -> Any:
     if not isinstance(body, dict):
         raise InvalidDocument("$.epcisBody", "missing or not an object")
     if data.get("type") == "EPCISQueryDocument":
-        results = body.get("queryResults", {})
-        return (
-            results.get("resultsBody", {}).get("eventList") if isinstance(results, dict) else None
-        )
+        results = body.get("queryResults")
+        found = results.get("resultsBody") if isinstance(results, dict) else None
+        return found.get("eventList") if isinstance(found, dict) else None
     if "event" in body and "eventList" not in body:
         return [body["event"]]
     return body.get("eventList")

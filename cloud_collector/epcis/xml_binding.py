@@ -108,12 +108,12 @@ class _Reader:
                 out.append(child)
         return out
 
-    def event(self, element: Element) -> dict[str, Any]:
+    def event(self, element: Element, where: str) -> dict[str, Any]:
         event: dict[str, Any] = {"type": self.name(element.tag)}
         for child in self.fields(element):
             name = self.name(child.tag)
             if name in event:
-                raise InvalidDocument(f"$.{event['type']}.{name}", "the field appears twice")
+                raise InvalidDocument(f"{where}.{name}", f"<{name}> appears twice")
             event[name] = self.field(name, child)
         return event
 
@@ -251,7 +251,7 @@ def to_json(body: bytes, limits: CaptureLimits) -> dict[str, Any]:
                 f"$.epcisBody.eventList[{len(events)}]",
                 f"{reader.name(element.tag)!r} is not an EPCIS event type",
             )
-        events.append(reader.event(element))
+        events.append(reader.event(element, f"$.epcisBody.eventList[{len(events)}]"))
     context: list[Any] = [EPCIS_CONTEXTS[0]]
     if reader.used:
         context.append(dict(reader.used))

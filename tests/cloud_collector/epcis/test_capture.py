@@ -220,6 +220,18 @@ HOSTILE: list[tuple[str, Any, str, int, str, str | None]] = [
         "$.epcisBody.eventList[0].eventID",
     ),
     (
+        "query document without results",
+        lambda epc: {
+            "@context": [CONTEXT],
+            "type": "EPCISQueryDocument",
+            "epcisBody": {"queryResults": {"resultsBody": "none"}},
+        },
+        "application/json",
+        400,
+        "epcisException:ValidationException",
+        "$.epcisBody",
+    ),
+    (
         "not JSON",
         lambda epc: b"{not json",
         "application/json",

@@ -79,7 +79,10 @@ INVALID_EVENT = b"""<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:2"
 <epcList><epc>urn:epc:id:sgtin:4012345.011111.BAD</epc></epcList><action>PEEK</action>
 </ObjectEvent></EventList></EPCISBody></epcis:EPCISDocument>"""
 
+TWICE = INVALID_EVENT.replace(b"<action>PEEK</action>", b"<action>ADD</action><action>ADD</action>")
+
 HOSTILE = [
+    ("a field twice", TWICE, "$.epcisBody.eventList[0].action: <action> appears twice"),
     ("billion laughs", BILLION_LAUGHS, "DTD"),
     ("external entity", EXTERNAL_ENTITY, "DTD"),
     ("deep nesting", DEEP, "deeper"),
