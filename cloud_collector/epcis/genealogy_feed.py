@@ -29,7 +29,16 @@ from protocols.mqtt.contract import (
     TransformationEventRecord,
 )
 
-PARTNER_EDGE = "epcis"  # batches.edge_id of a batch only a partner's event told us about
+# batches.edge_id of a batch only a captured event told us about: "epcis" (our own systems,
+# an importer key) or "epcis:{partner_id}" (a partner's).
+CAPTURED_EDGE = "epcis"
+_BATCH_OWNER = "select edge_id from batches where batch_id = %s"
+
+
+class ForeignBatch(Exception):
+    """A partner's TransformationEvent names a batch that is not the partner's."""
+
+
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9._:\-]")
 _TRANSACTION_TYPES = set(get_args(BizTransaction.model_fields["type"].annotation))
 
@@ -65,20 +74,36 @@ def _items(event: dict[str, Any], epcs: str, quantities: str) -> list[Item]:
     return found
 
 
-async def project(conn: AsyncConnection, event_id: str, event: dict[str, Any]) -> None:
+async def project(
+    conn: AsyncConnection, event_id: str, event: dict[str, Any], partner: str | None
+) -> None:
+    """Project one captured event; `partner` is the capturing partner's id, if any."""
     time = parse_time(event["eventTime"], "eventTime")
     if event["type"] == "TransformationEvent":
-        await _transformation(conn, event_id, event, time)
+        edge = f"{CAPTURED_EDGE}:{partner}" if partner else CAPTURED_EDGE
+        await _transformation(conn, event_id, event, time, edge, partner is not None)
     elif event["type"] == "ObjectEvent":
         await _object_event(conn, event_id, event, time)
 
 
 async def _transformation(
-    conn: AsyncConnection, event_id: str, event: dict[str, Any], time: datetime
+    conn: AsyncConnection,
+    event_id: str,
+    event: dict[str, Any],
+    time: datetime,
+    edge: str,
+    partner: bool,
 ) -> None:
     where = (event.get("bizLocation") or event.get("readPoint") or {}).get("id")
     step = cbv_word("bizStep", event.get("bizStep"))
     batch = event.get("transformationID") or event_id
+    if partner:
+        row = await (await conn.execute(_BATCH_OWNER, (batch,))).fetchone()
+        if row is not None and row[0] != edge:
+            raise ForeignBatch(
+                f"transformationID {batch!r} names a batch that is not this partner's: "
+                "use an id of your own (e.g. a URI under your domain)"
+            )
     record = TransformationEventRecord.model_validate(
         {
             "seq": 0,
@@ -93,7 +118,7 @@ async def _transformation(
             "outputs": _items(event, "outputEPCList", "outputQuantityList"),
         }
     )
-    await genealogy.project_transformation(conn, record, PARTNER_EDGE)
+    await genealogy.project_transformation(conn, record, edge)
 
 
 async def _object_event(

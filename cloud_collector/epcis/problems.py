@@ -14,6 +14,7 @@ TITLES: dict[str, str] = {
     "epcisException:QueryTooLargeException": "Query result too large",
     "epcisException:NoSuchResourceException": "No such resource",
     "epcisException:ImplementationException": "Not supported by this repository",
+    "epcisException:SecurityException": "Not allowed for this credential",
 }
 
 

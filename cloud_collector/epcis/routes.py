@@ -14,7 +14,15 @@ from psycopg import AsyncConnection
 from starlette.concurrency import run_in_threadpool
 
 from cloud_collector.auth import Principal, Role, require
-from cloud_collector.epcis import document, event_hash, query, results, store, xml_binding
+from cloud_collector.epcis import (
+    document,
+    event_hash,
+    genealogy_feed,
+    query,
+    results,
+    store,
+    xml_binding,
+)
 from cloud_collector.epcis.document import CaptureLimits, InvalidDocument
 from cloud_collector.epcis.problems import Problem
 
@@ -142,10 +150,13 @@ def router(
             if refused := _outside(principal, parsed.events):
                 raise refused
             created = datetime.now(UTC)
-            async with conn.transaction():
-                capture_id = await store.capture(
-                    conn, parsed.events, ids, parsed.namespaces, created, principal
-                )
+            try:
+                async with conn.transaction():
+                    capture_id = await store.capture(
+                        conn, parsed.events, ids, parsed.namespaces, created, principal
+                    )
+            except genealogy_feed.ForeignBatch as err:
+                raise Problem(403, "epcisException:SecurityException", str(err)) from err
         except Problem as problem:
             return problem.response(VERSION_HEADERS)
         return Response(

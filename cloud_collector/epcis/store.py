@@ -29,6 +29,8 @@ values (%(event_id)s, %(event_type)s, %(event_time)s, %(action)s, %(biz_step)s,
 on conflict (event_id) do update set body = excluded.body, epcis_context = excluded.epcis_context
     where trace_events.body_format = 'epcis'
       and excluded.body ? 'errorDeclaration' and not trace_events.body ? 'errorDeclaration'
+      and (%(partner)s::text is null or exists (select 1 from epcis_capture_jobs j
+           where j.capture_id = trace_events.capture_id and j.partner_id = %(partner)s))
 returning (xmax = 0) as inserted
 """
 _INSERT_ITEM = """
@@ -135,11 +137,13 @@ async def capture(
     """Store the events (ids: eventID or hash, in order) and return the capture job's id.
     The caller holds the transaction."""
     capture_id = uuid.uuid4().hex
+    partner = principal.partner.partner_id if principal.partner else None
     columns = [
         {
             **_columns(event, event_id, assigned="eventID" not in event),
             "context": Jsonb(namespaces),
             "capture_id": capture_id,
+            "partner": partner,  # a partner declares errors only in events it captured
         }
         for event, event_id in zip(events, ids, strict=True)
     ]
@@ -162,9 +166,8 @@ async def capture(
         await cur.executemany(_INSERT_DOCUMENT, documents)
     async with conn.pipeline():  # statements whose results nobody reads need no round trip
         for c, event in new:  # in document order: a receipt before the batch that uses it
-            await genealogy_feed.project(conn, c["event_id"], event)
+            await genealogy_feed.project(conn, c["event_id"], event, partner)
     stored = len(new)
-    partner = principal.partner.partner_id if principal.partner else None
     await conn.execute(
         _INSERT_JOB, (capture_id, created_at, len(events), stored, principal.name, partner)
     )

@@ -131,3 +131,46 @@ async def test_a_partner_sees_only_events_about_lots_shipped_to_it(
     assert len(everything) == 2
     assert [e["quantityList"][0]["epcClass"] for e in seen] == [bread]
     assert batches == [], "how the bread was made is not the distributor's to see"
+
+
+async def test_a_partner_cannot_extend_our_batches(
+    collector: RunningCollector,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    p = bakery
+    intrusion = distributor_events(p)[1]
+    intrusion["transformationID"] = f"B2-{p.tag}"  # our batch that made the bread
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        answer = await capture(http, epcis_document(intrusion))
+    assert answer.status_code == 403, answer.text
+    assert f"B2-{p.tag}" in answer.json()["detail"]
+    async with collector.client(Role.reader) as http:
+        assert (
+            await events(http, EQ_transformationID=f"B2-{p.tag}", eventType="TransformationEvent")
+            != []
+        )
+        back = await http.get(f"/api/v1/lots/01/{SANDWICH_GTIN}/10/SW-{p.tag}/trace/backward")
+    assert back.status_code == 404, "nothing of the refused document was stored"
+
+
+async def test_a_partner_declares_errors_only_in_its_own_events(
+    collector: RunningCollector,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    p = bakery
+    event = {**distributor_events(p)[0], "eventID": f"urn:uuid:{uuid.uuid4()}"}
+    declared = {
+        **event,
+        "errorDeclaration": {"declarationTime": "2026-11-22T09:00:00Z", "reason": "did_not_occur"},
+    }
+    async with collector.client(Role.importer) as http:  # our own ERP captured it
+        assert (await capture(http, epcis_document(event))).status_code == 202
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        assert (await capture(http, epcis_document(declared))).status_code == 202
+    async with collector.client(Role.reader) as http:
+        [stored] = await events(http, EQ_eventID=event["eventID"])
+    assert "errorDeclaration" not in stored
