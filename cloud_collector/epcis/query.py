@@ -79,7 +79,7 @@ OTHER_PARAMETERS = frozenset(
 def _value_forms(name: str, value: str) -> list[str]:
     """Every spelling a stored column may hold for a query value."""
     if name == "EQ_bizStep":
-        return [cbv_word("bizStep", value) or value]
+        return [bare("bizstep", cbv_word("bizStep", value) or value)]
     if name == "EQ_disposition":
         return [cbv_word("disposition", value) or value]
     if name in ("EQ_readPoint", "EQ_bizLocation"):

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 OWN_URN = "urn:x-trace:"
+# Our edges' bizSteps that CBV 2.0 does not have: written as URIs of ours.
+NOT_CBV_BIZ_STEPS = frozenset({"consuming"})
 OWN_NAMESPACE = {"trace": "urn:x-trace:epcis:"}
 
 # UCUM units of our device profiles -> (EPCIS measurement type, UN/ECE Rec 20 code).
@@ -106,7 +108,8 @@ def own_event(
         event.update(_items(record["inputs"], "inputEPCList", "inputQuantityList"))
         event.update(_items(record["outputs"], "outputEPCList", "outputQuantityList"))
         event["transformationID"] = own("batch", record["transformation_id"])
-    event["bizStep"] = record["biz_step"]
+    step = record["biz_step"]
+    event["bizStep"] = own("bizstep", step) if step in NOT_CBV_BIZ_STEPS else step
     if record.get("disposition"):
         event["disposition"] = record["disposition"]
     event["readPoint"] = {"id": own("loc", record["read_point"])}

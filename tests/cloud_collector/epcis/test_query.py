@@ -381,3 +381,25 @@ async def test_an_unidentified_read_is_kept_as_an_extension(
     assert event["epcList"] == []
     assert event["trace:unidentifiedEpcList"] == [raw]
     assert event["trace:flags"] == ["unknown_tag"]
+
+
+async def test_a_bizstep_cbv_lacks_is_written_as_our_uri(
+    collector: RunningCollector, services: Services
+) -> None:
+    p = Plant(services)
+    flour = lot_item(FLOUR_GTIN, p.lot("FLOUR"), 5, "KGM")
+    consumed = {**p.receipt([flour], f"PO-{p.tag}"), "biz_step": "consuming", "line": "line-1"}
+    await p.post({**consumed, "flags": ["no_active_batch"]})
+    async with collector.client() as http:
+        answer = await http.get(
+            "/epcis/events",
+            params={
+                "EQ_bizStep": "urn:x-trace:bizstep:consuming",
+                "MATCH_epcClass": flour["epc_class"],
+            },
+        )
+        bare = await events(http, EQ_bizStep="consuming", MATCH_epcClass=flour["epc_class"])
+    assert [e.message for e in VALIDATOR.iter_errors(answer.json())] == []
+    [event] = _events(answer)
+    assert event["bizStep"] == "urn:x-trace:bizstep:consuming"
+    assert [e["eventID"] for e in bare] == [event["eventID"]]
