@@ -9,6 +9,7 @@ they are written as URNs under `urn:x-trace:` (OWN_URN below); queries accept bo
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,9 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "1/min": ("Frequency", "RPM"),
     "%": ("RelativeHumidity", "P1"),
 }
+
+
+_REC20 = re.compile(r"^[A-Z0-9]{2,3}$")
 
 
 def own(kind: str, value: str) -> str:
@@ -61,9 +65,21 @@ def captured(body: dict[str, Any], event_id: str, record_time: datetime) -> dict
     return event
 
 
+def uom(unit: str | None) -> str | None:
+    """A unit as EPCIS writes it (UN/ECE Rec 20, e.g. KGM); a UCUM unit of our profiles is
+    translated; None when it is neither (the quantity then goes without its unit, which
+    the event keeps in trace:units)."""
+    if unit is None:
+        return None
+    if _REC20.match(unit):
+        return unit
+    return MEASUREMENTS[unit][1] if unit in MEASUREMENTS else None
+
+
 def _items(items: list[dict[str, Any]], epcs: str, quantities: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     unidentified = []
+    odd_units = {}
     for item in items:
         if item.get("epc"):
             out.setdefault(epcs, []).append(item["epc"])
@@ -71,13 +87,17 @@ def _items(items: list[dict[str, Any]], epcs: str, quantities: str) -> dict[str,
             element = {"epcClass": item["epc_class"]}
             if item.get("quantity") is not None:
                 element["quantity"] = item["quantity"]
-                if item.get("uom"):
-                    element["uom"] = item["uom"]
+                if code := uom(item.get("uom")):
+                    element["uom"] = code
+                elif item.get("uom"):
+                    odd_units[item["epc_class"]] = item["uom"]
             out.setdefault(quantities, []).append(element)
         elif item.get("raw"):
             unidentified.append(item["raw"])
     if unidentified:
         out[f"trace:unidentified{epcs[0].upper()}{epcs[1:]}"] = unidentified
+    if odd_units:
+        out[f"trace:units{quantities[0].upper()}{quantities[1:]}"] = odd_units
     return out
 
 
@@ -130,6 +150,7 @@ def own_event(
         "trace:device": record.get("device"),
         "trace:startedAt": record.get("started_at"),
         "trace:flags": record.get("flags") or None,
+        "trace:sightings": record.get("sightings") or None,
     }
     event.update({k: v for k, v in extensions.items() if v is not None})
     return event

@@ -403,3 +403,21 @@ async def test_a_bizstep_cbv_lacks_is_written_as_our_uri(
     [event] = _events(answer)
     assert event["bizStep"] == "urn:x-trace:bizstep:consuming"
     assert [e["eventID"] for e in bare] == [event["eventID"]]
+
+
+async def test_units_are_written_as_epcis_writes_them(
+    collector: RunningCollector, services: Services
+) -> None:
+    p = Plant(services)
+    in_kg = lot_item(FLOUR_GTIN, p.lot("KG"), 5, "kg")
+    in_bags = lot_item(FLOUR_GTIN, p.lot("BAGS"), 3, "bags")
+    await p.post(p.receipt([in_kg, in_bags], f"PO-{p.tag}"))
+    async with collector.client() as http:
+        answer = await http.get("/epcis/events", params={"MATCH_epcClass": in_kg["epc_class"]})
+    assert [e.message for e in VALIDATOR.iter_errors(answer.json())] == []
+    [event] = _events(answer)
+    assert event["quantityList"] == [
+        {"epcClass": in_kg["epc_class"], "quantity": 5, "uom": "KGM"},
+        {"epcClass": in_bags["epc_class"], "quantity": 3},
+    ]
+    assert event["trace:unitsQuantityList"] == {in_bags["epc_class"]: "bags"}
