@@ -179,7 +179,7 @@ def router(
                 "epcisException:NoSuchResourceException",
                 f"no capture job {capture_id!r}: use the Location header POST /epcis/capture gave",
             ).response(VERSION_HEADERS)
-        return JSONResponse(job.__dict__, headers=VERSION_HEADERS)
+        return JSONResponse(job.model_dump(), headers=VERSION_HEADERS)
 
     @api.get("/events")
     async def events(

@@ -7,12 +7,12 @@ repeats the erroneous event with the same eventID and an errorDeclaration added)
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict
 
 from cloud_collector.auth import Principal
 from cloud_collector.epcis import genealogy_feed
@@ -66,14 +66,17 @@ ITEM_LISTS: list[tuple[str, str, str]] = [
 ]
 
 
-@dataclass(frozen=True)
-class CaptureJob:
-    captureID: str  # the binding's field names
+class CaptureJob(BaseModel):
+    """The REST binding's capture job (its field names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    captureID: str
     createdAt: str
     finishedAt: str | None
     running: bool
     success: bool
-    captureErrorBehaviour: str
+    captureErrorBehaviour: Literal["rollback", "proceed"]
     errors: list[Any]
 
 
