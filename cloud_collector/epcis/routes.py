@@ -4,6 +4,7 @@ in the 2.0 and 1.2 bindings), capture jobs, and the event query."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -100,6 +101,7 @@ def router(
     """The /epcis routes, on the app's connection dependency. Capture: role importer, or
     partner at its own locations; query: reader, or partner about the lots shipped to it."""
     limits = limits or CaptureLimits()
+    connected = asynccontextmanager(connection)
     api = APIRouter(prefix="/epcis", tags=["EPCIS 2.0"])
     capturer = require(Role.importer, Role.partner)
     reader = require(Role.reader, Role.partner)
@@ -115,7 +117,6 @@ def router(
     @api.post("/capture", status_code=202, response_class=Response)
     async def capture(
         request: Request,
-        conn: AsyncConnection = Depends(connection),  # noqa: B008
         principal: Principal = Depends(capturer),  # noqa: B008
     ) -> Response:
         """Capture an EPCISDocument or EPCISQueryDocument (JSON-LD, or XML in the EPCIS 2.0
@@ -151,7 +152,9 @@ def router(
                 raise refused
             created = datetime.now(UTC)
             try:
-                async with conn.transaction():
+                # A connection only now: checking a large document takes seconds, and the
+                # pool is shared with trace queries.
+                async with connected(request) as conn, conn.transaction():
                     capture_id = await store.capture(
                         conn, parsed.events, ids, parsed.namespaces, created, principal
                     )
