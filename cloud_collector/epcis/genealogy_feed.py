@@ -44,10 +44,16 @@ _TRANSACTION_TYPES = set(get_args(BizTransaction.model_fields["type"].annotation
 
 
 def _identifier(value: str | None) -> str | None:
-    """A location id as our contract spells identifiers (a Digital Link has slashes)."""
+    """A location id as our contract spells identifiers (a Digital Link has slashes), only
+    to pass the contract's checks: the record then gets the id as captured (_as_captured)."""
     if not value:
         return None
     return _NOT_IDENTIFIER.sub("_", value)[:128]
+
+
+def _location(event: dict[str, Any], field: str) -> str | None:
+    value = (event.get(field) or {}).get("id")
+    return str(value) if value else None
 
 
 def _item(identifier: str, quantity: dict[str, Any] | None = None) -> Item:
@@ -58,7 +64,9 @@ def _item(identifier: str, quantity: dict[str, Any] | None = None) -> Item:
     return Item(
         epc=None if quantity else uri,
         epc_class=uri if quantity else None,
-        quantity=quantity.get("quantity") if quantity else None,
+        quantity=quantity.get("quantity")
+        if quantity and quantity.get("quantity", 0) >= 0
+        else None,
         uom=(quantity.get("uom") or None) if quantity else None,
         gtin=k.gtin,
         lot=lot,
@@ -104,7 +112,7 @@ async def _transformation(
                 f"transformationID {batch!r} names a batch that is not this partner's: "
                 "use an id of your own (e.g. a URI under your domain)"
             )
-    record = TransformationEventRecord.model_validate(
+    checked = TransformationEventRecord.model_validate(
         {
             "seq": 0,
             "time": time,
@@ -116,6 +124,13 @@ async def _transformation(
             "batch": batch,
             "inputs": _items(event, "inputEPCList", "inputQuantityList"),
             "outputs": _items(event, "outputEPCList", "outputQuantityList"),
+        }
+    )
+    # The genealogy stores locations as text: give it the partner's ids as they were sent.
+    record = checked.model_copy(
+        update={
+            "read_point": _location(event, "readPoint") or "partner",
+            "line": where or "partner",
         }
     )
     await genealogy.project_transformation(conn, record, edge)
@@ -136,7 +151,7 @@ async def _object_event(
         kind = cbv_word("bizTransactionType", t.get("type"))
         if kind in _TRANSACTION_TYPES:
             transactions.append({"type": kind, "id": t["bizTransaction"][:128]})
-    record = ObjectEventRecord.model_validate(
+    checked = ObjectEventRecord.model_validate(
         {
             "seq": 0,
             "time": time,
@@ -148,6 +163,12 @@ async def _object_event(
             "biz_location": _identifier((event.get("bizLocation") or {}).get("id")),
             "items": items[:10_000],
             "biz_transactions": transactions,
+        }
+    )
+    record = checked.model_copy(
+        update={
+            "read_point": _location(event, "readPoint") or "partner",
+            "biz_location": _location(event, "bizLocation"),
         }
     )
     await genealogy.project_object_event(conn, record)

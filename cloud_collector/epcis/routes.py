@@ -75,6 +75,12 @@ def _parse(
     return parsed, ids
 
 
+def _refused(err: InvalidDocument) -> Problem:
+    return Problem(
+        err.status, err.kind, str(err), path=err.path, reason=err.reason, errors=err.more
+    )
+
+
 def _outside(principal: Principal, events: list[dict[str, Any]]) -> Problem | None:
     """A partner captures only events at its own locations (read point or business
     location, cloud_collector/auth.py Partner)."""
@@ -144,10 +150,7 @@ def router(
             try:
                 parsed, ids = await run_in_threadpool(_parse, body, media_type, limits)
             except InvalidDocument as err:
-                raise Problem(
-                    err.status, err.kind, str(err), path=err.path, reason=err.reason,
-                    errors=err.more,
-                ) from err  # fmt: skip
+                raise _refused(err) from err
             if refused := _outside(principal, parsed.events):
                 raise refused
             created = datetime.now(UTC)
@@ -160,6 +163,8 @@ def router(
                     )
             except genealogy_feed.ForeignBatch as err:
                 raise Problem(403, "epcisException:SecurityException", str(err)) from err
+            except InvalidDocument as err:  # found while linking it into the genealogy
+                raise _refused(err) from err
         except Problem as problem:
             return problem.response(VERSION_HEADERS)
         return Response(

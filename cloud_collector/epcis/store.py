@@ -12,11 +12,11 @@ from typing import Any, Literal
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cloud_collector.auth import Principal
 from cloud_collector.epcis import genealogy_feed
-from cloud_collector.epcis.document import parse_time
+from cloud_collector.epcis.document import InvalidDocument, parse_time
 from cloud_collector.epcis.identifiers import cbv_word, keys
 
 _INSERT_EVENT = """
@@ -167,9 +167,18 @@ async def capture(
             for t in c["biz_transactions"].obj
         ]  # fmt: skip
         await cur.executemany(_INSERT_DOCUMENT, documents)
+    position = {id(event): i for i, event in enumerate(events)}
     async with conn.pipeline():  # statements whose results nobody reads need no round trip
         for c, event in new:  # in document order: a receipt before the batch that uses it
-            await genealogy_feed.project(conn, c["event_id"], event, partner)
+            try:
+                await genealogy_feed.project(conn, c["event_id"], event, partner)
+            except ValidationError as err:
+                first = err.errors()[0]
+                raise InvalidDocument(
+                    f"$.epcisBody.eventList[{position[id(event)]}]",
+                    "cannot be linked into the lot genealogy: "
+                    f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}",
+                ) from err
     stored = len(new)
     await conn.execute(
         _INSERT_JOB, (capture_id, created_at, len(events), stored, principal.name, partner)

@@ -291,6 +291,30 @@ async def test_hostile_documents_are_refused_whole_and_nothing_is_stored(
     assert await stored_counts(services) == before, f"{case}: something was stored"
 
 
+async def test_an_event_the_genealogy_cannot_take_is_refused_after_all(
+    collector: RunningCollector, services: Services
+) -> None:
+    """Found only while linking the lots (our batches take at most 10,000 inputs): the
+    events already written in the transaction go with it."""
+    epc = unique_sgtin()
+    fine = object_event(epc)
+    huge = {
+        "type": "TransformationEvent",
+        "eventTime": "2026-11-20T08:00:00Z",
+        "eventTimeZoneOffset": "+00:00",
+        "inputEPCList": [f"{epc}{i}" for i in range(10_001)],
+        "outputEPCList": [epc],
+    }
+    before = await stored_counts(services)
+    async with collector.client() as http:
+        answer = await capture(http, epcis_document(fine, huge))
+        assert await events(http, MATCH_anyEPC=epc) == []
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["path"] == "$.epcisBody.eventList[1]"
+    assert "genealogy" in answer.json()["reason"]
+    assert await stored_counts(services) == before
+
+
 async def test_capture_needs_an_importer_or_partner_key(collector: RunningCollector) -> None:
     doc = epcis_document(object_event(unique_sgtin()))
     async with collector.client(Role.reader) as http:

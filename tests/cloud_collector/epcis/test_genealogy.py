@@ -89,7 +89,8 @@ async def test_a_partners_transformation_extends_our_traces(
             await http.get(f"/api/v1/lots/01/{SANDWICH_GTIN}/10/SW-{p.tag}/trace/backward")
         ).json()
     assert f"SW-{p.tag}" in [x["lot_code"] for x in forward["lots"]], forward["lots"]
-    assert f"DIST-SH-{p.tag}" in [s["shipment"] for s in forward["shipments"]]
+    shipped = [s for s in forward["shipments"] if s["shipment"] == f"DIST-SH-{p.tag}"]
+    assert [s["location"] for s in shipped] == [DIST_LOCATION], "the partner's id as sent"
     sandwich_batch = f"urn:x-dist:batch:SW-{p.tag}"
     assert sandwich_batch in [b["batch"]["batch_id"] for b in forward["batches"]]
     assert p.lot("FLOUR") in [x["lot_code"] for x in backward["lots"]], backward["lots"]
