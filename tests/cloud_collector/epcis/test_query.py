@@ -20,7 +20,7 @@ from cloud_collector.epcis.document import SCHEMA_FILE
 from cloud_collector.epcis.identifiers import gtin
 from cloud_collector.ingest import ingest
 from protocols.mqtt import topics
-from tests.cloud_collector.epcis.documents import capture, epcis_document, events
+from tests.cloud_collector.epcis.documents import capture, epcis_document, equivalent_form, events
 from tests.cloud_collector.test_trace import FLOUR_GTIN, T0, Plant, lot_item
 from tests.conftest import RunningCollector, Services
 
@@ -421,3 +421,29 @@ async def test_units_are_written_as_epcis_writes_them(
         {"epcClass": in_bags["epc_class"], "quantity": 3},
     ]
     assert event["trace:unitsQuantityList"] == {in_bags["epc_class"]: "bags"}
+
+
+async def test_one_prefix_two_namespaces_on_one_page(collector: RunningCollector) -> None:
+    """Two partners both write `ex:` for namespaces of their own: the answer renames one,
+    so every extension field keeps its meaning."""
+    tag = uuid.uuid4().hex[:8]
+    epc = f"urn:epc:id:sgtin:4012345.011111.NS{tag}"
+    sent = []
+    async with collector.client() as http:
+        for n, iri in enumerate(["https://one.example.com/", "https://two.example.com/"]):
+            event = {
+                "type": "ObjectEvent", "eventTime": f"2026-11-20T0{n}:00:00Z",
+                "eventTimeZoneOffset": "+00:00", "action": "OBSERVE", "epcList": [epc],
+                "ex:field": f"value {n}", "ex:nested": {"ex:inner": n},
+            }  # fmt: skip
+            doc = epcis_document(event, prefixes={"ex": iri})
+            assert (await capture(http, doc)).status_code == 202
+            sent.append(equivalent_form(event, doc["@context"], drop_event_id=True))
+        answer = await http.get(
+            "/epcis/events",
+            params={"MATCH_epc": epc, "orderBy": "eventTime", "orderDirection": "ASC"},
+        )
+    result = answer.json()
+    back = [equivalent_form(e, result["@context"], True) for e in _events(answer)]
+    assert back == sent
+    assert sorted(result["@context"][1]) == ["ex", "ex2"]
