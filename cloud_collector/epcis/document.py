@@ -26,6 +26,7 @@ SCHEMA_FILE = Path(__file__).parent / "schema" / "EPCIS-JSON-Schema-bundled.json
 # event_hash.py: no URL in a captured document is ever fetched).
 EPCIS_CONTEXTS = (
     "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld",
+    "https://ref.gs1.org/standards/epcis/epcis-context.jsonld",  # the latest 2.0.x
     "https://gs1.github.io/EPCIS/epcis-context.jsonld",
 )
 EVENT_TYPES = (

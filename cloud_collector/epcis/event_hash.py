@@ -30,9 +30,11 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _FALLBACK_NAMESPACE = uuid.UUID("6f1c1d9e-3c55-4d7a-9a55-6b1d2f0e7a11")
 # The library's own copies of the standard's context, by URL.
+_V2_0_0 = "e532647e8eb371379b8b0e8602d8981c8566bc60f7351f22c76a5bc865962008.jsonld"
 _CONTEXT_FILES = {
-    EPCIS_CONTEXTS[0]: "e532647e8eb371379b8b0e8602d8981c8566bc60f7351f22c76a5bc865962008.jsonld",
-    EPCIS_CONTEXTS[1]: "14b10c9d3e92d35f577bfc610fe5ec15aa2941124987919389d7cd9998516861.jsonld",
+    EPCIS_CONTEXTS[0]: _V2_0_0,
+    EPCIS_CONTEXTS[1]: _V2_0_0,
+    EPCIS_CONTEXTS[2]: "14b10c9d3e92d35f577bfc610fe5ec15aa2941124987919389d7cd9998516861.jsonld",
 }
 
 
