@@ -116,7 +116,8 @@ class Query:
         the shipments themselves, and what it captured or moved about those lots."""
         visible = VISIBLE_LOTS_SQL.replace("%(partner_id)s", "%s")
         self.where.append(_ABOUT_LOTS.format(visible=visible))
-        self.params += [partner_id] * (_ABOUT_LOTS.count("{visible}") + 1)
+        per_visible = VISIBLE_LOTS_SQL.count("%(partner_id)s")
+        self.params += [partner_id] * (_ABOUT_LOTS.count("{visible}") * per_visible + 1)
 
     def sql(self, columns: str, limit: int) -> tuple[str, list[Any]]:
         where = list(self.where)
