@@ -25,7 +25,7 @@ from tests.conftest import RunningCollector
 
 EXAMPLES = Path("/work/shared/epcis-2.0/examples")
 if not EXAMPLES.is_dir():  # the checkout's sibling shared/ folder
-    EXAMPLES = Path(__file__).resolve().parents[4].parent / "shared" / "epcis-2.0" / "examples"
+    EXAMPLES = Path(__file__).resolve().parents[4] / "shared" / "epcis-2.0" / "examples"
 
 
 def example_files() -> list[Path]:
