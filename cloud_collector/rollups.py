@@ -45,7 +45,7 @@ insert into batch_tag_stats as s (batch_id, device, tag, unit, count, good_count
     excursion_min, excursion_max, excursion_first, excursion_last)
 {select}
 on conflict (batch_id, device, tag) do update set
-    unit = excluded.unit,
+    unit = case when excluded.last_time >= s.last_time then excluded.unit else s.unit end,
     count = s.count + excluded.count,
     good_count = s.good_count + excluded.good_count,
     bad_count = s.bad_count + excluded.bad_count,

@@ -690,7 +690,8 @@ left join lateral (
     order by x.time desc limit 1
 ) p on true
 where j.n = 1
-  and (not j.shipped or j.lot_quantity is null or j.lot_quantity - j.shipped_quantity > 0)
+  and (not j.shipped or j.lot_quantity is null
+       or j.lot_quantity - coalesce(j.shipped_quantity, 0) > 0)
 """
 _WALKED_LOTS = """reach(lot_id) as (
     select %(lot)s::bigint

@@ -87,7 +87,8 @@ def keys(identifier: str) -> Keys:
 def _pattern(scheme: str, rest: str) -> Keys:
     """`urn:epc:idpat:sgtin:0614141.107346.*` -> the LIKE pattern of the ids it covers, and
     the GTIN when the pattern fixes it."""
-    fixed = rest.split(".*", 1)[0].rstrip("*")
+    # Up to the first wildcard, its dot kept: 0614141.* must not match 06141412.
+    fixed = rest[: rest.index("*")] if "*" in rest else rest
     parts = fixed.split(".")
     found = Keys(pattern=f"urn:epc:id:{scheme}:{_like_escape(fixed)}%")
     if scheme == "sgtin" and len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
