@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -263,7 +263,7 @@ async def trace(conn: AsyncConnection, lot: Lot, direction: Direction) -> Trace:
         )
     ]
     shipments = await shipment_lines(conn, ids)
-    gaps = await _gaps(conn, lot, lots, links, batches, receipts, shipments, direction)
+    gaps = await _gaps(conn, lot, ids, [tb.batch for tb in batches], direction)
     return Trace(
         direction=direction,
         lot=lot,
@@ -292,7 +292,7 @@ async def shipment_lines(conn: AsyncConnection, ids: list[int]) -> list[Shipment
     ]
 
 
-def _customers(lines: list[ShipmentLine]) -> list[dict[str, Any]]:
+def _customers(lines: Sequence[ShipmentLine | RecallLine]) -> list[dict[str, Any]]:
     """Who received what: per customer (or per shipment, when the ERP has not said whose)."""
     totals: dict[tuple[str | None, str | None], dict[str, Any]] = {}
     for line in lines:
@@ -326,6 +326,10 @@ def _customers(lines: list[ShipmentLine]) -> list[dict[str, Any]]:
     ]
 
 
+# The batches that made lots of the traced set out of lots of the set.
+_BATCHES_BETWEEN = """
+select distinct batch_id from lot_links where output_lot = any(%s) and input_lot = any(%s)
+"""
 _BATCHES = """
 select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by
 from batches where batch_id = any(%s) order by started_at nulls last, batch_id
@@ -366,64 +370,66 @@ async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) ->
     return out
 
 
+# What the reached lots lack, set-based (one probe per lot, whatever the trace's size).
+# `produced` and `received` are global: a lot made by a batch whose inputs lie outside the
+# traced set was still made. A loop: the traced lot is an input of one of its own ancestors
+# (backward) or an output of one of its own descendants (forward).
+_LOT_GAPS = """
+with ids as (select unnest(%(ids)s::bigint[]) as lot_id),
+bare as (
+    select l.lot_id, l.gtin, l.lot_code, l.origin from ids join lots l using (lot_id)
+    where l.origin <> 'supplier'
+      and not exists (select 1 from lot_links k where k.output_lot = l.lot_id)
+      and not exists (select 1 from receipts r where r.lot_id = l.lot_id)
+)
+select 'no_origin' as kind, lot_id, gtin, lot_code from bare where %(backward)s
+union all
+select 'never_made', b.lot_id, b.gtin, b.lot_code from bare b
+where b.origin = 'unknown' and exists (select 1 from shipment_lines s where s.lot_id = b.lot_id)
+union all
+select 'loop', l.lot_id, l.gtin, l.lot_code from lots l
+where l.lot_id = %(lot)s and exists (
+    select 1 from lot_links k join ids
+        on ids.lot_id = case when %(backward)s then k.output_lot else k.input_lot end
+    where %(lot)s = case when %(backward)s then k.input_lot else k.output_lot end)
+order by kind desc, lot_id
+"""
+_LOT_GAP_TEXT = {
+    "no_origin": "lot {name} has no recorded origin (neither produced nor received)",
+    "never_made": "lot {name} was shipped but never produced or received",
+    "loop": "lot {name} reaches itself: a loop in the genealogy (rework or bad data)",
+}
+
+
 async def _gaps(
     conn: AsyncConnection,
     lot: Lot,
-    lots: list[Lot],
-    links: list[Link],
-    batches: list[TracedBatch],
-    receipts: list[Receipt],
-    shipments: list[ShipmentLine],
+    ids: list[int],
+    batches: list[queries.Batch],
     direction: Direction,
 ) -> list[str]:
-    gaps: list[str] = []
-    produced = {link.output_lot for link in links}
-    received = {r.lot_id for r in receipts}
-    by_id = {x.lot_id: x for x in lots}
-    if direction == "backward":
-        for x in lots:
-            if x.lot_id not in produced and x.lot_id not in received and x.origin != "supplier":
-                gaps.append(
-                    f"lot {_name(x)} has no recorded origin (neither produced nor received)"
-                )
-    if any(link.input_lot == lot.lot_id for link in links if direction == "backward") or any(
-        link.output_lot == lot.lot_id for link in links if direction == "forward"
-    ):
-        gaps.append(
-            f"lot {_name(lot)} reaches itself: a loop in the genealogy (rework or bad data)"
-        )
-    for shipped in {s.lot_id for s in shipments if s.lot_id is not None}:
-        sent = by_id.get(shipped)
-        if (
-            sent
-            and shipped not in produced
-            and shipped not in received
-            and sent.origin == "unknown"
-        ):
-            gaps.append(f"lot {_name(sent)} was shipped but never produced or received")
-    for s in shipments:
-        if s.lot_id is None:
-            gaps.append(f"unit {s.epc} shipped on {s.shipment} belongs to no known lot")
-    ids = [tb.batch.batch_id for tb in batches]
-    no_inputs = {r["batch_id"] for r in await _rows(conn, _NO_INPUTS, ids)}
-    with_readings = {r["batch_id"] for r in await _rows(conn, _WITH_READINGS, ids)}
-    for tb in batches:
-        b = tb.batch
+    """The gaps a trace met: lots without origin, shipped lots never made, loops, and what
+    the traced batches lack (inputs, readings, balance, readings that never arrived)."""
+    params = {"ids": ids, "lot": lot.lot_id, "backward": direction == "backward"}
+    gaps = [
+        _LOT_GAP_TEXT[r["kind"]].format(name=_name(r["gtin"], r["lot_code"], r["lot_id"]))
+        for r in await _rows_named(conn, _LOT_GAPS, params)
+    ]
+    batch_ids = [b.batch_id for b in batches]
+    no_inputs = {r["batch_id"] for r in await _rows(conn, _NO_INPUTS, batch_ids)}
+    with_readings = {r["batch_id"] for r in await _rows(conn, _WITH_READINGS, batch_ids)}
+    for b in batches:
         if b.batch_id in no_inputs:
             gaps.append(f"batch {b.batch_id} recorded no inputs")
         if b.batch_id not in with_readings:
             gaps.append(f"batch {b.batch_id} has no readings")
-    gaps += await _unbalanced(conn, ids)
-    gaps += await _sequence_gaps(conn, [tb.batch for tb in batches])
+    gaps += await _unbalanced(conn, batch_ids)
+    gaps += await _sequence_gaps(conn, batches)
     return gaps
 
 
-def _name(x: Lot) -> str:
-    return (
-        f"{x.lot_code} (GTIN {x.gtin}, id {x.lot_id})"
-        if x.gtin
-        else f"{x.lot_code} (id {x.lot_id})"
-    )
+def _name(gtin: str, lot_code: str, lot_id: int) -> str:
+    return f"{lot_code} (GTIN {gtin}, id {lot_id})" if gtin else f"{lot_code} (id {lot_id})"
 
 
 _NO_INPUTS = """
@@ -530,15 +536,18 @@ class Recall(Strict):
 
 async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
     """Every lot the given lot reached, and where each is now: shipped (to whom, on which
-    order, how much) or on hand (where, how much is left)."""
-    t = await trace(conn, lot, "forward")
+    order, how much) or on hand (where, how much is left), and the gaps met on the way."""
+    ids = await reachable(conn, lot.lot_id, "forward")
     rows = await _rows_named(conn, _RECALL_LINES.format(reach=_WALKED_LOTS), {"lot": lot.lot_id})
+    lines = [RecallLine.model_construct(**r) for r in rows]  # straight from the database
+    batch_ids = [r["batch_id"] for r in await _rows(conn, _BATCHES_BETWEEN, ids, ids)]
+    batches = [queries.Batch.model_construct(**r) for r in await _rows(conn, _BATCHES, batch_ids)]
     return Recall(
         lot=lot,
-        affected_lots=len(t.lots),
-        lines=[RecallLine.model_construct(**r) for r in rows],  # straight from the database
-        customers=t.customers,
-        gaps=t.gaps,
+        affected_lots=len(ids),
+        lines=lines,
+        customers=_customers([x for x in lines if x.status == "shipped"]),
+        gaps=await _gaps(conn, lot, ids, batches, "forward"),
     )
 
 

@@ -285,6 +285,10 @@ async def test_recall_lists_shipped_and_on_hand_stock_also_as_csv(
     assert (p.lot("BREAD"), "shipped", 600.0, "Bakery Co") in lines
     assert (p.lot("CAKE"), "shipped", 100.0, None) in lines
     assert (p.lot("CAKE"), "on_hand", 300.0, None) in lines  # 400 made, 100 shipped
+    # The recall states the gaps its forward trace meets, and the same customers.
+    forward = (await get(collector, f"/api/v1/lots/{flour}/trace/forward")).json()
+    assert body["gaps"] == forward["gaps"]
+    assert sorted(map(str, body["customers"])) == sorted(map(str, forward["customers"]))
     r = await get(collector, f"/api/v1/lots/{flour}/recall", format="csv")
     assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
@@ -333,6 +337,22 @@ async def test_gaps_no_origin_and_unbalanced_batch(
     gaps = body["gaps"]
     assert any(f"lot {p.lot('MYSTERY')}" in g and "no recorded origin" in g for g in gaps)
     assert f"batch BX-{p.tag}: inputs 100 KGM and outputs 150 KGM do not balance within 5%" in gaps
+
+
+async def test_a_lot_shipped_but_never_made_or_received_is_a_gap_of_its_recall(
+    services: Services, collector: RunningCollector
+) -> None:
+    p = Plant(services)
+    ghost = p.lot("GHOST")
+    await p.post(p.shipment([lot_item(BREAD_GTIN, ghost, 10, "EA")], f"SH-{p.tag}"))
+    body = (await get(collector, f"/api/v1/lots/01/{BREAD_GTIN}/10/{ghost}/recall")).json()
+    assert body["gaps"] == [
+        f"lot {ghost} (GTIN {BREAD_GTIN}, id {body['lot']['lot_id']}) was shipped but never "
+        "produced or received"
+    ]
+    assert [(x["status"], x["shipment"], x["quantity"]) for x in body["lines"]] == [
+        ("shipped", f"SH-{p.tag}", 10.0)
+    ]
 
 
 async def test_lot_forms_unknown_and_ambiguous(
