@@ -6,28 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from cloud_collector import epcis, erp, queries, trace
-from cloud_collector.auth import Role, require
 from cloud_collector.credentials_api import router as credentials_router
+from cloud_collector.endpoints import IMPORT, READ, Conn, connection, import_rows, resolve_lot
 from cloud_collector.fsma204 import router as fsma204_router
 from cloud_collector.settings import CollectorSettings
-
-
-async def _connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with request.app.state.pool.connection() as conn:
-        yield conn
-
-
-Conn = Annotated[AsyncConnection, Depends(_connection)]
-# Every route but /healthz names the roles it accepts (cloud_collector/auth.py; admin: all).
-READ = [Depends(require(Role.reader))]
-IMPORT = [Depends(require(Role.importer))]
 
 
 def create_app(settings: CollectorSettings) -> FastAPI:
@@ -84,21 +73,10 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             )
         return await queries.batch_parameters(conn, batch, points)
 
-    async def _lot(conn: AsyncConnection, lot: str) -> trace.Lot:
-        try:
-            return await trace.resolve(conn, lot)
-        except trace.UnknownLot as err:
-            raise HTTPException(404, str(err)) from err
-        except trace.AmbiguousLot as err:
-            raise HTTPException(
-                409,
-                {"message": str(err), "candidates": [c.model_dump() for c in err.candidates]},
-            ) from err
-
     async def _trace(
         conn: AsyncConnection, lot: str, direction: trace.Direction, format: str
     ) -> trace.Trace | Response:
-        answer = await trace.trace(conn, await _lot(conn, lot), direction)
+        answer = await trace.trace(conn, await resolve_lot(conn, lot), direction)
         if format == "json":
             return json_response(answer)
         return csv_response(
@@ -145,7 +123,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     ) -> trace.Recall | Response:
         """The recall list: affected lots, where their stock is (on hand, shipped), and
         the customers and orders with quantities. `?format=csv` for a spreadsheet."""
-        target = await _lot(conn, lot)
+        target = await resolve_lot(conn, lot)
         if format == "json":
             return json_response(await trace.recall(conn, target))
         pool = app.state.pool
@@ -169,39 +147,32 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         range: the batches that ran while it held, and everything downstream of them."""
         return await trace.recall_by_condition(conn, body)
 
-    async def _import(conn: AsyncConnection, run: Any, rows: list[Any]) -> dict[str, int]:
-        try:
-            async with conn.transaction():
-                return {"imported": await run(conn, rows)}
-        except erp.UnknownReference as err:
-            raise HTTPException(422, str(err)) from err
-
     @app.put("/api/v1/erp/products", dependencies=IMPORT)
     async def import_products(rows: list[erp.Product], conn: Conn) -> dict[str, int]:
-        return await _import(conn, erp.products, rows)
+        return await import_rows(conn, erp.products, rows)
 
     @app.put("/api/v1/erp/customers", dependencies=IMPORT)
     async def import_customers(rows: list[erp.Customer], conn: Conn) -> dict[str, int]:
-        return await _import(conn, erp.customers, rows)
+        return await import_rows(conn, erp.customers, rows)
 
     @app.put("/api/v1/erp/shipments", dependencies=IMPORT)
     async def import_shipments(rows: list[erp.Shipment], conn: Conn) -> dict[str, int]:
         """Which order and customer each shipment document belongs to."""
-        return await _import(conn, erp.shipments, rows)
+        return await import_rows(conn, erp.shipments, rows)
 
     @app.put("/api/v1/erp/purchase-orders", dependencies=IMPORT)
     async def import_purchase_orders(rows: list[erp.PurchaseOrder], conn: Conn) -> dict[str, int]:
         """Which supplier delivered each purchase order, and the supplier's own lot codes."""
-        return await _import(conn, erp.purchase_orders, rows)
+        return await import_rows(conn, erp.purchase_orders, rows)
 
     @app.post("/api/v1/qc-results", status_code=201, dependencies=IMPORT)
     async def import_qc_results(rows: list[erp.QcResult], conn: Conn) -> dict[str, int]:
         """In-process (IPQC), final (FQC) and incoming checks, per batch or per lot."""
-        return await _import(conn, erp.qc_results, rows)
+        return await import_rows(conn, erp.qc_results, rows)
 
     app.include_router(credentials_router)
     app.include_router(fsma204_router)
-    app.include_router(epcis.router(_connection))
+    app.include_router(epcis.router(connection))
     return app
 
 

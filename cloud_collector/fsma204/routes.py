@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -13,14 +13,12 @@ from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
 
 from cloud_collector import erp, trace
-from cloud_collector.auth import Role, require
+from cloud_collector.endpoints import IMPORT, READ, Conn, import_rows, resolve_lot
 from cloud_collector.fsma204 import export, render
 from cloud_collector.fsma204.kdes import day_range, header
 
 Format = Literal["csv", "xlsx"]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-READ = [Depends(require(Role.reader))]
-IMPORT = [Depends(require(Role.importer))]
 SCOPE = (
     "21 CFR 1.1455(c)(3)(ii) electronic sortable spreadsheet: the Key Data Elements of "
     "receiving (§ 1.1345), shipping (§ 1.1340) and transformation (§ 1.1350); one row per "
@@ -29,14 +27,6 @@ SCOPE = (
 )
 
 router = APIRouter(tags=["FSMA 204"])
-
-
-async def _connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with request.app.state.pool.connection() as conn:
-        yield conn
-
-
-Conn = Annotated[AsyncConnection, Depends(_connection)]
 
 
 def _zone(
@@ -55,17 +45,6 @@ def _zone(
 
 
 Zone = Annotated[ZoneInfo, Depends(_zone)]
-
-
-async def _lot(conn: AsyncConnection, text: str) -> trace.Lot:
-    try:
-        return await trace.resolve(conn, text)
-    except trace.UnknownLot as err:
-        raise HTTPException(404, str(err)) from err
-    except trace.AmbiguousLot as err:
-        raise HTTPException(
-            409, {"message": str(err), "candidates": [c.model_dump() for c in err.candidates]}
-        ) from err
 
 
 def _filename(*parts: str) -> str:
@@ -126,7 +105,7 @@ async def recall_spreadsheet(
 ) -> Response:
     """The sortable spreadsheet of a whole recall: every CTE of every lot the given lot
     reached (its forward trace), and of the transformations that used or made them."""
-    target = await _lot(conn, lot)
+    target = await resolve_lot(conn, lot)
     ids = await export.recall_lots(conn, target)
     text = f"recall of {_lot_text(target)}: {len(ids)} lots of its forward trace"
     name = _filename("recall", target.lot_code)
@@ -140,7 +119,7 @@ async def lot_spreadsheet(
     """The sortable spreadsheet of one traceability lot code: its receiving, shipping and
     transformation events. `{lot}` takes what the trace endpoints take (GTIN + lot as an
     EPC class, Digital Link or element string, a unit's EPC or SSCC, a lot code)."""
-    target = await _lot(conn, lot)
+    target = await resolve_lot(conn, lot)
     name = _filename(target.lot_code)
     return await _spreadsheet(request, conn, [target.lot_id], format, name, _lot_text(target), zone)
 
@@ -170,19 +149,14 @@ async def product_spreadsheet(
     return await _spreadsheet(request, conn, ids, format, name, text, zone, begin, finish)
 
 
-async def _import(conn: AsyncConnection, run: Any, rows: list[Any]) -> dict[str, int]:
-    async with conn.transaction():
-        return {"imported": await run(conn, rows)}
-
-
 @router.put("/api/v1/erp/locations", dependencies=IMPORT)
 async def import_locations(rows: list[erp.Location], conn: Conn) -> dict[str, int]:
     """What each place is (business name, address, phone, GLN), by the id events and
     documents give it: read points, suppliers as purchase orders name them, ship-tos."""
-    return await _import(conn, erp.locations, rows)
+    return await import_rows(conn, erp.locations, rows)
 
 
 @router.put("/api/v1/erp/tlc-sources", dependencies=IMPORT)
 async def import_tlc_sources(rows: list[erp.TlcSource], conn: Conn) -> dict[str, int]:
     """Where a supplier's lot got its traceability lot code (a location, a reference)."""
-    return await _import(conn, erp.tlc_sources, rows)
+    return await import_rows(conn, erp.tlc_sources, rows)
