@@ -20,15 +20,15 @@ cannot read traces, a `reader` key cannot change what the traces say.
   matches), SGLNs (`urn:epc:id:sgln:...` or Digital Link `.../414/GLN/254/EXT`; extension
   `0` means the whole GLN) and read point ids (matched exactly).
 - `VISIBLE_LOTS_SQL` (a subquery on `%(partner_id)s` selecting `lot_id`), `visible_lots()`,
-  `may_see_lot()`: which lots it may see: those on shipment lines whose shipment the ERP
-  says went to one of its customer ids.
+  `may_see_lot()`: which lots it may see: those on shipment lines we recorded (our edges, or
+  a capture with our own keys: never a partner's capture) whose shipment the ERP says went
+  to one of its customer ids (`SHIPPED_TO_PARTNER_SQL`).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
@@ -37,11 +37,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 from pydantic import BaseModel
+
+from protocols.rfid.epc import gs1_check_digit
 
 
 class Role(StrEnum):
@@ -71,6 +73,10 @@ class CredentialError(ValueError):
     """A credential cannot be issued or revoked as asked; the message says why and the fix."""
 
 
+class CredentialInForce(CredentialError):
+    """A credential of that name is in force already (HTTP 409)."""
+
+
 # ---- Partners ------------------------------------------------------------------------
 
 _GLN = re.compile(r"^\d{13}$")
@@ -78,11 +84,6 @@ _SGLN_URN = re.compile(r"^urn:epc:id:sgln:(\d+)\.(\d*)(?:\.(.+))?$")
 _DIGITAL_LINK_GLN = re.compile(
     r"^https?://[^/]+(?:/.*)?/414/(\d{13})(?:/254/([^/?#]+))?/?(?:[?#].*)?$"
 )
-
-
-def gs1_check_digit(body: str) -> str:
-    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
-    return str((10 - total % 10) % 10)
 
 
 def _location(text: str) -> tuple[str, str | None] | str:
@@ -149,18 +150,29 @@ class Partner:
         return bool(named) and all(self.may_capture_at(x) for x in named)
 
 
-# Lots a partner may see: those on shipment lines whose shipment went to one of its
-# customer ids. Their forward descendants are NOT included: a shipped lot's descendants
-# recorded here are either our own products made from the rest of the lot (our business,
-# not the distributor's) or what the partner made itself, which it sees through the events
-# it captured. Ancestors are not included either (our suppliers are not theirs to know).
+# Our shipments to a partner: the lines (event_id, lot_id) of shipping events we recorded
+# (our edges', or captured with our own keys) whose shipment the ERP says went to one of
+# its customer ids. A partner's own shipping events are in the genealogy (a distributor
+# shipping on to its customers is part of the forward trace) but never here: naming one of
+# our lots in a shipment of its own must not make the lot its to see.
 # One placeholder, %(partner_id)s, and no other `%`: callers may embed it as a subquery.
-VISIBLE_LOTS_SQL = """
-select distinct sl.lot_id
+SHIPPED_TO_PARTNER_SQL = """
+select sl.event_id, sl.lot_id
 from shipment_lines sl
+join trace_events t on t.event_id = sl.event_id and t.partner_id is null
 join shipments s on s.shipment = sl.shipment
 join partner_customers pc on pc.customer_id = s.customer_id
-where pc.partner_id = %(partner_id)s and sl.lot_id is not null
+where pc.partner_id = %(partner_id)s
+"""
+
+# Lots a partner may see: those on our shipments to it. Their forward descendants are NOT
+# included: a shipped lot's descendants recorded here are either our own products made
+# from the rest of the lot (our business, not the distributor's) or what the partner made
+# itself, which it sees through the events it captured. Ancestors are not included either
+# (our suppliers are not theirs to know). The same single placeholder.
+VISIBLE_LOTS_SQL = f"""
+select distinct shipped.lot_id from ({SHIPPED_TO_PARTNER_SQL}) shipped
+where shipped.lot_id is not null
 """
 
 _VISIBLE_LOTS = f"""
@@ -289,7 +301,7 @@ from api_credentials where %s or revoked_at is null
 order by name, created_at
 """
 _BY_HASH = """
-select credential_id, name, role, partner_id, key_hash,
+select credential_id, name, role, partner_id,
        last_used_at is null or last_used_at < now() - interval '60 seconds'
 from api_credentials where key_hash = %s and revoked_at is null
 """
@@ -326,7 +338,7 @@ async def issue(
                 _INSERT, (name, role.value, key_hash(key), key[:_SHOWN_PREFIX], partner_id)
             )
         except UniqueViolation as err:
-            raise CredentialError(
+            raise CredentialInForce(
                 f"a credential named {name!r} is in force: revoke it first "
                 f"(tracectl credential revoke {name}) or choose another name"
             ) from err
@@ -356,12 +368,13 @@ async def list_credentials(conn: AsyncConnection, revoked: bool = False) -> list
 
 
 async def authenticate(conn: AsyncConnection, key: str) -> Principal | None:
-    """The principal a key stands for, or None if it is unknown or revoked."""
-    digest = key_hash(key)
-    row = await (await conn.execute(_BY_HASH, (digest,))).fetchone()
-    if row is None or not hmac.compare_digest(bytes(row[4]), digest):
+    """The principal a key stands for, or None if it is unknown or revoked. The lookup is by
+    the key's SHA-256, an exact index match: there is no secret compared byte by byte here
+    whose timing could leak (the hash of a random 256-bit key reveals nothing to guess)."""
+    row = await (await conn.execute(_BY_HASH, (key_hash(key),))).fetchone()
+    if row is None:
         return None
-    credential_id, name, role, partner_id, _, stale = row
+    credential_id, name, role, partner_id, stale = row
     if stale:
         await conn.execute(_TOUCH, (credential_id,))
     partner = await load_partner(conn, partner_id) if partner_id is not None else None
@@ -414,8 +427,3 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
 
     principal.required_roles = accepted  # type: ignore[attr-defined]
     return principal
-
-
-Reader = Annotated[Principal, Depends(require(Role.reader))]
-Importer = Annotated[Principal, Depends(require(Role.importer))]
-Admin = Annotated[Principal, Depends(require(Role.admin))]

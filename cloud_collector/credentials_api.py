@@ -48,6 +48,8 @@ async def issue(body: NewCredential, request: Request) -> auth.IssuedKey:
             if body.partner_id is not None and body.role is Role.partner:
                 await auth.set_partner(conn, body.partner_id, body.customer_ids, body.locations)
             return await auth.issue(conn, body.name, body.role, body.partner_id, body.replace)
+    except auth.CredentialInForce as err:
+        raise HTTPException(409, str(err)) from err
     except auth.CredentialError as err:
         raise HTTPException(422, str(err)) from err
 

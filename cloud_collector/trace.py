@@ -123,7 +123,7 @@ class UnknownLot(Exception):
 _LOT_COLUMNS = "lot_id, gtin, lot_code, quantity, uom, origin, batch_id, supplier, supplier_lot"
 _DIGITAL_LINK = re.compile(r"(?:^|/)01/(\d{14})/10/([^/?#]+)")
 _DL_SSCC = re.compile(r"(?:^|/)00/(\d{18})(?:$|[/?#])")
-_LGTIN = re.compile(r"^urn:epc:class:lgtin:(\d+)\.(\d+)\.(.+)$")
+LGTIN_URN = re.compile(r"^urn:epc:class:lgtin:(\d+)\.(\d+)\.(.+)$")
 
 
 def _check_digit(body: str) -> str:
@@ -152,7 +152,7 @@ async def resolve(conn: AsyncConnection, text: str) -> Lot:
     found: list[Lot] = []
     if text.isdigit() and len(text) < 14:
         found = await _lots(conn, "lot_id = %s", (int(text),))
-    elif m := _LGTIN.match(text):
+    elif m := LGTIN_URN.match(text):
         found = await _lots(
             conn, "gtin = %s and lot_code = %s", (gtin_of_lgtin(m.group(1), m.group(2)), m.group(3))
         )
@@ -182,11 +182,11 @@ async def resolve(conn: AsyncConnection, text: str) -> Lot:
     return found[0]
 
 
-_SSCC_URN = re.compile(r"^urn:epc:id:sscc:(\d+)\.(\d+)$")
+SSCC_URN = re.compile(r"^urn:epc:id:sscc:(\d+)\.(\d+)$")
 
 
 async def _unit_lots(conn: AsyncConnection, key: str) -> list[Lot]:
-    if m := _SSCC_URN.match(key):  # extension digit + company prefix + serial reference
+    if m := SSCC_URN.match(key):  # extension digit + company prefix + serial reference
         body = m.group(2)[0] + m.group(1) + m.group(2)[1:]
         key = body + _check_digit(body)
     return await _lots(

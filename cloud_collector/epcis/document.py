@@ -20,6 +20,8 @@ from typing import Any
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from cloud_collector.epcis.render import OWN_URN
+
 SCHEMA_FILE = Path(__file__).parent / "schema" / "EPCIS-JSON-Schema-bundled.json"
 
 # The standard's context, by the URLs GS1 publishes it under (served from a local copy by
@@ -139,6 +141,13 @@ def check(data: Any, limits: CaptureLimits) -> Document:
                     f"{where}.{name}",
                     f"longer than {MAX_ID_LENGTH} characters: the genealogy keys events and "
                     "batches by it; use a shorter URI (e.g. urn:uuid:...)",
+                )
+            if str(event.get(name, "")).startswith(OWN_URN):
+                raise InvalidDocument(
+                    f"{where}.{name}",
+                    f"{event[name]!r}: ids under {OWN_URN} are this repository's names for "
+                    "its own events and batches, not to be captured; use an id of your own "
+                    "(e.g. urn:uuid:...)",
                 )
         for name in ("eventTime", "recordTime"):
             if name in event:

@@ -4,6 +4,11 @@ input lots to its output lots; a receiving or shipping ObjectEvent records a rec
 shipment line. Other events (aggregation, association, transaction, other bizSteps) are
 stored and queryable but make no genealogy link.
 
+A partner's events are its own word: its batches are its own (a transformationID or an
+output lot or unit of ours is refused, NotThePartners); its shipping events go into the
+forward trace (a distributor shipping on to its customers) but, kept as the partner's
+(trace_events.partner_id), never make a lot visible to it (auth.SHIPPED_TO_PARTNER_SQL).
+
 A partner's identifiers do not always fit our edge contract (a Digital Link read point, a
 lot code longer than GS1's 20 characters): what does not fit is carried as the item's raw
 text, never refused (the event is valid EPCIS and is stored whatever the genealogy makes
@@ -33,10 +38,33 @@ from protocols.mqtt.contract import (
 # an importer key) or "epcis:{partner_id}" (a partner's).
 CAPTURED_EDGE = "epcis"
 _BATCH_OWNER = "select edge_id from batches where batch_id = %s"
+# Of the lots (gtin, lot code) a partner's TransformationEvent outputs, the first that is
+# not the partner's to make: a lot of a batch that is not its own, or one that is not a mere
+# placeholder only its own events named (a lot we made or received, another's lot).
+_NOT_ITS_LOT = """
+select l.gtin, l.lot_code from lots l
+join unnest(%(gtins)s::text[], %(lots)s::text[]) o(gtin, lot_code) using (gtin, lot_code)
+where not exists (select 1 from batches b where b.batch_id = l.batch_id and b.edge_id = %(edge)s)
+  and (l.batch_id is not null or l.origin <> 'unknown' or exists (
+      select 1 from event_items i join trace_events t using (event_id)
+      where i.gtin = l.gtin and i.lot = l.lot_code
+        and t.partner_id is distinct from %(partner)s))
+limit 1
+"""
+# Of the units (SSCC, SGTIN, other EPC) it outputs, the first already tied to a lot that is
+# not of one of its batches: the genealogy would move our pallet into the partner's lot.
+_NOT_ITS_UNIT = """
+select coalesce(u.sscc, u.epc) from units u join lots l on l.lot_id = u.lot_id
+where (u.sscc = any(%(ssccs)s) or u.epc = any(%(epcs)s) or (u.gtin, u.serial) in (
+        select * from unnest(%(gtins)s::text[], %(serials)s::text[])))
+  and not exists (select 1 from batches b where b.batch_id = l.batch_id and b.edge_id = %(edge)s)
+limit 1
+"""
 
 
-class ForeignBatch(Exception):
-    """A partner's TransformationEvent names a batch that is not the partner's."""
+class NotThePartners(Exception):
+    """A partner's TransformationEvent names a batch, or outputs a lot, that is not the
+    partner's (HTTP 403)."""
 
 
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9._:\-]")
@@ -89,7 +117,7 @@ async def project(
     time = parse_time(event["eventTime"], "eventTime")
     if event["type"] == "TransformationEvent":
         edge = f"{CAPTURED_EDGE}:{partner}" if partner else CAPTURED_EDGE
-        await _transformation(conn, event_id, event, time, edge, partner is not None)
+        await _transformation(conn, event_id, event, time, edge, partner)
     elif event["type"] == "ObjectEvent":
         await _object_event(conn, event_id, event, time)
 
@@ -100,18 +128,20 @@ async def _transformation(
     event: dict[str, Any],
     time: datetime,
     edge: str,
-    partner: bool,
+    partner: str | None,
 ) -> None:
     where = (event.get("bizLocation") or event.get("readPoint") or {}).get("id")
     step = cbv_word("bizStep", event.get("bizStep"))
     batch = event.get("transformationID") or event_id
-    if partner:
+    outputs = _items(event, "outputEPCList", "outputQuantityList")
+    if partner is not None:
         row = await (await conn.execute(_BATCH_OWNER, (batch,))).fetchone()
         if row is not None and row[0] != edge:
-            raise ForeignBatch(
+            raise NotThePartners(
                 f"transformationID {batch!r} names a batch that is not this partner's: "
                 "use an id of your own (e.g. a URI under your domain)"
             )
+        await _only_its_own_outputs(conn, outputs, edge, partner)
     checked = TransformationEventRecord.model_validate(
         {
             "seq": 0,
@@ -123,7 +153,7 @@ async def _transformation(
             "line": _identifier(where) or "partner",
             "batch": batch,
             "inputs": _items(event, "inputEPCList", "inputQuantityList"),
-            "outputs": _items(event, "outputEPCList", "outputQuantityList"),
+            "outputs": outputs,
         }
     )
     # The genealogy stores locations as text: give it the partner's ids as they were sent.
@@ -134,6 +164,43 @@ async def _transformation(
         }
     )
     await genealogy.project_transformation(conn, record, edge)
+
+
+async def _only_its_own_outputs(
+    conn: AsyncConnection, outputs: list[Item], edge: str, partner: str
+) -> None:
+    """A partner's batch makes only lots and units of its own: naming a lot of ours (or
+    another partner's) as an output would write the partner's inputs into that lot's
+    ancestry; naming a unit of ours would move it into the partner's lot."""
+    lots = [item for item in outputs if item.lot is not None]
+    units = [item for item in outputs if item.lot is None]
+    if lots:
+        params = {
+            "gtins": [item.gtin or "" for item in lots],
+            "lots": [item.lot for item in lots],
+            "edge": edge,
+            "partner": partner,
+        }
+        if row := await (await conn.execute(_NOT_ITS_LOT, params)).fetchone():
+            raise NotThePartners(
+                f"output lot {row[1]!r} of GTIN {row[0]} is not this partner's: a partner's "
+                "TransformationEvent outputs only lots it makes (give its products lots of "
+                "their own)"
+            )
+    serialised = [item for item in units if item.gtin and item.serial]
+    if units:
+        params = {
+            "ssccs": [item.sscc for item in units if item.sscc],
+            "epcs": [item.epc for item in units if item.epc],
+            "gtins": [item.gtin for item in serialised],
+            "serials": [item.serial for item in serialised],
+            "edge": edge,
+        }
+        if row := await (await conn.execute(_NOT_ITS_UNIT, params)).fetchone():
+            raise NotThePartners(
+                f"output {row[0]!r} is a unit of a lot that is not this partner's: a partner's "
+                "TransformationEvent outputs only units it makes"
+            )
 
 
 async def _object_event(

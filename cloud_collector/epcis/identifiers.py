@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from cloud_collector.trace import LGTIN_URN, SSCC_URN, gtin_of_lgtin
+from protocols.rfid.epc import gs1_check_digit
+
 # bizStep / disposition / ... : a CBV word, however it is spelled, becomes the bare word.
 CBV_PREFIXES: dict[str, tuple[str, ...]] = {
     "bizStep": ("urn:epcglobal:cbv:bizstep:", "https://ref.gs1.org/cbv/BizStep-"),
@@ -42,34 +45,28 @@ class Keys:
 
 
 _SGTIN = re.compile(r"^urn:epc:id:sgtin:(\d+)\.(\d+)\.(.+)$")
-_LGTIN = re.compile(r"^urn:epc:class:lgtin:(\d+)\.(\d+)\.(.+)$")
-_SSCC = re.compile(r"^urn:epc:id:sscc:(\d+)\.(\d+)$")
 _IDPAT = re.compile(r"^urn:epc:idpat:(\w+):(.*)$")
 _DL_GTIN = re.compile(r"/01/(\d{14})(?:/10/([^/?#]+))?(?:/21/([^/?#]+))?(?:[/?#]|$)")
 _DL_SSCC = re.compile(r"/00/(\d{18})(?:[/?#]|$)")
 
 
-def check_digit(body: str) -> str:
-    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
-    return str((10 - total % 10) % 10)
-
-
 def gtin(company_prefix: str, indicator_item: str) -> str | None:
     """GTIN-14 of an EPC's company prefix and indicator digit + item reference (None when
-    the two do not add up to 13 digits)."""
-    body = indicator_item[0] + company_prefix + indicator_item[1:]
-    return body + check_digit(body) if len(body) == 13 else None
+    the two do not add up to 13 digits: a partner's EPC is not trusted to be well formed)."""
+    if len(company_prefix) + len(indicator_item) != 13:
+        return None
+    return gtin_of_lgtin(company_prefix, indicator_item)
 
 
 def keys(identifier: str) -> Keys:
     """The GS1 keys an EPC or EPC class names; empty Keys when it names none we know."""
     if m := _SGTIN.match(identifier):
         return Keys(gtin=gtin(m[1], m[2]), serial=unquote(m[3]))
-    if m := _LGTIN.match(identifier):
+    if m := LGTIN_URN.match(identifier):
         return Keys(gtin=gtin(m[1], m[2]), lot=unquote(m[3]))
-    if m := _SSCC.match(identifier):
+    if m := SSCC_URN.match(identifier):
         body = m[2][0] + m[1] + m[2][1:]
-        return Keys(sscc=body + check_digit(body) if len(body) == 17 else None)
+        return Keys(sscc=body + gs1_check_digit(body) if len(body) == 17 else None)
     if m := _IDPAT.match(identifier):
         return _pattern(m[1], m[2])
     if identifier.startswith(("http://", "https://")):

@@ -105,7 +105,8 @@ def router(
     limits: CaptureLimits | None = None,
 ) -> APIRouter:
     """The /epcis routes, on the app's connection dependency. Capture: role importer, or
-    partner at its own locations; query: reader, or partner about the lots shipped to it."""
+    partner at its own locations; query: reader, or partner (our shipments to it and what it
+    captured, query.Query.only_what_partner_sees)."""
     limits = limits or CaptureLimits()
     connected = asynccontextmanager(connection)
     api = APIRouter(prefix="/epcis", tags=["EPCIS 2.0"])
@@ -161,7 +162,7 @@ def router(
                     capture_id = await store.capture(
                         conn, parsed.events, ids, parsed.namespaces, created, principal
                     )
-            except genealogy_feed.ForeignBatch as err:
+            except genealogy_feed.NotThePartners as err:
                 raise Problem(403, "epcisException:SecurityException", str(err)) from err
             except InvalidDocument as err:  # found while linking it into the genealogy
                 raise _refused(err) from err
@@ -207,7 +208,7 @@ def router(
         try:
             parsed = query.parse(items)
             if principal.partner is not None:
-                parsed.only_about_lots_of(principal.partner.partner_id)
+                parsed.only_what_partner_sees(principal.partner.partner_id)
         except query.QueryParameterError as err:
             return Problem(400, "epcisException:QueryParameterException", str(err)).response(
                 VERSION_HEADERS
@@ -232,17 +233,18 @@ def router(
         principal: Principal = Depends(reader),  # noqa: B008
     ) -> Response:
         """One event by its eventID (URL-encoded), with its @context."""
-        parsed = query.Query(where=["e.event_id = any(%s)"], params=[query.id_forms(event_id)])
+        where, params = query.one_event(event_id)
+        parsed = query.Query(where=[where], params=params, per_page=1)
         if principal.partner is not None:
-            parsed.only_about_lots_of(principal.partner.partner_id)
+            parsed.only_what_partner_sees(principal.partner.partner_id)
         found = (await results.page(conn, parsed)).document
-        [listed] = found["epcisBody"]["queryResults"]["resultsBody"]["eventList"] or [None]
-        if listed is None:
+        listed = found["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+        if not listed:
             return Problem(
                 404,
                 "epcisException:NoSuchResourceException",
                 f"no event {event_id!r}: GET /epcis/events?MATCH_anyEPC=... finds events by EPC",
             ).response(VERSION_HEADERS)
-        return JSONResponse({"@context": found["@context"], **listed}, headers=VERSION_HEADERS)
+        return JSONResponse({"@context": found["@context"], **listed[0]}, headers=VERSION_HEADERS)
 
     return api

@@ -22,15 +22,14 @@ from cloud_collector.epcis.identifiers import cbv_word, keys
 _INSERT_EVENT = """
 insert into trace_events (event_id, event_type, event_time, action, biz_step, disposition,
     read_point, biz_location, batch_id, biz_transactions, body, body_format, epcis_context,
-    event_id_assigned, capture_id)
+    capture_id, partner_id)
 values (%(event_id)s, %(event_type)s, %(event_time)s, %(action)s, %(biz_step)s,
     %(disposition)s, %(read_point)s, %(biz_location)s, %(batch_id)s, %(biz_transactions)s,
-    %(body)s, 'epcis', %(context)s, %(assigned)s, %(capture_id)s)
+    %(body)s, 'epcis', %(context)s, %(capture_id)s, %(partner)s)
 on conflict (event_id) do update set body = excluded.body, epcis_context = excluded.epcis_context
     where trace_events.body_format = 'epcis'
       and excluded.body ? 'errorDeclaration' and not trace_events.body ? 'errorDeclaration'
-      and (%(partner)s::text is null or exists (select 1 from epcis_capture_jobs j
-           where j.capture_id = trace_events.capture_id and j.partner_id = %(partner)s))
+      and (%(partner)s::text is null or trace_events.partner_id = %(partner)s)
 returning (xmax = 0) as inserted
 """
 _INSERT_ITEM = """
@@ -42,14 +41,12 @@ _INSERT_DOCUMENT = """
 insert into event_documents (event_id, type, id) values (%s, %s, %s) on conflict do nothing
 """
 _INSERT_JOB = """
-insert into epcis_capture_jobs (capture_id, created_at, finished_at, running, success,
-    error_behaviour, events, stored, captured_by, partner_id)
-values (%s, %s, now(), false, true, 'rollback', %s, %s, %s, %s)
+insert into epcis_capture_jobs (capture_id, created_at, finished_at, captured_by, partner_id)
+values (%s, %s, now(), %s, %s)
 """
 _JOB = """
-select capture_id, created_at, finished_at, running, success, error_behaviour, errors
-from epcis_capture_jobs where capture_id = %s
-    and (%s::text is null or partner_id = %s)
+select capture_id, created_at, finished_at from epcis_capture_jobs
+where capture_id = %s and (%s::text is null or partner_id = %s)
 """
 
 # Where each EPCIS list goes in event_items: (field, role, holds instances or quantities).
@@ -67,17 +64,18 @@ ITEM_LISTS: list[tuple[str, str, str]] = [
 
 
 class CaptureJob(BaseModel):
-    """The REST binding's capture job (its field names)."""
+    """The REST binding's capture job (its field names). A job is stored only for a document
+    accepted and committed whole, so it is finished, successful and without errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     captureID: str
     createdAt: str
     finishedAt: str | None
-    running: bool
-    success: bool
-    captureErrorBehaviour: Literal["rollback", "proceed"]
-    errors: list[Any]
+    running: bool = False
+    success: bool = True
+    captureErrorBehaviour: Literal["rollback", "proceed"] = "rollback"
+    errors: list[Any] = []
 
 
 def item_rows(event_id: str, event: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -105,7 +103,7 @@ def item_rows(event_id: str, event: dict[str, Any]) -> list[tuple[Any, ...]]:
     return rows
 
 
-def _columns(event: dict[str, Any], event_id: str, assigned: bool) -> dict[str, Any]:
+def _columns(event: dict[str, Any], event_id: str) -> dict[str, Any]:
     transactions = [
         {"type": cbv_word("bizTransactionType", t.get("type")), "id": t["bizTransaction"]}
         for t in event.get("bizTransactionList", [])
@@ -125,7 +123,6 @@ def _columns(event: dict[str, Any], event_id: str, assigned: bool) -> dict[str, 
         "batch_id": batch,
         "biz_transactions": Jsonb(transactions),
         "body": Jsonb(event),
-        "assigned": assigned,
     }
 
 
@@ -143,10 +140,12 @@ async def capture(
     partner = principal.partner.partner_id if principal.partner else None
     columns = [
         {
-            **_columns(event, event_id, assigned="eventID" not in event),
+            **_columns(event, event_id),
             "context": Jsonb(namespaces),
             "capture_id": capture_id,
-            "partner": partner,  # a partner declares errors only in events it captured
+            # Who captured it: a partner declares errors only in events it captured, and its
+            # events never make a lot visible to it (auth.VISIBLE_LOTS_SQL).
+            "partner": partner,
         }
         for event, event_id in zip(events, ids, strict=True)
     ]
@@ -179,10 +178,7 @@ async def capture(
                     "cannot be linked into the lot genealogy: "
                     f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}",
                 ) from err
-    stored = len(new)
-    await conn.execute(
-        _INSERT_JOB, (capture_id, created_at, len(events), stored, principal.name, partner)
-    )
+    await conn.execute(_INSERT_JOB, (capture_id, created_at, principal.name, partner))
     return capture_id
 
 
@@ -195,10 +191,6 @@ async def job(conn: AsyncConnection, capture_id: str, partner: str | None) -> Ca
         captureID=row[0],
         createdAt=_iso(row[1]),
         finishedAt=_iso(row[2]) if row[2] else None,
-        running=row[3],
-        success=row[4],
-        captureErrorBehaviour=row[5],
-        errors=row[6],
     )
 
 

@@ -131,7 +131,7 @@ async def test_admin_issues_a_partner_key_over_http(collector: RunningCollector)
         )
     assert created.status_code == 201, created.text
     assert created.json()["key"].startswith("lt_") and created.json()["partner_id"] == partner
-    assert again.status_code == 422 and "revoke it first" in again.text
+    assert again.status_code == 409 and "revoke it first" in again.text
     assert bad_gln.status_code == 422 and "check digit" in bad_gln.text
 
 
@@ -163,25 +163,39 @@ async def test_partner_sees_exactly_the_lots_shipped_to_its_customers(services: 
                 "insert into shipments (shipment, customer_id) values (%s, %s)",
                 (f"{shipment}-{tag}", customer and f"{customer}-{tag}"),
             )
-        lines = [
-            (a, "S1"),
-            (a, "S1"),  # the same lot twice on a shipment: once in the answer
-            (None, "S1"),  # a unit of no known lot yet
-            (b, "S2"),
-            (cc, "S3"),
-            (d, "S4"),  # no customer known
-            (e, "S2"),
-            (f, "S-unknown"),  # a shipment the ERP never heard of
-        ]
-        for position, (lot_id, shipment) in enumerate(lines):
-            await c.execute(
-                "insert into shipment_lines (event_id, position, lot_id, shipment, time)"
-                " values (%s, %s, %s, %s, %s)",
-                (f"ev-{tag}", position, lot_id, f"{shipment}-{tag}", now),
-            )
         await auth.set_partner(c, f"P1-{tag}", [f"C1-{tag}"])
         await auth.set_partner(c, f"P2-{tag}", [f"C2-{tag}", f"C-none-{tag}"])
         await auth.set_partner(c, f"P3-{tag}")
+        # Our shipping event (an edge's), and shipping events partners captured themselves.
+        for event, partner in [("ev", None), ("p1", "P1"), ("p2", "P2")]:
+            await c.execute(
+                "insert into trace_events (event_id, event_type, event_time, biz_step,"
+                " read_point, body, partner_id)"
+                " values (%s, 'ObjectEvent', %s, 'shipping', 'dock-2', '{}', %s)",
+                (f"{event}-{tag}", now, partner and f"{partner}-{tag}"),
+            )
+        lines = [
+            ("ev", a, "S1"),
+            ("ev", a, "S1"),  # the same lot twice on a shipment: once in the answer
+            ("ev", None, "S1"),  # a unit of no known lot yet
+            ("ev", b, "S2"),
+            ("ev", cc, "S3"),
+            ("ev", d, "S4"),  # no customer known
+            ("ev", e, "S2"),
+            ("ev", f, "S-unknown"),  # a shipment the ERP never heard of
+            # A partner naming our lots in shipments of its own, even under the id of one
+            # of our shipments to it: never makes them its to see.
+            ("p1", b, "S1"),
+            ("p1", d, "S3"),
+            ("p2", d, "S2"),
+            ("nowhere", d, "S1"),  # a line of no event we recorded
+        ]
+        for position, (event, lot_id, shipment) in enumerate(lines):
+            await c.execute(
+                "insert into shipment_lines (event_id, position, lot_id, shipment, time)"
+                " values (%s, %s, %s, %s, %s)",
+                (f"{event}-{tag}", position, lot_id, f"{shipment}-{tag}", now),
+            )
         seen = {
             p: [x.lot_id for x in await auth.visible_lots(c, f"{p}-{tag}")]
             for p in ("P1", "P2", "P3")

@@ -347,3 +347,43 @@ async def test_a_refusal_says_what_would_be_right(
         answer = await capture(http, epcis_document(object_event(unique_sgtin(), **fields)))
     assert answer.status_code == 400
     assert reason in answer.json()["reason"]
+
+
+@pytest.mark.parametrize("field", ["eventID", "transformationID"])
+async def test_ids_under_our_own_urn_are_refused(
+    collector: RunningCollector, services: Services, field: str
+) -> None:
+    """urn:x-trace:event:{id} is how we write our own event {id}: a captured event by that
+    name would be a second event answering to it."""
+    epc = unique_sgtin()
+    event = {
+        "type": "TransformationEvent",
+        "eventTime": "2026-11-20T08:00:00Z",
+        "eventTimeZoneOffset": "+00:00",
+        "inputEPCList": [epc],
+        "outputEPCList": [f"{epc}9"],
+        field: f"urn:x-trace:{'event' if field == 'eventID' else 'batch'}:edge-1-0",
+    }
+    before = await stored_counts(services)
+    async with collector.client(Role.importer) as http:
+        answer = await capture(http, epcis_document(object_event(epc), event))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["path"] == f"$.epcisBody.eventList[1].{field}"
+    assert "urn:x-trace:" in answer.json()["reason"]
+    assert await stored_counts(services) == before
+
+
+async def test_capture_keeps_only_what_is_read(services: Services) -> None:
+    """A capture job is finished, successful and without errors when it is stored: the answer
+    says so without columns for it; who captured an event is on the event (a partner's)."""
+    async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
+        cur = await conn.execute(
+            "select table_name, column_name from information_schema.columns"
+            " where table_name in ('epcis_capture_jobs', 'trace_events')"
+        )
+        columns = await cur.fetchall()
+    jobs = {c for t, c in columns if t == "epcis_capture_jobs"}
+    events_columns = {c for t, c in columns if t == "trace_events"}
+    assert jobs == {"capture_id", "created_at", "finished_at", "captured_by", "partner_id"}
+    assert "event_id_assigned" not in events_columns
+    assert {"capture_id", "partner_id"} <= events_columns

@@ -23,10 +23,12 @@ from tests.cloud_collector.test_trace import (  # noqa: F401 - the fixture is us
     Plant,
     bakery,
     erp,
+    lot_item,
 )
 from tests.conftest import RunningCollector, Services
 
 SANDWICH_GTIN = gtin("4012345", "077777")
+TOAST_GTIN = gtin("4012345", "066666")
 DIST_LOCATION = "urn:epc:id:sgln:4012345.00077.0"
 
 
@@ -175,3 +177,123 @@ async def test_a_partner_declares_errors_only_in_its_own_events(
     async with collector.client(Role.reader) as http:
         [stored] = await events(http, EQ_eventID=event["eventID"])
     assert "errorDeclaration" not in stored
+
+
+def shipping(p: Plant, epc_class: str, shipment: str, where: str = DIST_LOCATION) -> dict:
+    return {
+        "type": "ObjectEvent", "eventTime": "2026-11-22T08:00:00Z",
+        "eventTimeZoneOffset": "+01:00", "action": "OBSERVE", "bizStep": "shipping",
+        "disposition": "in_transit", "bizLocation": {"id": where},
+        "quantityList": [{"epcClass": epc_class, "quantity": 10, "uom": "EA"}],
+        "bizTransactionList": [{"type": "desadv", "bizTransaction": shipment}],
+    }  # fmt: skip
+
+
+async def test_a_partners_own_shipment_of_our_lot_does_not_make_it_visible(
+    collector: RunningCollector,
+    services: Services,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    """The cake went to nobody of the partner's; the partner claims to ship it on, under the
+    id of our shipment to it (SH-1, the bread's). Its shipment stays in our forward trace,
+    but the cake, and our shipments of it, stay out of its sight."""
+    p = bakery
+    await erp(collector, p)
+    cake = f"https://id.gs1.org/01/{CAKE_GTIN}/10/{p.lot('CAKE')}"
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        answer = await capture(http, epcis_document(shipping(p, cake, f"SH-1-{p.tag}")))
+        assert answer.status_code == 202, answer.text
+        seen = await events(http, MATCH_anyEPCClass=cake)
+    async with await psycopg.AsyncConnection.connect(services.database_url) as c:
+        visible = [x.lot_code for x in await auth.visible_lots(c, f"DIST-{p.tag}")]
+    async with collector.client(Role.reader) as http:
+        forward = await http.get(f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/trace/forward")
+    assert visible == [p.lot("BREAD")]
+    assert [e["bizLocation"]["id"] for e in seen] == [DIST_LOCATION], "only its own event"
+    assert DIST_LOCATION in [s["location"] for s in forward.json()["shipments"]]
+
+
+async def test_a_partner_sees_our_shipments_to_it_and_its_own_events_only(
+    collector: RunningCollector,
+    services: Services,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    """The bread went to the partner's customer (SH-1) and to another customer (SH-3);
+    another distributor received it; we made toast of what came back. Of all that, the
+    partner sees our shipment to it and what it captured itself."""
+    p = bakery
+    await erp(collector, p)
+    bread_item = lot_item(BREAD_GTIN, p.lot("BREAD"), 5, "EA")
+    await p.post(
+        p.shipment([bread_item], f"SH-3-{p.tag}"),
+        p.batch(f"B4-{p.tag}", [bread_item], [lot_item(TOAST_GTIN, p.lot("TOAST"), 5, "EA")]),
+    )
+    async with collector.client(Role.importer) as http:
+        await http.put("/api/v1/erp/customers", json=[{"customer_id": f"C2-{p.tag}", "name": "X"}])
+        put = await http.put(
+            "/api/v1/erp/shipments",
+            json=[{"shipment": f"SH-3-{p.tag}", "order_id": f"SO-3-{p.tag}",
+                   "customer_id": f"C2-{p.tag}", "ship_to": "Elsewhere Ltd"}],
+        )  # fmt: skip
+        assert put.status_code == 200, put.text
+    other_location = "urn:epc:id:sgln:4012345.00088.0"
+    async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
+        await auth.set_partner(c, f"OTHER-{p.tag}", [f"C2-{p.tag}"], [other_location])
+        other = await auth.issue(c, f"other-{uuid.uuid4().hex[:6]}", Role.partner, f"OTHER-{p.tag}")
+    bread = f"https://id.gs1.org/01/{BREAD_GTIN}/10/{p.lot('BREAD')}"
+    receipt = {**distributor_events(p)[0], "readPoint": {"id": other_location},
+               "bizLocation": {"id": other_location}}  # fmt: skip
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {other.key}"
+        assert (await capture(http, epcis_document(receipt))).status_code == 202
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        own = distributor_events(p)[0]
+        assert (await capture(http, epcis_document(own))).status_code == 202
+        seen = await events(http, MATCH_anyEPCClass=bread, orderBy="eventTime")
+    async with collector.client(Role.reader) as http:
+        everything = await events(http, MATCH_anyEPCClass=bread)
+    assert len(everything) == 6  # made, SH-1, SH-3, toast, two receipts
+    shipped = [e for e in seen if e["bizStep"] == "shipping"]
+    assert [t["bizTransaction"] for e in shipped for t in e["bizTransactionList"]] == [
+        f"urn:x-trace:bt:desadv:SH-1-{p.tag}"
+    ]
+    theirs = [e for e in seen if e["bizStep"] != "shipping"]
+    assert [e["bizLocation"]["id"] for e in theirs] == [DIST_LOCATION], "its receipt only"
+
+
+async def test_a_partner_cannot_make_a_lot_of_ours(
+    collector: RunningCollector,
+    services: Services,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    p = bakery
+    intrusion = distributor_events(p)[1]
+    bread = f"urn:epc:class:lgtin:9506000.013438.{p.lot('BREAD')}"
+    intrusion["outputQuantityList"] = [{"epcClass": bread, "quantity": 1, "uom": "EA"}]
+    # Its own new lot, shipped before the batch that makes it is captured: still its own.
+    own = f"https://id.gs1.org/01/{SANDWICH_GTIN}/10/SW2-{p.tag}"
+    made_later = {
+        **distributor_events(p)[1],
+        "transformationID": f"urn:x-dist:batch:2-{p.tag}",
+        "outputQuantityList": [{"epcClass": own, "quantity": 1, "uom": "EA"}],
+    }
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        refused = await capture(http, epcis_document(intrusion))
+        shipped_first = await capture(http, epcis_document(shipping(p, own, f"DS-{p.tag}")))
+        accepted = await capture(http, epcis_document(made_later))
+    assert refused.status_code == 403, refused.text
+    assert p.lot("BREAD") in refused.json()["detail"]
+    assert shipped_first.status_code == 202 and accepted.status_code == 202, accepted.text
+    async with await psycopg.AsyncConnection.connect(services.database_url) as c:
+        cur = await c.execute(
+            "select distinct k.batch_id from lot_links k join lots l on l.lot_id = k.output_lot"
+            " where l.gtin = %s and l.lot_code = %s",
+            (BREAD_GTIN, p.lot("BREAD")),
+        )
+        makers = [r[0] for r in await cur.fetchall()]
+    assert makers == [f"B2-{p.tag}"]

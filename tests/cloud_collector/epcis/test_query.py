@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from jsonschema import Draft7Validator
 
+from cloud_collector.auth import Role
 from cloud_collector.epcis.document import SCHEMA_FILE
 from cloud_collector.epcis.identifiers import gtin
 from cloud_collector.ingest import ingest
@@ -363,6 +364,35 @@ async def test_one_event_by_its_id(collector: RunningCollector, scene: Scene) ->
     assert event["@context"][0].startswith("https://ref.gs1.org/standards/epcis/")
     assert missing.status_code == 404
     assert missing.json()["type"] == "epcisException:NoSuchResourceException"
+
+
+async def test_our_own_urn_names_our_own_event_even_beside_a_captured_namesake(
+    collector: RunningCollector, services: Services
+) -> None:
+    """A captured event stored as urn:x-trace:event:{id} before capture refused the prefix:
+    GET /epcis/events/urn:x-trace:event:{id} still answers with our event {id}, not a 500."""
+    p = Plant(services)
+    await p.post(p.receipt([lot_item(FLOUR_GTIN, p.lot("FLOUR"), 10, "KGM")], f"PO-{p.tag}"))
+    ours = f"urn:x-trace:event:{p.edge}-0"
+    namesake = {
+        "type": "ObjectEvent", "eventTime": "2026-11-20T08:00:00Z",
+        "eventTimeZoneOffset": "+00:00", "action": "OBSERVE", "bizStep": "shipping",
+        "epcList": [f"urn:epc:id:sgtin:4012345.011111.{p.tag}"],
+    }  # fmt: skip
+    async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
+        await c.execute(
+            "insert into trace_events (event_id, event_type, event_time, action, biz_step,"
+            " body, body_format) values (%s, 'ObjectEvent', now(), 'OBSERVE', 'shipping', %s,"
+            " 'epcis')",
+            (ours, json.dumps(namesake)),
+        )
+    async with collector.client(Role.reader) as http:
+        answer = await http.get(f"/epcis/events/{quote(ours, safe='')}")
+        both = await events(http, EQ_eventID=ours)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["eventID"] == ours
+    assert answer.json()["bizStep"] == "receiving"
+    assert len(both) == 2, "a query may answer both; the one-event lookup names ours"
 
 
 async def test_an_unidentified_read_is_kept_as_an_extension(
