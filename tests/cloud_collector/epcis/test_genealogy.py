@@ -15,6 +15,7 @@ import pytest
 from cloud_collector import auth
 from cloud_collector.auth import Role
 from cloud_collector.epcis.identifiers import gtin
+from protocols.rfid.epc import gs1_check_digit
 from tests.cloud_collector.epcis.documents import capture, epcis_document, events
 from tests.cloud_collector.test_trace import (  # noqa: F401 - the fixture is used by name
     BREAD_GTIN,
@@ -297,3 +298,33 @@ async def test_a_partner_cannot_make_a_lot_of_ours(
         )
         makers = [r[0] for r in await cur.fetchall()]
     assert makers == [f"B2-{p.tag}"]
+
+
+async def test_a_partner_cannot_make_a_unit_of_ours(
+    collector: RunningCollector,
+    services: Services,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    """Our pallet of flour, received with its label (SSCC + GTIN + lot): named as the
+    output of a partner's batch it would move into the partner's lot."""
+    p = bakery
+    serial_ref = f"{uuid.uuid4().int % 10**9:09d}"
+    body = "0" + "9506000" + serial_ref
+    sscc = body + gs1_check_digit(body)
+    pallet = {"epc": f"urn:epc:id:sscc:9506000.0{serial_ref}", "sscc": sscc,
+              "gtin": FLOUR_GTIN, "lot": p.lot("FLOUR"), "quantity": 500, "uom": "KGM"}  # fmt: skip
+    await p.post(p.receipt([pallet], f"PO-2-{p.tag}"))
+    intrusion = {**distributor_events(p)[1], "transformationID": f"urn:x-dist:batch:3-{p.tag}"}
+    intrusion.pop("outputQuantityList")
+    intrusion["outputEPCList"] = [pallet["epc"]]
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        refused = await capture(http, epcis_document(intrusion))
+    assert refused.status_code == 403, refused.text
+    assert sscc in refused.json()["detail"]
+    async with await psycopg.AsyncConnection.connect(services.database_url) as c:
+        cur = await c.execute(
+            "select l.lot_code from units u join lots l using (lot_id) where u.sscc = %s", (sscc,)
+        )
+        assert [r[0] for r in await cur.fetchall()] == [p.lot("FLOUR")]
