@@ -1,10 +1,11 @@
 """What comes from the ERP rather than from the floor: products, customers, who a shipment
 went to, which supplier delivered a purchase order (and under which of their lot codes),
-and QC results. Each import is an idempotent upsert, safe to repeat on every ERP sync."""
+what the grower said of a harvested lot, and QC results. Each import is an idempotent
+upsert, safe to repeat on every ERP sync."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
@@ -75,6 +76,8 @@ class Location(Strict):
     phone: str | None = Field(default=None, max_length=64)
     gln: str | None = Field(default=None, pattern=r"^\d{13}$")
     tlc_source_reference: str | None = Field(default=None, max_length=500)
+    # Its transformations are initial packing (21 CFR 1.1330): a packing line, a packhouse.
+    initial_packing: bool = False
 
 
 class TlcSource(Strict):
@@ -95,6 +98,24 @@ class TlcSource(Strict):
         return self
 
 
+class Harvest(Strict):
+    """What the grower said of a harvested lot (a raw agricultural commodity) we initially
+    pack: the harvest and cooling KDEs of 21 CFR 1.1330(a). The lot is named as our receipts
+    name it (gtin empty when the bins carry none); places are location_ids of
+    PUT /api/v1/erp/locations. Cooling only if the food was cooled before packing."""
+
+    gtin: str = Field(default="", pattern=r"^(\d{14})?$")
+    lot_code: str = Field(min_length=1, max_length=20)
+    commodity: str = Field(min_length=1, max_length=200)
+    variety: str | None = Field(default=None, max_length=200)
+    farm: str | None = Field(default=None, max_length=500)
+    growing_area: str | None = Field(default=None, max_length=200)
+    harvester: str | None = Field(default=None, max_length=500)
+    harvest_date: date | None = None
+    cooling_location: str | None = Field(default=None, max_length=500)
+    cooling_date: date | None = None
+
+
 PurchaseOrder.model_rebuild()
 
 
@@ -105,6 +126,7 @@ _KEYS: dict[str, str] = {
     "shipments": "shipment",
     "locations": "location_id",
     "lot_tlc_sources": "gtin, lot_code",
+    "harvests": "gtin, lot_code",
 }
 
 
@@ -132,6 +154,7 @@ customers = _upsert("customers")
 shipments = _upsert("shipments")
 locations = _upsert("locations")
 tlc_sources = _upsert("lot_tlc_sources")
+harvests = _upsert("harvests")
 
 
 async def purchase_orders(conn: AsyncConnection, rows: list[PurchaseOrder]) -> int:

@@ -5,21 +5,31 @@ Where the column names come from: the rule itself, 21 CFR Part 1 Subpart S, in i
 words, one column per KDE (`COLUMNS` cites the paragraph of each):
 
 - Receiving, § 1.1345(a)(1)-(8); Shipping, § 1.1340(a)(1)-(8); Transformation,
-  § 1.1350(a)(1)(i)-(iii) for the food used and (a)(2)(i)-(vi) for the food produced.
+  § 1.1350(a)(1)(i)-(iii) for the food used and (a)(2)(i)-(vi) for the food produced;
+  Initial packing of a raw agricultural commodity, § 1.1330(a)(1)-(16): the food received
+  (commodity, variety, its receipt, the grower's harvest and cooling records) and the food
+  packed (the traceability lot code assigned, its description, quantity, place and date).
 - "Location description" is the rule's defined term (§ 1.1310: business name, phone number,
   physical location address); "quantity and unit of measure" is split into "Quantity" and
-  "Unit of Measure" so the sheet sorts and sums; the three date KDEs (the date you received
-  the food, the date you shipped it, the date transformation was completed) share one
-  sortable "Event Date" column, the row's "Critical Tracking Event" saying which it is.
+  "Unit of Measure" so the sheet sorts and sums; the date KDEs of the events (the date you
+  received the food, the date you shipped it, the date transformation was completed, the
+  date of initial packing) share one sortable "Event Date" column, the row's "Critical
+  Tracking Event" saying which it is.
 
 The FDA's own electronic sortable spreadsheet template (June 2024,
 https://www.fda.gov/media/179617/download, one tab per CTE whose headers are the same KDEs)
 could not be read from here: where its header text differs from the rule's words, change
-the names in `COLUMNS`, nothing else depends on them. Initial packing (§ 1.1330) is not a
-row kind: nothing on the floor records the harvest KDEs it needs (see the README).
+the names in `COLUMNS`, nothing else depends on them.
 
-Columns that are not KDEs (GTIN, event time, event id, missing KDEs) come last but one
-(time second, to sort the events of one day) and say so in `COLUMNS`.
+Initial packing rows: a batch whose inputs are harvested lots (the grower's harvest record
+is known: PUT /api/v1/erp/harvests) or that ran at a place flagged `initial_packing` (PUT
+/api/v1/erp/locations) assigns the first traceability lot code: a row per lot packed per
+lot harvested, the harvest and cooling KDEs from the grower's record, the receipt's date and
+quantity from our dock. The receipt itself is then no receiving CTE (§ 1.1345(c)).
+
+Columns that are not KDEs (GTIN, the lot code of the food received for initial packing,
+event time, event id, missing KDEs) come last but one (time second, to sort the events of
+one day) and say so in `COLUMNS`.
 """
 
 from __future__ import annotations
@@ -30,12 +40,13 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 # Which CTE a row holds, by the row kind of fsma204/sql.py.
-RECEIVING, SHIPPING, FOOD_USED, FOOD_PRODUCED = 1, 2, 3, 4
+RECEIVING, SHIPPING, FOOD_USED, FOOD_PRODUCED, INITIAL_PACKING = 1, 2, 3, 4, 5
 CTE_NAMES = {
     RECEIVING: "Receiving",
     SHIPPING: "Shipping",
     FOOD_USED: "Transformation (food used)",
     FOOD_PRODUCED: "Transformation (food produced)",
+    INITIAL_PACKING: "Initial Packing",
 }
 
 CTE = "Critical Tracking Event"
@@ -54,25 +65,40 @@ TLC_SOURCE_REFERENCE = "Traceability Lot Code Source Reference"
 NEW_TLC = "New Traceability Lot Code"
 DOCUMENT_TYPE = "Reference Document Type"
 DOCUMENT_NUMBER = "Reference Document Number"
+COMMODITY = "Commodity"
+VARIETY = "Variety"
+DATE_RECEIVED = "Date You Received the Food"
+QUANTITY_RECEIVED = "Quantity of the Food Received"
+UOM_RECEIVED = "Unit of Measure of the Food Received"
+FARM = "Location Description for the Farm Where the Food Was Harvested"
+GROWING_AREA = "Name of the Field, Growing Area or Container"
+HARVESTER = "Business Name and Phone Number for the Harvester"
+HARVEST_DATE = "Date of Harvesting"
+COOLED_AT = "Location Description for Where the Food Was Cooled"
+COOLING_DATE = "Date of Cooling"
 GTIN = "GTIN"
+LOT_RECEIVED = "Lot Code of the Food Received"
 EVENT_ID = "Event ID"
 MISSING = "Missing KDEs"
 
 # Column -> where it comes from. The order is the spreadsheet's.
 COLUMNS: dict[str, str] = {
     CTE: "which CTE's KDEs the row holds: receiving (§ 1.1345), shipping (§ 1.1340), "
-    "transformation (§ 1.1350), the food used or the food produced",
+    "transformation (§ 1.1350), the food used or the food produced, initial packing of a raw "
+    "agricultural commodity (§ 1.1330)",
     DATE: "§ 1.1345(a)(6) the date you received the food; § 1.1340(a)(6) the date you shipped "
-    "the food; § 1.1350(a)(2)(iii) the date transformation was completed (in the time zone "
-    "the time column names)",
+    "the food; § 1.1350(a)(2)(iii) the date transformation was completed; § 1.1330(a)(15) the "
+    "date of initial packing (in the time zone the time column names)",
     TIME: "not a KDE: the event's time of day in the time zone of the request (?tz=, UTC "
     "unless asked), to sort the events of one day",
     TLC: "§ 1.1345(a)(1), § 1.1340(a)(1) the traceability lot code for the food; "
-    "§ 1.1350(a)(1)(i) of the food used, (a)(2)(i) the new traceability lot code",
+    "§ 1.1350(a)(1)(i) of the food used, (a)(2)(i) the new traceability lot code; "
+    "§ 1.1330(a)(11) the traceability lot code you assigned (to the food packed)",
     PRODUCT: "§ 1.1345(a)(3), § 1.1340(a)(3), § 1.1350(a)(1)(ii), (a)(2)(iv) the product "
-    "description for the food",
+    "description for the food; § 1.1330(a)(12) of the packed food",
     QUANTITY: "§ 1.1345(a)(2), § 1.1340(a)(2), § 1.1350(a)(1)(iii), (a)(2)(v) the quantity "
-    "(and unit of measure) of the food; for food used, the quantity used from that lot",
+    "(and unit of measure) of the food; for food used, the quantity used from that lot; "
+    "§ 1.1330(a)(13) of the packed food",
     UOM: "the unit of measure of the quantity (same paragraphs)",
     PREVIOUS_SOURCE: "§ 1.1345(a)(4) the location description for the immediate previous "
     "source (other than a transporter) for the food",
@@ -82,15 +108,35 @@ COLUMNS: dict[str, str] = {
     SHIPPED_FROM: "§ 1.1340(a)(5) the location description for the location from which you "
     "shipped the food",
     TLC_SOURCE: "§ 1.1345(a)(7), § 1.1340(a)(7) the location description for the "
-    "traceability lot code source; § 1.1350(a)(2)(ii) where you transformed the food",
+    "traceability lot code source; § 1.1350(a)(2)(ii) where you transformed the food; "
+    "§ 1.1330(a)(14) where you initially packed the food",
     TLC_SOURCE_REFERENCE: "the same paragraphs: the traceability lot code source reference "
     "(may stand in for the location description)",
     NEW_TLC: "§ 1.1350(a)(2)(i) on rows of food used: the new traceability lot code(s) the "
     "lot went into",
-    DOCUMENT_TYPE: "§ 1.1345(a)(8), § 1.1340(a)(8), § 1.1350(a)(2)(vi) the reference "
-    "document type (several: '; ')",
+    DOCUMENT_TYPE: "§ 1.1345(a)(8), § 1.1340(a)(8), § 1.1350(a)(2)(vi), § 1.1330(a)(16) the "
+    "reference document type (several: '; ')",
     DOCUMENT_NUMBER: "the reference document number, in the order of the types",
+    COMMODITY: "§ 1.1330(a)(1) on initial packing rows: the commodity of the food received "
+    "(the grower's harvest record)",
+    VARIETY: "§ 1.1330(a)(1) the variety of the food received, if applicable",
+    DATE_RECEIVED: "§ 1.1330(a)(2) on initial packing rows: the date you received the food "
+    "harvested (its first receipt, in the time zone of the time column); receiving rows have "
+    "it as their Event Date",
+    QUANTITY_RECEIVED: "§ 1.1330(a)(3) the quantity (and unit of measure) of the food "
+    "received, as its receipts recorded it",
+    UOM_RECEIVED: "§ 1.1330(a)(3) the unit of measure of the food received",
+    FARM: "§ 1.1330(a)(4) the location description for the farm where the food was harvested",
+    GROWING_AREA: "§ 1.1330(a)(5) for produce, the name of the field or other growing area "
+    "(as the grower names it); (a)(6) for aquacultured food, the name of the container",
+    HARVESTER: "§ 1.1330(a)(7) the business name and phone number for the harvester",
+    HARVEST_DATE: "§ 1.1330(a)(8) the date of harvesting (the grower's date)",
+    COOLED_AT: "§ 1.1330(a)(9) the location description for where the food was cooled (if "
+    "it was cooled before packing)",
+    COOLING_DATE: "§ 1.1330(a)(10) the date of cooling (if applicable)",
     GTIN: "not a KDE: the GS1 trade item of the lot",
+    LOT_RECEIVED: "not a KDE: on initial packing rows, the lot harvested and received that "
+    "went into the packed lot (the grower's record is about it)",
     EVENT_ID: "not a KDE: the rows of one event share it",
     MISSING: "not a KDE: which of the row's KDEs the records lack, and what to import",
 }
@@ -106,6 +152,7 @@ DOCUMENT_TYPES = {
     "recadv": "Receiving Advice",
 }
 LOCATIONS_IMPORT = "PUT /api/v1/erp/locations"
+HARVESTS_IMPORT = "PUT /api/v1/erp/harvests"
 NO_PLACE = "the event names no read point or business location"
 
 
@@ -195,8 +242,8 @@ def _tlc_source(row: Row, r: dict[str, Any], kind: int, places: Places) -> None:
     if r["tlc_location_id"] is not None or r["tlc_reference"] is not None:
         key, reference = r["tlc_location_id"], r["tlc_reference"]
         loc = places.get(key)
-    elif kind == FOOD_PRODUCED or r["made_by"] is not None:
-        key = r["place"] if kind == FOOD_PRODUCED else r["made_at"]
+    elif kind in (FOOD_PRODUCED, INITIAL_PACKING) or r["made_by"] is not None:
+        key = r["place"] if kind in (FOOD_PRODUCED, INITIAL_PACKING) else r["made_at"]
         loc = places.get(key)
         reference = loc.get("tlc_source_reference") if loc else None
     else:
@@ -219,13 +266,85 @@ def _documents(row: Row, r: dict[str, Any], kind: int) -> None:
     documents = [(DOCUMENT_TYPES.get(t, t), i) for t, i in (r["documents"] or [])]
     if kind == SHIPPING and r["order_id"]:
         documents.append(("Sales Order", r["order_id"]))
-    if kind == FOOD_PRODUCED and not documents and r["batch"]:
+    if kind in (FOOD_PRODUCED, INITIAL_PACKING) and not documents and r["batch"]:
         documents.append(("Batch Record", r["batch"]))
     if documents:
         row.values[DOCUMENT_TYPE] = "; ".join(t for t, _ in documents)
         row.values[DOCUMENT_NUMBER] = "; ".join(i for _, i in documents)
     else:
         row.missing.append(Missing(DOCUMENT_NUMBER, "the event names no business document"))
+
+
+def _harvest(row: Row, r: dict[str, Any], places: Places, zone: tzinfo) -> None:
+    """The KDEs of the food received for initial packing: its receipt at our dock, and what
+    the grower's harvest record says (or which of them nothing supplied)."""
+    lot = r["used_lot_code"]
+    row.values[LOT_RECEIVED] = lot
+    if r["received"] is None:
+        for column in (DATE_RECEIVED, QUANTITY_RECEIVED, UOM_RECEIVED):
+            row.missing.append(Missing(column, f"no receipt of lot {lot!r} was recorded"))
+    else:
+        row.values[DATE_RECEIVED] = r["received"].astimezone(zone).date()
+        row.values[QUANTITY_RECEIVED] = _number(r["quantity_received"])
+        row.values[UOM_RECEIVED] = r["uom_received"]
+        if r["quantity_received"] is None or r["uom_received"] is None:
+            why = f"the receipts of lot {lot!r} give no quantity in one unit"
+            row.missing += [Missing(QUANTITY_RECEIVED, why), Missing(UOM_RECEIVED, why)]
+    if r["commodity"] is None:  # the one fact every harvest record has
+        why = f"no harvest record of lot {lot!r}: {HARVESTS_IMPORT}"
+        row.missing += [Missing(c, why) for c in (COMMODITY, FARM, GROWING_AREA, HARVESTER)]
+        row.missing += [
+            Missing(HARVEST_DATE, why),
+            Missing(COOLED_AT, f"{why} (if it was cooled before packing)"),
+        ]
+        return
+    record = f"the harvest record of lot {lot!r}"
+    row.values |= {
+        COMMODITY: r["commodity"],
+        VARIETY: r["variety"],
+        GROWING_AREA: r["growing_area"],
+        HARVEST_DATE: r["harvest_date"],
+        COOLING_DATE: r["cooling_date"],
+    }
+    farm = r["farm"]
+    _place(row, FARM, farm, places.get(farm), f"{record} names no farm: {HARVESTS_IMPORT}")
+    if r["growing_area"] is None:
+        row.missing.append(
+            Missing(
+                GROWING_AREA,
+                f"{record} names no field, growing area or container (required for produce "
+                f"and aquacultured food): {HARVESTS_IMPORT}",
+            )
+        )
+    _harvester(row, r["harvester"], places, record)
+    if r["harvest_date"] is None:
+        row.missing.append(Missing(HARVEST_DATE, f"{record} has no date: {HARVESTS_IMPORT}"))
+    cooler = r["cooling_location"]
+    if cooler is not None or r["cooling_date"] is not None:  # cooled: both are KDEs
+        unknown = f"{record} says when the food was cooled, not where: {HARVESTS_IMPORT}"
+        _place(row, COOLED_AT, cooler, places.get(cooler), unknown)
+        if r["cooling_date"] is None:
+            row.missing.append(
+                Missing(
+                    COOLING_DATE,
+                    f"{record} says where the food was cooled, not when: {HARVESTS_IMPORT}",
+                )
+            )
+
+
+def _harvester(row: Row, key: str | None, places: Places, record: str) -> None:
+    """Business name and phone number (not the address: the KDE asks for these two)."""
+    loc = places.get(key)
+    if loc is not None:
+        row.values[HARVESTER] = ", ".join(x for x in (loc.get("name"), loc.get("phone")) if x)
+    if key is None:
+        row.missing.append(Missing(HARVESTER, f"{record} names no harvester: {HARVESTS_IMPORT}"))
+    elif loc is None:
+        row.missing.append(Missing(HARVESTER, f"no location {key!r}: {LOCATIONS_IMPORT}"))
+    elif not loc.get("phone"):
+        row.missing.append(
+            Missing(HARVESTER, f"location {key!r} has no phone number: {LOCATIONS_IMPORT}")
+        )
 
 
 def _number(value: float | None) -> int | float | None:
@@ -282,6 +401,8 @@ def build(r: dict[str, Any], places: Places, zone: tzinfo = UTC) -> Row:
     elif kind == SHIPPING:
         _recipient(row, r, places)
         _place(row, SHIPPED_FROM, r["place"], places.get(r["place"]), NO_PLACE)
+    elif kind == INITIAL_PACKING:
+        _harvest(row, r, places, zone)
     if kind == FOOD_USED:
         # The food used has no location, source or document KDEs of its own: the new lot has.
         row.values[NEW_TLC] = r["new_lots"]

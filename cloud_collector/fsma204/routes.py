@@ -1,5 +1,6 @@
 """HTTP: the FSMA 204 spreadsheets (by traceability lot code, by product and date range, by
-recall) and the ERP imports of the master data they need (locations, TLC sources)."""
+recall) and the ERP imports of the master data they need (locations, TLC sources, the
+grower's harvest records)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ Format = Literal["csv", "xlsx"]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 SCOPE = (
     "21 CFR 1.1455(c)(3)(ii) electronic sortable spreadsheet: the Key Data Elements of "
-    "receiving (§ 1.1345), shipping (§ 1.1340) and transformation (§ 1.1350); one row per "
-    "event per lot line, sorted by event date and time, then traceability lot code. "
-    "Initial packing (§ 1.1330) is not recorded by this system."
+    "receiving (§ 1.1345), shipping (§ 1.1340), transformation (§ 1.1350) and initial "
+    "packing of a raw agricultural commodity (§ 1.1330: batches of harvested lots, or at a "
+    "place flagged as packing); one row per event per lot line, sorted by event date and "
+    "time, then traceability lot code."
 )
 
 router = APIRouter(tags=["FSMA 204"])
@@ -160,3 +162,11 @@ async def import_locations(rows: list[erp.Location], conn: Conn) -> dict[str, in
 async def import_tlc_sources(rows: list[erp.TlcSource], conn: Conn) -> dict[str, int]:
     """Where a supplier's lot got its traceability lot code (a location, a reference)."""
     return await import_rows(conn, erp.tlc_sources, rows)
+
+
+@router.put("/api/v1/erp/harvests", dependencies=IMPORT)
+async def import_harvests(rows: list[erp.Harvest], conn: Conn) -> dict[str, int]:
+    """What the grower said of each harvested lot we initially pack (21 CFR 1.1330(a)):
+    commodity and variety, farm, field or growing area, harvester, date of harvesting, where
+    and when it was cooled. A batch using such a lot is an initial packing."""
+    return await import_rows(conn, erp.harvests, rows)

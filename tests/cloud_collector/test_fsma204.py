@@ -12,7 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -69,7 +70,19 @@ HEADER = [
     "New Traceability Lot Code",
     "Reference Document Type",
     "Reference Document Number",
+    "Commodity",
+    "Variety",
+    "Date You Received the Food",
+    "Quantity of the Food Received",
+    "Unit of Measure of the Food Received",
+    "Location Description for the Farm Where the Food Was Harvested",
+    "Name of the Field, Growing Area or Container",
+    "Business Name and Phone Number for the Harvester",
+    "Date of Harvesting",
+    "Location Description for Where the Food Was Cooled",
+    "Date of Cooling",
     "GTIN",
+    "Lot Code of the Food Received",
     "Event ID",
     "Missing KDEs",
 ]
@@ -426,7 +439,7 @@ async def test_xlsx_is_typed_sortable_and_lists_the_missing_kdes(
     values = [list(row) for row in ws.iter_rows(values_only=True)]
     assert values[0] == HEADER
     assert ws.freeze_panes == "A2"
-    assert ws.auto_filter.ref == f"A1:S{len(values)}"
+    assert ws.auto_filter.ref == f"A1:AE{len(values)}"
     received = dict(zip(HEADER, values[1], strict=True))
     # Typed cells: the date is a date, the time a time, the quantity a number.
     assert isinstance(received["Event Date"], datetime)
@@ -630,3 +643,345 @@ def test_a_lot_of_ours_takes_its_tlc_source_from_where_it_was_made() -> None:
     assert [str(m) for m in row.missing if m.kde == kdes.TLC_SOURCE] == [
         f"{kdes.TLC_SOURCE}: batch 'B7' made it, but its transformation event never arrived"
     ]
+
+
+# -- initial packing (§ 1.1330): harvested lots received, packed into the first TLC --------
+#
+# The packhouse:  HARVEST-A (grower's record complete) + HARVEST-B (no record), received on
+#                 one PO --P1 at PACK--> PACKED (shipped); HARVEST-C, never received, --P2 at
+#                 FLAGPACK (a place flagged initial_packing)--> PACKED2.
+
+FARM = "Green Acres Farm, 10 County Rd, Salinas, CA 93901, USA, +1 831 555 0101"
+COOLER = "Valley Cooling, 2 Ice Way, Salinas, CA 93901, USA, +1 831 555 0102"
+PACK = "Packhouse line 1, 7 Pack Rd, Salinas, CA 93901, USA, +1 831 555 0103"
+PACK_FFRN = "FFRN 98765432109"
+CREW = "Valley Harvest Co, +1 831 555 0104"  # business name and phone number only
+
+
+@pytest.fixture
+async def packhouse(services: Services, collector: RunningCollector) -> Chain:
+    p = Chain(services)
+    t = p.tag
+    bins, cases = p.flour, p.bread  # harvested romaine in field bins; packed cases
+    a, b, c = (p.lot(n) for n in ("HARVEST-A", "HARVEST-B", "HARVEST-C"))
+    receipt = p.receipt(
+        [lot_item(bins, a, 2000, "LBR"), lot_item(bins, b, 500, "LBR")], f"PO-{t}"
+    ) | {"read_point": f"DOCK-IN-{t}", "biz_location": f"DOCK-IN-{t}"}
+    await p.post(
+        receipt,
+        p.batch(
+            f"P1-{t}",
+            [lot_item(bins, a, 2000, "LBR"), lot_item(bins, b, 500, "LBR")],
+            [lot_item(cases, p.lot("PACKED"), 100, "CA")],
+            read_point=f"PACK-{t}",
+        ),
+        p.batch(
+            f"P2-{t}",
+            [lot_item(bins, c, 300, "LBR")],
+            [lot_item(cases, p.lot("PACKED2"), 12, "CA")],
+            read_point=f"FLAGPACK-{t}",
+        ),
+        p.shipment([lot_item(cases, p.lot("PACKED"), 100, "CA")], f"SH-{t}")
+        | {"read_point": f"DOCK-OUT-{t}", "biz_location": f"DOCK-OUT-{t}"},
+    )
+    place = {"address": "7 Pack Rd, Salinas, CA 93901, USA", "phone": "+1 831 555 0103"}
+    imports = {
+        "/api/v1/erp/products": [
+            {"gtin": bins, "name": "Romaine lettuce, field bin"},
+            {"gtin": cases, "name": "Romaine hearts 3 ct, case of 12"},
+        ],
+        "/api/v1/erp/purchase-orders": [{"po": f"PO-{t}", "supplier": f"FARM-{t}"}],
+        "/api/v1/erp/locations": [
+            {
+                "location_id": f"FARM-{t}",
+                "name": "Green Acres Farm",
+                "address": "10 County Rd, Salinas, CA 93901, USA",
+                "phone": "+1 831 555 0101",
+            },
+            {"location_id": f"CREW-{t}", "name": "Valley Harvest Co", "phone": "+1 831 555 0104"},
+            {
+                "location_id": f"COOLER-{t}",
+                "name": "Valley Cooling",
+                "address": "2 Ice Way, Salinas, CA 93901, USA",
+                "phone": "+1 831 555 0102",
+            },
+            {"location_id": f"DOCK-IN-{t}", "name": "Packhouse dock", **place},
+            {"location_id": f"DOCK-OUT-{t}", "name": "Packhouse dock", **place},
+            {
+                "location_id": f"PACK-{t}",
+                "name": "Packhouse line 1",
+                **place,
+                "tlc_source_reference": PACK_FFRN,
+            },
+            {
+                "location_id": f"FLAGPACK-{t}",
+                "name": "Packhouse line 2",
+                **place,
+                "initial_packing": True,
+            },
+        ],
+        "/api/v1/erp/harvests": [
+            {
+                "gtin": bins,
+                "lot_code": a,
+                "commodity": "Romaine lettuce",
+                "variety": "Green Forest",
+                "farm": f"FARM-{t}",
+                "growing_area": "Field 7",
+                "harvester": f"CREW-{t}",
+                "harvest_date": "2026-11-19",
+                "cooling_location": f"COOLER-{t}",
+                "cooling_date": "2026-11-19",
+            }
+        ],
+    }
+    async with collector.client(Role.importer) as api:
+        for path, rows in imports.items():
+            r = await api.put(path, json=rows)
+            assert r.status_code == 200, (path, r.text)
+    return p
+
+
+def packed(p: Chain) -> dict[str, dict[str, str]]:
+    t, blank = p.tag, dict.fromkeys(HEADER, "")
+    packing = blank | {
+        "Critical Tracking Event": "Initial Packing",
+        "Event Date": "2026-11-20",
+        "Product Description": "Romaine hearts 3 ct, case of 12",
+        "Unit of Measure": "CA",
+        "GTIN": p.bread,
+        "Reference Document Type": "Batch Record",
+    }
+    on_pack_1 = {
+        "Event Time (UTC)": "06:01:00",
+        "Event ID": f"{p.edge}-1",
+        "Traceability Lot Code": p.lot("PACKED"),
+        "Quantity": "100",
+        "Location Description for the Traceability Lot Code Source": PACK,
+        "Traceability Lot Code Source Reference": PACK_FFRN,
+        "Reference Document Number": f"P1-{t}",
+    }
+    received = {
+        "Date You Received the Food": "2026-11-20",
+        "Unit of Measure of the Food Received": "LBR",
+    }
+
+    def no_record(lot: str) -> str:
+        why = f"no harvest record of lot '{p.lot(lot)}': PUT /api/v1/erp/harvests"
+        return "; ".join(
+            [
+                f"Commodity: {why}",
+                f"Location Description for the Farm Where the Food Was Harvested: {why}",
+                f"Name of the Field, Growing Area or Container: {why}",
+                f"Business Name and Phone Number for the Harvester: {why}",
+                f"Date of Harvesting: {why}",
+                f"Location Description for Where the Food Was Cooled: {why} (if it was cooled "
+                "before packing)",
+            ]
+        )
+
+    return {
+        "A packed": packing
+        | on_pack_1
+        | received
+        | {
+            "Commodity": "Romaine lettuce",
+            "Variety": "Green Forest",
+            "Quantity of the Food Received": "2000",
+            "Location Description for the Farm Where the Food Was Harvested": FARM,
+            "Name of the Field, Growing Area or Container": "Field 7",
+            "Business Name and Phone Number for the Harvester": CREW,
+            "Date of Harvesting": "2026-11-19",
+            "Location Description for Where the Food Was Cooled": COOLER,
+            "Date of Cooling": "2026-11-19",
+            "Lot Code of the Food Received": p.lot("HARVEST-A"),
+        },
+        "B packed": packing
+        | on_pack_1
+        | received
+        | {
+            "Quantity of the Food Received": "500",
+            "Lot Code of the Food Received": p.lot("HARVEST-B"),
+            "Missing KDEs": no_record("HARVEST-B"),
+        },
+        "C packed at the flagged line": packing
+        | {
+            "Event Time (UTC)": "06:02:00",
+            "Event ID": f"{p.edge}-2",
+            "Traceability Lot Code": p.lot("PACKED2"),
+            "Quantity": "12",
+            "Location Description for the Traceability Lot Code Source": "Packhouse line 2, "
+            "7 Pack Rd, Salinas, CA 93901, USA, +1 831 555 0103",
+            "Reference Document Number": f"P2-{t}",
+            "Lot Code of the Food Received": p.lot("HARVEST-C"),
+            "Missing KDEs": "; ".join(
+                f"{c}: no receipt of lot '{p.lot('HARVEST-C')}' was recorded"
+                for c in (
+                    "Date You Received the Food",
+                    "Quantity of the Food Received",
+                    "Unit of Measure of the Food Received",
+                )
+            )
+            + "; "
+            + no_record("HARVEST-C"),
+        },
+        "packed shipped": blank
+        | {
+            "Critical Tracking Event": "Shipping",
+            "Event Date": "2026-11-20",
+            "Event Time (UTC)": "06:03:00",
+            "Traceability Lot Code": p.lot("PACKED"),
+            "Product Description": "Romaine hearts 3 ct, case of 12",
+            "Quantity": "100",
+            "Unit of Measure": "CA",
+            "Location Description for the Location From Which You Shipped the Food": "Packhouse "
+            "dock, 7 Pack Rd, Salinas, CA 93901, USA, +1 831 555 0103",
+            "Location Description for the Traceability Lot Code Source": PACK,
+            "Traceability Lot Code Source Reference": PACK_FFRN,
+            "Reference Document Type": "Despatch Advice",
+            "Reference Document Number": f"SH-{t}",
+            "GTIN": p.bread,
+            "Event ID": f"{p.edge}-3",
+            "Missing KDEs": "Location Description for the Immediate Subsequent Recipient: the "
+            f"ERP has not said whom shipment 'SH-{t}' went to: PUT /api/v1/erp/shipments",
+        },
+    }
+
+
+async def test_initial_packing_of_harvested_lots(
+    packhouse: Chain, collector: RunningCollector
+) -> None:
+    p, want = packhouse, packed(packhouse)
+    lot = f"/api/v1/fsma204/lots/01/{p.bread}/10/{p.lot('PACKED')}"
+    # A row per lot packed per lot harvested (by the harvested lot's code), then its shipment
+    # whose TLC source is where it was packed.
+    assert read_csv(await get(collector, lot)) == [
+        want["A packed"],
+        want["B packed"],
+        want["packed shipped"],
+    ]
+    # From the harvested lot: its receipt is no receiving CTE (§ 1.1345(c)), its date and
+    # quantity are on the packing row.
+    harvest = f"/api/v1/fsma204/lots/01/{p.flour}/10/{p.lot('HARVEST-A')}"
+    assert read_csv(await get(collector, harvest)) == [want["A packed"], want["B packed"]]
+    assert read_csv(await get(collector, f"{harvest}/recall")) == [
+        want["A packed"],
+        want["B packed"],
+        want["packed shipped"],
+    ]
+    # A place flagged initial_packing makes its batches initial packing, grower data or not.
+    flagged = f"/api/v1/fsma204/lots/01/{p.bread}/10/{p.lot('PACKED2')}"
+    assert read_csv(await get(collector, flagged)) == [want["C packed at the flagged line"]]
+
+
+async def test_initial_packing_xlsx_has_dates_as_dates(
+    packhouse: Chain, collector: RunningCollector
+) -> None:
+    p = packhouse
+    r = await get(
+        collector, f"/api/v1/fsma204/lots/01/{p.bread}/10/{p.lot('PACKED')}", format="xlsx"
+    )
+    assert r.status_code == 200, r.text
+    rows = list(load_workbook(io.BytesIO(r.content))["FSMA 204"].iter_rows(values_only=True))
+    first = dict(zip(HEADER, rows[1], strict=True))
+    assert first["Critical Tracking Event"] == "Initial Packing"
+    assert first["Date of Harvesting"] == datetime(2026, 11, 19)
+    assert first["Date You Received the Food"] == datetime(2026, 11, 20)
+    assert first["Quantity of the Food Received"] == 2000
+
+
+async def test_harvest_imports_are_checked(collector: RunningCollector) -> None:
+    async with collector.client(Role.reader) as reader:
+        r = await reader.put("/api/v1/erp/harvests", json=[])
+        assert r.status_code == 403
+    async with collector.client(Role.importer) as importer:
+        for bad in (
+            {"lot_code": "L1"},  # no commodity
+            {"lot_code": "L1", "commodity": "Romaine", "gtin": "123"},
+            {"lot_code": "L1", "commodity": "Romaine", "harvest_date": "yesterday"},
+            {"lot_code": "L1", "commodity": "Romaine", "field": "7"},  # not a KDE of ours
+        ):
+            r = await importer.put("/api/v1/erp/harvests", json=[bad])
+            assert r.status_code == 422, (bad, r.text)
+
+
+def test_a_harvest_record_short_of_kdes_names_each() -> None:
+    """A partial grower record: the farm unknown as a place, no field, a harvester with no
+    phone number, a cooler with no date."""
+    row = kdes.build(
+        joined(
+            kind=kdes.INITIAL_PACKING,
+            shipment=None,
+            customer_id=None,
+            customer=None,
+            customer_address=None,
+            tlc_reference=None,
+            place="pack-1",
+            batch="P9",
+            documents=None,
+            used_lot_code="H9",
+            commodity="Cantaloupe",
+            variety=None,
+            farm="farm-9",
+            growing_area=None,
+            harvester="crew-9",
+            harvest_date=date(2026, 11, 18),
+            cooling_location="cooler-9",
+            cooling_date=None,
+            received=datetime(2026, 11, 19, 23, 0, tzinfo=UTC),
+            quantity_received=40,
+            uom_received="bins",
+        ),
+        PLACES
+        | {
+            "pack-1": {"name": "Pack", "address": "1 Rd", "phone": "1"},
+            "crew-9": {"name": "Crew Co"},
+            "cooler-9": {"name": "Cooler", "address": "2 Rd", "phone": "2"},
+        },
+        ZoneInfo("America/Los_Angeles"),
+    )
+    v = row.values
+    assert (v[kdes.CTE], v[kdes.COMMODITY], v[kdes.VARIETY]) == (
+        "Initial Packing",
+        "Cantaloupe",
+        None,
+    )
+    # Received at 23:00 UTC: the 19th in UTC, the 19th in Los Angeles (15:00).
+    assert (v[kdes.DATE_RECEIVED], v[kdes.QUANTITY_RECEIVED]) == (date(2026, 11, 19), 40)
+    assert (v[kdes.HARVESTER], v[kdes.COOLED_AT]) == ("Crew Co", "Cooler, 2 Rd, 2")
+    assert (v[kdes.TLC_SOURCE], v[kdes.DOCUMENT_NUMBER]) == ("Pack, 1 Rd, 1", "P9")
+    assert [(m.kde, m.detail) for m in row.missing] == [
+        (kdes.FARM, "no location 'farm-9': PUT /api/v1/erp/locations"),
+        (
+            kdes.GROWING_AREA,
+            "the harvest record of lot 'H9' names no field, growing area or container "
+            "(required for produce and aquacultured food): PUT /api/v1/erp/harvests",
+        ),
+        (kdes.HARVESTER, "location 'crew-9' has no phone number: PUT /api/v1/erp/locations"),
+        (
+            kdes.COOLING_DATE,
+            "the harvest record of lot 'H9' says where the food was cooled, not when: "
+            "PUT /api/v1/erp/harvests",
+        ),
+    ]
+    # Not cooled before packing: no cooling KDE is missing.
+    uncooled = kdes.build(
+        joined(
+            kind=kdes.INITIAL_PACKING,
+            tlc_reference="FFRN 1",
+            used_lot_code="H9",
+            commodity="Cantaloupe",
+            variety=None,
+            farm="dock-2",
+            growing_area="Block 3",
+            harvester="dock-2",
+            harvest_date=date(2026, 11, 18),
+            cooling_location=None,
+            cooling_date=None,
+            received=datetime(2026, 11, 19, 23, 0, tzinfo=UTC),
+            quantity_received=40,
+            uom_received="bins",
+        ),
+        PLACES,
+    )
+    assert uncooled.missing == []
