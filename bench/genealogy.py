@@ -58,7 +58,7 @@ from psycopg import AsyncConnection, AsyncCursor, AsyncServerCursor
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import Row
 
-from cloud_collector import queries, rollups, trace
+from cloud_collector import genealogy, queries, rollups, trace
 from cloud_collector.migrate import migrate
 
 BENCH_DB = "trace_bench"
@@ -958,7 +958,8 @@ def build(url: str, scale: float, seed: int) -> tuple[dict[str, int], float]:
     with psycopg.connect(bench, autocommit=True) as c:
         c.execute("set work_mem = '256MB'")
         rollups.rebuild(c)
-    _log("rollups built, as ingest keeps them", t0)
+        c.execute(genealogy.RELOCATE_ALL)
+    _log("rollups and last places built, as ingest keeps them", t0)
     others = ", ".join([t for t in COPY if t != "readings"] + ROLLUP_TABLES)
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(run, [["vacuum (analyze) readings"], [f"vacuum (analyze) {others}"]]))

@@ -44,6 +44,20 @@ values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing
 _LOCATION = """
 insert into lot_locations (lot_id, epc, location, time, event_id) values (%s, %s, %s, %s, %s)
 """
+# The lot's last place, from its history (an event may arrive late, or a unit learn its lot).
+_RELOCATE = """
+update lots l set location = x.location, located_at = x.time
+from (select location, time from lot_locations where lot_id = %(lot)s
+      order by time desc limit 1) x
+where l.lot_id = %(lot)s and l.located_at is distinct from x.time
+"""
+# The same for every lot at once (a database loaded in bulk).
+RELOCATE_ALL = """
+update lots l set location = x.location, located_at = x.time
+from (select distinct on (lot_id) lot_id, location, time from lot_locations
+      where lot_id is not null order by lot_id, time desc) x
+where x.lot_id = l.lot_id
+"""
 
 
 async def _lot(
@@ -101,6 +115,7 @@ async def lot_of(conn: AsyncConnection, item: Item, origin: str = "unknown") -> 
             await _unit(conn, item, lot_id)
             for statement in _UNIT_LEARNT_ITS_LOT:
                 await conn.execute(statement, {"lot": lot_id, "unit": unit})
+            await conn.execute(_RELOCATE, {"lot": lot_id})
             await conn.execute(_RECEIVED_IS_SUPPLIED, {"lot": lot_id})
         return lot_id
     if item.lot is not None and item.epc is None and item.sscc is None:
@@ -182,3 +197,5 @@ async def project_object_event(conn: AsyncConnection, event: ObjectEventRecord) 
         await conn.execute(
             _LOCATION, (lot_id, _unit_key(item), location, event.time, event.event_id)
         )
+        if lot_id is not None:
+            await conn.execute(_RELOCATE, {"lot": lot_id})

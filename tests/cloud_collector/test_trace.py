@@ -285,6 +285,8 @@ async def test_recall_lists_shipped_and_on_hand_stock_also_as_csv(
     assert (p.lot("BREAD"), "shipped", 600.0, "Bakery Co") in lines
     assert (p.lot("CAKE"), "shipped", 100.0, None) in lines
     assert (p.lot("CAKE"), "on_hand", 300.0, None) in lines  # 400 made, 100 shipped
+    [cake_left] = [x for x in body["lines"] if x["status"] == "on_hand" and "CAKE" in x["lot_code"]]
+    assert cake_left["location"] == "dock-2"  # last seen where its shipment left from
     # The recall states the gaps its forward trace meets, and the same customers.
     forward = (await get(collector, f"/api/v1/lots/{flour}/trace/forward")).json()
     assert body["gaps"] == forward["gaps"]
