@@ -42,7 +42,8 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     app = FastAPI(
         title="Lot trace API",
         version="1",
-        summary="Batches, their process parameters, and (later) lot genealogy traces.",
+        summary="Batches and their process parameters, lot genealogy traces and recalls, GS1 "
+        "EPCIS 2.0 interchange and FDA FSMA 204 exports.",
         lifespan=lifespan,
     )
 
@@ -57,10 +58,15 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     ) -> list[queries.Batch]:
         return await queries.list_batches(conn, limit)
 
-    @app.get("/api/v1/batches/{batch_id}/parameters", dependencies=READ)
+    @app.get(
+        "/api/v1/batches/{batch_id}/parameters",
+        response_model=None,
+        responses={200: {"model": queries.BatchParameters}},
+        dependencies=READ,
+    )
     async def batch_parameters(
         batch_id: str, conn: Conn, points: Annotated[int, Query(ge=0, le=10_000)] = 1000
-    ) -> queries.BatchParameters:
+    ) -> Response:
         """Per tag: count, min, max, mean, percentiles, first and last time; excursions
         outside the profile's spec limits; and a series downsampled with time_bucket to
         about `points` points per tag (0: none)."""
@@ -71,7 +77,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
                 detail=f"batch {batch_id!r} is unknown: check the id (GET /api/v1/batches lists "
                 "recent batches)",
             )
-        return await queries.batch_parameters(conn, batch, points)
+        return json_response(await queries.batch_parameters(conn, batch, points))
 
     async def _trace(
         conn: AsyncConnection, lot: str, direction: trace.Direction, format: str
