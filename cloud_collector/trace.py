@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud_collector import queries
+from protocols.rfid.epc import gs1_check_digit
 
 Direction = Literal["backward", "forward"]
 # A batch's inputs and outputs in one unit of measure should balance within this fraction.
@@ -127,15 +128,10 @@ _DL_SSCC = re.compile(r"(?:^|/)00/(\d{18})(?:$|[/?#])")
 LGTIN_URN = re.compile(r"^urn:epc:class:lgtin:(\d+)\.(\d+)\.(.+)$")
 
 
-def _check_digit(body: str) -> str:
-    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
-    return str((10 - total % 10) % 10)
-
-
 def gtin_of_lgtin(company_prefix: str, indicator_item: str) -> str:
     """GTIN-14 of an EPC class's company prefix and indicator + item reference."""
     body = indicator_item[0] + company_prefix + indicator_item[1:]
-    return body + _check_digit(body)
+    return body + gs1_check_digit(body)
 
 
 async def _lots(conn: AsyncConnection, where: str, params: tuple[Any, ...]) -> list[Lot]:
@@ -189,7 +185,7 @@ SSCC_URN = re.compile(r"^urn:epc:id:sscc:(\d+)\.(\d+)$")
 async def _unit_lots(conn: AsyncConnection, key: str) -> list[Lot]:
     if m := SSCC_URN.match(key):  # extension digit + company prefix + serial reference
         body = m.group(2)[0] + m.group(1) + m.group(2)[1:]
-        key = body + _check_digit(body)
+        key = body + gs1_check_digit(body)
     return await _lots(
         conn,
         "lot_id in (select lot_id from units where epc = %s or sscc = %s or epc = %s)",
@@ -391,7 +387,7 @@ async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) ->
 # `produced` and `received` are global: a lot made by a batch whose inputs lie outside the
 # traced set was still made. A loop: the traced lot is an input of one of its own ancestors
 # (backward) or an output of one of its own descendants (forward).
-_LOT_GAPS = """
+_LOT_GAPS_OF = """
 with ids as (select unnest(%(ids)s::bigint[]) as lot_id),
 bare as (
     select l.lot_id, l.gtin, l.lot_code, l.origin from ids join lots l using (lot_id)
@@ -399,18 +395,22 @@ bare as (
       and not exists (select 1 from lot_links k where k.output_lot = l.lot_id)
       and not exists (select 1 from receipts r where r.lot_id = l.lot_id)
 )
-select 'no_origin' as kind, lot_id, gtin, lot_code from bare where %(backward)s
+select 'no_origin' as kind, lot_id, gtin, lot_code from bare where {backward}
 union all
 select 'never_made', b.lot_id, b.gtin, b.lot_code from bare b
 where b.origin = 'unknown' and exists (select 1 from shipment_lines s where s.lot_id = b.lot_id)
 union all
 select 'loop', l.lot_id, l.gtin, l.lot_code from lots l
 where l.lot_id = %(lot)s and exists (
-    select 1 from lot_links k join ids
-        on ids.lot_id = case when %(backward)s then k.output_lot else k.input_lot end
-    where %(lot)s = case when %(backward)s then k.input_lot else k.output_lot end)
+    select 1 from lot_links k join ids on ids.lot_id = k.{far} where k.{near} = %(lot)s)
 order by kind desc, lot_id
 """
+# Written out per direction, so that the loop check probes an index (a column chosen by a
+# parameter cannot: that was a scan of every link per trace).
+_LOT_GAPS = {
+    "backward": _LOT_GAPS_OF.format(backward="true", near="input_lot", far="output_lot"),
+    "forward": _LOT_GAPS_OF.format(backward="false", near="output_lot", far="input_lot"),
+}
 _LOT_GAP_TEXT = {
     "no_origin": "lot {name} has no recorded origin (neither produced nor received)",
     "never_made": "lot {name} was shipped but never produced or received",
@@ -427,10 +427,10 @@ async def _gaps(
 ) -> list[str]:
     """The gaps a trace met: lots without origin, shipped lots never made, loops, and what
     the traced batches lack (inputs, readings, balance, readings that never arrived)."""
-    params = {"ids": ids, "lot": lot.lot_id, "backward": direction == "backward"}
+    params = {"ids": ids, "lot": lot.lot_id}
     gaps = [
         _LOT_GAP_TEXT[r["kind"]].format(name=_name(r["gtin"], r["lot_code"], r["lot_id"]))
-        for r in await _rows_named(conn, _LOT_GAPS, params)
+        for r in await _rows_named(conn, _LOT_GAPS[direction], params)
     ]
     batch_ids = [b.batch_id for b in batches]
     no_inputs = {r["batch_id"] for r in await _rows(conn, _NO_INPUTS, batch_ids)}

@@ -28,6 +28,7 @@ from edge_agent.runtime import EdgeAgent
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import load_site
 from protocols.modbus.simulator import ModbusSimulator, run_reactor_process
+from protocols.rfid.epc import gs1_check_digit
 from protocols.rfid.simulator import RfidReaderSimulator
 from protocols.scanner.simulator import ScannerSimulator
 from protocols.serial_link import SerialLink
@@ -95,8 +96,7 @@ def sscc96(sscc: str) -> bytes:
 
 
 def with_check_digit(body: str) -> str:
-    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
-    return body + str((10 - total % 10) % 10)
+    return body + gs1_check_digit(body)
 
 
 def demo_site(links: dict[str, SerialLink]) -> Path:
