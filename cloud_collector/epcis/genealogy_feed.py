@@ -51,13 +51,19 @@ where not exists (select 1 from batches b where b.batch_id = l.batch_id and b.ed
         and t.partner_id is distinct from %(partner)s))
 limit 1
 """
-# Of the units (SSCC, SGTIN, other EPC) it outputs, the first already tied to a lot that is
-# not of one of its batches: the genealogy would move our pallet into the partner's lot.
+# Of the units (SSCC, SGTIN, other EPC) it outputs, the first that is someone else's: tied
+# to a lot not of one of its batches, or tied to none yet but seen by others' events (a
+# pallet we received by its tag alone): the genealogy would move it into the partner's lot.
 _NOT_ITS_UNIT = """
-select coalesce(u.sscc, u.epc) from units u join lots l on l.lot_id = u.lot_id
+select coalesce(u.sscc, u.epc) from units u left join lots l on l.lot_id = u.lot_id
 where (u.sscc = any(%(ssccs)s) or u.epc = any(%(epcs)s) or (u.gtin, u.serial) in (
         select * from unnest(%(gtins)s::text[], %(serials)s::text[])))
-  and not exists (select 1 from batches b where b.batch_id = l.batch_id and b.edge_id = %(edge)s)
+  and case when l.lot_id is null then exists (
+          select 1 from lot_locations x join trace_events t using (event_id)
+          where x.epc = u.epc and t.partner_id is distinct from %(partner)s)
+      else not exists (
+          select 1 from batches b where b.batch_id = l.batch_id and b.edge_id = %(edge)s)
+      end
 limit 1
 """
 
@@ -195,6 +201,7 @@ async def _only_its_own_outputs(
             "gtins": [item.gtin for item in serialised],
             "serials": [item.serial for item in serialised],
             "edge": edge,
+            "partner": partner,
         }
         if row := await (await conn.execute(_NOT_ITS_UNIT, params)).fetchone():
             raise NotThePartners(

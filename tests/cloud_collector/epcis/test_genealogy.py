@@ -328,3 +328,29 @@ async def test_a_partner_cannot_make_a_unit_of_ours(
             "select l.lot_code from units u join lots l using (lot_id) where u.sscc = %s", (sscc,)
         )
         assert [r[0] for r in await cur.fetchall()] == [p.lot("FLOUR")]
+
+
+async def test_a_partner_cannot_take_a_pallet_we_received_by_its_tag_alone(
+    collector: RunningCollector,
+    services: Services,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    """Read by the gate before anyone scanned its label, our pallet has no lot yet: still
+    ours, not a free unit for a partner's batch to claim."""
+    p = bakery
+    serial_ref = f"{uuid.uuid4().int % 10**9:09d}"
+    body = "0" + "9506000" + serial_ref
+    sscc = body + gs1_check_digit(body)
+    pallet = {"epc": f"urn:epc:id:sscc:9506000.0{serial_ref}", "sscc": sscc}
+    await p.post(p.receipt([pallet], f"PO-3-{p.tag}"))
+    intrusion = {**distributor_events(p)[1], "transformationID": f"urn:x-dist:batch:4-{p.tag}"}
+    intrusion.pop("outputQuantityList")
+    intrusion["outputEPCList"] = [pallet["epc"]]
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        refused = await capture(http, epcis_document(intrusion))
+    assert refused.status_code == 403, refused.text
+    async with await psycopg.AsyncConnection.connect(services.database_url) as c:
+        cur = await c.execute("select lot_id from units where sscc = %s", (sscc,))
+        assert [r[0] for r in await cur.fetchall()] == [None]
