@@ -220,6 +220,7 @@ async def _reached(conn: AsyncConnection, lot_id: int, direction: Direction) -> 
     inside, in one transaction. Analyzed, so the planner sizes the joins to it: index probes
     for ten thousand lots, hash joins for half a million (a CTE would be guessed small)."""
     async with conn.transaction():
+        row = await (await conn.execute("select current_setting('work_mem')")).fetchone()
         # Sorts and hashes over half a million lots stay in memory (the default spills).
         await conn.execute("set local work_mem = '64MB'")
         await conn.execute(
@@ -228,6 +229,9 @@ async def _reached(conn: AsyncConnection, lot_id: int, direction: Direction) -> 
         )
         await conn.execute("analyze reached")
         yield
+        # Within a caller's transaction this block is only a savepoint: leave nothing behind.
+        await conn.execute("drop table reached")
+        await conn.execute("select set_config('work_mem', %s, true)", (row[0] if row else "4MB",))
 
 
 async def reachable(conn: AsyncConnection, lot_id: int, direction: Direction) -> list[int]:
@@ -341,7 +345,8 @@ def _customers(lines: Sequence[ShipmentLine | RecallLine]) -> list[dict[str, Any
 
 # The batches that made lots of the traced set out of lots of the set.
 _BATCHES_BETWEEN = """
-select distinct batch_id from lot_links where output_lot = any(%s) and input_lot = any(%s)
+select distinct k.batch_id from lot_links k
+join reached o on o.lot_id = k.output_lot join reached i on i.lot_id = k.input_lot
 """
 _BATCHES = """
 select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by
@@ -388,7 +393,7 @@ async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) ->
 # traced set was still made. A loop: the traced lot is an input of one of its own ancestors
 # (backward) or an output of one of its own descendants (forward).
 _LOT_GAPS_OF = """
-with ids as (select unnest(%(ids)s::bigint[]) as lot_id),
+with ids as ({ids}),
 bare as (
     select l.lot_id, l.gtin, l.lot_code, l.origin from ids join lots l using (lot_id)
     where l.origin <> 'supplier'
@@ -407,9 +412,16 @@ order by kind desc, lot_id
 """
 # Written out per direction, so that the loop check probes an index (a column chosen by a
 # parameter cannot: that was a scan of every link per trace).
+_LOOP_COLUMNS = {
+    "backward": ("true", "input_lot", "output_lot"),
+    "forward": ("false", "output_lot", "input_lot"),
+}
+# The traced lots: given as an array, or the table `_reached` filled.
+_GIVEN, _REACHED = "select unnest(%(ids)s::bigint[]) as lot_id", "select lot_id from reached"
 _LOT_GAPS = {
-    "backward": _LOT_GAPS_OF.format(backward="true", near="input_lot", far="output_lot"),
-    "forward": _LOT_GAPS_OF.format(backward="false", near="output_lot", far="input_lot"),
+    (direction, source): _LOT_GAPS_OF.format(ids=source, backward=b, near=near, far=far)
+    for direction, (b, near, far) in _LOOP_COLUMNS.items()
+    for source in (_GIVEN, _REACHED)
 }
 _LOT_GAP_TEXT = {
     "no_origin": "lot {name} has no recorded origin (neither produced nor received)",
@@ -421,16 +433,18 @@ _LOT_GAP_TEXT = {
 async def _gaps(
     conn: AsyncConnection,
     lot: Lot,
-    ids: list[int],
+    ids: list[int] | None,
     batches: list[queries.Batch],
     direction: Direction,
 ) -> list[str]:
     """The gaps a trace met: lots without origin, shipped lots never made, loops, and what
-    the traced batches lack (inputs, readings, balance, readings that never arrived)."""
+    the traced batches lack (inputs, readings, balance, readings that never arrived). The
+    traced lots are `ids`, or with None the table `reached`."""
+    source = _GIVEN if ids is not None else _REACHED
     params = {"ids": ids, "lot": lot.lot_id}
     gaps = [
         _LOT_GAP_TEXT[r["kind"]].format(name=_name(r["gtin"], r["lot_code"], r["lot_id"]))
-        for r in await _rows_named(conn, _LOT_GAPS[direction], params)
+        for r in await _rows_named(conn, _LOT_GAPS[direction, source], params)
     ]
     batch_ids = [b.batch_id for b in batches]
     no_inputs = {r["batch_id"] for r in await _rows(conn, _NO_INPUTS, batch_ids)}
@@ -555,17 +569,22 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
     """Every lot the given lot reached, and where each is now: shipped (to whom, on which
     order, how much) or on hand (where, how much is left), and the gaps met on the way."""
     async with _reached(conn, lot.lot_id, "forward"):
-        ids = [r[0] for r in await (await conn.execute("select lot_id from reached")).fetchall()]
+        count = await (await conn.execute("select count(*) from reached")).fetchone()
         rows = await _rows_named(conn, _RECALL_LINES, {})
+        batch_ids = [r["batch_id"] for r in await _rows(conn, _BATCHES_BETWEEN)]
+        batches = [
+            queries.Batch.model_construct(**r) for r in await _rows(conn, _BATCHES, batch_ids)
+        ]
+        gaps = await _gaps(conn, lot, None, batches, "forward")
+    # Each lot's shipments, then its remainder: the same answer every time.
+    rows.sort(key=lambda r: (r["lot_id"], r["status"] != "shipped", r["shipment"] or ""))
     lines = [RecallLine.model_construct(**r) for r in rows]  # straight from the database
-    batch_ids = [r["batch_id"] for r in await _rows(conn, _BATCHES_BETWEEN, ids, ids)]
-    batches = [queries.Batch.model_construct(**r) for r in await _rows(conn, _BATCHES, batch_ids)]
     return Recall(
         lot=lot,
-        affected_lots=len(ids),
+        affected_lots=count[0] if count else 0,
         lines=lines,
         customers=_customers([x for x in lines if x.status == "shipped"]),
-        gaps=await _gaps(conn, lot, ids, batches, "forward"),
+        gaps=gaps,
     )
 
 
@@ -720,6 +739,8 @@ cross join lateral (
 left join shipments m on v.status = 'shipped' and m.shipment = j.shipment
 left join customers c on c.customer_id = m.customer_id
 """
+
+
 async def recall_csv(conn: AsyncConnection, lot: Lot) -> AsyncIterator[bytes]:
     """The recall list as CSV lines (RECALL_CSV_COLUMNS order, no header), formatted by the
     database and passed on in blocks as it produces them: memory stays flat however far

@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 
+from cloud_collector import trace
 from cloud_collector.auth import Role
 from cloud_collector.ingest import ingest
 from protocols.mqtt import topics
@@ -289,6 +290,7 @@ async def test_recall_lists_shipped_and_on_hand_stock_also_as_csv(
     assert cake_left["location"] == "dock-2"  # last seen where its shipment left from
     # The recall states the gaps its forward trace meets, and the same customers.
     forward = (await get(collector, f"/api/v1/lots/{flour}/trace/forward")).json()
+    assert body["gaps"] == [f"batch B{n}-{p.tag} has no readings" for n in (1, 2, 3)]
     assert body["gaps"] == forward["gaps"]
     assert sorted(map(str, body["customers"])) == sorted(map(str, forward["customers"]))
     r = await get(collector, f"/api/v1/lots/{flour}/recall", format="csv")
@@ -493,3 +495,18 @@ async def test_a_batch_whose_readings_never_all_arrived_is_a_gap(
     expected = f"batch {batch}: readings 2..4 of edge {p.edge} never arrived"
     assert f"{expected}: the batch's record is incomplete" in body["gaps"]
     assert f"batch {batch} recorded no inputs" not in body["gaps"]  # no flag was sent
+
+
+async def test_a_recall_inside_a_callers_transaction_leaves_nothing_behind(
+    bakery: Plant, services: Services
+) -> None:
+    """Twice in one transaction (its temporary table and memory setting are the recall's
+    own), and the transaction's settings as they were."""
+    p = bakery
+    async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
+        lot = await trace.resolve(conn, f"01/{FLOUR_GTIN}/10/{p.lot('FLOUR')}")
+        first = await trace.recall(conn, lot)
+        second = await trace.recall(conn, lot)
+        assert first == second and first.affected_lots == 4
+        cur = await conn.execute("select current_setting('work_mem'), to_regclass('reached')")
+        assert await cur.fetchone() == ("4MB", None)
