@@ -60,6 +60,7 @@ from psycopg.rows import Row
 
 from cloud_collector import genealogy, queries, rollups, trace
 from cloud_collector.migrate import migrate
+from protocols.rfid.epc import gs1_check_digit
 
 BENCH_DB = "trace_bench"
 ROLLUP_TABLES = ["batch_tag_stats", "batch_tag_minutes", "batch_tag_percentiles"]
@@ -147,8 +148,7 @@ MAX_WALK_RATIO = 2.0
 
 def _gtin(item: int) -> str:
     body = f"0400000{item:06d}"
-    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
-    return body + str((10 - total % 10) % 10)
+    return body + gs1_check_digit(body)
 
 
 SALT_GTIN, EXCIPIENT_GTIN = _gtin(1), _gtin(2)

@@ -14,7 +14,15 @@ from pydantic import BaseModel
 
 from cloud_collector import epcis, erp, queries, trace
 from cloud_collector.credentials_api import router as credentials_router
-from cloud_collector.endpoints import IMPORT, READ, Conn, connection, import_rows, resolve_lot
+from cloud_collector.endpoints import (
+    IMPORT,
+    READ,
+    Conn,
+    attachment,
+    connection,
+    import_rows,
+    resolve_lot,
+)
 from cloud_collector.fsma204 import router as fsma204_router
 from cloud_collector.settings import CollectorSettings
 
@@ -144,7 +152,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         return StreamingResponse(
             lines(),
             media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": _attachment(f"recall-{target.lot_code}.csv")},
+            headers={"Content-Disposition": attachment(f"recall-{target.lot_code}.csv")},
         )
 
     @app.post("/api/v1/recall/by-condition", dependencies=READ)
@@ -182,11 +190,6 @@ def create_app(settings: CollectorSettings) -> FastAPI:
     return app
 
 
-def _attachment(filename: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
-    return f'attachment; filename="{safe}"'
-
-
 def _csv_line(values: Any) -> str:
     out = io.StringIO()
     csv.writer(out).writerow(["" if v is None else v for v in values])
@@ -207,5 +210,5 @@ def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) 
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": _attachment(filename)},
+        headers={"Content-Disposition": attachment(filename)},
     )

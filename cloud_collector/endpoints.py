@@ -50,3 +50,9 @@ async def import_rows(conn: AsyncConnection, run: Importer, rows: list[Any]) -> 
             return {"imported": await run(conn, rows)}
     except erp.UnknownReference as err:
         raise HTTPException(422, str(err)) from err
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition value for a download, its name reduced to safe characters."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
+    return f'attachment; filename="{safe}"'

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
 
 from cloud_collector import erp, trace
-from cloud_collector.endpoints import IMPORT, READ, Conn, import_rows, resolve_lot
+from cloud_collector.endpoints import IMPORT, READ, Conn, attachment, import_rows, resolve_lot
 from cloud_collector.fsma204 import export, render
 from cloud_collector.fsma204.kdes import day_range, header
 
@@ -50,8 +50,7 @@ Zone = Annotated[ZoneInfo, Depends(_zone)]
 
 
 def _filename(*parts: str) -> str:
-    name = "-".join(["fsma204", *parts])
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return "-".join(["fsma204", *parts])
 
 
 async def _spreadsheet(
@@ -77,7 +76,7 @@ async def _spreadsheet(
         return Response(
             body,
             media_type=XLSX,
-            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+            headers={"Content-Disposition": attachment(f"{name}.xlsx")},
         )
     pool = request.app.state.pool
 
@@ -91,7 +90,7 @@ async def _spreadsheet(
     return StreamingResponse(
         lines(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        headers={"Content-Disposition": attachment(f"{name}.csv")},
     )
 
 
