@@ -32,6 +32,11 @@ on conflict (event_id) do update set body = excluded.body, epcis_context = exclu
       and (%(partner)s::text is null or trace_events.partner_id = %(partner)s)
 returning (xmax = 0) as inserted
 """
+# Stored events a partner's error declarations name but did not capture.
+_DECLARED_BY_OTHERS = """
+select event_id from trace_events
+where event_id = any(%s) and partner_id is distinct from %s limit 1
+"""
 _INSERT_ITEM = """
 insert into event_items (event_id, role, position, epc, epc_class, quantity, uom, gtin, lot,
     serial, sscc, raw)
@@ -138,6 +143,14 @@ async def capture(
     The caller holds the transaction."""
     capture_id = uuid.uuid4().hex
     partner = principal.partner.partner_id if principal.partner else None
+    declared = [i for event, i in zip(events, ids, strict=True) if "errorDeclaration" in event]
+    if partner is not None and declared:
+        cur = await conn.execute(_DECLARED_BY_OTHERS, (declared, partner))
+        if row := await cur.fetchone():
+            raise genealogy_feed.NotThePartners(
+                f"event {row[0]!r} was not captured by this partner: a partner declares errors "
+                "only in events it captured (ask whoever captured it to declare the error)"
+            )
     columns = [
         {
             **_columns(event, event_id),

@@ -174,7 +174,9 @@ async def test_a_partner_declares_errors_only_in_its_own_events(
         assert (await capture(http, epcis_document(event))).status_code == 202
     async with collector.client() as http:
         http.headers["Authorization"] = f"Bearer {partner_key}"
-        assert (await capture(http, epcis_document(declared))).status_code == 202
+        refused = await capture(http, epcis_document(declared))
+    assert refused.status_code == 403, refused.text
+    assert event["eventID"] in refused.json()["detail"]
     async with collector.client(Role.reader) as http:
         [stored] = await events(http, EQ_eventID=event["eventID"])
     assert "errorDeclaration" not in stored
