@@ -31,9 +31,17 @@ packing as (
         where k.event_id = tx.event_id
     )
 ),
+-- The foods an initial packing packs: inputs with a harvest record, or with no supplier's
+-- traceability lot code (one that has one was packed before: a food used, not harvested).
+harvested as (
+    select k.event_id, k.input_lot from lot_links k join packing using (event_id)
+    join lots i on i.lot_id = k.input_lot
+    where exists (select 1 from harvests h where h.gtin = i.gtin and h.lot_code = i.lot_code)
+       or not exists (
+           select 1 from lot_tlc_sources t where t.gtin = i.gtin and t.lot_code = i.lot_code)
+),
 unpacked as (
-    select k.input_lot as lot_id from lot_links k join packing using (event_id)
-    join sel on sel.lot_id = k.input_lot
+    select k.input_lot as lot_id from harvested k join sel on sel.lot_id = k.input_lot
     union
     select l.lot_id from sel join lots l using (lot_id)
     join harvests h on h.gtin = l.gtin and h.lot_code = l.lot_code
@@ -61,7 +69,7 @@ events as (
            null, null, null, null, null, null, null, null, null, null, null, null
     from lot_links k join tx using (event_id) join trace_events e using (event_id)
     join lots o on o.lot_id = k.output_lot
-    where k.event_id not in (select event_id from packing)
+    where (k.event_id, k.input_lot) not in (select event_id, input_lot from harvested)
     group by k.event_id, k.input_lot, e.event_time, e.biz_location, e.read_point, e.batch_id
     union all
     select distinct 4, e.event_time, k.event_id, 0, k.output_lot, o.quantity, o.uom,
@@ -70,13 +78,13 @@ events as (
            null::text, null::text, null::text, null::date, null::text, null::date
     from lot_links k join tx using (event_id) join trace_events e using (event_id)
     join lots o on o.lot_id = k.output_lot
-    where k.event_id not in (select event_id from packing)
+    where k.event_id not in (select event_id from harvested)
     union all
     select 5, e.event_time, k.event_id, 0, k.output_lot, o.quantity, o.uom,
            coalesce(e.biz_location, e.read_point), null, null, null, null, e.batch_id,
            i.lot_code, got.received, got.quantity, got.uom, h.commodity, h.variety, h.farm,
            h.growing_area, h.harvester, h.harvest_date, h.cooling_location, h.cooling_date
-    from lot_links k join packing using (event_id) join trace_events e using (event_id)
+    from lot_links k join harvested using (event_id, input_lot) join trace_events e using (event_id)
     join lots o on o.lot_id = k.output_lot join lots i on i.lot_id = k.input_lot
     left join harvests h on h.gtin = i.gtin and h.lot_code = i.lot_code
     left join lateral (  -- the harvested lot's receipt: one quantity when one unit

@@ -985,3 +985,33 @@ def test_a_harvest_record_short_of_kdes_names_each() -> None:
         PLACES,
     )
     assert uncooled.missing == []
+
+
+async def test_a_food_with_a_supplier_tlc_is_used_not_packed_at_a_packing_line(
+    packhouse: Chain, collector: RunningCollector
+) -> None:
+    """A pre-packed dressing (its supplier's traceability lot code on record) added at the
+    flagged packing line is a food used in a transformation; the harvested lot beside it is
+    what the initial packing packs."""
+    p, t = packhouse, packhouse.tag
+    dressing, harvest = p.lot("DRESSING"), p.lot("HARVEST-D")
+    await p.post(
+        p.batch(
+            f"P3-{t}",
+            [lot_item(p.flour, harvest, 100, "LBR"), lot_item(p.sugar, dressing, 5, "KGM")],
+            [lot_item(p.bread, p.lot("KIT"), 10, "CA")],
+            read_point=f"FLAGPACK-{t}",
+        )
+    )
+    async with collector.client(Role.importer) as api:
+        r = await api.put(
+            "/api/v1/erp/tlc-sources",
+            json=[{"gtin": p.sugar, "lot_code": dressing, "reference": "FFRN 11112222333"}],
+        )
+        assert r.status_code == 200, r.text
+    rows = read_csv(await get(collector, f"/api/v1/fsma204/lots/01/{p.bread}/10/{p.lot('KIT')}"))
+    kinds = sorted((row["Critical Tracking Event"], row["Traceability Lot Code"]) for row in rows)
+    assert kinds == [
+        ("Initial Packing", p.lot("KIT")),
+        ("Transformation (food used)", dressing),
+    ]
