@@ -959,6 +959,7 @@ def build(url: str, scale: float, seed: int) -> tuple[dict[str, int], float]:
         c.execute("set work_mem = '256MB'")
         rollups.rebuild(c)
         c.execute(genealogy.RELOCATE_ALL)
+        c.execute(genealogy.RESHIP_ALL)
     _log("rollups and last places built, as ingest keeps them", t0)
     others = ", ".join([t for t in COPY if t != "readings"] + ROLLUP_TABLES)
     with ThreadPoolExecutor(2) as pool:

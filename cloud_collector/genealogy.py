@@ -51,12 +51,24 @@ from (select location, time from lot_locations where lot_id = %(lot)s
       order by time desc limit 1) x
 where l.lot_id = %(lot)s and l.located_at is distinct from x.time
 """
+# How much of the lot went out, from its shipment lines (a resend adds no line).
+_RESHIP = """
+update lots set shipped_quantity = (
+    select sum(quantity) from shipment_lines where lot_id = %(lot)s)
+where lot_id = %(lot)s
+"""
 # The same for every lot at once (a database loaded in bulk).
 RELOCATE_ALL = """
 update lots l set location = x.location, located_at = x.time
 from (select distinct on (lot_id) lot_id, location, time from lot_locations
       where lot_id is not null order by lot_id, time desc) x
 where x.lot_id = l.lot_id
+"""
+RESHIP_ALL = """
+update lots l set shipped_quantity = s.quantity
+from (select lot_id, sum(quantity) as quantity from shipment_lines
+      where lot_id is not null group by lot_id) s
+where s.lot_id = l.lot_id
 """
 
 
@@ -116,6 +128,7 @@ async def lot_of(conn: AsyncConnection, item: Item, origin: str = "unknown") -> 
             for statement in _UNIT_LEARNT_ITS_LOT:
                 await conn.execute(statement, {"lot": lot_id, "unit": unit})
             await conn.execute(_RELOCATE, {"lot": lot_id})
+            await conn.execute(_RESHIP, {"lot": lot_id})
             await conn.execute(_RECEIVED_IS_SUPPLIED, {"lot": lot_id})
         return lot_id
     if item.lot is not None and item.epc is None and item.sscc is None:
@@ -199,3 +212,5 @@ async def project_object_event(conn: AsyncConnection, event: ObjectEventRecord) 
         )
         if lot_id is not None:
             await conn.execute(_RELOCATE, {"lot": lot_id})
+            if not receiving:
+                await conn.execute(_RESHIP, {"lot": lot_id})

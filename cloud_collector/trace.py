@@ -706,38 +706,24 @@ async def _rows_named(
     return await (await cur.execute(sql, params)).fetchall()  # type: ignore[arg-type]
 
 
-# The recall list in one pass over the reached lots (the table `_reached` fills): each of a
-# lot's shipment lines, then, if it was not shipped in full, what is left and where the lot
-# was last seen (a lot of unknown quantity is listed: a recall errs on the side of stock
-# that may still be there). Each table is read once and the last place is kept on the lot:
-# at 500,000 lots every extra probe or pass per lot costs a few hundred milliseconds.
+# The recall list over the reached lots (the table `_reached` fills): every shipment line
+# of a lot, and what is left of each lot not shipped in full and where it was last seen (a
+# lot of unknown quantity is listed: a recall errs on the side of stock that may still be
+# there). The shipped quantity and the last place are kept on the lot at ingest: at 500,000
+# lots every extra pass or probe per lot costs a few hundred milliseconds.
 _RECALL_LINES = """
-select j.lot_id, j.gtin, j.lot_code, v.status,
-       case when v.status = 'shipped' then j.location else j.lot_location end as location,
-       m.customer_id, c.name as customer, m.order_id,
-       case when v.status = 'shipped' then j.shipment end as shipment,
-       case when v.status = 'shipped' then j.quantity
-            else j.lot_quantity - coalesce(j.shipped_quantity, 0) end as quantity,
-       case when v.status = 'shipped' then j.uom else j.lot_uom end as uom,
-       case when v.status = 'shipped' then j.epc end as epc
-from (
-    select l.lot_id, l.gtin, l.lot_code, l.quantity as lot_quantity, l.uom as lot_uom,
-           l.location as lot_location, s.location, s.shipment, s.quantity, s.uom, s.epc,
-           s.lot_id is not null as shipped,
-           sum(s.quantity) over w as shipped_quantity, row_number() over w as n
-    from reached join lots l using (lot_id) left join shipment_lines s using (lot_id)
-    window w as (partition by l.lot_id)
-) j
-cross join lateral (
-    select 'shipped' where j.shipped
-    union all
-    select case when j.lot_location is not null or j.lot_quantity is not null then 'on_hand'
-                else 'unknown' end
-    where j.n = 1 and (not j.shipped or j.lot_quantity is null
-                       or j.lot_quantity - coalesce(j.shipped_quantity, 0) > 0)
-) v(status)
-left join shipments m on v.status = 'shipped' and m.shipment = j.shipment
-left join customers c on c.customer_id = m.customer_id
+select l.lot_id, l.gtin, l.lot_code, 'shipped' as status, s.location, m.customer_id,
+       c.name as customer, m.order_id, s.shipment, s.quantity, s.uom, s.epc
+from reached join shipment_lines s using (lot_id) join lots l using (lot_id)
+left join shipments m using (shipment) left join customers c using (customer_id)
+union all
+select l.lot_id, l.gtin, l.lot_code,
+       case when l.location is not null or l.quantity is not null then 'on_hand'
+            else 'unknown' end,
+       l.location, null, null, null, null, l.quantity - coalesce(l.shipped_quantity, 0),
+       l.uom, null
+from reached join lots l using (lot_id)
+where l.shipped_quantity is null or l.quantity is null or l.quantity - l.shipped_quantity > 0
 """
 
 

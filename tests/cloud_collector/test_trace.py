@@ -510,3 +510,28 @@ async def test_a_recall_inside_a_callers_transaction_leaves_nothing_behind(
         assert first == second and first.affected_lots == 4
         cur = await conn.execute("select current_setting('work_mem'), to_regclass('reached')")
         assert await cur.fetchone() == ("4MB", None)
+
+
+async def test_what_is_left_of_a_lot_counts_each_shipment_once(
+    services: Services, collector: RunningCollector
+) -> None:
+    """Two shipments of one lot, the first sent twice by the edge (its resend after a lost
+    ack): 100 received, 30 + 20 shipped, 50 left where it was last seen."""
+    p = Plant(services)
+    salt = p.lot("SALT")
+    await p.post(p.receipt([lot_item(SUGAR_GTIN, salt, 100, "KGM")], f"PO-{p.tag}"))
+    first_seq = p.seq
+    first = p.shipment([lot_item(SUGAR_GTIN, salt, 30, "KGM")], f"SH-A-{p.tag}")
+    await p.post(first)
+    p.seq = first_seq
+    await p.post(first)  # the same record, same sequence number: a resend
+    await p.post(p.shipment([lot_item(SUGAR_GTIN, salt, 20, "KGM")], f"SH-B-{p.tag}"))
+    body = (await get(collector, f"/api/v1/lots/01/{SUGAR_GTIN}/10/{salt}/recall")).json()
+    lines = sorted(
+        (x["status"], x["shipment"], x["quantity"], x["location"]) for x in body["lines"]
+    )
+    assert lines == [
+        ("on_hand", None, 50.0, "dock-2"),
+        ("shipped", f"SH-A-{p.tag}", 30.0, "dock-2"),
+        ("shipped", f"SH-B-{p.tag}", 20.0, "dock-2"),
+    ]
