@@ -393,7 +393,7 @@ async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) ->
 # traced set was still made. A loop: the traced lot is an input of one of its own ancestors
 # (backward) or an output of one of its own descendants (forward).
 _LOT_GAPS_OF = """
-with ids as ({ids}),
+with ids as not materialized ({ids}),  -- inlined: the planner sees the table's size
 bare as (
     select l.lot_id, l.gtin, l.lot_code, l.origin from ids join lots l using (lot_id)
     where l.origin <> 'supplier'
@@ -511,7 +511,10 @@ select batch_id, input_lot, quantity, uom from lot_links where batch_id = any(%s
 """
 _BATCH_OUTPUTS = """
 select distinct l.batch_id, o.lot_id, o.quantity, o.uom
-from lot_links l join lots o on o.lot_id = l.output_lot where l.batch_id = any(%s)
+-- A probe per link (limit 1 keeps the planner from hashing every lot instead).
+from lot_links l cross join lateral (
+    select lot_id, quantity, uom from lots where lots.lot_id = l.output_lot limit 1) o
+where l.batch_id = any(%s)
 """
 
 
