@@ -19,10 +19,11 @@ cannot read traces, a `reader` key cannot change what the traces say.
   may it capture an event there. Its locations are GLNs (any sub-location of the GLN
   matches), SGLNs (`urn:epc:id:sgln:...` or Digital Link `.../414/GLN/254/EXT`; extension
   `0` means the whole GLN) and read point ids (matched exactly).
-- `VISIBLE_LOTS_SQL` (a subquery on `%(partner_id)s` selecting `lot_id`), `visible_lots()`,
-  `may_see_lot()`: which lots it may see: those on shipment lines we recorded (our edges, or
-  a capture with our own keys: never a partner's capture) whose shipment the ERP says went
-  to one of its customer ids (`SHIPPED_TO_PARTNER_SQL`).
+- `SHIPPED_TO_PARTNER_SQL` (a subquery on `%(partner_id)s` selecting `event_id, lot_id`):
+  our shipment lines (our edges, or a capture with our own keys: never a partner's capture)
+  whose shipment the ERP says went to one of its customer ids. The EPCIS query shows a
+  partner those shipping events (and what it captured itself); `visible_lots()` lists the
+  lots they carry, for operators and tests.
 """
 
 from __future__ import annotations
@@ -181,9 +182,6 @@ from lots l where l.lot_id in ({VISIBLE_LOTS_SQL})
 order by l.gtin, l.lot_code
 """
 
-_MAY_SEE_LOT = f"select exists (select 1 from ({VISIBLE_LOTS_SQL}) v where v.lot_id = %(lot_id)s)"
-
-
 class VisibleLot(BaseModel):
     lot_id: int
     gtin: str
@@ -194,12 +192,6 @@ async def visible_lots(conn: AsyncConnection, partner_id: str) -> list[VisibleLo
     """The lots partner `partner_id` may see (see VISIBLE_LOTS_SQL)."""
     cur = await conn.execute(_VISIBLE_LOTS, {"partner_id": partner_id})
     return [VisibleLot(lot_id=r[0], gtin=r[1], lot_code=r[2]) for r in await cur.fetchall()]
-
-
-async def may_see_lot(conn: AsyncConnection, partner_id: str, lot_id: int) -> bool:
-    cur = await conn.execute(_MAY_SEE_LOT, {"partner_id": partner_id, "lot_id": lot_id})
-    row = await cur.fetchone()
-    return bool(row and row[0])
 
 
 _PARTNER = """
