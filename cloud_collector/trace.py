@@ -280,7 +280,7 @@ async def trace(conn: AsyncConnection, lot: Lot, direction: Direction) -> Trace:
         )
     ]
     shipments = await shipment_lines(conn, ids)
-    gaps = await _gaps(conn, lot, ids, [tb.batch for tb in batches], direction)
+    gaps = await _gaps(conn, lot, ids, [tb.batch.batch_id for tb in batches], direction)
     return Trace(
         direction=direction,
         lot=lot,
@@ -438,7 +438,7 @@ async def _gaps(
     conn: AsyncConnection,
     lot: Lot,
     ids: list[int] | None,
-    batches: list[queries.Batch],
+    batch_ids: list[str],
     direction: Direction,
 ) -> list[str]:
     """The gaps a trace met: lots without origin, shipped lots never made, loops, and what
@@ -450,17 +450,7 @@ async def _gaps(
         _LOT_GAP_TEXT[r["kind"]].format(name=_name(r["gtin"], r["lot_code"], r["lot_id"]))
         for r in await _rows_named(conn, _LOT_GAPS[direction, source], params)
     ]
-    batch_ids = [b.batch_id for b in batches]
-    no_inputs = {r["batch_id"] for r in await _rows(conn, _NO_INPUTS, batch_ids)}
-    with_readings = {r["batch_id"] for r in await _rows(conn, _WITH_READINGS, batch_ids)}
-    for b in batches:
-        if b.batch_id in no_inputs:
-            gaps.append(f"batch {b.batch_id} recorded no inputs")
-        if b.batch_id not in with_readings:
-            gaps.append(f"batch {b.batch_id} has no readings")
-    gaps += await _unbalanced(conn, batch_ids)
-    gaps += await _sequence_gaps(conn, batches)
-    return gaps
+    return gaps + await _batch_gaps(conn, batch_ids)
 
 
 def _name(gtin: str, lot_code: str, lot_id: int) -> str:
@@ -476,13 +466,10 @@ _WITH_READINGS = "select distinct batch_id from batch_tag_stats where batch_id =
 # (the readings on both sides of the hole, whose times ingest kept, tell when it was),
 # unless the edge reported them dropped by its outbox policy.
 _SEQUENCE_GAPS = """
-with b as (
-    select * from unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])
-        as b(batch_id, edge_id, started_at, ended_at)
-)
 select b.batch_id, b.edge_id, g.first_missing, g.last_missing
-from b join stream_gaps g on g.edge_id = b.edge_id and g.stream = 'readings'
-where g.before_time <= coalesce(b.ended_at, 'infinity')
+from batches b join stream_gaps g on g.edge_id = b.edge_id and g.stream = 'readings'
+where b.batch_id = any(%s)
+  and g.before_time <= coalesce(b.ended_at, 'infinity')
   and g.after_time >= coalesce(b.started_at, '-infinity')
   and not exists (select 1 from readings_dropped d join edge_streams e using (stream_id)
                   where e.edge_id = g.edge_id and e.epoch = g.epoch
@@ -490,62 +477,55 @@ where g.before_time <= coalesce(b.ended_at, 'infinity')
                     and d.first_seq <= g.first_missing and d.last_seq >= g.last_missing)
 order by b.batch_id, g.first_missing
 """
-
-
-async def _sequence_gaps(conn: AsyncConnection, batches: list[queries.Batch]) -> list[str]:
-    if not batches:
-        return []
-    rows = await _rows(
-        conn,
-        _SEQUENCE_GAPS,
-        [b.batch_id for b in batches],
-        [b.edge_id for b in batches],
-        [b.started_at for b in batches],
-        [b.ended_at for b in batches],
-    )
-    return [
-        f"batch {r['batch_id']}: readings {r['first_missing']}..{r['last_missing']} of edge "
-        f"{r['edge_id']} never arrived: the batch's record is incomplete"
-        for r in rows
-    ]
-
-
-_BATCH_LINKS = """
-select batch_id, input_lot, quantity, uom from lot_links where batch_id = any(%s)
-"""
-_BATCH_OUTPUTS = """
-select distinct l.batch_id, o.lot_id, o.quantity, o.uom
--- A probe per link (limit 1 keeps the planner from hashing every lot instead).
-from lot_links l cross join lateral (
-    select lot_id, quantity, uom from lots where lots.lot_id = l.output_lot limit 1) o
-where l.batch_id = any(%s)
+# Batches whose inputs and outputs in one unit differ by more than the tolerance, from all
+# of each batch's links (not only those inside the traced set): each input lot counted
+# once, each output lot once.
+_UNBALANCED = """
+with inputs as (
+    select batch_id, uom, sum(quantity) as quantity from (
+        select distinct on (batch_id, input_lot) batch_id, input_lot, quantity, uom
+        from lot_links
+        where batch_id = any(%(batches)s) and quantity is not null and uom <> ''
+        order by batch_id, input_lot
+    ) i group by batch_id, uom
+), outputs as (
+    select batch_id, uom, sum(quantity) as quantity from (
+        select distinct l.batch_id, o.lot_id, o.quantity, o.uom
+        -- A probe per link (limit 1 keeps the planner from hashing every lot instead).
+        from lot_links l cross join lateral (
+            select lot_id, quantity, uom from lots where lots.lot_id = l.output_lot limit 1) o
+        where l.batch_id = any(%(batches)s)
+    ) o where quantity is not null and uom <> '' group by batch_id, uom
+)
+select batch_id, uom, i.quantity as inputs, o.quantity as outputs
+from inputs i join outputs o using (batch_id, uom)
+where abs(i.quantity - o.quantity) > %(tolerance)s * greatest(i.quantity, o.quantity)
+order by batch_id, uom
 """
 
 
-async def _unbalanced(conn: AsyncConnection, batch_ids: list[str]) -> list[str]:
-    """Batches whose inputs and outputs (in one unit) differ by more than the tolerance,
-    from all of each batch's links, not just those inside the traced set."""
-    inputs: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    seen: set[tuple[str, int]] = set()
-    for r in await _rows(conn, _BATCH_LINKS, batch_ids):
-        key = (r["batch_id"], r["input_lot"])
-        if r["quantity"] is not None and r["uom"] and key not in seen:
-            inputs[r["batch_id"]][r["uom"]] += r["quantity"]
-            seen.add(key)
-    outputs: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for r in await _rows(conn, _BATCH_OUTPUTS, batch_ids):
-        if r["quantity"] is not None and r["uom"]:
-            outputs[r["batch_id"]][r["uom"]] += r["quantity"]
+async def _batch_gaps(conn: AsyncConnection, batch_ids: list[str]) -> list[str]:
+    """What the traced batches lack: inputs, readings, balance, readings that never
+    arrived; set-based, a few statements however many batches."""
+    no_inputs = {r["batch_id"] for r in await _rows(conn, _NO_INPUTS, batch_ids)}
+    with_readings = {r["batch_id"] for r in await _rows(conn, _WITH_READINGS, batch_ids)}
     gaps = []
     for batch_id in batch_ids:
-        ins, outs = inputs.get(batch_id, {}), outputs.get(batch_id, {})
-        for uom in sorted(ins.keys() & outs.keys()):
-            i, o = ins[uom], outs[uom]
-            if abs(i - o) > MASS_BALANCE_TOLERANCE * max(i, o):
-                gaps.append(
-                    f"batch {batch_id}: inputs {i:g} {uom} and outputs {o:g} {uom} do not "
-                    f"balance within {MASS_BALANCE_TOLERANCE:.0%}"
-                )
+        if batch_id in no_inputs:
+            gaps.append(f"batch {batch_id} recorded no inputs")
+        if batch_id not in with_readings:
+            gaps.append(f"batch {batch_id} has no readings")
+    params = {"batches": batch_ids, "tolerance": MASS_BALANCE_TOLERANCE}
+    gaps += [
+        f"batch {r['batch_id']}: inputs {r['inputs']:g} {r['uom']} and outputs "
+        f"{r['outputs']:g} {r['uom']} do not balance within {MASS_BALANCE_TOLERANCE:.0%}"
+        for r in await _rows_named(conn, _UNBALANCED, params)
+    ]
+    gaps += [
+        f"batch {r['batch_id']}: readings {r['first_missing']}..{r['last_missing']} of edge "
+        f"{r['edge_id']} never arrived: the batch's record is incomplete"
+        for r in await _rows(conn, _SEQUENCE_GAPS, batch_ids)
+    ]
     return gaps
 
 
@@ -579,10 +559,7 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
         count = await (await conn.execute("select count(*) from reached")).fetchone()
         rows = await _rows_named(conn, _RECALL_LINES, {})
         batch_ids = [r["batch_id"] for r in await _rows(conn, _BATCHES_BETWEEN)]
-        batches = [
-            queries.Batch.model_construct(**r) for r in await _rows(conn, _BATCHES, batch_ids)
-        ]
-        gaps = await _gaps(conn, lot, None, batches, "forward")
+        gaps = await _gaps(conn, lot, None, batch_ids, "forward")
     # Each lot's shipments, then its remainder: the same answer every time.
     rows.sort(key=lambda r: (r["lot_id"], r["status"] != "shipped", r["shipment"] or ""))
     lines = [RecallLine.model_construct(**r) for r in rows]  # straight from the database
