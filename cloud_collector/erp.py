@@ -130,6 +130,14 @@ _KEYS: dict[str, str] = {
 }
 
 
+# Tables EPCIS master data also describes (cloud_collector/epcis/master_data.py): the ERP's
+# row wins, and says so by clearing where a description captured before came from.
+_PROVENANCE: dict[str, str] = {
+    "products": ", capture_id = null, partner_id = null",
+    "locations": ", capture_id = null, partner_id = null",
+}
+
+
 def _upsert(table: str) -> Any:
     async def run(conn: AsyncConnection, rows: list[BaseModel]) -> int:
         if not rows:
@@ -137,6 +145,7 @@ def _upsert(table: str) -> Any:
         columns = list(type(rows[0]).model_fields)
         keys = _KEYS[table].split(", ")
         others = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+        others += _PROVENANCE.get(table, "")
         placeholders = ", ".join(["%s"] * len(columns))
         sql = (
             f"insert into {table} ({', '.join(columns)}) values ({placeholders})"

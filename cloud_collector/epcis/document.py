@@ -73,11 +73,13 @@ class InvalidDocument(Exception):
 
 @dataclass(frozen=True)
 class Document:
-    """The events of a valid document, and the inline prefixes its context defines."""
+    """The events of a valid document, the inline prefixes its context defines, and the
+    master data of its header (epcisHeader.epcisMasterData.vocabularyList, as sent)."""
 
     events: list[dict[str, Any]]
     context: list[Any]  # the document's @context as given (standard URL + inline objects)
     namespaces: dict[str, Any]  # prefix -> IRI or term definition, from the inline objects
+    vocabularies: list[dict[str, Any]] = field(default_factory=list)
 
 
 @cache
@@ -157,7 +159,7 @@ def check(data: Any, limits: CaptureLimits) -> Document:
                 event["errorDeclaration"].get("declarationTime"),
                 f"{where}.errorDeclaration.declarationTime",
             )
-    return Document(events, context, namespaces)
+    return Document(events, context, namespaces, vocabulary_list(data))
 
 
 def parse_time(value: Any, path: str) -> datetime:
@@ -181,6 +183,15 @@ def event_list(data: dict[str, Any]) -> Any:
     if "event" in body and "eventList" not in body:
         return [body["event"]]
     return body.get("eventList")
+
+
+def vocabulary_list(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The header's master data (the schema has checked its shape): vocabularies of
+    {type, vocabularyElementList: [{id, attributes, children}]}."""
+    header = data.get("epcisHeader")
+    master = header.get("epcisMasterData") if isinstance(header, dict) else None
+    found = master.get("vocabularyList") if isinstance(master, dict) else None
+    return found if isinstance(found, list) else []
 
 
 def _events_path(data: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from cloud_collector.epcis import (
     document,
     event_hash,
     genealogy_feed,
+    master_data,
     query,
     results,
     store,
@@ -63,16 +64,17 @@ async def _body(request: Request, limits: CaptureLimits) -> bytes:
 
 def _parse(
     body: bytes, media_type: str, limits: CaptureLimits
-) -> tuple[document.Document, list[str]]:
+) -> tuple[document.Document, list[str], list[master_data.Element]]:
     parsed = (
         xml_binding.parse(body, limits)
         if media_type in XML_TYPES
         else document.parse_json(body, limits)
     )
+    vocabulary = master_data.elements(parsed.vocabularies, parsed.namespaces)
     need = [e for e in parsed.events if "eventID" not in e]
     hashes = iter(event_hash.event_ids(parsed.context, need))
     ids = [e["eventID"] if "eventID" in e else next(hashes) for e in parsed.events]
-    return parsed, ids
+    return parsed, ids, vocabulary
 
 
 def _refused(err: InvalidDocument) -> Problem:
@@ -149,18 +151,20 @@ def router(
                 )
             body = await _body(request, limits)
             try:
-                parsed, ids = await run_in_threadpool(_parse, body, media_type, limits)
+                parsed, ids, vocabulary = await run_in_threadpool(_parse, body, media_type, limits)
             except InvalidDocument as err:
                 raise _refused(err) from err
             if refused := _outside(principal, parsed.events):
                 raise refused
+            if not_its_own := master_data.outside(principal.partner, vocabulary):
+                raise _refused(not_its_own)
             created = datetime.now(UTC)
             try:
                 # A connection only now: checking a large document takes seconds, and the
                 # pool is shared with trace queries.
                 async with connected(request) as conn, conn.transaction():
                     capture_id = await store.capture(
-                        conn, parsed.events, ids, parsed.namespaces, created, principal
+                        conn, parsed.events, ids, parsed.namespaces, created, principal, vocabulary
                     )
             except genealogy_feed.NotThePartners as err:
                 raise Problem(403, "epcisException:SecurityException", str(err)) from err

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cloud_collector.auth import Principal
-from cloud_collector.epcis import genealogy_feed
+from cloud_collector.epcis import genealogy_feed, master_data
 from cloud_collector.epcis.document import InvalidDocument, parse_time
 from cloud_collector.epcis.identifiers import cbv_word, keys
 
@@ -138,9 +138,11 @@ async def capture(
     namespaces: dict[str, Any],
     created_at: datetime,
     principal: Principal,
+    vocabulary: list[master_data.Element] | None = None,
 ) -> str:
-    """Store the events (ids: eventID or hash, in order) and return the capture job's id.
-    The caller holds the transaction."""
+    """Store the events (ids: eventID or hash, in order) and the header's master data
+    (`vocabulary`, from master_data.elements), and return the capture job's id. The caller
+    holds the transaction."""
     capture_id = uuid.uuid4().hex
     partner = principal.partner.partner_id if principal.partner else None
     declared = [i for event, i in zip(events, ids, strict=True) if "errorDeclaration" in event]
@@ -192,6 +194,7 @@ async def capture(
                     f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}",
                 ) from err
     await conn.execute(_INSERT_JOB, (capture_id, created_at, principal.name, partner))
+    await master_data.store(conn, vocabulary or [], namespaces, capture_id, partner)
     return capture_id
 
 

@@ -13,7 +13,9 @@ disappear (their fields are plain fields in 2.0); CBV URNs become bare words
 become fields, numbers as numbers; an element in a user namespace becomes `prefix:name`
 with the document's own prefix (an element with children an object, repeated names an
 array); attributes of user extension elements are not carried (JSON-LD has no place for
-them).
+them). The header's master data (`EPCISMasterData`, in 1.2 inside the header's `extension`)
+becomes `epcisHeader.epcisMasterData.vocabularyList`, an attribute's value its text or, with
+child elements, an object as an extension's.
 """
 
 from __future__ import annotations
@@ -172,6 +174,41 @@ class _Reader:
                 out[name] = value
         return out
 
+    def vocabularies(self, root: Element) -> list[dict[str, Any]]:
+        """The header's master data (EPCISHeader, in 1.2 inside its extension:
+        EPCISMasterData/VocabularyList/Vocabulary/VocabularyElementList/VocabularyElement
+        with attribute and children/id) in the JSON binding's shape."""
+        found: list[dict[str, Any]] = []
+        for header in (e for e in root if e.tag == "EPCISHeader"):
+            for master in (e for e in self.fields(header) if e.tag == "EPCISMasterData"):
+                for vocabulary in (v for c in master if c.tag == "VocabularyList" for v in c):
+                    found.append(
+                        {
+                            "type": vocabulary.attrib.get("type", ""),
+                            "vocabularyElementList": [
+                                self.vocabulary_element(e)
+                                for c in vocabulary
+                                if c.tag == "VocabularyElementList"
+                                for e in c
+                            ],
+                        }
+                    )
+        return found
+
+    def vocabulary_element(self, element: Element) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": element.attrib.get("id", "")}
+        attributes = [
+            {"id": a.attrib.get("id", ""), "attribute": self.extension(a)}
+            for a in self.fields(element)
+            if a.tag == "attribute"
+        ]
+        children = [_text(i) for c in element if c.tag == "children" for i in c]
+        if attributes:
+            out["attributes"] = attributes
+        if children:
+            out["children"] = children
+        return out
+
     def extension(self, element: Element) -> Any:
         children = list(element)
         if not children:
@@ -252,16 +289,20 @@ def to_json(body: bytes, limits: CaptureLimits) -> dict[str, Any]:
                 f"{reader.name(element.tag)!r} is not an EPCIS event type",
             )
         events.append(reader.event(element, f"$.epcisBody.eventList[{len(events)}]"))
+    vocabularies = reader.vocabularies(root)
     context: list[Any] = [EPCIS_CONTEXTS[0]]
     if reader.used:
         context.append(dict(reader.used))
-    return {
+    converted: dict[str, Any] = {
         "@context": context,
         "type": "EPCISDocument",
         "schemaVersion": "2.0",
         "creationDate": root.attrib.get("creationDate", ""),
         "epcisBody": {"eventList": events},
     }
+    if vocabularies:
+        converted["epcisHeader"] = {"epcisMasterData": {"vocabularyList": vocabularies}}
+    return converted
 
 
 def parse(body: bytes, limits: CaptureLimits) -> Document:
