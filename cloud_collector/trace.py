@@ -218,7 +218,7 @@ _COUNT_ONLY = "select count(*) from ({walk}) w"
 async def _reached(conn: AsyncConnection, lot_id: int, direction: Direction) -> AsyncIterator[None]:
     """The lots `lot_id` reaches, as the temporary table `reached` for the statements run
     inside, in one transaction. Analyzed, so the planner sizes the joins to it: index probes
-    for ten thousand lots, hash joins for half a million (a CTE would be guessed small)."""
+    for ten thousand lots, merge joins for half a million (a CTE would be guessed small)."""
     async with conn.transaction():
         row = await (await conn.execute("select current_setting('work_mem')")).fetchone()
         # Sorts and hashes over half a million lots stay in memory (the default spills).
