@@ -254,6 +254,11 @@ class Principal:
     role: Role
     partner: Partner | None = None
 
+    @property
+    def partner_id(self) -> str | None:
+        """The partner a partner key stands for; None for our own keys."""
+        return self.partner.partner_id if self.partner else None
+
 
 class Credential(BaseModel):
     """A credential as listed: never the key, only its first characters."""

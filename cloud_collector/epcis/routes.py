@@ -184,8 +184,7 @@ def router(
         principal: Principal = Depends(anyone),  # noqa: B008
     ) -> Response:
         """The capture job: running, success, errors (captures finish before 202 here)."""
-        partner = principal.partner.partner_id if principal.partner else None
-        job = await store.job(conn, capture_id, partner)
+        job = await store.job(conn, capture_id, principal.partner_id)
         if job is None:
             return Problem(
                 404,

@@ -144,7 +144,7 @@ async def capture(
     (`vocabulary`, from master_data.elements), and return the capture job's id. The caller
     holds the transaction."""
     capture_id = uuid.uuid4().hex
-    partner = principal.partner.partner_id if principal.partner else None
+    partner = principal.partner_id
     declared = [i for event, i in zip(events, ids, strict=True) if "errorDeclaration" in event]
     if partner is not None and declared:
         cur = await conn.execute(_DECLARED_BY_OTHERS, (declared, partner))
