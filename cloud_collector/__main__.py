@@ -10,7 +10,7 @@ import uvicorn
 
 from cloud_collector import rollups
 from cloud_collector.api import create_app
-from cloud_collector.consumer import run_consumer
+from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.migrate import migrate
 from cloud_collector.settings import CollectorSettings
 
@@ -18,11 +18,15 @@ from cloud_collector.settings import CollectorSettings
 async def serve(settings: CollectorSettings) -> None:
     """Consumer, API and the percentiles of ended batches in one event loop; any of them
     failing stops the process."""
+    counters = IngestCounters()
     config = uvicorn.Config(
-        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info"
+        create_app(settings, counters),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="info",
     )
     server = uvicorn.Server(config)
-    consumer = asyncio.create_task(run_consumer(settings), name="mqtt-consumer")
+    consumer = asyncio.create_task(run_consumer(settings, counters), name="mqtt-consumer")
     api = asyncio.create_task(server.serve(), name="http-api")
     percentiles = asyncio.create_task(
         rollups.keep_percentiles(settings.database_url), name="batch-percentiles"

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from cloud_collector import epcis, erp, queries, trace
+from cloud_collector.consumer import IngestCounters
 from cloud_collector.credentials_api import router as credentials_router
 from cloud_collector.endpoints import (
     IMPORT,
@@ -27,7 +28,10 @@ from cloud_collector.fsma204 import router as fsma204_router
 from cloud_collector.settings import CollectorSettings
 
 
-def create_app(settings: CollectorSettings) -> FastAPI:
+def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None) -> FastAPI:
+    """The HTTP API; `ingest` is the consumer's state in this process, for /healthz (None
+    when the process runs no consumer)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # check: a connection the database dropped (restart, failover) is replaced on
@@ -54,6 +58,7 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         "EPCIS 2.0 interchange and FDA FSMA 204 exports.",
         lifespan=lifespan,
     )
+    app.state.ingest = ingest
 
     @app.get("/healthz")
     async def healthz(conn: Conn) -> dict[str, str]:

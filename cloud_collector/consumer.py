@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import aiomqtt
 import psycopg
@@ -31,11 +31,19 @@ SESSION_EXPIRY_S = 24 * 3600
 
 @dataclass
 class IngestCounters:
+    """What the consumer did and where it stands; /healthz reports the last five fields
+    (the consumer and its database separately from the API's own pool)."""
+
     messages: int = 0
     rows_inserted: int = 0
     duplicates: int = 0
     dead_letters: int = 0
     database_errors: int = 0
+    running: bool = False  # the consumer task is alive (False once it has stopped)
+    broker_connected: bool = False
+    database_connected: bool = False
+    last_error: str | None = None  # the last failure the consumer met, with its reason
+    last_message_at: datetime | None = None
 
 
 def _session_properties() -> Properties:

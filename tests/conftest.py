@@ -126,7 +126,7 @@ async def collector(collector_settings: CollectorSettings) -> AsyncIterator[Runn
     consumer = asyncio.create_task(run_consumer(collector_settings, counters, ready))
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(collector_settings),
+            create_app(collector_settings, counters),
             host="127.0.0.1",
             port=collector_settings.api_port,
             log_level="warning",

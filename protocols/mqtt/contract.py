@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 CONTRACT: Literal["trace.v1"] = "trace.v1"
+# Sequence numbers are stored as PostgreSQL bigint and SQLite integer: both end here.
+MAX_SEQ = 2**63 - 1
 
 Quality = Literal["good", "uncertain", "bad"]
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -37,7 +39,7 @@ class Reading(Strict):
     """One process value read from a device, bound to the line's batch (None = line idle)."""
 
     kind: Literal["reading"] = "reading"
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime  # when the edge took it
     device_time: AwareDatetime | None = None  # the device's own timestamp, when it has one
     line: Identifier
@@ -60,7 +62,7 @@ class BatchEvent(Strict):
     """A batch started or ended on a line: who or what did it, and when."""
 
     kind: Literal["batch_started", "batch_ended"]
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
     line: Identifier
     batch: str = Field(min_length=1, max_length=128)
@@ -71,7 +73,7 @@ class DeviceEvent(Strict):
     """A device went offline (the gap starts) or came back (the gap ends)."""
 
     kind: Literal["device_offline", "device_online"]
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
     line: Identifier
     device: Identifier
@@ -82,12 +84,12 @@ class ReadingsDropped(Strict):
     """The edge's outbox was full and deleted readings by its policy: a known, counted gap."""
 
     kind: Literal["readings_dropped"] = "readings_dropped"
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
     stream: Identifier
     count: int = Field(ge=1)
-    first_seq: int = Field(ge=0)
-    last_seq: int = Field(ge=0)
+    first_seq: int = Field(ge=0, le=MAX_SEQ)
+    last_seq: int = Field(ge=0, le=MAX_SEQ)
     policy: Literal["thin_oldest", "drop_oldest", "drop_newest"]
 
 
@@ -104,7 +106,7 @@ class TagSpecs(Strict):
     the collector can flag excursions in a batch's readings."""
 
     kind: Literal["tag_specs"] = "tag_specs"
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
     specs: list[TagSpec] = Field(max_length=100_000)
 
@@ -163,7 +165,7 @@ class ObjectEventRecord(Strict):
     """Units or lots observed, received or shipped (EPCIS ObjectEvent)."""
 
     kind: Literal["object_event"] = "object_event"
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
     event_id: str = Field(min_length=1, max_length=128)  # unique, made by the edge
     action: Literal["ADD", "OBSERVE", "DELETE"]
@@ -187,7 +189,7 @@ class TransformationEventRecord(Strict):
     genealogy's link. One per batch, sent when the batch ends."""
 
     kind: Literal["transformation_event"] = "transformation_event"
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
     event_id: str = Field(min_length=1, max_length=128)
     transformation_id: str = Field(min_length=1, max_length=128)  # the batch id
@@ -250,9 +252,12 @@ class Ack(Strict):
     edge_id: Identifier
     stream: Identifier
     epoch: Identifier
-    first_seq: int = Field(ge=0)
-    last_seq: int = Field(ge=0)
+    first_seq: int = Field(ge=0, le=MAX_SEQ)
+    last_seq: int = Field(ge=0, le=MAX_SEQ)
     duplicate: bool = False  # all of it had been committed before (a resend)
+    # Set when the collector will never commit these records as sent (invalid, or different
+    # from what it committed under the same numbers): why, for the edge's quarantine.
+    refused: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
 class EdgeStatus(Strict):
