@@ -9,10 +9,17 @@ regroups them when it resends. The epoch changes only when an edge loses its out
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 CONTRACT: Literal["trace.v1"] = "trace.v1"
 # Sequence numbers are stored as PostgreSQL bigint and SQLite integer: both end here.
@@ -21,14 +28,50 @@ MAX_SEQ = 2**63 - 1
 Quality = Literal["good", "uncertain", "bad"]
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 
+# Times a plant can have produced: a clock reset to 1970 or a typo'd year 9999 is refused
+# here (each would make a TimescaleDB chunk of its own); the collector also refuses times
+# too far past its own clock.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
 
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a UTC offset (e.g. 2026-11-25T10:00:00Z)")
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(
+            f"timestamp {value.isoformat()} is outside {EARLIEST.year}-{LATEST.year - 1}: "
+            "check the clock of the device or line PC"
+        )
     return value
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+def _storable(value: str) -> str:
+    """Text PostgreSQL can store: no NUL character, no lone UTF-16 surrogate."""
+    if "\x00" in value:
+        raise ValueError(
+            "text contains a NUL character (\\u0000), which the database cannot store: "
+            "clean it where it is captured (a PLC string padded with NULs is trimmed there)"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"text is not valid Unicode ({err.reason} at {err.start})") from None
+    return value
+
+
+# Free text of the contract, bounded and storable (names as the domain uses them).
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_storable)]
+Detail = Annotated[str, StringConstraints(max_length=500), AfterValidator(_storable)]
+Unit = Annotated[str, StringConstraints(max_length=32), AfterValidator(_storable)]
+Uom = Annotated[str, StringConstraints(max_length=16), AfterValidator(_storable)]
+Code = Annotated[str, StringConstraints(max_length=20), AfterValidator(_storable)]  # GS1 AI 10/21
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_storable)]
+# Numbers a float8 column and JSON both hold: no NaN or infinity.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class Strict(BaseModel):
@@ -43,13 +86,13 @@ class Reading(Strict):
     time: AwareDatetime  # when the edge took it
     device_time: AwareDatetime | None = None  # the device's own timestamp, when it has one
     line: Identifier
-    batch: str | None = Field(max_length=128)
+    batch: Name | None
     device: Identifier
     tag: Identifier
-    value: float | None  # None only when the device gave no usable value (bad quality)
-    unit: str | None = Field(default=None, max_length=32)
+    value: Finite | None  # None only when the device gave no usable value (bad quality)
+    unit: Unit | None = None
     quality: Quality = "good"
-    detail: str | None = Field(default=None, max_length=500)  # why quality is not good
+    detail: Detail | None = None  # why quality is not good
 
     @model_validator(mode="after")
     def _value_or_bad(self) -> Reading:
@@ -65,8 +108,8 @@ class BatchEvent(Strict):
     seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
     line: Identifier
-    batch: str = Field(min_length=1, max_length=128)
-    by: str = Field(min_length=1, max_length=128)  # operator, PLC tag, MES, API client
+    batch: Name
+    by: Name  # operator, PLC tag, MES, API client
 
 
 class DeviceEvent(Strict):
@@ -77,7 +120,7 @@ class DeviceEvent(Strict):
     time: AwareDatetime
     line: Identifier
     device: Identifier
-    detail: str | None = Field(default=None, max_length=500)
+    detail: Detail | None = None
 
 
 class ReadingsDropped(Strict):
@@ -87,7 +130,7 @@ class ReadingsDropped(Strict):
     seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
     stream: Identifier
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_SEQ)
     first_seq: int = Field(ge=0, le=MAX_SEQ)
     last_seq: int = Field(ge=0, le=MAX_SEQ)
     policy: Literal["thin_oldest", "drop_oldest", "drop_newest"]
@@ -96,9 +139,9 @@ class ReadingsDropped(Strict):
 class TagSpec(Strict):
     device: Identifier
     tag: Identifier
-    unit: str | None = Field(default=None, max_length=32)
-    low: float | None = None
-    high: float | None = None
+    unit: Unit | None = None
+    low: Finite | None = None
+    high: Finite | None = None
 
 
 class TagSpecs(Strict):
@@ -116,7 +159,7 @@ class TagSpecs(Strict):
 # plain GS1 keys (gtin, lot, serial, sscc) so the genealogy can join on them whatever form
 # an event used.
 
-Uri = Annotated[str, Field(min_length=1, max_length=500)]
+Uri = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_storable)]
 BizStep = Literal[
     "receiving", "shipping", "commissioning", "consuming", "loading", "storing", "inspecting"
 ]
@@ -128,14 +171,14 @@ class Item(Strict):
 
     epc: Uri | None = None  # an instance: SGTIN, SSCC, GRAI (a unit, a pallet, a crate)
     epc_class: Uri | None = None  # a lot-level class: GTIN + lot
-    quantity: float | None = Field(default=None, ge=0)
-    uom: str | None = Field(default=None, max_length=16)
-    gtin: str | None = Field(default=None, pattern=r"^\d{14}$")
-    lot: str | None = Field(default=None, max_length=20)
-    serial: str | None = Field(default=None, max_length=20)
-    sscc: str | None = Field(default=None, pattern=r"^\d{18}$")
-    raw: str | None = Field(default=None, max_length=500)  # tag hex or scan text, as captured
-    unknown_reason: str | None = Field(default=None, max_length=500)  # why it decodes to nothing
+    quantity: Finite | None = Field(default=None, ge=0)
+    uom: Uom | None = None
+    gtin: str | None = Field(default=None, pattern=r"^[0-9]{14}$")
+    lot: Code | None = None
+    serial: Code | None = None
+    sscc: str | None = Field(default=None, pattern=r"^[0-9]{18}$")
+    raw: Detail | None = None  # tag hex or scan text, as captured
+    unknown_reason: Detail | None = None  # why it decodes to nothing
 
     @model_validator(mode="after")
     def _identified(self) -> Item:
@@ -146,7 +189,7 @@ class Item(Strict):
 
 class BizTransaction(Strict):
     type: Literal["po", "desadv", "inv", "bol", "prodorder", "recadv"]
-    id: str = Field(min_length=1, max_length=128)
+    id: Name
 
 
 class RfidSighting(Strict):
@@ -155,9 +198,9 @@ class RfidSighting(Strict):
     epc_hex: str = Field(pattern=r"^[0-9A-Fa-f]+$", max_length=128)
     first_seen: AwareDatetime
     last_seen: AwareDatetime
-    count: int = Field(ge=1)
-    best_rssi_dbm: float | None = None
-    antennas: list[int] = Field(default_factory=list)
+    count: int = Field(ge=1, le=MAX_SEQ)
+    best_rssi_dbm: Finite | None = None
+    antennas: list[Annotated[int, Field(ge=0, le=255)]] = Field(default_factory=list, max_length=64)
     direction: Literal["in", "out"] | None = None
 
 
@@ -167,7 +210,7 @@ class ObjectEventRecord(Strict):
     kind: Literal["object_event"] = "object_event"
     seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
-    event_id: str = Field(min_length=1, max_length=128)  # unique, made by the edge
+    event_id: Name  # unique, made by the edge
     action: Literal["ADD", "OBSERVE", "DELETE"]
     biz_step: BizStep
     disposition: Disposition | None = None
@@ -176,12 +219,12 @@ class ObjectEventRecord(Strict):
     items: list[Item] = Field(min_length=1, max_length=10_000)
     biz_transactions: list[BizTransaction] = Field(default_factory=list)
     line: Identifier | None = None
-    batch: str | None = Field(default=None, max_length=128)
-    operator: str | None = Field(default=None, max_length=128)
+    batch: Name | None = None
+    operator: Name | None = None
     device: Identifier | None = None
     sightings: list[RfidSighting] = Field(default_factory=list)
     # What makes this event incomplete, e.g. "no_document": read at a door bound to none.
-    flags: list[str] = Field(default_factory=list)
+    flags: list[Name] = Field(default_factory=list, max_length=32)
 
 
 class TransformationEventRecord(Strict):
@@ -191,17 +234,17 @@ class TransformationEventRecord(Strict):
     kind: Literal["transformation_event"] = "transformation_event"
     seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
-    event_id: str = Field(min_length=1, max_length=128)
-    transformation_id: str = Field(min_length=1, max_length=128)  # the batch id
+    event_id: Name
+    transformation_id: Name  # the batch id
     biz_step: BizStep = "commissioning"
     read_point: Identifier
     line: Identifier
-    batch: str = Field(min_length=1, max_length=128)
+    batch: Name
     inputs: list[Item] = Field(default_factory=list, max_length=10_000)
     outputs: list[Item] = Field(default_factory=list, max_length=10_000)
-    operators: list[str] = Field(default_factory=list)
+    operators: list[Name] = Field(default_factory=list, max_length=100)
     started_at: AwareDatetime | None = None
-    flags: list[str] = Field(default_factory=list)
+    flags: list[Name] = Field(default_factory=list, max_length=32)
 
 
 Record = Annotated[
@@ -257,7 +300,7 @@ class Ack(Strict):
     duplicate: bool = False  # all of it had been committed before (a resend)
     # Set when the collector will never commit these records as sent (invalid, or different
     # from what it committed under the same numbers): why, for the edge's quarantine.
-    refused: str | None = Field(default=None, min_length=1, max_length=2000)
+    refused: Reason | None = None
 
 
 class EdgeStatus(Strict):
