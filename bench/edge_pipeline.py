@@ -23,7 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
+import psycopg
 
+from cloud_collector import broker_identities
+from cloud_collector.broker_identities import BrokerFiles, IdentityKind
+from cloud_collector.migrate import migrate
+from cloud_collector.settings import CollectorSettings
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
 from edge_agent.outbox import READINGS, Outbox
@@ -37,10 +42,31 @@ EDGE = "bench-edge"
 COMMIT_INTERVAL_S = 0.05  # the edge agent's default (TRACE_EDGE_OUTBOX_COMMIT_INTERVAL_S)
 
 
-def ack_responder(host: str, port: int, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+async def bench_identities() -> tuple[BrokerSettings, BrokerSettings]:
+    """Broker identities of the bench's edge and of its ack responder (a collector's rules),
+    issued afresh in the collector's registry (TRACE_DATABASE_URL) and put into the broker's
+    files (TRACE_BROKER_*, which `deploy/services.sh up` prints)."""
+    files = BrokerFiles()
+    url = CollectorSettings().database_url
+    migrate(url)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        edge = await broker_identities.issue(conn, EDGE, IdentityKind.edge, "bench", rotate=True)
+        acker = await broker_identities.issue(
+            conn, "bench-acker", IdentityKind.collector, "bench", rotate=True
+        )
+        await broker_identities.update_broker(conn, files)
+    await asyncio.sleep(0.5)  # the broker re-reads its files a moment after the signal
+    return (
+        BrokerSettings(username=edge.name, password=edge.password),
+        BrokerSettings(username=acker.name, password=acker.password),
+    )
+
+
+def ack_responder(broker: BrokerSettings, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
     async def run() -> None:
         async with aiomqtt.Client(
-            host, port, identifier="bench-acker", protocol=aiomqtt.ProtocolVersion.V5
+            **broker.client_args(),  # type: ignore[arg-type]
+            protocol=aiomqtt.ProtocolVersion.V5,
         ) as client:
             await client.subscribe(f"{topics.ROOT}/{EDGE}/data/+", qos=1)
             ready.set()
@@ -121,10 +147,10 @@ def main() -> None:
     parser.add_argument("--tags", type=int, default=100, help="readings per poll")
     parser.add_argument("--rate", type=float, default=100.0, help="readings/s for outage sizing")
     args = parser.parse_args()
-    broker = BrokerSettings()
+    broker, acker_broker = asyncio.run(bench_identities())
     os.sched_setaffinity(0, {0})  # the edge on one core; the ack responder gets the other
     ready = multiprocessing.Event()
-    acker = multiprocessing.Process(target=ack_responder, args=(broker.host, broker.port, ready))
+    acker = multiprocessing.Process(target=ack_responder, args=(acker_broker, ready))
     acker.start()
     os.sched_setaffinity(acker.pid, {1 % os.cpu_count()})  # type: ignore[operator]
     ready.wait(10)

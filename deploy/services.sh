@@ -183,17 +183,58 @@ mq_running() {
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
+# The local broker's own collector identity, made on first start: its password in clear
+# (for the `export` lines, outside the broker's folder) and, in Mosquitto's formats, the
+# base password and ACL files that `tracectl edge add` renders ahead of the registry's.
+local_collector=collector-local
+mq_secret() { echo "$state/mqtt-collector.password"; }
+
+ensure_mosquitto_identity() {
+  local d=$1
+  if [ ! -s "$(mq_secret)" ]; then
+    (umask 077; head -c 24 /dev/urandom | base64 | tr '+/' '-_' >"$(mq_secret)")
+  fi
+  if [ ! -s "$d/base.passwd" ] || [ "$(mq_secret)" -nt "$d/base.passwd" ]; then
+    local pw_bin
+    pw_bin=$(command -v mosquitto_passwd || echo /usr/bin/mosquitto_passwd)
+    rm -f "$d/base.passwd"
+    (umask 027; "$pw_bin" -b -c "$d/base.passwd" "$local_collector" "$(cat "$(mq_secret)")")
+  fi
+  {
+    echo "# The local services' own collector identity (deploy/services.sh): a collector's rules."
+    echo "user $local_collector"
+    echo "topic read trace/v1/edges/+/data/+"
+    echo "topic read trace/v1/edges/+/status"
+    echo "topic write trace/v1/edges/+/ack"
+  } >"$d/base.acl"
+  # Until `tracectl` renders them from a registry, the broker knows only the base identity.
+  [ -s "$d/passwd" ] || cp "$d/base.passwd" "$d/passwd"
+  [ -s "$d/acl" ] || cp "$d/base.acl" "$d/acl"
+  chmod 0640 "$d/passwd" "$d/acl" "$d/base.passwd" "$d/base.acl"
+}
+
 start_mosquitto() {
-  local d
+  local d changed=0
   d=$(mq_dir)
   mkdir -p "$d/data"
+  ensure_mosquitto_identity "$d"
   # Written every time from deploy/mosquitto/local.conf so that a config change takes effect.
-  sed -e "s|@PORT@|$mqtt_port|g" -e "s|@DIR@|$d|g" "$here/mosquitto/local.conf" >"$d/mosquitto.conf"
+  sed -e "s|@PORT@|$mqtt_port|g" -e "s|@DIR@|$d|g" "$here/mosquitto/local.conf" >"$d/mosquitto.conf.new"
   if [ "$(id -u)" = 0 ]; then
-    echo "user mosquitto" >>"$d/mosquitto.conf"
+    echo "user mosquitto" >>"$d/mosquitto.conf.new"
+  fi
+  cmp -s "$d/mosquitto.conf.new" "$d/mosquitto.conf" || changed=1
+  mv "$d/mosquitto.conf.new" "$d/mosquitto.conf"
+  if [ "$(id -u)" = 0 ]; then
     chown -R mosquitto: "$d" 2>/dev/null || true
   fi
-  mq_running && return 0
+  if mq_running; then
+    [ "$changed" = 0 ] && return 0
+    log "Mosquitto's configuration changed: restarting it"
+    stop_mosquitto
+    local i
+    for i in $(seq 1 50); do mq_running || break; sleep 0.1; done
+  fi
   log "starting Mosquitto on 127.0.0.1:$mqtt_port"
   "$(mq_bin)" -c "$d/mosquitto.conf" -d
   local i
@@ -212,9 +253,18 @@ stop_mosquitto() {
 }
 
 print_env() {
+  local d
+  d=$(mq_dir)
   cat <<ENV
 export TRACE_MQTT_HOST=127.0.0.1
 export TRACE_MQTT_PORT=$mqtt_port
+export TRACE_MQTT_USERNAME=$local_collector
+export TRACE_MQTT_PASSWORD=$(cat "$(mq_secret)" 2>/dev/null)
+export TRACE_BROKER_PASSWORD_FILE=$d/passwd
+export TRACE_BROKER_ACL_FILE=$d/acl
+export TRACE_BROKER_PID_FILE=$d/mosquitto.pid
+export TRACE_BROKER_BASE_PASSWORD_FILE=$d/base.passwd
+export TRACE_BROKER_BASE_ACL_FILE=$d/base.acl
 export TRACE_DATABASE_URL=postgresql://$pg_user@127.0.0.1:$pg_port/$pg_db
 ENV
 }

@@ -96,7 +96,7 @@ async def test_received_consumed_produced_shipped(
         async with (
             reader1,
             reader2,
-            running_agent(site, tmp_path / "edge", services.broker) as agent,
+            running_agent(site, tmp_path / "edge", await services.register(edge_id)) as agent,
         ):
             scanner.start()
             try:

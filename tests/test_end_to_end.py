@@ -51,7 +51,7 @@ async def test_readings_travel_from_plc_to_api_bound_to_their_batch(
     port = free_port()
     sim = ModbusSimulator(load_profile(PROFILE), port=port)
     settings = EdgeSettings(
-        state_dir=tmp_path / "state", mqtt=services.broker, publish_linger_s=0.05
+        state_dir=tmp_path / "state", mqtt=await services.register(edge_id), publish_linger_s=0.05
     )
     agent = EdgeAgent(settings, load_site(write_site(tmp_path, edge_id, port)))
     device = agent.devices["tp-controller-1"]

@@ -55,7 +55,7 @@ async def test_reactor_line_over_opc_ua(
         )
     )
     settings = EdgeSettings(
-        state_dir=tmp_path / "edge", mqtt=services.broker, publish_linger_s=0.05
+        state_dir=tmp_path / "edge", mqtt=await services.register(edge_id), publish_linger_s=0.05
     )
     agent = EdgeAgent(settings, load_site(site))
     stamp = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)

@@ -109,7 +109,7 @@ async def test_line_and_dock_scanners(
                 got = await events_of(services.database_url, edge_id)
                 return got if len(got) >= 2 else None
 
-            async with running_agent(site, tmp_path / "edge", services.broker):
+            async with running_agent(site, tmp_path / "edge", await services.register(edge_id)):
                 await asyncio.sleep(0.5)
                 for text in ("OP-0042", "WO-5001", FLOUR, SUGAR, OUR_PALLET, "WO-5001-END"):
                     await scanner.scan(text)

@@ -26,6 +26,7 @@ import psycopg
 import pytest
 import yaml
 
+from cloud_collector.broker_identities import IdentityKind
 from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.settings import CollectorSettings
 from device_profiles.schema import ModbusTcpProfile, parse_profile
@@ -179,7 +180,7 @@ async def test_broker_collector_database_and_device_outages_lose_and_double_noth
     await device.sim.start()
     settings = EdgeSettings(
         state_dir=tmp_path / "edge",
-        mqtt=private_broker.broker,
+        mqtt=await private_broker.register(edge_id),
         ack_timeout_s=2.0,
         publish_linger_s=0.05,
     )
@@ -268,9 +269,11 @@ async def test_broker_collector_database_and_device_outages_lose_and_double_noth
 
 async def retained_status(broker: MosquittoProcess, edge_id: str, state: str) -> EdgeStatus:
     """The edge's retained status once it says `state` (read as a new subscriber would)."""
+    # An identity of its own: connecting as the running collector would take its session.
+    reader = await broker.register("status-reader", IdentityKind.collector)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+        async with aiomqtt.Client(**reader.client_args()) as client:  # type: ignore[arg-type]
             await client.subscribe(topics.status(edge_id), qos=1)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1):
@@ -293,6 +296,7 @@ async def test_sigkill_and_restart_of_the_agent_lose_and_double_nothing(
     device = CountingDevice(free_port(), interval_s=0.1)
     await device.sim.start()
     site = write_site(tmp_path, edge_id, device)
+    identity = await private_broker.register(edge_id)
     env = {
         **os.environ,
         "TRACE_EDGE_STATE_DIR": str(tmp_path / "edge"),
@@ -301,6 +305,8 @@ async def test_sigkill_and_restart_of_the_agent_lose_and_double_nothing(
         "TRACE_EDGE_OUTBOX_COMMIT_INTERVAL_S": "0",
         "TRACE_MQTT_HOST": "127.0.0.1",
         "TRACE_MQTT_PORT": str(private_broker.port),
+        "TRACE_MQTT_USERNAME": edge_id,
+        "TRACE_MQTT_PASSWORD": identity.password or "",
     }
 
     def start_agent() -> subprocess.Popen[bytes]:

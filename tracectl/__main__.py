@@ -22,7 +22,7 @@ from device_profiles.schema import (
     load_profile,
 )
 from protocols.mqtt.connection import ENV_FILE
-from tracectl import credentials
+from tracectl import broker, credentials
 
 EDGE_URL = "http://127.0.0.1:8100"
 API_URL = "http://127.0.0.1:8000"
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     decode.set_defaults(func=cmd_decode)
 
     credentials.add_parser(sub)
+    broker.add_parsers(sub)
 
     demo = sub.add_parser("demo", help="run a simulated line into the local services")
     demo.add_argument("--seconds", type=float, default=15.0)

@@ -19,7 +19,8 @@ import httpx
 import psycopg
 import yaml
 
-from cloud_collector import auth
+from cloud_collector import auth, broker_identities
+from cloud_collector.broker_identities import BrokerFiles, IdentityKind
 from cloud_collector.migrate import migrate
 from cloud_collector.settings import CollectorSettings
 from device_profiles import LIBRARY
@@ -28,6 +29,7 @@ from edge_agent.runtime import EdgeAgent
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import load_site
 from protocols.modbus.simulator import ModbusSimulator, run_reactor_process
+from protocols.mqtt.connection import BrokerSettings
 from protocols.rfid.epc import gs1_check_digit
 from protocols.rfid.simulator import RfidReaderSimulator
 from protocols.scanner.simulator import ScannerSimulator
@@ -77,6 +79,25 @@ async def ensure_collector(settings: CollectorSettings) -> str:
             return url
         await asyncio.sleep(0.2)
     raise SystemExit(f"the collector did not answer on {url}; see {STATE / 'collector.log'}")
+
+
+async def demo_edge_identity(database_url: str, edge_id: str) -> BrokerSettings:
+    """The demo edge's broker identity, issued afresh each run (the previous run's password
+    is revoked), written into the local broker's files, which it then reloads."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        issued = await broker_identities.issue(
+            conn, edge_id, IdentityKind.edge, "tracectl demo", rotate=True
+        )
+        files = BrokerFiles()
+        if files.configured:
+            await broker_identities.update_broker(conn, files)
+        else:
+            print(
+                "demo: TRACE_BROKER_* unset: the broker's files were not updated "
+                "(run `tracectl broker files` where the broker runs)",
+                file=sys.stderr,
+            )
+    return BrokerSettings(username=issued.name, password=issued.password)
 
 
 async def demo_key(database_url: str) -> str:
@@ -160,7 +181,10 @@ async def run_demo(seconds: float) -> None:
     async with SerialLink() as dock1, SerialLink() as dock2, SerialLink() as scanner_link:
         links = {"dock-1": dock1, "dock-2": dock2, "scanner": scanner_link}
         site = load_site(demo_site(links))
-        agent = EdgeAgent(EdgeSettings(site=SITE, state_dir=STATE / "demo-edge"), site)
+        edge_broker = await demo_edge_identity(collector.database_url, site.edge_id)
+        agent = EdgeAgent(
+            EdgeSettings(site=SITE, state_dir=STATE / "demo-edge", mqtt=edge_broker), site
+        )
         plc = ModbusSimulator(profile, port=15020)
         gate1 = RfidReaderSimulator("mercury", dock1.device_port)
         gate2 = RfidReaderSimulator("mercury", dock2.device_port)

@@ -19,9 +19,14 @@ def status(edge_id: str) -> str:
     return f"{ROOT}/{edge_id}/status"
 
 
+def all_data() -> str:
+    """Every edge's data topics (a topic filter)."""
+    return f"{ROOT}/+/data/+"
+
+
 def data_subscription(share_group: str = SHARE_GROUP) -> str:
     """Collectors share the data subscription (MQTT v5), so N of them split the load."""
-    return f"$share/{share_group}/{ROOT}/+/data/+"
+    return f"$share/{share_group}/{all_data()}"
 
 
 def parse_data(topic: str) -> tuple[str, str]:
@@ -30,3 +35,8 @@ def parse_data(topic: str) -> tuple[str, str]:
     if len(parts) != 6 or "/".join(parts[:3]) != ROOT or parts[4] != "data":
         raise ValueError(f"topic {topic!r} is not {ROOT}/<edge_id>/data/<stream>")
     return parts[3], parts[5]
+
+
+def config(edge_id: str) -> str:
+    """Where an edge will read the configuration pushed to it (everything below this)."""
+    return f"{ROOT}/{edge_id}/config"

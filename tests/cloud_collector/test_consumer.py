@@ -28,8 +28,11 @@ async def test_garbage_then_valid_message(services: Services, collector: Running
         "value": 3.5,
     }
     valid = json.dumps({"edge_id": edge, "stream": "readings", "epoch": "e", "records": [record]})
+    # The edge's own identity: it may publish only under its prefix and read only its acks.
+    broker = await services.register(edge)
     async with aiomqtt.Client(
-        services.mqtt_host, services.mqtt_port, protocol=aiomqtt.ProtocolVersion.V5
+        **broker.client_args(),  # type: ignore[arg-type]
+        protocol=aiomqtt.ProtocolVersion.V5,
     ) as client:
         await client.subscribe(topics.ack(edge), qos=1)
         await client.publish(topics.data(edge, "readings"), b"\x00\xffgarbage", qos=1)
