@@ -37,7 +37,7 @@ import secrets
 import signal
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -117,7 +117,7 @@ def password_matches(password: str, hashed: str) -> bool:
 class IssuedIdentity:
     name: str
     kind: IdentityKind
-    password: str  # shown once; only its hash is stored
+    password: str = field(repr=False)  # shown once; only its hash is stored
 
 
 @dataclass(frozen=True)
@@ -317,6 +317,9 @@ def write_atomically(path: Path, text: str) -> None:
             os.fchmod(f.fileno(), mode)
             if os.geteuid() == 0:
                 os.fchown(f.fileno(), uid, gid)
+            else:  # keep at least the group the broker reads through, when we belong to it
+                with contextlib.suppress(PermissionError):
+                    os.fchown(f.fileno(), -1, gid)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

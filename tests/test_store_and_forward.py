@@ -322,7 +322,9 @@ async def test_sigkill_and_restart_of_the_agent_lose_and_double_nothing(
     agent = start_agent()
     try:
         for _ in range(2):
-            await asyncio.sleep(2.0)
+            # Killed while it runs, not while it is still starting (slow on a loaded machine).
+            await retained_status(private_broker, edge_id, "online")
+            await asyncio.sleep(1.0)
             os.kill(agent.pid, signal.SIGKILL)
             agent.wait()
             kills += 1

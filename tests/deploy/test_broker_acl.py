@@ -94,7 +94,14 @@ async def test_an_edge_cannot_publish_under_another_edges_prefix(
                 ack = Ack.model_validate_json(message.payload)  # type: ignore[arg-type]
                 break
     assert ack.edge_id == mallory
-    await asyncio.sleep(0.5)
+    # Nor did the forged retained status stick for those who watch the edges.
+    watcher = await services.register(f"watch-{uuid.uuid4().hex[:8]}", IdentityKind.collector)
+    async with _client(watcher) as client:
+        await client.subscribe(topics.status(victim), qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                async for message in client.messages:
+                    raise AssertionError(f"forged retained status kept: {message.payload!r}")
     assert await _streams_of(services, victim) == 0, "the forged message reached the database"
     assert await _dead_letters_of(services, victim) == 0, "the forged message reached ingest"
 
