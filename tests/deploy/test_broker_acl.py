@@ -11,13 +11,23 @@ import uuid
 
 import aiomqtt
 import psycopg
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from cloud_collector import broker_identities
 from cloud_collector.broker_identities import IdentityKind
 from protocols.mqtt import topics
 from protocols.mqtt.connection import BrokerSettings
 from protocols.mqtt.contract import Ack
-from tests.conftest import RunningCollector, Services, broker_accepts, now_true, until
+from tests.conftest import (
+    MosquittoProcess,
+    RunningCollector,
+    Services,
+    broker_accepts,
+    now_true,
+    until,
+)
 
 
 def _client(settings: BrokerSettings, **kwargs: object) -> aiomqtt.Client:
@@ -195,3 +205,50 @@ async def test_revoking_an_identity_disconnects_it_and_keeps_it_out(services: Se
         await until(publish_fails, 10, "the broker dropping the revoked edge's connection")
     await until(lambda: now_true(True), 1, "")
     assert not await broker_accepts(settings)
+
+
+async def test_a_collectors_session_follows_its_identity_across_restarts_and_rotation(
+    private_broker: MosquittoProcess,
+) -> None:
+    """With use_username_as_clientid the persistent session (and the share of messages the
+    broker queues in it while the collector is down) belongs to the identity: a restarted
+    collector resumes it whatever client id it asks for, also after its password was
+    rotated; no other identity can claim it."""
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    edge = await private_broker.register("line-9")
+    first = await private_broker.register("collector-a", IdentityKind.collector)
+    other = await private_broker.register("collector-b", IdentityKind.collector)
+
+    def persistent(settings: BrokerSettings, identifier: str) -> aiomqtt.Client:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        return _client(settings, identifier=identifier, clean_start=False, properties=props)
+
+    async with persistent(first, "collector-a-pid-1") as client:
+        await client.subscribe(topics.data_subscription(group), qos=1)
+    async with _client(edge) as client:
+        for n in range(3):
+            await client.publish(topics.data("line-9", "readings"), f"m{n}", qos=1)
+    # collector-b asks for collector-a's client id: it gets a session of its own, empty.
+    async with persistent(other, "collector-a") as client:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                async for message in client.messages:
+                    raise AssertionError(f"another identity got a's queue: {message.payload!r}")
+    # Rotated without `register`'s probe, which connects with a clean start and would end
+    # the very session under test; a refused connection leaves the session alone.
+    rotated = private_broker.register_now("collector-a", IdentityKind.collector)
+    private_broker.reload()
+    assert rotated.password != first.password
+    got: list[object] = []
+    for _ in range(50):
+        with contextlib.suppress(MqttConnectError):
+            async with persistent(rotated, "collector-a-pid-2") as client:
+                async with asyncio.timeout(5):
+                    async for message in client.messages:
+                        got.append(message.payload)
+                        if len(got) == 3:
+                            break
+                break
+        await asyncio.sleep(0.1)
+    assert got == [b"m0", b"m1", b"m2"]
