@@ -109,8 +109,11 @@ def password_matches(password: str, hashed: str) -> bool:
     m = _HASH.match(hashed)
     if m is None:
         return False
-    rounds, salt = int(m.group(1)), base64.b64decode(m.group(2))
-    return secrets.compare_digest(password_hash(password, salt, rounds), hashed)
+    try:
+        salt = base64.b64decode(m.group(2), validate=True)
+    except ValueError:  # binascii.Error: bad padding
+        return False
+    return secrets.compare_digest(password_hash(password, salt, int(m.group(1))), hashed)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,12 @@ class Services:
     database_url: str  # the test database, migrated
     # The local broker's files, rendered from the test database's registry of identities.
     broker_files: BrokerFiles
-    broker: BrokerSettings  # this test session's collector identity
+    # A collector identity for tests' own clients (it may read every edge's data and status
+    # and publish acks). To publish as an edge, `await services.register(edge_id)`.
+    broker: BrokerSettings
+    # The identity of the session's running collector (fixture `collector`): its own, so a
+    # test's client never takes over the consumer's session.
+    consumer_broker: BrokerSettings
 
     def as_identity(self, identity: broker_identities.IssuedIdentity) -> BrokerSettings:
         return BrokerSettings(
@@ -139,9 +144,10 @@ async def services() -> Services:
         username=env["TRACE_MQTT_USERNAME"],
         password=env["TRACE_MQTT_PASSWORD"],
     )
-    bootstrap = Services(host, port, url, files, local)
-    collector = await bootstrap.register(f"collector-test-{os.getpid()}", IdentityKind.collector)
-    return Services(host, port, url, files, collector)
+    bootstrap = Services(host, port, url, files, local, local)
+    tests = await bootstrap.register(f"tests-{os.getpid()}", IdentityKind.collector)
+    consumer = await bootstrap.register(f"collector-test-{os.getpid()}", IdentityKind.collector)
+    return Services(host, port, url, files, tests, consumer)
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +159,7 @@ def collector_settings(services: Services) -> CollectorSettings:
         collector_id=f"collector-test-{os.getpid()}",
         # A group of its own: a demo collector on the same broker never takes test messages.
         share_group=f"collectors-test-{os.getpid()}",
-        mqtt=services.broker,
+        mqtt=services.consumer_broker,
     )
 
 
