@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,13 +226,14 @@ class TlsFiles:
     ca: Path
     server_cert: Path
     server_key: Path
-    client_cert: Path
+    client_cert: Path  # of the first client
     client_key: Path
+    clients: dict[str, tuple[Path, Path]]  # CN -> (certificate, key)
 
 
-def make_tls_files(folder: Path, client_name: str = "trace-client") -> TlsFiles:
-    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate (CN
-    `client_name`), all signed by that CA, as PEM files in `folder`."""
+def make_tls_files(folder: Path, clients: Sequence[str] = ("trace-client",)) -> TlsFiles:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate for each
+    CN in `clients`, all signed by that CA, as PEM files in `folder`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -293,13 +294,21 @@ def make_tls_files(folder: Path, client_name: str = "trace-client") -> TlsFiles:
         return builder.sign(ca_key, hashes.SHA256()), key
 
     server_cert, server_key = leaf("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH)
-    client_cert, client_key = leaf(client_name, ExtendedKeyUsageOID.CLIENT_AUTH)
+    issued = {}
+    for n, cn in enumerate(clients):
+        cert, key = leaf(cn, ExtendedKeyUsageOID.CLIENT_AUTH)
+        issued[cn] = (
+            write_cert(folder / f"client-{n}.pem", cert),
+            write_key(folder / f"client-{n}.key", key),  # type: ignore[arg-type]
+        )
+    first = issued[clients[0]]
     return TlsFiles(
         ca=write_cert(folder / "ca.pem", ca_cert),
         server_cert=write_cert(folder / "server.pem", server_cert),
         server_key=write_key(folder / "server.key", server_key),  # type: ignore[arg-type]
-        client_cert=write_cert(folder / "client.pem", client_cert),
-        client_key=write_key(folder / "client.key", client_key),  # type: ignore[arg-type]
+        client_cert=first[0],
+        client_key=first[1],
+        clients=issued,
     )
 
 

@@ -26,6 +26,7 @@ from cloud_collector.broker_identities import BrokerFiles, IdentityKind
 from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.settings import CollectorSettings
 from edge_agent.runtime import EdgeAgent
+from protocols.mqtt import topics
 from protocols.mqtt.connection import BrokerSettings
 from tests.conftest import (
     ROOT,
@@ -41,8 +42,11 @@ from tests.conftest import (
 PRODUCTION = ROOT / "deploy" / "mosquitto" / "production.conf"
 
 
-def production_conf(folder: Path, port: int, tls: TlsFiles) -> str:
-    """production.conf with each path and the TLS listener's port moved to `folder`."""
+def production_conf(
+    folder: Path, port: int, tls: TlsFiles, identity_from_certificate: bool = False
+) -> str:
+    """production.conf with each path and the TLS listener's port moved to `folder`; with
+    `identity_from_certificate`, its commented option `use_identity_as_username` on."""
     moved = {
         "listener 8883": f"listener {port} 127.0.0.1",
         "cafile": f"cafile {tls.ca}",
@@ -54,6 +58,8 @@ def production_conf(folder: Path, port: int, tls: TlsFiles) -> str:
         "persistence_location": f"persistence_location {folder}/",
         "log_dest": f"log_dest file {folder}/mosquitto.log",
     }
+    if identity_from_certificate:
+        moved["#use_identity_as_username"] = "use_identity_as_username true"
     lines = []
     for line in PRODUCTION.read_text().splitlines():
         key = "listener 8883" if line == "listener 8883" else line.split(" ", 1)[0]
@@ -64,13 +70,19 @@ def production_conf(folder: Path, port: int, tls: TlsFiles) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture
-def production_broker(tmp_path: Path) -> Iterator[tuple[int, TlsFiles, BrokerFiles]]:
+@contextlib.contextmanager
+def start_production_broker(
+    tmp_path: Path,
+    clients: tuple[str, ...] = ("trace-client",),
+    identity_from_certificate: bool = False,
+) -> Iterator[tuple[int, TlsFiles, BrokerFiles]]:
     folder = tmp_path / "broker"
     folder.mkdir()
-    tls = make_tls_files(tmp_path / "tls")
+    tls = make_tls_files(tmp_path / "tls", clients)
     port = free_port()
-    (folder / "mosquitto.conf").write_text(production_conf(folder, port, tls))
+    (folder / "mosquitto.conf").write_text(
+        production_conf(folder, port, tls, identity_from_certificate)
+    )
     files = BrokerFiles(
         password_file=folder / "passwd", acl_file=folder / "acl", pid_file=folder / "mosquitto.pid"
     )
@@ -95,6 +107,16 @@ def production_broker(tmp_path: Path) -> Iterator[tuple[int, TlsFiles, BrokerFil
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def production_broker(tmp_path: Path) -> Iterator[tuple[int, TlsFiles, BrokerFiles]]:
+    with start_production_broker(tmp_path) as broker:
+        yield broker
+
+
+def _client(settings: BrokerSettings) -> aiomqtt.Client:
+    return aiomqtt.Client(**settings.client_args(), protocol=aiomqtt.ProtocolVersion.V5)  # type: ignore[arg-type]
 
 
 async def _register(
@@ -178,3 +200,41 @@ async def test_edge_and_collector_over_tls_with_certificates_and_passwords(
 
 async def _acked(agent: EdgeAgent) -> bool:
     return agent.outbox.stats().depth == 0
+
+
+async def test_the_certificate_can_be_the_identity(tmp_path: Path, services: Services) -> None:
+    """production.conf's option use_identity_as_username: the certificate's CN is the
+    username (no password), and the registry's ACL block for that name still applies."""
+    edge_id, collector_name = f"edge-{uuid.uuid4().hex[:8]}", f"coll-{uuid.uuid4().hex[:8]}"
+    with start_production_broker(
+        tmp_path, (edge_id, collector_name), identity_from_certificate=True
+    ) as (port, tls, files):
+        await _register(services, files, edge_id, IdentityKind.edge)
+        await _register(services, files, collector_name, IdentityKind.collector)
+
+        def by_certificate(cn: str) -> BrokerSettings:
+            cert, key = tls.clients[cn]
+            return BrokerSettings(
+                host="127.0.0.1",
+                port=port,
+                tls_ca_file=tls.ca,
+                tls_cert_file=cert,
+                tls_key_file=key,
+            )
+
+        edge, collector = by_certificate(edge_id), by_certificate(collector_name)
+        await until(lambda: broker_accepts(collector), 10, "the broker taking the certificate")
+        async with _client(collector) as reader:
+            await reader.subscribe(topics.data_subscription("g"), qos=1)
+            with contextlib.suppress(aiomqtt.MqttError):  # a denied QoS 1 publish ends it
+                async with _client(edge) as client:
+                    await client.publish(topics.data("other", "readings"), b"forged", qos=1)
+            async with _client(edge) as client:
+                await client.publish(topics.data(edge_id, "readings"), b"mine", qos=1)
+            async with asyncio.timeout(5):
+                async for message in reader.messages:
+                    got = (str(message.topic), message.payload)
+                    assert got == (topics.data(edge_id, "readings"), b"mine")
+                    break
+        log = (tmp_path / "broker" / "mosquitto.log").read_text()
+        assert f"as {edge_id} " in log and f"u'{edge_id}'" in log
