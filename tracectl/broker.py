@@ -100,7 +100,8 @@ def cmd_identity(args: argparse.Namespace) -> None:
         files = BrokerFiles()
         migrate(url)  # a fresh install: the collector may not have run yet
         if args.action == "add":
-            asyncio.run(_add(url, files, args, kind or IdentityKind.edge))
+            assert kind is not None  # argparse: --kind is required for add
+            asyncio.run(_add(url, files, args, kind))
         elif args.action == "revoke":
             asyncio.run(_revoke(url, files, args.name, kind))
         elif args.action == "list":
@@ -151,7 +152,7 @@ def _identity_commands(sub: argparse._SubParsersAction, kind: IdentityKind | Non
             parser.add_argument(
                 "--kind",
                 choices=[k.value for k in IdentityKind],
-                default=None if parser is not add else IdentityKind.edge.value,
+                required=parser is add,
                 help="edge: publishes under its own prefix; collector: one per collector "
                 "process, consumes every edge's data and sends the acks",
             )

@@ -199,3 +199,18 @@ async def test_tracectl_edge_add_lets_the_edge_in_and_revoke_shuts_it_out(
 
     bad = _tracectl(services, "edge", "add", "plant:line-1")
     assert bad.returncode == 1 and "cannot be a broker identity" in bad.stderr
+
+
+def test_tracectl_broker_adds_a_collector_and_renders_the_files(services: Services) -> None:
+    name = f"coll-{uuid.uuid4().hex[:8]}"
+    assert _tracectl(services, "broker", "add", name).returncode == 2  # --kind is required
+    added = _tracectl(services, "broker", "add", name, "--kind", "collector")
+    assert added.returncode == 0, added.stderr
+    acl = Path(str(services.broker_files.acl_file)).read_text()
+    assert f"user {name}\ntopic read trace/v1/edges/+/data/+\n" in acl
+    listed = _tracectl(services, "broker", "list", "--kind", "collector")
+    assert name in listed.stdout and "edge " not in listed.stdout
+    rendered = _tracectl(services, "broker", "files")
+    assert rendered.returncode == 0 and "identities written to" in rendered.stdout
+    assert _tracectl(services, "broker", "revoke", name).returncode == 0
+    assert f"user {name}\n" not in Path(str(services.broker_files.acl_file)).read_text()
