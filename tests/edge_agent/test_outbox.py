@@ -81,6 +81,7 @@ def test_numbers_and_epoch_survive_a_restart_even_when_all_was_acknowledged(tmp_
     box = Outbox(tmp_path / "o.db")
     box.append_many([(READINGS, reading(v)) for v in range(3)])
     epoch = box.epoch
+    assert seqs(box.take(READINGS, 2)) == [0, 1]
     box.accept(READINGS, epoch, 0, 1)
     box.close()
     again = Outbox(tmp_path / "o.db")
@@ -92,6 +93,8 @@ def test_numbers_and_epoch_survive_a_restart_even_when_all_was_acknowledged(tmp_
 def test_a_message_is_contiguous_so_it_stops_at_a_hole(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db")
     box.append_many([(READINGS, reading(v)) for v in range(5)])
+    box.take(READINGS, 2)
+    assert seqs(box.take(READINGS, 1)) == [2]
     box.accept(READINGS, box.epoch, 2, 2)
     box.requeue(READINGS)
     assert seqs(box.take(READINGS, 10)) == [0, 1]
