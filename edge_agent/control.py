@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -165,6 +168,13 @@ def create_control_app(
     quarantine_box = outbox or binder.outbox
     allowed = ", ".join(sorted(access.hosts))
     where = f"the file {access.token_file}" if access.token_file else "the edge's token file"
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> Response:
+        # FastAPI's own handler echoes the input as UTF-8 and fails (500) on a lone
+        # surrogate; escaped JSON carries any text back.
+        body = json.dumps({"detail": jsonable_encoder(err.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(RecordRefused)
     async def refused(request: Request, err: RecordRefused) -> Response:
