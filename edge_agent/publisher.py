@@ -232,7 +232,8 @@ class Publisher:
             self._ignore("not_utf8", f"{len(payload)} bytes")
             return
         try:
-            ack = Ack.model_validate_json(text)
+            # Strict: a number sent as a string is the wrong type, not a number.
+            ack = Ack.model_validate_json(text, strict=True)
         except ValidationError as err:
             reason = (
                 "not_json"
