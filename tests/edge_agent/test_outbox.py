@@ -280,3 +280,26 @@ def test_with_on_refused_only_the_refused_record_is_left_out(tmp_path: Path) -> 
     assert got == [0, -1, 1]
     assert [i for i, _ in refused] == [1] and "finite number" in refused[0][1]
     assert [json.loads(b)["value"] for _, b in box.take(READINGS, 10)] == [1.0, 3.0]
+
+
+def test_remembered_verdicts_on_readings_refuse_what_the_full_model_refuses(
+    tmp_path: Path,
+) -> None:
+    """Readings that repeat a passed shape skip the full model: what still varies (value,
+    time, sequence number) is checked all the same."""
+    box = Outbox(tmp_path / "o.db")
+    good = {**reading(1.0), "time": AT.isoformat(), "device_time": None, "unit": "Cel"}
+    good |= {"quality": "good", "detail": None}
+    box.append(READINGS, dict(good))  # remembered
+    for changed, named in [
+        ({"value": float("nan")}, "finite number"),
+        ({"value": None}, "must have a value"),
+        ({"value": float("-inf")}, "finite number"),
+        ({"time": "1999-12-31T23:59:59+00:00"}, "outside 2000-2099"),
+        ({"time": "2026-11-25T00:00:00"}, "must carry a UTC offset"),
+        ({"batch": "B\x00"}, "NUL"),
+    ]:
+        with pytest.raises(RecordRefused, match=named):
+            box.append(READINGS, {**good, **changed})
+    assert box.append(READINGS, {**good, "value": 2.5}) == 1
+    assert box.append(READINGS, {**good, "time": "2026-11-25T00:00:01+00:00"}) == 2

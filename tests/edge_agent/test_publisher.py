@@ -298,6 +298,9 @@ def test_thousands_of_mutated_acks_never_raise_and_never_delete(tmp_path: Path) 
                 continue  # still the genuine ack (a duplicate, or a real refusal)
             ack[key] = value
             payload = json.dumps(ack).encode()
+        with contextlib.suppress(ValueError):
+            if json.loads(payload) == json.loads(genuine):
+                continue  # an edit that left the genuine ack (a space for a tab, ...)
         publisher.on_ack(payload, retained=rng.random() < 0.05)
         assert outbox.depth(EVENTS) == 10, payload
     publisher.on_ack(genuine.encode())
