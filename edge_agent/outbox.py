@@ -667,7 +667,7 @@ class Outbox:
             out.alarms.append(
                 f"{self._quarantined} records quarantined: the collector refused them for "
                 f"good; last {refusal.stream} {refusal.first_seq}..{refusal.last_seq} at "
-                f"{refusal.at.isoformat(timespec='seconds')}: {refusal.reason} "
+                f"{refusal.at.isoformat(timespec='seconds')}: {refusal.reason[:300]} "
                 "(see GET /api/v1/quarantine)"
             )
         return out

@@ -222,7 +222,7 @@ class Publisher:
         """Apply one message of the ack topic, or count and log why it changes nothing.
         Nothing in it can raise: an ack is outside input."""
         if retained:
-            self._ignore("retained", "")
+            self._ignore("retained", f"{str(payload)[:200]}")
             return
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode("utf-8", "replace")
@@ -235,11 +235,8 @@ class Publisher:
             # Strict: a number sent as a string is the wrong type, not a number.
             ack = Ack.model_validate_json(text, strict=True)
         except ValidationError as err:
-            reason = (
-                "not_json"
-                if any(e["type"] == "json_invalid" for e in err.errors())
-                else ("invalid")
-            )
+            unparsed = any(e["type"] == "json_invalid" for e in err.errors())
+            reason = "not_json" if unparsed else "invalid"
             self._ignore(reason, f"{err.errors(include_url=False)[0]['msg']}: {text[:200]!r}")
             return
         what = f"{ack.edge_id} {ack.stream} epoch {ack.epoch} {ack.first_seq}..{ack.last_seq}"
