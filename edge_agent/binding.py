@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 NAME: TypeAdapter[str] = TypeAdapter(Name)
 DETAIL_CHARS = 500  # the contract's Detail
+NAME_CHARS = 128  # the contract's Name
 
 
 def captured_name(text: str) -> str:
@@ -157,11 +158,14 @@ class Binder:
             # Unusable too: the line keeps its batch, and someone is told which tag to fix.
             self.refusals.add(device, f"batch id {wanted[:40]!r} from tag {tag.tag}", problem)
             return
-        by = f"plc:{device}/{tag.tag}"
-        if active is not None:
-            self.end_batch(line_id, by, at)
-        if wanted is not None:
-            self.start_batch(line_id, wanted, by, at)
+        by = f"plc:{device}/{tag.tag}"[:NAME_CHARS]
+        try:
+            if active is not None:
+                self.end_batch(line_id, by, at)
+            if wanted is not None:
+                self.start_batch(line_id, wanted, by, at)
+        except RecordRefused as err:  # e.g. the batch's genealogy: never stops the device loop
+            self.refusals.add(device, f"batch change to {wanted!r} from tag {tag.tag}", str(err))
 
     def start_batch(
         self, line_id: str, batch_id: str, by: str, at: datetime | None = None

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from device_profiles.schema import ScanRule
-from edge_agent.binding import Binder, captured_name, name_problem
+from edge_agent.binding import NAME_CHARS, Binder, captured_name, name_problem
 from edge_agent.outbox import EVENTS, RecordRefused
 from protocols.mqtt.contract import Item, TransformationEventRecord
 
@@ -272,7 +272,7 @@ class Stations:
     ) -> None:
         if meaning != "batch_end":
             check_name("batch id", batch_id)  # before the running batch is ended for it
-        by = self.operator(line_id) or f"scanner:{device}"
+        by = self.operator(line_id) or f"scanner:{device}"[:NAME_CHARS]
         active = self.binder.context.active(line_id)
         if meaning == "batch_end":
             if active is not None:

@@ -165,3 +165,11 @@ def test_a_device_error_of_any_length_or_content_is_recorded(outbox: Outbox) -> 
     (event,) = records(outbox, EVENTS)
     assert event["kind"] == "device_offline" and len(event["detail"]) == 500
     assert "\x00" not in event["detail"]
+
+
+def test_a_plc_batch_change_by_a_device_with_a_long_name_is_still_made(outbox: Outbox) -> None:
+    device, tag = "plc-" + "d" * 124, "batch-" + "t" * 122  # both at the contract's 128
+    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox, {device: BatchTag(tag)})
+    binder.readings("l1", device, [Sample(tag, None, None, text="WO-5")], T0)
+    [started] = records(outbox, EVENTS)
+    assert started["batch"] == "WO-5" and started["by"] == f"plc:{device}/{tag}"[:128]
