@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from edge_agent.control_token import ControlTokenError
 from edge_agent.runtime import EdgeAgent
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import SiteError, load_site
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(agent.run())
     except KeyboardInterrupt:
         pass
+    except ControlTokenError as err:
+        print(f"edge-agent: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
     finally:
         agent.close()
 

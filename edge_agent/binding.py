@@ -7,15 +7,77 @@ reading: its changes start and end batches.
 
 from __future__ import annotations
 
+import logging
+import math
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from edge_agent.batch_context import ActiveBatch, BatchContext
-from edge_agent.outbox import EVENTS, READINGS, Outbox
+from edge_agent.outbox import EVENTS, READINGS, Outbox, RecordRefused
 from protocols.driver import Sample
+from protocols.mqtt.contract import EARLIEST, LATEST, Name
+
+log = logging.getLogger(__name__)
+
+NAME: TypeAdapter[str] = TypeAdapter(Name)
+DETAIL_CHARS = 500  # the contract's Detail
+NAME_CHARS = 128  # the contract's Name
+
+
+def captured_name(text: str) -> str:
+    """Text a device gave (a PLC string, a scan), as a name: control characters removed
+    (the NUL padding of a PLC string, a scanner's GS separators and line ends), whitespace
+    trimmed."""
+    if text.isprintable():
+        return text.strip()
+    return "".join(c for c in text if unicodedata.category(c) != "Cc").strip()
+
+
+def storable_detail(text: str | None) -> str | None:
+    """A device's own words (an error, a status text) as the contract's Detail: no NUL, no
+    lone surrogate, at most 500 characters."""
+    if text is None:
+        return None
+    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."
+
+
+def name_problem(value: str) -> str | None:
+    """Why the contract refuses `value` as a name (batch id, operator), or None."""
+    try:
+        NAME.validate_python(value)
+    except ValidationError as err:
+        return "; ".join(e["msg"] for e in err.errors(include_url=False))
+    return None
+
+
+@dataclass
+class Refusals:
+    """Captured values the contract refused (never sent), per device."""
+
+    count: dict[str, int] = field(default_factory=dict)
+    last: dict[str, str] = field(default_factory=dict)
+    _logged: set[tuple[str, str]] = field(default_factory=set)
+
+    def add(self, device: str, what: str, problem: str) -> None:
+        self.count[device] = self.count.get(device, 0) + 1
+        self.last[device] = f"{what}: {problem}"[:1000]
+        if (device, what) not in self._logged:  # once per tag: a bad tag polls every second
+            self._logged.add((device, what))
+            log.error(
+                "%s: %s refused, not captured: %s; further refusals of it are only counted "
+                "(status: devices.%s.refused)",
+                device,
+                what,
+                problem,
+                device,
+            )
 
 
 @dataclass(frozen=True)
@@ -28,7 +90,7 @@ class BatchTag:
         if sample.quality == "bad":
             return None
         if sample.text is not None:
-            text = sample.text.strip()
+            text = captured_name(sample.text)
             return text or None
         if sample.value is None or sample.value == 0:
             return None
@@ -43,6 +105,7 @@ class Binder:
         self.context = context
         self.outbox = outbox
         self.batch_tags = batch_tags or {}  # device name -> its batch-source tag
+        self.refusals = Refusals()
         # Called (line, batch, started_at, ended_at) inside the transaction that ends a
         # batch: the stations add the batch's TransformationEvent there.
         self.on_batch_end: Callable[[str, str, datetime, datetime], None] | None = None
@@ -75,10 +138,14 @@ class Binder:
                     "detail": s.detail,
                 },
             )
-            for s in samples
+            for s in map(_usable, samples)
         ]
-        self.outbox.append_many(records)
-        return len(records)
+
+        def refused(index: int, err: RecordRefused) -> None:
+            self.refusals.add(device, f"reading of {samples[index].tag}", str(err))
+
+        seqs = self.outbox.append_many(records, on_refused=refused)
+        return sum(1 for seq in seqs if seq >= 0)
 
     def _follow_batch_tag(
         self, line_id: str, device: str, tag: BatchTag, sample: Sample, at: datetime
@@ -87,11 +154,18 @@ class Binder:
         active = self.context.active(line_id)
         if (active.batch_id if active else None) == wanted or sample.quality == "bad":
             return  # no change, or the PLC value is unusable: keep the line as it is
-        by = f"plc:{device}/{tag.tag}"
-        if active is not None:
-            self.end_batch(line_id, by, at)
-        if wanted is not None:
-            self.start_batch(line_id, wanted, by, at)
+        if wanted is not None and (problem := name_problem(wanted)):
+            # Unusable too: the line keeps its batch, and someone is told which tag to fix.
+            self.refusals.add(device, f"batch id {wanted[:40]!r} from tag {tag.tag}", problem)
+            return
+        by = f"plc:{device}/{tag.tag}"[:NAME_CHARS]
+        try:
+            if active is not None:
+                self.end_batch(line_id, by, at)
+            if wanted is not None:
+                self.start_batch(line_id, wanted, by, at)
+        except RecordRefused as err:  # e.g. the batch's genealogy: never stops the device loop
+            self.refusals.add(device, f"batch change to {wanted!r} from tag {tag.tag}", str(err))
 
     def start_batch(
         self, line_id: str, batch_id: str, by: str, at: datetime | None = None
@@ -119,7 +193,7 @@ class Binder:
                 "time": datetime.now(UTC),
                 "line": line_id,
                 "device": device,
-                "detail": detail,
+                "detail": storable_detail(detail),
             },
         )
 
@@ -145,3 +219,32 @@ class Binder:
                 "by": by,
             },
         )
+
+
+def _usable(sample: Sample) -> Sample:
+    """A sample as the contract can carry it: a value that is not a finite number is no
+    value (bad quality), a device clock outside the contract's years is dropped (the
+    reading keeps the edge's time, flagged uncertain), a detail is made storable."""
+    value, device_time = sample.value, sample.device_time
+    finite = value is None or math.isfinite(value)
+    in_years = device_time is None or (
+        device_time.tzinfo is not None and EARLIEST <= device_time < LATEST
+    )
+    if finite and in_years and sample.detail is None:
+        return sample  # the common case, kept cheap: it runs for every reading
+    quality, detail = sample.quality, sample.detail
+    if not finite:
+        value, quality = None, "bad"
+        detail = f"the device gave {sample.value!r}, not a finite number"
+    if not in_years:
+        assert device_time is not None
+        detail = (
+            f"device clock says {device_time.isoformat()}, outside {EARLIEST.year}-"
+            f"{LATEST.year - 1}: check the device's clock" + (f"; {detail}" if detail else "")
+        )
+        device_time = None
+        if quality == "good":
+            quality = "uncertain"
+    return Sample(
+        sample.tag, value, sample.unit, quality, device_time, storable_detail(detail), sample.text
+    )

@@ -8,13 +8,19 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from device_profiles.schema import RfidReaderProfile
-from edge_agent.stations import Stations
+from edge_agent.outbox import RecordRefused
+from edge_agent.stations import Stations, check_item
+from protocols.mqtt.contract import RfidSighting
 from protocols.rfid.epc import decode_epc
 from protocols.rfid.gate import Gate, Observation
 from protocols.rfid.records import TagRead
 
 log = logging.getLogger(__name__)
+
+SIGHTING: TypeAdapter[RfidSighting] = TypeAdapter(RfidSighting)
 
 
 def item_of(epc_hex: str) -> dict[str, Any]:
@@ -53,6 +59,8 @@ class GateStation:
         self.dock_id = dock_id
         self.profile = profile
         self.gate = Gate(profile)
+        self.refused = 0  # observations the message contract refuses: counted, logged
+        self.last_refused: str | None = None
 
     def __call__(self, reads: list[TagRead]) -> None:
         self._emit(self.gate.add(reads))
@@ -61,16 +69,33 @@ class GateStation:
         self._emit(self.gate.flush(now))
 
     def _emit(self, observations: list[Observation]) -> None:
-        groups: dict[tuple[str, str | None], list[Observation]] = defaultdict(list)
+        groups: dict[tuple[str, str | None], list[tuple[dict[str, Any], dict[str, Any]]]]
+        groups = defaultdict(list)
         for o in observations:
-            groups[(o.read_point, o.direction)].append(o)
+            item, sighting = item_of(o.epc_hex), sighting_of(o)
+            try:
+                check_item(item)
+                SIGHTING.validate_python(sighting)
+            except (RecordRefused, ValidationError) as err:
+                self._refused(f"tag {o.epc_hex[:64]!r}", err)
+                continue
+            groups[(o.read_point, o.direction)].append((item, sighting))
         for (read_point, direction), group in groups.items():
-            self.stations.dock_event(
-                self.dock_id,
-                [item_of(o.epc_hex) for o in group],
-                max(o.last_seen for o in group),
-                self.profile.name,
-                read_point=read_point,
-                direction=direction,
-                sightings=[sighting_of(o) for o in group],
-            )
+            try:
+                self.stations.dock_event(
+                    self.dock_id,
+                    [item for item, _ in group],
+                    max(s["last_seen"] for _, s in group),
+                    self.profile.name,
+                    read_point=read_point,
+                    direction=direction,
+                    sightings=[s for _, s in group],
+                )
+            except RecordRefused as err:
+                self._refused(f"event of {len(group)} tags at {read_point}", err)
+
+    def _refused(self, what: str, err: Exception) -> None:
+        self.refused += 1
+        self.last_refused = f"{what}: {err}"[:1000]
+        if self.refused <= 10 or self.refused % 100 == 0:  # a noisy reader: no log flood
+            log.error("%s: %s refused (%d so far): %s", self.profile.name, what, self.refused, err)

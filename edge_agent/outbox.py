@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import time
 import uuid
@@ -17,6 +18,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from protocols.mqtt.contract import (
+    MAX_SEQ,
+    AwareDatetime,
+    BatchEvent,
+    DeviceEvent,
+    ObjectEventRecord,
+    Reading,
+    ReadingsDropped,
+    TagSpecs,
+    TransformationEventRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +58,140 @@ create table if not exists records (
     body       text not null,
     primary key (stream, seq)
 ) without rowid;
+-- Records the collector refused for good (the ack said `refused`): kept as sent, out of
+-- the sending queue, for someone to look at.
+create table if not exists quarantine (
+    epoch          text not null,
+    stream         text not null,
+    seq            integer not null,
+    body           text not null,
+    reason         text not null,
+    quarantined_at real not null,
+    primary key (epoch, stream, seq)
+) without rowid;
 """
+
+# The contract's model of every record kind the edge makes: a record is checked against it
+# before it is numbered, so a record the collector would refuse is never made here.
+_MODELS: tuple[type[BaseModel], ...] = (
+    Reading,
+    BatchEvent,
+    DeviceEvent,
+    ReadingsDropped,
+    ObjectEventRecord,
+    TransformationEventRecord,
+    TagSpecs,
+)
+# One adapter per kind, found by a dict lookup: cheaper than the discriminated union.
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    kind: TypeAdapter(model)
+    for model in _MODELS
+    for kind in model.model_fields["kind"].annotation.__args__  # type: ignore[union-attr]
+}
+
+
+class RecordRefused(ValueError):
+    """A record the message contract refuses: it never enters the outbox."""
+
+    def __init__(self, kind: object, problems: list[str]) -> None:
+        self.kind = kind
+        self.problems = problems
+        super().__init__(
+            f"{kind} record refused by the message contract (trace.v1), the collector would "
+            "never accept it: " + "; ".join(problems)
+        )
+
+
+def check_record(fields: dict[str, Any]) -> None:
+    """Raise RecordRefused, naming each field and what is wrong, unless the contract
+    accepts `fields` as a record (its `seq` included)."""
+    kind = fields.get("kind")
+    adapter = _ADAPTERS.get(kind) if isinstance(kind, str) else None
+    if adapter is None:
+        raise RecordRefused(kind, [f"kind {kind!r} is none of {', '.join(sorted(_ADAPTERS))}"])
+    try:
+        adapter.validate_python(fields)
+    except ValidationError as err:
+        raise RecordRefused(
+            kind,
+            [
+                f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}"
+                + (f" (got {_shown(e['input'])})" if e["loc"] else "")
+                for e in err.errors(include_url=False)
+            ],
+        ) from None
+
+
+_READING_FIELDS = frozenset(
+    ("kind", "seq", "time", "device_time", "line", "batch", "device", "tag", "value")
+) | {"unit", "quality", "detail"}
+_TIME: TypeAdapter[Any] = TypeAdapter(AwareDatetime)
+
+
+class RecordCheck:
+    """`check_record`, with the contract's verdicts on readings remembered.
+
+    A device's readings differ from poll to poll only in value, sequence number and time;
+    the rest (line, batch, device, tag, unit, quality) repeats. The contract checks each
+    field on its own, and its one rule across fields looks only at whether the value is
+    missing and at the quality. So a reading whose other fields, value missing or not,
+    passed the full model before, with a finite float value, a sequence number in range
+    and a time that passes the contract's time type, passes the model too: it is not run
+    again. Anything else (a device time, a detail, another shape) gets the full model.
+    """
+
+    MAX_REMEMBERED = 100_000
+
+    def __init__(self) -> None:
+        self._passed: set[tuple[Any, ...]] = set()
+        self._time_passed: str | None = None  # the polls of one moment share their time
+
+    def __call__(self, fields: dict[str, Any]) -> None:
+        key = self._reading_key(fields)
+        if key is not None and key in self._passed and self._time_ok(fields["time"]):
+            return
+        check_record(fields)
+        if key is not None:
+            if len(self._passed) >= self.MAX_REMEMBERED:
+                self._passed.clear()
+            self._passed.add(key)
+            self._time_passed = fields["time"]
+
+    @staticmethod
+    def _reading_key(f: dict[str, Any]) -> tuple[Any, ...] | None:
+        if f.get("kind") != "reading" or f.keys() != _READING_FIELDS:
+            return None
+        value, seq = f["value"], f["seq"]
+        if f["device_time"] is not None or f["detail"] is not None or type(f["time"]) is not str:
+            return None
+        if value is not None and (type(value) is not float or not math.isfinite(value)):
+            return None
+        if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+            return None
+        return (
+            f["line"],
+            f["batch"],
+            f["device"],
+            f["tag"],
+            f["unit"],
+            f["quality"],
+            value is None,
+        )
+
+    def _time_ok(self, time: str) -> bool:
+        if time == self._time_passed:
+            return True
+        try:
+            _TIME.validate_python(time)
+        except ValidationError:
+            return False  # the full model says what is wrong
+        self._time_passed = time
+        return True
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass
@@ -53,6 +201,28 @@ class StreamStats:
     dropped: int = 0
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """The collector's last refusal: what it refused and why."""
+
+    stream: str
+    epoch: str
+    first_seq: int
+    last_seq: int
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class QuarantinedRecord:
+    stream: str
+    epoch: str
+    seq: int
+    record: dict[str, Any]  # as it was sent
+    reason: str
+    quarantined_at: datetime
+
+
 @dataclass
 class OutboxStats:
     epoch: str
@@ -60,6 +230,8 @@ class OutboxStats:
     max_bytes: int
     streams: dict[str, StreamStats] = field(default_factory=dict)
     alarms: list[str] = field(default_factory=list)
+    quarantined: int = 0
+    last_refusal: Refusal | None = None
 
     @property
     def depth(self) -> int:
@@ -86,6 +258,18 @@ def _json_default(value: object) -> str:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default)
+
+_QUARANTINE = """
+insert into quarantine (epoch, stream, seq, body, reason, quarantined_at)
+select ?, stream, seq, body, ?, ? from records where stream = ? and seq between ? and ?
+on conflict (epoch, stream, seq) do nothing
+"""
+_QUARANTINED = """
+select epoch, stream, seq, body, reason, quarantined_at from quarantine
+where (? is null or stream = ?) and (? is null or quarantined_at < ?)
+order by quarantined_at desc, stream, seq desc
+limit ?
+"""
 
 
 class Outbox:
@@ -127,6 +311,12 @@ class Outbox:
         self._group_started: float | None = None  # an open group commit, since when
         self._explicit = False  # inside transaction(): appends neither begin nor commit
         self._lanes: dict[str, _Lanes] = {}
+        # Runs taken and not yet accepted or requeued, per stream: first seq -> last seq.
+        # Only these can be accepted, so no ack can delete what this edge has not sent.
+        self._sent: dict[str, dict[int, int]] = {}
+        self._check = RecordCheck()
+        self._quarantined = self.db.execute("select count(*) from quarantine").fetchone()[0]
+        self.last_refusal: Refusal | None = self._last_refusal()
         for stream in self._next:
             self.requeue(stream)
         self.over_bound_events = False
@@ -138,26 +328,43 @@ class Outbox:
     def append(self, stream: str, fields: dict[str, Any]) -> int:
         return self.append_many([(stream, fields)])[0]
 
-    def append_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> list[int]:
+    def append_many(
+        self,
+        items: Iterable[tuple[str, dict[str, Any]]],
+        on_refused: Callable[[int, RecordRefused], None] | None = None,
+    ) -> list[int]:
         """Commit records in one transaction; their sequence numbers, in order.
 
-        A reading refused by the drop_newest policy gets -1.
+        Every record is checked against the message contract first. A refused record raises
+        RecordRefused and nothing of the call is kept, unless `on_refused(index, error)` is
+        given: then only that record is left out (its number is -1, and no sequence number
+        is spent on it). A reading refused by the drop_newest policy gets -1 too.
         """
         now = time.time()
         rows: list[tuple[str, int, float, str]] = []
         seqs: list[int] = []
         next_seq = self._next
+        numbered_from = dict(next_seq)  # to give the numbers back if the call is refused
         size = 0
         refused = 0
         full = self._bytes >= self.max_bytes
-        for stream, fields in items:
+        for index, (stream, fields) in enumerate(items):
             if full and stream == READINGS and self.policy == "drop_newest":
                 seqs.append(-1)
                 refused += 1
                 continue
             seq = next_seq.get(stream, 0)
-            next_seq[stream] = seq + 1
             fields["seq"] = seq
+            try:
+                self._check(fields)
+            except RecordRefused as err:
+                if on_refused is None:
+                    self._next = numbered_from
+                    raise
+                on_refused(index, err)
+                seqs.append(-1)
+                continue
+            next_seq[stream] = seq + 1
             body = _ENCODER.encode(fields)
             rows.append((stream, seq, now, body))
             seqs.append(seq)
@@ -226,13 +433,18 @@ class Outbox:
             run = self._run(stream, lanes.live, end, limit)
             if run:
                 lanes.live = run[-1][0] + 1
-                return run
+                return self._sending(stream, run)
             lanes.live = end
         if lanes.backlog < lanes.live_from:
             run = self._run(stream, lanes.backlog, lanes.live_from, limit)
             lanes.backlog = run[-1][0] + 1 if run else lanes.live_from
-            return run
+            return self._sending(stream, run)
         return []
+
+    def _sending(self, stream: str, run: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        if run:
+            self._sent.setdefault(stream, {})[run[0][0]] = run[-1][0]
+        return run
 
     def _run(self, stream: str, start: int, end: int, limit: int) -> list[tuple[int, str]]:
         rows = self.db.execute(
@@ -246,18 +458,90 @@ class Outbox:
                 return rows[:i]
         return rows
 
+    def sent(self, stream: str, epoch: str, first_seq: int, last_seq: int) -> bool:
+        """Whether first..last is exactly a run taken from this outbox and not yet settled
+        (accepted, quarantined, or requeued)."""
+        return epoch == self.epoch and self._sent.get(stream, {}).get(first_seq) == last_seq
+
     def accept(self, stream: str, epoch: str, first_seq: int, last_seq: int) -> int:
-        if epoch != self.epoch:
-            return 0  # an ack for an outbox this edge no longer has
+        """The collector committed first..last: delete them. Only a run this outbox handed
+        out and still awaits is deleted; anything else (another epoch, a range never sent
+        as one message, a run already settled) deletes nothing and returns 0."""
+        if not self.sent(stream, epoch, first_seq, last_seq):
+            return 0
+        del self._sent[stream][first_seq]
         with self.transaction():
             removed = self.db.execute(
                 "delete from records where stream = ? and seq between ? and ?"
                 " returning length(body)",
                 (stream, first_seq, last_seq),
             ).fetchall()
+        self._forget(stream, removed)
+        return len(removed)
+
+    def quarantine(
+        self, stream: str, epoch: str, first_seq: int, last_seq: int, reason: str
+    ) -> int:
+        """The collector will never commit first..last as sent: move those records, as they
+        were sent, with the reason, out of the sending queue into the quarantine (one
+        transaction). The same rule as `accept` decides what may be moved."""
+        if not self.sent(stream, epoch, first_seq, last_seq):
+            return 0
+        del self._sent[stream][first_seq]
+        now = time.time()
+        with self.transaction():
+            self.db.execute(_QUARANTINE, (epoch, reason, now, stream, first_seq, last_seq))
+            removed = self.db.execute(
+                "delete from records where stream = ? and seq between ? and ?"
+                " returning length(body)",
+                (stream, first_seq, last_seq),
+            ).fetchall()
+        self._forget(stream, removed)
+        self._quarantined += len(removed)
+        self.last_refusal = Refusal(
+            stream, epoch, first_seq, last_seq, reason, datetime.fromtimestamp(now, UTC)
+        )
+        log.error(
+            "the collector refused %s %d..%d for good: %d records quarantined (%s)",
+            stream,
+            first_seq,
+            last_seq,
+            len(removed),
+            reason,
+        )
+        return len(removed)
+
+    def _forget(self, stream: str, removed: list[tuple[int]]) -> None:
         self._bytes -= sum(r[0] for r in removed)
         self._depth[stream] = self._depth.get(stream, 0) - len(removed)
-        return len(removed)
+
+    def quarantined(
+        self, limit: int = 100, stream: str | None = None, before: float | None = None
+    ) -> list[QuarantinedRecord]:
+        """Quarantined records, newest first."""
+        rows = self.db.execute(_QUARANTINED, (stream, stream, before, before, limit)).fetchall()
+        return [
+            QuarantinedRecord(
+                stream=row[1],
+                epoch=row[0],
+                seq=row[2],
+                record=json.loads(row[3]),
+                reason=row[4],
+                quarantined_at=datetime.fromtimestamp(row[5], UTC),
+            )
+            for row in rows
+        ]
+
+    def _last_refusal(self) -> Refusal | None:
+        row = self.db.execute(
+            "select epoch, stream, reason, quarantined_at, min(seq), max(seq) from quarantine"
+            " where quarantined_at = (select max(quarantined_at) from quarantine)"
+            " group by epoch, stream, reason, quarantined_at limit 1"
+        ).fetchone()
+        if row is None:
+            return None
+        epoch, stream, reason, at, first, last = row
+        return Refusal(stream, epoch, first, last, reason, datetime.fromtimestamp(at, UTC))
 
     def requeue(self, stream: str) -> None:
         """Offer every unacknowledged record again; what is appended from now on goes first."""
@@ -265,6 +549,7 @@ class Outbox:
         end = self._next.get(stream, 0)
         oldest = row[0] if row[0] is not None else end
         self._lanes[stream] = _Lanes(backlog=oldest, live_from=end, live=end)
+        self._sent.pop(stream, None)  # what was sent is offered again, and awaited anew
 
     def streams(self) -> list[str]:
         return list(self._lanes)
@@ -376,6 +661,15 @@ class Outbox:
             )
         if out.dropped:
             out.alarms.append(f"{out.dropped} readings dropped since this outbox was created")
+        out.quarantined = self._quarantined
+        out.last_refusal = refusal = self.last_refusal
+        if self._quarantined and refusal is not None:
+            out.alarms.append(
+                f"{self._quarantined} records quarantined: the collector refused them for "
+                f"good; last {refusal.stream} {refusal.first_seq}..{refusal.last_seq} at "
+                f"{refusal.at.isoformat(timespec='seconds')}: {refusal.reason[:300]} "
+                "(see GET /api/v1/quarantine)"
+            )
         return out
 
     def close(self) -> None:

@@ -3,6 +3,11 @@
 Records leave the outbox only when the collector's ack says they are committed. What was
 sent but not acknowledged within the ack timeout, or when the connection dropped, is sent
 again; the collector recognises the resend by (edge, stream, epoch, seq).
+
+Anyone who can publish on the ack topic could otherwise empty the outbox, so an ack counts
+only for a message this edge sent and still awaits: its stream, its epoch and exactly its
+range. Every other ack (malformed, retained, for another edge, epoch or range) is counted
+per reason, logged once per reason, and changes nothing.
 """
 
 from __future__ import annotations
@@ -36,12 +41,35 @@ class PublisherHealth:
     resends: int = 0
     last_ack_at: datetime | None = None
     last_error: str | None = None
+    records_quarantined: int = 0  # acked as refused: moved to the outbox's quarantine
+    # Acks that changed nothing, per reason (see IGNORED_ACK).
+    acks_ignored: dict[str, int] = field(default_factory=dict)
+
+
+# Why an ack was ignored, and what to look at: the first of each reason is logged.
+IGNORED_ACK: dict[str, str] = {
+    "not_utf8": "the payload is not UTF-8 text",
+    "not_json": "the payload is not JSON",
+    "invalid": "the payload is not a trace.v1 ack (a field missing, of the wrong type, or "
+    "out of range)",
+    "retained": "it was retained by the broker: collectors never retain acks, so someone "
+    "published it by hand; clear it with an empty retained message on the topic",
+    "other_edge": "it names another edge",
+    "other_epoch": "it names an epoch this edge's outbox does not have",
+    "overlapping_range": "its range overlaps a message in flight without being exactly it",
+    "unknown_range": "no message with this range is in flight (a late ack after a resend, "
+    "or a forgery)",
+}
+# Reasons a working collector never causes: they raise an alarm in the edge's status.
+SUSPICIOUS_ACKS = frozenset(IGNORED_ACK) - {"unknown_range"}
 
 
 @dataclass
 class _InFlight:
     stream: str
     first_seq: int
+    last_seq: int
+    epoch: str
     sent_at: float = field(default_factory=time.monotonic)
 
 
@@ -146,11 +174,13 @@ class Publisher:
                     records = self.outbox.take(stream, self.max_records)
                     if not records:
                         break
-                    first_seq = records[0][0]
+                    first_seq, last_seq = records[0][0], records[-1][0]
                     payload = envelope_payload(
                         self.edge_id, stream, self.outbox.epoch, [body for _, body in records]
                     )
-                    self._inflight[(stream, first_seq)] = _InFlight(stream, first_seq)
+                    self._inflight[(stream, first_seq)] = _InFlight(
+                        stream, first_seq, last_seq, self.outbox.epoch
+                    )
                     await client.publish(topics.data(self.edge_id, stream), payload, qos=1)
                     self.health.messages_sent += 1
                     self.health.records_sent += len(records)
@@ -186,16 +216,80 @@ class Publisher:
 
     async def _ack_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            try:
-                ack = Ack.model_validate_json(message.payload)  # type: ignore[arg-type]
-            except ValidationError as err:
-                log.error("ignoring a malformed ack on %s: %s", message.topic, err)
-                continue
-            if ack.edge_id != self.edge_id:
-                log.error("ignoring an ack for edge %s on this edge's topic", ack.edge_id)
-                continue
-            removed = self.outbox.accept(ack.stream, ack.epoch, ack.first_seq, ack.last_seq)
-            self._inflight.pop((ack.stream, ack.first_seq), None)
-            self.health.records_acked += removed
-            self.health.last_ack_at = datetime.now(UTC)
-            self._acked.set()
+            self.on_ack(message.payload, retained=bool(message.retain))
+
+    def on_ack(self, payload: object, retained: bool = False) -> None:
+        """Apply one message of the ack topic, or count and log why it changes nothing.
+        Nothing in it can raise: an ack is outside input."""
+        if retained:
+            self._ignore("retained", f"{str(payload)[:200]}")
+            return
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode("utf-8", "replace")
+        try:
+            text = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError:
+            self._ignore("not_utf8", f"{len(payload)} bytes")
+            return
+        try:
+            # Strict: a number sent as a string is the wrong type, not a number.
+            ack = Ack.model_validate_json(text, strict=True)
+        except ValidationError as err:
+            unparsed = any(e["type"] == "json_invalid" for e in err.errors())
+            reason = "not_json" if unparsed else "invalid"
+            self._ignore(reason, f"{err.errors(include_url=False)[0]['msg']}: {text[:200]!r}")
+            return
+        what = f"{ack.edge_id} {ack.stream} epoch {ack.epoch} {ack.first_seq}..{ack.last_seq}"
+        if ack.edge_id != self.edge_id:
+            self._ignore("other_edge", what)
+            return
+        if ack.epoch != self.outbox.epoch:
+            self._ignore("other_epoch", what)
+            return
+        flight = self._inflight.get((ack.stream, ack.first_seq))
+        if flight is None or flight.last_seq != ack.last_seq or flight.epoch != ack.epoch:
+            overlaps = any(
+                f.stream == ack.stream
+                and f.first_seq <= ack.last_seq
+                and ack.first_seq <= f.last_seq
+                for f in self._inflight.values()
+            )
+            self._ignore("overlapping_range" if overlaps else "unknown_range", what)
+            return
+        if ack.refused is not None:
+            moved = self.outbox.quarantine(
+                ack.stream, ack.epoch, ack.first_seq, ack.last_seq, ack.refused
+            )
+            self.health.records_quarantined += moved
+        else:
+            self.health.records_acked += self.outbox.accept(
+                ack.stream, ack.epoch, ack.first_seq, ack.last_seq
+            )
+        del self._inflight[(ack.stream, ack.first_seq)]
+        self.health.last_ack_at = datetime.now(UTC)
+        self._acked.set()
+
+    def _ignore(self, reason: str, what: str) -> None:
+        seen = self.health.acks_ignored.get(reason, 0)
+        self.health.acks_ignored[reason] = seen + 1
+        if seen == 0:  # once per reason: a flood of forged acks must not flood the log
+            log.warning(
+                "ignoring an ack on %s: %s (%s); further acks ignored for this reason are "
+                "only counted (status: publisher.acks_ignored)",
+                topics.ack(self.edge_id),
+                IGNORED_ACK[reason],
+                what,
+            )
+
+    def alarms(self) -> list[str]:
+        """What the edge's status should raise about acks."""
+        suspicious = {
+            r: n for r, n in sorted(self.health.acks_ignored.items()) if r in SUSPICIOUS_ACKS
+        }
+        if not suspicious:
+            return []
+        counts = ", ".join(f"{n} {r}" for r, n in suspicious.items())
+        return [
+            f"acks ignored that no collector sends ({counts}): someone may be publishing on "
+            f"{topics.ack(self.edge_id)}; check the broker's ACL"
+        ]

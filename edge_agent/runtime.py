@@ -22,7 +22,8 @@ from device_profiles.schema import (
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import BatchTag, Binder
 from edge_agent.capture import DeviceTask
-from edge_agent.control import create_control_app
+from edge_agent.control import ControlAccess, create_control_app
+from edge_agent.control_token import load_or_create_token
 from edge_agent.drivers import driver_for
 from edge_agent.gates import GateStation
 from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
@@ -127,7 +128,7 @@ class EdgeAgent:
     def edge_status(self) -> EdgeStatus:
         stats = self.outbox.stats()
         ages = [s.oldest_age_s for s in stats.streams.values() if s.oldest_age_s is not None]
-        alarms = list(stats.alarms)
+        alarms = list(stats.alarms) + self.publisher.alarms()
         alarms += [
             f"device {name} offline since {t.health.offline_since.isoformat()}: "
             f"{t.health.last_error}"
@@ -146,10 +147,14 @@ class EdgeAgent:
             last_ack_at=self.publisher.health.last_ack_at,
         )
 
-    @staticmethod
-    def _device_status(task: DeviceTask) -> dict[str, Any]:
-        """Health, plus what the driver counts of bad input (garbage frames, bad scans)."""
+    def _device_status(self, task: DeviceTask) -> dict[str, Any]:
+        """Health, plus what the driver counts of bad input (garbage frames, bad scans) and
+        what the contract refused of its values."""
         out = asdict(task.health)
+        refusals, name = self.binder.refusals, task.driver.name
+        if name in refusals.count:
+            out["refused"] = refusals.count[name]
+            out["last_refused"] = refusals.last[name]
         driver: Any = task.driver
         if callable(getattr(driver, "diagnostics", None)):
             out["line"] = driver.diagnostics()
@@ -160,6 +165,8 @@ class EdgeAgent:
             out["scans"] = asdict(task.on_events.counters)
         if isinstance(task.on_events, GateStation):
             out["gate"] = asdict(task.on_events.gate.counters)
+            out["gate"]["refused"] = task.on_events.refused
+            out["gate"]["last_refused"] = task.on_events.last_refused
         return out
 
     def status(self) -> dict[str, Any]:
@@ -179,11 +186,26 @@ class EdgeAgent:
                 "policy": self.outbox.policy,
                 "streams": {name: asdict(s) for name, s in stats.streams.items()},
                 "alarms": stats.alarms,
+                "quarantined": stats.quarantined,
+                "last_refusal": asdict(stats.last_refusal) if stats.last_refusal else None,
             },
+            "alarms": self.edge_status().alarms,
         }
+
+    def control_access(self) -> ControlAccess:
+        """The control API's Host names and token (the token file is made if missing)."""
+        s = self.settings
+        return ControlAccess.of(
+            load_or_create_token(s.token_file),
+            s.control_host,
+            s.control_port,
+            s.control_host_names,
+            s.token_file,
+        )
 
     async def run(self, poll: bool = True, control: bool = True) -> None:
         """Run until cancelled. poll=False leaves capture to the caller (tests call poll_once)."""
+        access = self.control_access() if control else None
         async with asyncio.TaskGroup() as group:
             group.create_task(self.publisher.run(), name="publisher")
             group.create_task(self._commit_groups(), name="outbox-commit")
@@ -192,9 +214,9 @@ class EdgeAgent:
             if poll:
                 for name, task in self.devices.items():
                     group.create_task(task.run(), name=f"device:{name}")
-            if control:
+            if access is not None:
                 config = uvicorn.Config(
-                    create_control_app(self.binder, self.status, self.stations),
+                    create_control_app(self.binder, self.status, self.stations, access=access),
                     host=self.settings.control_host,
                     port=self.settings.control_port,
                     log_level="warning",

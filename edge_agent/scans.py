@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from device_profiles.schema import ScannerProfile
+from edge_agent.binding import captured_name
+from edge_agent.outbox import RecordRefused
 from edge_agent.stations import Stations, batch_label, rule_document_type
 from protocols.scanner.client import Scan
 from protocols.scanner.gs1 import Gs1Scan
@@ -48,7 +50,9 @@ class ScanCounters:
     scans: int = 0
     unmatched: int = 0  # no rule of the profile matched: logged, not an event
     misplaced: int = 0  # a line meaning at a dock or the reverse: the profile is wrong
+    refused: int = 0  # what the scan names, the message contract refuses (too long, ...)
     last_unmatched: list[str] = field(default_factory=list)
+    last_refused: list[str] = field(default_factory=list)
 
 
 class ScanStation:
@@ -66,7 +70,21 @@ class ScanStation:
     def __call__(self, scans: list[Scan]) -> None:
         for scan in scans:
             self.counters.scans += 1
-            self._one(scan)
+            try:
+                self._one(scan)
+            except RecordRefused as err:
+                # The scan is kept where it can be looked at (status), the scanner goes on.
+                c = self.counters
+                c.refused += 1
+                c.last_refused = [*c.last_refused[-9:], f"{scan.text[:100]!r}: {err}"[:600]]
+                if c.refused <= 10 or c.refused % 100 == 0:  # a jammed scanner: no log flood
+                    log.error(
+                        "%s: scan %r refused (%d so far): %s",
+                        self.profile.name,
+                        scan.text[:100],
+                        c.refused,
+                        err,
+                    )
 
     def _one(self, scan: Scan) -> None:
         rule = meaning_of(scan.gs1, self.profile.rules)
@@ -87,7 +105,7 @@ class ScanStation:
         if meaning in ("batch_start", "batch_end"):
             self.stations.scan_batch(here, meaning, batch_label(gs1.text, gs1.ais), device, at)
         elif meaning == "operator":
-            self.stations.set_operator(here, gs1.text.strip())
+            self.stations.set_operator(here, captured_name(gs1.text))
         elif meaning in ("consume", "produce"):
             role: Literal["input", "output"] = "input" if meaning == "consume" else "output"
             self.stations.line_item(here, role, item_of(gs1), at, device)
@@ -102,7 +120,7 @@ class ScanStation:
                     gs1.text,
                 )
                 return
-            doc_id = gs1.purchase_order or gs1.shipment_id or gs1.text.strip()
+            doc_id = gs1.purchase_order or gs1.shipment_id or captured_name(gs1.text)
             self.stations.bind_document(here, doc_type, doc_id, f"scanner:{device}")
         else:  # receive, ship
             self.stations.dock_event(here, [item_of(gs1)], at, device, meaning=meaning)

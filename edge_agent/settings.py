@@ -18,6 +18,12 @@ class EdgeSettings(BaseSettings):
     state_dir: Path = Path(".services/edge")  # active batches (and the outbox) live here
     control_host: str = "127.0.0.1"
     control_port: int = Field(default=8100, ge=1, le=65535)
+    # The token that changes need (POST/PUT/DELETE, and reads from off this PC): a file only
+    # the service's user may read, made at start if missing. Default: STATE_DIR/control.token.
+    control_token_file: Path | None = None
+    # Other names clients reach the control API by (the PC's host name or plant address,
+    # when TRACE_EDGE_CONTROL_HOST exposes it); any other Host header is refused.
+    control_host_names: list[str] = Field(default_factory=list)
     # A message carries at most this many records, and waits at most this long for more.
     publish_max_records: int = Field(default=500, ge=1, le=100_000)
     publish_linger_s: float = Field(default=0.2, ge=0, le=10)
@@ -33,3 +39,7 @@ class EdgeSettings(BaseSettings):
     # How often the retained status message is refreshed.
     status_interval_s: float = Field(default=10.0, gt=0)
     mqtt: BrokerSettings = Field(default_factory=BrokerSettings)
+
+    @property
+    def token_file(self) -> Path:
+        return self.control_token_file or self.state_dir / "control.token"

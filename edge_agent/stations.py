@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import TypeAdapter, ValidationError
+
 from device_profiles.schema import ScanRule
-from edge_agent.binding import Binder
-from edge_agent.outbox import EVENTS
+from edge_agent.binding import NAME_CHARS, Binder, captured_name, name_problem
+from edge_agent.outbox import EVENTS, RecordRefused
+from protocols.mqtt.contract import Item, TransformationEventRecord
 
 DocumentType = Literal["po", "desadv"]
 # A door bound to a purchase order receives; one bound to a shipment (despatch advice) ships.
@@ -31,6 +34,40 @@ BIZ_STEP_OF_DOCUMENT: dict[str, str] = {"po": "receiving", "desadv": "shipping"}
 BIZ_STEP_OF_DIRECTION: dict[str, str] = {"in": "receiving", "out": "shipping"}
 DISPOSITION_OF_STEP: dict[str, str] = {"receiving": "in_progress", "shipping": "in_transit"}
 DOCUMENT_OF_AI: dict[str, DocumentType] = {"400": "po", "402": "desadv"}
+
+ITEM: TypeAdapter[Item] = TypeAdapter(Item)
+
+
+def _contract_max(field_name: str) -> int:
+    """How many entries the contract lets a TransformationEvent's list hold."""
+    meta = TransformationEventRecord.model_fields[field_name].metadata
+    return next(int(m.max_length) for m in meta if hasattr(m, "max_length"))
+
+
+# A batch's genealogy travels as one TransformationEvent at its end: what the contract would
+# refuse there is refused at the scan, so that ending the batch can never fail.
+MAX_ITEMS = {"input": _contract_max("inputs"), "output": _contract_max("outputs")}
+MAX_OPERATORS = _contract_max("operators")
+
+
+def check_name(what: str, value: str) -> None:
+    """RecordRefused unless the contract accepts `value` as a name."""
+    if problem := name_problem(value):
+        raise RecordRefused(what, [f"{value[:40]!r}: {problem}"])
+
+
+def check_item(item: dict[str, Any]) -> None:
+    try:
+        ITEM.validate_python(item)
+    except ValidationError as err:
+        raise RecordRefused(
+            "item",
+            [
+                f"{'.'.join(str(p) for p in e['loc']) or 'item'}: {e['msg']}"
+                for e in err.errors(include_url=False)
+            ],
+        ) from None
+
 
 _SCHEMA = """
 create table if not exists dock_binding (
@@ -95,7 +132,10 @@ class Stations:
     def bind_document(
         self, dock_id: str, doc_type: DocumentType, doc_id: str, by: str
     ) -> DockDocument:
+        """RecordRefused for a document id the contract would refuse in the events it
+        names (checked now, not at every pallet that passes the door)."""
         self._check_dock(dock_id)
+        check_name("document id", doc_id)
         doc = DockDocument(dock_id, doc_type, doc_id, datetime.now(UTC), by)
         with self.outbox.transaction():
             self.db.execute(
@@ -173,6 +213,7 @@ class Stations:
         return row[0] if row else None
 
     def set_operator(self, line_id: str, operator: str) -> None:
+        check_name("operator", operator)
         with self.outbox.transaction():
             self.db.execute(
                 "insert into line_operator values (?, ?) on conflict (line_id)"
@@ -191,7 +232,10 @@ class Stations:
         at: datetime,
         device: str,
     ) -> None:
-        """An input consumed into, or an output produced by, the line's active batch."""
+        """An input consumed into, or an output produced by, the line's active batch.
+        RecordRefused for an item the contract refuses, or one more than a
+        TransformationEvent holds."""
+        check_item(item)
         active = self.binder.context.active(line_id)
         if active is None:
             # Not lost: kept as an event of its own, flagged for the quality team.
@@ -208,13 +252,27 @@ class Stations:
                 },
             )
             return
+        held = self.db.execute(
+            "select count(*) from batch_items where line_id = ? and batch_id = ? and role = ?",
+            (line_id, active.batch_id, role),
+        ).fetchone()[0]
+        if held >= MAX_ITEMS[role]:
+            raise RecordRefused(
+                "item",
+                [
+                    f"batch {active.batch_id} already has {held} {role}s, the most one "
+                    "TransformationEvent carries: end the batch and start the next"
+                ],
+            )
         with self.outbox.transaction():
             self._remember(line_id, active.batch_id, role, json.dumps(item))
 
     def scan_batch(
         self, line_id: str, meaning: str, batch_id: str, device: str, at: datetime
     ) -> None:
-        by = self.operator(line_id) or f"scanner:{device}"
+        if meaning != "batch_end":
+            check_name("batch id", batch_id)  # before the running batch is ended for it
+        by = self.operator(line_id) or f"scanner:{device}"[:NAME_CHARS]
         active = self.binder.context.active(line_id)
         if meaning == "batch_end":
             if active is not None:
@@ -235,15 +293,15 @@ class Stations:
             " where line_id = ? and batch_id = ? and role = ?",
             (line_id, batch_id, role),
         ).fetchone()
-        if (
-            role == "operator"
-            and self.db.execute(
+        if role == "operator" and (
+            row[0] >= MAX_OPERATORS
+            or self.db.execute(
                 "select 1 from batch_items where line_id = ? and batch_id = ? and role = ?"
                 " and item = ?",
                 (line_id, batch_id, role, value),
             ).fetchone()
         ):
-            return
+            return  # known already, or as many as the event holds: the badge scan still counts
         self.db.execute(
             "insert into batch_items values (?, ?, ?, ?, ?)",
             (line_id, batch_id, role, row[0], value),
@@ -311,5 +369,6 @@ def rule_document_type(rule: ScanRule, ais: dict[str, str]) -> DocumentType | No
 
 
 def batch_label(text: str, ais: dict[str, str]) -> str:
-    """The batch id a batch label names: its GS1 lot (AI 10) if it has one, else the text."""
-    return ais.get("10") or text.strip()
+    """The batch id a batch label names: its GS1 lot (AI 10) if it has one, else the text
+    (without a scanner's control characters)."""
+    return ais.get("10") or captured_name(text)

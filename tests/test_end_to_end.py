@@ -15,7 +15,7 @@ import yaml
 from cloud_collector.auth import Role
 from device_profiles import LIBRARY
 from device_profiles.schema import load_profile
-from edge_agent.control import create_control_app
+from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.runtime import EdgeAgent
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import load_site
@@ -55,9 +55,14 @@ async def test_readings_travel_from_plc_to_api_bound_to_their_batch(
     )
     agent = EdgeAgent(settings, load_site(write_site(tmp_path, edge_id, port)))
     device = agent.devices["tp-controller-1"]
+    token = uuid.uuid4().hex
+    access = ControlAccess.of(token, "127.0.0.1", 8100)
     control = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_control_app(agent.binder, agent.status)),
-        base_url="http://edge",
+        transport=httpx.ASGITransport(
+            app=create_control_app(agent.binder, agent.status, access=access)
+        ),
+        base_url="http://127.0.0.1:8100",
+        headers={"Authorization": f"Bearer {token}"},
     )
     async with sim, control, collector.client(Role.reader) as api:
         running = asyncio.create_task(agent.run(poll=False, control=False))

@@ -43,7 +43,12 @@ def _fail(message: str) -> None:
     raise SystemExit(1)
 
 
-def _call(method: str, url: str, **kwargs: object) -> httpx.Response:
+def _call(
+    method: str,
+    url: str,
+    key_hint: str = "tracectl sends the key in TRACE_API_KEY",
+    **kwargs: object,
+) -> httpx.Response:
     try:
         response = httpx.request(method, url, timeout=10, **kwargs)  # type: ignore[arg-type]
     except httpx.HTTPError as err:
@@ -55,9 +60,33 @@ def _call(method: str, url: str, **kwargs: object) -> httpx.Response:
         except ValueError:
             detail = response.text
         if response.status_code == 401:
-            detail = f"{detail} (tracectl sends the key in TRACE_API_KEY)"
+            detail = f"{detail} ({key_hint})"
         _fail(f"{method} {url} answered {response.status_code}: {detail}")
     return response
+
+
+def _edge_call(method: str, url: str, **kwargs: object) -> httpx.Response:
+    """A call to the edge's control API with the token of the edge's token file (the same
+    settings as the edge: TRACE_EDGE_STATE_DIR, TRACE_EDGE_CONTROL_TOKEN_FILE)."""
+    from edge_agent.control_token import ControlTokenError, read_token
+    from edge_agent.settings import EdgeSettings
+
+    path = EdgeSettings().token_file
+    try:
+        headers = {"Authorization": f"Bearer {read_token(path)}"}
+    except ControlTokenError as err:
+        if method == "GET":
+            headers = {}  # reads on the line PC need no token
+        else:
+            _fail(str(err))
+            raise
+    return _call(
+        method,
+        url,
+        key_hint=f"tracectl sent the token of {path}: is it the edge's?",
+        headers=headers,
+        **kwargs,
+    )
 
 
 def cmd_batch(args: argparse.Namespace) -> None:
@@ -65,13 +94,13 @@ def cmd_batch(args: argparse.Namespace) -> None:
     if args.action == "start":
         if not args.batch:
             _fail("batch start needs a batch id: tracectl batch start LINE BATCH")
-        body = _call("PUT", url, json={"batch_id": args.batch, "by": args.by}).json()
+        body = _edge_call("PUT", url, json={"batch_id": args.batch, "by": args.by}).json()
         print(f"line {body['line_id']}: batch {body['batch_id']} started at {body['started_at']}")
     elif args.action == "end":
-        body = _call("DELETE", url, params={"by": args.by}).json()
+        body = _edge_call("DELETE", url, params={"by": args.by}).json()
         print(f"line {body['line_id']}: batch {body['batch_id']} ended")
     else:
-        body = _call("GET", url).json()
+        body = _edge_call("GET", url).json()
         print(
             f"line {args.line}: "
             + (f"batch {body['batch_id']} since {body['started_at']}" if body else "idle")
@@ -83,13 +112,13 @@ def cmd_dock(args: argparse.Namespace) -> None:
     if args.action == "bind":
         if not (args.type and args.id):
             _fail("dock bind needs the document: tracectl dock bind DOCK po|desadv ID")
-        body = _call("PUT", url, json={"type": args.type, "id": args.id, "by": args.by}).json()
+        body = _edge_call("PUT", url, json={"type": args.type, "id": args.id, "by": args.by}).json()
         print(f"dock {body['dock_id']}: bound to {body['type']} {body['doc_id']}")
     elif args.action == "release":
-        body = _call("DELETE", url).json()
+        body = _edge_call("DELETE", url).json()
         print(f"dock {body['dock_id']}: released from {body['type']} {body['doc_id']}")
     else:
-        body = _call("GET", url).json()
+        body = _edge_call("GET", url).json()
         print(
             f"dock {args.dock}: " + (f"{body['type']} {body['doc_id']}" if body else "no document")
         )

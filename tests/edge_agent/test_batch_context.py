@@ -8,10 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from edge_agent.batch_context import BatchConflict, BatchContext
 from edge_agent.binding import Binder
-from edge_agent.control import create_control_app
+from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.outbox import EVENTS, Outbox
 
 AT = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -51,11 +52,24 @@ def test_start_and_end_are_events_with_who_did_it(tmp_path: Path) -> None:
     ]
 
 
+TOKEN = "a-test-token-of-enough-length"
+ACCESS = ControlAccess.of(TOKEN, "127.0.0.1", 8100)
+
+
+def control_client(app: FastAPI) -> httpx.AsyncClient:
+    """A client on this PC that sends the token, as tracectl does."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://127.0.0.1:8100",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+
+
 async def test_control_api_answers_conflicts_and_unknown_lines(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "s.db")
     binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
-    app = create_control_app(binder, lambda: {"ok": True})
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as c:
+    app = create_control_app(binder, lambda: {"ok": True}, access=ACCESS)
+    async with control_client(app) as c:
         assert (
             await c.put("/api/v1/lines/line-1/batch", json={"batch_id": "B"})
         ).status_code == 201
@@ -76,8 +90,8 @@ async def test_control_api_binds_dock_doors(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "s.db")
     binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
     stations = Stations(binder, ["line-1"], ["dock-3"])
-    app = create_control_app(binder, lambda: {}, stations)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as c:
+    app = create_control_app(binder, lambda: {}, stations, access=ACCESS)
+    async with control_client(app) as c:
         r = await c.put("/api/v1/docks/dock-3/document", json={"type": "po", "id": "PO-9"})
         assert r.status_code == 201 and r.json()["doc_id"] == "PO-9"
         assert (await c.get("/api/v1/docks/dock-3/document")).json()["type"] == "po"

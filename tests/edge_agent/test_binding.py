@@ -61,9 +61,9 @@ def test_readings_carry_the_active_batch_or_explicitly_none(outbox: Outbox) -> N
                 ("batch_ended", "WO-1002"),
             ],
         ),
-        # A string batch id: empty is idle.
+        # A string batch id: empty is idle; a PLC string's NUL padding is no part of it.
         (
-            ["", "LOT-A", "LOT-A ", "LOT-B", ""],
+            ["", "LOT-A", "LOT-A ", "LOT-A\x00\x00\x00\x00", "LOT-B", "\x00\x00"],
             [
                 ("batch_started", "LOT-A"),
                 ("batch_ended", "LOT-A"),
@@ -100,3 +100,76 @@ def test_a_bad_batch_tag_value_changes_nothing(outbox: Outbox) -> None:
     assert [e["kind"] for e in records(outbox, EVENTS)] == ["batch_started"]
     active = binder.context.active("l1")
     assert active is not None and active.batch_id == "7"
+
+
+def test_a_plc_batch_string_the_contract_refuses_keeps_the_line_and_is_counted(
+    outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox, {"plc": BatchTag("batch")})
+    binder.readings("l1", "plc", [Sample("batch", None, None, text="WO-1")], T0)
+    for _ in range(3):  # a PLC that keeps serving a garbled string every poll
+        n = binder.readings(
+            "l1",
+            "plc",
+            [Sample("batch", None, None, text="W" * 200), Sample("temp", 61.0, "Cel")],
+            T0,
+        )
+        assert n == 1  # the poll's readings still go in
+    assert [(e["kind"], e["batch"]) for e in records(outbox, EVENTS)] == [("batch_started", "WO-1")]
+    assert [r["batch"] for r in records(outbox, READINGS)] == ["WO-1"] * 3
+    assert binder.refusals.count == {"plc": 3}
+    assert "at most 128 characters" in binder.refusals.last["plc"]
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1  # no flood
+
+
+def test_values_the_contract_cannot_carry_become_flagged_readings_not_failures(
+    outbox: Outbox,
+) -> None:
+    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox)
+    samples = [
+        Sample("t1", float("nan"), "Cel"),
+        Sample("t2", float("-inf"), "Cel"),
+        Sample("t3", 5.0, "Cel", device_time=datetime(1601, 1, 1, tzinfo=UTC)),  # OPC UA zero
+        Sample("t4", None, "Cel", "bad", detail="comm\x00fault " + "x" * 1000),
+    ]
+    assert binder.readings("l1", "plc", samples, T0) == 4
+    got = {r["tag"]: r for r in records(outbox, READINGS)}
+    assert (got["t1"]["value"], got["t1"]["quality"]) == (None, "bad")
+    assert "nan" in got["t1"]["detail"] and "inf" in got["t2"]["detail"]
+    assert (got["t3"]["value"], got["t3"]["quality"], got["t3"]["device_time"]) == (
+        5.0,
+        "uncertain",
+        None,
+    )
+    assert "device clock says 1601-01-01" in got["t3"]["detail"]
+    assert got["t4"]["detail"].startswith("commfault") and len(got["t4"]["detail"]) == 500
+
+
+def test_a_reading_the_contract_refuses_is_counted_and_the_poll_goes_on(
+    outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox)
+    poll = [Sample("temp", 60.0, "Cel"), Sample("speed", 3.0, "revolutions per minute, " * 3)]
+    for _ in range(5):
+        assert binder.readings("l1", "plc", poll, T0) == 1
+    assert [r["tag"] for r in records(outbox, READINGS)] == ["temp"] * 5
+    assert binder.refusals.count == {"plc": 5}
+    assert "reading of speed" in binder.refusals.last["plc"]
+    assert "unit: String should have at most 32 characters" in binder.refusals.last["plc"]
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+
+
+def test_a_device_error_of_any_length_or_content_is_recorded(outbox: Outbox) -> None:
+    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox)
+    binder.device_event("l1", "plc", False, "timeout \x00" + "e" * 2000)
+    (event,) = records(outbox, EVENTS)
+    assert event["kind"] == "device_offline" and len(event["detail"]) == 500
+    assert "\x00" not in event["detail"]
+
+
+def test_a_plc_batch_change_by_a_device_with_a_long_name_is_still_made(outbox: Outbox) -> None:
+    device, tag = "plc-" + "d" * 124, "batch-" + "t" * 122  # both at the contract's 128
+    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox, {device: BatchTag(tag)})
+    binder.readings("l1", device, [Sample(tag, None, None, text="WO-5")], T0)
+    [started] = records(outbox, EVENTS)
+    assert started["batch"] == "WO-5" and started["by"] == f"plc:{device}/{tag}"[:128]

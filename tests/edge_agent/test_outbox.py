@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.outbox import EVENTS, READINGS, Outbox
+from edge_agent.outbox import EVENTS, READINGS, Outbox, RecordRefused
+from protocols.mqtt.contract import MAX_SEQ
 
 AT = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -81,6 +82,7 @@ def test_numbers_and_epoch_survive_a_restart_even_when_all_was_acknowledged(tmp_
     box = Outbox(tmp_path / "o.db")
     box.append_many([(READINGS, reading(v)) for v in range(3)])
     epoch = box.epoch
+    assert seqs(box.take(READINGS, 2)) == [0, 1]
     box.accept(READINGS, epoch, 0, 1)
     box.close()
     again = Outbox(tmp_path / "o.db")
@@ -92,6 +94,8 @@ def test_numbers_and_epoch_survive_a_restart_even_when_all_was_acknowledged(tmp_
 def test_a_message_is_contiguous_so_it_stops_at_a_hole(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db")
     box.append_many([(READINGS, reading(v)) for v in range(5)])
+    box.take(READINGS, 2)
+    assert seqs(box.take(READINGS, 1)) == [2]
     box.accept(READINGS, box.epoch, 2, 2)
     box.requeue(READINGS)
     assert seqs(box.take(READINGS, 10)) == [0, 1]
@@ -178,3 +182,124 @@ def test_sigkill_mid_append_loses_no_committed_poll_and_keeps_polls_whole(tmp_pa
     assert depth % 50 == 0  # whole polls only
     assert depth // 50 >= committed  # every poll the writer saw committed is there
     assert seqs(box.take(READINGS, 100_000)) == list(range(depth))
+
+
+# -- the accept rule: only a run this outbox handed out and still awaits ---------------------
+
+
+def test_accept_deletes_only_a_run_sent_and_awaited_never_what_an_ack_claims(
+    tmp_path: Path,
+) -> None:
+    box = Outbox(tmp_path / "o.db")
+    box.append_many([(READINGS, reading(v)) for v in range(10)])
+    assert seqs(box.take(READINGS, 5)) == [0, 1, 2, 3, 4]  # in flight: 0..4; 5..9 not sent
+    for first, last in [(0, MAX_SEQ), (0, 3), (1, 4), (0, 9), (5, 9), (4, 5)]:
+        assert box.accept(READINGS, box.epoch, first, last) == 0, (first, last)
+    assert box.accept(READINGS, "another-epoch", 0, 4) == 0
+    assert box.accept(EVENTS, box.epoch, 0, 4) == 0
+    assert box.depth(READINGS) == 10
+    assert box.accept(READINGS, box.epoch, 0, 4) == 5
+    assert box.accept(READINGS, box.epoch, 0, 4) == 0  # settled: a replayed ack does nothing
+    box.requeue(READINGS)  # after a requeue nothing is awaited until it is taken again
+    assert box.accept(READINGS, box.epoch, 5, 9) == 0
+    assert seqs(box.take(READINGS, 10)) == [5, 6, 7, 8, 9]
+    assert box.accept(READINGS, box.epoch, 5, 9) == 5
+    assert box.depth(READINGS) == 0
+
+
+def test_a_refused_run_is_quarantined_as_sent_and_the_records_behind_it_flow(
+    tmp_path: Path,
+) -> None:
+    box = Outbox(tmp_path / "o.db")
+    box.append_many([(EVENTS, event(n)) for n in range(6)])
+    first = box.take(EVENTS, 3)
+    assert seqs(box.take(EVENTS, 3)) == [3, 4, 5]
+    assert box.quarantine(EVENTS, box.epoch, 0, 1, "not a message") == 0  # not a sent run
+    assert box.quarantine(EVENTS, box.epoch, 0, 2, "batch: differs from what was committed") == 3
+    assert box.depth(EVENTS) == 3
+    assert box.accept(EVENTS, box.epoch, 0, 2) == 0  # gone from the sending queue
+    assert box.accept(EVENTS, box.epoch, 3, 5) == 3  # the records behind it flow
+    box.requeue(EVENTS)
+    assert box.take(EVENTS, 10) == []  # never sent again
+    box.close()
+
+    again = Outbox(tmp_path / "o.db")  # kept on disk, with the reason
+    held = again.quarantined()
+    assert [(q.stream, q.seq) for q in held] == [(EVENTS, 2), (EVENTS, 1), (EVENTS, 0)]
+    assert [json.loads(body) for _, body in first] == [q.record for q in reversed(held)]
+    assert {q.reason for q in held} == {"batch: differs from what was committed"}
+    stats = again.stats()
+    assert stats.quarantined == 3 and stats.depth == 0
+    assert stats.last_refusal is not None and (
+        stats.last_refusal.first_seq,
+        stats.last_refusal.last_seq,
+    ) == (0, 2)
+    assert any(
+        "3 records quarantined" in a and "differs from what was committed" in a
+        for a in stats.alarms
+    )
+
+
+# -- the contract before a record enters -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record", "named"),
+    [
+        ({**event(1), "batch": "B\x00\x00"}, "batch: Value error, text contains a NUL"),
+        ({**event(1), "by": "x" * 129}, "by: String should have at most 128 characters"),
+        ({**reading(float("nan"))}, "value: Input should be a finite number"),
+        ({**reading(1.0), "time": datetime(2026, 1, 1)}, "time: Value error, timestamp must"),
+        ({**reading(1.0), "time": datetime(9999, 1, 1, tzinfo=UTC)}, "outside 2000-2099"),
+        ({**reading(1.0), "line": "line 1"}, "line: String should match pattern"),
+        ({**reading(1.0), "colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"kind": "gossip", "time": AT}, "kind 'gossip' is none of"),
+    ],
+)
+def test_a_record_the_contract_refuses_never_enters_and_spends_no_number(
+    tmp_path: Path, record: dict, named: str
+) -> None:
+    box = Outbox(tmp_path / "o.db")
+    with pytest.raises(RecordRefused) as refused:
+        box.append_many([(READINGS, reading(1.0)), (EVENTS, event(0)), (EVENTS, record)])
+    assert named in str(refused.value), str(refused.value)
+    assert "refused by the message contract" in str(refused.value)
+    assert box.depth(READINGS) == box.depth(EVENTS) == 0  # nothing of the call is kept
+    assert box.append(EVENTS, event(2)) == 0  # and no number was spent
+    box.close()
+    assert Outbox(tmp_path / "o.db").append(EVENTS, event(3)) == 1
+
+
+def test_with_on_refused_only_the_refused_record_is_left_out(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    refused: list[tuple[int, str]] = []
+    got = box.append_many(
+        [(READINGS, reading(1.0)), (READINGS, reading(float("inf"))), (READINGS, reading(3.0))],
+        on_refused=lambda i, err: refused.append((i, str(err))),
+    )
+    assert got == [0, -1, 1]
+    assert [i for i, _ in refused] == [1] and "finite number" in refused[0][1]
+    assert [json.loads(b)["value"] for _, b in box.take(READINGS, 10)] == [1.0, 3.0]
+
+
+def test_remembered_verdicts_on_readings_refuse_what_the_full_model_refuses(
+    tmp_path: Path,
+) -> None:
+    """Readings that repeat a passed shape skip the full model: what still varies (value,
+    time, sequence number) is checked all the same."""
+    box = Outbox(tmp_path / "o.db")
+    good = {**reading(1.0), "time": AT.isoformat(), "device_time": None, "unit": "Cel"}
+    good |= {"quality": "good", "detail": None}
+    box.append(READINGS, dict(good))  # remembered
+    for changed, named in [
+        ({"value": float("nan")}, "finite number"),
+        ({"value": None}, "must have a value"),
+        ({"value": float("-inf")}, "finite number"),
+        ({"time": "1999-12-31T23:59:59+00:00"}, "outside 2000-2099"),
+        ({"time": "2026-11-25T00:00:00"}, "must carry a UTC offset"),
+        ({"batch": "B\x00"}, "NUL"),
+    ]:
+        with pytest.raises(RecordRefused, match=named):
+            box.append(READINGS, {**good, **changed})
+    assert box.append(READINGS, {**good, "value": 2.5}) == 1
+    assert box.append(READINGS, {**good, "time": "2026-11-25T00:00:01+00:00"}) == 2

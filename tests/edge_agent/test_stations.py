@@ -11,8 +11,8 @@ from pydantic import TypeAdapter
 
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
-from edge_agent.outbox import EVENTS, Outbox
-from edge_agent.stations import StationError, Stations
+from edge_agent.outbox import EVENTS, Outbox, RecordRefused
+from edge_agent.stations import MAX_ITEMS, StationError, Stations
 from protocols.mqtt.contract import Record
 
 T0 = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
@@ -143,3 +143,44 @@ def test_batch_inputs_survive_a_restart(tmp_path: Path) -> None:
     outbox2.requeue(EVENTS)
     t = next(e for e in events(outbox2) if e["kind"] == "transformation_event")
     assert [i["lot"] for i in t["inputs"]] == ["FLOUR7"]
+
+
+def test_what_a_batch_end_could_not_carry_is_refused_at_the_scan_so_the_batch_always_ends(
+    tmp_path: Path,
+) -> None:
+    stations, outbox = make(tmp_path)
+    stations.scan_batch("line-1", "batch_start", "WO-9", "s", T0)
+    stations.line_item("line-1", "input", FLOUR, T0, "s")
+    for bad in ({**FLOUR, "raw": "x" * 501}, {**FLOUR, "lot": "L\x00"}, {"quantity": 1.0}):
+        with pytest.raises(RecordRefused, match="item record refused"):
+            stations.line_item("line-1", "input", bad, T0, "s")
+    with pytest.raises(RecordRefused, match="operator"):
+        stations.set_operator("line-1", "OP-" + "7" * 200)
+    with pytest.raises(RecordRefused, match="batch id"):
+        stations.scan_batch("line-1", "batch_start", "WO-\x00", "s", T0)
+    active = stations.binder.context.active("line-1")
+    assert active is not None and active.batch_id == "WO-9"  # not ended for a refused label
+    stations.scan_batch("line-1", "batch_end", "WO-9", "s", T0)
+    t = events(outbox)[-1]  # contract-valid (events() checks), with the good input only
+    assert (t["kind"], [i["lot"] for i in t["inputs"]]) == ("transformation_event", ["FLOUR7"])
+
+
+def test_a_batch_holds_no_more_inputs_than_its_transformation_event_carries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stations, outbox = make(tmp_path)
+    monkeypatch.setitem(MAX_ITEMS, "input", 3)  # the contract's 10,000, made small
+    stations.scan_batch("line-1", "batch_start", "WO-3", "s", T0)
+    for _ in range(3):
+        stations.line_item("line-1", "input", FLOUR, T0, "s")
+    with pytest.raises(RecordRefused, match="already has 3 inputs"):
+        stations.line_item("line-1", "input", FLOUR, T0, "s")
+    stations.scan_batch("line-1", "batch_end", "WO-3", "s", T0)
+    assert len(events(outbox)[-1]["inputs"]) == 3
+
+
+def test_a_document_id_the_contract_refuses_is_refused_when_bound(tmp_path: Path) -> None:
+    stations, _ = make(tmp_path)
+    with pytest.raises(RecordRefused, match="document id"):
+        stations.bind_document("dock-3", "po", "PO-" + "1" * 200, "clerk")
+    assert stations.document("dock-3") is None

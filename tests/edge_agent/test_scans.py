@@ -1,0 +1,72 @@
+"""What a scan becomes at its station when its text is odd: control characters never reach
+a name, and a scan the message contract refuses is counted and kept in the status while the
+scanner goes on."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from device_profiles import LIBRARY
+from device_profiles.schema import ScannerProfile, load_profile
+from edge_agent.batch_context import BatchContext
+from edge_agent.binding import Binder
+from edge_agent.outbox import EVENTS, Outbox
+from edge_agent.scans import ScanStation
+from edge_agent.stations import Stations
+from protocols.scanner.client import Scan
+from protocols.scanner.gs1 import parse_scan
+
+T0 = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
+
+
+def scan(text: str) -> Scan:
+    return Scan(text, None, parse_scan(text), None, T0)
+
+
+def profile(name: str) -> ScannerProfile:
+    loaded = load_profile(LIBRARY / name)
+    assert isinstance(loaded, ScannerProfile)
+    return loaded
+
+
+@pytest.fixture
+def stations(tmp_path: Path) -> Stations:
+    outbox = Outbox(tmp_path / "o.db")
+    return Stations(Binder(BatchContext(outbox.db, ["line-1"]), outbox), ["line-1"], ["dock-3"])
+
+
+def events(stations: Stations) -> list[dict]:
+    return [json.loads(b) for _, b in stations.outbox.take(EVENTS, 1000)]
+
+
+def test_a_batch_label_with_nul_padding_and_control_characters_names_the_batch_cleanly(
+    stations: Stations,
+) -> None:
+    line = ScanStation(stations, "line-1", False, profile("scanner-line-station.yaml"))
+    line([scan("WO-88\x00\x00\x00"), scan("WO-89\r\x03\x1d")])
+    got = [(e["kind"], e["batch"]) for e in events(stations) if e["kind"].startswith("batch")]
+    assert got == [("batch_started", "WO-88"), ("batch_ended", "WO-88"), ("batch_started", "WO-89")]
+
+
+def test_a_scan_the_contract_refuses_is_counted_and_changes_nothing(
+    stations: Stations,
+) -> None:
+    line = ScanStation(stations, "line-1", False, profile("scanner-line-station.yaml"))
+    line([scan("WO-1"), scan("WO-" + "9" * 200), scan("WO-2")])  # the scanner goes on
+    got = [(e["kind"], e["batch"]) for e in events(stations) if e["kind"].startswith("batch")]
+    assert got == [("batch_started", "WO-1"), ("batch_ended", "WO-1"), ("batch_started", "WO-2")]
+    assert line.counters.refused == 1
+    assert "batch id" in line.counters.last_refused[0]
+    assert "at most 128 characters" in line.counters.last_refused[0]
+
+
+def test_a_document_id_the_contract_refuses_never_binds_the_door(stations: Stations) -> None:
+    dock = ScanStation(stations, "dock-3", True, profile("scanner-dock-door.yaml"))
+    dock([scan("PO-123"), scan("PO-" + "4" * 200)])
+    assert dock.counters.refused == 1 and "document id" in dock.counters.last_refused[0]
+    bound = stations.document("dock-3")
+    assert bound is not None and bound.doc_id == "PO-123"  # the earlier binding stands
