@@ -23,7 +23,7 @@ from typing import Any, get_args
 from psycopg import AsyncConnection
 
 from cloud_collector import genealogy
-from cloud_collector.epcis.document import parse_time
+from cloud_collector.epcis.document import InvalidDocument, parse_time
 from cloud_collector.epcis.identifiers import cbv_word, keys
 from protocols.mqtt.contract import (
     BizStep,
@@ -169,7 +169,10 @@ async def _transformation(
             "line": where or "partner",
         }
     )
-    await genealogy.project_transformation(conn, record, edge)
+    try:
+        await genealogy.project_transformation(conn, record, edge)
+    except genealogy.TransformationTooWide as err:
+        raise InvalidDocument(f"$ (event {event_id})", str(err)) from err
 
 
 async def _only_its_own_outputs(

@@ -50,9 +50,10 @@ CTE_NAMES = {
 }
 
 CTE = "Critical Tracking Event"
-DATE = "Event Date"
-TIME = "Event Time"  # headed "Event Time (ZONE)": see header()
+DATE = "Event Date"  # headed "Event Date (ZONE)": see header()
+TIME = "Event Time"  # headed "Event Time (ZONE)"
 TLC = "Traceability Lot Code"
+SUPPLIER_TLC = "Traceability Lot Code Assigned by the Supplier"
 PRODUCT = "Product Description"
 QUANTITY = "Quantity"
 UOM = "Unit of Measure"
@@ -78,6 +79,7 @@ COOLED_AT = "Location Description for Where the Food Was Cooled"
 COOLING_DATE = "Date of Cooling"
 GTIN = "GTIN"
 LOT_RECEIVED = "Lot Code of the Food Received"
+UNITS = "Unit IDs"
 EVENT_ID = "Event ID"
 MISSING = "Missing KDEs"
 
@@ -88,17 +90,25 @@ COLUMNS: dict[str, str] = {
     "agricultural commodity (§ 1.1330)",
     DATE: "§ 1.1345(a)(6) the date you received the food; § 1.1340(a)(6) the date you shipped "
     "the food; § 1.1350(a)(2)(iii) the date transformation was completed; § 1.1330(a)(15) the "
-    "date of initial packing (in the time zone the time column names)",
+    "date of initial packing (in the time zone its header names, that of the request: ?tz=, "
+    "UTC unless asked)",
     TIME: "not a KDE: the event's time of day in the time zone of the request (?tz=, UTC "
     "unless asked), to sort the events of one day",
     TLC: "§ 1.1345(a)(1), § 1.1340(a)(1) the traceability lot code for the food; "
     "§ 1.1350(a)(1)(i) of the food used, (a)(2)(i) the new traceability lot code; "
-    "§ 1.1330(a)(11) the traceability lot code you assigned (to the food packed)",
+    "§ 1.1330(a)(11) the traceability lot code you assigned (to the food packed); as our "
+    "records keep it (one row per event per lot: its units summed)",
+    SUPPLIER_TLC: "§ 1.1345(a)(1) on receiving rows, where it differs from the lot code our "
+    "records keep: the traceability lot code as the supplier (the traceability lot code "
+    "source) assigned it",
     PRODUCT: "§ 1.1345(a)(3), § 1.1340(a)(3), § 1.1350(a)(1)(ii), (a)(2)(iv) the product "
     "description for the food; § 1.1330(a)(12) of the packed food",
     QUANTITY: "§ 1.1345(a)(2), § 1.1340(a)(2), § 1.1350(a)(1)(iii), (a)(2)(v) the quantity "
-    "(and unit of measure) of the food; for food used, the quantity used from that lot; "
-    "§ 1.1330(a)(13) of the packed food",
+    "(and unit of measure) of the food: the sum of the event's units and lines of the lot; "
+    "for food used, the quantity used from that lot; for food produced, the quantity the "
+    "event made of it; § 1.1330(a)(13) of the packed food, given once per lot packed (on its "
+    "first row: its other rows list further lots harvested); quantities in different units "
+    "are never added (the row says what was recorded)",
     UOM: "the unit of measure of the quantity (same paragraphs)",
     PREVIOUS_SOURCE: "§ 1.1345(a)(4) the location description for the immediate previous "
     "source (other than a transporter) for the food",
@@ -137,6 +147,8 @@ COLUMNS: dict[str, str] = {
     GTIN: "not a KDE: the GS1 trade item of the lot",
     LOT_RECEIVED: "not a KDE: on initial packing rows, the lot harvested and received that "
     "went into the packed lot (the grower's record is about it)",
+    UNITS: "not a KDE: the units (pallet SSCC, case SGTIN, tag EPC) of the lot the event "
+    "recorded, whose quantities the row sums",
     EVENT_ID: "not a KDE: the rows of one event share it",
     MISSING: "not a KDE: which of the row's KDEs the records lack, and what to import",
 }
@@ -212,18 +224,19 @@ def _place(
 
 
 def _recipient(row: Row, r: dict[str, Any], places: Places) -> None:
+    """The place the food was shipped to. A customer's record (a billing address, short of
+    the place) never stands in for it: the row names what the ERP knows and what is missing."""
     key = r["ship_to"] or r["customer_id"]
     loc = places.get(r["ship_to"]) or places.get(r["customer_id"])
-    if loc is None and r["customer"] is not None:
-        # The ERP's customer record is a description too, short of a phone number at least.
-        customer = {"name": r["customer"], "address": r["customer_address"]}
-        row.values[RECIPIENT] = describe(customer)
-        parts = " or ".join(_parts_missing(customer))
+    if loc is None and r["ship_to"] is None and r["customer"] is not None:
+        known = describe({"name": r["customer"], "address": r["customer_address"]})
+        row.values[RECIPIENT] = None
         row.missing.append(
             Missing(
                 RECIPIENT,
-                f"customer {r['customer_id']!r} has no {parts}: "
-                f"{LOCATIONS_IMPORT} with location_id {key!r}",
+                f"only customer {r['customer_id']!r}'s record is known ({known}), not the "
+                f"place shipment {r['shipment']!r} went to: give the shipment a ship_to "
+                f"(PUT /api/v1/erp/shipments) and describe it ({LOCATIONS_IMPORT})",
             )
         )
         return
@@ -266,13 +279,46 @@ def _documents(row: Row, r: dict[str, Any], kind: int) -> None:
     documents = [(DOCUMENT_TYPES.get(t, t), i) for t, i in (r["documents"] or [])]
     if kind == SHIPPING and r["order_id"]:
         documents.append(("Sales Order", r["order_id"]))
-    if kind in (FOOD_PRODUCED, INITIAL_PACKING) and not documents and r["batch"]:
+    if kind in (FOOD_PRODUCED, INITIAL_PACKING) and not documents and _batch_record(r):
         documents.append(("Batch Record", r["batch"]))
     if documents:
         row.values[DOCUMENT_TYPE] = "; ".join(t for t, _ in documents)
         row.values[DOCUMENT_NUMBER] = "; ".join(i for _, i in documents)
     else:
         row.missing.append(Missing(DOCUMENT_NUMBER, "the event names no business document"))
+
+
+def _batch_record(r: dict[str, Any]) -> bool:
+    """A batch of our own lines has its record here (its readings, operators, QC) under its
+    id; a captured event's batch is a record only when its sender named it (an EPCIS
+    transformationID), never when its id stands in for a missing one (its event id)."""
+    batch, edge = r["batch"], r["batch_edge"]
+    if batch is None or edge is None:
+        return False
+    return not edge.startswith("epcis") or batch != r["event_id"]
+
+
+def _quantity(row: Row, r: dict[str, Any], kind: int) -> None:
+    """The row's quantity is a sum: say when it is not one (several units of measure), when
+    it covers only some units, or when nothing recorded one."""
+    if r["mixed"] is not None:
+        why = f"recorded in several units of measure ({r['mixed']}): not added"
+        row.missing += [Missing(QUANTITY, why), Missing(UOM, why)]
+        return
+    if kind == INITIAL_PACKING and not r["first_of_lot"]:
+        return  # given once per lot packed, on its first row
+    if r["quantity"] is None:
+        row.missing.append(Missing(QUANTITY, "the event recorded no quantity"))
+    elif r["unquantified"]:
+        row.missing.append(
+            Missing(
+                QUANTITY,
+                f"{r['unquantified']} of the {r['items']} units or lines of the lot recorded no "
+                "quantity: the sum covers the others",
+            )
+        )
+    if r["uom"] is None:
+        row.missing.append(Missing(UOM, "the event recorded no unit of measure"))
 
 
 def _harvest(row: Row, r: dict[str, Any], places: Places, zone: tzinfo) -> None:
@@ -355,8 +401,9 @@ def _number(value: float | None) -> int | float | None:
 
 
 def header(zone: str = "UTC") -> list[str]:
-    """The column names, the time column saying its time zone (dates are in it too)."""
-    return [f"{TIME} ({zone})" if c == TIME else c for c in COLUMNS]
+    """The column names, the date and time columns saying their time zone ("the date you
+    received the food" is a local date: a reader must know whose)."""
+    return [f"{c} ({zone})" if c in (DATE, TIME) else c for c in COLUMNS]
 
 
 def build(r: dict[str, Any], places: Places, zone: tzinfo = UTC) -> Row:
@@ -374,9 +421,12 @@ def build(r: dict[str, Any], places: Places, zone: tzinfo = UTC) -> Row:
             QUANTITY: _number(r["quantity"]),
             UOM: r["uom"],
             GTIN: r["gtin"] or None,
+            UNITS: r["units"],
             EVENT_ID: r["event_id"],
         }
     )
+    if kind == INITIAL_PACKING and not r["first_of_lot"]:
+        row.values[UOM] = None  # the quantity packed is on the lot's first row
     if r["lot_code"].startswith("unit:"):
         row.missing.append(Missing(TLC, "a unit no label or event tied to a lot"))
     if r["product"] is None:
@@ -385,11 +435,10 @@ def build(r: dict[str, Any], places: Places, zone: tzinfo = UTC) -> Row:
             if r["gtin"]
             else Missing(PRODUCT, f"lot {r['lot_code']!r} names no GTIN")
         )
-    if r["quantity"] is None:
-        row.missing.append(Missing(QUANTITY, "the event recorded no quantity"))
-    if r["uom"] is None:
-        row.missing.append(Missing(UOM, "the event recorded no unit of measure"))
+    _quantity(row, r, kind)
     if kind == RECEIVING:
+        if r["supplier_lot"] is not None and r["supplier_lot"] != r["lot_code"]:
+            row.values[SUPPLIER_TLC] = r["supplier_lot"]
         unknown = (
             f"no supplier is known for purchase order {r['document']!r}: "
             "PUT /api/v1/erp/purchase-orders"

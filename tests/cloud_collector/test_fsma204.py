@@ -55,9 +55,10 @@ MILL_URL = "https://mill.example/tlc"
 # The names the FDA gets, pinned: changing one is a decision, not a refactoring.
 HEADER = [
     "Critical Tracking Event",
-    "Event Date",
+    "Event Date (UTC)",
     "Event Time (UTC)",
     "Traceability Lot Code",
+    "Traceability Lot Code Assigned by the Supplier",
     "Product Description",
     "Quantity",
     "Unit of Measure",
@@ -83,6 +84,7 @@ HEADER = [
     "Date of Cooling",
     "GTIN",
     "Lot Code of the Food Received",
+    "Unit IDs",
     "Event ID",
     "Missing KDEs",
 ]
@@ -199,7 +201,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             blank
             | {
                 "Critical Tracking Event": cte,
-                "Event Date": "2026-11-20",
+                "Event Date (UTC)": "2026-11-20",
                 "Event Time (UTC)": f"06:0{seq}:00",
                 "Traceability Lot Code": p.lot(lot),
                 "Product Description": product,
@@ -439,11 +441,11 @@ async def test_xlsx_is_typed_sortable_and_lists_the_missing_kdes(
     values = [list(row) for row in ws.iter_rows(values_only=True)]
     assert values[0] == HEADER
     assert ws.freeze_panes == "A2"
-    assert ws.auto_filter.ref == f"A1:AE{len(values)}"
+    assert ws.auto_filter.ref == f"A1:AG{len(values)}"
     received = dict(zip(HEADER, values[1], strict=True))
     # Typed cells: the date is a date, the time a time, the quantity a number.
-    assert isinstance(received["Event Date"], datetime)
-    assert received["Event Date"].date() == date(2026, 11, 20)
+    assert isinstance(received["Event Date (UTC)"], datetime)
+    assert received["Event Date (UTC)"].date() == date(2026, 11, 20)
     assert ws.cell(row=2, column=2).number_format == "yyyy-mm-dd"
     assert received["Event Time (UTC)"] == time(6, 0)
     assert received["Quantity"] == 1000 and isinstance(received["Quantity"], int | float)
@@ -573,16 +575,24 @@ def joined(**overrides: object) -> dict[str, object]:
         "tlc_reference": "https://supplier.example/tlc",
         "made_at": None,
         "documents": [["desadv", "SH-9"], ["bol", "BOL-1"]],
+        "mixed": None,
+        "items": 1,
+        "unquantified": 0,
+        "units": None,
+        "first_of_lot": True,
+        "supplier_lot": None,
+        "batch_edge": None,
     } | overrides
 
 
-def test_a_customer_record_stands_for_the_recipient_short_of_its_phone() -> None:
+def test_a_customer_record_never_stands_for_the_recipient() -> None:
     row = kdes.build(joined(), PLACES)
     v = row.values
     # 23:30 at UTC-5 is the next day in UTC: dates are UTC days.
     assert (v[kdes.DATE], v[kdes.TIME]) == (date(2026, 11, 21), time(4, 30))
     assert v[kdes.QUANTITY] == 12.5
-    assert v[kdes.RECIPIENT] == "Shop Inc, 1 High St"
+    # The customer's (billing) record is not where the food went: named, not filled in.
+    assert v[kdes.RECIPIENT] is None
     # A TLC source reference may stand in for the location description.
     assert (v[kdes.TLC_SOURCE], v[kdes.TLC_SOURCE_REFERENCE]) == (
         None,
@@ -593,9 +603,14 @@ def test_a_customer_record_stands_for_the_recipient_short_of_its_phone() -> None
         "SH-9; BOL-1",
     )
     assert [str(m) for m in row.missing] == [
-        f"{kdes.RECIPIENT}: customer 'C9' has no phone number: PUT /api/v1/erp/locations "
-        "with location_id 'C9'"
+        f"{kdes.RECIPIENT}: only customer 'C9''s record is known (Shop Inc, 1 High St), not the "
+        "place shipment 'SH-9' went to: give the shipment a ship_to (PUT /api/v1/erp/shipments) "
+        "and describe it (PUT /api/v1/erp/locations)"
     ]
+    # The ship-to place, once the ERP names and describes it, is the recipient.
+    shipped_to = kdes.build(joined(ship_to="DC-9"), PLACES | {"DC-9": PLACES["dock-2"]})
+    assert shipped_to.values[kdes.RECIPIENT] == "Plant, 5 Oven St, +1 555 0100"
+    assert not shipped_to.missing
 
 
 def test_what_nothing_recorded_is_named_not_invented() -> None:
@@ -746,7 +761,7 @@ def packed(p: Chain) -> dict[str, dict[str, str]]:
     t, blank = p.tag, dict.fromkeys(HEADER, "")
     packing = blank | {
         "Critical Tracking Event": "Initial Packing",
-        "Event Date": "2026-11-20",
+        "Event Date (UTC)": "2026-11-20",
         "Product Description": "Romaine hearts 3 ct, case of 12",
         "Unit of Measure": "CA",
         "GTIN": p.bread,
@@ -796,10 +811,13 @@ def packed(p: Chain) -> dict[str, dict[str, str]]:
             "Date of Cooling": "2026-11-19",
             "Lot Code of the Food Received": p.lot("HARVEST-A"),
         },
+        # The 100 cases packed are on A's row only: a sum over the rows counts them once.
         "B packed": packing
         | on_pack_1
         | received
         | {
+            "Quantity": "",
+            "Unit of Measure": "",
             "Quantity of the Food Received": "500",
             "Lot Code of the Food Received": p.lot("HARVEST-B"),
             "Missing KDEs": no_record("HARVEST-B"),
@@ -828,7 +846,7 @@ def packed(p: Chain) -> dict[str, dict[str, str]]:
         "packed shipped": blank
         | {
             "Critical Tracking Event": "Shipping",
-            "Event Date": "2026-11-20",
+            "Event Date (UTC)": "2026-11-20",
             "Event Time (UTC)": "06:03:00",
             "Traceability Lot Code": p.lot("PACKED"),
             "Product Description": "Romaine hearts 3 ct, case of 12",
@@ -918,6 +936,7 @@ def test_a_harvest_record_short_of_kdes_names_each() -> None:
             tlc_reference=None,
             place="pack-1",
             batch="P9",
+            batch_edge="edge-9",  # a batch of our own lines: its batch record is here
             documents=None,
             used_lot_code="H9",
             commodity="Cantaloupe",
