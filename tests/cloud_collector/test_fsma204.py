@@ -649,6 +649,38 @@ def test_what_nothing_recorded_is_named_not_invented() -> None:
     assert all(row.values.get(c) is None for c in (kdes.PRODUCT, kdes.RECIPIENT, kdes.SHIPPED_FROM))
 
 
+def test_a_receipt_shows_the_suppliers_lot_code_where_ours_differs() -> None:
+    receipt = {"kind": kdes.RECEIVING, "shipment": None, "customer_id": None, "customer": None}
+    row = kdes.build(joined(**receipt, supplier_lot="M-77"), PLACES)
+    assert (row.values[kdes.TLC], row.values[kdes.SUPPLIER_TLC]) == ("L1", "M-77")
+    same = kdes.build(joined(**receipt, supplier_lot="L1"), PLACES)
+    assert same.values.get(kdes.SUPPLIER_TLC) is None
+
+
+def test_a_batch_record_is_named_only_where_one_exists() -> None:
+    made = {"kind": kdes.FOOD_PRODUCED, "documents": None, "shipment": None, "customer": None}
+    ours = kdes.build(joined(**made, batch="B7", batch_edge="edge-line-3"), PLACES)
+    assert (ours.values[kdes.DOCUMENT_TYPE], ours.values[kdes.DOCUMENT_NUMBER]) == (
+        "Batch Record",
+        "B7",
+    )
+    # A partner's transformation without a transformationID: its event id is no document.
+    theirs = kdes.build(joined(**made, batch="e-1", batch_edge="epcis:P1"), PLACES)
+    assert theirs.values.get(kdes.DOCUMENT_TYPE) is None
+    assert "Reference Document Number: the event names no business document" in str(
+        theirs.values[kdes.MISSING]
+    )
+    named = kdes.build(joined(**made, batch="urn:p1:batch:9", batch_edge="epcis:P1"), PLACES)
+    assert named.values[kdes.DOCUMENT_NUMBER] == "urn:p1:batch:9"
+
+
+def test_the_date_column_names_its_time_zone() -> None:
+    assert kdes.header("America/Chicago")[1:3] == [
+        "Event Date (America/Chicago)",
+        "Event Time (America/Chicago)",
+    ]
+
+
 def test_a_lot_of_ours_takes_its_tlc_source_from_where_it_was_made() -> None:
     made = {"made_by": "B7", "made_at": "line-3", "tlc_reference": None}
     line_3 = {"line-3": {"name": "Plant line 3", "address": "5 Oven St", "phone": "1"}}
@@ -890,6 +922,16 @@ async def test_initial_packing_of_harvested_lots(
     # A place flagged initial_packing makes its batches initial packing, grower data or not.
     flagged = f"/api/v1/fsma204/lots/01/{p.bread}/10/{p.lot('PACKED2')}"
     assert read_csv(await get(collector, flagged)) == [want["C packed at the flagged line"]]
+    # A lot with no harvest record may have been packed before: its receipt keeps its row.
+    unrecorded = read_csv(
+        await get(collector, f"/api/v1/fsma204/lots/01/{p.flour}/10/{p.lot('HARVEST-B')}")
+    )
+    assert [(r["Critical Tracking Event"], r["Traceability Lot Code"]) for r in unrecorded] == [
+        ("Receiving", p.lot("HARVEST-B")),
+        ("Initial Packing", p.lot("PACKED")),
+        ("Initial Packing", p.lot("PACKED")),
+    ]
+    assert unrecorded[0]["Quantity"] == "500" and unrecorded[0]["Unit of Measure"] == "LBR"
 
 
 async def test_initial_packing_xlsx_has_dates_as_dates(
