@@ -981,7 +981,6 @@ def build(url: str, scale: float, seed: int) -> tuple[dict[str, int], float]:
     with psycopg.connect(bench, autocommit=True) as c:
         c.execute("set work_mem = '256MB'")
         rollups.rebuild(c)
-        c.execute(genealogy.RELOCATE_ALL)
         c.execute(genealogy.RECOUNT_ALL)
     _log("rollups, last places and lot quantities built, as ingest keeps them", t0)
     others = ", ".join([t for t in COPY if t != "readings"] + ROLLUP_TABLES)

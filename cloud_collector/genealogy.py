@@ -38,6 +38,11 @@ _UPSERT_UNIT = """
 insert into units (epc, sscc, gtin, serial, lot_id) values (%s, %s, %s, %s, %s)
 on conflict (epc) do update set lot_id = coalesce(excluded.lot_id, units.lot_id)
 """
+# A partner's label never moves a unit into another lot: it only names units new to us.
+_NEW_UNIT = """
+insert into units (epc, sscc, gtin, serial, lot_id) values (%s, %s, %s, %s, %s)
+on conflict (epc) do nothing
+"""
 _BATCH_LOT = """
 insert into {table} (event_id, batch_id, lot_id, uom, quantity, items, unquantified)
 values (%s, %s, %s, %s, %s, %s, %s) on conflict do nothing
@@ -58,6 +63,7 @@ _UNIT_RECEIVED = """
 select quantity, uom from receipts where epc = %s and quantity is not null
 order by time desc limit 1
 """
+# Quantities and last place of the lots, from their history (migrations 0018, 0019).
 RECOUNT = "select recount_lots(%s::bigint[])"
 RECOUNT_ALL = "select recount_lots(array(select lot_id from lots))"
 # At most this many (input lot, output lot) edges per transformation: a batch of 300 lots
@@ -76,22 +82,6 @@ values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing
 _LOCATION = """
 insert into lot_locations (lot_id, epc, location, time, event_id) values (%s, %s, %s, %s, %s)
 """
-# The lots' last places, from their history (an event may arrive late, or a unit learn
-# its lot).
-_RELOCATE = """
-update lots l set location = x.location, located_at = x.time
-from unnest(%(lots)s::bigint[]) ids(lot_id) cross join lateral (
-    select location, time from lot_locations where lot_id = ids.lot_id
-    order by time desc limit 1) x
-where l.lot_id = ids.lot_id and l.located_at is distinct from x.time
-"""
-# The same for every lot at once (a database loaded in bulk).
-RELOCATE_ALL = """
-update lots l set location = x.location, located_at = x.time
-from (select distinct on (lot_id) lot_id, location, time from lot_locations
-      where lot_id is not null order by lot_id, time desc) x
-where x.lot_id = l.lot_id
-"""
 
 
 class TransformationTooWide(ValueError):
@@ -107,7 +97,7 @@ async def _lot(
     return int(row[0])
 
 
-def _unit_key(item: Item) -> str | None:
+def unit_key(item: Item) -> str | None:
     """One key per physical unit whichever way it was captured: a pallet read by its RFID
     tag (urn:epc:id:sscc:...) and scanned by its label (00 + SSCC) is the same unit."""
     if item.sscc:
@@ -130,17 +120,25 @@ update lots set origin = 'supplier' where lot_id = %(lot)s and origin = 'unknown
 
 
 async def lot_of(
-    conn: AsyncConnection, item: Item, touched: set[int], origin: str = "unknown"
+    conn: AsyncConnection,
+    item: Item,
+    touched: set[int],
+    origin: str = "unknown",
+    partner: str | None = None,
 ) -> int | None:
     """The lot an item is or belongs to; None for a unit no one has tied to a lot yet.
     Adds to `touched` the lots whose quantities and place the caller must recount.
 
     A label that names both a unit and its lot (SSCC + GTIN + lot) ties them together for
     good, also backwards: a pallet received by its RFID tag alone gets its lot once its
-    label is scanned at the line."""
+    label is scanned at the line. A partner's label (`partner`) ties only units new to us."""
     if item.lot is not None and (item.gtin is not None or item.epc_class is not None):
         lot_id = await _lot(conn, item.gtin or "", item.lot, origin)
-        if (unit := _unit_key(item)) is not None:
+        if partner is not None:
+            if unit_key(item) is not None:
+                await _unit(conn, item, lot_id, partner)
+            return lot_id
+        if (unit := unit_key(item)) is not None:
             await _unit(conn, item, lot_id)
             for statement in _UNIT_LEARNT_ITS_LOT:
                 await conn.execute(statement, {"lot": lot_id, "unit": unit})
@@ -149,26 +147,27 @@ async def lot_of(
         return lot_id
     if item.lot is not None and item.epc is None and item.sscc is None:
         return await _lot(conn, item.gtin or "", item.lot, origin)
-    key = _unit_key(item)
+    key = unit_key(item)
     if key is None:
         return None
     row = await (await conn.execute(_UNIT_LOT, (key, item.sscc))).fetchone()
     return int(row[0]) if row and row[0] is not None else None
 
 
-async def _unit(conn: AsyncConnection, item: Item, lot_id: int | None) -> None:
-    key = _unit_key(item)
+async def _unit(
+    conn: AsyncConnection, item: Item, lot_id: int | None, partner: str | None = None
+) -> None:
+    key = unit_key(item)
     if key is not None:
-        await conn.execute(_UPSERT_UNIT, (key, item.sscc, item.gtin, item.serial, lot_id))
+        statement = _UPSERT_UNIT if partner is None else _NEW_UNIT
+        await conn.execute(statement, (key, item.sscc, item.gtin, item.serial, lot_id))
 
 
 async def _recount(conn: AsyncConnection, lots: set[int]) -> None:
     """The touched lots' quantities, shipped and consumed quantities and last place, from
-    their whole history: one statement each, however many lots."""
+    their whole history (of our lots, our events only): one statement, however many lots."""
     if lots:
-        ids = sorted(lots)
-        await conn.execute(RECOUNT, (ids,))
-        await conn.execute(_RELOCATE, {"lots": ids})
+        await conn.execute(RECOUNT, (sorted(lots),))
 
 
 @dataclass
@@ -219,8 +218,14 @@ on conflict (batch_id) do update set
 
 
 async def project_transformation(
-    conn: AsyncConnection, event: TransformationEventRecord, edge_id: str
+    conn: AsyncConnection,
+    event: TransformationEventRecord,
+    edge_id: str,
+    *,
+    partner: str | None = None,
 ) -> None:
+    """The batch node of `event`; `partner`: the capturing partner, whose labels never
+    re-tie our units (its batch ids are namespaced by the caller, epcis/genealogy_feed.py)."""
     batch = event.batch
     # Refused before any statement when the lot codes alone say it (units may add lots).
     _too_wide(event, _named_lots(event.inputs), _named_lots(event.outputs))
@@ -232,8 +237,8 @@ async def project_transformation(
     for item in event.outputs:
         if item.lot is not None:
             lot_id = await _lot(conn, item.gtin or "", item.lot, "own", batch)
-            if _unit_key(item) is not None:
-                await _unit(conn, item, lot_id)
+            if unit_key(item) is not None:
+                await _unit(conn, item, lot_id, partner)
             _count(produced, lot_id, item.quantity, item.uom)
         else:
             unit_outputs.append(item)
@@ -242,20 +247,20 @@ async def project_transformation(
         first = next(iter(produced), None)
         lot_id = first[0] if first else await _lot(conn, "", batch, "own", batch)
         for item in unit_outputs:
-            await _unit(conn, item, lot_id)
+            await _unit(conn, item, lot_id, partner)
             _count(produced, lot_id, item.quantity, item.uom)
     if not produced:
         # Nothing recorded as made: the batch's own lot stands for its output.
         produced[(await _lot(conn, "", batch, "own", batch), "")] = _Tally()
     consumed: Tallies = {}
     for item in event.inputs:
-        known = await lot_of(conn, item, touched)
+        known = await lot_of(conn, item, touched, partner=partner)
         if known is None:
             # A unit consumed that no event tied to a lot: it stands for a lot of its own.
-            known = await _lot(conn, "", f"unit:{_unit_key(item) or item.raw}", "unknown")
-            await _unit(conn, item, known)
+            known = await _lot(conn, "", f"unit:{unit_key(item) or item.raw}", "unknown")
+            await _unit(conn, item, known, partner)
         quantity, uom = item.quantity, item.uom
-        if quantity is None and (unit := _unit_key(item)) is not None:
+        if quantity is None and (unit := unit_key(item)) is not None:
             received = await (await conn.execute(_UNIT_RECEIVED, (unit,))).fetchone()
             if received is not None:
                 quantity, uom = received
@@ -272,7 +277,11 @@ async def project_transformation(
     await _recount(conn, touched | {lot for lot, _ in consumed} | {lot for lot, _ in produced})
 
 
-async def project_object_event(conn: AsyncConnection, event: ObjectEventRecord) -> None:
+async def project_object_event(
+    conn: AsyncConnection, event: ObjectEventRecord, *, partner: str | None = None
+) -> None:
+    """A receipt or shipment line per item; `partner`: the capturing partner (its labels
+    never re-tie our units; its lines never count in our lots' stock: recount_lots)."""
     if event.biz_step not in ("receiving", "shipping"):
         return  # consumption or output outside a batch: flagged at the edge, no link
     document = event.biz_transactions[0].id if event.biz_transactions else None
@@ -280,14 +289,15 @@ async def project_object_event(conn: AsyncConnection, event: ObjectEventRecord) 
     receiving = event.biz_step == "receiving"
     touched: set[int] = set()
     for position, item in enumerate(event.items):
-        lot_id = await lot_of(conn, item, touched, origin="supplier" if receiving else "unknown")
+        origin = "supplier" if receiving and partner is None else "unknown"
+        lot_id = await lot_of(conn, item, touched, origin, partner)
         if receiving:
-            await _unit(conn, item, lot_id)
+            await _unit(conn, item, lot_id, partner)
         row = (
             event.event_id,
             position,
             lot_id,
-            _unit_key(item),
+            unit_key(item),
             document,
             item.quantity,
             item.uom,
@@ -296,7 +306,7 @@ async def project_object_event(conn: AsyncConnection, event: ObjectEventRecord) 
         )
         await conn.execute(_RECEIPT if receiving else _SHIPMENT_LINE, row)
         await conn.execute(
-            _LOCATION, (lot_id, _unit_key(item), location, event.time, event.event_id)
+            _LOCATION, (lot_id, unit_key(item), location, event.time, event.event_id)
         )
         if lot_id is not None:
             touched.add(lot_id)
