@@ -78,6 +78,13 @@ class Location(Strict):
     tlc_source_reference: str | None = Field(default=None, max_length=500)
     # Its transformations are initial packing (21 CFR 1.1330): a packing line, a packhouse.
     initial_packing: bool = False
+    # A fishing vessel: our receipt from it is the first land-based receiving (§ 1.1335).
+    fishing_vessel: bool = False
+    # False for a supplier to whom 21 CFR Part 1 Subpart S does not apply: we assign the
+    # traceability lot code of what we receive from it (§ 1.1345(b)).
+    covered_by_rule: bool = True
+    # A place of ours: cooling a harvest record places here is ours to record (§ 1.1325(b)).
+    our_site: bool = False
 
 
 class TlcSource(Strict):
@@ -114,6 +121,8 @@ class Harvest(Strict):
     harvest_date: date | None = None
     cooling_location: str | None = Field(default=None, max_length=500)
     cooling_date: date | None = None
+    # A fishing trip's last day of harvesting (its first: harvest_date), § 1.1335(d).
+    harvest_end_date: date | None = None
 
 
 PurchaseOrder.model_rebuild()

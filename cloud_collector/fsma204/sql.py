@@ -57,9 +57,13 @@ harvested as (
        or not exists (
            select 1 from lot_tlc_sources t where t.gtin = i.gtin and t.lot_code = i.lot_code)
 ),
-unpacked as (
+unpacked as (  -- not food from a fishing vessel: its receipt is a CTE of its own (§ 1.1335)
     select l.lot_id from sel join lots l using (lot_id)
     join harvests h on h.gtin = l.gtin and h.lot_code = l.lot_code
+    where not exists (
+        select 1 from receipts r join locations s
+            on s.location_id = coalesce(r.supplier, l.supplier) and s.fishing_vessel
+        where r.lot_id = l.lot_id)
 ),
 -- Receipt and shipment lines per event, lot and unit of measure, as the batch lines are.
 receipt_lines as (
@@ -88,28 +92,29 @@ events as (
            min(r.location) as place, coalesce(min(r.supplier), min(l.supplier)) as source,
            min(r.document) as document, null::text as shipment, null::text as new_lots,
            null::text as batch, null::bigint as used_lot, null::timestamptz as received,
-           null::float8 as quantity_received, null::text as uom_received, true as first_of_lot
+           null::float8 as quantity_received, null::text as uom_received, true as first_of_lot,
+           null::text as recipient
     from receipt_lines r join lots l using (lot_id)
     group by r.event_id, r.lot_id
     union all
     select 2, min(s.time), s.event_id, min(s.position), s.lot_id,
            {_SUMMED.format(q="s.quantity", u="s.uom", n="s.items", missing="s.unquantified")},
            string_agg(s.units, ' ' order by s.position), min(s.location), null, null,
-           min(s.shipment), null, null, null, null, null, null, true
+           min(s.shipment), null, null, null, null, null, null, true, null
     from shipment_rows s group by s.event_id, s.lot_id
     union all
     select 3, e.event_time, b.event_id, 0, b.lot_id, {_BATCH_SIDE}, null,
            coalesce(e.biz_location, e.read_point), null, null, null,
            (select string_agg(distinct o.lot_code, '; ') from batch_outputs x
             join lots o on o.lot_id = x.lot_id where x.event_id = b.event_id),
-           e.batch_id, null, null, null, null, true
+           e.batch_id, null, null, null, null, true, null
     from batch_inputs b join tx using (event_id) join trace_events e using (event_id)
     where (b.event_id, b.lot_id) not in (select event_id, input_lot from harvested)
     group by b.event_id, b.lot_id, e.event_time, e.biz_location, e.read_point, e.batch_id
     union all
     select 4, e.event_time, b.event_id, 0, b.lot_id, {_BATCH_SIDE}, null,
            coalesce(e.biz_location, e.read_point), null, null, null, null, e.batch_id,
-           null, null, null, null, true
+           null, null, null, null, true, null
     from batch_outputs b join tx using (event_id) join trace_events e using (event_id)
     where b.event_id not in (select event_id from harvested)
     group by b.event_id, b.lot_id, e.event_time, e.biz_location, e.read_point, e.batch_id
@@ -117,7 +122,8 @@ events as (
     select 5, e.event_time, p.event_id, 0, p.lot_id,
            case when p.first then p.quantity end, p.uom, case when p.first then p.mixed end,
            p.items, p.unquantified, null, coalesce(e.biz_location, e.read_point), null, null,
-           null, null, e.batch_id, p.input_lot, got.received, got.quantity, got.uom, p.first
+           null, null, e.batch_id, p.input_lot, got.received, got.quantity, got.uom, p.first,
+           null
     from (
         select o.*, h.input_lot,
                row_number() over (partition by o.event_id, o.lot_id order by i.lot_code) = 1
@@ -133,15 +139,40 @@ events as (
                case when count(distinct r.uom) = 1 then min(r.uom) end as uom
         from receipts r where r.lot_id = p.input_lot having count(*) > 0
     ) got on true
+    union all
+    -- Cooling before initial packing done at a site of ours (§ 1.1325(b)): a row per lot
+    -- the grower's record says we cooled, dated that day, its recipient the initial packer.
+    select 8, (h.cooling_date + time '12:00') at time zone 'UTC', null, 0, l.lot_id,
+           got.quantity, got.uom, null, null, null, null, h.cooling_location, null,
+           got.document, null, null, packer.batch, l.lot_id, null, null, null, true,
+           packer.place
+    from sel join lots l using (lot_id)
+    join harvests h on h.gtin = l.gtin and h.lot_code = l.lot_code
+    join locations c on c.location_id = h.cooling_location and c.our_site
+    left join lateral (
+        select case when count(distinct r.uom) <= 1 then sum(r.quantity) end as quantity,
+               case when count(distinct r.uom) = 1 then min(r.uom) end as uom,
+               min(r.document) as document
+        from receipts r where r.lot_id = l.lot_id
+    ) got on true
+    left join lateral (
+        select coalesce(e.biz_location, e.read_point) as place, e.batch_id as batch
+        from batch_inputs b join trace_events e using (event_id)
+        where b.lot_id = l.lot_id order by e.event_time limit 1
+    ) packer on true
+    where h.cooling_date is not null
 )
-select ev.kind, ev.time, ev.event_id, ev.lot_id, ev.quantity, ev.uom, ev.mixed, ev.items,
+select case when ev.kind = 1 and src.fishing_vessel then 7
+            when ev.kind = 1 and not src.covered_by_rule then 6 else ev.kind end as kind,
+       ev.time, ev.event_id, ev.lot_id, ev.quantity, ev.uom, ev.mixed, ev.items,
        ev.unquantified, ev.units, ev.first_of_lot, ev.place, ev.source, ev.document,
        ev.shipment, ev.new_lots, ev.batch, l.gtin, l.lot_code, l.supplier_lot,
        l.batch_id as made_by, p.name as product,
        m.order_id, m.customer_id, m.ship_to, c.name as customer, c.address as customer_address,
        t.location_id as tlc_location_id, t.reference as tlc_reference, made.place as made_at,
        b.edge_id as batch_edge,
-       u.lot_code as used_lot_code, ev.received, ev.quantity_received, ev.uom_received, h.commodity,
+       u.lot_code as used_lot_code, ev.recipient, h.harvest_end_date, ev.received,
+       ev.quantity_received, ev.uom_received, h.commodity,
        h.variety, h.farm, h.growing_area, h.harvester, h.harvest_date, h.cooling_location,
        h.cooling_date,
        (select jsonb_agg(jsonb_build_array(d.type, d.id) order by d.type, d.id)
@@ -152,7 +183,8 @@ left join shipments m on m.shipment = ev.shipment
 left join customers c on c.customer_id = m.customer_id
 left join lot_tlc_sources t on t.gtin = l.gtin and t.lot_code = l.lot_code
 left join batches b on b.batch_id = ev.batch
-left join lots u on u.lot_id = ev.used_lot
+left join locations src on ev.kind = 1 and src.location_id = ev.source
+left join lots u on u.lot_id = coalesce(ev.used_lot, case when src.fishing_vessel then l.lot_id end)
 left join harvests h on h.gtin = u.gtin and h.lot_code = u.lot_code
 left join lateral (
     select coalesce(x.biz_location, x.read_point) as place from trace_events x
@@ -161,7 +193,7 @@ left join lateral (
 ) made on true
 where (%(start)s::timestamptz is null or ev.time >= %(start)s)
   and (%(end)s::timestamptz is null or ev.time < %(end)s)
-order by ev.time, l.lot_code, ev.kind, ev.event_id, ev.position, u.lot_code
+order by ev.time, l.lot_code, 1, ev.event_id, ev.position, u.lot_code
 """
 
 LOCATIONS = "select location_id, name, address, phone, gln, tlc_source_reference from locations"

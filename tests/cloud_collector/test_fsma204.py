@@ -82,6 +82,7 @@ HEADER = [
     "Date of Harvesting",
     "Location Description for Where the Food Was Cooled",
     "Date of Cooling",
+    "Harvest Date Range and Locations for the Trip",
     "GTIN",
     "Lot Code of the Food Received",
     "Unit IDs",
@@ -441,7 +442,7 @@ async def test_xlsx_is_typed_sortable_and_lists_the_missing_kdes(
     values = [list(row) for row in ws.iter_rows(values_only=True)]
     assert values[0] == HEADER
     assert ws.freeze_panes == "A2"
-    assert ws.auto_filter.ref == f"A1:AG{len(values)}"
+    assert ws.auto_filter.ref == f"A1:AH{len(values)}"
     received = dict(zip(HEADER, values[1], strict=True))
     # Typed cells: the date is a date, the time a time, the quantity a number.
     assert isinstance(received["Event Date (UTC)"], datetime)
@@ -582,6 +583,8 @@ def joined(**overrides: object) -> dict[str, object]:
         "first_of_lot": True,
         "supplier_lot": None,
         "batch_edge": None,
+        "recipient": None,
+        "harvest_end_date": None,
     } | overrides
 
 
@@ -1076,3 +1079,116 @@ async def test_a_food_with_a_supplier_tlc_is_used_not_packed_at_a_packing_line(
         ("Initial Packing", p.lot("KIT")),
         ("Transformation (food used)", dressing),
     ]
+
+
+# -- the CTEs the rule words by who the other party is ------------------------------------
+#
+# The fish market: COD landed from a fishing vessel (§ 1.1335); HONEY bought from a small
+# farm the rule does not apply to (§ 1.1345(b)); ROMAINE from a grower, cooled in our own
+# cooler before we pack it (§ 1.1325(b)).
+
+
+async def test_first_land_based_receiving_uncovered_suppliers_and_our_cooling(
+    services: Services, collector: RunningCollector
+) -> None:
+    p = Chain(services)
+    t = p.tag
+    cod, honey, romaine = p.lot("COD"), p.lot("HONEY"), p.lot("ROMAINE")
+    dock = {"read_point": f"DOCK-{t}", "biz_location": f"DOCK-{t}"}
+    await p.post(
+        p.receipt([lot_item(p.flour, cod, 800, "KGM")], f"PO-V-{t}") | dock,
+        p.receipt([lot_item(p.sugar, honey, 40, "KGM")], f"PO-H-{t}") | dock,
+        p.receipt([lot_item(p.dough, romaine, 2000, "LBR")], f"PO-R-{t}") | dock,
+        p.batch(
+            f"P-{t}",
+            [lot_item(p.dough, romaine, 2000, "LBR")],
+            [lot_item(p.bread, p.lot("PACKED"), 100, "CA")],
+            read_point=f"PACK-{t}",
+        ),
+    )
+    place = {"address": "1 Wharf Rd, Gloucester, MA 01930, USA", "phone": "+1 978 555 0100"}
+    imports = {
+        "/api/v1/erp/products": [
+            {"gtin": p.flour, "name": "Atlantic cod, whole, ungraded"},
+            {"gtin": p.sugar, "name": "Raw honey, 20 kg pail"},
+            {"gtin": p.dough, "name": "Romaine lettuce, field bin"},
+        ],
+        "/api/v1/erp/purchase-orders": [
+            {"po": f"PO-V-{t}", "supplier": f"VESSEL-{t}"},
+            {"po": f"PO-H-{t}", "supplier": f"SMALLFARM-{t}"},
+            {"po": f"PO-R-{t}", "supplier": f"GROWER-{t}"},
+        ],
+        "/api/v1/erp/locations": [
+            {"location_id": f"VESSEL-{t}", "name": "FV Northern Star", "fishing_vessel": True},
+            {"location_id": f"SMALLFARM-{t}", "name": "Bee Farm", **place,
+             "covered_by_rule": False},
+            {"location_id": f"GROWER-{t}", "name": "Green Acres Farm", **place},
+            {"location_id": f"DOCK-{t}", "name": "Harbour Foods dock", **place,
+             "tlc_source_reference": "FFRN 11111111111"},
+            {"location_id": f"COOLER-{t}", "name": "Harbour Foods cooler", **place,
+             "our_site": True},
+            {"location_id": f"PACK-{t}", "name": "Harbour Foods packing", **place,
+             "initial_packing": True},
+        ],
+        "/api/v1/erp/harvests": [
+            {"gtin": p.flour, "lot_code": cod, "commodity": "Atlantic cod (Gadus morhua)",
+             "growing_area": "NMFS area 514", "harvest_date": "2026-11-16",
+             "harvest_end_date": "2026-11-19"},
+            {"gtin": p.dough, "lot_code": romaine, "commodity": "Romaine lettuce",
+             "farm": f"GROWER-{t}", "harvest_date": "2026-11-19",
+             "cooling_location": f"COOLER-{t}", "cooling_date": "2026-11-19"},
+        ],
+    }  # fmt: skip
+    async with collector.client(Role.importer) as api:
+        for path, body in imports.items():
+            r = await api.put(path, json=body)
+            assert r.status_code == 200, (path, r.text)
+    dock_description = "Harbour Foods dock, 1 Wharf Rd, Gloucester, MA 01930, USA, +1 978 555 0100"
+
+    [landed] = read_csv(await get(collector, f"/api/v1/fsma204/lots/01/{p.flour}/10/{cod}"))
+    assert {k: v for k, v in landed.items() if v} == {
+        "Critical Tracking Event": "First Land-Based Receiving",
+        "Event Date (UTC)": "2026-11-20",
+        "Event Time (UTC)": "06:00:00",
+        "Traceability Lot Code": cod,
+        "Product Description": "Atlantic cod, whole, ungraded",
+        "Quantity": "800",
+        "Unit of Measure": "KGM",
+        "Location Description for the Immediate Previous Source": "FV Northern Star",
+        "Location Description for Where the Food Was Received": dock_description,
+        "Location Description for the Traceability Lot Code Source": dock_description,
+        "Traceability Lot Code Source Reference": "FFRN 11111111111",
+        "Reference Document Type": "Purchase Order",
+        "Reference Document Number": f"PO-V-{t}",
+        "Commodity": "Atlantic cod (Gadus morhua)",
+        "Harvest Date Range and Locations for the Trip": "2026-11-16 to 2026-11-19, NMFS area 514",
+        "GTIN": p.flour,
+        "Event ID": f"{p.edge}-0",
+    }
+
+    [bought] = read_csv(await get(collector, f"/api/v1/fsma204/lots/01/{p.sugar}/10/{honey}"))
+    assert bought["Critical Tracking Event"] == (
+        "Receiving (from a person the rule does not apply to)"
+    )
+    # We assigned its code: its source is where we received it, not the farm's word.
+    assert bought["Location Description for the Traceability Lot Code Source"] == (dock_description)
+    assert bought["Missing KDEs"] == ""
+
+    rows = read_csv(await get(collector, f"/api/v1/fsma204/lots/01/{p.dough}/10/{romaine}"))
+    cooled = [r for r in rows if r["Critical Tracking Event"] == "Cooling (before initial packing)"]
+    assert [
+        (r["Event Date (UTC)"], r["Event Time (UTC)"], r["Commodity"], r["Quantity"],
+         r["Unit of Measure"], r["Location Description for Where the Food Was Cooled"],
+         r["Location Description for the Farm Where the Food Was Harvested"],
+         r["Location Description for the Immediate Subsequent Recipient"], r["Date of Cooling"])
+        for r in cooled
+    ] == [
+        ("2026-11-19", "", "Romaine lettuce", "2000", "LBR",
+         "Harbour Foods cooler, 1 Wharf Rd, Gloucester, MA 01930, USA, +1 978 555 0100",
+         "Green Acres Farm, 1 Wharf Rd, Gloucester, MA 01930, USA, +1 978 555 0100",
+         "Harbour Foods packing, 1 Wharf Rd, Gloucester, MA 01930, USA, +1 978 555 0100",
+         "2026-11-19")
+    ]  # fmt: skip
+    assert cooled[0]["Missing KDEs"] == (
+        "Reference Document Number: the event names no business document"
+    )

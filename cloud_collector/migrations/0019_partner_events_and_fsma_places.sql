@@ -88,3 +88,14 @@ from result r where r.lot_id = l.lot_id
 $$;
 
 select recount_lots(array(select lot_id from lots));
+
+-- FSMA 204 events the rule words by who the other party is (issue 16): a receipt from a
+-- fishing vessel is the first land-based receiving (§ 1.1335); a receipt from a supplier
+-- to whom Subpart S does not apply gets its traceability lot code from us (§ 1.1345(b));
+-- cooling a harvest record places at a site of ours was done by us, before initial
+-- packing (§ 1.1325(b)).
+alter table locations add column fishing_vessel boolean not null default false;
+alter table locations add column covered_by_rule boolean not null default true;
+alter table locations add column our_site boolean not null default false;
+-- A fishing trip's harvest dates run from harvest_date to this (§ 1.1335(d)).
+alter table harvests add column harvest_end_date date;
