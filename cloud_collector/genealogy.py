@@ -18,7 +18,7 @@ quantities are the sums of its shipment lines and batch inputs in that unit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from psycopg import AsyncConnection
 
@@ -107,67 +107,73 @@ def unit_key(item: Item) -> str | None:
     return item.epc
 
 
-_UNIT_LEARNT_ITS_LOT = [
-    f"update {table} set lot_id = %(lot)s where epc = %(unit)s and lot_id is null"
+# Receipts, shipment lines and places recorded of units before a label said their lot.
+_UNITS_LEARNT_THEIR_LOTS = [
+    f"""update {table} x set lot_id = u.lot_id from units u
+        where u.epc = any(%s) and u.lot_id is not null and x.epc = u.epc and x.lot_id is null"""
     for table in ("receipts", "shipment_lines", "lot_locations")
 ]
-
-
 _RECEIVED_IS_SUPPLIED = """
-update lots set origin = 'supplier' where lot_id = %(lot)s and origin = 'unknown'
-    and exists (select 1 from receipts where lot_id = %(lot)s)
+update lots l set origin = 'supplier' where l.lot_id = any(%s) and l.origin = 'unknown'
+    and exists (select 1 from receipts r where r.lot_id = l.lot_id)
 """
 
 
-async def lot_of(
-    conn: AsyncConnection,
-    item: Item,
-    touched: set[int],
-    origin: str = "unknown",
-    partner: str | None = None,
-) -> int | None:
+@dataclass
+class _Projection:
+    """What projecting one event learns on the way, applied set-based when it is done: a
+    lot is upserted once however many of its units the event names, and what labels taught
+    (units tied to lots) reaches earlier records in three statements, not three per unit."""
+
+    conn: AsyncConnection
+    partner: str | None = None  # a partner's labels never re-tie our units
+    lots: dict[tuple[str, str], int] = field(default_factory=dict)
+    touched: set[int] = field(default_factory=set)  # lots to recount
+    labelled: list[str] = field(default_factory=list)  # units a label tied to their lot
+    labelled_lots: set[int] = field(default_factory=set)
+
+    async def lot(self, gtin: str, lot: str, origin: str, batch: str | None = None) -> int:
+        if (gtin, lot) not in self.lots:
+            self.lots[gtin, lot] = await _lot(self.conn, gtin, lot, origin, batch)
+        return self.lots[gtin, lot]
+
+    async def unit(self, item: Item, lot_id: int | None) -> None:
+        key = unit_key(item)
+        if key is not None:
+            statement = _UPSERT_UNIT if self.partner is None else _NEW_UNIT
+            await self.conn.execute(statement, (key, item.sscc, item.gtin, item.serial, lot_id))
+
+    async def finish(self) -> None:
+        if self.labelled:
+            for statement in _UNITS_LEARNT_THEIR_LOTS:
+                await self.conn.execute(statement, (self.labelled,))  # type: ignore[arg-type]
+            await self.conn.execute(_RECEIVED_IS_SUPPLIED, (sorted(self.labelled_lots),))
+        if self.touched:
+            await self.conn.execute(RECOUNT, (sorted(self.touched),))
+
+
+async def lot_of(p: _Projection, item: Item, origin: str = "unknown") -> int | None:
     """The lot an item is or belongs to; None for a unit no one has tied to a lot yet.
-    Adds to `touched` the lots whose quantities and place the caller must recount.
 
     A label that names both a unit and its lot (SSCC + GTIN + lot) ties them together for
     good, also backwards: a pallet received by its RFID tag alone gets its lot once its
-    label is scanned at the line. A partner's label (`partner`) ties only units new to us."""
+    label is scanned at the line. A partner's label ties only units new to us."""
     if item.lot is not None and (item.gtin is not None or item.epc_class is not None):
-        lot_id = await _lot(conn, item.gtin or "", item.lot, origin)
-        if partner is not None:
-            if unit_key(item) is not None:
-                await _unit(conn, item, lot_id, partner)
-            return lot_id
+        lot_id = await p.lot(item.gtin or "", item.lot, origin)
         if (unit := unit_key(item)) is not None:
-            await _unit(conn, item, lot_id)
-            for statement in _UNIT_LEARNT_ITS_LOT:
-                await conn.execute(statement, {"lot": lot_id, "unit": unit})
-            await conn.execute(_RECEIVED_IS_SUPPLIED, {"lot": lot_id})
-            touched.add(lot_id)
+            await p.unit(item, lot_id)
+            if p.partner is None:
+                p.labelled.append(unit)
+                p.labelled_lots.add(lot_id)
+                p.touched.add(lot_id)
         return lot_id
     if item.lot is not None and item.epc is None and item.sscc is None:
-        return await _lot(conn, item.gtin or "", item.lot, origin)
+        return await p.lot(item.gtin or "", item.lot, origin)
     key = unit_key(item)
     if key is None:
         return None
-    row = await (await conn.execute(_UNIT_LOT, (key, item.sscc))).fetchone()
+    row = await (await p.conn.execute(_UNIT_LOT, (key, item.sscc))).fetchone()
     return int(row[0]) if row and row[0] is not None else None
-
-
-async def _unit(
-    conn: AsyncConnection, item: Item, lot_id: int | None, partner: str | None = None
-) -> None:
-    key = unit_key(item)
-    if key is not None:
-        statement = _UPSERT_UNIT if partner is None else _NEW_UNIT
-        await conn.execute(statement, (key, item.sscc, item.gtin, item.serial, lot_id))
-
-
-async def _recount(conn: AsyncConnection, lots: set[int]) -> None:
-    """The touched lots' quantities, shipped and consumed quantities and last place, from
-    their whole history (of our lots, our events only): one statement, however many lots."""
-    if lots:
-        await conn.execute(RECOUNT, (sorted(lots),))
 
 
 @dataclass
@@ -231,34 +237,33 @@ async def project_transformation(
     _too_wide(event, _named_lots(event.inputs), _named_lots(event.outputs))
     # A partner's transformation (EPCIS capture) may be the first word of this batch.
     await conn.execute(_BATCH, (batch, event.line, edge_id, event.started_at, event.time))
-    touched: set[int] = set()
+    p = _Projection(conn, partner)
     produced: Tallies = {}
     unit_outputs: list[Item] = []
     for item in event.outputs:
         if item.lot is not None:
-            lot_id = await _lot(conn, item.gtin or "", item.lot, "own", batch)
-            if unit_key(item) is not None:
-                await _unit(conn, item, lot_id, partner)
+            lot_id = await p.lot(item.gtin or "", item.lot, "own", batch)
+            await p.unit(item, lot_id)
             _count(produced, lot_id, item.quantity, item.uom)
         else:
             unit_outputs.append(item)
     if unit_outputs:
         # Units without a lot (pallet labels) hold the batch's first lot, or its own lot.
         first = next(iter(produced), None)
-        lot_id = first[0] if first else await _lot(conn, "", batch, "own", batch)
+        lot_id = first[0] if first else await p.lot("", batch, "own", batch)
         for item in unit_outputs:
-            await _unit(conn, item, lot_id, partner)
+            await p.unit(item, lot_id)
             _count(produced, lot_id, item.quantity, item.uom)
     if not produced:
         # Nothing recorded as made: the batch's own lot stands for its output.
-        produced[(await _lot(conn, "", batch, "own", batch), "")] = _Tally()
+        produced[(await p.lot("", batch, "own", batch), "")] = _Tally()
     consumed: Tallies = {}
     for item in event.inputs:
-        known = await lot_of(conn, item, touched, partner=partner)
+        known = await lot_of(p, item)
         if known is None:
             # A unit consumed that no event tied to a lot: it stands for a lot of its own.
-            known = await _lot(conn, "", f"unit:{unit_key(item) or item.raw}", "unknown")
-            await _unit(conn, item, known, partner)
+            known = await p.lot("", f"unit:{unit_key(item) or item.raw}", "unknown")
+            await p.unit(item, known)
         quantity, uom = item.quantity, item.uom
         if quantity is None and (unit := unit_key(item)) is not None:
             received = await (await conn.execute(_UNIT_RECEIVED, (unit,))).fetchone()
@@ -274,7 +279,8 @@ async def project_transformation(
         async with conn.cursor() as cur:
             await cur.executemany(statement, rows)
     await conn.execute(_LINKS, {"event": event.event_id})
-    await _recount(conn, touched | {lot for lot, _ in consumed} | {lot for lot, _ in produced})
+    p.touched |= {lot for lot, _ in consumed} | {lot for lot, _ in produced}
+    await p.finish()
 
 
 async def project_object_event(
@@ -287,12 +293,12 @@ async def project_object_event(
     document = event.biz_transactions[0].id if event.biz_transactions else None
     location = event.biz_location or event.read_point
     receiving = event.biz_step == "receiving"
-    touched: set[int] = set()
+    p = _Projection(conn, partner)
     for position, item in enumerate(event.items):
         origin = "supplier" if receiving and partner is None else "unknown"
-        lot_id = await lot_of(conn, item, touched, origin, partner)
+        lot_id = await lot_of(p, item, origin)
         if receiving:
-            await _unit(conn, item, lot_id, partner)
+            await p.unit(item, lot_id)
         row = (
             event.event_id,
             position,
@@ -309,5 +315,5 @@ async def project_object_event(
             _LOCATION, (lot_id, unit_key(item), location, event.time, event.event_id)
         )
         if lot_id is not None:
-            touched.add(lot_id)
-    await _recount(conn, touched)
+            p.touched.add(lot_id)
+    await p.finish()

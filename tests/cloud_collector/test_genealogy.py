@@ -281,9 +281,10 @@ async def test_the_widest_transformation_the_contract_allows_is_refused_at_once(
     assert elapsed < 1.0 and peak < 20 * 2**20, (elapsed, peak)
 
 
-async def test_thousands_of_pallets_of_one_lot_each_side_link_once(services: Services) -> None:
-    """Many units of few lots are one edge: ingest stays linear in the items."""
-    event = _wide(2_000, 2_000, distinct=False)
+async def test_the_widest_transformation_of_one_lot_a_side_links_once(services: Services) -> None:
+    """10,000 pallets in and 10,000 out (the contract's bound), one lot a side: one edge,
+    the sums of 10,000 items each, in time linear in the items."""
+    event = _wide(10_000, 10_000, distinct=False)
     async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
         started = time.perf_counter()
         await genealogy.project_transformation(conn, event, "edge-wide")
@@ -294,7 +295,7 @@ async def test_thousands_of_pallets_of_one_lot_each_side_link_once(services: Ser
             " (select sum(quantity) from batch_outputs where event_id = %(e)s)",
             {"e": event.event_id},
         )
-        assert await cur.fetchone() == (1, 2000.0, 2000.0)
+        assert await cur.fetchone() == (1, 10_000.0, 10_000.0)
         await conn.rollback()
     assert elapsed < 30, elapsed
 
