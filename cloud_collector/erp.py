@@ -20,6 +20,9 @@ class Product(Strict):
     gtin: str = Field(pattern=r"^\d{14}$")
     name: str = Field(min_length=1, max_length=200)
     uom: str | None = Field(default=None, max_length=16)
+    # Part of the FSMA 204 product description (21 CFR 1.1310): e.g. "25 kg", "bag".
+    pack_size: str | None = Field(default=None, max_length=100)
+    pack_style: str | None = Field(default=None, max_length=100)
 
 
 class Customer(Strict):

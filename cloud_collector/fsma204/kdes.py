@@ -117,7 +117,8 @@ COLUMNS: dict[str, str] = {
     "source) assigned it",
     PRODUCT: "§ 1.1345(a)(3), (b)(3), § 1.1340(a)(3), § 1.1350(a)(1)(ii), (a)(2)(iv) the "
     "product description for the food; § 1.1330(a)(12) of the packed food; § 1.1335(b) for "
-    "packaged food",
+    "packaged food: the product's name, packaging size and style (§ 1.1310), as the ERP's "
+    "products give them",
     QUANTITY: "§ 1.1345(a)(2), (b)(2), § 1.1335(c), § 1.1325(b)(1)(iii), § 1.1340(a)(2), "
     "§ 1.1350(a)(1)(iii), (a)(2)(v) the quantity (and unit of measure) of the food: the sum "
     "of the event's units and lines of the lot; for food used, the quantity used from that "
@@ -425,6 +426,14 @@ def _number(value: float | None) -> int | float | None:
     return value
 
 
+def _product(r: dict[str, Any]) -> str | None:
+    """The product description: its name, packaging size and style (§ 1.1310)."""
+    if r["product"] is None:
+        return None
+    pack = " ".join(x for x in (r["pack_size"], r["pack_style"]) if x)
+    return f"{r['product']}, {pack}" if pack else str(r["product"])
+
+
 def _catch(row: Row, r: dict[str, Any], places: Places) -> None:
     """First land-based receiving (§ 1.1335): the species or market name and the trip's
     harvest dates and place, from the harvest record of the lot landed."""
@@ -478,7 +487,7 @@ def build(r: dict[str, Any], places: Places, zone: tzinfo = UTC) -> Row:
             DATE: r["cooling_date"] if kind == COOLING else at.date(),
             TIME: None if kind == COOLING else time(at.hour, at.minute, at.second),
             TLC: r["lot_code"],
-            PRODUCT: r["product"],
+            PRODUCT: _product(r),
             QUANTITY: _number(r["quantity"]),
             UOM: r["uom"],
             GTIN: r["gtin"] or None,
@@ -496,6 +505,17 @@ def build(r: dict[str, Any], places: Places, zone: tzinfo = UTC) -> Row:
             if r["gtin"]
             else Missing(PRODUCT, f"lot {r['lot_code']!r} names no GTIN")
         )
+    elif r["product"] is not None and kind != COOLING:
+        absent = [x for x, k in (("pack size", "pack_size"), ("pack style", "pack_style"))
+                  if not r[k]]  # fmt: skip
+        if absent:
+            row.missing.append(
+                Missing(
+                    PRODUCT,
+                    f"product {r['gtin']} has no {' or '.join(absent)} (part of the product "
+                    "description): PUT /api/v1/erp/products",
+                )
+            )
     _quantity(row, r, kind)
     if kind in (RECEIVING, RECEIVING_UNCOVERED, FIRST_LAND_RECEIVING):
         if r["supplier_lot"] is not None and r["supplier_lot"] != r["lot_code"]:

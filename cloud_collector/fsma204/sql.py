@@ -167,7 +167,7 @@ select case when ev.kind = 1 and src.fishing_vessel then 7
        ev.time, ev.event_id, ev.lot_id, ev.quantity, ev.uom, ev.mixed, ev.items,
        ev.unquantified, ev.units, ev.first_of_lot, ev.place, ev.source, ev.document,
        ev.shipment, ev.new_lots, ev.batch, l.gtin, l.lot_code, l.supplier_lot,
-       l.batch_id as made_by, p.name as product,
+       l.batch_id as made_by, p.name as product, p.pack_size, p.pack_style,
        m.order_id, m.customer_id, m.ship_to, c.name as customer, c.address as customer_address,
        t.location_id as tlc_location_id, t.reference as tlc_reference, made.place as made_at,
        b.edge_id as batch_edge,

@@ -99,3 +99,8 @@ alter table locations add column covered_by_rule boolean not null default true;
 alter table locations add column our_site boolean not null default false;
 -- A fishing trip's harvest dates run from harvest_date to this (§ 1.1335(d)).
 alter table harvests add column harvest_end_date date;
+
+-- The rule's product description includes the packaging size and style (§ 1.1310): the
+-- ERP's word for each, apart from the name, so a missing one can be named.
+alter table products add column pack_size text;
+alter table products add column pack_style text;

@@ -117,9 +117,19 @@ async def chain(services: Services, collector: RunningCollector) -> Chain:
     t = p.tag
     imports = {
         "/api/v1/erp/products": [
-            {"gtin": FLOUR, "name": "Wheat flour type 55, 25 kg bag"},
-            {"gtin": DOUGH, "name": "Bread dough"},
-            {"gtin": BREAD, "name": "White loaf 800 g"},
+            {
+                "gtin": FLOUR,
+                "name": "Wheat flour type 55",
+                "pack_size": "25 kg",
+                "pack_style": "bag",
+            },
+            {
+                "gtin": DOUGH,
+                "name": "Bread dough",
+                "pack_size": "600 kg",
+                "pack_style": "tub",
+            },
+            {"gtin": BREAD, "name": "White loaf", "pack_size": "800 g", "pack_style": "bag"},
         ],
         "/api/v1/erp/customers": [
             {"customer_id": f"C1-{t}", "name": "Bakery Co", "address": "9 Market St"}
@@ -261,7 +271,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             "Transformation (food produced)",
             "DOUGH",
             DOUGH,
-            "Bread dough",
+            "Bread dough, 600 kg tub",
             "600",
             "KGM",
             **made_on_line_1,
@@ -292,7 +302,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             "Transformation (food produced)",
             "BREAD",
             BREAD,
-            "White loaf 800 g",
+            "White loaf, 800 g bag",
             "600",
             "EA",
             **made_on_line_1,
@@ -303,7 +313,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             "Transformation (food used)",
             "DOUGH",
             DOUGH,
-            "Bread dough",
+            "Bread dough, 600 kg tub",
             "600",
             "KGM",
             **{"New Traceability Lot Code": p.lot("BREAD")},
@@ -313,7 +323,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             "Shipping",
             "BREAD",
             BREAD,
-            "White loaf 800 g",
+            "White loaf, 800 g bag",
             "400",
             "EA",
             **made_on_line_1,
@@ -331,7 +341,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             "Shipping",
             "BREAD",
             BREAD,
-            "White loaf 800 g",
+            "White loaf, 800 g bag",
             "200",
             "EA",
             **made_on_line_1,
@@ -576,6 +586,8 @@ def joined(**overrides: object) -> dict[str, object]:
         "tlc_reference": "https://supplier.example/tlc",
         "made_at": None,
         "documents": [["desadv", "SH-9"], ["bol", "BOL-1"]],
+        "pack_size": "25 kg",
+        "pack_style": "bag",
         "mixed": None,
         "items": 1,
         "unquantified": 0,
@@ -737,8 +749,18 @@ async def packhouse(services: Services, collector: RunningCollector) -> Chain:
     place = {"address": "7 Pack Rd, Salinas, CA 93901, USA", "phone": "+1 831 555 0103"}
     imports = {
         "/api/v1/erp/products": [
-            {"gtin": bins, "name": "Romaine lettuce, field bin"},
-            {"gtin": cases, "name": "Romaine hearts 3 ct, case of 12"},
+            {
+                "gtin": bins,
+                "name": "Romaine lettuce",
+                "pack_size": "1,000 lb",
+                "pack_style": "field bin",
+            },
+            {
+                "gtin": cases,
+                "name": "Romaine hearts 3 ct",
+                "pack_size": "12 x 3 ct",
+                "pack_style": "case",
+            },
         ],
         "/api/v1/erp/purchase-orders": [{"po": f"PO-{t}", "supplier": f"FARM-{t}"}],
         "/api/v1/erp/locations": [
@@ -797,7 +819,7 @@ def packed(p: Chain) -> dict[str, dict[str, str]]:
     packing = blank | {
         "Critical Tracking Event": "Initial Packing",
         "Event Date (UTC)": "2026-11-20",
-        "Product Description": "Romaine hearts 3 ct, case of 12",
+        "Product Description": "Romaine hearts 3 ct, 12 x 3 ct case",
         "Unit of Measure": "CA",
         "GTIN": p.bread,
         "Reference Document Type": "Batch Record",
@@ -884,7 +906,7 @@ def packed(p: Chain) -> dict[str, dict[str, str]]:
             "Event Date (UTC)": "2026-11-20",
             "Event Time (UTC)": "06:03:00",
             "Traceability Lot Code": p.lot("PACKED"),
-            "Product Description": "Romaine hearts 3 ct, case of 12",
+            "Product Description": "Romaine hearts 3 ct, 12 x 3 ct case",
             "Quantity": "100",
             "Unit of Measure": "CA",
             "Location Description for the Location From Which You Shipped the Food": "Packhouse "
@@ -1109,8 +1131,9 @@ async def test_first_land_based_receiving_uncovered_suppliers_and_our_cooling(
     place = {"address": "1 Wharf Rd, Gloucester, MA 01930, USA", "phone": "+1 978 555 0100"}
     imports = {
         "/api/v1/erp/products": [
-            {"gtin": p.flour, "name": "Atlantic cod, whole, ungraded"},
-            {"gtin": p.sugar, "name": "Raw honey, 20 kg pail"},
+            {"gtin": p.flour, "name": "Atlantic cod, whole, ungraded", "pack_size": "800 kg",
+             "pack_style": "fish tote"},
+            {"gtin": p.sugar, "name": "Raw honey", "pack_size": "20 kg", "pack_style": "pail"},
             {"gtin": p.dough, "name": "Romaine lettuce, field bin"},
         ],
         "/api/v1/erp/purchase-orders": [
@@ -1151,7 +1174,7 @@ async def test_first_land_based_receiving_uncovered_suppliers_and_our_cooling(
         "Event Date (UTC)": "2026-11-20",
         "Event Time (UTC)": "06:00:00",
         "Traceability Lot Code": cod,
-        "Product Description": "Atlantic cod, whole, ungraded",
+        "Product Description": "Atlantic cod, whole, ungraded, 800 kg fish tote",
         "Quantity": "800",
         "Unit of Measure": "KGM",
         "Location Description for the Immediate Previous Source": "FV Northern Star",
@@ -1192,3 +1215,15 @@ async def test_first_land_based_receiving_uncovered_suppliers_and_our_cooling(
     assert cooled[0]["Missing KDEs"] == (
         "Reference Document Number: the event names no business document"
     )
+
+
+def test_a_product_description_names_its_pack_or_says_it_is_missing() -> None:
+    packed = kdes.build(joined(ship_to="dock-2"), PLACES)
+    assert packed.values[kdes.PRODUCT] == "Flour, 25 kg bag"
+    assert not packed.missing
+    bare = kdes.build(joined(ship_to="dock-2", pack_size=None, pack_style=None), PLACES)
+    assert bare.values[kdes.PRODUCT] == "Flour"
+    assert [str(m) for m in bare.missing] == [
+        f"{kdes.PRODUCT}: product 00614141000012 has no pack size or pack style (part of the "
+        "product description): PUT /api/v1/erp/products"
+    ]
