@@ -84,6 +84,14 @@ insert into lot_locations (lot_id, epc, location, time, event_id) values (%s, %s
 """
 
 
+# Batch ids of partners' captured transformations (epcis/genealogy_feed.py) start with it.
+PARTNER_BATCHES = "partner:"
+
+
+class ReservedBatchId(ValueError):
+    """A batch id of our own in the partners' namespace: it would pass for a partner's."""
+
+
 class TransformationTooWide(ValueError):
     """A transformation names more distinct input lots x output lots than MAX_LOT_PAIRS."""
 
@@ -233,6 +241,11 @@ async def project_transformation(
     """The batch node of `event`; `partner`: the capturing partner, whose labels never
     re-tie our units (its batch ids are namespaced by the caller, epcis/genealogy_feed.py)."""
     batch = event.batch
+    if partner is None and batch.startswith(PARTNER_BATCHES):
+        raise ReservedBatchId(
+            f"batch id {batch!r} of transformation {event.event_id!r} starts with "
+            f"{PARTNER_BATCHES!r}, the namespace of partners' batches: name it otherwise"
+        )
     # Refused before any statement when the lot codes alone say it (units may add lots).
     _too_wide(event, _named_lots(event.inputs), _named_lots(event.outputs))
     # A partner's transformation (EPCIS capture) may be the first word of this batch.

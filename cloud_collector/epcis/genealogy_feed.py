@@ -201,7 +201,7 @@ _SGLN_PREFIX = re.compile(r"^urn:epc:id:sgln:(\d+)\.")
 
 def partner_batch(partner: str, transformation_id: str) -> str:
     """Where a partner's batch ids live: never one of ours, never another partner's."""
-    return f"partner:{partner}:{transformation_id}"
+    return f"{genealogy.PARTNER_BATCHES}{partner}:{transformation_id}"
 
 
 async def project(
@@ -344,7 +344,7 @@ async def _transformation(
     )
     try:
         await genealogy.project_transformation(conn, record, edge, partner=partner)
-    except genealogy.TransformationTooWide as err:
+    except (genealogy.TransformationTooWide, genealogy.ReservedBatchId) as err:
         raise InvalidDocument(f"$ (event {event_id})", str(err)) from err
 
 

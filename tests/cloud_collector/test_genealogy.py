@@ -363,3 +363,11 @@ insert into event_items (event_id, role, position, epc_class, gtin, lot, quantit
 values ('e1', 'output', 0, 'x', '09506000134369', 'DOUGH', 1200, 'KGM');
 insert into lot_links values (1, 2, 'B1', 'e1', 400, 'KGM');
 """
+
+
+async def test_an_edge_batch_in_the_partners_namespace_is_refused(services: Services) -> None:
+    event = _wide(1, 1, distinct=False).model_copy(update={"batch": "partner:P1:B-1"})
+    async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
+        with pytest.raises(genealogy.ReservedBatchId, match="namespace of partners' batches"):
+            await genealogy.project_transformation(conn, event, "edge-1")
+        await conn.rollback()

@@ -491,3 +491,16 @@ async def test_a_partner_cannot_make_a_unit_of_ours(
             (sscc,),
         )
         assert [r[0] for r in await cur.fetchall()] == [label.get("lot")]
+
+
+async def test_our_own_batch_ids_stay_out_of_the_partners_namespace(
+    collector: RunningCollector,
+    bakery: Plant,  # noqa: F811
+) -> None:
+    """A capture with our own key cannot pass a batch off as a partner's."""
+    p = bakery
+    posing = {**distributor_events(p)[1], "transformationID": f"partner:DIST-{p.tag}:x"}
+    async with collector.client(Role.importer) as http:
+        answer = await capture(http, epcis_document(posing))
+    assert answer.status_code == 400, answer.text
+    assert "the namespace of partners' batches" in answer.text
