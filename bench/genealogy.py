@@ -579,8 +579,11 @@ COPY = {
     " batch_id text, supplier text, supplier_lot text, first_seen timestamptz",
     "batches": "batch_id text, line_id text, edge_id text, started_at timestamptz,"
     " started_by text, ended_at timestamptz, ended_by text, first_seen timestamptz",
-    "lot_links": "input_lot int8, output_lot int8, batch_id text, event_id text,"
-    " quantity float8, uom text",
+    "lot_links": "input_lot int8, output_lot int8, batch_id text, event_id text",
+    "batch_inputs": "event_id text, batch_id text, lot_id int8, uom text, quantity float8,"
+    " items int4, unquantified int4",
+    "batch_outputs": "event_id text, batch_id text, lot_id int8, uom text, quantity float8,"
+    " items int4, unquantified int4",
     "receipts": "event_id text, position int4, lot_id int8, epc text, document text,"
     " supplier text, quantity float8, uom text, time timestamptz, location text",
     "customers": "customer_id text, name text, address text",
@@ -649,6 +652,8 @@ class Loader:
             ("products", self._products()),
             ("lots", self._lots()),
             ("batches", self._batches()),
+            ("batch_inputs", self._batch_inputs()),
+            ("batch_outputs", self._batch_outputs()),
             ("lot_links", self._links()),
             ("receipts", self._receipts()),
             ("customers", self._customers()),
@@ -704,13 +709,31 @@ class Loader:
             ops = b.operators
             yield b.batch_id, b.line, _edge(b.line), first, ops[0], last, ops[-1], first
 
-    def _links(self) -> Rows:
+    def _batch_inputs(self) -> Rows:
+        """What each batch consumed of each lot, its uses of one lot summed (as ingest does)."""
         ids, uom = self.ids, self.plant.lots.uom
         for b in sorted(self.plant.batches, key=lambda b: b.end):
-            event = f"evt-{b.batch_id}"
+            used: dict[int, tuple[float, int]] = {}
             for lot, q in b.inputs:
-                for out in b.outputs:
-                    yield ids[lot], ids[out], b.batch_id, event, round(q, 3), uom[lot]
+                total, n = used.get(lot, (0.0, 0))
+                used[lot] = (total + q, n + 1)
+            for lot, (q, n) in used.items():
+                yield f"evt-{b.batch_id}", b.batch_id, ids[lot], uom[lot], round(q, 3), n, 0
+
+    def _batch_outputs(self) -> Rows:
+        lots, ids = self.plant.lots, self.ids
+        for b in sorted(self.plant.batches, key=lambda b: b.end):
+            for out in dict.fromkeys(b.outputs):
+                q = round(lots.qty[out], 3)
+                yield f"evt-{b.batch_id}", b.batch_id, ids[out], lots.uom[out], q, 1, 0
+
+    def _links(self) -> Rows:
+        ids = self.ids
+        for b in sorted(self.plant.batches, key=lambda b: b.end):
+            event = f"evt-{b.batch_id}"
+            for lot in dict.fromkeys(lot for lot, _ in b.inputs):
+                for out in dict.fromkeys(b.outputs):
+                    yield ids[lot], ids[out], b.batch_id, event
 
     def _receipts(self) -> Rows:
         lots, ids = self.plant.lots, self.ids
@@ -958,9 +981,8 @@ def build(url: str, scale: float, seed: int) -> tuple[dict[str, int], float]:
     with psycopg.connect(bench, autocommit=True) as c:
         c.execute("set work_mem = '256MB'")
         rollups.rebuild(c)
-        c.execute(genealogy.RELOCATE_ALL)
-        c.execute(genealogy.RESHIP_ALL)
-    _log("rollups and last places built, as ingest keeps them", t0)
+        c.execute(genealogy.RECOUNT_ALL)
+    _log("rollups, last places and lot quantities built, as ingest keeps them", t0)
     others = ", ".join([t for t in COPY if t != "readings"] + ROLLUP_TABLES)
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(run, [["vacuum (analyze) readings"], [f"vacuum (analyze) {others}"]]))

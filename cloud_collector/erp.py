@@ -20,6 +20,9 @@ class Product(Strict):
     gtin: str = Field(pattern=r"^\d{14}$")
     name: str = Field(min_length=1, max_length=200)
     uom: str | None = Field(default=None, max_length=16)
+    # Part of the FSMA 204 product description (21 CFR 1.1310): e.g. "25 kg", "bag".
+    pack_size: str | None = Field(default=None, max_length=100)
+    pack_style: str | None = Field(default=None, max_length=100)
 
 
 class Customer(Strict):
@@ -78,6 +81,13 @@ class Location(Strict):
     tlc_source_reference: str | None = Field(default=None, max_length=500)
     # Its transformations are initial packing (21 CFR 1.1330): a packing line, a packhouse.
     initial_packing: bool = False
+    # A fishing vessel: our receipt from it is the first land-based receiving (§ 1.1335).
+    fishing_vessel: bool = False
+    # False for a supplier to whom 21 CFR Part 1 Subpart S does not apply: we assign the
+    # traceability lot code of what we receive from it (§ 1.1345(b)).
+    covered_by_rule: bool = True
+    # A place of ours: cooling a harvest record places here is ours to record (§ 1.1325(b)).
+    our_site: bool = False
 
 
 class TlcSource(Strict):
@@ -114,6 +124,8 @@ class Harvest(Strict):
     harvest_date: date | None = None
     cooling_location: str | None = Field(default=None, max_length=500)
     cooling_date: date | None = None
+    # A fishing trip's last day of harvesting (its first: harvest_date), § 1.1335(d).
+    harvest_end_date: date | None = None
 
 
 PurchaseOrder.model_rebuild()

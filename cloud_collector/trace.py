@@ -35,20 +35,33 @@ class Lot(Strict):
     lot_id: int
     gtin: str
     lot_code: str
-    quantity: float | None
+    quantity: float | None  # the sum of what made it, or else of what received it
     uom: str | None
     origin: str
     batch_id: str | None
     supplier: str | None
     supplier_lot: str | None
+    shipped_quantity: float | None = None  # its shipment lines, in its unit of measure
+    consumed_quantity: float | None = None  # what batches used of it, in its unit
+    quantity_note: str | None = None  # why a quantity is missing or a line not subtracted
 
 
 class Link(Strict):
+    """An edge of the walk: the batch made the output lot from (among others) the input."""
+
     input_lot: int
     output_lot: int
     batch_id: str
-    quantity: float | None
+
+
+class BatchLot(Strict):
+    """What a batch used (or made) of one lot in one unit of measure: the sum of its items."""
+
+    lot_id: int
+    quantity: float | None  # None: none of the items gave a quantity
     uom: str | None
+    items: int  # units and lot lines of the lot the batch's events named
+    unquantified: int  # of them, how many gave no quantity
 
 
 class ShipmentLine(Strict):
@@ -94,6 +107,8 @@ class TracedBatch(Strict):
     equipment: list[str]  # the devices whose readings are bound to the batch
     operators: list[str]
     qc: list[QcResult]
+    inputs: list[BatchLot]  # what it consumed, per lot
+    outputs: list[BatchLot]  # what it produced, per lot
     parameters: list[queries.TagSummary]
     excursions: list[queries.Excursion]
 
@@ -122,7 +137,10 @@ class UnknownLot(Exception):
 
 # -- which lot ---------------------------------------------------------------------------
 
-_LOT_COLUMNS = "lot_id, gtin, lot_code, quantity, uom, origin, batch_id, supplier, supplier_lot"
+_LOT_COLUMNS = (
+    "lot_id, gtin, lot_code, quantity, uom, origin, batch_id, supplier, supplier_lot,"
+    " shipped_quantity, consumed_quantity, quantity_note"
+)
 _DIGITAL_LINK = re.compile(r"(?:^|/)01/(\d{14})/10/([^/?#]+)")
 _DL_SSCC = re.compile(r"(?:^|/)00/(\d{18})(?:$|[/?#])")
 LGTIN_URN = re.compile(r"^urn:epc:class:lgtin:(\d+)\.(\d+)\.(.+)$")
@@ -258,7 +276,7 @@ async def trace(conn: AsyncConnection, lot: Lot, direction: Direction) -> Trace:
         Link(**r)
         for r in await _rows(
             conn,
-            "select input_lot, output_lot, batch_id, quantity, uom from lot_links"
+            "select input_lot, output_lot, batch_id from lot_links"
             " where output_lot = any(%s) and input_lot = any(%s)",
             ids,
             ids,
@@ -361,6 +379,14 @@ _QC = """
 select batch_id, lot_id, kind, check_name, value, unit, passed, inspector, time
 from qc_results where batch_id = any(%s) order by time
 """
+# Each batch's two sides, summed over its events (a batch may report in several).
+_BATCH_SIDE = """
+select batch_id, lot_id, sum(quantity) as quantity, nullif(uom, '') as uom,
+       sum(items)::int as items, sum(unquantified)::int as unquantified
+from {table} where batch_id = any(%s) group by batch_id, lot_id, uom order by lot_id, uom
+"""
+_BATCH_INPUTS = _BATCH_SIDE.format(table="batch_inputs")
+_BATCH_OUTPUTS = _BATCH_SIDE.format(table="batch_outputs")
 
 
 async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) -> list[TracedBatch]:
@@ -371,6 +397,10 @@ async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) ->
     qc: dict[str, list[QcResult]] = defaultdict(list)
     for r in await _rows(conn, _QC, batch_ids):
         qc[r["batch_id"]].append(QcResult(**r))
+    sides: dict[str, dict[str, list[BatchLot]]] = {"inputs": {}, "outputs": {}}
+    for side, sql in (("inputs", _BATCH_INPUTS), ("outputs", _BATCH_OUTPUTS)):
+        for r in await _rows(conn, sql, batch_ids):
+            sides[side].setdefault(r.pop("batch_id"), []).append(BatchLot(**r))
     summaries = await queries.summaries(conn, batch_ids) if detail else {}
     out = []
     for batch in batches:
@@ -381,6 +411,8 @@ async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) ->
                 equipment=sorted({t.device for t in parameters}),
                 operators=operators.get(batch.batch_id, []),
                 qc=qc[batch.batch_id],
+                inputs=sides["inputs"].get(batch.batch_id, []),
+                outputs=sides["outputs"].get(batch.batch_id, []),
                 parameters=parameters,
                 excursions=excursions,
             )
@@ -404,12 +436,15 @@ bare as (
       and (select 1 from lot_links k where k.output_lot = l.lot_id limit 1) is null
       and (select 1 from receipts r where r.lot_id = l.lot_id limit 1) is null
 )
-select 'no_origin' as kind, lot_id, gtin, lot_code from bare where {backward}
+select 'no_origin' as kind, lot_id, gtin, lot_code, null as note from bare where {backward}
 union all
-select 'never_made', b.lot_id, b.gtin, b.lot_code from bare b
+select 'never_made', b.lot_id, b.gtin, b.lot_code, null from bare b
 where b.origin = 'unknown' and exists (select 1 from shipment_lines s where s.lot_id = b.lot_id)
 union all
-select 'loop', l.lot_id, l.gtin, l.lot_code from lots l
+select 'quantity', l.lot_id, l.gtin, l.lot_code, l.quantity_note from ids cross join lateral (
+    select * from lots where lots.lot_id = ids.lot_id and quantity_note is not null limit 1) l
+union all
+select 'loop', l.lot_id, l.gtin, l.lot_code, null from lots l
 where l.lot_id = %(lot)s and exists (
     select 1 from lot_links k join ids on ids.lot_id = k.{far} where k.{near} = %(lot)s)
 order by kind desc, lot_id
@@ -431,6 +466,7 @@ _LOT_GAP_TEXT = {
     "no_origin": "lot {name} has no recorded origin (neither produced nor received)",
     "never_made": "lot {name} was shipped but never produced or received",
     "loop": "lot {name} reaches itself: a loop in the genealogy (rework or bad data)",
+    "quantity": "lot {name}: {note}",
 }
 
 
@@ -447,7 +483,9 @@ async def _gaps(
     source = _GIVEN if ids is not None else _REACHED
     params = {"ids": ids, "lot": lot.lot_id}
     gaps = [
-        _LOT_GAP_TEXT[r["kind"]].format(name=_name(r["gtin"], r["lot_code"], r["lot_id"]))
+        _LOT_GAP_TEXT[r["kind"]].format(
+            name=_name(r["gtin"], r["lot_code"], r["lot_id"]), note=r["note"]
+        )
         for r in await _rows_named(conn, _LOT_GAPS[direction, source], params)
     ]
     return gaps + await _batch_gaps(conn, batch_ids)
@@ -477,30 +515,37 @@ where b.batch_id = any(%s)
                     and d.first_seq <= g.first_missing and d.last_seq >= g.last_missing)
 order by b.batch_id, g.first_missing
 """
-# Batches whose inputs and outputs in one unit differ by more than the tolerance, from all
-# of each batch's links (not only those inside the traced set): each input lot counted
-# once, each output lot once.
+# Batches whose inputs and outputs in one unit differ by more than the tolerance: all of
+# each batch's inputs and outputs (not only those inside the traced set), each item counted
+# once. Quantities with no unit of measure are never compared.
 _UNBALANCED = """
 with inputs as (
-    select batch_id, uom, sum(quantity) as quantity from (
-        select distinct on (batch_id, input_lot) batch_id, input_lot, quantity, uom
-        from lot_links
-        where batch_id = any(%(batches)s) and quantity is not null and uom <> ''
-        order by batch_id, input_lot
-    ) i group by batch_id, uom
+    select batch_id, uom, sum(quantity) as quantity from batch_inputs
+    where batch_id = any(%(batches)s) and quantity is not null and uom <> ''
+    group by batch_id, uom
 ), outputs as (
-    select batch_id, uom, sum(quantity) as quantity from (
-        select distinct l.batch_id, o.lot_id, o.quantity, o.uom
-        -- A probe per link (limit 1 keeps the planner from hashing every lot instead).
-        from lot_links l cross join lateral (
-            select lot_id, quantity, uom from lots where lots.lot_id = l.output_lot limit 1) o
-        where l.batch_id = any(%(batches)s)
-    ) o where quantity is not null and uom <> '' group by batch_id, uom
+    select batch_id, uom, sum(quantity) as quantity from batch_outputs
+    where batch_id = any(%(batches)s) and quantity is not null and uom <> ''
+    group by batch_id, uom
 )
 select batch_id, uom, i.quantity as inputs, o.quantity as outputs
 from inputs i join outputs o using (batch_id, uom)
 where abs(i.quantity - o.quantity) > %(tolerance)s * greatest(i.quantity, o.quantity)
 order by batch_id, uom
+"""
+# Lots of which a batch named some items with a quantity and some without: the sum it
+# keeps is short by what the others held.
+_PARTLY_COUNTED = """
+select s.batch_id, s.side, l.gtin, l.lot_code, l.lot_id, s.items, s.unquantified
+from (select batch_id, 'used' as side, lot_id, sum(items) as items,
+             sum(unquantified) as unquantified, count(quantity) as counted
+      from batch_inputs where batch_id = any(%(batches)s) group by batch_id, lot_id
+      union all
+      select batch_id, 'made', lot_id, sum(items), sum(unquantified), count(quantity)
+      from batch_outputs where batch_id = any(%(batches)s) group by batch_id, lot_id) s
+join lots l using (lot_id)
+where s.unquantified > 0 and s.counted > 0
+order by s.batch_id, s.side desc, l.lot_id
 """
 
 
@@ -520,6 +565,12 @@ async def _batch_gaps(conn: AsyncConnection, batch_ids: list[str]) -> list[str]:
         f"batch {r['batch_id']}: inputs {r['inputs']:g} {r['uom']} and outputs "
         f"{r['outputs']:g} {r['uom']} do not balance within {MASS_BALANCE_TOLERANCE:.0%}"
         for r in await _rows_named(conn, _UNBALANCED, params)
+    ]
+    gaps += [
+        f"batch {r['batch_id']}: {r['unquantified']} of the {r['items']} items of lot "
+        f"{_name(r['gtin'], r['lot_code'], r['lot_id'])} it {r['side']} gave no quantity: "
+        "the sum it keeps is short by what they held"
+        for r in await _rows_named(conn, _PARTLY_COUNTED, params)
     ]
     gaps += [
         f"batch {r['batch_id']}: readings {r['first_missing']}..{r['last_missing']} of edge "
@@ -691,10 +742,12 @@ async def _rows_named(
 
 
 # The recall list over the reached lots (the table `_reached` fills): every shipment line
-# of a lot, and what is left of each lot not shipped in full and where it was last seen (a
-# lot of unknown quantity is listed: a recall errs on the side of stock that may still be
-# there). The shipped quantity and the last place are kept on the lot at ingest: at 500,000
-# lots every extra pass or probe per lot costs a few hundred milliseconds.
+# of a lot, and what is left of each lot not shipped or used in full and where it was last
+# seen (a lot of unknown quantity is listed as 'unknown', with its last place: a recall
+# errs on the side of stock that may still be there). What is left is what made or
+# received the lot less what was shipped and what batches used of it (in its unit of
+# measure), all kept on the lot at ingest: at 500,000 lots every extra pass or probe per
+# lot costs a few hundred milliseconds.
 _RECALL_LINES = """
 select l.lot_id, l.gtin, l.lot_code, 'shipped' as status, s.location, m.customer_id,
        c.name as customer, m.order_id, s.shipment, s.quantity, s.uom, s.epc
@@ -702,12 +755,13 @@ from reached join shipment_lines s using (lot_id) join lots l using (lot_id)
 left join shipments m using (shipment) left join customers c using (customer_id)
 union all
 select l.lot_id, l.gtin, l.lot_code,
-       case when l.location is not null or l.quantity is not null then 'on_hand'
-            else 'unknown' end,
-       l.location, null, null, null, null, l.quantity - coalesce(l.shipped_quantity, 0),
+       case when l.quantity is not null then 'on_hand' else 'unknown' end,
+       l.location, null, null, null, null,
+       l.quantity - coalesce(l.shipped_quantity, 0) - coalesce(l.consumed_quantity, 0),
        l.uom, null
 from reached join lots l using (lot_id)
-where l.shipped_quantity is null or l.quantity is null or l.quantity - l.shipped_quantity > 0
+where l.quantity is null
+   or l.quantity - coalesce(l.shipped_quantity, 0) - coalesce(l.consumed_quantity, 0) > 0
 """
 
 

@@ -32,6 +32,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from cloud_collector.auth import Partner
+from cloud_collector.epcis import genealogy_feed
 from cloud_collector.epcis.document import InvalidDocument
 from cloud_collector.epcis.identifiers import keys
 from protocols.rfid.epc import gs1_check_digit
@@ -291,6 +292,23 @@ where {_REPLACES.format(t="products")}
 """
 
 
+async def _only_its_own_products(conn: AsyncConnection, found: list[Element], partner: str) -> None:
+    """A partner describes products of its own company prefix or products we do not know:
+    naming one of ours would put its words in our FSMA 204 product descriptions."""
+    products = {e.product[0]: e for e in found if e.product is not None}
+    refused = await genealogy_feed.product_not_its_own(conn, list(products), partner)
+    if refused is not None:
+        gtin, prefixes = refused
+        raise InvalidDocument(
+            products[gtin].path,
+            f"GTIN {gtin} is a product we know, not of partner {partner!r}'s company prefix "
+            f"({', '.join(prefixes) or 'none known: no SGLN location'}): a partner describes "
+            "only products of its own",
+            status=403,
+            kind="epcisException:SecurityException",
+        )
+
+
 async def store(
     conn: AsyncConnection,
     found: list[Element],
@@ -302,6 +320,8 @@ async def store(
     above. The caller holds the transaction (and has checked `outside`)."""
     if not found:
         return
+    if partner is not None:
+        await _only_its_own_products(conn, found, partner)
     async with conn.cursor() as cur:
         await cur.executemany(
             _INSERT_ELEMENT,

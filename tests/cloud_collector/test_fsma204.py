@@ -55,9 +55,10 @@ MILL_URL = "https://mill.example/tlc"
 # The names the FDA gets, pinned: changing one is a decision, not a refactoring.
 HEADER = [
     "Critical Tracking Event",
-    "Event Date",
+    "Event Date (UTC)",
     "Event Time (UTC)",
     "Traceability Lot Code",
+    "Traceability Lot Code Assigned by the Supplier",
     "Product Description",
     "Quantity",
     "Unit of Measure",
@@ -81,8 +82,10 @@ HEADER = [
     "Date of Harvesting",
     "Location Description for Where the Food Was Cooled",
     "Date of Cooling",
+    "Harvest Date Range and Locations for the Trip",
     "GTIN",
     "Lot Code of the Food Received",
+    "Unit IDs",
     "Event ID",
     "Missing KDEs",
 ]
@@ -114,9 +117,19 @@ async def chain(services: Services, collector: RunningCollector) -> Chain:
     t = p.tag
     imports = {
         "/api/v1/erp/products": [
-            {"gtin": FLOUR, "name": "Wheat flour type 55, 25 kg bag"},
-            {"gtin": DOUGH, "name": "Bread dough"},
-            {"gtin": BREAD, "name": "White loaf 800 g"},
+            {
+                "gtin": FLOUR,
+                "name": "Wheat flour type 55",
+                "pack_size": "25 kg",
+                "pack_style": "bag",
+            },
+            {
+                "gtin": DOUGH,
+                "name": "Bread dough",
+                "pack_size": "600 kg",
+                "pack_style": "tub",
+            },
+            {"gtin": BREAD, "name": "White loaf", "pack_size": "800 g", "pack_style": "bag"},
         ],
         "/api/v1/erp/customers": [
             {"customer_id": f"C1-{t}", "name": "Bakery Co", "address": "9 Market St"}
@@ -199,7 +212,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             blank
             | {
                 "Critical Tracking Event": cte,
-                "Event Date": "2026-11-20",
+                "Event Date (UTC)": "2026-11-20",
                 "Event Time (UTC)": f"06:0{seq}:00",
                 "Traceability Lot Code": p.lot(lot),
                 "Product Description": product,
@@ -258,7 +271,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             "Transformation (food produced)",
             "DOUGH",
             DOUGH,
-            "Bread dough",
+            "Bread dough, 600 kg tub",
             "600",
             "KGM",
             **made_on_line_1,
@@ -289,7 +302,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             "Transformation (food produced)",
             "BREAD",
             BREAD,
-            "White loaf 800 g",
+            "White loaf, 800 g bag",
             "600",
             "EA",
             **made_on_line_1,
@@ -300,7 +313,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             "Transformation (food used)",
             "DOUGH",
             DOUGH,
-            "Bread dough",
+            "Bread dough, 600 kg tub",
             "600",
             "KGM",
             **{"New Traceability Lot Code": p.lot("BREAD")},
@@ -310,7 +323,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             "Shipping",
             "BREAD",
             BREAD,
-            "White loaf 800 g",
+            "White loaf, 800 g bag",
             "400",
             "EA",
             **made_on_line_1,
@@ -328,7 +341,7 @@ def expected(p: Chain) -> dict[str, dict[str, str]]:
             "Shipping",
             "BREAD",
             BREAD,
-            "White loaf 800 g",
+            "White loaf, 800 g bag",
             "200",
             "EA",
             **made_on_line_1,
@@ -439,11 +452,11 @@ async def test_xlsx_is_typed_sortable_and_lists_the_missing_kdes(
     values = [list(row) for row in ws.iter_rows(values_only=True)]
     assert values[0] == HEADER
     assert ws.freeze_panes == "A2"
-    assert ws.auto_filter.ref == f"A1:AE{len(values)}"
+    assert ws.auto_filter.ref == f"A1:AH{len(values)}"
     received = dict(zip(HEADER, values[1], strict=True))
     # Typed cells: the date is a date, the time a time, the quantity a number.
-    assert isinstance(received["Event Date"], datetime)
-    assert received["Event Date"].date() == date(2026, 11, 20)
+    assert isinstance(received["Event Date (UTC)"], datetime)
+    assert received["Event Date (UTC)"].date() == date(2026, 11, 20)
     assert ws.cell(row=2, column=2).number_format == "yyyy-mm-dd"
     assert received["Event Time (UTC)"] == time(6, 0)
     assert received["Quantity"] == 1000 and isinstance(received["Quantity"], int | float)
@@ -573,16 +586,28 @@ def joined(**overrides: object) -> dict[str, object]:
         "tlc_reference": "https://supplier.example/tlc",
         "made_at": None,
         "documents": [["desadv", "SH-9"], ["bol", "BOL-1"]],
+        "pack_size": "25 kg",
+        "pack_style": "bag",
+        "mixed": None,
+        "items": 1,
+        "unquantified": 0,
+        "units": None,
+        "first_of_lot": True,
+        "supplier_lot": None,
+        "batch_edge": None,
+        "recipient": None,
+        "harvest_end_date": None,
     } | overrides
 
 
-def test_a_customer_record_stands_for_the_recipient_short_of_its_phone() -> None:
+def test_a_customer_record_never_stands_for_the_recipient() -> None:
     row = kdes.build(joined(), PLACES)
     v = row.values
     # 23:30 at UTC-5 is the next day in UTC: dates are UTC days.
     assert (v[kdes.DATE], v[kdes.TIME]) == (date(2026, 11, 21), time(4, 30))
     assert v[kdes.QUANTITY] == 12.5
-    assert v[kdes.RECIPIENT] == "Shop Inc, 1 High St"
+    # The customer's (billing) record is not where the food went: named, not filled in.
+    assert v[kdes.RECIPIENT] is None
     # A TLC source reference may stand in for the location description.
     assert (v[kdes.TLC_SOURCE], v[kdes.TLC_SOURCE_REFERENCE]) == (
         None,
@@ -593,9 +618,14 @@ def test_a_customer_record_stands_for_the_recipient_short_of_its_phone() -> None
         "SH-9; BOL-1",
     )
     assert [str(m) for m in row.missing] == [
-        f"{kdes.RECIPIENT}: customer 'C9' has no phone number: PUT /api/v1/erp/locations "
-        "with location_id 'C9'"
+        f"{kdes.RECIPIENT}: only customer 'C9''s record is known (Shop Inc, 1 High St), not the "
+        "place shipment 'SH-9' went to: give the shipment a ship_to (PUT /api/v1/erp/shipments) "
+        "and describe it (PUT /api/v1/erp/locations)"
     ]
+    # The ship-to place, once the ERP names and describes it, is the recipient.
+    shipped_to = kdes.build(joined(ship_to="DC-9"), PLACES | {"DC-9": PLACES["dock-2"]})
+    assert shipped_to.values[kdes.RECIPIENT] == "Plant, 5 Oven St, +1 555 0100"
+    assert not shipped_to.missing
 
 
 def test_what_nothing_recorded_is_named_not_invented() -> None:
@@ -632,6 +662,38 @@ def test_what_nothing_recorded_is_named_not_invented() -> None:
     ]
     assert row.values[kdes.MISSING] == "; ".join(str(m) for m in row.missing)
     assert all(row.values.get(c) is None for c in (kdes.PRODUCT, kdes.RECIPIENT, kdes.SHIPPED_FROM))
+
+
+def test_a_receipt_shows_the_suppliers_lot_code_where_ours_differs() -> None:
+    receipt = {"kind": kdes.RECEIVING, "shipment": None, "customer_id": None, "customer": None}
+    row = kdes.build(joined(**receipt, supplier_lot="M-77"), PLACES)
+    assert (row.values[kdes.TLC], row.values[kdes.SUPPLIER_TLC]) == ("L1", "M-77")
+    same = kdes.build(joined(**receipt, supplier_lot="L1"), PLACES)
+    assert same.values.get(kdes.SUPPLIER_TLC) is None
+
+
+def test_a_batch_record_is_named_only_where_one_exists() -> None:
+    made = {"kind": kdes.FOOD_PRODUCED, "documents": None, "shipment": None, "customer": None}
+    ours = kdes.build(joined(**made, batch="B7", batch_edge="edge-line-3"), PLACES)
+    assert (ours.values[kdes.DOCUMENT_TYPE], ours.values[kdes.DOCUMENT_NUMBER]) == (
+        "Batch Record",
+        "B7",
+    )
+    # A partner's transformation without a transformationID: its event id is no document.
+    theirs = kdes.build(joined(**made, batch="e-1", batch_edge="epcis:P1"), PLACES)
+    assert theirs.values.get(kdes.DOCUMENT_TYPE) is None
+    assert "Reference Document Number: the event names no business document" in str(
+        theirs.values[kdes.MISSING]
+    )
+    named = kdes.build(joined(**made, batch="urn:p1:batch:9", batch_edge="epcis:P1"), PLACES)
+    assert named.values[kdes.DOCUMENT_NUMBER] == "urn:p1:batch:9"
+
+
+def test_the_date_column_names_its_time_zone() -> None:
+    assert kdes.header("America/Chicago")[1:3] == [
+        "Event Date (America/Chicago)",
+        "Event Time (America/Chicago)",
+    ]
 
 
 def test_a_lot_of_ours_takes_its_tlc_source_from_where_it_was_made() -> None:
@@ -687,8 +749,18 @@ async def packhouse(services: Services, collector: RunningCollector) -> Chain:
     place = {"address": "7 Pack Rd, Salinas, CA 93901, USA", "phone": "+1 831 555 0103"}
     imports = {
         "/api/v1/erp/products": [
-            {"gtin": bins, "name": "Romaine lettuce, field bin"},
-            {"gtin": cases, "name": "Romaine hearts 3 ct, case of 12"},
+            {
+                "gtin": bins,
+                "name": "Romaine lettuce",
+                "pack_size": "1,000 lb",
+                "pack_style": "field bin",
+            },
+            {
+                "gtin": cases,
+                "name": "Romaine hearts 3 ct",
+                "pack_size": "12 x 3 ct",
+                "pack_style": "case",
+            },
         ],
         "/api/v1/erp/purchase-orders": [{"po": f"PO-{t}", "supplier": f"FARM-{t}"}],
         "/api/v1/erp/locations": [
@@ -746,8 +818,8 @@ def packed(p: Chain) -> dict[str, dict[str, str]]:
     t, blank = p.tag, dict.fromkeys(HEADER, "")
     packing = blank | {
         "Critical Tracking Event": "Initial Packing",
-        "Event Date": "2026-11-20",
-        "Product Description": "Romaine hearts 3 ct, case of 12",
+        "Event Date (UTC)": "2026-11-20",
+        "Product Description": "Romaine hearts 3 ct, 12 x 3 ct case",
         "Unit of Measure": "CA",
         "GTIN": p.bread,
         "Reference Document Type": "Batch Record",
@@ -796,10 +868,13 @@ def packed(p: Chain) -> dict[str, dict[str, str]]:
             "Date of Cooling": "2026-11-19",
             "Lot Code of the Food Received": p.lot("HARVEST-A"),
         },
+        # The 100 cases packed are on A's row only: a sum over the rows counts them once.
         "B packed": packing
         | on_pack_1
         | received
         | {
+            "Quantity": "",
+            "Unit of Measure": "",
             "Quantity of the Food Received": "500",
             "Lot Code of the Food Received": p.lot("HARVEST-B"),
             "Missing KDEs": no_record("HARVEST-B"),
@@ -828,10 +903,10 @@ def packed(p: Chain) -> dict[str, dict[str, str]]:
         "packed shipped": blank
         | {
             "Critical Tracking Event": "Shipping",
-            "Event Date": "2026-11-20",
+            "Event Date (UTC)": "2026-11-20",
             "Event Time (UTC)": "06:03:00",
             "Traceability Lot Code": p.lot("PACKED"),
-            "Product Description": "Romaine hearts 3 ct, case of 12",
+            "Product Description": "Romaine hearts 3 ct, 12 x 3 ct case",
             "Quantity": "100",
             "Unit of Measure": "CA",
             "Location Description for the Location From Which You Shipped the Food": "Packhouse "
@@ -872,6 +947,16 @@ async def test_initial_packing_of_harvested_lots(
     # A place flagged initial_packing makes its batches initial packing, grower data or not.
     flagged = f"/api/v1/fsma204/lots/01/{p.bread}/10/{p.lot('PACKED2')}"
     assert read_csv(await get(collector, flagged)) == [want["C packed at the flagged line"]]
+    # A lot with no harvest record may have been packed before: its receipt keeps its row.
+    unrecorded = read_csv(
+        await get(collector, f"/api/v1/fsma204/lots/01/{p.flour}/10/{p.lot('HARVEST-B')}")
+    )
+    assert [(r["Critical Tracking Event"], r["Traceability Lot Code"]) for r in unrecorded] == [
+        ("Receiving", p.lot("HARVEST-B")),
+        ("Initial Packing", p.lot("PACKED")),
+        ("Initial Packing", p.lot("PACKED")),
+    ]
+    assert unrecorded[0]["Quantity"] == "500" and unrecorded[0]["Unit of Measure"] == "LBR"
 
 
 async def test_initial_packing_xlsx_has_dates_as_dates(
@@ -918,6 +1003,7 @@ def test_a_harvest_record_short_of_kdes_names_each() -> None:
             tlc_reference=None,
             place="pack-1",
             batch="P9",
+            batch_edge="edge-9",  # a batch of our own lines: its batch record is here
             documents=None,
             used_lot_code="H9",
             commodity="Cantaloupe",
@@ -1014,4 +1100,130 @@ async def test_a_food_with_a_supplier_tlc_is_used_not_packed_at_a_packing_line(
     assert kinds == [
         ("Initial Packing", p.lot("KIT")),
         ("Transformation (food used)", dressing),
+    ]
+
+
+# -- the CTEs the rule words by who the other party is ------------------------------------
+#
+# The fish market: COD landed from a fishing vessel (§ 1.1335); HONEY bought from a small
+# farm the rule does not apply to (§ 1.1345(b)); ROMAINE from a grower, cooled in our own
+# cooler before we pack it (§ 1.1325(b)).
+
+
+async def test_first_land_based_receiving_uncovered_suppliers_and_our_cooling(
+    services: Services, collector: RunningCollector
+) -> None:
+    p = Chain(services)
+    t = p.tag
+    cod, honey, romaine = p.lot("COD"), p.lot("HONEY"), p.lot("ROMAINE")
+    dock = {"read_point": f"DOCK-{t}", "biz_location": f"DOCK-{t}"}
+    await p.post(
+        p.receipt([lot_item(p.flour, cod, 800, "KGM")], f"PO-V-{t}") | dock,
+        p.receipt([lot_item(p.sugar, honey, 40, "KGM")], f"PO-H-{t}") | dock,
+        p.receipt([lot_item(p.dough, romaine, 2000, "LBR")], f"PO-R-{t}") | dock,
+        p.batch(
+            f"P-{t}",
+            [lot_item(p.dough, romaine, 2000, "LBR")],
+            [lot_item(p.bread, p.lot("PACKED"), 100, "CA")],
+            read_point=f"PACK-{t}",
+        ),
+    )
+    place = {"address": "1 Wharf Rd, Gloucester, MA 01930, USA", "phone": "+1 978 555 0100"}
+    imports = {
+        "/api/v1/erp/products": [
+            {"gtin": p.flour, "name": "Atlantic cod, whole, ungraded", "pack_size": "800 kg",
+             "pack_style": "fish tote"},
+            {"gtin": p.sugar, "name": "Raw honey", "pack_size": "20 kg", "pack_style": "pail"},
+            {"gtin": p.dough, "name": "Romaine lettuce, field bin"},
+        ],
+        "/api/v1/erp/purchase-orders": [
+            {"po": f"PO-V-{t}", "supplier": f"VESSEL-{t}"},
+            {"po": f"PO-H-{t}", "supplier": f"SMALLFARM-{t}"},
+            {"po": f"PO-R-{t}", "supplier": f"GROWER-{t}"},
+        ],
+        "/api/v1/erp/locations": [
+            {"location_id": f"VESSEL-{t}", "name": "FV Northern Star", "fishing_vessel": True},
+            {"location_id": f"SMALLFARM-{t}", "name": "Bee Farm", **place,
+             "covered_by_rule": False},
+            {"location_id": f"GROWER-{t}", "name": "Green Acres Farm", **place},
+            {"location_id": f"DOCK-{t}", "name": "Harbour Foods dock", **place,
+             "tlc_source_reference": "FFRN 11111111111"},
+            {"location_id": f"COOLER-{t}", "name": "Harbour Foods cooler", **place,
+             "our_site": True},
+            {"location_id": f"PACK-{t}", "name": "Harbour Foods packing", **place,
+             "initial_packing": True},
+        ],
+        "/api/v1/erp/harvests": [
+            {"gtin": p.flour, "lot_code": cod, "commodity": "Atlantic cod (Gadus morhua)",
+             "growing_area": "NMFS area 514", "harvest_date": "2026-11-16",
+             "harvest_end_date": "2026-11-19"},
+            {"gtin": p.dough, "lot_code": romaine, "commodity": "Romaine lettuce",
+             "farm": f"GROWER-{t}", "harvest_date": "2026-11-19",
+             "cooling_location": f"COOLER-{t}", "cooling_date": "2026-11-19"},
+        ],
+    }  # fmt: skip
+    async with collector.client(Role.importer) as api:
+        for path, body in imports.items():
+            r = await api.put(path, json=body)
+            assert r.status_code == 200, (path, r.text)
+    dock_description = "Harbour Foods dock, 1 Wharf Rd, Gloucester, MA 01930, USA, +1 978 555 0100"
+
+    [landed] = read_csv(await get(collector, f"/api/v1/fsma204/lots/01/{p.flour}/10/{cod}"))
+    assert {k: v for k, v in landed.items() if v} == {
+        "Critical Tracking Event": "First Land-Based Receiving",
+        "Event Date (UTC)": "2026-11-20",
+        "Event Time (UTC)": "06:00:00",
+        "Traceability Lot Code": cod,
+        "Product Description": "Atlantic cod, whole, ungraded, 800 kg fish tote",
+        "Quantity": "800",
+        "Unit of Measure": "KGM",
+        "Location Description for the Immediate Previous Source": "FV Northern Star",
+        "Location Description for Where the Food Was Received": dock_description,
+        "Location Description for the Traceability Lot Code Source": dock_description,
+        "Traceability Lot Code Source Reference": "FFRN 11111111111",
+        "Reference Document Type": "Purchase Order",
+        "Reference Document Number": f"PO-V-{t}",
+        "Commodity": "Atlantic cod (Gadus morhua)",
+        "Harvest Date Range and Locations for the Trip": "2026-11-16 to 2026-11-19, NMFS area 514",
+        "GTIN": p.flour,
+        "Event ID": f"{p.edge}-0",
+    }
+
+    [bought] = read_csv(await get(collector, f"/api/v1/fsma204/lots/01/{p.sugar}/10/{honey}"))
+    assert bought["Critical Tracking Event"] == (
+        "Receiving (from a person the rule does not apply to)"
+    )
+    # We assigned its code: its source is where we received it, not the farm's word.
+    assert bought["Location Description for the Traceability Lot Code Source"] == (dock_description)
+    assert bought["Missing KDEs"] == ""
+
+    rows = read_csv(await get(collector, f"/api/v1/fsma204/lots/01/{p.dough}/10/{romaine}"))
+    cooled = [r for r in rows if r["Critical Tracking Event"] == "Cooling (before initial packing)"]
+    assert [
+        (r["Event Date (UTC)"], r["Event Time (UTC)"], r["Commodity"], r["Quantity"],
+         r["Unit of Measure"], r["Location Description for Where the Food Was Cooled"],
+         r["Location Description for the Farm Where the Food Was Harvested"],
+         r["Location Description for the Immediate Subsequent Recipient"], r["Date of Cooling"])
+        for r in cooled
+    ] == [
+        ("2026-11-19", "", "Romaine lettuce", "2000", "LBR",
+         "Harbour Foods cooler, 1 Wharf Rd, Gloucester, MA 01930, USA, +1 978 555 0100",
+         "Green Acres Farm, 1 Wharf Rd, Gloucester, MA 01930, USA, +1 978 555 0100",
+         "Harbour Foods packing, 1 Wharf Rd, Gloucester, MA 01930, USA, +1 978 555 0100",
+         "2026-11-19")
+    ]  # fmt: skip
+    assert cooled[0]["Missing KDEs"] == (
+        "Reference Document Number: the event names no business document"
+    )
+
+
+def test_a_product_description_names_its_pack_or_says_it_is_missing() -> None:
+    packed = kdes.build(joined(ship_to="dock-2"), PLACES)
+    assert packed.values[kdes.PRODUCT] == "Flour, 25 kg bag"
+    assert not packed.missing
+    bare = kdes.build(joined(ship_to="dock-2", pack_size=None, pack_style=None), PLACES)
+    assert bare.values[kdes.PRODUCT] == "Flour"
+    assert [str(m) for m in bare.missing] == [
+        f"{kdes.PRODUCT}: product 00614141000012 has no pack size or pack style (part of the "
+        "product description): PUT /api/v1/erp/products"
     ]

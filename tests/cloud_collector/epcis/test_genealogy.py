@@ -94,7 +94,8 @@ async def test_a_partners_transformation_extends_our_traces(
     assert f"SW-{p.tag}" in [x["lot_code"] for x in forward["lots"]], forward["lots"]
     shipped = [s for s in forward["shipments"] if s["shipment"] == f"DIST-SH-{p.tag}"]
     assert [s["location"] for s in shipped] == [DIST_LOCATION], "the partner's id as sent"
-    sandwich_batch = f"urn:x-dist:batch:SW-{p.tag}"
+    # Its transformationID, in the partner's own namespace of batch ids.
+    sandwich_batch = f"partner:DIST-{p.tag}:urn:x-dist:batch:SW-{p.tag}"
     assert sandwich_batch in [b["batch"]["batch_id"] for b in forward["batches"]]
     assert p.lot("FLOUR") in [x["lot_code"] for x in backward["lots"]], backward["lots"]
     assert p.lot("BREAD") in [x["lot_code"] for x in backward["lots"]]
@@ -137,26 +138,35 @@ async def test_a_partner_sees_only_events_about_lots_shipped_to_it(
     assert batches == [], "how the bread was made is not the distributor's to see"
 
 
-async def test_a_partner_cannot_extend_our_batches(
+async def test_a_partners_batch_ids_never_meet_ours(
     collector: RunningCollector,
+    services: Services,
     bakery: Plant,  # noqa: F811
     partner_key: str,
 ) -> None:
+    """The partner names its batch as ours that made the bread (B2): it is its own batch,
+    in its own namespace; ours keeps its inputs and outputs."""
     p = bakery
+    await erp(collector, p)
     intrusion = distributor_events(p)[1]
-    intrusion["transformationID"] = f"B2-{p.tag}"  # our batch that made the bread
+    intrusion["transformationID"] = f"B2-{p.tag}"
     async with collector.client() as http:
         http.headers["Authorization"] = f"Bearer {partner_key}"
-        answer = await capture(http, epcis_document(intrusion))
-    assert answer.status_code == 403, answer.text
-    assert f"B2-{p.tag}" in answer.json()["detail"]
-    async with collector.client(Role.reader) as http:
-        assert (
-            await events(http, EQ_transformationID=f"B2-{p.tag}", eventType="TransformationEvent")
-            != []
+        answer = await capture(http, epcis_document(distributor_events(p)[0], intrusion))
+    assert answer.status_code == 202, answer.text
+    async with await psycopg.AsyncConnection.connect(services.database_url) as c:
+        cur = await c.execute(
+            "select b.batch_id, b.edge_id, (select array_agg(l.lot_code order by l.lot_code)"
+            " from lot_links k join lots l on l.lot_id = k.input_lot"
+            " where k.batch_id = b.batch_id) from batches b where b.batch_id like %s"
+            " order by b.batch_id",
+            (f"%B2-{p.tag}",),
         )
-        back = await http.get(f"/api/v1/lots/01/{SANDWICH_GTIN}/10/SW-{p.tag}/trace/backward")
-    assert back.status_code == 404, "nothing of the refused document was stored"
+        rows = await cur.fetchall()
+    assert rows == [
+        (f"B2-{p.tag}", p.edge, [p.lot("DOUGH")]),
+        (f"partner:DIST-{p.tag}:B2-{p.tag}", f"epcis:DIST-{p.tag}", [p.lot("BREAD")]),
+    ]
 
 
 async def test_a_partner_declares_errors_only_in_its_own_events(
@@ -192,30 +202,163 @@ def shipping(p: Plant, epc_class: str, shipment: str, where: str = DIST_LOCATION
     }  # fmt: skip
 
 
-async def test_a_partners_own_shipment_of_our_lot_does_not_make_it_visible(
+async def test_a_partner_cannot_ship_a_lot_never_shipped_to_it(
     collector: RunningCollector,
     services: Services,
     bakery: Plant,  # noqa: F811
     partner_key: str,
 ) -> None:
     """The cake went to nobody of the partner's; the partner claims to ship it on, under the
-    id of our shipment to it (SH-1, the bread's). Its shipment stays in our forward trace,
-    but the cake, and our shipments of it, stay out of its sight."""
+    id of our shipment to it (SH-1, the bread's): refused, and the cake stays out of its
+    sight and in our stock."""
     p = bakery
     await erp(collector, p)
     cake = f"https://id.gs1.org/01/{CAKE_GTIN}/10/{p.lot('CAKE')}"
     async with collector.client() as http:
         http.headers["Authorization"] = f"Bearer {partner_key}"
         answer = await capture(http, epcis_document(shipping(p, cake, f"SH-1-{p.tag}")))
-        assert answer.status_code == 202, answer.text
-        seen = await events(http, MATCH_anyEPCClass=cake)
+    assert answer.status_code == 403, answer.text
+    assert (
+        f"lot '{p.lot('CAKE')}' of GTIN {CAKE_GTIN} was never shipped to partner"
+        in (answer.json()["detail"])
+    )
     async with await psycopg.AsyncConnection.connect(services.database_url) as c:
         visible = [x.lot_code for x in await auth.visible_lots(c, f"DIST-{p.tag}")]
     async with collector.client(Role.reader) as http:
-        forward = await http.get(f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/trace/forward")
+        recall = await http.get(f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/recall")
     assert visible == [p.lot("BREAD")]
-    assert [e["bizLocation"]["id"] for e in seen] == [DIST_LOCATION], "only its own event"
-    assert DIST_LOCATION in [s["location"] for s in forward.json()["shipments"]]
+    assert ("on_hand", 300.0, "dock-2") in [
+        (x["status"], x["quantity"], x["location"]) for x in recall.json()["lines"]
+    ]
+
+
+def quantity_event(p: Plant, step: str, epc_class: str, quantity: float, doc: str) -> dict:
+    return {
+        "type": "ObjectEvent", "eventTime": "2026-11-22T08:00:00Z",
+        "eventTimeZoneOffset": "+01:00", "action": "OBSERVE", "bizStep": step,
+        "readPoint": {"id": DIST_LOCATION}, "bizLocation": {"id": DIST_LOCATION},
+        "quantityList": [{"epcClass": epc_class, "quantity": quantity, "uom": "EA"}],
+        "bizTransactionList": [{"type": "desadv", "bizTransaction": doc}],
+    }  # fmt: skip
+
+
+async def test_a_partner_moves_no_more_than_was_shipped_to_it_and_never_our_stock(
+    collector: RunningCollector,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    """We ship the partner 100 of our 400 cakes (SH-2 to its customer): it may receive and
+    ship on those 100, not 101; what it does with them leaves our 300 where they are."""
+    p = bakery
+    await erp(collector, p)
+    async with collector.client(Role.importer) as http:
+        put = await http.put(
+            "/api/v1/erp/shipments",
+            json=[{"shipment": f"SH-2-{p.tag}", "customer_id": f"C1-{p.tag}"}],
+        )
+        assert put.status_code == 200, put.text
+    cake = f"https://id.gs1.org/01/{CAKE_GTIN}/10/{p.lot('CAKE')}"
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        too_much = await capture(
+            http, epcis_document(quantity_event(p, "receiving", cake, 101, f"SH-2-{p.tag}"))
+        )
+        received = await capture(
+            http, epcis_document(quantity_event(p, "receiving", cake, 100, f"SH-2-{p.tag}"))
+        )
+        shipped = await capture(
+            http, epcis_document(quantity_event(p, "shipping", cake, 60, f"D1-{p.tag}"))
+        )
+        again = await capture(
+            http, epcis_document(quantity_event(p, "shipping", cake, 41, f"D2-{p.tag}"))
+        )
+    assert too_much.status_code == 403, too_much.text
+    assert (
+        f"lot '{p.lot('CAKE')}' of GTIN {CAKE_GTIN}: partner 'DIST-{p.tag}' receives 101 EA "
+        "here and 0 EA before, more than the 100 EA shipped to it"
+    ) in too_much.json()["detail"]
+    assert received.status_code == 202 and shipped.status_code == 202, shipped.text
+    assert again.status_code == 403, again.text
+    assert (
+        "ships or uses 41 EA here and 60 EA before, more than the 100 EA"
+        in (again.json()["detail"])
+    )
+    async with collector.client(Role.reader) as http:
+        recall = (await http.get(f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/recall")).json()
+    left = [(x["quantity"], x["location"]) for x in recall["lines"] if x["status"] == "on_hand"]
+    # Our 300 cakes are still ours, still at our dock; the partner's lines are its own.
+    assert left == [(300.0, "dock-2")]
+    assert recall["lot"]["quantity"] == 400.0
+
+
+async def test_a_partners_label_never_moves_our_unit_into_another_lot(
+    collector: RunningCollector,
+    services: Services,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    p = bakery
+    await erp(collector, p)
+    serial = f"{uuid.uuid4().int % 10**9}"
+    case = {"epc": f"https://id.gs1.org/01/{BREAD_GTIN}/21/{serial}", "gtin": BREAD_GTIN,
+            "serial": serial, "lot": p.lot("BREAD")}  # fmt: skip
+    await p.post(p.shipment([case], f"SH-1-{p.tag}"))
+    relabelled = f"https://id.gs1.org/01/{BREAD_GTIN}/10/OTHER-{p.tag}/21/{serial}"
+    receipt = {**quantity_event(p, "receiving", "x", 1, f"SH-1-{p.tag}"), "epcList": [relabelled]}
+    receipt.pop("quantityList")
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        answer = await capture(http, epcis_document(receipt))
+    assert answer.status_code == 202, answer.text
+    async with await psycopg.AsyncConnection.connect(services.database_url) as c:
+        cur = await c.execute(
+            "select l.lot_code from units u join lots l using (lot_id) where u.epc = %s",
+            (f"sgtin:{BREAD_GTIN}.{serial}",),
+        )
+        assert await cur.fetchall() == [(p.lot("BREAD"),)]
+
+
+async def test_a_partners_event_from_the_future_is_refused(
+    collector: RunningCollector,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    p = bakery
+    await erp(collector, p)
+    event = {**distributor_events(p)[0], "eventTime": "2099-01-01T00:00:00Z"}
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        answer = await capture(http, epcis_document(event))
+    assert answer.status_code == 400, answer.text
+    assert "2099-01-01T00:00:00Z is more than 0:05:00 ahead of our clock" in answer.text
+
+
+async def test_a_partner_makes_only_products_of_its_own(
+    collector: RunningCollector,
+    bakery: Plant,  # noqa: F811
+    partner_key: str,
+) -> None:
+    p = bakery
+    await erp(collector, p)
+    ours = distributor_events(p)[1]
+    ours["outputQuantityList"] = [
+        {"epcClass": f"https://id.gs1.org/01/{CAKE_GTIN}/10/FAKE-{p.tag}", "quantity": 1}
+    ]
+    unknown = gtin("7654321", "000011")  # a prefix that is not the partner's, unknown here
+    theirs = {
+        **distributor_events(p)[1],
+        "transformationID": f"urn:x-dist:batch:U-{p.tag}",
+        "outputQuantityList": [
+            {"epcClass": f"https://id.gs1.org/01/{unknown}/10/U-{p.tag}", "quantity": 1}
+        ],
+    }
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        refused = await capture(http, epcis_document(distributor_events(p)[0], ours))
+        accepted = await capture(http, epcis_document(distributor_events(p)[0], theirs))
+    assert refused.status_code == 403, refused.text
+    assert f"GTIN {CAKE_GTIN} is a product we know, not of partner" in refused.json()["detail"]
+    assert accepted.status_code == 202, accepted.text
 
 
 async def test_a_partner_sees_our_shipments_to_it_and_its_own_events_only(
@@ -248,7 +391,9 @@ async def test_a_partner_sees_our_shipments_to_it_and_its_own_events_only(
         other = await auth.issue(c, f"other-{uuid.uuid4().hex[:6]}", Role.partner, f"OTHER-{p.tag}")
     bread = f"https://id.gs1.org/01/{BREAD_GTIN}/10/{p.lot('BREAD')}"
     receipt = {**distributor_events(p)[0], "readPoint": {"id": other_location},
-               "bizLocation": {"id": other_location}}  # fmt: skip
+               "bizLocation": {"id": other_location},
+               "quantityList": [{"epcClass": f"urn:epc:class:lgtin:9506000.013438.{p.lot('BREAD')}",
+                                 "quantity": 5, "uom": "EA"}]}  # fmt: skip
     async with collector.client() as http:
         http.headers["Authorization"] = f"Bearer {other.key}"
         assert (await capture(http, epcis_document(receipt))).status_code == 202
@@ -274,6 +419,7 @@ async def test_a_partner_cannot_make_a_lot_of_ours(
     partner_key: str,
 ) -> None:
     p = bakery
+    await erp(collector, p)  # the bread went to the partner: it may use it
     intrusion = distributor_events(p)[1]
     bread = f"urn:epc:class:lgtin:9506000.013438.{p.lot('BREAD')}"
     intrusion["outputQuantityList"] = [{"epcClass": bread, "quantity": 1, "uom": "EA"}]
@@ -345,3 +491,16 @@ async def test_a_partner_cannot_make_a_unit_of_ours(
             (sscc,),
         )
         assert [r[0] for r in await cur.fetchall()] == [label.get("lot")]
+
+
+async def test_our_own_batch_ids_stay_out_of_the_partners_namespace(
+    collector: RunningCollector,
+    bakery: Plant,  # noqa: F811
+) -> None:
+    """A capture with our own key cannot pass a batch off as a partner's."""
+    p = bakery
+    posing = {**distributor_events(p)[1], "transformationID": f"partner:DIST-{p.tag}:x"}
+    async with collector.client(Role.importer) as http:
+        answer = await capture(http, epcis_document(posing))
+    assert answer.status_code == 400, answer.text
+    assert "the namespace of partners' batches" in answer.text

@@ -269,6 +269,41 @@ async def test_a_partner_describes_only_its_own_locations(
     assert row is not None and row[0] == "Partner DC (ours)" and row[4] is None
 
 
+async def test_a_partner_names_only_products_of_its_own_or_unknown_to_us(
+    collector: RunningCollector, services: Services, partner: tuple[str, str]
+) -> None:
+    """The partner's prefix is 4012345 (its SGLN). Our flour (a GTIN of ours that only our
+    lots name, no product record yet) is not its to name; an unknown product of another
+    prefix is."""
+    partner_id, partner_key = partner
+    t = tag()
+    ours = gtin("9506000", "7" + t)
+    async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
+        await c.execute(
+            "insert into lots (gtin, lot_code, origin) values (%s, %s, 'supplier')",
+            (ours, f"FLOUR-{t}"),
+        )
+
+    def named(company: str, item: str, name: str) -> dict[str, Any]:
+        pattern = f"urn:epc:idpat:sgtin:{company}.{item}.*"
+        return vocabulary(EPC_CLASS, pattern, **{"cbvmda:tradeItemDescription": name})
+
+    async with collector.client() as http:
+        http.headers["Authorization"] = f"Bearer {partner_key}"
+        refused = await capture(
+            http, with_master_data(epcis_document(), named("9506000", "7" + t, "Fake Flour"))
+        )
+        unknown = await capture(
+            http, with_master_data(epcis_document(), named("7654321", "3" + t, "Its Beans"))
+        )
+    assert refused.status_code == 403, refused.text
+    assert f"GTIN {ours} is a product we know, not of partner {partner_id!r}" in refused.text
+    assert refused.json()["path"].endswith("vocabularyList[0].vocabularyElementList[0]")
+    assert await product_name(services, ours) is None
+    assert unknown.status_code == 202, unknown.text
+    assert await product_name(services, gtin("7654321", "3" + t)) == "Its Beans"
+
+
 async def test_hostile_master_data_is_refused_whole(
     collector: RunningCollector, services: Services
 ) -> None:
