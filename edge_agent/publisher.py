@@ -117,7 +117,7 @@ class Publisher:
             try:
                 async with aiomqtt.Client(
                     **self.broker.client_args(),  # type: ignore[arg-type]
-                    identifier=f"edge-{self.edge_id}",
+                    identifier=self.edge_id,  # the broker uses the identity's name anyway
                     protocol=aiomqtt.ProtocolVersion.V5,
                     will=aiomqtt.Will(
                         topics.status(self.edge_id), self._offline(), qos=1, retain=True

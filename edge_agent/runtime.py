@@ -46,8 +46,21 @@ def outbox_bytes(settings: EdgeSettings, site: Site) -> int:
     return max(MIN_OUTBOX_BYTES, int(rate * 3600 * settings.outbox_hours * READING_BYTES))
 
 
+class EdgeIdentityMismatch(ValueError):
+    """The broker identity this edge connects with is not its edge id: the broker's ACL
+    would refuse every message it publishes."""
+
+
 class EdgeAgent:
     def __init__(self, settings: EdgeSettings, site: Site) -> None:
+        username = settings.mqtt.username
+        if username is not None and username != site.edge_id:
+            raise EdgeIdentityMismatch(
+                f"the site's edge_id is {site.edge_id!r} but TRACE_MQTT_USERNAME is "
+                f"{username!r}: the broker lets an edge publish only under its own name; "
+                f"set edge_id: {username} in the site file or use the identity issued with "
+                f"`tracectl edge add {site.edge_id}`"
+            )
         self.settings = settings
         self.site = site
         self.wake = asyncio.Event()

@@ -93,3 +93,16 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_unknown_keys_in_the_site_file_are_errors(tmp_path: Path) -> None:
     with pytest.raises(SiteError, match=r"lines\.0\.devicez: Extra inputs are not permitted"):
         load_site(site(tmp_path, {"edge_id": "e", "lines": [{"id": "l", "devicez": []}]}))
+
+
+def test_an_edge_refuses_to_start_under_another_edges_broker_identity(tmp_path: Path) -> None:
+    from edge_agent.runtime import EdgeAgent, EdgeIdentityMismatch
+    from edge_agent.settings import EdgeSettings
+    from protocols.mqtt.connection import BrokerSettings
+
+    demo = load_site(Path(__file__).parents[2] / "deploy" / "demo" / "site.yaml")
+    settings = EdgeSettings(
+        state_dir=tmp_path, mqtt=BrokerSettings(username="line-9", password="x")
+    )
+    with pytest.raises(EdgeIdentityMismatch, match="edge_id is 'demo-edge'.*line-9"):
+        EdgeAgent(settings, demo)
