@@ -104,5 +104,5 @@ def test_an_edge_refuses_to_start_under_another_edges_broker_identity(tmp_path: 
     settings = EdgeSettings(
         state_dir=tmp_path, mqtt=BrokerSettings(username="line-9", password="x")
     )
-    with pytest.raises(EdgeIdentityMismatch, match="edge_id is 'demo-edge'.*line-9"):
+    with pytest.raises(EdgeIdentityMismatch, match=r"edge_id is 'demo-edge'.*line-9"):
         EdgeAgent(settings, demo)
