@@ -28,20 +28,25 @@ cannot read traces, a `reader` key cannot change what the traces say.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
+import psycopg
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
 from protocols.rfid.epc import gs1_check_digit
@@ -181,6 +186,7 @@ select l.lot_id, l.gtin, l.lot_code
 from lots l where l.lot_id in ({VISIBLE_LOTS_SQL})
 order by l.gtin, l.lot_code
 """
+
 
 class VisibleLot(BaseModel):
     lot_id: int
@@ -368,7 +374,11 @@ async def authenticate(conn: AsyncConnection, key: str) -> Principal | None:
     """The principal a key stands for, or None if it is unknown or revoked. The lookup is by
     the key's SHA-256, an exact index match: there is no secret compared byte by byte here
     whose timing could leak (the hash of a random 256-bit key reveals nothing to guess)."""
-    row = await (await conn.execute(_BY_HASH, (key_hash(key),))).fetchone()
+    return await _authenticate(conn, key_hash(key))
+
+
+async def _authenticate(conn: AsyncConnection, digest: bytes) -> Principal | None:
+    row = await (await conn.execute(_BY_HASH, (digest,))).fetchone()
     if row is None:
         return None
     credential_id, name, role, partner_id, stale = row
@@ -376,6 +386,86 @@ async def authenticate(conn: AsyncConnection, key: str) -> Principal | None:
         await conn.execute(_TOUCH, (credential_id,))
     partner = await load_partner(conn, partner_id) if partner_id is not None else None
     return Principal(credential_id, name, Role(role), partner)
+
+
+# ---- Keys checked per request ----------------------------------------------------------
+
+
+class KeysUnavailable(Exception):
+    """The database could not be asked about a key in time (HTTP 503: retry)."""
+
+
+class Keyring:
+    """Which principal each API key stands for, as the HTTP API asks it on every request.
+
+    A key is looked up on a pool of its own (`pool`, shared only with /healthz), never on a
+    connection the route will use: a request whose key is unknown holds no connection of
+    the API's pool at any time, so no number of bogus keys can starve valid requests.
+
+    - Each answer, found or not, is reused for `ttl_s` seconds: a key revoked elsewhere
+      (tracectl, another collector) stops working within that time; `forget()` (called when
+      this process issues or revokes a key) makes it at once. Unknown keys are remembered
+      too, so a client retrying a bad key costs one lookup per `ttl_s`.
+    - Concurrent requests with the same key wait for one lookup; at most `concurrent`
+      lookups run at once, each waiting at most `wait_s` for a connection (then 503), so a
+      flood of random keys queues behind a bound instead of taking the database.
+    - At most `max_entries` answers are kept (the oldest go first): memory is bounded
+      whatever keys are thrown at it.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        ttl_s: float = 5.0,
+        concurrent: int = 2,
+        wait_s: float = 5.0,
+        max_entries: int = 10_000,
+    ) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        self._wait_s = wait_s
+        self._max_entries = max_entries
+        self._slots = asyncio.Semaphore(concurrent)
+        self._answers: OrderedDict[bytes, tuple[float, Principal | None]] = OrderedDict()
+        self._pending: dict[bytes, asyncio.Future[Principal | None]] = {}
+        self.lookups = 0  # database lookups made, for /healthz and tests
+
+    async def principal(self, key: str) -> Principal | None:
+        """The principal `key` stands for, or None if it is unknown or revoked; raises
+        KeysUnavailable when the database cannot say in time."""
+        digest = key_hash(key)
+        known = self._answers.get(digest)
+        if known is not None and known[0] > time.monotonic():
+            return known[1]
+        pending = self._pending.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(digest))
+            self._pending[digest] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(digest, None))
+        # shield: a client that goes away does not cancel the lookup others wait for.
+        return await asyncio.shield(pending)
+
+    def forget(self) -> None:
+        """Drop every remembered answer (a key was issued or revoked here)."""
+        self._answers.clear()
+
+    async def _lookup(self, digest: bytes) -> Principal | None:
+        try:
+            async with asyncio.timeout(self._wait_s), self._slots:
+                self.lookups += 1
+                async with self._pool.connection() as conn:
+                    found = await _authenticate(conn, digest)
+        except (TimeoutError, PoolTimeout, psycopg.OperationalError) as err:
+            raise KeysUnavailable(
+                f"the API key could not be checked: the database did not answer within "
+                f"{self._wait_s:g} s ({type(err).__name__}); retry shortly"
+            ) from err
+        if self._ttl_s > 0:
+            self._answers[digest] = (time.monotonic() + self._ttl_s, found)
+            self._answers.move_to_end(digest)
+            while len(self._answers) > self._max_entries:
+                self._answers.popitem(last=False)
+        return found
 
 
 # ---- FastAPI -------------------------------------------------------------------------
@@ -407,8 +497,11 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
                 "this needs an API key: send Authorization: Bearer KEY (or X-API-Key: KEY); "
                 "an admin issues one with `tracectl credential add NAME --role ROLE`"
             )
-        async with request.app.state.pool.connection() as conn:
-            found = await authenticate(conn, key)
+        keyring: Keyring = request.app.state.keyring
+        try:
+            found = await keyring.principal(key)
+        except KeysUnavailable as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": "2"}) from err
         if found is None:
             raise _unauthorized(
                 "the API key is unknown or revoked: ask an admin for a new one "
@@ -420,6 +513,8 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
                 403,
                 f"this needs a credential with role {wanted}; {found.name!r} has role {found.role}",
             )
+        # What endpoints.connection checks before it hands out a connection of the pool.
+        request.state.principal = found
         return found
 
     principal.required_roles = accepted  # type: ignore[attr-defined]

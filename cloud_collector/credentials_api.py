@@ -47,11 +47,14 @@ async def issue(body: NewCredential, request: Request) -> auth.IssuedKey:
         async with request.app.state.pool.connection() as conn, conn.transaction():
             if body.partner_id is not None and body.role is Role.partner:
                 await auth.set_partner(conn, body.partner_id, body.customer_ids, body.locations)
-            return await auth.issue(conn, body.name, body.role, body.partner_id, body.replace)
+            issued = await auth.issue(conn, body.name, body.role, body.partner_id, body.replace)
     except auth.CredentialInForce as err:
         raise HTTPException(409, str(err)) from err
     except auth.CredentialError as err:
         raise HTTPException(422, str(err)) from err
+    # A replaced key, or a partner's new locations, count from now in this process.
+    request.app.state.keyring.forget()
+    return issued
 
 
 @router.delete("/{name}")
@@ -59,4 +62,6 @@ async def revoke(name: str, request: Request) -> dict[str, str]:
     async with request.app.state.pool.connection() as conn:
         if not await auth.revoke(conn, name):
             raise HTTPException(404, f"no credential named {name!r} is in force")
+    # Refused from now on in this process; other collectors within TRACE_API_KEY_CACHE_S.
+    request.app.state.keyring.forget()
     return {"revoked": name}

@@ -108,7 +108,9 @@ def router(
 ) -> APIRouter:
     """The /epcis routes, on the app's connection dependency. Capture: role importer, or
     partner at its own locations; query: reader, or partner (our shipments to it and what it
-    captured, query.Query.only_what_partner_sees)."""
+    captured, query.Query.only_what_partner_sees). Each route declares its principal before
+    its connection: the key is checked before a connection is taken (endpoints.connection
+    refuses otherwise)."""
     limits = limits or CaptureLimits()
     connected = asynccontextmanager(connection)
     api = APIRouter(prefix="/epcis", tags=["EPCIS 2.0"])
@@ -180,8 +182,8 @@ def router(
     @api.get("/capture/{capture_id}")
     async def capture_job(
         capture_id: str,
-        conn: AsyncConnection = Depends(connection),  # noqa: B008
         principal: Principal = Depends(anyone),  # noqa: B008
+        conn: AsyncConnection = Depends(connection),  # noqa: B008
     ) -> Response:
         """The capture job: running, success, errors (captures finish before 202 here)."""
         job = await store.job(conn, capture_id, principal.partner_id)
@@ -196,8 +198,8 @@ def router(
     @api.get("/events")
     async def events(
         request: Request,
-        conn: AsyncConnection = Depends(connection),  # noqa: B008
         principal: Principal = Depends(reader),  # noqa: B008
+        conn: AsyncConnection = Depends(connection),  # noqa: B008
     ) -> Response:
         """EPCIS events, ours and captured ones, filtered by the SimpleEventQuery parameters
         (eventType, GE_/LT_eventTime, GE_/LT_recordTime, EQ_action, EQ_bizStep,
@@ -232,8 +234,8 @@ def router(
     @api.get("/events/{event_id:path}")
     async def event(
         event_id: str,
-        conn: AsyncConnection = Depends(connection),  # noqa: B008
         principal: Principal = Depends(reader),  # noqa: B008
+        conn: AsyncConnection = Depends(connection),  # noqa: B008
     ) -> Response:
         """One event by its eventID (URL-encoded), with its @context."""
         where, params = query.one_event(event_id)

@@ -4,6 +4,7 @@ the lots shipped to them and capture only at their locations; tracectl issues an
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ from fastapi.routing import APIRoute
 from cloud_collector import auth
 from cloud_collector.api import create_app
 from cloud_collector.auth import Partner, Role
-from tests.conftest import RunningCollector, Services
+from tests.conftest import RunningCollector, Services, until
 from tracectl.__main__ import main as tracectl
 
 OPEN_ROUTES = {"/healthz"}
@@ -268,7 +269,14 @@ async def test_tracectl_credential_add_list_revoke(
         assert (await api.get("/api/v1/batches")).status_code == 200
         code, out, _ = await run("revoke", name)
         assert code == 0 and "revoked" in out
-        assert (await api.get("/api/v1/batches")).status_code == 401
+        revoked_at = time.monotonic()
+
+        async def refused() -> bool:
+            return (await api.get("/api/v1/batches")).status_code == 401
+
+        # Revoked in another process: this API stops taking it within its key cache time.
+        await until(refused, collector.settings.api_key_cache_s + 1, "the revoked key refused")
+        assert time.monotonic() - revoked_at <= collector.settings.api_key_cache_s + 1
     assert name not in (await run("list"))[1]
     assert name in (await run("list", "--revoked"))[1]
     code, _, err = await run("revoke", name)
