@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from psycopg import AsyncConnection, OperationalError
+from psycopg import AsyncConnection, DataError, OperationalError
 from psycopg.errors import QueryCanceled
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from cloud_collector import epcis, erp, health, queries, trace
 from cloud_collector.auth import Keyring
@@ -29,6 +29,7 @@ from cloud_collector.endpoints import (
     resolve_lot,
 )
 from cloud_collector.epcis.document import CaptureLimits
+from cloud_collector.erp import storable
 from cloud_collector.fsma204 import router as fsma204_router
 from cloud_collector.http_limits import BodyLimitMiddleware, BodyLimits
 from cloud_collector.settings import CollectorSettings
@@ -279,6 +280,11 @@ class ConditionWindow(trace.Condition):
     start: AwareDatetime = Field(alias="from")
     end: AwareDatetime = Field(alias="to")
 
+    @field_validator("tag", "device", mode="after")
+    @classmethod
+    def _storable_text(cls, value: str | None) -> str | None:
+        return None if value is None else storable(value)
+
 
 def body_limits(settings: CollectorSettings) -> BodyLimits:
     """The request body limits of the routes (README, "HTTP limits")."""
@@ -319,6 +325,18 @@ def _answer_database_trouble(app: FastAPI, settings: CollectorSettings) -> None:
                 "request (a shorter time range, a smaller lot), or ask an operator"
             },
             503,
+        )
+
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, err: DataError) -> Response:
+        # Class 22 (a value out of range, text with NUL, a malformed literal): the request
+        # carried it, so the request is wrong, whatever route it reached.
+        return JSONResponse(
+            {
+                "detail": "the request holds a value the database cannot take: "
+                f"{err.diag.message_primary or err}"
+            },
+            422,
         )
 
     @app.exception_handler(PoolTimeout)
