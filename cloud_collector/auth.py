@@ -4,7 +4,9 @@
 issued and stored only as its SHA-256 (a hash of a random 256-bit token needs no salt or
 slow KDF: there is nothing to guess). A request presents it as `Authorization: Bearer KEY`
 or `X-API-Key: KEY`. Missing, unknown or revoked: 401 with `WWW-Authenticate`; a key whose
-role does not fit the route: 403 naming the role needed. Keys are issued with
+role does not fit the route: 403 naming the role needed. Each request's key is checked by the
+app's `Keyring` (below) before the route takes a connection of its own, so a bogus key never
+holds one. Keys are issued with
 `tracectl credential add` (straight into the database, so a fresh install needs no key to
 make its first one) or by an admin over `POST /api/v1/credentials`.
 

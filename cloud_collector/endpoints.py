@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from psycopg import AsyncConnection, DataError, IntegrityError
-from psycopg.errors import CardinalityViolation, ForeignKeyViolation
+from psycopg.errors import ForeignKeyViolation
 
 from cloud_collector import erp, trace
 from cloud_collector.auth import Role, require
@@ -72,8 +72,8 @@ Importer = Callable[[AsyncConnection, list[Any]], Awaitable[int]]
 
 
 async def import_rows(conn: AsyncConnection, run: Importer, rows: list[Any]) -> dict[str, int]:
-    """An ERP import, all rows or none; a row the database refuses is a 422 that names it
-    (a reference to nothing, the same key twice in one import), never a 500."""
+    """An ERP import, all rows or none; a row the database refuses (a reference to nothing)
+    is a 422 that names it, never a 500."""
     try:
         async with conn.transaction():
             return {"imported": await run(conn, rows)}
@@ -84,12 +84,6 @@ async def import_rows(conn: AsyncConnection, run: Importer, rows: list[Any]) -> 
             422,
             f"{err.diag.message_detail or err}: import what it refers to first (customers "
             "before shipments, locations before what names them)",
-        ) from err
-    except CardinalityViolation as err:
-        raise HTTPException(
-            422,
-            "two rows of this import have the same key: send each product, customer, "
-            "shipment or location once per import",
         ) from err
     except (IntegrityError, DataError) as err:
         raise HTTPException(
