@@ -89,6 +89,7 @@ async def test_no_request_gets_a_server_error_or_hangs(
             str(tmp_path),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,  # its crash cache (.schemathesis/) stays out of the checkout
         )
         try:
             async with asyncio.timeout(MAX_TIME_S + 4 * REQUEST_TIMEOUT_S):
