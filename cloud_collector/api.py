@@ -31,7 +31,7 @@ from cloud_collector.endpoints import (
 from cloud_collector.epcis.document import CaptureLimits
 from cloud_collector.erp import storable
 from cloud_collector.fsma204 import router as fsma204_router
-from cloud_collector.http_limits import BodyLimitMiddleware, BodyLimits
+from cloud_collector.http_limits import BodyLimitMiddleware, BodyLimits, h11_with_header_deadline
 from cloud_collector.settings import CollectorSettings
 from cloud_collector.spreadsheet_cells import csv_row, neutralised_copy_csv
 
@@ -301,10 +301,13 @@ def body_limits(settings: CollectorSettings) -> BodyLimits:
 
 
 def server_options(settings: CollectorSettings) -> dict[str, Any]:
-    """uvicorn's options that bound what idle and slow clients can hold: an idle keep-alive
-    connection is closed after TRACE_API_KEEP_ALIVE_S; beyond TRACE_API_MAX_CONNECTIONS
-    connections and requests at once the server answers 503 instead of queueing."""
+    """uvicorn's options that bound what idle and slow clients can hold: a request's line
+    and headers must arrive within TRACE_API_HEADER_TIMEOUT_S (64 KiB at most); an idle
+    keep-alive connection is closed after TRACE_API_KEEP_ALIVE_S; beyond
+    TRACE_API_MAX_CONNECTIONS connections and requests at once the server answers 503
+    instead of queueing."""
     return {
+        "http": h11_with_header_deadline(settings.api_header_timeout_s),
         "timeout_keep_alive": settings.api_keep_alive_s,
         "limit_concurrency": settings.api_max_connections,
         "h11_max_incomplete_event_size": 64 * 1024,  # request line and headers

@@ -8,7 +8,11 @@
 - **Time.** The whole body must arrive within `timeout_s` of the request's start: a client
   trickling its body (a byte a second, or nothing after the headers) gets 408 and its
   connection is closed, so no number of slow clients holds the server's tasks for long.
-  The clock stops once the body is complete: a long streamed answer is not cut.
+  The clock stops once the body is complete: a long streamed answer is not cut. Before
+  that, the request line and headers must arrive within their own deadline
+  (`h11_with_header_deadline`, in the HTTP protocol itself: no ASGI app sees a request
+  whose headers are not complete), or a client sending half a header ("slowloris") would
+  hold its connection, and with enough of them the server's connection limit, forever.
 
 A refusal replaces whatever the route would have answered to its interrupted read
 (FastAPI turns a failed body read into its own 400). The connection is closed after it.
@@ -24,7 +28,9 @@ import contextlib
 import json
 from dataclasses import dataclass
 
+import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from cloud_collector.epcis.problems import TITLES
 
@@ -179,3 +185,57 @@ async def _refuse(
     if linger is not None:
         await _drain(linger)
     await send({"type": "http.response.body", "body": payload})
+
+
+def h11_with_header_deadline(timeout_s: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a deadline for each request's line and headers, counted
+    from the connection's start or from the first byte of a later request on it: past it,
+    408 and the connection is closed. (uvicorn closes idle keep-alive connections, but one
+    that has sent part of a request waits for the rest as long as it takes.)"""
+
+    class H11WithHeaderDeadline(H11Protocol):
+        _header_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._watch_headers()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_watching()
+            super().connection_lost(exc)
+
+        def _watch_headers(self) -> None:
+            # IDLE: no complete request yet on this cycle. The deadline is armed once per
+            # request, never pushed back by more bytes: a trickle does not reset it.
+            if self.conn.their_state is h11.IDLE:
+                if self._header_deadline is None and not self.transport.is_closing():
+                    self._header_deadline = self.loop.call_later(timeout_s, self._too_slow)
+            else:
+                self._stop_watching()
+
+        def _stop_watching(self) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _too_slow(self) -> None:
+            self._header_deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.write(
+                    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n"
+                    b"connection: close\r\ncontent-length: 44\r\n\r\n"
+                    b"the request headers did not arrive in time\r\n"
+                )
+                self.transport.close()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # Idle between requests is the keep-alive timeout's; this deadline starts again
+            # with the next request's first byte.
+            self._stop_watching()
+
+    return H11WithHeaderDeadline

@@ -39,6 +39,8 @@ class CollectorSettings(BaseSettings):
     api_capture_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     api_import_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     api_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A request's line and headers must arrive within this time (408 otherwise).
+    api_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
     # A request's whole body must arrive within this time (408 otherwise).
     api_body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # An idle keep-alive connection is closed after this time.

@@ -205,6 +205,33 @@ async def test_a_client_trickling_its_body_gets_a_408_and_its_connection_closed(
     assert took < 3.0
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"GET /healthz HTTP/1.1\r\nX-Slow: "],
+    ids=["nothing", "half the headers", "a header trickled"],
+)
+async def test_a_client_slow_with_its_headers_is_closed_at_the_deadline(
+    collector: RunningCollector, sent: bytes
+) -> None:
+    """Slowloris: uvicorn alone waits for the rest of a request's headers forever."""
+    settings = settings_for(collector, api_header_timeout_s=1.0)
+    async with serving(settings) as url:
+        sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        began = time.monotonic()
+        sock.sendall(sent)
+        if sent.endswith(b": "):
+            for _ in range(8):  # a byte every 0.25 s: more bytes never push the deadline
+                await asyncio.sleep(0.25)
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"x")
+        answer, closed = await asyncio.to_thread(read_all, sock, 4.0)
+        took = time.monotonic() - began
+        sock.close()
+    assert closed, "the server kept a connection whose headers never came"
+    assert took < 2.6
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:100]
+
+
 async def test_an_idle_keep_alive_connection_is_closed(
     collector: RunningCollector,
 ) -> None:
