@@ -33,6 +33,37 @@ JSON_TYPES = ("application/json", "application/ld+json")
 XML_TYPES = ("application/xml", "text/xml")
 
 
+# The capture body as the OpenAPI document describes it (the route reads the raw bytes: JSON
+# or XML, checked by document.py and xml_binding.py against the EPCIS 2.0 schema), so that
+# clients and fuzzers know what to send.
+_EVENT_LIST = {"type": "array", "items": {"type": "object"}}
+CAPTURE_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "An EPCISDocument (or EPCISQueryDocument) in JSON-LD, or in XML (EPCIS "
+    "2.0 or 1.2 binding)",
+    "content": {
+        media: {
+            "schema": {
+                "type": "object",
+                "required": ["@context", "type", "schemaVersion", "creationDate", "epcisBody"],
+                "properties": {
+                    "@context": {},
+                    "type": {"enum": ["EPCISDocument", "EPCISQueryDocument"]},
+                    "schemaVersion": {"type": "string"},
+                    "creationDate": {"type": "string", "format": "date-time"},
+                    "epcisBody": {
+                        "type": "object",
+                        "properties": {"eventList": _EVENT_LIST},
+                    },
+                },
+            }
+        }
+        for media in JSON_TYPES
+    }
+    | {media: {"schema": {"type": "string"}} for media in XML_TYPES},
+}
+
+
 def _limit_headers(limits: CaptureLimits) -> dict[str, str]:
     return {
         **VERSION_HEADERS,
@@ -125,7 +156,12 @@ def router(
             status_code=204, headers={**_limit_headers(limits), "Allow": "OPTIONS, POST"}
         )
 
-    @api.post("/capture", status_code=202, response_class=Response)
+    @api.post(
+        "/capture",
+        status_code=202,
+        response_class=Response,
+        openapi_extra={"requestBody": CAPTURE_BODY},
+    )
     async def capture(
         request: Request,
         principal: Principal = Depends(capturer),  # noqa: B008
