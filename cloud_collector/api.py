@@ -66,14 +66,14 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
             check=AsyncConnectionPool.check_connection,
             name="api-control",
         )
-        await pool.open(wait=True, timeout=30)
-        await control.open(wait=True, timeout=30)
         app.state.pool = pool
         app.state.control_pool = control
         app.state.keyring = Keyring(
             control, ttl_s=settings.api_key_cache_s, concurrent=CONTROL_CONNECTIONS - 1
         )
         try:
+            await pool.open(wait=True, timeout=30)
+            await control.open(wait=True, timeout=30)
             yield
         finally:
             await pool.close()
@@ -96,7 +96,7 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
         response_model=None,
         responses={200: {"model": health.Health}, 503: {"model": health.Health}},
     )
-    async def healthz(request: Request) -> Response:
+    async def healthz() -> Response:
         """The API, its database and this process's consumer, each said separately; no key
         needed. 503 when the database does not answer (status down), 200 otherwise (ok, or
         degraded when the consumer or the API's pool is in trouble)."""

@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -33,7 +34,7 @@ SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
 @pytest.fixture(scope="module")
-async def fuzz_database(services: Services) -> str:
+async def fuzz_database(services: Services) -> AsyncIterator[str]:
     name = f"trace_fuzz_{os.getpid()}"
     admin_url = services.database_url.rsplit("/", 1)[0] + "/postgres"
     async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
@@ -41,7 +42,9 @@ async def fuzz_database(services: Services) -> str:
         await conn.execute(f"create database {name}")
     url = services.database_url.rsplit("/", 1)[0] + "/" + name
     await asyncio.to_thread(migrate, url)
-    return url
+    yield url
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+        await conn.execute(f"drop database if exists {name} with (force)")
 
 
 async def key_of(database_url: str, role: Role) -> str:
