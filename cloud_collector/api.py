@@ -68,9 +68,7 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
         )
         app.state.pool = pool
         app.state.control_pool = control
-        app.state.keyring = Keyring(
-            control, ttl_s=settings.api_key_cache_s, concurrent=CONTROL_CONNECTIONS - 1
-        )
+        app.state.keyring = Keyring(control, ttl_s=settings.api_key_cache_s)
         try:
             await pool.open(wait=True, timeout=30)
             await control.open(wait=True, timeout=30)
@@ -265,7 +263,7 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
     return app
 
 
-# Connections of the control pool: key lookups use all but one, kept for /healthz.
+# Connections of the control pool: one for the key lookups, the others for /healthz.
 CONTROL_CONNECTIONS = 3
 # Columns of the recall CSV that are numbers: written as the database formats them (a
 # negative quantity stays a number); every other column is text, neutralised.

@@ -305,10 +305,10 @@ select name, role, key_prefix, partner_id, created_at, revoked_at, last_used_at
 from api_credentials where %s or revoked_at is null
 order by name, created_at
 """
-_BY_HASH = """
-select credential_id, name, role, partner_id,
+_BY_HASHES = """
+select key_hash, credential_id, name, role, partner_id,
        last_used_at is null or last_used_at < now() - interval '60 seconds'
-from api_credentials where key_hash = %s and revoked_at is null
+from api_credentials where key_hash = any(%s) and revoked_at is null
 """
 # At most one write per key per minute, however busy the key.
 _TOUCH = "update api_credentials set last_used_at = now() where credential_id = %s"
@@ -376,18 +376,20 @@ async def authenticate(conn: AsyncConnection, key: str) -> Principal | None:
     """The principal a key stands for, or None if it is unknown or revoked. The lookup is by
     the key's SHA-256, an exact index match: there is no secret compared byte by byte here
     whose timing could leak (the hash of a random 256-bit key reveals nothing to guess)."""
-    return await _authenticate(conn, key_hash(key))
+    digest = key_hash(key)
+    return (await _authenticate(conn, [digest])).get(digest)
 
 
-async def _authenticate(conn: AsyncConnection, digest: bytes) -> Principal | None:
-    row = await (await conn.execute(_BY_HASH, (digest,))).fetchone()
-    if row is None:
-        return None
-    credential_id, name, role, partner_id, stale = row
-    if stale:
-        await conn.execute(_TOUCH, (credential_id,))
-    partner = await load_partner(conn, partner_id) if partner_id is not None else None
-    return Principal(credential_id, name, Role(role), partner)
+async def _authenticate(conn: AsyncConnection, digests: list[bytes]) -> dict[bytes, Principal]:
+    """The principals of those of `digests` (key hashes) that are in force, in one query."""
+    rows = await (await conn.execute(_BY_HASHES, (digests,))).fetchall()
+    found = {}
+    for digest, credential_id, name, role, partner_id, stale in rows:
+        if stale:
+            await conn.execute(_TOUCH, (credential_id,))
+        partner = await load_partner(conn, partner_id) if partner_id is not None else None
+        found[bytes(digest)] = Principal(credential_id, name, Role(role), partner)
+    return found
 
 
 # ---- Keys checked per request ----------------------------------------------------------
@@ -408,9 +410,11 @@ class Keyring:
       (tracectl, another collector) stops working within that time; `forget()` (called when
       this process issues or revokes a key) makes it at once. Unknown keys are remembered
       too, so a client retrying a bad key costs one lookup per `ttl_s`.
-    - Concurrent requests with the same key wait for one lookup; at most `concurrent`
-      lookups run at once, each waiting at most `wait_s` for a connection (then 503), so a
-      flood of random keys queues behind a bound instead of taking the database.
+    - Lookups are batched: one task asks the database about every key waiting, up to
+      `batch` at a time, in one query on one connection. A flood of random keys costs a
+      few queries, not one each, and a valid key that arrives among them waits for one
+      round trip, not behind every bogus one. A batch that cannot get its answer within
+      `wait_s` fails its requests with 503.
     - At most `max_entries` answers are kept (the oldest go first): memory is bounded
       whatever keys are thrown at it.
     """
@@ -419,18 +423,20 @@ class Keyring:
         self,
         pool: AsyncConnectionPool,
         ttl_s: float = 5.0,
-        concurrent: int = 2,
         wait_s: float = 5.0,
+        batch: int = 1000,
         max_entries: int = 10_000,
     ) -> None:
         self._pool = pool
         self._ttl_s = ttl_s
         self._wait_s = wait_s
+        self._batch = batch
         self._max_entries = max_entries
-        self._slots = asyncio.Semaphore(concurrent)
         self._answers: OrderedDict[bytes, tuple[float, Principal | None]] = OrderedDict()
         self._pending: dict[bytes, asyncio.Future[Principal | None]] = {}
-        self.lookups = 0  # database lookups made, for /healthz and tests
+        self._waiting: list[bytes] = []  # pending digests not yet in a query
+        self._lookup: asyncio.Task[None] | None = None
+        self.lookups = 0  # database queries made, for /healthz and tests
 
     async def principal(self, key: str) -> Principal | None:
         """The principal `key` stands for, or None if it is unknown or revoked; raises
@@ -441,33 +447,61 @@ class Keyring:
             return known[1]
         pending = self._pending.get(digest)
         if pending is None:
-            pending = asyncio.ensure_future(self._lookup(digest))
+            pending = asyncio.get_running_loop().create_future()
             self._pending[digest] = pending
-            pending.add_done_callback(lambda _: self._pending.pop(digest, None))
-        # shield: a client that goes away does not cancel the lookup others wait for.
+            self._waiting.append(digest)
+            if self._lookup is None or self._lookup.done():
+                self._lookup = asyncio.create_task(self._look_up_waiting())
+        # shield: a client that goes away does not cancel the answer others wait for.
         return await asyncio.shield(pending)
 
     def forget(self) -> None:
         """Drop every remembered answer (a key was issued or revoked here)."""
         self._answers.clear()
 
-    async def _lookup(self, digest: bytes) -> Principal | None:
-        try:
-            async with asyncio.timeout(self._wait_s), self._slots:
+    async def _look_up_waiting(self) -> None:
+        while self._waiting:
+            digests, self._waiting = self._waiting[: self._batch], self._waiting[self._batch :]
+            try:
                 self.lookups += 1
-                async with self._pool.connection() as conn:
-                    found = await _authenticate(conn, digest)
-        except (TimeoutError, PoolTimeout, psycopg.OperationalError) as err:
-            raise KeysUnavailable(
-                f"the API key could not be checked: the database did not answer within "
-                f"{self._wait_s:g} s ({type(err).__name__}); retry shortly"
-            ) from err
-        if self._ttl_s > 0:
-            self._answers[digest] = (time.monotonic() + self._ttl_s, found)
-            self._answers.move_to_end(digest)
-            while len(self._answers) > self._max_entries:
-                self._answers.popitem(last=False)
-        return found
+                async with asyncio.timeout(self._wait_s), self._pool.connection() as conn:
+                    found = await _authenticate(conn, digests)
+            except (TimeoutError, PoolTimeout, psycopg.OperationalError) as err:
+                unavailable = KeysUnavailable(
+                    "the API key could not be checked: the database did not answer within "
+                    f"{self._wait_s:g} s ({type(err).__name__}); retry shortly"
+                )
+                for digest in digests:
+                    self._settle(digest, error=unavailable)
+                continue
+            except Exception as err:  # a bug: each waiter raises it (a 500), none hangs
+                for digest in digests:
+                    self._settle(digest, error=err)
+                continue
+            for digest in digests:
+                self._remember(digest, found.get(digest))
+                self._settle(digest, found.get(digest))
+
+    def _settle(
+        self, digest: bytes, found: Principal | None = None, error: Exception | None = None
+    ) -> None:
+        pending = self._pending.pop(digest, None)
+        if pending is None or pending.done():
+            return
+        if error is not None:
+            pending.set_exception(error)
+            # Retrieved here too: a waiter that went away must not leave it unheard.
+            pending.exception()
+        else:
+            pending.set_result(found)
+
+    def _remember(self, digest: bytes, found: Principal | None) -> None:
+        if self._ttl_s <= 0:
+            return
+        self._answers[digest] = (time.monotonic() + self._ttl_s, found)
+        self._answers.move_to_end(digest)
+        while len(self._answers) > self._max_entries:
+            self._answers.popitem(last=False)
 
 
 # ---- FastAPI -------------------------------------------------------------------------
