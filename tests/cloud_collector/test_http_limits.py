@@ -399,6 +399,11 @@ async def test_healthz_is_503_down_when_the_database_is_gone(
             began = time.monotonic()
             r = await healthz(url)
             took = time.monotonic() - began
+            async with httpx.AsyncClient(base_url=url, timeout=30) as api:
+                headers = {"Authorization": f"Bearer {auth.new_key()}"}
+                keyed = await api.get("/api/v1/batches", headers=headers)
+    assert keyed.status_code == 503 and keyed.headers["Retry-After"]
+    assert "could not be checked" in keyed.json()["detail"]
     assert r.status_code == 503
     body = r.json()
     assert body["status"] == "down" and body["database"]["reachable"] is False
