@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test services stop lint env bench bench-genealogy
+.PHONY: demo test services stop lint env bench bench-genealogy fuzz-api
 
 $(STAMP): pyproject.toml deploy/python-env.sh
 	bash deploy/python-env.sh
@@ -36,3 +36,12 @@ bench: $(STAMP)
 
 bench-genealogy: $(STAMP)
 	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/python bench/genealogy.py
+
+# schemathesis against the collector's OpenAPI (admin and partner keys) for longer than the
+# test suite's short run: no 5xx, no hang. Longer still: make fuzz-api FUZZ_TIME_S=3600.
+FUZZ_EXAMPLES ?= 200
+FUZZ_TIME_S ?= 600
+fuzz-api: $(STAMP)
+	@bash deploy/services.sh up >/dev/null
+	TRACE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) TRACE_FUZZ_MAX_TIME_S=$(FUZZ_TIME_S) \
+		$(VENV)/bin/pytest tests/cloud_collector/test_openapi_fuzz.py -q

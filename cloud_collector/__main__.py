@@ -9,7 +9,7 @@ import logging
 import uvicorn
 
 from cloud_collector import rollups
-from cloud_collector.api import create_app
+from cloud_collector.api import create_app, server_options
 from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.migrate import migrate
 from cloud_collector.settings import CollectorSettings
@@ -24,6 +24,7 @@ async def serve(settings: CollectorSettings) -> None:
         host=settings.api_host,
         port=settings.api_port,
         log_level="info",
+        **server_options(settings),
     )
     server = uvicorn.Server(config)
     consumer = asyncio.create_task(run_consumer(settings, counters), name="mqtt-consumer")

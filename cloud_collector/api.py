@@ -4,15 +4,18 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Response
-from fastapi.responses import StreamingResponse
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from psycopg import AsyncConnection, DataError, OperationalError
+from psycopg.errors import QueryCanceled
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
-from cloud_collector import epcis, erp, queries, trace
+from cloud_collector import epcis, erp, health, queries, trace
+from cloud_collector.auth import Keyring
 from cloud_collector.consumer import IngestCounters
 from cloud_collector.credentials_api import router as credentials_router
 from cloud_collector.endpoints import (
@@ -21,11 +24,16 @@ from cloud_collector.endpoints import (
     Conn,
     attachment,
     connection,
+    export_statements,
     import_rows,
     resolve_lot,
 )
+from cloud_collector.epcis.document import CaptureLimits
+from cloud_collector.erp import storable
 from cloud_collector.fsma204 import router as fsma204_router
+from cloud_collector.http_limits import BodyLimitMiddleware, BodyLimits, h11_with_header_deadline
 from cloud_collector.settings import CollectorSettings
+from cloud_collector.spreadsheet_cells import csv_row, neutralised_copy_csv
 
 
 def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None) -> FastAPI:
@@ -39,17 +47,35 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
         pool = AsyncConnectionPool(
             settings.database_url,
             min_size=1,
-            max_size=10,
+            max_size=settings.api_pool_size,
             open=False,
-            kwargs={"autocommit": True, "options": queries.SESSION_OPTIONS},
+            kwargs={
+                "autocommit": True,
+                "options": queries.session_options(settings.api_statement_timeout_s),
+            },
             check=AsyncConnectionPool.check_connection,
+            name="api",
         )
-        await pool.open(wait=True, timeout=30)
+        # Key checks and /healthz: never behind a pool that exports or a flood have taken.
+        control = AsyncConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=CONTROL_CONNECTIONS,
+            open=False,
+            kwargs={"autocommit": True, "options": queries.session_options(5.0)},
+            check=AsyncConnectionPool.check_connection,
+            name="api-control",
+        )
         app.state.pool = pool
+        app.state.control_pool = control
+        app.state.keyring = Keyring(control, ttl_s=settings.api_key_cache_s)
         try:
+            await pool.open(wait=True, timeout=30)
+            await control.open(wait=True, timeout=30)
             yield
         finally:
             await pool.close()
+            await control.close()
 
     app = FastAPI(
         title="Lot trace API",
@@ -59,11 +85,35 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
         lifespan=lifespan,
     )
     app.state.ingest = ingest
+    app.state.export_statement_timeout_s = settings.api_export_statement_timeout_s
+    app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings))
+    _answer_database_trouble(app, settings)
 
-    @app.get("/healthz")
-    async def healthz(conn: Conn) -> dict[str, str]:
-        await conn.execute("select 1")
-        return {"status": "ok"}
+    @app.get(
+        "/healthz",
+        response_model=None,
+        responses={200: {"model": health.Health}, 503: {"model": health.Health}},
+    )
+    async def healthz() -> Response:
+        """The API, its database and this process's consumer, each said separately; no key
+        needed. 503 when the database does not answer (status down), 200 otherwise (ok, or
+        degraded when the consumer or the API's pool is in trouble)."""
+        try:
+            answer = await health.check(
+                app.state.pool,
+                app.state.control_pool,
+                app.state.ingest,
+                app.state.keyring.lookups,
+            )
+        except Exception as err:  # /healthz says what is wrong; it never fails itself
+            return JSONResponse(
+                {"status": "down", "error": f"{type(err).__name__}: {err}"[:500]}, 503
+            )
+        return Response(
+            answer.model_dump_json(),
+            status_code=503 if answer.status == "down" else 200,
+            media_type="application/json",
+        )
 
     @app.get("/api/v1/batches", dependencies=READ)
     async def list_batches(
@@ -150,8 +200,14 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
         async def lines() -> AsyncIterator[str | bytes]:
             # Its own connection: the request's is given back before a stream ends.
             yield _csv_line(trace.RECALL_CSV_COLUMNS)
-            async with pool.connection() as stream_conn:
-                async for block in trace.recall_csv(stream_conn, target):
+            async with (
+                pool.connection() as stream_conn,
+                export_statements(stream_conn, settings.api_export_statement_timeout_s),
+            ):
+                blocks = trace.recall_csv(stream_conn, target)
+                async for block in neutralised_copy_csv(
+                    blocks, trace.RECALL_CSV_COLUMNS, RECALL_CSV_NUMBERS
+                ):
                     yield block
 
         return StreamingResponse(
@@ -161,9 +217,19 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
         )
 
     @app.post("/api/v1/recall/by-condition", dependencies=READ)
-    async def recall_by_condition(body: trace.Condition, conn: Conn) -> trace.ConditionRecall:
+    async def recall_by_condition(body: ConditionWindow, conn: Conn) -> trace.ConditionRecall:
         """Given a tag and a condition (above or below a limit, or bad quality) in a time
-        range: the batches that ran while it held, and everything downstream of them."""
+        range (with its UTC offset; at most TRACE_CONDITION_MAX_DAYS days, 31 unless set):
+        the batches that ran while it held, and everything downstream of them."""
+        days = (body.end - body.start) / timedelta(days=1)
+        if days > settings.condition_max_days:
+            raise HTTPException(
+                422,
+                f"the time range from {body.start.isoformat()} to {body.end.isoformat()} is "
+                f"{days:.1f} days; recall by condition looks at most "
+                f"{settings.condition_max_days} days at a time (TRACE_CONDITION_MAX_DAYS): "
+                "split the range into several requests",
+            )
         return await trace.recall_by_condition(conn, body)
 
     @app.put("/api/v1/erp/products", dependencies=IMPORT)
@@ -191,13 +257,115 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
 
     app.include_router(credentials_router)
     app.include_router(fsma204_router)
-    app.include_router(epcis.router(connection))
+    app.include_router(
+        epcis.router(connection, CaptureLimits(max_bytes=settings.api_capture_body_bytes))
+    )
     return app
+
+
+# Connections of the control pool: one for the key lookups, the others for /healthz.
+CONTROL_CONNECTIONS = 3
+# Columns of the recall CSV that are numbers: written as the database formats them (a
+# negative quantity stays a number); every other column is text, neutralised.
+RECALL_CSV_NUMBERS = ("lot_id", "quantity")
+
+
+class ConditionWindow(trace.Condition):
+    """trace.Condition with times that say their UTC offset: a time without one means a
+    different instant in each plant's time zone (and cannot be compared with one that has
+    one: Python refuses)."""
+
+    start: AwareDatetime = Field(alias="from")
+    end: AwareDatetime = Field(alias="to")
+
+    @field_validator("tag", "device", mode="after")
+    @classmethod
+    def _storable_text(cls, value: str | None) -> str | None:
+        return None if value is None else storable(value)
+
+
+def body_limits(settings: CollectorSettings) -> BodyLimits:
+    """The request body limits of the routes (README, "HTTP limits")."""
+    imports = settings.api_import_body_bytes
+    return BodyLimits(
+        default_bytes=settings.api_body_bytes,
+        by_prefix=(
+            ("/epcis/capture", settings.api_capture_body_bytes, "TRACE_API_CAPTURE_BODY_BYTES"),
+            ("/api/v1/erp/", imports, "TRACE_API_IMPORT_BODY_BYTES"),
+            ("/api/v1/qc-results", imports, "TRACE_API_IMPORT_BODY_BYTES"),
+        ),
+        timeout_s=settings.api_body_timeout_s,
+    )
+
+
+def server_options(settings: CollectorSettings) -> dict[str, Any]:
+    """uvicorn's options that bound what idle and slow clients can hold: a request's line
+    and headers must arrive within TRACE_API_HEADER_TIMEOUT_S (64 KiB at most); an idle
+    keep-alive connection is closed after TRACE_API_KEEP_ALIVE_S; beyond
+    TRACE_API_MAX_CONNECTIONS connections and requests at once the server answers 503
+    instead of queueing."""
+    return {
+        "http": h11_with_header_deadline(settings.api_header_timeout_s),
+        "timeout_keep_alive": settings.api_keep_alive_s,
+        "limit_concurrency": settings.api_max_connections,
+        "h11_max_incomplete_event_size": 64 * 1024,  # request line and headers
+    }
+
+
+def _answer_database_trouble(app: FastAPI, settings: CollectorSettings) -> None:
+    """A request the database cannot serve now answers 503 with the reason, not 500."""
+
+    @app.exception_handler(QueryCanceled)
+    async def too_long(request: Request, err: QueryCanceled) -> Response:
+        return JSONResponse(
+            {
+                "detail": "the query ran past the API's statement timeout "
+                f"({settings.api_statement_timeout_s:g} s, TRACE_API_STATEMENT_TIMEOUT_S; "
+                f"exports {settings.api_export_statement_timeout_s:g} s, "
+                "TRACE_API_EXPORT_STATEMENT_TIMEOUT_S) and was cancelled: narrow the "
+                "request (a shorter time range, a smaller lot), or ask an operator"
+            },
+            503,
+        )
+
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, err: DataError) -> Response:
+        # Class 22 (a value out of range, text with NUL, a malformed literal): the request
+        # carried it, so the request is wrong, whatever route it reached.
+        return JSONResponse(
+            {
+                "detail": "the request holds a value the database cannot take: "
+                f"{err.diag.message_primary or err}"
+            },
+            422,
+        )
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_busy(request: Request, err: PoolTimeout) -> Response:
+        return JSONResponse(
+            {
+                "detail": "every database connection of the API is busy "
+                f"(TRACE_API_POOL_SIZE={settings.api_pool_size}): retry in a few seconds"
+            },
+            503,
+            headers={"Retry-After": "2"},
+        )
+
+    @app.exception_handler(OperationalError)
+    async def database_unreachable(request: Request, err: OperationalError) -> Response:
+        return JSONResponse(
+            {
+                "detail": "the database did not answer; retry shortly (GET /healthz says "
+                f"whether it is reachable): {type(err).__name__}"
+            },
+            503,
+            headers={"Retry-After": "5"},
+        )
 
 
 def _csv_line(values: Any) -> str:
     out = io.StringIO()
-    csv.writer(out).writerow(["" if v is None else v for v in values])
+    csv.writer(out).writerow(["" if v is None else v for v in csv_row(values)])
     return out.getvalue()
 
 
@@ -209,9 +377,9 @@ def json_response(answer: BaseModel) -> Response:
 
 def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) -> Response:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = csv.writer(out)
+    writer.writerow(csv_row(columns))
+    writer.writerows(csv_row(row.get(c) for c in columns) for row in rows)
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",

@@ -4,7 +4,9 @@
 issued and stored only as its SHA-256 (a hash of a random 256-bit token needs no salt or
 slow KDF: there is nothing to guess). A request presents it as `Authorization: Bearer KEY`
 or `X-API-Key: KEY`. Missing, unknown or revoked: 401 with `WWW-Authenticate`; a key whose
-role does not fit the route: 403 naming the role needed. Keys are issued with
+role does not fit the route: 403 naming the role needed. Each request's key is checked by the
+app's `Keyring` (below) before the route takes a connection of its own, so a bogus key never
+holds one. Keys are issued with
 `tracectl credential add` (straight into the database, so a fresh install needs no key to
 make its first one) or by an admin over `POST /api/v1/credentials`.
 
@@ -28,20 +30,25 @@ cannot read traces, a `reader` key cannot change what the traces say.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
+import psycopg
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
 from protocols.rfid.epc import gs1_check_digit
@@ -182,6 +189,7 @@ from lots l where l.lot_id in ({VISIBLE_LOTS_SQL})
 order by l.gtin, l.lot_code
 """
 
+
 class VisibleLot(BaseModel):
     lot_id: int
     gtin: str
@@ -297,10 +305,10 @@ select name, role, key_prefix, partner_id, created_at, revoked_at, last_used_at
 from api_credentials where %s or revoked_at is null
 order by name, created_at
 """
-_BY_HASH = """
-select credential_id, name, role, partner_id,
+_BY_HASHES = """
+select key_hash, credential_id, name, role, partner_id,
        last_used_at is null or last_used_at < now() - interval '60 seconds'
-from api_credentials where key_hash = %s and revoked_at is null
+from api_credentials where key_hash = any(%s) and revoked_at is null
 """
 # At most one write per key per minute, however busy the key.
 _TOUCH = "update api_credentials set last_used_at = now() where credential_id = %s"
@@ -368,14 +376,132 @@ async def authenticate(conn: AsyncConnection, key: str) -> Principal | None:
     """The principal a key stands for, or None if it is unknown or revoked. The lookup is by
     the key's SHA-256, an exact index match: there is no secret compared byte by byte here
     whose timing could leak (the hash of a random 256-bit key reveals nothing to guess)."""
-    row = await (await conn.execute(_BY_HASH, (key_hash(key),))).fetchone()
-    if row is None:
-        return None
-    credential_id, name, role, partner_id, stale = row
-    if stale:
-        await conn.execute(_TOUCH, (credential_id,))
-    partner = await load_partner(conn, partner_id) if partner_id is not None else None
-    return Principal(credential_id, name, Role(role), partner)
+    digest = key_hash(key)
+    return (await _authenticate(conn, [digest])).get(digest)
+
+
+async def _authenticate(conn: AsyncConnection, digests: list[bytes]) -> dict[bytes, Principal]:
+    """The principals of those of `digests` (key hashes) that are in force, in one query."""
+    rows = await (await conn.execute(_BY_HASHES, (digests,))).fetchall()
+    found = {}
+    for digest, credential_id, name, role, partner_id, stale in rows:
+        if stale:
+            await conn.execute(_TOUCH, (credential_id,))
+        partner = await load_partner(conn, partner_id) if partner_id is not None else None
+        found[bytes(digest)] = Principal(credential_id, name, Role(role), partner)
+    return found
+
+
+# ---- Keys checked per request ----------------------------------------------------------
+
+
+class KeysUnavailable(Exception):
+    """The database could not be asked about a key in time (HTTP 503: retry)."""
+
+
+class Keyring:
+    """Which principal each API key stands for, as the HTTP API asks it on every request.
+
+    A key is looked up on a pool of its own (`pool`, shared only with /healthz), never on a
+    connection the route will use: a request whose key is unknown holds no connection of
+    the API's pool at any time, so no number of bogus keys can starve valid requests.
+
+    - Each answer, found or not, is reused for `ttl_s` seconds: a key revoked elsewhere
+      (tracectl, another collector) stops working within that time; `forget()` (called when
+      this process issues or revokes a key) makes it at once. Unknown keys are remembered
+      too, so a client retrying a bad key costs one lookup per `ttl_s`.
+    - Lookups are batched: one task asks the database about every key waiting, up to
+      `batch` at a time, in one query on one connection. A flood of random keys costs a
+      few queries, not one each, and a valid key that arrives among them waits for one
+      round trip, not behind every bogus one. A batch that cannot get its answer within
+      `wait_s` fails its requests with 503.
+    - At most `max_entries` answers are kept (the oldest go first): memory is bounded
+      whatever keys are thrown at it.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        ttl_s: float = 5.0,
+        wait_s: float = 5.0,
+        batch: int = 1000,
+        max_entries: int = 10_000,
+    ) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        self._wait_s = wait_s
+        self._batch = batch
+        self._max_entries = max_entries
+        self._answers: OrderedDict[bytes, tuple[float, Principal | None]] = OrderedDict()
+        self._pending: dict[bytes, asyncio.Future[Principal | None]] = {}
+        self._waiting: list[bytes] = []  # pending digests not yet in a query
+        self._lookup: asyncio.Task[None] | None = None
+        self.lookups = 0  # database queries made, for /healthz and tests
+
+    async def principal(self, key: str) -> Principal | None:
+        """The principal `key` stands for, or None if it is unknown or revoked; raises
+        KeysUnavailable when the database cannot say in time."""
+        digest = key_hash(key)
+        known = self._answers.get(digest)
+        if known is not None and known[0] > time.monotonic():
+            return known[1]
+        pending = self._pending.get(digest)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._pending[digest] = pending
+            self._waiting.append(digest)
+            if self._lookup is None or self._lookup.done():
+                self._lookup = asyncio.create_task(self._look_up_waiting())
+        # shield: a client that goes away does not cancel the answer others wait for.
+        return await asyncio.shield(pending)
+
+    def forget(self) -> None:
+        """Drop every remembered answer (a key was issued or revoked here)."""
+        self._answers.clear()
+
+    async def _look_up_waiting(self) -> None:
+        while self._waiting:
+            digests, self._waiting = self._waiting[: self._batch], self._waiting[self._batch :]
+            try:
+                self.lookups += 1
+                async with asyncio.timeout(self._wait_s), self._pool.connection() as conn:
+                    found = await _authenticate(conn, digests)
+            except (TimeoutError, PoolTimeout, psycopg.OperationalError) as err:
+                unavailable = KeysUnavailable(
+                    "the API key could not be checked: the database did not answer within "
+                    f"{self._wait_s:g} s ({type(err).__name__}); retry shortly"
+                )
+                for digest in digests:
+                    self._settle(digest, error=unavailable)
+                continue
+            except Exception as err:  # a bug: each waiter raises it (a 500), none hangs
+                for digest in digests:
+                    self._settle(digest, error=err)
+                continue
+            for digest in digests:
+                self._remember(digest, found.get(digest))
+                self._settle(digest, found.get(digest))
+
+    def _settle(
+        self, digest: bytes, found: Principal | None = None, error: Exception | None = None
+    ) -> None:
+        pending = self._pending.pop(digest, None)
+        if pending is None or pending.done():
+            return
+        if error is not None:
+            pending.set_exception(error)
+            # Retrieved here too: a waiter that went away must not leave it unheard.
+            pending.exception()
+        else:
+            pending.set_result(found)
+
+    def _remember(self, digest: bytes, found: Principal | None) -> None:
+        if self._ttl_s <= 0:
+            return
+        self._answers[digest] = (time.monotonic() + self._ttl_s, found)
+        self._answers.move_to_end(digest)
+        while len(self._answers) > self._max_entries:
+            self._answers.popitem(last=False)
 
 
 # ---- FastAPI -------------------------------------------------------------------------
@@ -407,8 +533,11 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
                 "this needs an API key: send Authorization: Bearer KEY (or X-API-Key: KEY); "
                 "an admin issues one with `tracectl credential add NAME --role ROLE`"
             )
-        async with request.app.state.pool.connection() as conn:
-            found = await authenticate(conn, key)
+        keyring: Keyring = request.app.state.keyring
+        try:
+            found = await keyring.principal(key)
+        except KeysUnavailable as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": "2"}) from err
         if found is None:
             raise _unauthorized(
                 "the API key is unknown or revoked: ask an admin for a new one "
@@ -420,6 +549,8 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
                 403,
                 f"this needs a credential with role {wanted}; {found.name!r} has role {found.role}",
             )
+        # What endpoints.connection checks before it hands out a connection of the pool.
+        request.state.principal = found
         return found
 
     principal.required_roles = accepted  # type: ignore[attr-defined]

@@ -3,13 +3,14 @@ The same as `tracectl credential`, which needs no key and makes the first one.""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cloud_collector import auth
-from cloud_collector.auth import Role
+from cloud_collector.auth import Principal, Role
+from cloud_collector.erp import storable
 
 router = APIRouter(
     prefix="/api/v1/credentials",
@@ -29,6 +30,13 @@ class NewCredential(BaseModel):
     locations: list[str] = Field(default_factory=list, max_length=1000)
     replace: bool = False
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [storable(x) for x in value]
+        return storable(value) if isinstance(value, str) else value
+
 
 @router.get("")
 async def list_credentials(
@@ -41,22 +49,42 @@ async def list_credentials(
 @router.post("", status_code=201)
 async def issue(body: NewCredential, request: Request) -> auth.IssuedKey:
     """A new key; store it now, it is not shown again."""
+    if body.replace:
+        _not_your_own(request, body.name)
     if body.partner_id is None and (body.customer_ids or body.locations):
         raise HTTPException(422, "customer_ids and locations belong to a partner: add partner_id")
     try:
         async with request.app.state.pool.connection() as conn, conn.transaction():
             if body.partner_id is not None and body.role is Role.partner:
                 await auth.set_partner(conn, body.partner_id, body.customer_ids, body.locations)
-            return await auth.issue(conn, body.name, body.role, body.partner_id, body.replace)
+            issued = await auth.issue(conn, body.name, body.role, body.partner_id, body.replace)
     except auth.CredentialInForce as err:
         raise HTTPException(409, str(err)) from err
     except auth.CredentialError as err:
         raise HTTPException(422, str(err)) from err
+    # A replaced key, or a partner's new locations, count from now in this process.
+    request.app.state.keyring.forget()
+    return issued
+
+
+def _not_your_own(request: Request, name: str) -> None:
+    """An admin cannot revoke over HTTP the key it calls with: one request must not lock the
+    last admin out (another admin key, or tracectl on the server, can)."""
+    caller: Principal = request.state.principal
+    if caller.name == name:
+        raise HTTPException(
+            409,
+            f"{name!r} is the credential this request is made with: revoke it with another "
+            "admin key or with `tracectl credential revoke` on the server",
+        )
 
 
 @router.delete("/{name}")
 async def revoke(name: str, request: Request) -> dict[str, str]:
+    _not_your_own(request, name)
     async with request.app.state.pool.connection() as conn:
         if not await auth.revoke(conn, name):
             raise HTTPException(404, f"no credential named {name!r} is in force")
+    # Refused from now on in this process; other collectors within TRACE_API_KEY_CACHE_S.
+    request.app.state.keyring.forget()
     return {"revoked": name}

@@ -5,10 +5,12 @@ the candidates), and an ERP import in one transaction (422 on a reference to not
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, DataError, IntegrityError
+from psycopg.errors import ForeignKeyViolation
 
 from cloud_collector import erp, trace
 from cloud_collector.auth import Role, require
@@ -18,10 +20,36 @@ READ = [Depends(require(Role.reader))]
 IMPORT = [Depends(require(Role.importer))]
 
 
+class KeyNotCheckedFirst(RuntimeError):
+    """A route asked for a connection before its key was checked: a bug in the route."""
+
+
 async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """A connection of the app's pool for the length of the request."""
+    """A connection of the app's pool for the length of the request, only once the caller's
+    key has been checked (auth.require ran first): a request with a bogus key must never
+    hold one. FastAPI resolves a route's `dependencies=[...]` before its parameters, and
+    parameters in the order they are declared; a route that gets this wrong fails here on
+    every request, and in tests/cloud_collector/test_auth.py before it ships."""
+    if getattr(request.state, "principal", None) is None:
+        raise KeyNotCheckedFirst(
+            f"{request.method} {request.url.path} takes a database connection before "
+            "checking the API key: declare its auth.require dependency first"
+        )
     async with request.app.state.pool.connection() as conn:
         yield conn
+
+
+@asynccontextmanager
+async def export_statements(conn: AsyncConnection, timeout_s: float) -> AsyncIterator[None]:
+    """A transaction in which statements may run `timeout_s` instead of the API's usual
+    statement timeout: an export streamed to the client (the recall CSV, an FSMA 204
+    spreadsheet) is one long statement by design. `set local`: the pool gets the connection
+    back with its usual timeout."""
+    async with conn.transaction():
+        await conn.execute(
+            "select set_config('statement_timeout', %s, true)", (f"{int(timeout_s * 1000)}ms",)
+        )
+        yield
 
 
 Conn = Annotated[AsyncConnection, Depends(connection)]
@@ -44,12 +72,23 @@ Importer = Callable[[AsyncConnection, list[Any]], Awaitable[int]]
 
 
 async def import_rows(conn: AsyncConnection, run: Importer, rows: list[Any]) -> dict[str, int]:
-    """An ERP import, all rows or none."""
+    """An ERP import, all rows or none; a row the database refuses (a reference to nothing)
+    is a 422 that names it, never a 500."""
     try:
         async with conn.transaction():
             return {"imported": await run(conn, rows)}
     except erp.UnknownReference as err:
         raise HTTPException(422, str(err)) from err
+    except ForeignKeyViolation as err:
+        raise HTTPException(
+            422,
+            f"{err.diag.message_detail or err}: import what it refers to first (customers "
+            "before shipments, locations before what names them)",
+        ) from err
+    except (IntegrityError, DataError) as err:
+        raise HTTPException(
+            422, f"a row was refused by the database: {err.diag.message_primary or err}"
+        ) from err
 
 
 def attachment(filename: str) -> str:

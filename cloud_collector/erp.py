@@ -9,11 +9,22 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The contract's test of text PostgreSQL can store: one definition for MQTT and HTTP.
+from protocols.mqtt.contract import _storable as storable
 
 
 class Strict(BaseModel):
+    """An ERP row: unknown fields refused, and text the database can store (no NUL, no lone
+    surrogate), refused here with its field rather than by the database as a whole."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        return storable(value) if isinstance(value, str) else value
 
 
 class Product(Strict):

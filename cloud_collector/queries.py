@@ -19,6 +19,13 @@ from cloud_collector import rollups
 SESSION_OPTIONS = "-c jit=off -c random_page_cost=1.1"
 
 
+def session_options(statement_timeout_s: float) -> str:
+    """SESSION_OPTIONS with a statement timeout: no statement of the API runs longer than
+    this (exports raise it for their own transaction, endpoints.export_statements), so a
+    costly request cannot hold a connection and a core of the database indefinitely."""
+    return f"{SESSION_OPTIONS} -c statement_timeout={max(1, round(statement_timeout_s * 1000))}"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -23,3 +23,29 @@ class CollectorSettings(BaseSettings):
     # Collectors in one group split the edges' messages between them.
     share_group: str = "collectors"
     mqtt: BrokerSettings = Field(default_factory=BrokerSettings)
+
+    # ---- HTTP API limits (README "HTTP limits"). ----
+    # Connections of the API's pool (trace queries, exports); keys and /healthz use two more
+    # of their own, so that neither waits behind a busy pool.
+    api_pool_size: int = Field(default=10, ge=1, le=1000)
+    # Every statement of a request; an export streamed to the client (recall CSV, FSMA 204)
+    # is one long statement and gets the longer budget.
+    api_statement_timeout_s: float = Field(default=30.0, gt=0, le=86_400)
+    api_export_statement_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    # How long a key's lookup (found or not) is reused: a key revoked by tracectl or by another
+    # collector stops working within this time (one revoked over this process's API: at once).
+    api_key_cache_s: float = Field(default=5.0, ge=0, le=300)
+    # Request bodies: EPCIS capture, ERP and QC imports, everything else.
+    api_capture_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    api_import_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    api_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A request's line and headers must arrive within this time (408 otherwise).
+    api_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # A request's whole body must arrive within this time (408 otherwise).
+    api_body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    # An idle keep-alive connection is closed after this time.
+    api_keep_alive_s: float = Field(default=5.0, gt=0, le=300)
+    # Connections and requests the server takes at once; beyond them it answers 503.
+    api_max_connections: int = Field(default=500, ge=10)
+    # Recall by condition looks at most this many days of readings in one request.
+    condition_max_days: int = Field(default=31, ge=1, le=3660)

@@ -33,6 +33,37 @@ JSON_TYPES = ("application/json", "application/ld+json")
 XML_TYPES = ("application/xml", "text/xml")
 
 
+# The capture body as the OpenAPI document describes it (the route reads the raw bytes: JSON
+# or XML, checked by document.py and xml_binding.py against the EPCIS 2.0 schema), so that
+# clients and fuzzers know what to send.
+_EVENT_LIST = {"type": "array", "items": {"type": "object"}}
+CAPTURE_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "An EPCISDocument (or EPCISQueryDocument) in JSON-LD, or in XML (EPCIS "
+    "2.0 or 1.2 binding)",
+    "content": {
+        media: {
+            "schema": {
+                "type": "object",
+                "required": ["@context", "type", "schemaVersion", "creationDate", "epcisBody"],
+                "properties": {
+                    "@context": {},
+                    "type": {"enum": ["EPCISDocument", "EPCISQueryDocument"]},
+                    "schemaVersion": {"type": "string"},
+                    "creationDate": {"type": "string", "format": "date-time"},
+                    "epcisBody": {
+                        "type": "object",
+                        "properties": {"eventList": _EVENT_LIST},
+                    },
+                },
+            }
+        }
+        for media in JSON_TYPES
+    }
+    | {media: {"schema": {"type": "string"}} for media in XML_TYPES},
+}
+
+
 def _limit_headers(limits: CaptureLimits) -> dict[str, str]:
     return {
         **VERSION_HEADERS,
@@ -108,7 +139,9 @@ def router(
 ) -> APIRouter:
     """The /epcis routes, on the app's connection dependency. Capture: role importer, or
     partner at its own locations; query: reader, or partner (our shipments to it and what it
-    captured, query.Query.only_what_partner_sees)."""
+    captured, query.Query.only_what_partner_sees). Each route declares its principal before
+    its connection: the key is checked before a connection is taken (endpoints.connection
+    refuses otherwise)."""
     limits = limits or CaptureLimits()
     connected = asynccontextmanager(connection)
     api = APIRouter(prefix="/epcis", tags=["EPCIS 2.0"])
@@ -123,7 +156,12 @@ def router(
             status_code=204, headers={**_limit_headers(limits), "Allow": "OPTIONS, POST"}
         )
 
-    @api.post("/capture", status_code=202, response_class=Response)
+    @api.post(
+        "/capture",
+        status_code=202,
+        response_class=Response,
+        openapi_extra={"requestBody": CAPTURE_BODY},
+    )
     async def capture(
         request: Request,
         principal: Principal = Depends(capturer),  # noqa: B008
@@ -180,8 +218,8 @@ def router(
     @api.get("/capture/{capture_id}")
     async def capture_job(
         capture_id: str,
-        conn: AsyncConnection = Depends(connection),  # noqa: B008
         principal: Principal = Depends(anyone),  # noqa: B008
+        conn: AsyncConnection = Depends(connection),  # noqa: B008
     ) -> Response:
         """The capture job: running, success, errors (captures finish before 202 here)."""
         job = await store.job(conn, capture_id, principal.partner_id)
@@ -196,8 +234,8 @@ def router(
     @api.get("/events")
     async def events(
         request: Request,
-        conn: AsyncConnection = Depends(connection),  # noqa: B008
         principal: Principal = Depends(reader),  # noqa: B008
+        conn: AsyncConnection = Depends(connection),  # noqa: B008
     ) -> Response:
         """EPCIS events, ours and captured ones, filtered by the SimpleEventQuery parameters
         (eventType, GE_/LT_eventTime, GE_/LT_recordTime, EQ_action, EQ_bizStep,
@@ -232,8 +270,8 @@ def router(
     @api.get("/events/{event_id:path}")
     async def event(
         event_id: str,
-        conn: AsyncConnection = Depends(connection),  # noqa: B008
         principal: Principal = Depends(reader),  # noqa: B008
+        conn: AsyncConnection = Depends(connection),  # noqa: B008
     ) -> Response:
         """One event by its eventID (URL-encoded), with its @context."""
         where, params = query.one_event(event_id)

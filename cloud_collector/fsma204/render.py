@@ -1,22 +1,24 @@
 """The spreadsheet as CSV (streamed, a line at a time) and as XLSX (typed cells, frozen
 header, autofilter; a sheet of the KDEs the records lack; a sheet saying what the request
 was and where each column comes from, as § 1.1455(c)(3)(ii) asks: "along with any other
-information needed to understand the information in the spreadsheet")."""
+information needed to understand the information in the spreadsheet"). Text never runs as
+a formula in either (cloud_collector/spreadsheet_cells.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
 from collections.abc import AsyncIterator, Iterable
-from datetime import time
+from datetime import date, time
+from decimal import Decimal
 from typing import Any
 
 from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
 from cloud_collector.fsma204.kdes import COLUMNS, CTE, EVENT_ID, TLC, Row
+from cloud_collector.spreadsheet_cells import csv_cell, xlsx_cell, xlsx_row
 
 SHEET = "FSMA 204"
 MISSING_SHEET = "Missing KDEs"
@@ -26,17 +28,21 @@ _WIDTHS = {0: 30, 1: 12, 2: 10, 3: 22, 4: 30}  # column index -> width; the rest
 _BOLD = Font(bold=True)
 
 
-def _text(value: Any) -> str:
+def _cell(value: Any) -> Any:
+    """A CSV cell: numbers as numbers, times as hh:mm:ss, text neutralised
+    (cloud_collector/spreadsheet_cells.py)."""
     if value is None:
         return ""
     if isinstance(value, time):
         return value.isoformat(timespec="seconds")
-    return str(value)
+    if isinstance(value, bool | int | float | Decimal | date):
+        return value
+    return csv_cell(str(value))
 
 
 def csv_text(lines: Iterable[Iterable[Any]]) -> str:
     out = io.StringIO()
-    csv.writer(out).writerows([_text(v) for v in line] for line in lines)
+    csv.writer(out).writerows([_cell(v) for v in line] for line in lines)
     return out.getvalue()
 
 
@@ -50,7 +56,7 @@ async def csv_lines(chunks: AsyncIterator[list[Row]], header: list[str]) -> Asyn
 def _header(ws: Any, names: list[str]) -> None:
     cells = []
     for name in names:
-        cell = WriteOnlyCell(ws, value=name)
+        cell = xlsx_cell(ws, name)
         cell.font = _BOLD
         cells.append(cell)
     ws.append(cells)
@@ -71,7 +77,8 @@ async def xlsx(
     async for rows in chunks:
         for row in rows:
             n += 1
-            ws.append(row.cells)  # openpyxl types them: dates yyyy-mm-dd, times h:mm:ss
+            # Typed: dates yyyy-mm-dd, times h:mm:ss, numbers; text never a formula.
+            ws.append(xlsx_row(ws, row.cells))
             gaps += [
                 [n, row.values[CTE], row.values[TLC], row.values[EVENT_ID], m.kde, m.detail]
                 for m in row.missing
@@ -81,14 +88,14 @@ async def xlsx(
     missing.freeze_panes = "A2"
     _header(missing, MISSING_COLUMNS)
     for gap in gaps:
-        missing.append(gap)
+        missing.append(xlsx_row(missing, gap))
     missing.auto_filter.ref = f"A1:{get_column_letter(len(MISSING_COLUMNS))}{len(gaps) + 1}"
     info = wb.create_sheet(ABOUT_SHEET)
     _header(info, ["Item", "Value"])
     for item in about:
-        info.append(list(item))
+        info.append(xlsx_row(info, item))
     for column, source in COLUMNS.items():
-        info.append([f"Column: {column}", source])
+        info.append(xlsx_row(info, [f"Column: {column}", source]))
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()

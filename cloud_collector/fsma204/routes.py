@@ -14,7 +14,15 @@ from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
 
 from cloud_collector import erp, trace
-from cloud_collector.endpoints import IMPORT, READ, Conn, attachment, import_rows, resolve_lot
+from cloud_collector.endpoints import (
+    IMPORT,
+    READ,
+    Conn,
+    attachment,
+    export_statements,
+    import_rows,
+    resolve_lot,
+)
 from cloud_collector.fsma204 import export, render
 from cloud_collector.fsma204.kdes import day_range, header
 
@@ -72,7 +80,9 @@ async def _spreadsheet(
             ("Dates and times", f"in time zone {zone.key}"),
             ("What it holds", SCOPE),
         ]
-        body = await render.xlsx(export.rows(conn, lot_ids, start, end, zone), columns, about)
+        timeout_s = request.app.state.export_statement_timeout_s
+        async with export_statements(conn, timeout_s):
+            body = await render.xlsx(export.rows(conn, lot_ids, start, end, zone), columns, about)
         return Response(
             body,
             media_type=XLSX,
@@ -82,7 +92,10 @@ async def _spreadsheet(
 
     async def lines() -> AsyncIterator[str]:
         # Its own connection: the request's is given back before a stream ends.
-        async with pool.connection() as stream_conn:
+        async with (
+            pool.connection() as stream_conn,
+            export_statements(stream_conn, request.app.state.export_statement_timeout_s),
+        ):
             rows = export.rows(stream_conn, lot_ids, start, end, zone)
             async for line in render.csv_lines(rows, columns):
                 yield line

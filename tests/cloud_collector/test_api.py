@@ -43,3 +43,53 @@ async def test_a_batch_without_readings_states_the_gap(
     assert body["gaps"] == [f"batch {batch} has no readings"]
     assert body["batch"]["started_at"] == "2026-11-25T09:00:00Z"
     assert batch in [b["batch_id"] for b in listed]
+
+
+async def test_erp_rows_the_database_refuses_are_422s_that_name_the_row(
+    collector: RunningCollector,
+) -> None:
+    """Found by schemathesis (tests/cloud_collector/test_openapi_fuzz.py): each was a 500."""
+    tag = uuid.uuid4().hex[:6]
+    async with collector.client(Role.importer) as api:
+        unknown_customer = await api.put(
+            "/api/v1/erp/shipments", json=[{"shipment": f"SH-{tag}", "customer_id": f"NO-{tag}"}]
+        )
+        nul = await api.put(
+            "/api/v1/erp/customers", json=[{"customer_id": f"C-{tag}", "name": "Bakery\u0000Co"}]
+        )
+    assert unknown_customer.status_code == 422
+    assert f"(customer_id)=(NO-{tag})" in unknown_customer.text
+    assert "customers before shipments" in unknown_customer.text
+    assert nul.status_code == 422 and "NUL" in nul.text
+    assert nul.json()["detail"][0]["loc"] == ["body", 0, "name"]
+
+
+async def test_a_value_the_database_cannot_take_is_a_422_whatever_the_route(
+    collector: RunningCollector,
+) -> None:
+    async with collector.client(Role.reader) as api:
+        r = await api.get("/api/v1/lots/A%00B/trace/forward")
+        tag = await api.post(
+            "/api/v1/recall/by-condition",
+            json={
+                "tag": "t\u0000",
+                "condition": "bad_quality",
+                "from": "2026-11-01T00:00:00Z",
+                "to": "2026-11-02T00:00:00Z",
+            },
+        )
+    assert r.status_code in (404, 422), r.text
+    assert tag.status_code == 422 and "NUL" in tag.text
+
+
+async def test_an_admin_cannot_revoke_the_key_it_calls_with(collector: RunningCollector) -> None:
+    own = f"test-{collector.settings.collector_id.rsplit('-', 1)[1]}-admin"
+    async with collector.client(Role.admin) as admin:
+        revoked = await admin.delete(f"/api/v1/credentials/{own}")
+        replaced = await admin.post(
+            "/api/v1/credentials", json={"name": own, "role": "admin", "replace": True}
+        )
+        still = await admin.get("/api/v1/credentials")
+    assert revoked.status_code == 409 and "tracectl credential revoke" in revoked.text
+    assert replaced.status_code == 409
+    assert still.status_code == 200

@@ -4,18 +4,25 @@ the lots shipped to them and capture only at their locations; tracectl issues an
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from cloud_collector import auth
 from cloud_collector.api import create_app
 from cloud_collector.auth import Partner, Role
-from tests.conftest import RunningCollector, Services
+from cloud_collector.endpoints import connection
+from cloud_collector.settings import CollectorSettings
+from tests.conftest import RunningCollector, Services, until
 from tracectl.__main__ import main as tracectl
 
 OPEN_ROUTES = {"/healthz"}
@@ -98,11 +105,31 @@ async def test_a_partner_key_is_refused_by_the_trace_routes(
     assert r.status_code == 403 and "has role partner" in r.text
 
 
+def api_routes(app: FastAPI) -> Iterator[Any]:
+    """Every route of the app with its dependencies as FastAPI runs them (methods, path,
+    dependant), those of included routers too: FastAPI 0.16x keeps an included router as
+    one entry of `app.routes`, its routes' router-level dependencies added only on its
+    effective routes."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before included routers were kept whole
+        yield from (r for r in app.routes if isinstance(r, APIRoute))
+        return
+    for route in iter_route_contexts(app.routes):
+        if getattr(route, "dependant", None) is not None:
+            yield route
+
+
+def test_api_routes_sees_the_included_routers() -> None:
+    paths = {r.path for r in api_routes(create_app(CollectorSettings()))}
+    assert {"/epcis/events", "/api/v1/credentials", "/api/v1/erp/harvests"} <= paths
+
+
 def test_every_route_but_healthz_names_its_roles(collector: RunningCollector) -> None:
     """Contract 4: a route added without `require(...)` fails here."""
     unguarded = []
-    for route in create_app(collector.settings).routes:
-        if not isinstance(route, APIRoute) or route.path in OPEN_ROUTES:
+    for route in api_routes(create_app(collector.settings)):
+        if route.path in OPEN_ROUTES:
             continue
         pending, guarded = list(route.dependant.dependencies), False
         while pending and not guarded:
@@ -112,6 +139,35 @@ def test_every_route_but_healthz_names_its_roles(collector: RunningCollector) ->
         if not guarded:
             unguarded.append(f"{sorted(route.methods)} {route.path}")
     assert unguarded == [], "routes without auth.require(...): " + ", ".join(unguarded)
+
+
+def resolution_order(dependant: Dependant) -> list[Any]:
+    """The callables FastAPI runs for a route, in its order: each dependency's own
+    dependencies first, then the dependency, in declaration order (`dependencies=` of the
+    router and the route before the parameters)."""
+    order = []
+    for dep in dependant.dependencies:
+        order += resolution_order(dep)
+        order.append(dep.call)
+    return order
+
+
+def test_every_route_checks_the_key_before_it_takes_a_connection(
+    collector: RunningCollector,
+) -> None:
+    """A route that takes a pooled connection before its key is checked lets bogus keys
+    hold the pool (endpoints.connection also refuses at run time)."""
+    late = []
+    for route in api_routes(create_app(collector.settings)):
+        order = resolution_order(route.dependant)
+        if connection not in order:
+            continue
+        first_check = next(
+            (i for i, call in enumerate(order) if hasattr(call, "required_roles")), len(order)
+        )
+        if order.index(connection) < first_check:
+            late.append(f"{sorted(route.methods)} {route.path}")
+    assert late == [], "routes taking a connection before checking the key: " + ", ".join(late)
 
 
 async def test_admin_issues_a_partner_key_over_http(collector: RunningCollector) -> None:
@@ -268,7 +324,14 @@ async def test_tracectl_credential_add_list_revoke(
         assert (await api.get("/api/v1/batches")).status_code == 200
         code, out, _ = await run("revoke", name)
         assert code == 0 and "revoked" in out
-        assert (await api.get("/api/v1/batches")).status_code == 401
+        revoked_at = time.monotonic()
+
+        async def refused() -> bool:
+            return (await api.get("/api/v1/batches")).status_code == 401
+
+        # Revoked in another process: this API stops taking it within its key cache time.
+        await until(refused, collector.settings.api_key_cache_s + 1, "the revoked key refused")
+        assert time.monotonic() - revoked_at <= collector.settings.api_key_cache_s + 1
     assert name not in (await run("list"))[1]
     assert name in (await run("list", "--revoked"))[1]
     code, _, err = await run("revoke", name)
