@@ -161,9 +161,8 @@ def parse_scan(text: str, symbology: str | None = None) -> Gs1Scan:
     reading = SYMBOLOGIES.get(symbology or "", ("", "text"))[1]
     data = text.strip(GS)  # a leading GS is FNC1 in first position, sent by some scanners
 
-    if re.match(r"https?://", data, re.IGNORECASE):
-        if not _looks_like_digital_link(data):
-            return Gs1Scan(raw=text, text=text, kind="plain")  # a web address, not GS1 data
+    web_address = re.match(r"https?://", data, re.IGNORECASE) is not None
+    if web_address and _looks_like_digital_link(data):
         return _digital_link(text, data)
     if reading == "gtin":
         return _bare_gtin(text, data)
@@ -171,8 +170,10 @@ def parse_scan(text: str, symbology: str | None = None) -> Gs1Scan:
         return _element_string(text, data)
     if _HRI_START.match(data):
         return _hri(text, data)
-    if GS in data:
+    if GS in text:  # FNC1 sent as GS, even alone or at an end: GS1 data
         return _element_string(text, data)
+    if web_address:
+        return Gs1Scan(raw=text, text=text, kind="plain")  # a web address, not GS1 data
     if symbology is None and _LEADING_KEY.match(data):
         return _element_string(text, data)
     return Gs1Scan(raw=text, text=text, kind="plain")
