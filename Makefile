@@ -36,3 +36,10 @@ bench: $(STAMP)
 
 bench-genealogy: $(STAMP)
 	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/python bench/genealogy.py
+
+# The property tests of every parser of outside bytes with 5,000 generated inputs per test
+# (`make test` runs the same tests with 200, derandomized). A failure prints its
+# @reproduce_failure blob.
+.PHONY: fuzz
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -q $$(find tests -name 'test_*properties.py' | sort)
