@@ -84,8 +84,8 @@ _HRI_START = re.compile(r"\s*\([0-9]{2,4}\)")
 # without a word.
 _HRI_WHOLE = re.compile(r"(?:\([0-9]{2,4}\)[^()\s]+)+")
 
-# The primary keys a GS1 Digital Link URI path starts with (GS1 Digital Link standard 1.4,
-# table 6-1; biip's own table has the same keys).
+# The primary keys a GS1 Digital Link URI path starts with (the same keys as biip's table
+# of primary identifiers).
 _DIGITAL_LINK_KEYS = "00|01|253|255|401|402|414|415|417|8003|8004|8006|8010|8013|8017|8018"
 # A key segment followed by the start of a GS1 company prefix (at least 6 digits): a web
 # address carrying a GS1 key, unlike a date in a path (`/2024/01/15/`) or `/01/manual`.
