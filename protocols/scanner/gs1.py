@@ -264,6 +264,12 @@ def _from_elements(raw: str, kind: Kind, elements: list[GS1ElementString]) -> Gs
                 )
             continue
         ais[ai] = value
+        if not value:  # biip lets AI 30, 7004 and 8003's optional parts be empty
+            errors.append(
+                f"AI {ai} ({element.ai.data_title}) has no value: rescan; if it repeats, "
+                "the label is misprinted"
+            )
+            continue
         bad_digit = _check_digit_error(element)
         if bad_digit is not None:
             check_digits_ok = False
@@ -286,7 +292,7 @@ def _from_elements(raw: str, kind: Kind, elements: list[GS1ElementString]) -> Gs
         serial=ais.get("21"),
         expiry=expiry,
         sscc=ais.get("00"),
-        quantity=int(quantity) if quantity is not None else None,
+        quantity=int(quantity) if quantity else None,
         glns={role: ais[ai] for ai, role in GLN_ROLES.items() if ai in ais},
         purchase_order=ais.get("400"),
         shipment_id=ais.get("402"),
