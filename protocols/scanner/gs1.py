@@ -170,7 +170,7 @@ def parse_scan(text: str, symbology: str | None = None) -> Gs1Scan:
         return _element_string(text, data)
     if _HRI_START.match(data):
         return _hri(text, data)
-    if GS in text:  # FNC1 sent as GS, even alone or at an end: GS1 data
+    if GS in data or text.startswith(GS):  # FNC1 sent as GS: between fields or in front
         return _element_string(text, data)
     if web_address:
         return Gs1Scan(raw=text, text=text, kind="plain")  # a web address, not GS1 data

@@ -80,9 +80,15 @@ def test_a_bracketed_ai_at_the_start_is_never_plain(start: str, rest: str) -> No
     assert outcome(parse_scan(start + rest)) != "plain"
 
 
-@given(TEXT, TEXT)
-def test_a_gs_separator_is_never_plain(before: str, after: str) -> None:
-    assert outcome(parse_scan(before + GS + after)) != "plain"
+NOT_GS = st.characters(exclude_characters=GS)
+
+
+@given(TEXT, st.text(NOT_GS, min_size=1), st.text(NOT_GS, min_size=1), TEXT)
+def test_a_gs_separator_inside_or_in_front_is_never_plain(
+    text: str, before: str, after: str, rest: str
+) -> None:
+    assert outcome(parse_scan(before + GS + after + rest)) != "plain"
+    assert outcome(parse_scan(GS + text)) != "plain"
 
 
 @given(st.sampled_from(["01", "02"]), digits(14), TEXT)
