@@ -27,14 +27,19 @@ def _show(fields: dict[str, Any], as_json: bool) -> None:
         print(f"{key:>16}: {_plain(value)}")
 
 
+def typed_label(text: str) -> str:
+    """The label as a scanner would send it: a shell cannot type the GS separator, so the
+    usual stand-ins for it are accepted."""
+    for stand_in in ("<GS>", "\\x1d", "\\u001d"):
+        text = text.replace(stand_in, "\x1d")
+    return text
+
+
 def decode_barcode(text: str, as_json: bool) -> int:
     """Print what a scanned label carries. Exit code 0 only for well-formed GS1 data; 1 for
     a misread (GS1 data that does not parse, or whose check digit or date fails) and for
     plain text, which is no GS1 data at all; `outcome` and `reason` say which and why."""
-    # A shell cannot type the GS separator: accept the usual stand-ins for it.
-    for stand_in in ("<GS>", "\\x1d", "\\u001d"):
-        text = text.replace(stand_in, "\x1d")
-    symbology, rest = split_symbology(text)
+    symbology, rest = split_symbology(typed_label(text))
     scan = parse_scan(rest, symbology)
     fields = dataclasses.asdict(scan)
     fields["symbology"] = symbology

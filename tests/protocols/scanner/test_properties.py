@@ -17,7 +17,7 @@ from protocols.scanner.framing import ScanFramer, Terminator
 from protocols.scanner.gs1 import GS, SYMBOLOGIES, Gs1Scan, parse_scan
 from protocols.scanner.rules import meaning_of
 from tests.hostile_input import chunked, damaged
-from tracectl.decode import decode_barcode
+from tracectl.decode import decode_barcode, typed_label
 
 EVERYTHING = [ScanRule(meaning="receive", pattern="")]  # a rule that matches any text
 GS1_SYMBOLOGIES = [s for s, (_, reading) in SYMBOLOGIES.items() if reading == "gs1"]
@@ -145,7 +145,7 @@ def test_tracectl_decode_barcode_exits_0_only_for_gs1(text: str, symbology: str 
     label = (symbology or "") + text
     with contextlib.redirect_stdout(io.StringIO()) as out:
         code = decode_barcode(label, as_json=False)
-    expected = outcome(parse_scan(label.replace("<GS>", GS)))
+    expected = outcome(parse_scan(typed_label(label)))
     assert (code == 0) == (expected == "gs1"), out.getvalue()
     assert f"outcome: {expected}" in out.getvalue()
 
