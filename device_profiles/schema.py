@@ -365,8 +365,17 @@ def load_profile(path: Path) -> DeviceProfile:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ProfileError(str(path), [f"cannot read the file: {err.strerror}"]) from err
+    except UnicodeDecodeError as err:
+        raise ProfileError(
+            str(path),
+            [f"not UTF-8 text (byte {err.start}): save the file as UTF-8 in the editor"],
+        ) from err
     except yaml.YAMLError as err:
         raise ProfileError(str(path), [f"not valid YAML: {err}"]) from err
+    except ValueError as err:  # PyYAML builds 2020-13-45 as a date and lets that fail
+        raise ProfileError(str(path), [f"not valid YAML: a value is no date ({err})"]) from err
+    except RecursionError as err:  # PyYAML's composer recurses once per nesting level
+        raise ProfileError(str(path), ["not valid YAML: nested too deeply"]) from err
     profile = parse_profile(data, str(path))
     if isinstance(profile, OpcUaProfile):
         profile = _certificates_beside(profile, path.parent)

@@ -11,6 +11,7 @@ naming the JSON path and the reason; the caller stores nothing.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -95,12 +96,14 @@ def parse_json(body: bytes, limits: CaptureLimits) -> Document:
         raise InvalidDocument("$", f"nested deeper than {limits.max_depth} levels") from err
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InvalidDocument("$", f"not JSON: {err}") from err
+    except ValueError as err:  # an integer longer than Python's int-to-str limit (4300 digits)
+        raise InvalidDocument("$", f"a number in the document is too long: {err}") from err
     return check(data, limits)
 
 
 def check(data: Any, limits: CaptureLimits) -> Document:
     """The document's events, or InvalidDocument saying which path is wrong and why."""
-    check_depth(data, limits.max_depth)
+    check_shape(data, limits.max_depth)
     if not isinstance(data, dict):
         raise InvalidDocument("$", "an EPCISDocument or EPCISQueryDocument object is expected")
     kind = data.get("type")
@@ -250,12 +253,16 @@ def _reason(error: ValidationError, errors: list[ValidationError]) -> str:
     return error.message
 
 
-def check_depth(data: Any, max_depth: int) -> None:
+def check_shape(data: Any, max_depth: int) -> None:
+    """Nesting within `max_depth`, and only finite numbers: Python's json reads NaN,
+    Infinity and 1e400 (as infinity), which JSON proper and PostgreSQL's jsonb refuse."""
     stack: list[tuple[Any, int, str]] = [(data, 1, "$")]
     while stack:
         value, depth, path = stack.pop()
         if depth > max_depth:
             raise InvalidDocument(path, f"nested deeper than {max_depth} levels")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidDocument(path, f"{value} is not a finite number")
         if isinstance(value, dict):
             stack.extend((v, depth + 1, f"{path}.{k}") for k, v in value.items())
         elif isinstance(value, list):

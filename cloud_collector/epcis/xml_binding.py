@@ -268,6 +268,8 @@ def _parse_tree(body: bytes, limits: CaptureLimits) -> tuple[Element, dict[str, 
         ) from err
     except ParseError as err:
         raise InvalidDocument("$", f"not well-formed XML: {err}") from err
+    except (LookupError, ValueError) as err:  # expat: an encoding it does not know or handle
+        raise InvalidDocument("$", f"unreadable XML encoding ({err}): send UTF-8") from err
     if root is None:
         raise InvalidDocument("$", "empty XML document")
     return root, prefixes

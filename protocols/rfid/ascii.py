@@ -77,7 +77,7 @@ def parse_line(line: str) -> TagRecord:
     if "rssi" in fields:
         try:
             rssi = round(float(fields["rssi"]))
-        except ValueError as err:
+        except (ValueError, OverflowError) as err:  # OverflowError: inf, 1e999
             raise LineError(f"RSSI {fields['rssi']!r} is not a number") from err
         if not -120 <= rssi <= 0:
             raise LineError(f"RSSI {rssi} dBm is outside -120..0")

@@ -220,6 +220,8 @@ def tag_records(frame: Frame) -> list[TagRecord]:
         if len(data) < 6:
             return []  # the end-of-cycle summary of a synchronous read, or a keep-alive
         skip = 1 if data[0] & _OPTION_MULTI_SELECT == _OPTION_MULTI_SELECT else 0
+        if len(data) < skip + 6:
+            raise LayoutError("multi-select tag report ends inside its header")
         if not data[skip] & _OPTION_METADATA:
             raise LayoutError("streaming tag report without metadata flags")
         metadata = int.from_bytes(data[skip + 3 : skip + 5], "big")

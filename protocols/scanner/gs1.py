@@ -12,10 +12,19 @@ A scanner sends one of four things, and `parse_scan` tells them apart:
 Parsing is biip's; this module adds what the edge needs on top: one flat record per scan,
 a canonical text for scan rules to match, and problems reported in `errors` rather than
 raised, because a scan with a bad check digit is still a fact worth recording.
+
+What looks like GS1 data and is not well-formed GS1 data is a **misread**, never plain
+text: a partly read or misprinted label taken for a plain code could match a rule written
+for work orders or badges, and a wrong digit in a GTIN or SSCC names someone else's goods.
+A scan looks like GS1 data when it has a GS1 symbology identifier (]C1, ]d2, ]Q3, ]e0,
+]J1, ]E0, ]E4), a GS separator, starts with a bracketed AI `(01)`, starts with a complete
+SSCC or GTIN field (`00` + 18 digits, `01`/`02` + 14 digits), or is a web address whose
+path names a GS1 key (`/01/` followed by digits; see `_looks_like_digital_link`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass, field
@@ -61,9 +70,33 @@ GLN_ROLES: dict[str, str] = {
     "417": "party",
 }
 
-# Without a symbology identifier only these leading AIs make digits count as GS1 data: each
-# carries a check digit that must hold, so a plain number is not taken for a GTIN by chance.
-_LEADING_AIS = ("00", "01", "02")
+# Without a symbology identifier digits count as GS1 data only when they start with a whole
+# SSCC or GTIN field: nearly every number starts with some AI (12345678 with AI 12), but
+# a plain number that is 18 or 14 digits long right after 00, 01 or 02 is rare, while a GS1
+# label read with its identifier switched off is common. The key's check digit must then
+# hold, else the scan is a misread.
+_LEADING_KEY = re.compile(r"00[0-9]{18}|0[12][0-9]{14}")
+
+# The bracketed form: an AI of two to four digits in brackets at the start.
+_HRI_START = re.compile(r"\s*\([0-9]{2,4}\)")
+# ...and as a whole: (AI)value groups, every AI with a value and nothing in between. biip
+# skips what does not fit this (an empty `(10)`, a stray bracket), which would lose a field
+# without a word.
+_HRI_WHOLE = re.compile(r"(?:\([0-9]{2,4}\)[^()\s]+)+")
+
+# The primary keys a GS1 Digital Link URI path starts with (the same keys as biip's table
+# of primary identifiers).
+_DIGITAL_LINK_KEYS = "00|01|253|255|401|402|414|415|417|8003|8004|8006|8010|8013|8017|8018"
+# A key segment followed by the start of a GS1 company prefix (at least 6 digits): a web
+# address carrying a GS1 key, unlike a date in a path (`/2024/01/15/`) or `/01/manual`.
+_KEY_IN_PATH = re.compile(rf"/(?:{_DIGITAL_LINK_KEYS})/[0-9]{{6}}")
+# On GS1's own resolver any key segment counts, however short what follows.
+_GS1_RESOLVER = re.compile(r"https?://id\.gs1\.org(?::[0-9]+)?/", re.IGNORECASE)
+_KEY_SEGMENT = re.compile(rf"/(?:{_DIGITAL_LINK_KEYS})/")
+# biip pads a GTIN in a path with zeros to 14 digits whatever its length; only these
+# lengths are GTINs.
+_GTIN_IN_PATH = re.compile(r"/01/([^/?#]*)")
+_GTIN_LENGTHS = (8, 12, 13, 14)
 
 # Day 00 of a date AI means the last day of the month (GS1 General Specifications 3.4);
 # biip resolves it. Date checking is ours so that one bad date does not sink the scan.
@@ -81,7 +114,8 @@ class Gs1Scan:
     (symbology identifier removed).
 
     Fields are filled whatever the check digits say; `check_digits_ok` and `errors` say
-    whether to trust them.
+    whether to trust them. A scan with errors is a misread (`misread` gives the reason):
+    no scan rule matches it.
     """
 
     raw: str
@@ -101,8 +135,15 @@ class Gs1Scan:
     errors: list[str] = field(default_factory=list)
 
     @property
+    def misread(self) -> str | None:
+        """Why this scan, which looks like GS1 data, is not well-formed GS1 data; None for
+        well-formed GS1 data and for plain text."""
+        return "; ".join(self.errors) if self.errors else None
+
+    @property
     def is_gs1(self) -> bool:
-        return bool(self.ais)
+        """Well-formed GS1 data: read, every check digit and date holds."""
+        return bool(self.ais) and not self.errors
 
 
 def split_symbology(text: str) -> tuple[str | None, str]:
@@ -120,44 +161,56 @@ def parse_scan(text: str, symbology: str | None = None) -> Gs1Scan:
     reading = SYMBOLOGIES.get(symbology or "", ("", "text"))[1]
     data = text.strip(GS)  # a leading GS is FNC1 in first position, sent by some scanners
 
-    if re.match(r"https?://", data, re.IGNORECASE):
+    web_address = re.match(r"https?://", data, re.IGNORECASE) is not None
+    if web_address and _looks_like_digital_link(data):
         return _digital_link(text, data)
     if reading == "gtin":
         return _bare_gtin(text, data)
     if reading == "gs1":
-        return _element_string(text, data, strict=True)
-    if re.match(r"\(\d{2,4}\)", data):
+        return _element_string(text, data)
+    if _HRI_START.match(data):
         return _hri(text, data)
-    if GS in data:
-        return _element_string(text, data, strict=True)
-    if symbology is None and data.startswith(_LEADING_AIS) and data.isascii():
-        return _element_string(text, data, strict=False)
+    if GS in data or text.startswith(GS):  # FNC1 sent as GS: between fields or in front
+        return _element_string(text, data)
+    if web_address:
+        return Gs1Scan(raw=text, text=text, kind="plain")  # a web address, not GS1 data
+    if symbology is None and _LEADING_KEY.match(data):
+        return _element_string(text, data)
     return Gs1Scan(raw=text, text=text, kind="plain")
 
 
-def _element_string(raw: str, data: str, *, strict: bool) -> Gs1Scan:
+def _looks_like_digital_link(url: str) -> bool:
+    if _KEY_IN_PATH.search(url):
+        return True
+    return bool(_GS1_RESOLVER.match(url) and _KEY_SEGMENT.search(url))
+
+
+def _element_string(raw: str, data: str) -> Gs1Scan:
     try:
         message = GS1Message.parse(data, config=_CONFIG)
     except ParseError as err:
-        if not strict:
-            return Gs1Scan(raw=raw, text=raw, kind="plain")
         return _unreadable(
             raw,
             "element_string",
             f"not a valid GS1 element string ({err}): check that the scanner sends FNC1 "
             "as GS (0x1D) and rescan",
         )
-    scan = _from_elements(raw, "element_string", list(message.element_strings))
-    if not strict and not scan.check_digits_ok:
-        # Digits that happen to start like a GTIN or SSCC but fail its check digit are far
-        # more likely a plain number than a damaged GS1 label with no symbology identifier.
-        return Gs1Scan(raw=raw, text=raw, kind="plain")
-    return scan
+    return _from_elements(raw, "element_string", list(message.element_strings))
 
 
 def _hri(raw: str, data: str) -> Gs1Scan:
+    # Spaces around the brackets are how labels print it; spaces inside a value are not
+    # GS1 characters.
+    compact = re.sub(r"\s*([()])\s*", r"\1", data.strip())
+    if not _HRI_WHOLE.fullmatch(compact):
+        return _unreadable(
+            raw,
+            "hri",
+            "not a valid bracketed GS1 string: expected (AI)value groups such as "
+            "(01)09501101530003(10)LOT-7, each AI followed by its value",
+        )
     try:
-        message = GS1Message.parse_hri(data, config=_CONFIG)
+        message = GS1Message.parse_hri(compact, config=_CONFIG)
     except ParseError as err:
         return _unreadable(raw, "hri", f"not a valid bracketed GS1 string ({err})")
     return _from_elements(raw, "hri", list(message.element_strings))
@@ -166,11 +219,18 @@ def _hri(raw: str, data: str) -> Gs1Scan:
 def _digital_link(raw: str, data: str) -> Gs1Scan:
     try:
         uri = GS1DigitalLinkURI.parse(data, config=_CONFIG)
-    except ParseError as err:
-        if "primary identifier" in str(err):
-            return Gs1Scan(raw=raw, text=raw, kind="plain")  # a web address, not GS1 data
+    except (ParseError, ValueError) as err:  # ValueError: urlsplit refuses the address
         return _unreadable(raw, "digital_link", f"not a valid GS1 Digital Link URI ({err})")
-    return _from_elements(raw, "digital_link", list(uri.element_strings))
+    scan = _from_elements(raw, "digital_link", list(uri.element_strings))
+    gtin = _GTIN_IN_PATH.search(data)
+    if gtin is not None and len(gtin.group(1)) not in _GTIN_LENGTHS:
+        short = (
+            f"AI 01 (GTIN) {gtin.group(1)!r} in the web address has {len(gtin.group(1))} "
+            "characters: a GTIN has 8, 12, 13 or 14 digits: rescan; if it repeats, the "
+            "label is misprinted"
+        )
+        return dataclasses.replace(scan, errors=[*scan.errors, short])
+    return scan
 
 
 def _bare_gtin(raw: str, data: str) -> Gs1Scan:
@@ -188,6 +248,8 @@ def _unreadable(raw: str, kind: Kind, error: str) -> Gs1Scan:
 
 
 def _from_elements(raw: str, kind: Kind, elements: list[GS1ElementString]) -> Gs1Scan:
+    if not elements:  # biip reads "" (a GS1 identifier with nothing after it) as no data
+        return _unreadable(raw, kind, "not a valid GS1 element string: it holds no data: rescan")
     ais: dict[str, str] = {}
     errors: list[str] = []
     check_digits_ok = True
@@ -202,6 +264,12 @@ def _from_elements(raw: str, kind: Kind, elements: list[GS1ElementString]) -> Gs
                 )
             continue
         ais[ai] = value
+        if not value:  # biip lets AI 30, 7004 and 8003's optional parts be empty
+            errors.append(
+                f"AI {ai} ({element.ai.data_title}) has no value: rescan; if it repeats, "
+                "the label is misprinted"
+            )
+            continue
         bad_digit = _check_digit_error(element)
         if bad_digit is not None:
             check_digits_ok = False
@@ -224,7 +292,7 @@ def _from_elements(raw: str, kind: Kind, elements: list[GS1ElementString]) -> Gs
         serial=ais.get("21"),
         expiry=expiry,
         sscc=ais.get("00"),
-        quantity=int(quantity) if quantity is not None else None,
+        quantity=int(quantity) if quantity else None,
         glns={role: ais[ai] for ai, role in GLN_ROLES.items() if ai in ais},
         purchase_order=ais.get("400"),
         shipment_id=ais.get("402"),

@@ -43,3 +43,36 @@ def test_a_gs1_128_label_with_a_typed_separator(capsys: pytest.CaptureFixture[st
 def test_a_wrong_check_digit_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(capsys, "barcode", "(01)09506000134353(10)X")
     assert code == 1 and "check_digits_ok: False" in out
+
+
+@pytest.mark.parametrize(
+    ("label", "reason"),
+    [
+        ("0112345678901234", "check digit 4 is wrong, expected 1"),  # no AIM identifier
+        ("]C10109506000134352LOT", "not a valid GS1 element string"),
+        ("(01)09506000134352(10)", "each AI followed by its value"),
+        ("https://id.gs1.org/01/0950600013435X", "not a valid GS1 Digital Link URI"),
+        ("]C1010950600013435217270231", "'270231' is not a date"),
+    ],
+)
+def test_a_misread_says_why_and_fails(
+    capsys: pytest.CaptureFixture[str], label: str, reason: str
+) -> None:
+    code, out = run(capsys, "barcode", label, "--json")
+    fields = json.loads(out)
+    assert code == 1
+    assert fields["outcome"] == "misread" and reason in fields["reason"]
+
+
+@pytest.mark.parametrize("label", ["WO-12345", "]C0WO-12345", "https://example.com/manual"])
+def test_plain_text_is_not_gs1_data_and_fails(
+    capsys: pytest.CaptureFixture[str], label: str
+) -> None:
+    code, out = run(capsys, "barcode", label)
+    assert code == 1
+    assert "outcome: plain" in out and "not GS1 data" in out
+
+
+def test_well_formed_gs1_data_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "barcode", "https://id.gs1.org/01/09506000134352/10/FLOUR7")
+    assert code == 0 and "outcome: gs1" in out and "reason" not in out

@@ -18,12 +18,27 @@ def test_case(case: dict[str, Any]) -> None:
     scan = parse_scan(case["input"], case.get("symbology"))
     expected = dict(case["expected"])
     fragments = expected.pop("errors", None)
+    misread = expected.pop("misread", "unchecked")
     got = {key: getattr(scan, key) for key in expected}
     assert got == expected, scan
     if fragments is not None:
         assert len(scan.errors) == len(fragments), scan.errors
         for error, fragment in zip(scan.errors, fragments, strict=True):
             assert fragment in error
+    if misread is None:
+        assert scan.misread is None, scan
+    elif misread != "unchecked":
+        assert scan.misread is not None and misread in scan.misread, scan
+        assert not scan.is_gs1
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_a_scan_is_gs1_plain_or_a_misread(case: dict[str, Any]) -> None:
+    scan = parse_scan(case["input"], case.get("symbology"))
+    if scan.kind == "plain":
+        assert (scan.ais, scan.errors, scan.misread) == ({}, [], None)
+    else:
+        assert scan.is_gs1 != (scan.misread is not None), scan
 
 
 def test_errors_say_what_to_do() -> None:
@@ -46,6 +61,12 @@ def test_a_plain_scan_is_gs1_only_when_it_has_ais() -> None:
     assert not parse_scan("WO-1").is_gs1
     assert parse_scan("]C100106141410000000125").is_gs1
     assert isinstance(parse_scan("x"), Gs1Scan)
+
+
+def test_a_misread_is_not_gs1_data_and_says_why() -> None:
+    scan = parse_scan("]C100106141410000000126")
+    assert scan.ais and not scan.is_gs1
+    assert scan.misread is not None and "check digit 6 is wrong, expected 5" in scan.misread
 
 
 @pytest.mark.parametrize(
