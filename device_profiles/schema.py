@@ -360,22 +360,34 @@ def parse_profile(data: object, source: str = "<profile>") -> DeviceProfile:
         raise ProfileError(source, problems) from err
 
 
-def load_profile(path: Path) -> DeviceProfile:
+class UnreadableYaml(Exception):
+    """A technician's YAML file (a profile, a site file) that cannot be read as YAML; the
+    message says why and what to do."""
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in `path`; UnreadableYaml whatever PyYAML or the file throws."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise ProfileError(str(path), [f"cannot read the file: {err.strerror}"]) from err
+        raise UnreadableYaml(f"cannot read the file: {err.strerror}") from err
     except UnicodeDecodeError as err:
-        raise ProfileError(
-            str(path),
-            [f"not UTF-8 text (byte {err.start}): save the file as UTF-8 in the editor"],
+        raise UnreadableYaml(
+            f"not UTF-8 text (byte {err.start}): save the file as UTF-8 in the editor"
         ) from err
     except yaml.YAMLError as err:
-        raise ProfileError(str(path), [f"not valid YAML: {err}"]) from err
+        raise UnreadableYaml(f"not valid YAML: {err}") from err
     except ValueError as err:  # PyYAML builds 2020-13-45 as a date and lets that fail
-        raise ProfileError(str(path), [f"not valid YAML: a value is no date ({err})"]) from err
+        raise UnreadableYaml(f"not valid YAML: a value is no date ({err})") from err
     except RecursionError as err:  # PyYAML's composer recurses once per nesting level
-        raise ProfileError(str(path), ["not valid YAML: nested too deeply"]) from err
+        raise UnreadableYaml("not valid YAML: nested too deeply") from err
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    try:
+        data = read_yaml(path)
+    except UnreadableYaml as err:
+        raise ProfileError(str(path), [str(err)]) from err
     profile = parse_profile(data, str(path))
     if isinstance(profile, OpcUaProfile):
         profile = _certificates_beside(profile, path.parent)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from device_profiles.schema import (
@@ -18,8 +17,10 @@ from device_profiles.schema import (
     ModbusTcpProfile,
     OpcUaProfile,
     ProfileError,
+    UnreadableYaml,
     load_profile,
     parse_profile,
+    read_yaml,
 )
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -90,12 +91,9 @@ class Site:
 
 def load_site(path: Path) -> Site:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        config = SiteConfig.model_validate(raw)
-    except OSError as err:
-        raise SiteError([f"{path}: cannot read the file: {err.strerror}"]) from err
-    except yaml.YAMLError as err:
-        raise SiteError([f"{path}: not valid YAML: {err}"]) from err
+        config = SiteConfig.model_validate(read_yaml(path))
+    except UnreadableYaml as err:
+        raise SiteError([f"{path}: {err}"]) from err
     except ValidationError as err:
         raise SiteError(
             [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
