@@ -51,7 +51,9 @@ class ScanCounters:
     unmatched: int = 0  # no rule of the profile matched: logged, not an event
     misplaced: int = 0  # a line meaning at a dock or the reverse: the profile is wrong
     refused: int = 0  # what the scan names, the message contract refuses (too long, ...)
+    misread: int = 0  # looked like GS1 data but is not well-formed: never matched to a rule
     last_unmatched: list[str] = field(default_factory=list)
+    last_misread: list[str] = field(default_factory=list)
     last_refused: list[str] = field(default_factory=list)
 
 
@@ -87,8 +89,15 @@ class ScanStation:
                     )
 
     def _one(self, scan: Scan) -> None:
-        rule = meaning_of(scan.gs1, self.profile.rules)
         device, at, gs1, here = self.profile.name, scan.time, scan.gs1, self.station_id
+        if gs1.misread is not None:
+            # A damaged label is not a work order or a badge: the operator must scan again.
+            self.counters.misread += 1
+            seen = f"{scan.text}: {gs1.misread}"[:500]
+            self.counters.last_misread = [*self.counters.last_misread[-9:], seen]
+            log.warning("%s: misread %r: %s (scan it again)", device, scan.text, gs1.misread)
+            return
+        rule = meaning_of(gs1, self.profile.rules)
         if rule is None:
             self.counters.unmatched += 1
             self.counters.last_unmatched = [*self.counters.last_unmatched[-9:], scan.text]

@@ -70,3 +70,14 @@ def test_a_document_id_the_contract_refuses_never_binds_the_door(stations: Stati
     assert dock.counters.refused == 1 and "document id" in dock.counters.last_refused[0]
     bound = stations.document("dock-3")
     assert bound is not None and bound.doc_id == "PO-123"  # the earlier binding stands
+
+
+def test_a_gs1_label_with_a_wrong_check_digit_is_a_misread_not_an_unmatched_code(
+    stations: Stations,
+) -> None:
+    line = ScanStation(stations, "line-1", False, profile("scanner-line-station.yaml"))
+    line([scan("WO-1"), scan("]C1010950600013435310LOT-7"), scan("WO-2")])
+    assert line.counters.misread == 1 and line.counters.unmatched == 0
+    assert "check digit" in line.counters.last_misread[0]
+    got = [(e["kind"], e["batch"]) for e in events(stations) if e["kind"].startswith("batch")]
+    assert got == [("batch_started", "WO-1"), ("batch_ended", "WO-1"), ("batch_started", "WO-2")]
