@@ -45,7 +45,10 @@ def test_an_ack_with_runs_refuses_exactly_them() -> None:
     ("changes", "reason"),
     [
         ({"first_seq": 20}, "first_seq 20 is after last_seq 19"),
-        ({"refusals": [{"first_seq": 12, "last_seq": 12, "reason": "a"}]}, "refusals are listed but refused"),
+        (
+            {"refusals": [{"first_seq": 12, "last_seq": 12, "reason": "a"}]},
+            "refusals are listed but refused",
+        ),
         (
             {"refused": "x", "refusals": [{"first_seq": 9, "last_seq": 12, "reason": "a"}]},
             "not a sorted, disjoint run within 10..19",
