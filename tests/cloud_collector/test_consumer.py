@@ -19,7 +19,14 @@ from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
 from protocols.mqtt.contract import Ack
-from tests.conftest import RunningCollector, Services, free_port, now_true, until
+from tests.conftest import (
+    MosquittoProcess,
+    RunningCollector,
+    Services,
+    free_port,
+    now_true,
+    until,
+)
 
 
 async def test_garbage_then_valid_message(services: Services, collector: RunningCollector) -> None:
@@ -169,6 +176,7 @@ async def test_an_unreachable_database_is_reported_and_retried(
         update={
             "database_url": f"postgresql://trace@127.0.0.1:{free_port()}/nowhere",
             "collector_id": f"collector-nodb-{uuid.uuid4().hex[:6]}",
+            "share_group": f"collector-nodb-{uuid.uuid4().hex[:6]}",
         }
     )
     counters = IngestCounters()
@@ -187,11 +195,13 @@ async def test_an_unreachable_database_is_reported_and_retried(
 
 
 async def test_a_consumer_that_fails_is_restarted_and_the_failure_recorded(
-    collector_settings: CollectorSettings, monkeypatch: pytest.MonkeyPatch
+    collector_settings: CollectorSettings,
+    private_broker: MosquittoProcess,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = collector_settings.model_copy(
-        update={"collector_id": f"collector-restart-{uuid.uuid4().hex[:6]}"}
-    )
+    # A broker of its own: a session left in the shared group would take its share of the
+    # other tests' messages once this consumer is gone.
+    settings = collector_settings.model_copy(update={"mqtt": private_broker.broker})
     real = consumer._consume
     failures = iter([RuntimeError("injected consumer failure")])
 
