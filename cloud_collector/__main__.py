@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import uvicorn
 
@@ -14,11 +18,41 @@ from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.migrate import migrate
 from cloud_collector.settings import CollectorSettings
 
+log = logging.getLogger("cloud_collector")
 
-async def serve(settings: CollectorSettings) -> None:
-    """Consumer, API and the percentiles of ended batches in one event loop; any of them
-    failing stops the process."""
-    counters = IngestCounters()
+
+async def supervised(
+    name: str,
+    start: Callable[[], Coroutine[Any, Any, None]],
+    crashed: Callable[[BaseException], None] | None = None,
+) -> None:
+    """Run `start()` until cancelled, starting it again with backoff whenever it ends or
+    fails: a background task never takes the process (and its API) down with it."""
+    delay = 0.5
+    while True:
+        try:
+            await start()
+            log.error("%s ended; starting it again in %.1fs", name, delay)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.exception("%s failed; starting it again in %.1fs", name, delay)
+            if crashed is not None:
+                crashed(err)
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 60.0)
+
+
+async def serve(settings: CollectorSettings, counters: IngestCounters | None = None) -> None:
+    """The HTTP API, with the consumer and the percentiles of ended batches beside it in
+    one event loop. The process lives as long as its API: the others are supervised and
+    restarted, their state visible on /healthz, and never stop the API."""
+    counters = counters or IngestCounters()
+
+    def consumer_crashed(err: BaseException) -> None:
+        counters.restarts += 1
+        counters.last_error = f"consumer failed: {type(err).__name__}: {err}"
+
     config = uvicorn.Config(
         create_app(settings, counters),
         host=settings.api_host,
@@ -27,17 +61,26 @@ async def serve(settings: CollectorSettings) -> None:
         **server_options(settings),
     )
     server = uvicorn.Server(config)
-    consumer = asyncio.create_task(run_consumer(settings, counters), name="mqtt-consumer")
-    api = asyncio.create_task(server.serve(), name="http-api")
-    percentiles = asyncio.create_task(
-        rollups.keep_percentiles(settings.database_url), name="batch-percentiles"
-    )
-    tasks = {consumer, api, percentiles}
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in tasks:
-        task.cancel()
-    for task in done:
-        task.result()
+    background = [
+        asyncio.create_task(
+            supervised("mqtt-consumer", lambda: run_consumer(settings, counters), consumer_crashed),
+            name="mqtt-consumer",
+        ),
+        asyncio.create_task(
+            supervised(
+                "batch-percentiles", lambda: rollups.keep_percentiles(settings.database_url)
+            ),
+            name="batch-percentiles",
+        ),
+    ]
+    try:
+        await server.serve()
+    finally:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,9 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     settings = CollectorSettings()
     applied = migrate(settings.database_url)
-    logging.getLogger("cloud_collector").info(
-        "schema up to date (applied now: %s)", applied or "none"
-    )
+    log.info("schema up to date (applied now: %s)", applied or "none")
     if args.command == "run":
         asyncio.run(serve(settings))
 

@@ -1,30 +1,42 @@
-"""Validate one MQTT message and commit it idempotently, or dead-letter it with the reason.
+"""Validate one MQTT message and commit it idempotently; refuse what can never be committed
+as sent, and dead-letter what cannot even be read, each with the reason.
 
 The rows, the batch bookkeeping and the record of the committed sequence range go into the
 database in one transaction; only after it commits does the caller publish the ack. A
-resend of anything already committed inserts nothing and is acknowledged again.
+resend of anything already committed inserts nothing and is acknowledged again; a resend
+that differs from what was committed under its numbers is refused (see resends.py).
+
+No message can stop ingest. Whatever fails while one message is handled (a record the
+contract refuses, a time too far past the collector's clock, a value the database will not
+take, a bug) rolls back that message, and the failure is narrowed to the records that
+cause it: those are refused in the ack (the edge quarantines them) and the message is
+kept in the dead-letter store; every other record of it is committed. Only an unavailable
+database (connection lost, server shutting down, out of resources, a deadlock) is raised
+to the caller: no ack, the consumer reconnects and the edge resends.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg.types.json import Jsonb
-from pydantic import ValidationError
 
-from cloud_collector import genealogy, rollups
-from protocols.mqtt import topics
+from cloud_collector import dead_letters, genealogy, resends, rollups
+from cloud_collector.messages import MAX_MESSAGE_BYTES, Message, Rejected, read, refuse_future
 from protocols.mqtt.contract import (
+    MAX_REFUSALS,
     Ack,
     BatchEvent,
     DeviceEvent,
-    Envelope,
     ObjectEventRecord,
     Reading,
     ReadingsDropped,
+    Record,
+    Refusal,
     TagSpecs,
     TransformationEventRecord,
 )
@@ -136,9 +148,6 @@ insert into tag_specs (device, tag, unit, low, high) values (%s, %s, %s, %s, %s)
 on conflict (device, tag) do update set unit = excluded.unit, low = excluded.low,
     high = excluded.high, updated_at = now()
 """
-_HIGH_WATER = """
-select high_water, high_water_time from edge_streams where stream_id = %s for update
-"""
 _GAPS_OVERLAPPING = """
 delete from sequence_gaps where stream_id = %s and first_missing <= %s and last_missing >= %s
 returning first_missing, last_missing, before_time, after_time
@@ -154,56 +163,63 @@ _COMMIT_RECORD = """
 insert into stream_commits (stream_id, first_seq, last_seq, records, inserted)
 values (%s, %s, %s, %s, %s)
 """
-_DEAD_LETTER = """
-insert into dead_letters (topic, edge_id, reason, payload) values (%s, %s, %s, %s)
+_HIGH_WATER_FOR_UPDATE = """
+select high_water, high_water_time from edge_streams where stream_id = %s for update
 """
+_CLEAR_STAGING = "delete from readings_in"
+
+# A reading committed this long after it was taken is marked as backfill (an outage drained).
+BACKFILL_AFTER = timedelta(seconds=60)
+# A record dated further than this past the collector's clock is refused (TRACE_MAX_SKEW_S).
+MAX_SKEW = timedelta(minutes=5)
+
+# SQLSTATE classes that say the database cannot be used now, whatever the message: a lost
+# connection (08), a deadlock or serialization failure (40), no resources (53), lock not
+# available (55P03), shutdown or cancel (57), a system error (58). Anything else is the
+# message's own fault and is refused, never retried.
+_UNAVAILABLE = ("08", "40", "53", "55P03", "57", "58")
 
 
-class Rejected(Exception):
-    """A message that can never be ingested as it is; it goes to the dead-letter store."""
+class EventIdTaken(Exception):
+    """A new record names an event id that another committed event has."""
 
-    def __init__(self, reason: str, edge_id: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.edge_id = edge_id
+
+class _TooManyRefusals(Exception):
+    """More separate runs of refused records than one ack may list."""
+
+
+def unavailable(err: BaseException, conn: psycopg.AsyncConnection) -> bool:
+    """True when `err` means the database cannot be used now (no ack; the edge resends),
+    False when the message is at fault (it is refused or dead-lettered)."""
+    if conn.broken or conn.closed or isinstance(err, psycopg.InterfaceError):
+        return True
+    if isinstance(err, psycopg.OperationalError):
+        return err.sqlstate is None or err.sqlstate.startswith(_UNAVAILABLE)
+    return False
 
 
 @dataclass(frozen=True)
 class Outcome:
-    ack: Ack | None  # None when the message was dead-lettered
+    ack: Ack | None  # None when the message was only dead-lettered (no range to answer)
     inserted: int = 0
-    reason: str | None = None
+    reason: str | None = None  # why it was dead-lettered, or why records were refused
+    refused: int = 0  # records refused in the ack
+    conflicts: int = 0  # of them, resends that differ from what was committed
 
 
-def parse(topic: str, payload: bytes) -> Envelope:
-    """The envelope in `payload`, checked against its topic; Rejected says why not."""
-    try:
-        edge_id, stream = topics.parse_data(topic)
-    except ValueError as err:
-        raise Rejected(str(err)) from err
-    try:
-        envelope = Envelope.model_validate_json(payload)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['msg']}"
-            for e in err.errors()[:10]
-        )
-        raise Rejected(f"invalid {stream} message: {problems}", edge_id) from err
-    if envelope.edge_id != edge_id:
-        raise Rejected(
-            f"payload edge_id {envelope.edge_id!r} does not match topic edge {edge_id!r}: "
-            "an edge may publish only under its own topic",
-            edge_id,
-        )
-    if envelope.stream != stream:
-        raise Rejected(
-            f"payload stream {envelope.stream!r} does not match topic stream {stream!r}", edge_id
-        )
-    return envelope
+@dataclass(frozen=True)
+class _Context:
+    received: datetime
+    backfill_before: datetime
+    ids: dict[str, str]
 
 
-# A reading committed this long after it was taken is marked as backfill (an outage drained).
-BACKFILL_AFTER = timedelta(seconds=60)
+@dataclass
+class _Settled:
+    inserted: int
+    refused: dict[int, str]
+    conflicts: int = 0
+    whole: str | None = None  # the whole message is refused, for this reason
 
 
 async def ingest(
@@ -211,25 +227,255 @@ async def ingest(
     topic: str,
     payload: bytes,
     backfill_after: timedelta = BACKFILL_AFTER,
+    *,
+    max_skew: timedelta = MAX_SKEW,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Outcome:
-    """Commit one message. Database errors propagate (no ack: the edge will resend)."""
+    """Settle one message: commit it, refuse what of it can never be committed as sent,
+    or dead-letter it. Raises only when the database is unavailable (see `unavailable`):
+    then nothing is acknowledged and the edge resends."""
     try:
-        envelope = parse(topic, payload)
+        message = read(topic, payload, max_bytes)
     except Rejected as rejected:
-        await dead_letter(conn, topic, payload, rejected.reason, rejected.edge_id)
+        await dead_letters.keep(
+            conn, topic, payload, rejected.reason, rejected.edge_id, max_bytes=max_bytes
+        )
         return Outcome(ack=None, reason=rejected.reason)
     received = datetime.now(UTC)
-    async with conn.transaction():
-        inserted = await _commit(conn, envelope, received, received - backfill_after)
+    refuse_future(message, received + max_skew, max_skew)
+    ids = {"edge": message.edge_id, "stream": message.stream, "epoch": message.epoch}
+    settled = await _settle(conn, message, _Context(received, received - backfill_after, ids))
+    runs = _refusal_runs(settled.refused)
+    summary: str | None
+    if settled.whole is not None:
+        summary, runs = settled.whole, []
+        refused = len(message.records)
+    else:
+        refused = len(settled.refused)
+        summary = _summary(runs, refused, len(message.records)) if runs else None
     ack = Ack(
-        edge_id=envelope.edge_id,
-        stream=envelope.stream,
-        epoch=envelope.epoch,
-        first_seq=envelope.first_seq,
-        last_seq=envelope.last_seq,
-        duplicate=inserted == 0,
+        edge_id=message.edge_id,
+        stream=message.stream,
+        epoch=message.epoch,
+        first_seq=message.first_seq,
+        last_seq=message.last_seq,
+        duplicate=settled.inserted == 0 and summary is None,
+        refused=dead_letters.storable(summary, 2000) if summary else None,
+        refusals=[
+            Refusal(first_seq=r.first_seq, last_seq=r.last_seq, reason=r.reason) for r in runs
+        ],
     )
-    return Outcome(ack=ack, inserted=inserted)
+    if summary is not None:
+        await dead_letters.keep(
+            conn, topic, payload, summary, message.edge_id, message.where, refused=True
+        )
+    return Outcome(ack, settled.inserted, summary, refused, settled.conflicts)
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return dead_letters.storable(f"{type(err).__name__}: {text}", 500)
+
+
+async def _settle(conn: psycopg.AsyncConnection, message: Message, ctx: _Context) -> _Settled:
+    """Commit the message in one transaction; if that fails for a reason of the message's
+    own, commit again narrowing the failure down to the records that cause it (each tried
+    alone under a savepoint). Only what no record can be blamed for refuses it whole."""
+    try:
+        async with conn.transaction():
+            return await _commit(conn, message, ctx, isolate=False)
+    except Exception as err:
+        if unavailable(err, conn):
+            raise
+        if isinstance(err, _TooManyRefusals):
+            return _Settled(0, {}, whole=str(err))
+        log.warning(
+            "message %s/%s/%s %d..%d failed (%s): finding the records at fault",
+            message.edge_id,
+            message.stream,
+            message.epoch,
+            message.first_seq,
+            message.last_seq,
+            _describe(err),
+        )
+    try:
+        async with conn.transaction():
+            return await _commit(conn, message, ctx, isolate=True)
+    except Exception as err:
+        if unavailable(err, conn):
+            raise
+        log.exception(
+            "message %s/%s/%s %d..%d cannot be committed; refused whole",
+            message.edge_id,
+            message.stream,
+            message.epoch,
+            message.first_seq,
+            message.last_seq,
+        )
+        if isinstance(err, _TooManyRefusals):
+            return _Settled(0, {}, whole=str(err))
+        return _Settled(0, {}, whole=f"the collector could not commit it: {_describe(err)}")
+
+
+def _refusal_runs(refused: dict[int, str]) -> list[Refusal]:
+    """Refused seqs as runs of consecutive numbers with the same reason."""
+    runs: list[Refusal] = []
+    for seq in sorted(refused):
+        reason = dead_letters.storable(refused[seq], 2000)
+        if runs and runs[-1].last_seq == seq - 1 and runs[-1].reason == reason:
+            runs[-1] = Refusal(first_seq=runs[-1].first_seq, last_seq=seq, reason=reason)
+        else:
+            runs.append(Refusal(first_seq=seq, last_seq=seq, reason=reason))
+    return runs
+
+
+def _check_refusal_runs(refused: dict[int, str]) -> None:
+    if len(refused) > MAX_REFUSALS and len(_refusal_runs(refused)) > MAX_REFUSALS:
+        raise _TooManyRefusals(
+            f"{len(refused)} records refused in more than {MAX_REFUSALS} separate runs, more "
+            f"than one ack may list: the whole message is refused; first: "
+            f"{refused[min(refused)]}"
+        )
+
+
+def _summary(runs: list[Refusal], refused: int, total: int) -> str:
+    parts = [
+        f"seq {r.first_seq}"
+        + (f"..{r.last_seq}" if r.last_seq != r.first_seq else "")
+        + f": {r.reason}"
+        for r in runs
+    ]
+    return f"{refused} of {total} records refused: " + "; ".join(parts)
+
+
+async def _commit(
+    conn: psycopg.AsyncConnection, message: Message, ctx: _Context, isolate: bool
+) -> _Settled:
+    stream_id = await _stream_id(conn, ctx.ids)
+    # Taken first and held to the end: the comparison with what is committed and the
+    # commit itself see the same high-water mark, whichever collector runs them.
+    row = await (await conn.execute(_HIGH_WATER_FOR_UPDATE, (stream_id,))).fetchone()
+    high_water, high_water_time = (int(row[0]), row[1]) if row else (-1, None)
+    refused = dict(message.refused)
+    valid = [r for r in message.records if r is not None and r.seq not in refused]
+    duplicates: set[int] = set()
+    conflicts = 0
+    if message.first_seq <= high_water:
+        below = [r for r in valid if r.seq <= high_water]
+        comparison = await resends.compare(conn, stream_id, below)
+        duplicates = comparison.duplicates
+        conflicts = len(comparison.conflicts)
+        for seq in comparison.conflicts:
+            refused[seq] = resends.CONFLICT_REASON
+        if conflicts:
+            log.error(
+                "CONFLICT: %d records of %s/%s/%s %d..%d differ from what was committed under "
+                "their numbers; refused and kept with both versions (record_conflicts)",
+                conflicts,
+                message.edge_id,
+                message.stream,
+                message.epoch,
+                message.first_seq,
+                message.last_seq,
+            )
+    _check_refusal_runs(refused)
+    fresh = [r for r in valid if r.seq not in refused and r.seq not in duplicates]
+    if isolate:
+        inserted = await _insert_isolating(conn, fresh, stream_id, ctx, refused)
+    else:
+        inserted = await _insert(conn, fresh, stream_id, ctx)
+    for position, (first, last) in enumerate(_committed_runs(message.records, refused)):
+        # The message's inserted count goes with its first committed run.
+        count = last.seq - first.seq + 1
+        await conn.execute(
+            _COMMIT_RECORD,
+            (stream_id, first.seq, last.seq, count, inserted if position == 0 else 0),
+        )
+        high_water, high_water_time = await _track_gaps(
+            conn, stream_id, first, last, high_water, high_water_time
+        )
+    return _Settled(inserted, refused, conflicts)
+
+
+def _committed_runs(
+    records: Sequence[Record | None], refused: dict[int, str]
+) -> list[tuple[Record, Record]]:
+    runs: list[tuple[Record, Record]] = []
+    start: Record | None = None
+    previous: Record | None = None
+    for record in records:
+        if record is None or record.seq in refused:
+            if start is not None and previous is not None:
+                runs.append((start, previous))
+            start = previous = None
+            continue
+        start = start or record
+        previous = record
+    if start is not None and previous is not None:
+        runs.append((start, previous))
+    return runs
+
+
+async def _insert(
+    conn: psycopg.AsyncConnection,
+    records: Sequence[Record],
+    stream_id: int,
+    ctx: _Context,
+    clear_staging: bool = False,
+) -> int:
+    readings = [r for r in records if isinstance(r, Reading)]
+    inserted = 0
+    if readings:
+        inserted += await _copy_readings(
+            conn, readings, stream_id, ctx.received, ctx.backfill_before, ctx.ids, clear_staging
+        )
+    params: dict[str, object] = {"stream_id": stream_id, "received": ctx.received, **ctx.ids}
+    for record in records:
+        if not isinstance(record, Reading):
+            inserted += await _insert_event(conn, record, params)
+    return inserted
+
+
+async def _insert_isolating(
+    conn: psycopg.AsyncConnection,
+    records: Sequence[Record],
+    stream_id: int,
+    ctx: _Context,
+    refused: dict[int, str],
+) -> int:
+    """Insert `records`, each half that fails split again under its own savepoint until
+    the records at fault stand alone: those are refused, all others inserted."""
+    inserted = 0
+
+    async def attempt(chunk: Sequence[Record]) -> None:
+        nonlocal inserted
+        if not chunk:
+            return
+        try:
+            async with conn.transaction():  # a savepoint within the message's transaction
+                count = await _insert(conn, chunk, stream_id, ctx, clear_staging=True)
+            inserted += count
+        except Exception as err:
+            if unavailable(err, conn):
+                raise
+            if len(chunk) > 1:
+                middle = len(chunk) // 2
+                await attempt(chunk[:middle])
+                await attempt(chunk[middle:])
+                return
+            log.error(
+                "record %s of %s/%s/%s refused: %s",
+                chunk[0].seq,
+                ctx.ids["edge"],
+                ctx.ids["stream"],
+                ctx.ids["epoch"],
+                _describe(err),
+            )
+            refused[chunk[0].seq] = f"the collector could not commit it: {_describe(err)}"
+            _check_refusal_runs(refused)
+
+    await attempt(records)
+    return inserted
 
 
 async def _stream_id(conn: psycopg.AsyncConnection, ids: dict[str, str]) -> int:
@@ -247,8 +493,11 @@ async def _copy_readings(
     received: datetime,
     backfill_before: datetime,
     ids: dict[str, str],
+    clear_staging: bool = False,
 ) -> int:
     await conn.execute(_STAGING)
+    if clear_staging:  # rows a savepoint before this one staged and committed
+        await conn.execute(_CLEAR_STAGING)
     async with conn.cursor() as cur:
         sql = f"copy readings_in ({_COPY_COLUMNS}) from stdin (format binary)"
         async with cur.copy(sql) as copy:
@@ -345,7 +594,12 @@ async def _insert_trace_event(
         "body": Jsonb(event.model_dump(mode="json")),
     }
     if (await conn.execute(_TRACE_EVENT, row)).rowcount <= 0:
-        return 0  # this event id was committed before: a resend
+        # Resends of committed records never get here (resends.compare settles them): the
+        # event id is taken by another event, which an ack must not pretend to be this one.
+        raise EventIdTaken(
+            f"event_id {event.event_id!r} is already committed as another event: every event "
+            "needs an id of its own"
+        )
     items = [
         (
             event.event_id,
@@ -375,34 +629,19 @@ async def _insert_trace_event(
     return 1
 
 
-async def _commit(
-    conn: psycopg.AsyncConnection, env: Envelope, received: datetime, backfill_before: datetime
-) -> int:
-    ids = {"edge": env.edge_id, "stream": env.stream, "epoch": env.epoch}
-    stream_id = await _stream_id(conn, ids)
-    readings = [r for r in env.records if isinstance(r, Reading)]
-    inserted = 0
-    if readings:
-        inserted += await _copy_readings(conn, readings, stream_id, received, backfill_before, ids)
-    event_params: dict[str, object] = {"stream_id": stream_id, "received": received, **ids}
-    for record in env.records:
-        if not isinstance(record, Reading):
-            inserted += await _insert_event(conn, record, event_params)
-    await conn.execute(
-        _COMMIT_RECORD, (stream_id, env.first_seq, env.last_seq, len(env.records), inserted)
-    )
-    await _track_gaps(conn, stream_id, env)
-    return inserted
-
-
-async def _track_gaps(conn: psycopg.AsyncConnection, stream_id: int, env: Envelope) -> None:
+async def _track_gaps(
+    conn: psycopg.AsyncConnection,
+    stream_id: int,
+    first_record: Record,
+    last_record: Record,
+    high_water: int,
+    high_water_time: datetime | None,
+) -> tuple[int, datetime | None]:
     """Keep the stream's holes and when each happened (the times of the records on both
-    sides): a message past the high-water mark opens one before it; a late message (a
-    resend, the backlog) fills what it covers."""
-    first, last = env.first_seq, env.last_seq
-    first_time, last_time = env.records[0].time, env.records[-1].time
-    row = await (await conn.execute(_HIGH_WATER, (stream_id,))).fetchone()
-    high_water, high_water_time = (int(row[0]), row[1]) if row else (-1, None)
+    sides) for one committed run: a run past the high-water mark opens one before it; a
+    late run (a resend, the backlog) fills what it covers. Returns the new mark."""
+    first, last = first_record.seq, last_record.seq
+    first_time, last_time = first_record.time, last_record.time
     if first > high_water + 1:
         await conn.execute(
             _ADD_GAP, (stream_id, high_water + 1, first - 1, high_water_time, first_time)
@@ -417,11 +656,5 @@ async def _track_gaps(conn: psycopg.AsyncConnection, stream_id: int, env: Envelo
                 await conn.execute(_ADD_GAP, (stream_id, last + 1, gap_last, last_time, after))
     if last > high_water:
         await conn.execute(_SET_HIGH_WATER, (last, last_time, stream_id))
-
-
-async def dead_letter(
-    conn: psycopg.AsyncConnection, topic: str, payload: bytes, reason: str, edge_id: str | None
-) -> None:
-    log.warning("dead-lettered a message on %s: %s", topic, reason)
-    async with conn.transaction():
-        await conn.execute(_DEAD_LETTER, (topic, edge_id, reason, payload))
+        return last, last_time
+    return high_water, high_water_time

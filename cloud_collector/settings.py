@@ -24,6 +24,14 @@ class CollectorSettings(BaseSettings):
     share_group: str = "collectors"
     mqtt: BrokerSettings = Field(default_factory=BrokerSettings)
 
+    # ---- Ingest. ----
+    # A record dated further than this past the collector's clock is refused.
+    max_skew_s: float = Field(default=300.0, ge=0)
+    # A larger MQTT message is dead-lettered unread (its first 64 KiB are kept).
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Dead letters not seen again for this long are deleted by the collector.
+    dead_letter_retention_days: float = Field(default=30.0, gt=0)
+
     # ---- HTTP API limits (README "HTTP limits"). ----
     # Connections of the API's pool (trace queries, exports); keys and /healthz use two more
     # of their own, so that neither waits behind a busy pool.

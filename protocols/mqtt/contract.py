@@ -24,6 +24,13 @@ from pydantic import (
 CONTRACT: Literal["trace.v1"] = "trace.v1"
 # Sequence numbers are stored as PostgreSQL bigint and SQLite integer: both end here.
 MAX_SEQ = 2**63 - 1
+# Items one trace event may name (per side for a transformation), and the input-to-output
+# lot links one transformation may make (the genealogy's work per event is bounded by it).
+MAX_ITEMS = 10_000
+MAX_LOT_LINKS = 1_000_000
+# Records one message may carry, and refused runs one ack may list.
+MAX_RECORDS = 100_000
+MAX_REFUSALS = 100
 
 Quality = Literal["good", "uncertain", "bad"]
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -130,7 +137,7 @@ class ReadingsDropped(Strict):
     seq: int = Field(ge=0, le=MAX_SEQ)
     time: AwareDatetime
     stream: Identifier
-    count: int = Field(ge=1, le=MAX_SEQ)
+    count: int = Field(ge=1, le=2**31 - 1)  # stored as PostgreSQL integer
     first_seq: int = Field(ge=0, le=MAX_SEQ)
     last_seq: int = Field(ge=0, le=MAX_SEQ)
     policy: Literal["thin_oldest", "drop_oldest", "drop_newest"]
@@ -216,20 +223,25 @@ class ObjectEventRecord(Strict):
     disposition: Disposition | None = None
     read_point: Identifier
     biz_location: Identifier | None = None
-    items: list[Item] = Field(min_length=1, max_length=10_000)
-    biz_transactions: list[BizTransaction] = Field(default_factory=list)
+    items: list[Item] = Field(min_length=1, max_length=MAX_ITEMS)
+    biz_transactions: list[BizTransaction] = Field(default_factory=list, max_length=100)
     line: Identifier | None = None
     batch: Name | None = None
     operator: Name | None = None
     device: Identifier | None = None
-    sightings: list[RfidSighting] = Field(default_factory=list)
+    sightings: list[RfidSighting] = Field(default_factory=list, max_length=MAX_ITEMS)
     # What makes this event incomplete, e.g. "no_document": read at a door bound to none.
     flags: list[Name] = Field(default_factory=list, max_length=32)
 
 
 class TransformationEventRecord(Strict):
     """A batch consumed inputs and produced outputs (EPCIS TransformationEvent): the lot
-    genealogy's link. One per batch, sent when the batch ends."""
+    genealogy's link. One per batch, sent when the batch ends.
+
+    Limits, so that no event can make the genealogy build an inputs x outputs product
+    without bound: at most MAX_ITEMS (10,000) inputs and as many outputs, and at most
+    MAX_LOT_LINKS (1,000,000) input-to-output-lot links (inputs x outputs that name a lot;
+    outputs that are units only join the batch's lot)."""
 
     kind: Literal["transformation_event"] = "transformation_event"
     seq: int = Field(ge=0, le=MAX_SEQ)
@@ -240,11 +252,22 @@ class TransformationEventRecord(Strict):
     read_point: Identifier
     line: Identifier
     batch: Name
-    inputs: list[Item] = Field(default_factory=list, max_length=10_000)
-    outputs: list[Item] = Field(default_factory=list, max_length=10_000)
+    inputs: list[Item] = Field(default_factory=list, max_length=MAX_ITEMS)
+    outputs: list[Item] = Field(default_factory=list, max_length=MAX_ITEMS)
     operators: list[Name] = Field(default_factory=list, max_length=100)
     started_at: AwareDatetime | None = None
     flags: list[Name] = Field(default_factory=list, max_length=32)
+
+    @model_validator(mode="after")
+    def _bounded_links(self) -> TransformationEventRecord:
+        output_lots = max(1, sum(1 for item in self.outputs if item.lot is not None))
+        if len(self.inputs) * output_lots > MAX_LOT_LINKS:
+            raise ValueError(
+                f"{len(self.inputs)} inputs x {output_lots} output lots would make "
+                f"{len(self.inputs) * output_lots:,} lot links, more than {MAX_LOT_LINKS:,}: "
+                "split the batch's record or name the output lot once"
+            )
+        return self
 
 
 Record = Annotated[
@@ -259,6 +282,16 @@ Record = Annotated[
 ]
 
 
+def _check_contiguous(seqs: list[int]) -> None:
+    first = seqs[0]
+    for offset, seq in enumerate(seqs):
+        if seq != first + offset:
+            raise ValueError(
+                f"records[{offset}].seq is {seq}, expected {first + offset}: "
+                "a message must carry a contiguous run of sequence numbers"
+            )
+
+
 class Envelope(Strict):
     """One MQTT message from an edge: a contiguous run of records of one stream."""
 
@@ -266,17 +299,11 @@ class Envelope(Strict):
     edge_id: Identifier
     stream: Identifier
     epoch: Identifier
-    records: list[Record] = Field(min_length=1, max_length=100_000)
+    records: list[Record] = Field(min_length=1, max_length=MAX_RECORDS)
 
     @model_validator(mode="after")
     def _contiguous(self) -> Envelope:
-        first = self.records[0].seq
-        for offset, record in enumerate(self.records):
-            if record.seq != first + offset:
-                raise ValueError(
-                    f"records[{offset}].seq is {record.seq}, expected {first + offset}: "
-                    "a message must carry a contiguous run of sequence numbers"
-                )
+        _check_contiguous([record.seq for record in self.records])
         return self
 
     @property
@@ -288,8 +315,63 @@ class Envelope(Strict):
         return self.records[-1].seq
 
 
+class EnvelopeRange(Strict):
+    """An envelope read only as far as the range it carries: the header checked, each
+    record only for a sequence number in range, the rest of it left as sent. A collector
+    reads a message this way when the whole Envelope is invalid, to refuse its bad records
+    one by one in an Ack (the range is known) instead of leaving the edge to resend them."""
+
+    contract: Literal["trace.v1"] = CONTRACT
+    edge_id: Identifier
+    stream: Identifier
+    epoch: Identifier
+    records: list[dict[str, object]] = Field(min_length=1, max_length=MAX_RECORDS)
+
+    @model_validator(mode="after")
+    def _numbered(self) -> EnvelopeRange:
+        seqs = []
+        for offset, record in enumerate(self.records):
+            seq = record.get("seq")
+            if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+                raise ValueError(
+                    f"records[{offset}].seq is {str(seq)[:40]}, not a sequence number "
+                    f"(an integer 0..{MAX_SEQ})"
+                )
+            seqs.append(seq)
+        _check_contiguous(seqs)
+        return self
+
+    @property
+    def first_seq(self) -> int:
+        return int(self.records[0]["seq"])  # type: ignore[call-overload]
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.records[-1]["seq"])  # type: ignore[call-overload]
+
+
+class Refusal(Strict):
+    """A run of records of an acknowledged message that the collector will never commit
+    as sent, and why."""
+
+    first_seq: int = Field(ge=0, le=MAX_SEQ)
+    last_seq: int = Field(ge=0, le=MAX_SEQ)
+    reason: Reason
+
+
 class Ack(Strict):
-    """The collector's word that records first_seq..last_seq are committed in the database."""
+    """The collector's word on records first_seq..last_seq, the exact range of one message.
+
+    - `refused` None: all of them are committed in the database (`duplicate`: all had been
+      committed before, a resend).
+    - `refused` set and `refusals` empty: none of them will ever be committed as sent
+      (the whole message was refused, for the reason `refused` gives).
+    - `refused` set and `refusals` listed: exactly the records of those runs are refused,
+      each run with its reason; every other record of the range is committed. `refused`
+      then sums them up.
+
+    An edge deletes the committed records and quarantines the refused ones; either way the
+    range is settled and the records behind it flow."""
 
     contract: Literal["trace.v1"] = CONTRACT
     edge_id: Identifier
@@ -301,6 +383,32 @@ class Ack(Strict):
     # Set when the collector will never commit these records as sent (invalid, or different
     # from what it committed under the same numbers): why, for the edge's quarantine.
     refused: Reason | None = None
+    # Sorted, disjoint runs within first_seq..last_seq; empty: `refused` covers the range.
+    refusals: list[Refusal] = Field(default_factory=list, max_length=MAX_REFUSALS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Ack:
+        if self.first_seq > self.last_seq:
+            raise ValueError(f"first_seq {self.first_seq} is after last_seq {self.last_seq}")
+        if self.refusals and self.refused is None:
+            raise ValueError("refusals are listed but refused (their summary) is not set")
+        after = self.first_seq
+        for run in self.refusals:
+            if not after <= run.first_seq <= run.last_seq <= self.last_seq:
+                raise ValueError(
+                    f"refusal {run.first_seq}..{run.last_seq} is not a sorted, disjoint run "
+                    f"within {self.first_seq}..{self.last_seq}"
+                )
+            after = run.last_seq + 1
+        return self
+
+    def refused_runs(self) -> list[Refusal]:
+        """The runs of the range that are refused (all of it, or the listed ones)."""
+        if self.refused is None:
+            return []
+        if not self.refusals:
+            return [Refusal(first_seq=self.first_seq, last_seq=self.last_seq, reason=self.refused)]
+        return list(self.refusals)
 
 
 class EdgeStatus(Strict):
@@ -311,9 +419,11 @@ class EdgeStatus(Strict):
     edge_id: Identifier
     state: Literal["online", "offline"]
     time: AwareDatetime
-    version: str | None = None
-    outbox_depth: int | None = None
-    outbox_oldest_age_s: float | None = None
-    outbox_dropped: int | None = None
-    alarms: list[str] = Field(default_factory=list)
+    version: Name | None = None
+    outbox_depth: int | None = Field(default=None, ge=0, le=MAX_SEQ)
+    outbox_oldest_age_s: Finite | None = Field(default=None, ge=0)
+    outbox_dropped: int | None = Field(default=None, ge=0, le=MAX_SEQ)
+    # Records the edge holds in quarantine because an ack refused them.
+    quarantined: int | None = Field(default=None, ge=0, le=MAX_SEQ)
+    alarms: list[Reason] = Field(default_factory=list, max_length=1000)
     last_ack_at: AwareDatetime | None = None

@@ -131,29 +131,21 @@ async def test_batch_events_set_start_and_end(conn, edge) -> None:
     assert row == ("line-1", edge, T0, "op-1", T0 + timedelta(hours=1), "plc")
 
 
-BAD = {
+# Messages that do not even parse into a range of records: dead letters, nothing to ack.
+UNREADABLE = {
     "not json": (b"{not json", "invalid readings message"),
     "empty records": (None, "records: List should have at least 1 item"),
-    "unknown field": ("extra", "records.0.reading.colour: Extra inputs are not permitted"),
-    "naive timestamp": ("naive", "timestamp must carry a UTC offset"),
-    "good without value": ("novalue", "a reading with quality 'good' must have a value"),
     "gap in sequence": ("gap", "records[1].seq is 5, expected 1"),
     "wrong edge": ("impostor", "does not match topic edge"),
 }
 
 
-@pytest.mark.parametrize("case", BAD, ids=list(BAD))
-async def test_bad_messages_are_dead_lettered_with_the_reason(conn, edge, case) -> None:
-    payload, reason = BAD[case]
+@pytest.mark.parametrize("case", UNREADABLE, ids=list(UNREADABLE))
+async def test_unreadable_messages_are_dead_lettered_with_the_reason(conn, edge, case) -> None:
+    payload, reason = UNREADABLE[case]
     match payload:
         case None:
             payload = envelope(edge, [])
-        case "extra":
-            payload = envelope(edge, [reading(0, colour="red")])
-        case "naive":
-            payload = envelope(edge, [reading(0) | {"time": "2026-11-25T10:00:00"}])
-        case "novalue":
-            payload = envelope(edge, [reading(0) | {"value": None}])
         case "gap":
             payload = envelope(edge, [reading(0), reading(5)])
         case "impostor":
@@ -167,6 +159,34 @@ async def test_bad_messages_are_dead_lettered_with_the_reason(conn, edge, case) 
     # The next good message on the same topic flows on.
     good = await ingest(conn, topic, envelope(edge, [reading(0)]))
     assert good.inserted == 1
+
+
+# Records the contract refuses in a message whose range is known: acknowledged as refused.
+REFUSED = {
+    "unknown field": (reading(0, colour="red"), "reading.colour: Extra inputs are not permitted"),
+    "naive timestamp": (
+        reading(0) | {"time": "2026-11-25T10:00:00"},
+        "timestamp must carry a UTC offset",
+    ),
+    "good without value": (
+        reading(0) | {"value": None},
+        "a reading with quality 'good' must have a value",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=list(REFUSED))
+async def test_refused_records_are_acknowledged_as_refused(conn, edge, case) -> None:
+    record, reason = REFUSED[case]
+    topic = topics.data(edge, "readings")
+    outcome = await ingest(conn, topic, envelope(edge, [record]))
+    assert outcome.ack is not None and outcome.ack.refused is not None
+    assert reason in outcome.ack.refused
+    assert [(r.first_seq, r.last_seq) for r in outcome.ack.refused_runs()] == [(0, 0)]
+    assert await dead_letters(conn, topic) == [outcome.reason]
+    assert await stored(conn, edge) == []
+    good = await ingest(conn, topic, envelope(edge, [reading(1)]))
+    assert good.inserted == 1 and good.ack is not None and good.ack.refused is None
 
 
 async def test_a_message_on_a_foreign_topic_is_dead_lettered(conn) -> None:
