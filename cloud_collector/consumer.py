@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_collector import dead_letters
+from cloud_collector.broker_identities import accepts_edge
 from cloud_collector.ingest import ingest, unavailable
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
@@ -51,6 +52,7 @@ class IngestCounters:
     dead_letters: int = 0  # messages kept in the dead-letter store (refused or unreadable)
     refused_records: int = 0  # records acknowledged as refused
     conflicts: int = 0  # of them, resends that differed from what was committed (alarm)
+    unregistered: int = 0  # messages from edges not in the registry (dead letters)
     database_errors: int = 0
     restarts: int = 0  # the consumer failed on its own and was restarted
     dead_letters_pruned: int = 0
@@ -151,6 +153,18 @@ async def _handle(
     counters.messages += 1
     counters.last_message_at = datetime.now(UTC)
     try:
+        if (edge_id := _sender(topic)) is not None and not await accepts_edge(conn, edge_id):
+            # The broker let it through (an anonymous or misconfigured broker): the registry
+            # has the last word. No stream is made and nothing is acknowledged.
+            reason = (
+                f"edge {edge_id!r} is not in the registry of broker identities or was revoked: "
+                f"register it with `tracectl edge add {edge_id}` if it is one of ours"
+            )
+            await dead_letters.keep(conn, topic, bytes(payload), reason, edge_id)
+            counters.dead_letters += 1
+            counters.unregistered += 1
+            counters.last_error = dead_letters.storable(f"{topic}: {reason}", 500)
+            return
         outcome = await ingest(
             conn,
             topic,
@@ -179,6 +193,14 @@ async def _handle(
     counters.refused_records += outcome.refused
     counters.conflicts += outcome.conflicts
     await client.publish(topics.ack(outcome.ack.edge_id), outcome.ack.model_dump_json(), qos=1)
+
+
+def _sender(topic: str) -> str | None:
+    """The edge a data topic names; None for a topic ingest will dead-letter itself."""
+    try:
+        return topics.parse_data(topic)[0]
+    except ValueError:
+        return None
 
 
 async def _keep_anyway(

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 
 from psycopg import AsyncConnection
 
-from protocols.mqtt.contract import Item, ObjectEventRecord, TransformationEventRecord
+from protocols.mqtt.contract import (
+    MAX_LOT_LINKS,
+    Item,
+    ObjectEventRecord,
+    TransformationEventRecord,
+)
 
 # A lot's quantity is not the first label's: recount_lots sums its history.
 _UPSERT_LOT = """
@@ -67,9 +72,10 @@ order by time desc limit 1
 RECOUNT = "select recount_lots(%s::bigint[])"
 RECOUNT_ALL = "select recount_lots(array(select lot_id from lots))"
 # At most this many (input lot, output lot) edges per transformation: a batch of 300 lots
-# blended into 300 lots stays well inside; a record of 10,000 distinct input lots x 10,000
-# distinct output lots (which the contract lets through) would be 10^8 rows.
-MAX_LOT_PAIRS = 250_000
+# blended into 300 lots stays well inside; 10,000 distinct input lots x 10,000 distinct
+# output lots would be 10^8 rows. The contract bounds its records by the same number
+# (counting items); this counts distinct lots, for captured EPCIS events too.
+MAX_LOT_PAIRS = MAX_LOT_LINKS
 _RECEIPT = """
 insert into receipts (event_id, position, lot_id, epc, document, quantity, uom, time, location)
 values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing

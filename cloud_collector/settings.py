@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocols.mqtt.connection import ENV_FILE, BrokerSettings
@@ -17,6 +17,8 @@ class CollectorSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     # Unique per collector process: its MQTT client id on the shared subscription.
+    # Unset: its broker identity's name (the broker uses it as the client id anyway), else
+    # collector-HOSTNAME.
     collector_id: str = Field(default_factory=lambda: f"collector-{socket.gethostname()}")
     # A reading committed this long after it was taken is marked as backfill.
     backfill_after_s: float = Field(default=60.0, gt=0)
@@ -57,3 +59,9 @@ class CollectorSettings(BaseSettings):
     api_max_connections: int = Field(default=500, ge=10)
     # Recall by condition looks at most this many days of readings in one request.
     condition_max_days: int = Field(default=31, ge=1, le=3660)
+
+    @model_validator(mode="after")
+    def _client_id_is_the_identity(self) -> CollectorSettings:
+        if "collector_id" not in self.model_fields_set and self.mqtt.username:
+            self.collector_id = self.mqtt.username
+        return self

@@ -12,7 +12,7 @@ import math
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -480,36 +480,51 @@ class Outbox:
         return len(removed)
 
     def quarantine(
-        self, stream: str, epoch: str, first_seq: int, last_seq: int, reason: str
+        self,
+        stream: str,
+        epoch: str,
+        first_seq: int,
+        last_seq: int,
+        reason: str,
+        runs: Sequence[tuple[int, int, str]] = (),
     ) -> int:
-        """The collector will never commit first..last as sent: move those records, as they
-        were sent, with the reason, out of the sending queue into the quarantine (one
-        transaction). The same rule as `accept` decides what may be moved."""
+        """The collector settled first..last and will never commit some of it as sent: the
+        refused records move, as they were sent, with their reason, out of the sending queue
+        into the quarantine; the rest of the range was committed and is deleted (one
+        transaction). `runs` (first, last, reason) name the refused records; none: all of
+        first..last, for `reason`. The same rule as `accept` decides what may be settled.
+        Returns how many records were quarantined."""
         if not self.sent(stream, epoch, first_seq, last_seq):
             return 0
         del self._sent[stream][first_seq]
+        refused = list(runs) or [(first_seq, last_seq, reason)]
         now = time.time()
         with self.transaction():
-            self.db.execute(_QUARANTINE, (epoch, reason, now, stream, first_seq, last_seq))
+            moved = 0
+            for run_first, run_last, run_reason in refused:
+                if first_seq <= run_first <= run_last <= last_seq:
+                    moved += self.db.execute(
+                        _QUARANTINE, (epoch, run_reason, now, stream, run_first, run_last)
+                    ).rowcount
             removed = self.db.execute(
                 "delete from records where stream = ? and seq between ? and ?"
                 " returning length(body)",
                 (stream, first_seq, last_seq),
             ).fetchall()
         self._forget(stream, removed)
-        self._quarantined += len(removed)
+        self._quarantined += moved
         self.last_refusal = Refusal(
-            stream, epoch, first_seq, last_seq, reason, datetime.fromtimestamp(now, UTC)
+            stream, epoch, refused[0][0], refused[-1][1], reason, datetime.fromtimestamp(now, UTC)
         )
         log.error(
-            "the collector refused %s %d..%d for good: %d records quarantined (%s)",
+            "the collector refused %d of %s %d..%d for good: quarantined (%s)",
+            moved,
             stream,
             first_seq,
             last_seq,
-            len(removed),
             reason,
         )
-        return len(removed)
+        return moved
 
     def _forget(self, stream: str, removed: list[tuple[int]]) -> None:
         self._bytes -= sum(r[0] for r in removed)

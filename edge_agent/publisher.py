@@ -257,10 +257,12 @@ class Publisher:
             self._ignore("overlapping_range" if overlaps else "unknown_range", what)
             return
         if ack.refused is not None:
+            runs = [(r.first_seq, r.last_seq, r.reason) for r in ack.refusals]
             moved = self.outbox.quarantine(
-                ack.stream, ack.epoch, ack.first_seq, ack.last_seq, ack.refused
+                ack.stream, ack.epoch, ack.first_seq, ack.last_seq, ack.refused, runs
             )
             self.health.records_quarantined += moved
+            self.health.records_acked += ack.last_seq - ack.first_seq + 1 - moved
         else:
             self.health.records_acked += self.outbox.accept(
                 ack.stream, ack.epoch, ack.first_seq, ack.last_seq

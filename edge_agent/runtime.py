@@ -156,7 +156,10 @@ class EdgeAgent:
             outbox_depth=stats.depth,
             outbox_oldest_age_s=max(ages) if ages else None,
             outbox_dropped=stats.dropped,
-            alarms=alarms,
+            quarantined=stats.quarantined,
+            # The contract bounds a status (1,000 alarms of 2,000 characters): a device's
+            # error text is the device's, not ours to trust in length.
+            alarms=[alarm[:2000] for alarm in alarms[:1000]],
             last_ack_at=self.publisher.health.last_ack_at,
         )
 

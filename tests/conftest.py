@@ -318,7 +318,12 @@ class MosquittoProcess:
     the production rules: credentials required, ACLs rendered by cloud_collector's
     broker_identities from identities the test registers (`register`); optionally TLS."""
 
-    def __init__(self, folder: Path, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self, folder: Path, tls: TlsFiles | None = None, registry_url: str | None = None
+    ) -> None:
+        # The collector takes data only from edges of its registry once it is in use (the
+        # test database's is): an edge of this broker is entered there too.
+        self.registry_url = registry_url
         self.folder = folder
         self.port = free_port()
         self.tls = tls
@@ -371,6 +376,11 @@ class MosquittoProcess:
     async def register(self, name: str, kind: IdentityKind = IdentityKind.edge) -> BrokerSettings:
         """Add an identity and return its settings once the running broker accepts them."""
         settings = self.register_now(name, kind)
+        if self.registry_url is not None and kind is IdentityKind.edge:
+            async with await psycopg.AsyncConnection.connect(
+                self.registry_url, autocommit=True
+            ) as conn:
+                await broker_identities.issue(conn, name, kind, "private test broker", rotate=True)
         self.reload()
         await until(lambda: broker_accepts(settings), 10, f"the private broker accepting {name}")
         return settings
@@ -410,8 +420,8 @@ class MosquittoProcess:
 
 
 @pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
-    broker = MosquittoProcess(tmp_path / "mosquitto")
+def private_broker(tmp_path: Path, services: Services) -> Iterator[MosquittoProcess]:
+    broker = MosquittoProcess(tmp_path / "mosquitto", registry_url=services.database_url)
     broker.start()
     yield broker
     broker.stop()

@@ -27,7 +27,7 @@ MAX_SEQ = 2**63 - 1
 # Items one trace event may name (per side for a transformation), and the input-to-output
 # lot links one transformation may make (the genealogy's work per event is bounded by it).
 MAX_ITEMS = 10_000
-MAX_LOT_LINKS = 1_000_000
+MAX_LOT_LINKS = 250_000
 # Records one message may carry, and refused runs one ack may list.
 MAX_RECORDS = 100_000
 MAX_REFUSALS = 100
@@ -240,8 +240,9 @@ class TransformationEventRecord(Strict):
 
     Limits, so that no event can make the genealogy build an inputs x outputs product
     without bound: at most MAX_ITEMS (10,000) inputs and as many outputs, and at most
-    MAX_LOT_LINKS (1,000,000) input-to-output-lot links (inputs x outputs that name a lot;
-    outputs that are units only join the batch's lot)."""
+    MAX_LOT_LINKS (250,000) input-to-output-lot links: distinct input lots (a unit that
+    names no lot counts as one of its own) x distinct output lots (outputs that are units
+    only join the batch's lot). Twenty pallets of one lot are one lot, not twenty."""
 
     kind: Literal["transformation_event"] = "transformation_event"
     seq: int = Field(ge=0, le=MAX_SEQ)
@@ -260,14 +261,23 @@ class TransformationEventRecord(Strict):
 
     @model_validator(mode="after")
     def _bounded_links(self) -> TransformationEventRecord:
-        output_lots = max(1, sum(1 for item in self.outputs if item.lot is not None))
-        if len(self.inputs) * output_lots > MAX_LOT_LINKS:
+        input_lots = len({_lot_key(item) for item in self.inputs})
+        output_lots = max(1, len({_lot_key(item) for item in self.outputs if item.lot}))
+        if input_lots * output_lots > MAX_LOT_LINKS:
             raise ValueError(
-                f"{len(self.inputs)} inputs x {output_lots} output lots would make "
-                f"{len(self.inputs) * output_lots:,} lot links, more than {MAX_LOT_LINKS:,}: "
-                "split the batch's record or name the output lot once"
+                f"{input_lots} input lots x {output_lots} output lots would make "
+                f"{input_lots * output_lots:,} lot links, more than {MAX_LOT_LINKS:,}: "
+                "record the batch as several transformations (one per output lot or per "
+                "group of inputs)"
             )
         return self
+
+
+def _lot_key(item: Item) -> tuple[str | None, ...]:
+    """The lot an item names, or the unit itself when it names none."""
+    if item.lot is not None:
+        return ("lot", item.gtin or item.epc_class, item.lot)
+    return ("unit", item.sscc or item.epc or item.raw)
 
 
 Record = Annotated[

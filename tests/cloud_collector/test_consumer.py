@@ -102,8 +102,9 @@ async def test_a_nul_in_a_text_field_is_refused_and_ingest_and_api_go_on(
     edge = f"edge-{uuid.uuid4().hex[:8]}"
     nul = _batch_started(edge, 0, "a\u0000")
     assert len(nul) < 200
+    broker = await services.register(edge)
     async with aiomqtt.Client(
-        **services.broker.client_args(),  # type: ignore[arg-type]
+        **broker.client_args(),  # type: ignore[arg-type]
         protocol=aiomqtt.ProtocolVersion.V5,
     ) as client:
         await client.subscribe(topics.ack(edge), qos=1)
@@ -134,8 +135,9 @@ async def test_a_failure_of_ingest_itself_dead_letters_the_message_and_the_consu
 
     monkeypatch.setattr(consumer, "ingest", failing_for_one_topic)
     restarts = collector.counters.restarts
+    broker = await services.register(edge)
     async with aiomqtt.Client(
-        **services.broker.client_args(),  # type: ignore[arg-type]
+        **broker.client_args(),  # type: ignore[arg-type]
         protocol=aiomqtt.ProtocolVersion.V5,
     ) as client:
         await client.subscribe(topics.ack(edge), qos=1)
@@ -158,8 +160,9 @@ async def test_a_resend_that_differs_raises_the_conflict_alarm(
 ) -> None:
     edge = f"edge-{uuid.uuid4().hex[:8]}"
     conflicts = collector.counters.conflicts
+    broker = await services.register(edge)
     async with aiomqtt.Client(
-        **services.broker.client_args(),  # type: ignore[arg-type]
+        **broker.client_args(),  # type: ignore[arg-type]
         protocol=aiomqtt.ProtocolVersion.V5,
     ) as client:
         await client.subscribe(topics.ack(edge), qos=1)
@@ -227,3 +230,50 @@ async def test_a_consumer_that_fails_is_restarted_and_the_failure_recorded(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_an_edge_revoked_from_the_registry_is_dead_lettered_with_no_stream(
+    services: Services, collector: RunningCollector
+) -> None:
+    """The broker normally shuts a revoked edge out; should one get through anyway (a
+    broker left anonymous, a stale password file), the collector's registry has the last
+    word: no ack, no stream, a dead letter naming the fix."""
+    edge = f"edge-{uuid.uuid4().hex[:8]}"
+    broker = await services.register(edge)
+    async with aiomqtt.Client(
+        **broker.client_args(),  # type: ignore[arg-type]
+        protocol=aiomqtt.ProtocolVersion.V5,
+    ) as client:
+        await client.subscribe(topics.ack(edge), qos=1)
+        await client.publish(topics.data(edge, "events"), _batch_started(edge, 0, "op"), qos=1)
+        acks = await _acks(client, 1)
+        assert [a.refused for a in acks] == [None]
+        # Revoked in the registry only: the broker's files still let it publish.
+        async with await psycopg.AsyncConnection.connect(
+            services.database_url, autocommit=True
+        ) as conn:
+            await conn.execute(
+                "update broker_identities set revoked_at = now() where name = %s", (edge,)
+            )
+        before = collector.counters.unregistered
+        await client.publish(topics.data(edge, "events"), _batch_started(edge, 1, "op"), qos=1)
+        await until(lambda: now_true(collector.counters.unregistered > before), 15, "a dead letter")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                async for message in client.messages:
+                    raise AssertionError(f"a revoked edge got an ack: {message.payload!r}")
+    async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
+        reasons = await (
+            await conn.execute(
+                "select reason from dead_letters where topic = %s", (topics.data(edge, "events"),)
+            )
+        ).fetchall()
+        committed = await (
+            await conn.execute(
+                "select max(c.last_seq) from stream_commits c join edge_streams s using"
+                " (stream_id) where s.edge_id = %s",
+                (edge,),
+            )
+        ).fetchone()
+    assert len(reasons) == 1 and f"tracectl edge add {edge}" in reasons[0][0]
+    assert committed == (0,)  # the first message only

@@ -351,7 +351,7 @@ async def test_a_transformation_at_the_item_limit_is_ingested(conn, edge) -> Non
     ("inputs", "output_lots", "reason"),
     [
         (MAX_ITEMS + 1, 1, "inputs: List should have at most 10000 items"),
-        (1001, 1000, "1001 inputs x 1000 output lots would make 1,001,000 lot links"),
+        (501, 500, "501 input lots x 500 output lots would make 250,500 lot links"),
     ],
     ids=["inputs past the limit", "links past the limit"],
 )

@@ -303,3 +303,21 @@ def test_remembered_verdicts_on_readings_refuse_what_the_full_model_refuses(
             box.append(READINGS, {**good, **changed})
     assert box.append(READINGS, {**good, "value": 2.5}) == 1
     assert box.append(READINGS, {**good, "time": "2026-11-25T00:00:01+00:00"}) == 2
+
+
+def test_an_ack_refusing_some_records_quarantines_those_and_deletes_the_committed_rest(
+    tmp_path: Path,
+) -> None:
+    box = Outbox(tmp_path / "o.db")
+    box.append_many([(EVENTS, event(n)) for n in range(6)])
+    assert seqs(box.take(EVENTS, 6)) == [0, 1, 2, 3, 4, 5]
+    runs = [(1, 1, "by: text contains a NUL"), (4, 5, "time: past the clock")]
+    assert box.quarantine(EVENTS, box.epoch, 0, 5, "3 records refused", runs) == 3
+    assert box.depth(EVENTS) == 0  # 0, 2 and 3 were committed: gone
+    held = {q.seq: q.reason for q in box.quarantined()}
+    assert held == {
+        1: "by: text contains a NUL",
+        4: "time: past the clock",
+        5: "time: past the clock",
+    }
+    assert box.stats().quarantined == 3

@@ -136,9 +136,18 @@ def transformation(inputs: int, output_lots: int, output_units: int = 0) -> dict
 
 
 def test_a_transformation_bounds_the_links_it_asks_for() -> None:
-    TransformationEventRecord.model_validate(transformation(1000, 1000))  # 10^6: at the limit
+    TransformationEventRecord.model_validate(transformation(500, 500))  # 250,000: the limit
     TransformationEventRecord.model_validate(transformation(10_000, 1, output_units=9_999))
     with pytest.raises(ValidationError, match=f"more than {MAX_LOT_LINKS:,}"):
-        TransformationEventRecord.model_validate(transformation(1000, 1001))
+        TransformationEventRecord.model_validate(transformation(500, 501))
     with pytest.raises(ValidationError, match="at most 10000 items"):
         TransformationEventRecord.model_validate(transformation(10_001, 1))
+    # Pallets of one lot are one lot: 10,000 in x 10,000 out of one lot a side is one link.
+    one_lot = transformation(0, 0)
+    one_lot["inputs"] = [
+        {"epc": f"urn:in:{i}", "lot": "I", "gtin": "1" * 14} for i in range(10_000)
+    ]
+    one_lot["outputs"] = [
+        {"epc": f"urn:out:{i}", "lot": "O", "gtin": "2" * 14} for i in range(10_000)
+    ]
+    TransformationEventRecord.model_validate(one_lot)

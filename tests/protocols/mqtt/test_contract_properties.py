@@ -2,7 +2,7 @@
 its ack topic, `Envelope` and `Ack` either accept it or refuse it with pydantic's
 ValidationError, and what they accept is storable (numbers within bigint and finite, text
 without NUL or lone surrogates, times within the contract's window); the collector's
-`ingest.parse` refuses with `Rejected` only."""
+`messages.read` refuses with `Rejected` only."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from cloud_collector import ingest
+from cloud_collector import messages
 from protocols.mqtt import topics
 from protocols.mqtt.contract import EARLIEST, LATEST, MAX_SEQ, Ack, Envelope
 from tests.hostile_input import HOSTILE_JSON, Raw, damaged, deep, dumps, one_value_replaced
@@ -90,7 +90,7 @@ def test_the_valid_messages_are_valid() -> None:
     envelope = validated(Envelope, dumps(ENVELOPE))
     assert isinstance(envelope, Envelope) and len(envelope.records) == len(RECORDS)
     assert validated(Ack, dumps(ACK)) is not None
-    assert ingest.parse(TOPIC, dumps(ENVELOPE)).last_seq == 13
+    assert messages.read(TOPIC, dumps(ENVELOPE)).last_seq == 13
 
 
 @given(st.binary(max_size=2000))
@@ -173,18 +173,24 @@ def test_an_envelope_past_every_bound_is_refused(payload: bytes) -> None:
     assert validated(Envelope, payload) is None
 
 
-def parsed(topic: str, payload: bytes) -> Envelope | None:
+def parsed(topic: str, payload: bytes) -> messages.Message | None:
+    """What the collector reads of a message: a range of records, each valid and storable
+    or refused with its reason; or a dead letter (Rejected) that says why."""
     try:
-        envelope = ingest.parse(topic, payload)
-    except ingest.Rejected as rejected:
+        message = messages.read(topic, payload)
+    except messages.Rejected as rejected:
         reason = rejected.reason
-    else:
-        edge_id, stream = topics.parse_data(topic)
-        assert (envelope.edge_id, envelope.stream) == (edge_id, stream)
-        storable(envelope.model_dump())
-        return envelope
-    assert reason  # a dead letter must say why
-    return None
+        assert reason  # a dead letter must say why
+        return None
+    edge_id, stream = topics.parse_data(topic)
+    assert (message.edge_id, message.stream) == (edge_id, stream)
+    assert len(message.records) == message.last_seq - message.first_seq + 1
+    for offset, record in enumerate(message.records):
+        if record is None:
+            assert message.refused[message.first_seq + offset]  # refused, with its reason
+        else:
+            storable(record.model_dump())
+    return message
 
 
 HOSTILE_TOPICS = st.one_of(
