@@ -87,7 +87,9 @@ async def test_bogus_keys_beyond_the_pool_size_leave_valid_requests_answered(
         refused = await flood
         taken = app.state.pool.get_stats().get("requests_num", 0) - taken_before
     assert valid.status_code == 200
-    assert answered_in < 2.0, f"a valid request waited {answered_in:.1f} s behind bogus keys"
+    # Stalled, it would wait for the pool's 30 s timeout; the bound leaves room for a busy
+    # machine (the structural proof is `taken` below).
+    assert answered_in < 10.0, f"a valid request waited {answered_in:.1f} s behind bogus keys"
     assert [r.status_code for r in refused] == [401] * 40
     assert taken == 1, f"{taken} connections of the API's pool were taken; only the valid one may"
     # Keys waiting together are looked up together: a few queries, not one per request.
