@@ -34,7 +34,7 @@ from protocols.rfid.epc import gs1_check_digit
 from protocols.rfid.simulator import RfidReaderSimulator
 from protocols.scanner.simulator import ScannerSimulator
 from protocols.serial_link import SerialLink
-from tracectl.__main__ import print_parameters
+from tracectl.parameters import print_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("TRACE_SERVICES_DIR", ROOT / ".services"))
