@@ -23,6 +23,7 @@ from device_profiles.schema import (
 )
 from protocols.mqtt.connection import ENV_FILE
 from tracectl import broker, credentials
+from tracectl.parameters import print_parameters
 
 EDGE_URL = "http://127.0.0.1:8100"
 API_URL = "http://127.0.0.1:8000"
