@@ -15,9 +15,9 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from device_profiles.schema import ModbusRtuConnection, ModbusRtuProfile, ModbusTcpProfile
 from protocols.driver import DeviceMisconfigured, DeviceUnavailable, Sample
 from protocols.modbus.codec import ReadBlock, decode_tag, plan_reads
+from protocols.modbus.profile import ModbusRtuConnection, ModbusRtuProfile, ModbusTcpProfile
 
 # Modbus exception codes, as a technician reads them in the device manual.
 EXCEPTION_CODES: dict[int, str] = {

@@ -37,10 +37,10 @@ from typing import Any
 
 import serial
 
-from device_profiles.schema import ScanMeaning, SerialScannerProfile, WedgeScannerProfile
 from protocols.driver import DeviceMisconfigured, DeviceUnavailable
 from protocols.scanner.framing import MAX_SCAN_LENGTH, FramedScan, ScanFramer
 from protocols.scanner.gs1 import Gs1Scan, parse_scan
+from protocols.scanner.profile import ScanMeaning, SerialScannerProfile, WedgeScannerProfile
 from protocols.scanner.rules import meaning_of
 
 _READ_SIZE = 65536
