@@ -108,10 +108,18 @@ else:
 PROTOCOLS = REGISTRY.names()
 
 
-@functools.cache
-def _document(registry: Registry) -> type[BaseModel]:
+class _ProfileDocument(BaseModel):
     # The wrapper puts the profile under one key, so error locations start with it.
-    return create_model("_ProfileDocument", profile=(profile_union(registry), ...))
+    profile: ProfileBase
+
+
+@functools.cache
+def _document(registry: Registry) -> type[_ProfileDocument]:
+    return create_model(
+        "_ProfileDocument",
+        __base__=_ProfileDocument,
+        profile=(profile_union(registry), ...),
+    )
 
 
 class ProfileError(ValueError):
@@ -140,8 +148,7 @@ def parse_profile(
 ) -> DeviceProfile:
     protocols = registry.names()
     try:
-        profile: DeviceProfile = _document(registry).model_validate({"profile": data}).profile
-        return profile
+        return _document(registry).model_validate({"profile": data}).profile
     except ValidationError as err:
         # Report in the order of the technician's file, not of the model's fields.
         order = list(data) if isinstance(data, dict) else []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -100,6 +100,11 @@ class ProfileBase(Strict):
     vendor: str | None = None
     model: str | None = None
     batch_source: BatchSource | None = None
+    if TYPE_CHECKING:
+        # Every protocol's model declares these (`protocol` as its Literal name); to the
+        # type checker they are known on any profile, as they are at run time.
+        protocol: str
+        connection: Any
 
     @model_validator(mode="after")
     def _tags_consistent(self) -> ProfileBase:

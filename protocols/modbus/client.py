@@ -46,6 +46,9 @@ class ModbusDriver:
         self.garbled_replies = 0
         self._bytes_heard = 0  # bytes received since the last request went out
 
+    def bad_input(self) -> dict[str, int]:
+        return {"garbled_replies": self.garbled_replies}
+
     def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         conn = self.profile.connection
         # pymodbus's own reconnect loop is off: the edge's supervisor owns reconnects and

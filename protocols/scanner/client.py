@@ -94,6 +94,9 @@ class ScannerDriver:
         is a noisy line or a terminator that does not match the scanner's suffix."""
         return self._garbage_before + self._framer.garbage
 
+    def bad_input(self) -> dict[str, int]:
+        return {"garbage": self.garbage}
+
     @property
     def where(self) -> str:
         if isinstance(self.profile, SerialScannerProfile):
