@@ -36,7 +36,11 @@ class RegistryError(ValueError):
 
 class UnknownProtocol(KeyError):
     def __init__(self, name: str, known: Iterable[str]) -> None:
-        super().__init__(f"no protocol {name!r} is installed: use one of {', '.join(known)}")
+        self.message = f"no protocol {name!r} is installed: use one of {', '.join(known)}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:  # KeyError would quote the whole sentence
+        return self.message
 
 
 def _declared_name(profile: type[ProfileBase]) -> str | None:
@@ -87,7 +91,8 @@ class Registry:
         for entry in self._entries.values():
             if type(profile) is entry.profile:
                 return entry
-        raise UnknownProtocol(type(profile).__name__, self._entries)
+        name = f"{type(profile).__name__} (of device {profile.name})"
+        raise UnknownProtocol(name, self._entries)
 
     def driver_for(self, profile: ProfileBase) -> Driver:
         """The driver of one device."""
