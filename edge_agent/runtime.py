@@ -24,7 +24,6 @@ from edge_agent.binding import BatchTag, Binder
 from edge_agent.capture import DeviceTask
 from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.control_token import load_or_create_token
-from edge_agent.drivers import driver_for
 from edge_agent.gates import GateStation
 from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
 from edge_agent.publisher import Publisher
@@ -32,7 +31,13 @@ from edge_agent.scans import ScanStation
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import Site, capture_rate
 from edge_agent.stations import Stations
+from protocols.driver import CountsBadInput, Diagnosable
+from protocols.installed import REGISTRY
 from protocols.mqtt.contract import EdgeStatus
+from protocols.profile import Polled, Subscribable, Tagged
+from protocols.registry import ProtocolEntry, Registry
+from protocols.rfid.records import TagRead
+from protocols.scanner.client import Scan
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +56,12 @@ class EdgeIdentityMismatch(ValueError):
     would refuse every message it publishes."""
 
 
+class NoStationFor(ValueError):
+    """A device reports items that no station of the edge takes."""
+
+
 class EdgeAgent:
-    def __init__(self, settings: EdgeSettings, site: Site) -> None:
+    def __init__(self, settings: EdgeSettings, site: Site, protocols: Registry = REGISTRY) -> None:
         username = settings.mqtt.username
         if username is not None and username != site.edge_id:
             raise EdgeIdentityMismatch(
@@ -63,6 +72,7 @@ class EdgeAgent:
             )
         self.settings = settings
         self.site = site
+        self.protocols = protocols
         self.wake = asyncio.Event()
         self.outbox = Outbox(
             settings.state_dir / "outbox.db",
@@ -82,14 +92,7 @@ class EdgeAgent:
         self.stations = Stations(self.binder, site.line_ids, site.dock_ids)
         self.gates: list[GateStation] = []
         self.devices: dict[str, DeviceTask] = {
-            profile.name: DeviceTask(
-                station,
-                driver_for(profile),
-                getattr(profile, "poll_interval_s", 1.0),
-                self.binder,
-                subscribe=getattr(profile, "sampling", "poll") == "subscription",
-                on_events=self._station_input(station, profile),
-            )
+            profile.name: self._device_task(station, profile)
             for station, profiles in site.devices.items()
             for profile in profiles
         }
@@ -118,7 +121,7 @@ class EdgeAgent:
             }
             for profiles in self.site.devices.values()
             for p in profiles
-            for t in getattr(p, "tags", [])
+            for t in (p.tags if isinstance(p, Tagged) else [])
             if t.spec is not None
         ]
         if specs:
@@ -126,17 +129,35 @@ class EdgeAgent:
                 EVENTS, {"kind": "tag_specs", "time": datetime.now(UTC), "specs": specs}
             )
 
+    def _device_task(self, station: str, profile: DeviceProfile) -> DeviceTask:
+        """A device as its protocol's registry entry builds it."""
+        entry = self.protocols.entry_of(profile)
+        return DeviceTask(
+            station,
+            entry.driver(profile),
+            profile.poll_interval_s if isinstance(profile, Polled) else 1.0,
+            self.binder,
+            subscribe=isinstance(profile, Subscribable) and profile.sampling == "subscription",
+            on_events=self._station_input(station, profile, entry),
+        )
+
     def _station_input(
-        self, station: str, profile: DeviceProfile
+        self, station: str, profile: DeviceProfile, entry: ProtocolEntry[Any]
     ) -> Callable[[list[Any]], None] | None:
-        """Where a streaming device's events go: its station's handler (None: readings)."""
-        if isinstance(profile, SerialScannerProfile | WedgeScannerProfile):
+        """Where a streaming device's items go, by the item type its protocol declares: the
+        station's handler (None: the device reads samples, bound as readings)."""
+        if entry.events is None:
+            return None
+        if entry.events is Scan and isinstance(profile, SerialScannerProfile | WedgeScannerProfile):
             return ScanStation(self.stations, station, station in self.site.dock_ids, profile)
-        if isinstance(profile, RfidReaderProfile):
+        if entry.events is TagRead and isinstance(profile, RfidReaderProfile):
             gate = GateStation(self.stations, station, profile)
             self.gates.append(gate)
             return gate
-        return None
+        raise NoStationFor(
+            f"device {profile.name}: protocol {entry.name} reports "
+            f"{entry.events.__name__} items, which no station of this edge takes"
+        )
 
     def edge_status(self) -> EdgeStatus:
         stats = self.outbox.stats()
@@ -171,12 +192,11 @@ class EdgeAgent:
         if name in refusals.count:
             out["refused"] = refusals.count[name]
             out["last_refused"] = refusals.last[name]
-        driver: Any = task.driver
-        if callable(getattr(driver, "diagnostics", None)):
+        driver = task.driver
+        if isinstance(driver, Diagnosable):
             out["line"] = driver.diagnostics()
-        for counter in ("garbage", "garbled_replies"):
-            if isinstance(value := getattr(driver, counter, None), int):
-                out[counter] = value
+        if isinstance(driver, CountsBadInput):
+            out |= driver.bad_input()
         if isinstance(task.on_events, ScanStation):
             out["scans"] = asdict(task.on_events.counters)
         if isinstance(task.on_events, GateStation):

@@ -82,3 +82,22 @@ class StreamingDriver(Protocol):
     async def stream(self, deliver: Callable[[list[Any]], None]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+Driver = PollingDriver | StreamingDriver
+
+
+@runtime_checkable
+class Diagnosable(Protocol):
+    """Optional: a driver that can describe the state of its line for a technician (the
+    port, its framing, bytes and frames seen); shown under "line" in the device status."""
+
+    def diagnostics(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class CountsBadInput(Protocol):
+    """Optional: a driver that counts what it dropped from the line since creation (garbled
+    replies, garbage lines), by counter name; a steady rise is a wiring or settings fault."""
+
+    def bad_input(self) -> dict[str, int]: ...

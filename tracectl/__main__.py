@@ -22,6 +22,7 @@ from device_profiles.schema import (
     load_profile,
 )
 from protocols.mqtt.connection import ENV_FILE
+from protocols.profile import Tagged
 from tracectl import broker, credentials
 from tracectl.parameters import print_parameters
 
@@ -141,7 +142,7 @@ def _contents(profile: DeviceProfile) -> str:
         return f"{len(profile.antennas)} antennas"
     if isinstance(profile, SerialScannerProfile | WedgeScannerProfile):
         return f"{len(profile.rules)} scan rules"
-    return f"{len(profile.tags)} tags"
+    return f"{len(profile.tags)} tags" if isinstance(profile, Tagged) else profile.protocol
 
 
 def cmd_profile_validate(args: argparse.Namespace) -> None:

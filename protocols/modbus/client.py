@@ -15,9 +15,9 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from device_profiles.schema import ModbusRtuConnection, ModbusRtuProfile, ModbusTcpProfile
 from protocols.driver import DeviceMisconfigured, DeviceUnavailable, Sample
 from protocols.modbus.codec import ReadBlock, decode_tag, plan_reads
+from protocols.modbus.profile import ModbusRtuConnection, ModbusRtuProfile, ModbusTcpProfile
 
 # Modbus exception codes, as a technician reads them in the device manual.
 EXCEPTION_CODES: dict[int, str] = {
@@ -45,6 +45,9 @@ class ModbusDriver:
         # a rising count is a noisy line (wiring, termination, shield), not a dead device.
         self.garbled_replies = 0
         self._bytes_heard = 0  # bytes received since the last request went out
+
+    def bad_input(self) -> dict[str, int]:
+        return {"garbled_replies": self.garbled_replies}
 
     def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         conn = self.profile.connection

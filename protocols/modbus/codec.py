@@ -9,7 +9,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from device_profiles.schema import REGISTER_COUNT, ModbusTag
+from protocols.modbus.profile import REGISTER_COUNT, ModbusTag
 
 # struct format per data type (big-endian once registers are put in wire order).
 _FORMAT: dict[str, str] = {

@@ -21,8 +21,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from device_profiles.schema import ModbusRtuProfile, ModbusTag, ModbusTcpProfile
 from protocols.modbus.codec import encode_tag
+from protocols.modbus.profile import ModbusRtuProfile, ModbusTag, ModbusTcpProfile
 
 _FUNCTION_CODE = {"holding": 3, "input": 4}
 

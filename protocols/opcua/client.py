@@ -22,7 +22,6 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeNotif, Subscription
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from device_profiles.schema import OpcUaProfile, OpcUaTag
 from protocols.driver import Deliver, DeviceMisconfigured, DeviceUnavailable, Sample
 from protocols.opcua.certificates import ClientIdentity, load_certificate, load_client_identity
 from protocols.opcua.codec import (
@@ -34,6 +33,7 @@ from protocols.opcua.codec import (
     to_sample,
 )
 from protocols.opcua.endpoints import MODES, POLICIES, choose_endpoint, trusted_server_certificate
+from protocols.opcua.profile import OpcUaProfile, OpcUaTag
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from asyncua import ua
 from asyncua.ua import status_codes
 
-from device_profiles.schema import Deadband, OpcUaTag
 from protocols.driver import DeviceMisconfigured, Quality, Sample
+from protocols.opcua.profile import Deadband, OpcUaTag
 
 # The top two bits of a StatusCode are its severity (OPC 10000-4, 7.39). 0b11 is reserved
 # and the specification says to treat it as bad.

@@ -16,9 +16,9 @@ from asyncua.crypto.security_policies import (
     SecurityPolicyNone,
 )
 
-from device_profiles.schema import OpcUaConnection
 from protocols.driver import DeviceMisconfigured
 from protocols.opcua.certificates import first_certificate, thumbprint
+from protocols.opcua.profile import OpcUaConnection
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import serial
 
-from device_profiles.schema import RfidReaderProfile
 from protocols.driver import DeviceMisconfigured, DeviceUnavailable
 from protocols.rfid import mercury
 from protocols.rfid.ascii import AsciiDecoder
+from protocols.rfid.profile import RfidReaderProfile
 from protocols.rfid.records import DecoderCounters, TagDecoder, TagRead, TagRecord
 
 _READ_SIZE = 4096

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from device_profiles.schema import RfidAntenna, RfidReaderProfile
+from protocols.rfid.profile import RfidAntenna, RfidReaderProfile
 from protocols.rfid.records import TagRead
 
 Direction = Literal["in", "out"]

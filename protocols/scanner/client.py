@@ -37,10 +37,10 @@ from typing import Any
 
 import serial
 
-from device_profiles.schema import ScanMeaning, SerialScannerProfile, WedgeScannerProfile
 from protocols.driver import DeviceMisconfigured, DeviceUnavailable
 from protocols.scanner.framing import MAX_SCAN_LENGTH, FramedScan, ScanFramer
 from protocols.scanner.gs1 import Gs1Scan, parse_scan
+from protocols.scanner.profile import ScanMeaning, SerialScannerProfile, WedgeScannerProfile
 from protocols.scanner.rules import meaning_of
 
 _READ_SIZE = 65536
@@ -93,6 +93,9 @@ class ScannerDriver:
         """Lines dropped since creation: noise, or longer than `max_length`. A steady rise
         is a noisy line or a terminator that does not match the scanner's suffix."""
         return self._garbage_before + self._framer.garbage
+
+    def bad_input(self) -> dict[str, int]:
+        return {"garbage": self.garbage}
 
     @property
     def where(self) -> str:

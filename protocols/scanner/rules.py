@@ -16,8 +16,8 @@ import re
 from collections.abc import Sequence
 from functools import cache
 
-from device_profiles.schema import ScanRule
 from protocols.scanner.gs1 import Gs1Scan
+from protocols.scanner.profile import ScanRule
 
 
 @cache

@@ -1,0 +1,38 @@
+"""The serial UHF RFID reader profile model: the port, the framing, the antennas and the
+gate's window."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from protocols.profile import Name, ProfileBase, SerialPort, Strict
+
+
+class RfidAntenna(Strict):
+    port: int = Field(ge=1, le=64, description="the reader's antenna port number")
+    read_point: Name = Field(description="where this antenna looks, e.g. dock-3")
+    # At a gate, antennas on both sides of the door tell the direction: a tag seen outside
+    # first and inside last moved in.
+    side: Literal["outside", "inside"] | None = None
+
+
+class RfidReaderProfile(ProfileBase):
+    protocol: Literal["rfid_serial"]
+    connection: SerialPort
+    # mercury: the binary framed protocol of ThingMagic Mercury readers and modules;
+    # ascii: one tag report per text line, as many gates and cheap readers offer.
+    framing: Literal["mercury", "ascii"]
+    antennas: list[RfidAntenna] = Field(min_length=1)
+    # Reads of one tag at one read point within this window are one observation.
+    window_s: float = Field(default=2.0, gt=0, le=3600)
+    min_rssi_dbm: float | None = Field(default=None, ge=-120, le=0)
+
+    @model_validator(mode="after")
+    def _unique_ports(self) -> RfidReaderProfile:
+        ports = [a.port for a in self.antennas]
+        for port in ports:
+            if ports.count(port) > 1:
+                raise ValueError(f"antenna port {port} appears twice: list each port once")
+        return self
