@@ -16,7 +16,9 @@ from bench.genealogy.workers import measure
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=bench.genealogy.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.genealogy",
+        description=bench.genealogy.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add("--scale", type=float, default=1.0, help="share of the full data set (1,000,000 lots)")
