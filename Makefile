@@ -35,7 +35,7 @@ bench: $(STAMP)
 	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/python bench/edge_pipeline.py
 
 bench-genealogy: $(STAMP)
-	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/python bench/genealogy.py
+	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/python -m bench.genealogy
 
 # schemathesis against the collector's OpenAPI (admin and partner keys) for longer than the
 # test suite's short run: no 5xx, no hang. Longer still: make fuzz-api FUZZ_TIME_S=3600.
