@@ -9,9 +9,6 @@ from cloud_collector import erp
 from cloud_collector.endpoints import IMPORT, Conn, import_rows
 
 router = APIRouter(prefix="/api/v1", dependencies=IMPORT)
-# What FSMA 204's spreadsheets need beyond the trace (places, TLC sources, harvests): listed
-# in the API's documentation with the FSMA 204 exports, where their reader looks for them.
-FSMA_204 = ["FSMA 204"]
 
 
 @router.put("/erp/products")
@@ -42,20 +39,22 @@ async def import_qc_results(rows: list[erp.QcResult], conn: Conn) -> dict[str, i
     return await import_rows(conn, erp.qc_results, rows)
 
 
-@router.put("/erp/locations", tags=FSMA_204)
+# What FSMA 204's spreadsheets need beyond the trace (places, TLC sources, harvests): listed
+# in the API's documentation with the FSMA 204 exports, where their reader looks for them.
+@router.put("/erp/locations", tags=["FSMA 204"])
 async def import_locations(rows: list[erp.Location], conn: Conn) -> dict[str, int]:
     """What each place is (business name, address, phone, GLN), by the id events and
     documents give it: read points, suppliers as purchase orders name them, ship-tos."""
     return await import_rows(conn, erp.locations, rows)
 
 
-@router.put("/erp/tlc-sources", tags=FSMA_204)
+@router.put("/erp/tlc-sources", tags=["FSMA 204"])
 async def import_tlc_sources(rows: list[erp.TlcSource], conn: Conn) -> dict[str, int]:
     """Where a supplier's lot got its traceability lot code (a location, a reference)."""
     return await import_rows(conn, erp.tlc_sources, rows)
 
 
-@router.put("/erp/harvests", tags=FSMA_204)
+@router.put("/erp/harvests", tags=["FSMA 204"])
 async def import_harvests(rows: list[erp.Harvest], conn: Conn) -> dict[str, int]:
     """What the grower said of each harvested lot we initially pack (21 CFR 1.1330(a)):
     commodity and variety, farm, field or growing area, harvester, date of harvesting, where
