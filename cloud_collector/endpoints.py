@@ -1,19 +1,27 @@
 """What every endpoint of the HTTP API shares, written once: the roles a route accepts, the
-request's pooled connection, a lot as the client names it (404 unknown, 409 ambiguous with
-the candidates), and an ERP import in one transaction (422 on a reference to nothing)."""
+request's pooled connection, the app's settings and pool (what create_app put in
+`app.state`), a lot as the client names it (404 unknown, 409 ambiguous with the candidates),
+an ERP import in one transaction (422 on a reference to nothing), and answers as JSON or
+CSV."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
 from psycopg import AsyncConnection, DataError, IntegrityError
 from psycopg.errors import ForeignKeyViolation
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
 
 from cloud_collector import erp, trace
 from cloud_collector.auth import Role, require
+from cloud_collector.settings import CollectorSettings
+from cloud_collector.spreadsheet_cells import csv_row
 
 # Every route but /healthz names the roles it accepts (cloud_collector/auth.py; admin: all).
 READ = [Depends(require(Role.reader))]
@@ -37,6 +45,28 @@ async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
         )
     async with request.app.state.pool.connection() as conn:
         yield conn
+
+
+# A connection taken inside a route rather than as its parameter, when the route must do
+# slow work first (an EPCIS capture checks its whole document): the same key check first.
+connected = asynccontextmanager(connection)
+
+
+def app_settings(request: Request) -> CollectorSettings:
+    """The settings the app was made with (create_app keeps them in `app.state`)."""
+    settings: CollectorSettings = request.app.state.settings
+    return settings
+
+
+def app_pool(request: Request) -> AsyncConnectionPool:
+    """The API's pool, for an answer streamed on its own connection after the request's
+    connection has gone back (the recall CSV, an FSMA 204 spreadsheet)."""
+    pool: AsyncConnectionPool = request.app.state.pool
+    return pool
+
+
+Settings = Annotated[CollectorSettings, Depends(app_settings)]
+Pool = Annotated[AsyncConnectionPool, Depends(app_pool)]
 
 
 @asynccontextmanager
@@ -95,3 +125,29 @@ def attachment(filename: str) -> str:
     """A Content-Disposition value for a download, its name reduced to safe characters."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
     return f'attachment; filename="{safe}"'
+
+
+def json_response(answer: BaseModel) -> Response:
+    """An answer serialised by pydantic in one pass (a recall runs to tens of thousands of
+    lines, which FastAPI's generic encoder walks field by field)."""
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+def csv_line(values: Iterable[Any]) -> str:
+    """One CSV line, its text cells neutralised (spreadsheet_cells.csv_row)."""
+    out = io.StringIO()
+    csv.writer(out).writerow(["" if v is None else v for v in csv_row(values)])
+    return out.getvalue()
+
+
+def csv_response(filename: str, columns: list[str], rows: list[dict[str, Any]]) -> Response:
+    """A CSV download of `rows`, built whole (a trace's lots; the recall streams its own)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(csv_row(columns))
+    writer.writerows(csv_row(row.get(c) for c in columns) for row in rows)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": attachment(filename)},
+    )

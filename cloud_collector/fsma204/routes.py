@@ -1,6 +1,6 @@
 """HTTP: the FSMA 204 spreadsheets (by traceability lot code, by product and date range, by
-recall) and the ERP imports of the master data they need (locations, TLC sources, the
-grower's harvest records)."""
+recall), role reader. The ERP imports of the master data they need (locations, TLC sources,
+the grower's harvest records) are with the other imports, in cloud_collector/routes/erp.py."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
 
-from cloud_collector import erp, trace
+from cloud_collector import trace
 from cloud_collector.endpoints import (
-    IMPORT,
     READ,
     Conn,
+    app_pool,
+    app_settings,
     attachment,
     export_statements,
-    import_rows,
     resolve_lot,
 )
 from cloud_collector.fsma204 import export, render
@@ -36,7 +36,7 @@ SCOPE = (
     "time, then traceability lot code."
 )
 
-router = APIRouter(tags=["FSMA 204"])
+router = APIRouter(tags=["FSMA 204"], dependencies=READ)
 
 
 def _zone(
@@ -73,6 +73,7 @@ async def _spreadsheet(
     end: datetime | None = None,
 ) -> Response:
     columns = header(zone.key)
+    timeout_s = app_settings(request).api_export_statement_timeout_s
     if format == "xlsx":
         about = [
             ("Request", request_text),
@@ -80,7 +81,6 @@ async def _spreadsheet(
             ("Dates and times", f"in time zone {zone.key}"),
             ("What it holds", SCOPE),
         ]
-        timeout_s = request.app.state.export_statement_timeout_s
         async with export_statements(conn, timeout_s):
             body = await render.xlsx(export.rows(conn, lot_ids, start, end, zone), columns, about)
         return Response(
@@ -88,13 +88,13 @@ async def _spreadsheet(
             media_type=XLSX,
             headers={"Content-Disposition": attachment(f"{name}.xlsx")},
         )
-    pool = request.app.state.pool
+    pool = app_pool(request)
 
     async def lines() -> AsyncIterator[str]:
         # Its own connection: the request's is given back before a stream ends.
         async with (
             pool.connection() as stream_conn,
-            export_statements(stream_conn, request.app.state.export_statement_timeout_s),
+            export_statements(stream_conn, timeout_s),
         ):
             rows = export.rows(stream_conn, lot_ids, start, end, zone)
             async for line in render.csv_lines(rows, columns):
@@ -113,7 +113,7 @@ def _lot_text(lot: trace.Lot) -> str:
 
 
 # Registered before the plain lot route: {lot:path} would swallow "/recall".
-@router.get("/api/v1/fsma204/lots/{lot:path}/recall", dependencies=READ, response_model=None)
+@router.get("/api/v1/fsma204/lots/{lot:path}/recall", response_model=None)
 async def recall_spreadsheet(
     lot: str, request: Request, conn: Conn, zone: Zone, format: Format = "csv"
 ) -> Response:
@@ -126,7 +126,7 @@ async def recall_spreadsheet(
     return await _spreadsheet(request, conn, ids, format, name, text, zone)
 
 
-@router.get("/api/v1/fsma204/lots/{lot:path}", dependencies=READ, response_model=None)
+@router.get("/api/v1/fsma204/lots/{lot:path}", response_model=None)
 async def lot_spreadsheet(
     lot: str, request: Request, conn: Conn, zone: Zone, format: Format = "csv"
 ) -> Response:
@@ -138,7 +138,7 @@ async def lot_spreadsheet(
     return await _spreadsheet(request, conn, [target.lot_id], format, name, _lot_text(target), zone)
 
 
-@router.get("/api/v1/fsma204/products/{gtin}", dependencies=READ, response_model=None)
+@router.get("/api/v1/fsma204/products/{gtin}", response_model=None)
 async def product_spreadsheet(
     gtin: Annotated[str, Path(pattern=r"^\d{14}$")],
     request: Request,
@@ -161,24 +161,3 @@ async def product_spreadsheet(
     begin, finish = day_range(start, end, zone)
     name = _filename(gtin, str(start), str(end))
     return await _spreadsheet(request, conn, ids, format, name, text, zone, begin, finish)
-
-
-@router.put("/api/v1/erp/locations", dependencies=IMPORT)
-async def import_locations(rows: list[erp.Location], conn: Conn) -> dict[str, int]:
-    """What each place is (business name, address, phone, GLN), by the id events and
-    documents give it: read points, suppliers as purchase orders name them, ship-tos."""
-    return await import_rows(conn, erp.locations, rows)
-
-
-@router.put("/api/v1/erp/tlc-sources", dependencies=IMPORT)
-async def import_tlc_sources(rows: list[erp.TlcSource], conn: Conn) -> dict[str, int]:
-    """Where a supplier's lot got its traceability lot code (a location, a reference)."""
-    return await import_rows(conn, erp.tlc_sources, rows)
-
-
-@router.put("/api/v1/erp/harvests", dependencies=IMPORT)
-async def import_harvests(rows: list[erp.Harvest], conn: Conn) -> dict[str, int]:
-    """What the grower said of each harvested lot we initially pack (21 CFR 1.1330(a)):
-    commodity and variety, farm, field or growing area, harvester, date of harvesting, where
-    and when it was cooled. A batch using such a lot is an initial packing."""
-    return await import_rows(conn, erp.harvests, rows)

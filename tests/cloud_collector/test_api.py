@@ -1,4 +1,5 @@
-"""The batch parameters endpoint: unknown batches and batches without readings say so."""
+"""The app's routes, one module router per API area; the batch parameters endpoint: unknown
+batches and batches without readings say so."""
 
 from __future__ import annotations
 
@@ -7,10 +8,26 @@ import uuid
 
 import psycopg
 
+from cloud_collector.api import create_app
 from cloud_collector.auth import Role
 from cloud_collector.ingest import ingest
+from cloud_collector.routes import ROUTERS
+from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
+from tests.cloud_collector.test_auth import api_routes
 from tests.conftest import RunningCollector, Services
+
+
+def test_every_route_is_a_module_router_s_and_none_is_a_closure() -> None:
+    """create_app only includes routers: a route defined inside a function (over the app,
+    its settings or a connection factory) has a second home a reader must find."""
+    router_paths = {r.path for router in ROUTERS for r in router.routes}
+    misplaced = []
+    for route in api_routes(create_app(CollectorSettings())):
+        endpoint = route.dependant.call
+        if "<locals>" in endpoint.__qualname__ or route.path not in router_paths:
+            misplaced.append(f"{route.path}: {endpoint.__module__}.{endpoint.__qualname__}")
+    assert misplaced == []
 
 
 async def test_unknown_batch_is_a_404_that_says_what_to_do(collector: RunningCollector) -> None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cloud_collector import auth
 from cloud_collector.auth import Principal, Role
+from cloud_collector.endpoints import Conn
 from cloud_collector.erp import storable
 
 router = APIRouter(
@@ -40,21 +41,20 @@ class NewCredential(BaseModel):
 
 @router.get("")
 async def list_credentials(
-    request: Request, revoked: Annotated[bool, Query()] = False
+    conn: Conn, revoked: Annotated[bool, Query()] = False
 ) -> list[auth.Credential]:
-    async with request.app.state.pool.connection() as conn:
-        return await auth.list_credentials(conn, revoked)
+    return await auth.list_credentials(conn, revoked)
 
 
 @router.post("", status_code=201)
-async def issue(body: NewCredential, request: Request) -> auth.IssuedKey:
+async def issue(body: NewCredential, request: Request, conn: Conn) -> auth.IssuedKey:
     """A new key; store it now, it is not shown again."""
     if body.replace:
         _not_your_own(request, body.name)
     if body.partner_id is None and (body.customer_ids or body.locations):
         raise HTTPException(422, "customer_ids and locations belong to a partner: add partner_id")
     try:
-        async with request.app.state.pool.connection() as conn, conn.transaction():
+        async with conn.transaction():
             if body.partner_id is not None and body.role is Role.partner:
                 await auth.set_partner(conn, body.partner_id, body.customer_ids, body.locations)
             issued = await auth.issue(conn, body.name, body.role, body.partner_id, body.replace)
@@ -63,8 +63,13 @@ async def issue(body: NewCredential, request: Request) -> auth.IssuedKey:
     except auth.CredentialError as err:
         raise HTTPException(422, str(err)) from err
     # A replaced key, or a partner's new locations, count from now in this process.
-    request.app.state.keyring.forget()
+    _keyring(request).forget()
     return issued
+
+
+def _keyring(request: Request) -> auth.Keyring:
+    keyring: auth.Keyring = request.app.state.keyring
+    return keyring
 
 
 def _not_your_own(request: Request, name: str) -> None:
@@ -80,11 +85,10 @@ def _not_your_own(request: Request, name: str) -> None:
 
 
 @router.delete("/{name}")
-async def revoke(name: str, request: Request) -> dict[str, str]:
+async def revoke(name: str, request: Request, conn: Conn) -> dict[str, str]:
     _not_your_own(request, name)
-    async with request.app.state.pool.connection() as conn:
-        if not await auth.revoke(conn, name):
-            raise HTTPException(404, f"no credential named {name!r} is in force")
+    if not await auth.revoke(conn, name):
+        raise HTTPException(404, f"no credential named {name!r} is in force")
     # Refused from now on in this process; other collectors within TRACE_API_KEY_CACHE_S.
-    request.app.state.keyring.forget()
+    _keyring(request).forget()
     return {"revoked": name}

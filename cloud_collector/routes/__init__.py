@@ -1,0 +1,31 @@
+"""The HTTP API's routes, one `APIRouter` module per area; `cloud_collector.api.create_app`
+only includes them (in `ROUTERS`' order), after building the app's state and middleware.
+
+| area | module | paths | roles |
+|---|---|---|---|
+| health | `routes/health.py` | `/healthz` | none |
+| batches | `routes/batches.py` | `/api/v1/batches...` | reader |
+| trace, recall | `routes/trace.py` | `/api/v1/lots/{lot}/...`, `/api/v1/recall/...` | reader |
+| ERP imports | `routes/erp.py` | `/api/v1/erp/...`, `/api/v1/qc-results` | importer |
+| credentials | `routes/credentials.py` | `/api/v1/credentials...` | admin |
+| FSMA 204 | `fsma204/routes.py` | `/api/v1/fsma204/...` | reader |
+| EPCIS 2.0 | `epcis/routes.py` | `/epcis/...` | importer, reader, partner |
+
+What routes share (roles, the request's connection, the app's settings and pool, lot
+resolution, imports, JSON and CSV answers) is in `cloud_collector/endpoints.py`: a route
+reaches it through dependencies, never through a closure over the app.
+"""
+
+from fastapi import APIRouter
+
+from cloud_collector.epcis.routes import router as epcis
+from cloud_collector.fsma204.routes import router as fsma204
+from cloud_collector.routes.batches import router as batches
+from cloud_collector.routes.credentials import router as credentials
+from cloud_collector.routes.erp import router as erp
+from cloud_collector.routes.health import router as health
+from cloud_collector.routes.trace import router as trace
+
+ROUTERS: tuple[APIRouter, ...] = (health, batches, trace, erp, credentials, fsma204, epcis)
+
+__all__ = ["ROUTERS"]
