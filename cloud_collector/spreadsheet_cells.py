@@ -51,7 +51,8 @@ def csv_row(values: Iterable[Any]) -> list[Any]:
 
 def _control_escaped(text: str) -> str:
     # XLSX (XML 1.0) cannot hold most control characters; shown as \xNN rather than lost.
-    return ILLEGAL_CHARACTERS_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    escaped: str = ILLEGAL_CHARACTERS_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return escaped
 
 
 def xlsx_cell(ws: Any, value: Any) -> Any:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
 
-def print_parameters(body: dict) -> None:  # type: ignore[type-arg]
+
+def print_parameters(body: dict[str, Any]) -> None:
     b = body["batch"]
     print(f"batch {b['batch_id']} on line {b['line_id']} (edge {b['edge_id']})")
     print(f"  started {b['started_at']} by {b['started_by']}")
