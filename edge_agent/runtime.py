@@ -28,11 +28,12 @@ from edge_agent.drivers import driver_for
 from edge_agent.gates import GateStation
 from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
 from edge_agent.publisher import Publisher
+from edge_agent.records import UNNUMBERED
 from edge_agent.scans import ScanStation
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import Site, capture_rate
 from edge_agent.stations import Stations
-from protocols.mqtt.contract import EdgeStatus
+from protocols.mqtt.contract import EdgeStatus, TagSpec, TagSpecs
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,13 @@ class EdgeAgent:
     def _announce_specs(self) -> None:
         """Tell the collector the spec limits of every tag, so it can flag excursions."""
         specs = [
-            {
-                "device": p.name,
-                "tag": t.name,
-                "unit": t.unit,
-                "low": t.spec.low if t.spec else None,
-                "high": t.spec.high if t.spec else None,
-            }
+            TagSpec(
+                device=p.name,
+                tag=t.name,
+                unit=t.unit,
+                low=t.spec.low if t.spec else None,
+                high=t.spec.high if t.spec else None,
+            )
             for profiles in self.site.devices.values()
             for p in profiles
             for t in getattr(p, "tags", [])
@@ -123,7 +124,7 @@ class EdgeAgent:
         ]
         if specs:
             self.outbox.append(
-                EVENTS, {"kind": "tag_specs", "time": datetime.now(UTC), "specs": specs}
+                EVENTS, TagSpecs(seq=UNNUMBERED, time=datetime.now(UTC), specs=specs)
             )
 
     def _station_input(

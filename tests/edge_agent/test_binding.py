@@ -42,9 +42,14 @@ def test_readings_carry_the_active_batch_or_explicitly_none(outbox: Outbox) -> N
     assert first is None  # all taken already
     outbox.requeue(READINGS)
     r0 = records(outbox, READINGS)[0]
+    # Times are datetimes in every record, written as the contract's model writes them.
     assert (r0["time"], r0["device_time"]) == (
-        T0.isoformat(),
-        (T0 - timedelta(milliseconds=5)).isoformat(),
+        "2026-11-25T08:00:00Z",
+        "2026-11-25T07:59:59.995000Z",
+    )
+    assert (datetime.fromisoformat(r0["time"]), datetime.fromisoformat(r0["device_time"])) == (
+        T0,
+        T0 - timedelta(milliseconds=5),
     )
 
 

@@ -22,19 +22,22 @@ import yaml
 from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.publisher import Publisher, _InFlight
+from edge_agent.records import UNNUMBERED
 from edge_agent.runtime import EdgeAgent
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import load_site
 from protocols.mqtt import topics
 from protocols.mqtt.connection import BrokerSettings
-from protocols.mqtt.contract import MAX_SEQ, EdgeStatus
+from protocols.mqtt.contract import MAX_SEQ, BatchEvent, EdgeStatus
 from tests.conftest import MosquittoProcess, now_true, until
 
 AT = datetime(2026, 11, 25, tzinfo=UTC)
 
 
-def event(n: int) -> dict:
-    return {"kind": "batch_started", "time": AT, "line": "l", "batch": f"B{n}", "by": "op"}
+def event(n: int) -> BatchEvent:
+    return BatchEvent(
+        seq=UNNUMBERED, kind="batch_started", time=AT, line="l", batch=f"B{n}", by="op"
+    )
 
 
 class CollectorSide:
