@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import unicodedata
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -104,8 +103,16 @@ class Binder:
     def __init__(
         self, context: BatchContext, outbox: Outbox, batch_tags: dict[str, BatchTag] | None = None
     ) -> None:
+        if context.store is not outbox.store:
+            raise ValueError(
+                "the batch context and the outbox must be kept in one EdgeStore: a batch "
+                "change and its event commit together"
+            )
         self.context = context
         self.outbox = outbox
+        # One transaction for a batch change and its events (a rollback reloads the
+        # context's memory too).
+        self.store = outbox.store
         self.batch_tags = batch_tags or {}  # device name -> its batch-source tag
         self.refusals = Refusals()
         # Called (line, batch, started_at, ended_at) inside the transaction that ends a
@@ -170,14 +177,14 @@ class Binder:
         self, line_id: str, batch_id: str, by: str, at: datetime | None = None
     ) -> ActiveBatch:
         at = at or datetime.now(UTC)
-        with self._atomically():
+        with self.store.transaction():
             batch = self.context.start(line_id, batch_id, by, at)
             self._event("batch_started", batch, at, by)
         return batch
 
     def end_batch(self, line_id: str, by: str, at: datetime | None = None) -> ActiveBatch:
         at = at or datetime.now(UTC)
-        with self._atomically():
+        with self.store.transaction():
             batch = self.context.end(line_id, by)
             self._event("batch_ended", batch, at, by)
             if self.on_batch_end is not None:
@@ -195,17 +202,6 @@ class Binder:
                 detail=storable_detail(detail),
             )
         self.outbox.append(EVENTS, event)
-
-    @contextmanager
-    def _atomically(self) -> Iterator[None]:
-        """The batch context and the outbox change in one transaction; on failure the
-        context's memory is reloaded from disk so both stay as they were."""
-        try:
-            with self.outbox.transaction():
-                yield
-        except BaseException:
-            self.context.reload()
-            raise
 
     def _event(self, kind: BatchEventKind, batch: ActiveBatch, at: datetime, by: str) -> None:
         with contract_checked(kind):

@@ -1,6 +1,8 @@
 """The outbox: every record waits here, on disk, until the collector acknowledges it.
 
-See docs/outbox.md for the contract. Records arrive as the message contract's models
+See docs/outbox.md for the contract. The outbox's tables are in the edge's store
+(edge_agent/store.py), whose transactions it shares with the batch context and the
+stations. Records arrive as the message contract's models
 (edge_agent/records.py) and are stored as the JSON they serialise to, numbered, built once
 at append time, so publishing is string assembly and not re-serialising.
 """
@@ -9,17 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from edge_agent.records import RECORD_MODELS, UNNUMBERED, EdgeRecord
+from edge_agent.store import EdgeStore
 from protocols.mqtt.contract import ReadingsDropped
 
 log = logging.getLogger(__name__)
@@ -32,33 +32,6 @@ READINGS = "readings"
 # Trace events travel apart from readings: when the outbox must thin readings, events are
 # never among what is dropped.
 EVENTS = "events"
-
-_SCHEMA = """
-create table if not exists meta (key text primary key, value text not null);
-create table if not exists streams (
-    stream   text primary key,
-    next_seq integer not null,
-    dropped  integer not null default 0
-);
-create table if not exists records (
-    stream     text not null,
-    seq        integer not null,
-    created_at real not null,
-    body       text not null,
-    primary key (stream, seq)
-) without rowid;
--- Records the collector refused for good (the ack said `refused`): kept as sent, out of
--- the sending queue, for someone to look at.
-create table if not exists quarantine (
-    epoch          text not null,
-    stream         text not null,
-    seq            integer not null,
-    body           text not null,
-    reason         text not null,
-    quarantined_at real not null,
-    primary key (epoch, stream, seq)
-) without rowid;
-"""
 
 
 def numbered(body: str, seq: int) -> str:
@@ -147,29 +120,21 @@ limit ?
 class Outbox:
     def __init__(
         self,
-        path: Path,
+        store: EdgeStore,
         max_bytes: int = 1 << 30,
         policy: Policy = "thin_oldest",
         thin_fraction: float = 0.1,
-        commit_interval_s: float = 0.0,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # 0: every append commits before it returns. Above 0: appends within this interval
-        # share one commit (group commit), and `flush` ends the group; a crash loses at
-        # most this interval of captured data, which then never counted as taken.
-        self.commit_interval_s = commit_interval_s
-        self.path = path
+        self.store = store
+        self.db = store.db  # reads; writes go through the store's transactions
         self.max_bytes = max_bytes
         self.policy: Policy = policy
         self.thin_fraction = thin_fraction
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("pragma journal_mode=wal")
-        self.db.execute("pragma synchronous=full")
-        self.db.executescript(_SCHEMA)
         row = self.db.execute("select value from meta where key = 'epoch'").fetchone()
         if row is None:
             self.epoch = uuid.uuid4().hex
-            self.db.execute("insert into meta values ('epoch', ?)", (self.epoch,))
+            with store.transaction() as db:
+                db.execute("insert into meta values ('epoch', ?)", (self.epoch,))
         else:
             self.epoch = row[0]
         self._next: dict[str, int] = dict(self.db.execute("select stream, next_seq from streams"))
@@ -180,8 +145,6 @@ class Outbox:
         self._depth: dict[str, int] = dict(
             self.db.execute("select stream, count(*) from records group by stream")
         )
-        self._group_started: float | None = None  # an open group commit, since when
-        self._explicit = False  # inside transaction(): appends neither begin nor commit
         self._lanes: dict[str, _Lanes] = {}
         # Runs taken and not yet accepted or requeued, per stream: first seq -> last seq.
         # Only these can be accepted, so no ack can delete what this edge has not sent.
@@ -193,6 +156,8 @@ class Outbox:
         self.over_bound_events = False
         self._enforcing = False
         self.on_append: Callable[[], None] | None = None  # wakes the publisher
+        store.on_commit.append(self._committed)
+        store.on_rollback.append(self._reload)
 
     # -- append ---------------------------------------------------------------------------
 
@@ -237,31 +202,20 @@ class Outbox:
             raise
         if rows:
             touched = {r[0] for r in rows}
-            if not self.db.in_transaction:
-                self.db.execute("begin")
-                self._group_started = now
-            try:
-                self.db.executemany("insert into records values (?, ?, ?, ?)", rows)
-                self.db.executemany(
+            with self.store.grouped() as db:
+                db.executemany("insert into records values (?, ?, ?, ?)", rows)
+                db.executemany(
                     "insert into streams (stream, next_seq) values (?, ?)"
                     " on conflict (stream) do update set next_seq = excluded.next_seq",
                     [(s, next_seq[s]) for s in touched],
                 )
-            except BaseException:
-                if not self._explicit:
-                    self._rollback()
-                raise
-            self._bytes += size
-            for stream in touched:
-                self._depth[stream] = self._depth.get(stream, 0) + sum(
-                    1 for r in rows if r[0] == stream
-                )
-                if stream not in self._lanes:
-                    self._lanes[stream] = _Lanes(0, 0, 0)
-            if not self._explicit and (
-                self._group_started is None or now - self._group_started >= self.commit_interval_s
-            ):
-                self.flush()
+                self._bytes += size
+                for stream in touched:
+                    self._depth[stream] = self._depth.get(stream, 0) + sum(
+                        1 for r in rows if r[0] == stream
+                    )
+                    if stream not in self._lanes:
+                        self._lanes[stream] = _Lanes(0, 0, 0)
         if refused:
             self._count_dropped(READINGS, refused)
         if self._bytes > self.max_bytes:
@@ -269,17 +223,15 @@ class Outbox:
         return seqs
 
     def flush(self) -> None:
-        """Commit the open group, if any, and wake the publisher."""
-        if self.db.in_transaction and not self._explicit:
-            self.db.execute("commit")
-            self._group_started = None
-            if self.on_append is not None:
-                self.on_append()
+        """Commit the store's open group commit, if any (the publisher wakes)."""
+        self.store.flush()
 
-    def _rollback(self) -> None:
-        self.db.execute("rollback")
-        self._group_started = None
-        # Memory follows disk: counters and numbering as the file has them.
+    def _committed(self) -> None:
+        if self.on_append is not None:
+            self.on_append()
+
+    def _reload(self) -> None:
+        """After a rollback: counters and numbering as the file has them."""
         self._next = dict(self.db.execute("select stream, next_seq from streams"))
         self._depth = dict(self.db.execute("select stream, count(*) from records group by stream"))
         self._bytes = self.db.execute(
@@ -336,7 +288,7 @@ class Outbox:
         if not self.sent(stream, epoch, first_seq, last_seq):
             return 0
         del self._sent[stream][first_seq]
-        with self.transaction():
+        with self.store.transaction():
             removed = self.db.execute(
                 "delete from records where stream = ? and seq between ? and ?"
                 " returning length(body)",
@@ -365,7 +317,7 @@ class Outbox:
         del self._sent[stream][first_seq]
         refused = list(runs) or [(first_seq, last_seq, reason)]
         now = time.time()
-        with self.transaction():
+        with self.store.transaction():
             moved = 0
             for run_first, run_last, run_reason in refused:
                 if first_seq <= run_first <= run_last <= last_seq:
@@ -455,7 +407,7 @@ class Outbox:
         ).fetchall()
         if self.policy == "thin_oldest" and len(window) > 1:
             window = window[1::2]
-        with self.transaction():
+        with self.store.transaction():
             self.db.executemany(
                 "delete from records where stream = ? and seq = ?",
                 [(READINGS, seq) for seq, _ in window],
@@ -468,32 +420,11 @@ class Outbox:
         finally:
             self._enforcing = False
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One SQLite transaction; nested uses join the outer one (a batch start and its
-        event commit together)."""
-        if self._explicit:
-            yield
-            return
-        self.flush()  # what is grouped commits first, on its own
-        self.db.execute("begin")
-        self._explicit = True
-        try:
-            yield
-        except BaseException:
-            self._explicit = False
-            self._rollback()
-            raise
-        self._explicit = False
-        self.db.execute("commit")
-        if self.on_append is not None:
-            self.on_append()
-
     def _count_dropped(
         self, stream: str, count: int, first_seq: int | None = None, last_seq: int | None = None
     ) -> None:
         self._dropped[stream] = self._dropped.get(stream, 0) + count
-        with self.transaction():
+        with self.store.transaction():
             self.db.execute(
                 "insert into streams (stream, next_seq, dropped) values (?, ?, ?)"
                 " on conflict (stream) do update set dropped = excluded.dropped",
@@ -552,7 +483,3 @@ class Outbox:
                 "(see GET /api/v1/quarantine)"
             )
         return out
-
-    def close(self) -> None:
-        self.flush()
-        self.db.close()

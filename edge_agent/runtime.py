@@ -33,6 +33,7 @@ from edge_agent.scans import ScanStation
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import Site, capture_rate
 from edge_agent.stations import Stations
+from edge_agent.store import EdgeStore
 from protocols.mqtt.contract import EdgeStatus, TagSpec, TagSpecs
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,16 @@ class EdgeAgent:
         self.settings = settings
         self.site = site
         self.wake = asyncio.Event()
+        # One file for the outbox, the active batches and the stations (its name from the
+        # time it held the outbox alone: an edge keeps its state across the upgrade).
+        self.store = EdgeStore(
+            settings.state_dir / "outbox.db", commit_interval_s=settings.outbox_commit_interval_s
+        )
         self.outbox = Outbox(
-            settings.state_dir / "outbox.db",
-            max_bytes=outbox_bytes(settings, site),
-            policy=settings.outbox_policy,
-            commit_interval_s=settings.outbox_commit_interval_s,
+            self.store, max_bytes=outbox_bytes(settings, site), policy=settings.outbox_policy
         )
         self.outbox.on_append = self.wake.set
-        self.context = BatchContext(self.outbox.db, site.line_ids)
+        self.context = BatchContext(self.store, site.line_ids)
         batch_tags = {
             p.name: BatchTag(p.batch_source.tag, p.batch_source.prefix)
             for profiles in site.devices.values()
@@ -257,4 +260,4 @@ class EdgeAgent:
             self.outbox.flush()
 
     def close(self) -> None:
-        self.outbox.close()
+        self.store.close()

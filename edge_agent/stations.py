@@ -8,13 +8,12 @@ received against the purchase order or loaded against the shipment. Reads at a d
 to no document are kept and flagged, never dropped.
 
 Everything a station must remember (door bindings, the active batch's inputs, outputs and
-operators) is in the outbox's SQLite file, so it survives a restart and changes in the same
-transaction as the event it causes.
+operators) is in the edge's store (edge_agent/store.py) with the outbox, so it survives a
+restart and changes in the same transaction as the event it causes.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,29 +62,6 @@ def check_name(what: str, value: str) -> None:
         raise RecordRefused(what, [f"{value[:40]!r}: {problem}"])
 
 
-_SCHEMA = """
-create table if not exists dock_binding (
-    dock_id  text primary key,
-    type     text not null,
-    doc_id   text not null,
-    bound_at text not null,
-    bound_by text not null
-);
-create table if not exists batch_items (
-    line_id  text not null,
-    batch_id text not null,
-    role     text not null,   -- input, output, operator
-    position integer not null,
-    item     text not null,   -- the contract Item as JSON, or the operator id
-    primary key (line_id, batch_id, role, position)
-);
-create table if not exists line_operator (
-    line_id  text primary key,
-    operator text not null
-);
-"""
-
-
 @dataclass(frozen=True)
 class DockDocument:
     dock_id: str
@@ -105,8 +81,9 @@ class Stations:
     def __init__(self, binder: Binder, lines: list[str], docks: list[str]) -> None:
         self.binder = binder
         self.outbox = binder.outbox
-        self.db: sqlite3.Connection = binder.outbox.db
-        self.db.executescript(_SCHEMA)
+        # The store the binder shares with the outbox: reads here, writes in its transaction.
+        self.store = binder.store
+        self.db = binder.store.db
         self.lines = list(lines)
         self.docks = list(docks)
         binder.on_batch_end = self._transformation_event
@@ -131,8 +108,8 @@ class Stations:
         self._check_dock(dock_id)
         check_name("document id", doc_id)
         doc = DockDocument(dock_id, doc_type, doc_id, datetime.now(UTC), by)
-        with self.outbox.transaction():
-            self.db.execute(
+        with self.store.transaction() as db:
+            db.execute(
                 "insert into dock_binding values (?, ?, ?, ?, ?) on conflict (dock_id) do update"
                 " set type = excluded.type, doc_id = excluded.doc_id,"
                 " bound_at = excluded.bound_at, bound_by = excluded.bound_by",
@@ -144,8 +121,8 @@ class Stations:
         current = self.document(dock_id)
         if current is None:
             raise StationError(f"dock {dock_id} is bound to no document: nothing to release")
-        with self.outbox.transaction():
-            self.db.execute("delete from dock_binding where dock_id = ?", (dock_id,))
+        with self.store.transaction() as db:
+            db.execute("delete from dock_binding where dock_id = ?", (dock_id,))
         return current
 
     def dock_event(
@@ -212,8 +189,8 @@ class Stations:
 
     def set_operator(self, line_id: str, operator: str) -> None:
         check_name("operator", operator)
-        with self.outbox.transaction():
-            self.db.execute(
+        with self.store.transaction() as db:
+            db.execute(
                 "insert into line_operator values (?, ?) on conflict (line_id)"
                 " do update set operator = excluded.operator",
                 (line_id, operator),
@@ -263,8 +240,7 @@ class Stations:
                     "TransformationEvent carries: end the batch and start the next"
                 ],
             )
-        with self.outbox.transaction():
-            self._remember(line_id, active.batch_id, role, item.model_dump_json())
+        self._remember(line_id, active.batch_id, role, item.model_dump_json())
 
     def scan_batch(
         self, line_id: str, meaning: str, batch_id: str, device: str, at: datetime
@@ -301,10 +277,11 @@ class Stations:
             ).fetchone()
         ):
             return  # known already, or as many as the event holds: the badge scan still counts
-        self.db.execute(
-            "insert into batch_items values (?, ?, ?, ?, ?)",
-            (line_id, batch_id, role, row[0], value),
-        )
+        with self.store.transaction() as db:
+            db.execute(
+                "insert into batch_items values (?, ?, ?, ?, ?)",
+                (line_id, batch_id, role, row[0], value),
+            )
 
     def _transformation_event(
         self, line_id: str, batch_id: str, started_at: datetime, at: datetime
@@ -340,10 +317,11 @@ class Stations:
                 started_at=started_at,
                 flags=flags,
             )
-        self.outbox.append(EVENTS, event)
-        self.db.execute(
-            "delete from batch_items where line_id = ? and batch_id = ?", (line_id, batch_id)
-        )
+        with self.store.transaction() as db:  # joins the binder's: the batch's end
+            self.outbox.append(EVENTS, event)
+            db.execute(
+                "delete from batch_items where line_id = ? and batch_id = ?", (line_id, batch_id)
+            )
 
     def _check_dock(self, dock_id: str) -> None:
         if dock_id not in self.docks:

@@ -14,6 +14,7 @@ from edge_agent.binding import Binder
 from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.records import RecordRefused
 from edge_agent.stations import MAX_ITEMS, StationError, Stations
+from edge_agent.store import EdgeStore
 from protocols.mqtt.contract import Item, Record
 
 T0 = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
@@ -29,8 +30,8 @@ PALLET = Item(epc="urn:epc:id:sscc:0614141.1234567890", sscc="106141411234567897
 
 
 def make(tmp_path: Path) -> tuple[Stations, Outbox]:
-    outbox = Outbox(tmp_path / "o.db")
-    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    binder = Binder(BatchContext(outbox.store, ["line-1"]), outbox)
     return Stations(binder, ["line-1"], ["dock-3"]), outbox
 
 
@@ -146,7 +147,7 @@ def test_batch_inputs_survive_a_restart(tmp_path: Path) -> None:
     stations, outbox = make(tmp_path)
     stations.scan_batch("line-1", "batch_start", "WO-5", "s", T0)
     stations.line_item("line-1", "input", FLOUR, T0, "s")
-    outbox.close()
+    outbox.store.close()
     again, outbox2 = make(tmp_path)
     again.scan_batch("line-1", "batch_end", "WO-5", "s", T0)
     outbox2.requeue(EVENTS)
