@@ -45,6 +45,7 @@ def numbered(body: str, seq: int) -> str:
 
 
 _UNNUMBERED = f',"seq":{UNNUMBERED},'
+_RECORD_TYPES = frozenset(RECORD_MODELS)
 
 
 @dataclass
@@ -181,7 +182,7 @@ class Outbox:
         full = self._bytes >= self.max_bytes
         try:
             for stream, record in items:
-                if not isinstance(record, RECORD_MODELS):
+                if type(record) not in _RECORD_TYPES:  # a set lookup: cheaper than isinstance
                     kinds = ", ".join(m.__name__ for m in RECORD_MODELS)
                     raise TypeError(
                         f"an outbox record is a contract model ({kinds}), "
