@@ -33,6 +33,7 @@ from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
 from edge_agent.outbox import READINGS, Outbox
 from edge_agent.publisher import Publisher
+from edge_agent.store import EdgeStore
 from protocols.driver import Sample
 from protocols.mqtt import topics
 from protocols.mqtt.connection import BrokerSettings
@@ -88,10 +89,11 @@ def ack_responder(broker: BrokerSettings, ready: multiprocessing.synchronize.Eve
 async def pipeline(
     total: int, tags: int, broker: BrokerSettings, state: Path, commit_interval_s: float
 ) -> dict[str, float]:
-    outbox = Outbox(state / "outbox.db", max_bytes=1 << 40, commit_interval_s=commit_interval_s)
+    store = EdgeStore(state / "outbox.db", commit_interval_s=commit_interval_s)
+    outbox = Outbox(store, max_bytes=1 << 40)
     wake = asyncio.Event()
     outbox.on_append = wake.set
-    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    binder = Binder(BatchContext(outbox.store, ["line-1"]), outbox)
     binder.start_batch("line-1", "BENCH-1", "bench")
     publisher = Publisher(
         EDGE, outbox, broker, wake, max_records=1000, linger_s=0.0, max_inflight_messages=20
@@ -116,7 +118,7 @@ async def pipeline(
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
-    outbox.close()
+    outbox.store.close()
     return {
         "readings": produced,
         "seconds": elapsed,
@@ -128,15 +130,15 @@ async def pipeline(
 
 def outbox_bytes_per_reading(tags: int, state: Path, n: int = 100_000) -> float:
     """File bytes per reading held in the outbox during an outage (nothing acknowledged)."""
-    outbox = Outbox(state / "outage.db", max_bytes=1 << 40)
-    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    outbox = Outbox(EdgeStore(state / "outage.db"), max_bytes=1 << 40)
+    binder = Binder(BatchContext(outbox.store, ["line-1"]), outbox)
     binder.start_batch("line-1", "BENCH-2", "bench")
     samples = [Sample(f"tag{i:03d}", 20.0 + i / 7, "Cel") for i in range(tags)]
     for _ in range(n // tags):
         binder.readings("line-1", "sim-device", samples, datetime.now(UTC))
-    outbox.db.execute("pragma wal_checkpoint(truncate)")
+    outbox.store.db.execute("pragma wal_checkpoint(truncate)")
     stats = outbox.stats()
-    outbox.close()
+    outbox.store.close()
     size = sum(p.stat().st_size for p in state.glob("outage.db*"))
     return size / stats.streams[READINGS].depth, stats.bytes / stats.streams[READINGS].depth
 

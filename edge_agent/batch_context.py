@@ -7,18 +7,10 @@ events of their own, with who or what did it.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-_SCHEMA = """
-create table if not exists active_batch (
-    line_id    text primary key,
-    batch_id   text not null,
-    started_at text not null,
-    started_by text not null
-)
-"""
+from edge_agent.store import EdgeStore
 
 
 class BatchConflict(Exception):
@@ -34,14 +26,16 @@ class ActiveBatch:
 
 
 class BatchContext:
-    """Kept in the outbox's SQLite file, so that a batch change and its event are one
-    transaction: after a crash both happened or neither did."""
+    """Kept in the edge's store with the outbox, so that a batch change and its event are
+    one transaction: after a crash both happened or neither did. Changes are made inside
+    the store's transaction (`start`, `end`); a rollback reloads the memory from the file."""
 
-    def __init__(self, db: sqlite3.Connection, lines: list[str]) -> None:
-        self._db = db
-        self._db.execute(_SCHEMA)
+    def __init__(self, store: EdgeStore, lines: list[str]) -> None:
+        self.store = store
+        self._db = store.db
         self.lines = list(lines)
         self.reload()
+        store.on_rollback.append(self.reload)
 
     def reload(self) -> None:
         self._active: dict[str, ActiveBatch] = {}
@@ -72,10 +66,11 @@ class BatchContext:
                 f"{current.started_at.isoformat()} by {current.started_by}): end it first"
             )
         batch = ActiveBatch(line_id, batch_id, at or datetime.now(UTC), by)
-        self._db.execute(
-            "insert into active_batch values (?, ?, ?, ?)",
-            (line_id, batch_id, batch.started_at.isoformat(), by),
-        )
+        with self.store.transaction() as db:
+            db.execute(
+                "insert into active_batch values (?, ?, ?, ?)",
+                (line_id, batch_id, batch.started_at.isoformat(), by),
+            )
         self._active[line_id] = batch
         return batch
 
@@ -84,6 +79,7 @@ class BatchContext:
         current = self._active.get(line_id)
         if current is None:
             raise BatchConflict(f"line {line_id} runs no batch: nothing to end")
-        self._db.execute("delete from active_batch where line_id = ?", (line_id,))
+        with self.store.transaction() as db:
+            db.execute("delete from active_batch where line_id = ?", (line_id,))
         del self._active[line_id]
         return current

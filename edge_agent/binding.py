@@ -10,24 +10,25 @@ from __future__ import annotations
 import logging
 import math
 import unicodedata
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Literal
 
 from pydantic import TypeAdapter, ValidationError
 
 from edge_agent.batch_context import ActiveBatch, BatchContext
-from edge_agent.outbox import EVENTS, READINGS, Outbox, RecordRefused
+from edge_agent.outbox import EVENTS, READINGS, Outbox
+from edge_agent.records import UNNUMBERED, EdgeRecord, RecordRefused, contract_checked
 from protocols.driver import Sample
-from protocols.mqtt.contract import EARLIEST, LATEST, Name
+from protocols.mqtt.contract import EARLIEST, LATEST, BatchEvent, DeviceEvent, Name, Reading
 
 log = logging.getLogger(__name__)
 
 NAME: TypeAdapter[str] = TypeAdapter(Name)
 DETAIL_CHARS = 500  # the contract's Detail
 NAME_CHARS = 128  # the contract's Name
+BatchEventKind = Literal["batch_started", "batch_ended"]
 
 
 def captured_name(text: str) -> str:
@@ -102,8 +103,16 @@ class Binder:
     def __init__(
         self, context: BatchContext, outbox: Outbox, batch_tags: dict[str, BatchTag] | None = None
     ) -> None:
+        if context.store is not outbox.store:
+            raise ValueError(
+                "the batch context and the outbox must be kept in one EdgeStore: a batch "
+                "change and its event commit together"
+            )
         self.context = context
         self.outbox = outbox
+        # One transaction for a batch change and its events (a rollback reloads the
+        # context's memory too).
+        self.store = outbox.store
         self.batch_tags = batch_tags or {}  # device name -> its batch-source tag
         self.refusals = Refusals()
         # Called (line, batch, started_at, ended_at) inside the transaction that ends a
@@ -120,31 +129,28 @@ class Binder:
             samples = [s for s in samples if s.tag != batch_tag.tag]
         active = self.context.active(line_id)
         batch = active.batch_id if active else None
-        at = taken_at.isoformat()
-        records: list[tuple[str, dict[str, Any]]] = [
-            (
-                READINGS,
-                {
-                    "kind": "reading",
-                    "time": at,
-                    "device_time": s.device_time.isoformat() if s.device_time else None,
-                    "line": line_id,
-                    "batch": batch,
-                    "device": device,
-                    "tag": s.tag,
-                    "value": s.value,
-                    "unit": s.unit,
-                    "quality": s.quality,
-                    "detail": s.detail,
-                },
-            )
-            for s in map(_usable, samples)
-        ]
-
-        def refused(index: int, err: RecordRefused) -> None:
-            self.refusals.add(device, f"reading of {samples[index].tag}", str(err))
-
-        seqs = self.outbox.append_many(records, on_refused=refused)
+        records: list[tuple[str, EdgeRecord]] = []
+        for s in map(_usable, samples):
+            try:
+                reading = Reading(
+                    seq=UNNUMBERED,
+                    time=taken_at,
+                    device_time=s.device_time,
+                    line=line_id,
+                    batch=batch,
+                    device=device,
+                    tag=s.tag,
+                    value=s.value,
+                    unit=s.unit,
+                    quality=s.quality,
+                    detail=s.detail,
+                )
+            except ValidationError as err:  # left out, counted: the rest of the poll is kept
+                refused = RecordRefused.of("reading", err)
+                self.refusals.add(device, f"reading of {s.tag}", str(refused))
+                continue
+            records.append((READINGS, reading))
+        seqs = self.outbox.append_many(records)
         return sum(1 for seq in seqs if seq >= 0)
 
     def _follow_batch_tag(
@@ -171,14 +177,14 @@ class Binder:
         self, line_id: str, batch_id: str, by: str, at: datetime | None = None
     ) -> ActiveBatch:
         at = at or datetime.now(UTC)
-        with self._atomically():
+        with self.store.transaction():
             batch = self.context.start(line_id, batch_id, by, at)
             self._event("batch_started", batch, at, by)
         return batch
 
     def end_batch(self, line_id: str, by: str, at: datetime | None = None) -> ActiveBatch:
         at = at or datetime.now(UTC)
-        with self._atomically():
+        with self.store.transaction():
             batch = self.context.end(line_id, by)
             self._event("batch_ended", batch, at, by)
             if self.on_batch_end is not None:
@@ -186,39 +192,23 @@ class Binder:
         return batch
 
     def device_event(self, line_id: str, device: str, online: bool, detail: str | None) -> None:
-        self.outbox.append(
-            EVENTS,
-            {
-                "kind": "device_online" if online else "device_offline",
-                "time": datetime.now(UTC),
-                "line": line_id,
-                "device": device,
-                "detail": storable_detail(detail),
-            },
-        )
+        with contract_checked("device_online" if online else "device_offline"):
+            event = DeviceEvent(
+                seq=UNNUMBERED,
+                kind="device_online" if online else "device_offline",
+                time=datetime.now(UTC),
+                line=line_id,
+                device=device,
+                detail=storable_detail(detail),
+            )
+        self.outbox.append(EVENTS, event)
 
-    @contextmanager
-    def _atomically(self) -> Iterator[None]:
-        """The batch context and the outbox change in one transaction; on failure the
-        context's memory is reloaded from disk so both stay as they were."""
-        try:
-            with self.outbox.transaction():
-                yield
-        except BaseException:
-            self.context.reload()
-            raise
-
-    def _event(self, kind: str, batch: ActiveBatch, at: datetime, by: str) -> None:
-        self.outbox.append(
-            EVENTS,
-            {
-                "kind": kind,
-                "time": at,
-                "line": batch.line_id,
-                "batch": batch.batch_id,
-                "by": by,
-            },
-        )
+    def _event(self, kind: BatchEventKind, batch: ActiveBatch, at: datetime, by: str) -> None:
+        with contract_checked(kind):
+            event = BatchEvent(
+                seq=UNNUMBERED, kind=kind, time=at, line=batch.line_id, batch=batch.batch_id, by=by
+            )
+        self.outbox.append(EVENTS, event)
 
 
 def _usable(sample: Sample) -> Sample:

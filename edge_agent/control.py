@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict
 
 from edge_agent.batch_context import ActiveBatch, BatchConflict
 from edge_agent.binding import Binder
-from edge_agent.outbox import Outbox, RecordRefused
+from edge_agent.outbox import Outbox
+from edge_agent.records import RecordRefused
 from edge_agent.stations import StationError, Stations
 from protocols.mqtt.contract import Identifier, Name
 

@@ -6,48 +6,50 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
-
-from pydantic import TypeAdapter, ValidationError
 
 from device_profiles.schema import RfidReaderProfile
-from edge_agent.outbox import RecordRefused
-from edge_agent.stations import Stations, check_item
-from protocols.mqtt.contract import RfidSighting
+from edge_agent.records import RecordRefused, contract_checked
+from edge_agent.stations import Stations
+from protocols.mqtt.contract import Item, RfidSighting
 from protocols.rfid.epc import decode_epc
 from protocols.rfid.gate import Gate, Observation
 from protocols.rfid.records import TagRead
 
 log = logging.getLogger(__name__)
 
-SIGHTING: TypeAdapter[RfidSighting] = TypeAdapter(RfidSighting)
 
-
-def item_of(epc_hex: str) -> dict[str, Any]:
+def item_of(epc_hex: str) -> Item:
     """The contract Item of a tag: its pure-identity URI and GS1 keys, or, for a tag that
-    decodes to nothing, its raw hex and the reason (kept, never dropped)."""
+    decodes to nothing, its raw hex and the reason (kept, never dropped). RecordRefused for
+    one the contract refuses."""
     decoded = decode_epc(epc_hex)
-    item: dict[str, Any] = {"raw": decoded.hex}
-    if decoded.uri is None:
-        item["unknown_reason"] = (decoded.reason or "does not decode to an EPC")[:500]
-        return item
-    item["epc"] = decoded.uri
-    for key in ("gtin", "serial", "sscc"):
-        if (value := getattr(decoded, key)) is not None:
-            item[key] = value
-    return item
+    with contract_checked("item"):
+        if decoded.uri is None:
+            return Item(
+                raw=decoded.hex,
+                unknown_reason=(decoded.reason or "does not decode to an EPC")[:500],
+            )
+        return Item(
+            raw=decoded.hex,
+            epc=decoded.uri,
+            gtin=decoded.gtin,
+            serial=decoded.serial,
+            sscc=decoded.sscc,
+        )
 
 
-def sighting_of(o: Observation) -> dict[str, Any]:
-    return {
-        "epc_hex": o.epc_hex,
-        "first_seen": o.first_seen,
-        "last_seen": o.last_seen,
-        "count": o.count,
-        "best_rssi_dbm": o.best_rssi_dbm,
-        "antennas": list(o.antennas),
-        "direction": o.direction,
-    }
+def sighting_of(o: Observation) -> RfidSighting:
+    """How the gate saw a tag; RecordRefused for what the contract refuses."""
+    with contract_checked("sighting"):
+        return RfidSighting(
+            epc_hex=o.epc_hex,
+            first_seen=o.first_seen,
+            last_seen=o.last_seen,
+            count=o.count,
+            best_rssi_dbm=o.best_rssi_dbm,
+            antennas=list(o.antennas),
+            direction=o.direction,
+        )
 
 
 class GateStation:
@@ -69,14 +71,12 @@ class GateStation:
         self._emit(self.gate.flush(now))
 
     def _emit(self, observations: list[Observation]) -> None:
-        groups: dict[tuple[str, str | None], list[tuple[dict[str, Any], dict[str, Any]]]]
+        groups: dict[tuple[str, str | None], list[tuple[Item, RfidSighting]]]
         groups = defaultdict(list)
         for o in observations:
-            item, sighting = item_of(o.epc_hex), sighting_of(o)
             try:
-                check_item(item)
-                SIGHTING.validate_python(sighting)
-            except (RecordRefused, ValidationError) as err:
+                item, sighting = item_of(o.epc_hex), sighting_of(o)
+            except RecordRefused as err:
                 self._refused(f"tag {o.epc_hex[:64]!r}", err)
                 continue
             groups[(o.read_point, o.direction)].append((item, sighting))
@@ -85,7 +85,7 @@ class GateStation:
                 self.stations.dock_event(
                     self.dock_id,
                     [item for item, _ in group],
-                    max(s["last_seen"] for _, s in group),
+                    max(s.last_seen for _, s in group),
                     self.profile.name,
                     read_point=read_point,
                     direction=direction,

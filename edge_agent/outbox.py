@@ -1,37 +1,26 @@
 """The outbox: every record waits here, on disk, until the collector acknowledges it.
 
-See docs/outbox.md for the contract. Records are stored as the JSON the collector will
-read, built once at append time, so publishing is string assembly and not re-serialising.
+See docs/outbox.md for the contract. The outbox's tables are in the edge's store
+(edge_agent/store.py), whose transactions it shares with the batch context and the
+stations. Records arrive as the message contract's models
+(edge_agent/records.py) and are stored as the JSON they serialise to, numbered, built once
+at append time, so publishing is string assembly and not re-serialising.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
-
-from protocols.mqtt.contract import (
-    MAX_SEQ,
-    AwareDatetime,
-    BatchEvent,
-    DeviceEvent,
-    ObjectEventRecord,
-    Reading,
-    ReadingsDropped,
-    TagSpecs,
-    TransformationEventRecord,
-)
+from edge_agent.records import RECORD_MODELS, UNNUMBERED, EdgeRecord
+from edge_agent.store import EdgeStore
+from protocols.mqtt.contract import ReadingsDropped
 
 log = logging.getLogger(__name__)
 
@@ -44,154 +33,19 @@ READINGS = "readings"
 # never among what is dropped.
 EVENTS = "events"
 
-_SCHEMA = """
-create table if not exists meta (key text primary key, value text not null);
-create table if not exists streams (
-    stream   text primary key,
-    next_seq integer not null,
-    dropped  integer not null default 0
-);
-create table if not exists records (
-    stream     text not null,
-    seq        integer not null,
-    created_at real not null,
-    body       text not null,
-    primary key (stream, seq)
-) without rowid;
--- Records the collector refused for good (the ack said `refused`): kept as sent, out of
--- the sending queue, for someone to look at.
-create table if not exists quarantine (
-    epoch          text not null,
-    stream         text not null,
-    seq            integer not null,
-    body           text not null,
-    reason         text not null,
-    quarantined_at real not null,
-    primary key (epoch, stream, seq)
-) without rowid;
-"""
 
-# The contract's model of every record kind the edge makes: a record is checked against it
-# before it is numbered, so a record the collector would refuse is never made here.
-_MODELS: tuple[type[BaseModel], ...] = (
-    Reading,
-    BatchEvent,
-    DeviceEvent,
-    ReadingsDropped,
-    ObjectEventRecord,
-    TransformationEventRecord,
-    TagSpecs,
-)
-# One adapter per kind, found by a dict lookup: cheaper than the discriminated union.
-_ADAPTERS: dict[str, TypeAdapter[Any]] = {
-    kind: TypeAdapter(model)
-    for model in _MODELS
-    for kind in model.model_fields["kind"].annotation.__args__  # type: ignore[union-attr]
-}
+def numbered(body: str, seq: int) -> str:
+    """The JSON of a record built UNNUMBERED, with its sequence number `seq`: exactly what
+    `record.model_copy(update={"seq": seq}).model_dump_json()` gives, at a fraction of the
+    cost (every record model declares `kind` first and `seq` second)."""
+    head, found, rest = body.partition(_UNNUMBERED)
+    if not found or "," in head:
+        raise ValueError(f"not a record built UNNUMBERED: {body[:80]}")
+    return f'{head},"seq":{seq},{rest}'
 
 
-class RecordRefused(ValueError):
-    """A record the message contract refuses: it never enters the outbox."""
-
-    def __init__(self, kind: object, problems: list[str]) -> None:
-        self.kind = kind
-        self.problems = problems
-        super().__init__(
-            f"{kind} record refused by the message contract (trace.v1), the collector would "
-            "never accept it: " + "; ".join(problems)
-        )
-
-
-def check_record(fields: dict[str, Any]) -> None:
-    """Raise RecordRefused, naming each field and what is wrong, unless the contract
-    accepts `fields` as a record (its `seq` included)."""
-    kind = fields.get("kind")
-    adapter = _ADAPTERS.get(kind) if isinstance(kind, str) else None
-    if adapter is None:
-        raise RecordRefused(kind, [f"kind {kind!r} is none of {', '.join(sorted(_ADAPTERS))}"])
-    try:
-        adapter.validate_python(fields)
-    except ValidationError as err:
-        raise RecordRefused(
-            kind,
-            [
-                f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}"
-                + (f" (got {_shown(e['input'])})" if e["loc"] else "")
-                for e in err.errors(include_url=False)
-            ],
-        ) from None
-
-
-_READING_FIELDS = frozenset(
-    ("kind", "seq", "time", "device_time", "line", "batch", "device", "tag", "value")
-) | {"unit", "quality", "detail"}
-_TIME: TypeAdapter[Any] = TypeAdapter(AwareDatetime)
-
-
-class RecordCheck:
-    """`check_record`, with the contract's verdicts on readings remembered.
-
-    A device's readings differ from poll to poll only in value, sequence number and time;
-    the rest (line, batch, device, tag, unit, quality) repeats. The contract checks each
-    field on its own, and its one rule across fields looks only at whether the value is
-    missing and at the quality. So a reading whose other fields, value missing or not,
-    passed the full model before, with a finite float value, a sequence number in range
-    and a time that passes the contract's time type, passes the model too: it is not run
-    again. Anything else (a device time, a detail, another shape) gets the full model.
-    """
-
-    MAX_REMEMBERED = 100_000
-
-    def __init__(self) -> None:
-        self._passed: set[tuple[Any, ...]] = set()
-        self._time_passed: str | None = None  # the polls of one moment share their time
-
-    def __call__(self, fields: dict[str, Any]) -> None:
-        key = self._reading_key(fields)
-        if key is not None and key in self._passed and self._time_ok(fields["time"]):
-            return
-        check_record(fields)
-        if key is not None:
-            if len(self._passed) >= self.MAX_REMEMBERED:
-                self._passed.clear()
-            self._passed.add(key)
-            self._time_passed = fields["time"]
-
-    @staticmethod
-    def _reading_key(f: dict[str, Any]) -> tuple[Any, ...] | None:
-        if f.get("kind") != "reading" or f.keys() != _READING_FIELDS:
-            return None
-        value, seq = f["value"], f["seq"]
-        if f["device_time"] is not None or f["detail"] is not None or type(f["time"]) is not str:
-            return None
-        if value is not None and (type(value) is not float or not math.isfinite(value)):
-            return None
-        if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
-            return None
-        return (
-            f["line"],
-            f["batch"],
-            f["device"],
-            f["tag"],
-            f["unit"],
-            f["quality"],
-            value is None,
-        )
-
-    def _time_ok(self, time: str) -> bool:
-        if time == self._time_passed:
-            return True
-        try:
-            _TIME.validate_python(time)
-        except ValidationError:
-            return False  # the full model says what is wrong
-        self._time_passed = time
-        return True
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+_UNNUMBERED = f',"seq":{UNNUMBERED},'
+_RECORD_TYPES = frozenset(RECORD_MODELS)
 
 
 @dataclass
@@ -251,14 +105,6 @@ class _Lanes:
     live: int  # next live seq to offer
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot put {type(value).__name__} into an outbox record")
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default)
-
 _QUARANTINE = """
 insert into quarantine (epoch, stream, seq, body, reason, quarantined_at)
 select ?, stream, seq, body, ?, ? from records where stream = ? and seq between ? and ?
@@ -275,29 +121,21 @@ limit ?
 class Outbox:
     def __init__(
         self,
-        path: Path,
+        store: EdgeStore,
         max_bytes: int = 1 << 30,
         policy: Policy = "thin_oldest",
         thin_fraction: float = 0.1,
-        commit_interval_s: float = 0.0,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # 0: every append commits before it returns. Above 0: appends within this interval
-        # share one commit (group commit), and `flush` ends the group; a crash loses at
-        # most this interval of captured data, which then never counted as taken.
-        self.commit_interval_s = commit_interval_s
-        self.path = path
+        self.store = store
+        self.db = store.db  # reads; writes go through the store's transactions
         self.max_bytes = max_bytes
         self.policy: Policy = policy
         self.thin_fraction = thin_fraction
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("pragma journal_mode=wal")
-        self.db.execute("pragma synchronous=full")
-        self.db.executescript(_SCHEMA)
         row = self.db.execute("select value from meta where key = 'epoch'").fetchone()
         if row is None:
             self.epoch = uuid.uuid4().hex
-            self.db.execute("insert into meta values ('epoch', ?)", (self.epoch,))
+            with store.transaction() as db:
+                db.execute("insert into meta values ('epoch', ?)", (self.epoch,))
         else:
             self.epoch = row[0]
         self._next: dict[str, int] = dict(self.db.execute("select stream, next_seq from streams"))
@@ -308,13 +146,10 @@ class Outbox:
         self._depth: dict[str, int] = dict(
             self.db.execute("select stream, count(*) from records group by stream")
         )
-        self._group_started: float | None = None  # an open group commit, since when
-        self._explicit = False  # inside transaction(): appends neither begin nor commit
         self._lanes: dict[str, _Lanes] = {}
         # Runs taken and not yet accepted or requeued, per stream: first seq -> last seq.
         # Only these can be accepted, so no ack can delete what this edge has not sent.
         self._sent: dict[str, dict[int, int]] = {}
-        self._check = RecordCheck()
         self._quarantined = self.db.execute("select count(*) from quarantine").fetchone()[0]
         self.last_refusal: Refusal | None = self._last_refusal()
         for stream in self._next:
@@ -322,23 +157,20 @@ class Outbox:
         self.over_bound_events = False
         self._enforcing = False
         self.on_append: Callable[[], None] | None = None  # wakes the publisher
+        store.on_commit.append(self._committed)
+        store.on_rollback.append(self._reload)
 
     # -- append ---------------------------------------------------------------------------
 
-    def append(self, stream: str, fields: dict[str, Any]) -> int:
-        return self.append_many([(stream, fields)])[0]
+    def append(self, stream: str, record: EdgeRecord) -> int:
+        return self.append_many([(stream, record)])[0]
 
-    def append_many(
-        self,
-        items: Iterable[tuple[str, dict[str, Any]]],
-        on_refused: Callable[[int, RecordRefused], None] | None = None,
-    ) -> list[int]:
-        """Commit records in one transaction; their sequence numbers, in order.
+    def append_many(self, items: Iterable[tuple[str, EdgeRecord]]) -> list[int]:
+        """Number records and commit them in one transaction; their sequence numbers, in
+        order (-1: a reading refused by the drop_newest policy).
 
-        Every record is checked against the message contract first. A refused record raises
-        RecordRefused and nothing of the call is kept, unless `on_refused(index, error)` is
-        given: then only that record is left out (its number is -1, and no sequence number
-        is spent on it). A reading refused by the drop_newest policy gets -1 too.
+        A record is a contract model, checked as it was built (edge_agent/records.py): what
+        is stored is the JSON it serialises to, with its number.
         """
         now = time.time()
         rows: list[tuple[str, int, float, str]] = []
@@ -348,54 +180,43 @@ class Outbox:
         size = 0
         refused = 0
         full = self._bytes >= self.max_bytes
-        for index, (stream, fields) in enumerate(items):
-            if full and stream == READINGS and self.policy == "drop_newest":
-                seqs.append(-1)
-                refused += 1
-                continue
-            seq = next_seq.get(stream, 0)
-            fields["seq"] = seq
-            try:
-                self._check(fields)
-            except RecordRefused as err:
-                if on_refused is None:
-                    self._next = numbered_from
-                    raise
-                on_refused(index, err)
-                seqs.append(-1)
-                continue
-            next_seq[stream] = seq + 1
-            body = _ENCODER.encode(fields)
-            rows.append((stream, seq, now, body))
-            seqs.append(seq)
-            size += len(body)
+        try:
+            for stream, record in items:
+                if type(record) not in _RECORD_TYPES:  # a set lookup: cheaper than isinstance
+                    kinds = ", ".join(m.__name__ for m in RECORD_MODELS)
+                    raise TypeError(
+                        f"an outbox record is a contract model ({kinds}), "
+                        f"not {type(record).__name__}"
+                    )
+                if full and stream == READINGS and self.policy == "drop_newest":
+                    seqs.append(-1)
+                    refused += 1
+                    continue
+                seq = next_seq.get(stream, 0)
+                body = numbered(record.model_dump_json(), seq)
+                next_seq[stream] = seq + 1
+                rows.append((stream, seq, now, body))
+                seqs.append(seq)
+                size += len(body)
+        except BaseException:
+            self._next = numbered_from
+            raise
         if rows:
             touched = {r[0] for r in rows}
-            if not self.db.in_transaction:
-                self.db.execute("begin")
-                self._group_started = now
-            try:
-                self.db.executemany("insert into records values (?, ?, ?, ?)", rows)
-                self.db.executemany(
+            with self.store.grouped() as db:
+                db.executemany("insert into records values (?, ?, ?, ?)", rows)
+                db.executemany(
                     "insert into streams (stream, next_seq) values (?, ?)"
                     " on conflict (stream) do update set next_seq = excluded.next_seq",
                     [(s, next_seq[s]) for s in touched],
                 )
-            except BaseException:
-                if not self._explicit:
-                    self._rollback()
-                raise
-            self._bytes += size
-            for stream in touched:
-                self._depth[stream] = self._depth.get(stream, 0) + sum(
-                    1 for r in rows if r[0] == stream
-                )
-                if stream not in self._lanes:
-                    self._lanes[stream] = _Lanes(0, 0, 0)
-            if not self._explicit and (
-                self._group_started is None or now - self._group_started >= self.commit_interval_s
-            ):
-                self.flush()
+                self._bytes += size
+                for stream in touched:
+                    self._depth[stream] = self._depth.get(stream, 0) + sum(
+                        1 for r in rows if r[0] == stream
+                    )
+                    if stream not in self._lanes:
+                        self._lanes[stream] = _Lanes(0, 0, 0)
         if refused:
             self._count_dropped(READINGS, refused)
         if self._bytes > self.max_bytes:
@@ -403,17 +224,15 @@ class Outbox:
         return seqs
 
     def flush(self) -> None:
-        """Commit the open group, if any, and wake the publisher."""
-        if self.db.in_transaction and not self._explicit:
-            self.db.execute("commit")
-            self._group_started = None
-            if self.on_append is not None:
-                self.on_append()
+        """Commit the store's open group commit, if any (the publisher wakes)."""
+        self.store.flush()
 
-    def _rollback(self) -> None:
-        self.db.execute("rollback")
-        self._group_started = None
-        # Memory follows disk: counters and numbering as the file has them.
+    def _committed(self) -> None:
+        if self.on_append is not None:
+            self.on_append()
+
+    def _reload(self) -> None:
+        """After a rollback: counters and numbering as the file has them."""
         self._next = dict(self.db.execute("select stream, next_seq from streams"))
         self._depth = dict(self.db.execute("select stream, count(*) from records group by stream"))
         self._bytes = self.db.execute(
@@ -470,7 +289,7 @@ class Outbox:
         if not self.sent(stream, epoch, first_seq, last_seq):
             return 0
         del self._sent[stream][first_seq]
-        with self.transaction():
+        with self.store.transaction():
             removed = self.db.execute(
                 "delete from records where stream = ? and seq between ? and ?"
                 " returning length(body)",
@@ -499,7 +318,7 @@ class Outbox:
         del self._sent[stream][first_seq]
         refused = list(runs) or [(first_seq, last_seq, reason)]
         now = time.time()
-        with self.transaction():
+        with self.store.transaction():
             moved = 0
             for run_first, run_last, run_reason in refused:
                 if first_seq <= run_first <= run_last <= last_seq:
@@ -589,7 +408,7 @@ class Outbox:
         ).fetchall()
         if self.policy == "thin_oldest" and len(window) > 1:
             window = window[1::2]
-        with self.transaction():
+        with self.store.transaction():
             self.db.executemany(
                 "delete from records where stream = ? and seq = ?",
                 [(READINGS, seq) for seq, _ in window],
@@ -602,32 +421,11 @@ class Outbox:
         finally:
             self._enforcing = False
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One SQLite transaction; nested uses join the outer one (a batch start and its
-        event commit together)."""
-        if self._explicit:
-            yield
-            return
-        self.flush()  # what is grouped commits first, on its own
-        self.db.execute("begin")
-        self._explicit = True
-        try:
-            yield
-        except BaseException:
-            self._explicit = False
-            self._rollback()
-            raise
-        self._explicit = False
-        self.db.execute("commit")
-        if self.on_append is not None:
-            self.on_append()
-
     def _count_dropped(
         self, stream: str, count: int, first_seq: int | None = None, last_seq: int | None = None
     ) -> None:
         self._dropped[stream] = self._dropped.get(stream, 0) + count
-        with self.transaction():
+        with self.store.transaction():
             self.db.execute(
                 "insert into streams (stream, next_seq, dropped) values (?, ?, ?)"
                 " on conflict (stream) do update set dropped = excluded.dropped",
@@ -643,15 +441,15 @@ class Outbox:
         if first_seq is not None and last_seq is not None:
             self.append(
                 EVENTS,
-                {
-                    "kind": "readings_dropped",
-                    "time": datetime.now(UTC),
-                    "stream": stream,
-                    "count": count,
-                    "first_seq": first_seq,
-                    "last_seq": last_seq,
-                    "policy": self.policy,
-                },
+                ReadingsDropped(
+                    seq=UNNUMBERED,
+                    time=datetime.now(UTC),
+                    stream=stream,
+                    count=count,
+                    first_seq=first_seq,
+                    last_seq=last_seq,
+                    policy=self.policy,
+                ),
             )
 
     # -- status ---------------------------------------------------------------------------
@@ -686,7 +484,3 @@ class Outbox:
                 "(see GET /api/v1/quarantine)"
             )
         return out
-
-    def close(self) -> None:
-        self.flush()
-        self.db.close()

@@ -27,13 +27,15 @@ from edge_agent.control_token import load_or_create_token
 from edge_agent.gates import GateStation
 from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
 from edge_agent.publisher import Publisher
+from edge_agent.records import UNNUMBERED
 from edge_agent.scans import ScanStation
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import Site, capture_rate
 from edge_agent.stations import Stations
+from edge_agent.store import EdgeStore
 from protocols.driver import CountsBadInput, Diagnosable
 from protocols.installed import REGISTRY
-from protocols.mqtt.contract import EdgeStatus
+from protocols.mqtt.contract import EdgeStatus, TagSpec, TagSpecs
 from protocols.profile import Polled, Subscribable, Tagged
 from protocols.registry import ProtocolEntry, Registry
 from protocols.rfid.records import TagRead
@@ -74,14 +76,16 @@ class EdgeAgent:
         self.site = site
         self.protocols = protocols
         self.wake = asyncio.Event()
+        # One file for the outbox, the active batches and the stations (its name from the
+        # time it held the outbox alone: an edge keeps its state across the upgrade).
+        self.store = EdgeStore(
+            settings.state_dir / "outbox.db", commit_interval_s=settings.outbox_commit_interval_s
+        )
         self.outbox = Outbox(
-            settings.state_dir / "outbox.db",
-            max_bytes=outbox_bytes(settings, site),
-            policy=settings.outbox_policy,
-            commit_interval_s=settings.outbox_commit_interval_s,
+            self.store, max_bytes=outbox_bytes(settings, site), policy=settings.outbox_policy
         )
         self.outbox.on_append = self.wake.set
-        self.context = BatchContext(self.outbox.db, site.line_ids)
+        self.context = BatchContext(self.store, site.line_ids)
         batch_tags = {
             p.name: BatchTag(p.batch_source.tag, p.batch_source.prefix)
             for profiles in site.devices.values()
@@ -112,13 +116,13 @@ class EdgeAgent:
     def _announce_specs(self) -> None:
         """Tell the collector the spec limits of every tag, so it can flag excursions."""
         specs = [
-            {
-                "device": p.name,
-                "tag": t.name,
-                "unit": t.unit,
-                "low": t.spec.low if t.spec else None,
-                "high": t.spec.high if t.spec else None,
-            }
+            TagSpec(
+                device=p.name,
+                tag=t.name,
+                unit=t.unit,
+                low=t.spec.low if t.spec else None,
+                high=t.spec.high if t.spec else None,
+            )
             for profiles in self.site.devices.values()
             for p in profiles
             for t in (p.tags if isinstance(p, Tagged) else [])
@@ -126,7 +130,7 @@ class EdgeAgent:
         ]
         if specs:
             self.outbox.append(
-                EVENTS, {"kind": "tag_specs", "time": datetime.now(UTC), "specs": specs}
+                EVENTS, TagSpecs(seq=UNNUMBERED, time=datetime.now(UTC), specs=specs)
             )
 
     def _device_task(self, station: str, profile: DeviceProfile) -> DeviceTask:
@@ -276,4 +280,4 @@ class EdgeAgent:
             self.outbox.flush()
 
     def close(self) -> None:
-        self.outbox.close()
+        self.store.close()

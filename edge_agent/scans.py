@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from device_profiles.schema import ScannerProfile
 from edge_agent.binding import captured_name
-from edge_agent.outbox import RecordRefused
+from edge_agent.records import RecordRefused, contract_checked
 from edge_agent.stations import Stations, batch_label, rule_document_type
+from protocols.mqtt.contract import Item
 from protocols.scanner.client import Scan
 from protocols.scanner.gs1 import Gs1Scan
 from protocols.scanner.rules import meaning_of
@@ -22,9 +23,10 @@ LINE_MEANINGS = {"batch_start", "batch_end", "consume", "produce"}  # operator: 
 DOCK_MEANINGS = {"document", "receive", "ship"}
 
 
-def item_of(gs1: Gs1Scan) -> dict[str, Any]:
+def item_of(gs1: Gs1Scan) -> Item:
     """The contract Item a GS1 scan identifies, as a canonical GS1 Digital Link URI plus its
-    plain keys (so the genealogy joins on GTIN + lot whatever the label's form)."""
+    plain keys (so the genealogy joins on GTIN + lot whatever the label's form).
+    RecordRefused for one the contract refuses (the scan is kept in the station's status)."""
     item: dict[str, Any] = {"raw": gs1.raw}
     if gs1.sscc:
         item |= {"epc": f"{DIGITAL_LINK}/00/{gs1.sscc}", "sscc": gs1.sscc}
@@ -42,7 +44,8 @@ def item_of(gs1: Gs1Scan) -> dict[str, Any]:
         item |= {"quantity": float(gs1.quantity), "uom": "EA"}
     if gs1.errors:
         item["unknown_reason"] = "; ".join(gs1.errors)[:500]
-    return item
+    with contract_checked("item"):
+        return Item.model_validate(item)
 
 
 @dataclass

@@ -8,34 +8,40 @@ received against the purchase order or loaded against the shipment. Reads at a d
 to no document are kept and flagged, never dropped.
 
 Everything a station must remember (door bindings, the active batch's inputs, outputs and
-operators) is in the outbox's SQLite file, so it survives a restart and changes in the same
-transaction as the event it causes.
+operators) is in the edge's store (edge_agent/store.py) with the outbox, so it survives a
+restart and changes in the same transaction as the event it causes.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-from pydantic import TypeAdapter, ValidationError
+from typing import Literal
 
 from device_profiles.schema import ScanRule
 from edge_agent.binding import NAME_CHARS, Binder, captured_name, name_problem
-from edge_agent.outbox import EVENTS, RecordRefused
-from protocols.mqtt.contract import Item, TransformationEventRecord
+from edge_agent.outbox import EVENTS
+from edge_agent.records import UNNUMBERED, RecordRefused, contract_checked
+from protocols.mqtt.contract import (
+    BizStep,
+    BizTransaction,
+    Disposition,
+    Item,
+    ObjectEventRecord,
+    RfidSighting,
+    TransformationEventRecord,
+)
 
 DocumentType = Literal["po", "desadv"]
 # A door bound to a purchase order receives; one bound to a shipment (despatch advice) ships.
-BIZ_STEP_OF_DOCUMENT: dict[str, str] = {"po": "receiving", "desadv": "shipping"}
-BIZ_STEP_OF_DIRECTION: dict[str, str] = {"in": "receiving", "out": "shipping"}
-DISPOSITION_OF_STEP: dict[str, str] = {"receiving": "in_progress", "shipping": "in_transit"}
+BIZ_STEP_OF_DOCUMENT: dict[str, BizStep] = {"po": "receiving", "desadv": "shipping"}
+BIZ_STEP_OF_DIRECTION: dict[str, BizStep] = {"in": "receiving", "out": "shipping"}
+DISPOSITION_OF_STEP: dict[str, Disposition] = {
+    "receiving": "in_progress",
+    "shipping": "in_transit",
+}
 DOCUMENT_OF_AI: dict[str, DocumentType] = {"400": "po", "402": "desadv"}
-
-ITEM: TypeAdapter[Item] = TypeAdapter(Item)
 
 
 def _contract_max(field_name: str) -> int:
@@ -54,42 +60,6 @@ def check_name(what: str, value: str) -> None:
     """RecordRefused unless the contract accepts `value` as a name."""
     if problem := name_problem(value):
         raise RecordRefused(what, [f"{value[:40]!r}: {problem}"])
-
-
-def check_item(item: dict[str, Any]) -> None:
-    try:
-        ITEM.validate_python(item)
-    except ValidationError as err:
-        raise RecordRefused(
-            "item",
-            [
-                f"{'.'.join(str(p) for p in e['loc']) or 'item'}: {e['msg']}"
-                for e in err.errors(include_url=False)
-            ],
-        ) from None
-
-
-_SCHEMA = """
-create table if not exists dock_binding (
-    dock_id  text primary key,
-    type     text not null,
-    doc_id   text not null,
-    bound_at text not null,
-    bound_by text not null
-);
-create table if not exists batch_items (
-    line_id  text not null,
-    batch_id text not null,
-    role     text not null,   -- input, output, operator
-    position integer not null,
-    item     text not null,   -- the contract Item as JSON, or the operator id
-    primary key (line_id, batch_id, role, position)
-);
-create table if not exists line_operator (
-    line_id  text primary key,
-    operator text not null
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -111,8 +81,9 @@ class Stations:
     def __init__(self, binder: Binder, lines: list[str], docks: list[str]) -> None:
         self.binder = binder
         self.outbox = binder.outbox
-        self.db: sqlite3.Connection = binder.outbox.db
-        self.db.executescript(_SCHEMA)
+        # The store the binder shares with the outbox: reads here, writes in its transaction.
+        self.store = binder.store
+        self.db = binder.store.db
         self.lines = list(lines)
         self.docks = list(docks)
         binder.on_batch_end = self._transformation_event
@@ -137,8 +108,8 @@ class Stations:
         self._check_dock(dock_id)
         check_name("document id", doc_id)
         doc = DockDocument(dock_id, doc_type, doc_id, datetime.now(UTC), by)
-        with self.outbox.transaction():
-            self.db.execute(
+        with self.store.transaction() as db:
+            db.execute(
                 "insert into dock_binding values (?, ?, ?, ?, ?) on conflict (dock_id) do update"
                 " set type = excluded.type, doc_id = excluded.doc_id,"
                 " bound_at = excluded.bound_at, bound_by = excluded.bound_by",
@@ -150,24 +121,25 @@ class Stations:
         current = self.document(dock_id)
         if current is None:
             raise StationError(f"dock {dock_id} is bound to no document: nothing to release")
-        with self.outbox.transaction():
-            self.db.execute("delete from dock_binding where dock_id = ?", (dock_id,))
+        with self.store.transaction() as db:
+            db.execute("delete from dock_binding where dock_id = ?", (dock_id,))
         return current
 
     def dock_event(
         self,
         dock_id: str,
-        items: list[dict[str, Any]],
+        items: list[Item],
         at: datetime,
         device: str,
         read_point: str | None = None,
         direction: str | None = None,
-        sightings: list[dict[str, Any]] | None = None,
+        sightings: list[RfidSighting] | None = None,
         meaning: str | None = None,
     ) -> None:
         """Units or lots seen at a dock door: received or loaded against its document."""
         doc = self.document(dock_id)
         flags: list[str] = []
+        biz_step: BizStep
         if doc is not None:
             biz_step = BIZ_STEP_OF_DOCUMENT[doc.type]
         elif meaning in ("receive", "ship"):
@@ -185,23 +157,26 @@ class Stations:
             and BIZ_STEP_OF_DIRECTION[direction] != biz_step
         ):
             flags.append(f"direction_{direction}_against_{doc.type}")
-        if any(i.get("unknown_reason") for i in items):
+        if any(i.unknown_reason for i in items):
             flags.append("unknown_tags")
-        self._object_event(
-            {
-                "time": at,
-                "biz_step": biz_step,
-                "disposition": DISPOSITION_OF_STEP.get(biz_step),
-                "read_point": read_point or dock_id,
-                "biz_location": dock_id,
-                "items": items,
-                "biz_transactions": [{"type": doc.type, "id": doc.doc_id}] if doc else [],
-                "operator": self.operator(dock_id),
-                "device": device,
-                "sightings": sightings or [],
-                "flags": flags,
-            },
-        )
+        with contract_checked("object_event"):
+            event = ObjectEventRecord(
+                seq=UNNUMBERED,
+                time=at,
+                event_id=uuid.uuid4().hex,
+                action="OBSERVE",
+                biz_step=biz_step,
+                disposition=DISPOSITION_OF_STEP.get(biz_step),
+                read_point=read_point or dock_id,
+                biz_location=dock_id,
+                items=items,
+                biz_transactions=[BizTransaction(type=doc.type, id=doc.doc_id)] if doc else [],
+                operator=self.operator(dock_id),
+                device=device,
+                sightings=sightings or [],
+                flags=flags,
+            )
+        self.outbox.append(EVENTS, event)
 
     # -- lines ---------------------------------------------------------------------------
 
@@ -214,8 +189,8 @@ class Stations:
 
     def set_operator(self, line_id: str, operator: str) -> None:
         check_name("operator", operator)
-        with self.outbox.transaction():
-            self.db.execute(
+        with self.store.transaction() as db:
+            db.execute(
                 "insert into line_operator values (?, ?) on conflict (line_id)"
                 " do update set operator = excluded.operator",
                 (line_id, operator),
@@ -228,29 +203,30 @@ class Stations:
         self,
         line_id: str,
         role: Literal["input", "output"],
-        item: dict[str, Any],
+        item: Item,
         at: datetime,
         device: str,
     ) -> None:
         """An input consumed into, or an output produced by, the line's active batch.
-        RecordRefused for an item the contract refuses, or one more than a
-        TransformationEvent holds."""
-        check_item(item)
+        RecordRefused for one more item than a TransformationEvent holds."""
         active = self.binder.context.active(line_id)
         if active is None:
             # Not lost: kept as an event of its own, flagged for the quality team.
-            self._object_event(
-                {
-                    "time": at,
-                    "biz_step": "consuming" if role == "input" else "commissioning",
-                    "read_point": line_id,
-                    "items": [item],
-                    "line": line_id,
-                    "operator": self.operator(line_id),
-                    "device": device,
-                    "flags": ["no_active_batch"],
-                },
-            )
+            with contract_checked("object_event"):
+                event = ObjectEventRecord(
+                    seq=UNNUMBERED,
+                    time=at,
+                    event_id=uuid.uuid4().hex,
+                    action="OBSERVE",
+                    biz_step="consuming" if role == "input" else "commissioning",
+                    read_point=line_id,
+                    items=[item],
+                    line=line_id,
+                    operator=self.operator(line_id),
+                    device=device,
+                    flags=["no_active_batch"],
+                )
+            self.outbox.append(EVENTS, event)
             return
         held = self.db.execute(
             "select count(*) from batch_items where line_id = ? and batch_id = ? and role = ?",
@@ -264,8 +240,7 @@ class Stations:
                     "TransformationEvent carries: end the batch and start the next"
                 ],
             )
-        with self.outbox.transaction():
-            self._remember(line_id, active.batch_id, role, json.dumps(item))
+        self._remember(line_id, active.batch_id, role, item.model_dump_json())
 
     def scan_batch(
         self, line_id: str, meaning: str, batch_id: str, device: str, at: datetime
@@ -302,10 +277,11 @@ class Stations:
             ).fetchone()
         ):
             return  # known already, or as many as the event holds: the badge scan still counts
-        self.db.execute(
-            "insert into batch_items values (?, ?, ?, ?, ?)",
-            (line_id, batch_id, role, row[0], value),
-        )
+        with self.store.transaction() as db:
+            db.execute(
+                "insert into batch_items values (?, ?, ?, ?, ?)",
+                (line_id, batch_id, role, row[0], value),
+            )
 
     def _transformation_event(
         self, line_id: str, batch_id: str, started_at: datetime, at: datetime
@@ -316,42 +292,36 @@ class Stations:
             " order by role, position",
             (line_id, batch_id),
         ).fetchall()
-        inputs = [json.loads(item) for role, item in rows if role == "input"]
-        outputs = [json.loads(item) for role, item in rows if role == "output"]
-        operators = [item for role, item in rows if role == "operator"]
         flags = []
-        if not inputs:
-            flags.append("no_inputs")
-        if not outputs:
-            # The batch itself is the output lot; its product is not known at the line.
-            outputs = [{"lot": batch_id[:20], "raw": batch_id}]
-            flags.append("output_without_gtin")
-        self.outbox.append(
-            EVENTS,
-            {
-                "kind": "transformation_event",
-                "time": at,
-                "event_id": uuid.uuid4().hex,
-                "transformation_id": batch_id,
-                "read_point": line_id,
-                "line": line_id,
-                "batch": batch_id,
-                "inputs": inputs,
-                "outputs": outputs,
-                "operators": operators,
-                "started_at": started_at,
-                "flags": flags,
-            },
-        )
-        self.db.execute(
-            "delete from batch_items where line_id = ? and batch_id = ?", (line_id, batch_id)
-        )
-
-    def _object_event(self, fields: dict[str, Any]) -> None:
-        self.outbox.append(
-            EVENTS,
-            {"kind": "object_event", "event_id": uuid.uuid4().hex, "action": "OBSERVE", **fields},
-        )
+        with contract_checked("transformation_event"):
+            inputs = [Item.model_validate_json(item) for role, item in rows if role == "input"]
+            outputs = [Item.model_validate_json(item) for role, item in rows if role == "output"]
+            operators = [item for role, item in rows if role == "operator"]
+            if not inputs:
+                flags.append("no_inputs")
+            if not outputs:
+                # The batch itself is the output lot; its product is not known at the line.
+                outputs = [Item(lot=batch_id[:20], raw=batch_id)]
+                flags.append("output_without_gtin")
+            event = TransformationEventRecord(
+                seq=UNNUMBERED,
+                time=at,
+                event_id=uuid.uuid4().hex,
+                transformation_id=batch_id,
+                read_point=line_id,
+                line=line_id,
+                batch=batch_id,
+                inputs=inputs,
+                outputs=outputs,
+                operators=operators,
+                started_at=started_at,
+                flags=flags,
+            )
+        with self.store.transaction() as db:  # joins the binder's: the batch's end
+            self.outbox.append(EVENTS, event)
+            db.execute(
+                "delete from batch_items where line_id = ? and batch_id = ?", (line_id, batch_id)
+            )
 
     def _check_dock(self, dock_id: str) -> None:
         if dock_id not in self.docks:

@@ -14,22 +14,23 @@ from edge_agent.batch_context import BatchConflict, BatchContext
 from edge_agent.binding import Binder
 from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.outbox import EVENTS, Outbox
+from edge_agent.store import EdgeStore
 
 AT = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 
 def test_the_active_batch_survives_a_restart(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "state.db")
-    BatchContext(outbox.db, ["line-1", "line-2"]).start("line-1", "B-1", "op-3", AT)
-    outbox.close()
-    again = BatchContext(Outbox(tmp_path / "state.db").db, ["line-1", "line-2"])
+    outbox = Outbox(EdgeStore(tmp_path / "state.db"))
+    BatchContext(outbox.store, ["line-1", "line-2"]).start("line-1", "B-1", "op-3", AT)
+    outbox.store.close()
+    again = BatchContext(EdgeStore(tmp_path / "state.db"), ["line-1", "line-2"])
     active = again.active("line-1")
     assert active is not None and (active.batch_id, active.started_by) == ("B-1", "op-3")
     assert again.active("line-2") is None
 
 
 def test_a_second_start_and_an_idle_end_are_refused(tmp_path: Path) -> None:
-    ctx = BatchContext(Outbox(tmp_path / "s.db").db, ["line-1"])
+    ctx = BatchContext(EdgeStore(tmp_path / "s.db"), ["line-1"])
     ctx.start("line-1", "B-1", "op", AT)
     with pytest.raises(BatchConflict, match="line line-1 already runs batch B-1"):
         ctx.start("line-1", "B-2", "op", AT)
@@ -41,8 +42,8 @@ def test_a_second_start_and_an_idle_end_are_refused(tmp_path: Path) -> None:
 
 
 def test_start_and_end_are_events_with_who_did_it(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "s.db")
-    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    outbox = Outbox(EdgeStore(tmp_path / "s.db"))
+    binder = Binder(BatchContext(outbox.store, ["line-1"]), outbox)
     binder.start_batch("line-1", "B-7", "op-1")
     binder.end_batch("line-1", "plc:batch_done")
     events = [json.loads(body) for _, body in outbox.take(EVENTS, 10)]
@@ -66,8 +67,8 @@ def control_client(app: FastAPI) -> httpx.AsyncClient:
 
 
 async def test_control_api_answers_conflicts_and_unknown_lines(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "s.db")
-    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    outbox = Outbox(EdgeStore(tmp_path / "s.db"))
+    binder = Binder(BatchContext(outbox.store, ["line-1"]), outbox)
     app = create_control_app(binder, lambda: {"ok": True}, access=ACCESS)
     async with control_client(app) as c:
         assert (
@@ -87,8 +88,8 @@ async def test_control_api_answers_conflicts_and_unknown_lines(tmp_path: Path) -
 async def test_control_api_binds_dock_doors(tmp_path: Path) -> None:
     from edge_agent.stations import Stations
 
-    outbox = Outbox(tmp_path / "s.db")
-    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    outbox = Outbox(EdgeStore(tmp_path / "s.db"))
+    binder = Binder(BatchContext(outbox.store, ["line-1"]), outbox)
     stations = Stations(binder, ["line-1"], ["dock-3"])
     app = create_control_app(binder, lambda: {}, stations, access=ACCESS)
     async with control_client(app) as c:

@@ -12,6 +12,7 @@ import pytest
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import BatchTag, Binder
 from edge_agent.outbox import EVENTS, READINGS, Outbox
+from edge_agent.store import EdgeStore
 from protocols.driver import Sample
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -19,7 +20,7 @@ T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 @pytest.fixture
 def outbox(tmp_path: Path) -> Outbox:
-    return Outbox(tmp_path / "o.db")
+    return Outbox(EdgeStore(tmp_path / "o.db"))
 
 
 def records(outbox: Outbox, stream: str) -> list[dict]:
@@ -27,7 +28,7 @@ def records(outbox: Outbox, stream: str) -> list[dict]:
 
 
 def test_readings_carry_the_active_batch_or_explicitly_none(outbox: Outbox) -> None:
-    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox)
+    binder = Binder(BatchContext(outbox.store, ["l1"]), outbox)
     temp = Sample("temp", 70.0, "Cel", device_time=T0 - timedelta(milliseconds=5))
     binder.readings("l1", "plc", [temp], T0)
     binder.start_batch("l1", "B-1", "op")
@@ -42,9 +43,14 @@ def test_readings_carry_the_active_batch_or_explicitly_none(outbox: Outbox) -> N
     assert first is None  # all taken already
     outbox.requeue(READINGS)
     r0 = records(outbox, READINGS)[0]
+    # Times are datetimes in every record, written as the contract's model writes them.
     assert (r0["time"], r0["device_time"]) == (
-        T0.isoformat(),
-        (T0 - timedelta(milliseconds=5)).isoformat(),
+        "2026-11-25T08:00:00Z",
+        "2026-11-25T07:59:59.995000Z",
+    )
+    assert (datetime.fromisoformat(r0["time"]), datetime.fromisoformat(r0["device_time"])) == (
+        T0,
+        T0 - timedelta(milliseconds=5),
     )
 
 
@@ -76,7 +82,7 @@ def test_readings_carry_the_active_batch_or_explicitly_none(outbox: Outbox) -> N
 def test_a_plc_batch_tag_starts_and_ends_batches(
     outbox: Outbox, values: list, expected: list
 ) -> None:
-    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox, {"plc": BatchTag("batch", "WO-")})
+    binder = Binder(BatchContext(outbox.store, ["l1"]), outbox, {"plc": BatchTag("batch", "WO-")})
     for i, v in enumerate(values):
         batch_sample = (
             Sample("batch", None, None, text=v) if isinstance(v, str) else Sample("batch", v, None)
@@ -94,7 +100,7 @@ def test_a_plc_batch_tag_starts_and_ends_batches(
 
 
 def test_a_bad_batch_tag_value_changes_nothing(outbox: Outbox) -> None:
-    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox, {"plc": BatchTag("batch")})
+    binder = Binder(BatchContext(outbox.store, ["l1"]), outbox, {"plc": BatchTag("batch")})
     binder.readings("l1", "plc", [Sample("batch", 7.0, None)], T0)
     binder.readings("l1", "plc", [Sample("batch", None, None, "bad", detail="comm")], T0)
     assert [e["kind"] for e in records(outbox, EVENTS)] == ["batch_started"]
@@ -105,7 +111,7 @@ def test_a_bad_batch_tag_value_changes_nothing(outbox: Outbox) -> None:
 def test_a_plc_batch_string_the_contract_refuses_keeps_the_line_and_is_counted(
     outbox: Outbox, caplog: pytest.LogCaptureFixture
 ) -> None:
-    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox, {"plc": BatchTag("batch")})
+    binder = Binder(BatchContext(outbox.store, ["l1"]), outbox, {"plc": BatchTag("batch")})
     binder.readings("l1", "plc", [Sample("batch", None, None, text="WO-1")], T0)
     for _ in range(3):  # a PLC that keeps serving a garbled string every poll
         n = binder.readings(
@@ -125,7 +131,7 @@ def test_a_plc_batch_string_the_contract_refuses_keeps_the_line_and_is_counted(
 def test_values_the_contract_cannot_carry_become_flagged_readings_not_failures(
     outbox: Outbox,
 ) -> None:
-    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox)
+    binder = Binder(BatchContext(outbox.store, ["l1"]), outbox)
     samples = [
         Sample("t1", float("nan"), "Cel"),
         Sample("t2", float("-inf"), "Cel"),
@@ -148,7 +154,7 @@ def test_values_the_contract_cannot_carry_become_flagged_readings_not_failures(
 def test_a_reading_the_contract_refuses_is_counted_and_the_poll_goes_on(
     outbox: Outbox, caplog: pytest.LogCaptureFixture
 ) -> None:
-    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox)
+    binder = Binder(BatchContext(outbox.store, ["l1"]), outbox)
     poll = [Sample("temp", 60.0, "Cel"), Sample("speed", 3.0, "revolutions per minute, " * 3)]
     for _ in range(5):
         assert binder.readings("l1", "plc", poll, T0) == 1
@@ -160,7 +166,7 @@ def test_a_reading_the_contract_refuses_is_counted_and_the_poll_goes_on(
 
 
 def test_a_device_error_of_any_length_or_content_is_recorded(outbox: Outbox) -> None:
-    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox)
+    binder = Binder(BatchContext(outbox.store, ["l1"]), outbox)
     binder.device_event("l1", "plc", False, "timeout \x00" + "e" * 2000)
     (event,) = records(outbox, EVENTS)
     assert event["kind"] == "device_offline" and len(event["detail"]) == 500
@@ -169,7 +175,7 @@ def test_a_device_error_of_any_length_or_content_is_recorded(outbox: Outbox) -> 
 
 def test_a_plc_batch_change_by_a_device_with_a_long_name_is_still_made(outbox: Outbox) -> None:
     device, tag = "plc-" + "d" * 124, "batch-" + "t" * 122  # both at the contract's 128
-    binder = Binder(BatchContext(outbox.db, ["l1"]), outbox, {device: BatchTag(tag)})
+    binder = Binder(BatchContext(outbox.store, ["l1"]), outbox, {device: BatchTag(tag)})
     binder.readings("l1", device, [Sample(tag, None, None, text="WO-5")], T0)
     [started] = records(outbox, EVENTS)
     assert started["batch"] == "WO-5" and started["by"] == f"plc:{device}/{tag}"[:128]

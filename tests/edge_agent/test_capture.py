@@ -13,6 +13,7 @@ from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
 from edge_agent.capture import DeviceTask
 from edge_agent.outbox import EVENTS, READINGS, Outbox
+from edge_agent.store import EdgeStore
 from protocols.modbus.client import ModbusDriver
 from protocols.modbus.simulator import ModbusSimulator
 from tests.conftest import free_port
@@ -26,12 +27,12 @@ async def test_polling_survives_a_device_restart(tmp_path: Path) -> None:
             "connection": profile.connection.model_copy(update={"port": port, "timeout_s": 0.5})
         }
     )
-    outbox = Outbox(tmp_path / "o.db")
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
     task = DeviceTask(
         "line-1",
         ModbusDriver(profile),
         0.05,
-        Binder(BatchContext(outbox.db, ["line-1"]), outbox),
+        Binder(BatchContext(outbox.store, ["line-1"]), outbox),
     )
     sim = ModbusSimulator(profile, port=port)
     await sim.start()

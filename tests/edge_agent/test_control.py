@@ -17,6 +17,7 @@ from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.control_token import ControlTokenError, load_or_create_token, read_token
 from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.stations import Stations
+from edge_agent.store import EdgeStore
 
 TOKEN = "a-test-token-of-enough-length"
 ORIGIN = "http://127.0.0.1:8100"
@@ -25,8 +26,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def edge(tmp_path: Path) -> tuple[Binder, Stations]:
-    outbox = Outbox(tmp_path / "o.db")
-    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    binder = Binder(BatchContext(outbox.store, ["line-1"]), outbox)
     return binder, Stations(binder, ["line-1"], ["dock-3"])
 
 

@@ -14,6 +14,7 @@ from edge_agent.binding import Binder
 from edge_agent.gates import GateStation
 from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.stations import Stations
+from edge_agent.store import EdgeStore
 from protocols.rfid.records import TagRead
 
 T0 = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
@@ -24,8 +25,8 @@ TOO_LONG = "30" * 100  # 200 hex digits: more than an EPC the contract carries
 def test_a_tag_the_contract_refuses_is_counted_and_the_door_event_keeps_the_others(
     tmp_path: Path,
 ) -> None:
-    outbox = Outbox(tmp_path / "o.db")
-    stations = Stations(Binder(BatchContext(outbox.db, []), outbox), [], ["dock-1"])
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    stations = Stations(Binder(BatchContext(outbox.store, []), outbox), [], ["dock-1"])
     profile = load_profile(LIBRARY / "rfid-dock-door-gate.yaml")
     assert isinstance(profile, RfidReaderProfile)
     gate = GateStation(stations, "dock-1", profile)

@@ -22,19 +22,23 @@ import yaml
 from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.publisher import Publisher, _InFlight
+from edge_agent.records import UNNUMBERED
 from edge_agent.runtime import EdgeAgent
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import load_site
+from edge_agent.store import EdgeStore
 from protocols.mqtt import topics
 from protocols.mqtt.connection import BrokerSettings
-from protocols.mqtt.contract import MAX_SEQ, EdgeStatus
+from protocols.mqtt.contract import MAX_SEQ, BatchEvent, EdgeStatus
 from tests.conftest import MosquittoProcess, now_true, until
 
 AT = datetime(2026, 11, 25, tzinfo=UTC)
 
 
-def event(n: int) -> dict:
-    return {"kind": "batch_started", "time": AT, "line": "l", "batch": f"B{n}", "by": "op"}
+def event(n: int) -> BatchEvent:
+    return BatchEvent(
+        seq=UNNUMBERED, kind="batch_started", time=AT, line="l", batch=f"B{n}", by="op"
+    )
 
 
 class CollectorSide:
@@ -123,7 +127,7 @@ async def test_no_ack_retained_or_not_can_stop_the_publisher_or_delete_what_it_a
     caplog.set_level(logging.WARNING, logger="edge_agent.publisher")
     edge_id = "edge-acks"
     broker = await edge_identity(private_broker, edge_id)
-    outbox = Outbox(tmp_path / "o.db")
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
     epoch = outbox.epoch
     wake = asyncio.Event()
     outbox.on_append = wake.set
@@ -273,7 +277,7 @@ def test_thousands_of_mutated_acks_never_raise_and_never_delete(tmp_path: Path) 
     never raises, and only the one exact genuine ack deletes anything."""
     import random
 
-    outbox = Outbox(tmp_path / "o.db")
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
     outbox.append_many([(EVENTS, event(n)) for n in range(10)])
     publisher = Publisher("edge-1", outbox, BrokerSettings(), asyncio.Event())
     for first, last in ((0, 4), (5, 9)):  # two messages in flight, as the send loop does

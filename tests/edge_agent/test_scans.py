@@ -17,6 +17,7 @@ from edge_agent.binding import Binder
 from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.scans import ScanStation
 from edge_agent.stations import Stations
+from edge_agent.store import EdgeStore
 from protocols.scanner.client import Scan
 from protocols.scanner.gs1 import parse_scan
 
@@ -35,8 +36,8 @@ def profile(name: str) -> ScannerProfile:
 
 @pytest.fixture
 def stations(tmp_path: Path) -> Stations:
-    outbox = Outbox(tmp_path / "o.db")
-    return Stations(Binder(BatchContext(outbox.db, ["line-1"]), outbox), ["line-1"], ["dock-3"])
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    return Stations(Binder(BatchContext(outbox.store, ["line-1"]), outbox), ["line-1"], ["dock-3"])
 
 
 def events(stations: Stations) -> list[dict]:

@@ -11,25 +11,27 @@ from pydantic import TypeAdapter
 
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
-from edge_agent.outbox import EVENTS, Outbox, RecordRefused
+from edge_agent.outbox import EVENTS, Outbox
+from edge_agent.records import RecordRefused
 from edge_agent.stations import MAX_ITEMS, StationError, Stations
-from protocols.mqtt.contract import Record
+from edge_agent.store import EdgeStore
+from protocols.mqtt.contract import Item, Record
 
 T0 = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
 RECORD: TypeAdapter[Record] = TypeAdapter(Record)
-FLOUR = {
-    "epc_class": "https://id.gs1.org/01/09506000134352/10/FLOUR7",
-    "gtin": "09506000134352",
-    "lot": "FLOUR7",
-    "quantity": 25.0,
-    "uom": "KGM",
-}
-PALLET = {"epc": "urn:epc:id:sscc:0614141.1234567890", "sscc": "106141411234567897"}
+FLOUR = Item(
+    epc_class="https://id.gs1.org/01/09506000134352/10/FLOUR7",
+    gtin="09506000134352",
+    lot="FLOUR7",
+    quantity=25.0,
+    uom="KGM",
+)
+PALLET = Item(epc="urn:epc:id:sscc:0614141.1234567890", sscc="106141411234567897")
 
 
 def make(tmp_path: Path) -> tuple[Stations, Outbox]:
-    outbox = Outbox(tmp_path / "o.db")
-    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    binder = Binder(BatchContext(outbox.store, ["line-1"]), outbox)
     return Stations(binder, ["line-1"], ["dock-3"]), outbox
 
 
@@ -60,7 +62,7 @@ def test_reads_at_a_door_bound_to_nothing_are_kept_and_flagged(tmp_path: Path) -
     stations, outbox = make(tmp_path)
     stations.dock_event("dock-3", [PALLET], T0, "gate-3", direction="out")
     stations.dock_event(
-        "dock-3", [{"raw": "E280116060", "unknown_reason": "no EPC header"}], T0, "gate-3"
+        "dock-3", [Item(raw="E280116060", unknown_reason="no EPC header")], T0, "gate-3"
     )
     stations.bind_document("dock-3", "po", "PO-1", "clerk")
     stations.dock_event("dock-3", [PALLET], T0, "gate-3", direction="out")
@@ -86,7 +88,11 @@ def test_a_batch_links_its_inputs_to_its_outputs_at_its_end(tmp_path: Path) -> N
     stations.scan_batch("line-1", "batch_start", "WO-1001", "scanner-1", T0)
     stations.line_item("line-1", "input", FLOUR, T0, "scanner-1")
     stations.line_item(
-        "line-1", "input", {**FLOUR, "lot": "FLOUR8", "epc_class": "x:FLOUR8"}, T0, "scanner-1"
+        "line-1",
+        "input",
+        Item(**{**FLOUR.model_dump(), "lot": "FLOUR8", "epc_class": "x:FLOUR8"}),
+        T0,
+        "scanner-1",
     )
     stations.line_item("line-1", "output", PALLET, T0, "scanner-1")
     stations.scan_batch("line-1", "batch_end", "WO-1001", "scanner-1", T0 + timedelta(hours=1))
@@ -96,7 +102,11 @@ def test_a_batch_links_its_inputs_to_its_outputs_at_its_end(tmp_path: Path) -> N
     t = kinds[2]
     assert (t["batch"], t["transformation_id"], t["line"]) == ("WO-1001", "WO-1001", "line-1")
     assert [i["lot"] for i in t["inputs"]] == ["FLOUR7", "FLOUR8"]
-    assert t["outputs"] == [PALLET] and t["operators"] == ["OP-0042"] and t["flags"] == []
+    assert (
+        [Item.model_validate(o) for o in t["outputs"]] == [PALLET]
+        and t["operators"] == ["OP-0042"]
+        and t["flags"] == []
+    )
 
 
 def test_a_new_batch_label_ends_the_running_batch_first(tmp_path: Path) -> None:
@@ -119,7 +129,7 @@ def test_a_batch_without_scans_still_closes_with_flags(tmp_path: Path) -> None:
     stations.scan_batch("line-1", "batch_end", "WO-7", "s", T0)
     t = events(outbox)[-1]
     assert t["flags"] == ["no_inputs", "output_without_gtin"]
-    assert t["outputs"] == [{"lot": "WO-7", "raw": "WO-7"}]
+    assert [Item.model_validate(o) for o in t["outputs"]] == [Item(lot="WO-7", raw="WO-7")]
 
 
 def test_consumption_without_an_active_batch_is_kept_and_flagged(tmp_path: Path) -> None:
@@ -129,7 +139,7 @@ def test_consumption_without_an_active_batch_is_kept_and_flagged(tmp_path: Path)
     assert (event["biz_step"], event["flags"], event["items"]) == (
         "consuming",
         ["no_active_batch"],
-        [FLOUR],
+        [FLOUR.model_dump()],
     )
 
 
@@ -137,7 +147,7 @@ def test_batch_inputs_survive_a_restart(tmp_path: Path) -> None:
     stations, outbox = make(tmp_path)
     stations.scan_batch("line-1", "batch_start", "WO-5", "s", T0)
     stations.line_item("line-1", "input", FLOUR, T0, "s")
-    outbox.close()
+    outbox.store.close()
     again, outbox2 = make(tmp_path)
     again.scan_batch("line-1", "batch_end", "WO-5", "s", T0)
     outbox2.requeue(EVENTS)
@@ -151,9 +161,6 @@ def test_what_a_batch_end_could_not_carry_is_refused_at_the_scan_so_the_batch_al
     stations, outbox = make(tmp_path)
     stations.scan_batch("line-1", "batch_start", "WO-9", "s", T0)
     stations.line_item("line-1", "input", FLOUR, T0, "s")
-    for bad in ({**FLOUR, "raw": "x" * 501}, {**FLOUR, "lot": "L\x00"}, {"quantity": 1.0}):
-        with pytest.raises(RecordRefused, match="item record refused"):
-            stations.line_item("line-1", "input", bad, T0, "s")
     with pytest.raises(RecordRefused, match="operator"):
         stations.set_operator("line-1", "OP-" + "7" * 200)
     with pytest.raises(RecordRefused, match="batch id"):

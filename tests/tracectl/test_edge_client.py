@@ -17,6 +17,7 @@ from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.control_token import load_or_create_token
 from edge_agent.outbox import Outbox
 from edge_agent.stations import Stations
+from edge_agent.store import EdgeStore
 from tests.conftest import free_port
 from tracectl.__main__ import main
 
@@ -50,8 +51,8 @@ async def test_tracectl_sends_the_token_of_the_edge_s_token_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state = tmp_path / "edge"
-    outbox = Outbox(state / "outbox.db")
-    binder = Binder(BatchContext(outbox.db, ["line-1"]), outbox)
+    outbox = Outbox(EdgeStore(state / "outbox.db"))
+    binder = Binder(BatchContext(outbox.store, ["line-1"]), outbox)
     async with control_api(state, binder) as url:
         monkeypatch.setenv("TRACE_EDGE_STATE_DIR", str(state))
         assert (
