@@ -84,7 +84,12 @@ class BodyLimitMiddleware:
             "capture into several)"
         )
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
             await _refuse(send, path, 413, too_large, receive)
             return
 

@@ -81,7 +81,7 @@ async def _body(request: Request, limits: CaptureLimits) -> bytes:
         f"the document is larger than {limits.max_bytes} bytes: split it into several captures",
     )
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.max_bytes:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limits.max_bytes:
         raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -234,7 +234,7 @@ def _digital_link(raw: str, data: str) -> Gs1Scan:
 
 
 def _bare_gtin(raw: str, data: str) -> Gs1Scan:
-    if not (data.isdecimal() and len(data) in (8, 12, 13, 14)):
+    if not (data.isascii() and data.isdecimal() and len(data) in (8, 12, 13, 14)):
         return _unreadable(raw, "gtin", f"{data!r} is not a GTIN (8, 12, 13 or 14 digits)")
     try:
         element = GS1ElementString.parse("01" + data.zfill(14), config=_CONFIG)
@@ -308,7 +308,9 @@ def _check_digit_error(element: GS1ElementString) -> str | None:
         failed = "" if gs1_standard_check_digit(value[:-1]) != int(value[-1]) else None
     if failed is None:
         return None
-    expected = gs1_standard_check_digit(value[:-1]) if value.isdecimal() else None
+    expected = (
+        gs1_standard_check_digit(value[:-1]) if value.isascii() and value.isdecimal() else None
+    )
     return (
         f"AI {ai} ({element.ai.data_title}) {value}: check digit {value[-1]} is wrong"
         + (f", expected {expected}" if expected is not None else "")
