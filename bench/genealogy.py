@@ -60,7 +60,7 @@ from psycopg.rows import Row
 
 from cloud_collector import genealogy, queries, rollups, trace
 from cloud_collector.migrate import migrate
-from protocols.rfid.epc import gs1_check_digit
+from protocols.gs1 import check_digit as gs1_check_digit
 
 BENCH_DB = "trace_bench"
 ROLLUP_TABLES = ["batch_tag_stats", "batch_tag_minutes", "batch_tag_percentiles"]

@@ -8,7 +8,6 @@ data) terminate by construction; a loop through the traced lot is reported as a 
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,7 +19,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud_collector import queries
-from protocols.rfid.epc import gs1_check_digit
+from protocols import gs1
 
 Direction = Literal["backward", "forward"]
 # A batch's inputs and outputs in one unit of measure should balance within this fraction.
@@ -141,15 +140,6 @@ _LOT_COLUMNS = (
     "lot_id, gtin, lot_code, quantity, uom, origin, batch_id, supplier, supplier_lot,"
     " shipped_quantity, consumed_quantity, quantity_note"
 )
-_DIGITAL_LINK = re.compile(r"(?:^|/)01/(\d{14})/10/([^/?#]+)")
-_DL_SSCC = re.compile(r"(?:^|/)00/(\d{18})(?:$|[/?#])")
-LGTIN_URN = re.compile(r"^urn:epc:class:lgtin:(\d+)\.(\d+)\.(.+)$")
-
-
-def gtin_of_lgtin(company_prefix: str, indicator_item: str) -> str:
-    """GTIN-14 of an EPC class's company prefix and indicator + item reference."""
-    body = indicator_item[0] + company_prefix + indicator_item[1:]
-    return body + gs1_check_digit(body)
 
 
 async def _lots(conn: AsyncConnection, where: str, params: tuple[Any, ...]) -> list[Lot]:
@@ -165,28 +155,17 @@ async def resolve(conn: AsyncConnection, text: str) -> Lot:
     element string), a unit's EPC or SSCC, or a lot code alone (if it is unambiguous)."""
     text = text.strip()
     found: list[Lot] = []
+    key = None if text.isdigit() and len(text) < 14 else gs1.parse(text)
     if text.isdigit() and len(text) < 14:
         found = await _lots(conn, "lot_id = %s", (int(text),))
-    elif m := LGTIN_URN.match(text):
-        found = await _lots(
-            conn, "gtin = %s and lot_code = %s", (gtin_of_lgtin(m.group(1), m.group(2)), m.group(3))
-        )
-    elif m := _DIGITAL_LINK.search(text):
-        found = await _lots(conn, "gtin = %s and lot_code = %s", (m.group(1), m.group(2)))
-    elif text.startswith("(") or "\x1d" in text:
-        from protocols.scanner.gs1 import parse_scan
-
-        scan = parse_scan(text)
-        if scan.gtin and scan.lot:
-            found = await _lots(conn, "gtin = %s and lot_code = %s", (scan.gtin, scan.lot))
-        elif scan.sscc:
-            found = await _unit_lots(conn, scan.sscc)
-    else:
-        sscc = m.group(1) if (m := _DL_SSCC.search(text)) else None
-        if sscc or text.startswith("urn:epc:id:") or re.fullmatch(r"\d{18}", text):
-            found = await _unit_lots(conn, sscc or text)
-        else:
-            found = await _lots(conn, "lot_code = %s or supplier_lot = %s", (text, text))
+    elif key and key.gtin and key.lot:
+        found = await _lots(conn, "gtin = %s and lot_code = %s", (key.gtin, key.lot))
+    elif key and key.sscc:
+        found = await _unit_lots(conn, key.sscc)
+    elif text.startswith("urn:epc:id:"):
+        found = await _unit_lots(conn, text)
+    elif not (text.startswith("(") or gs1.GS in text):
+        found = await _lots(conn, "lot_code = %s or supplier_lot = %s", (text, text))
     if not found:
         raise UnknownLot(
             f"no lot is known as {text!r}: give a lot id, GTIN + lot (urn:epc:class:lgtin:..., "
@@ -197,13 +176,7 @@ async def resolve(conn: AsyncConnection, text: str) -> Lot:
     return found[0]
 
 
-SSCC_URN = re.compile(r"^urn:epc:id:sscc:(\d+)\.(\d+)$")
-
-
 async def _unit_lots(conn: AsyncConnection, key: str) -> list[Lot]:
-    if m := SSCC_URN.match(key):  # extension digit + company prefix + serial reference
-        body = m.group(2)[0] + m.group(1) + m.group(2)[1:]
-        key = body + gs1_check_digit(body)
     return await _lots(
         conn,
         "lot_id in (select lot_id from units where epc = %s or sscc = %s or epc = %s)",
