@@ -1512,7 +1512,7 @@ def _server(url: str) -> str:
 
 def _code() -> str:
     """Which cloud_collector this run measured: its folder, and its commit if it has one."""
-    folder = Path(trace.__file__).resolve().parent.parent
+    folder = Path(queries.__file__).resolve().parent.parent
     git = ["git", "-C", str(folder)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     if head.returncode != 0:
