@@ -92,7 +92,7 @@ def _location(text: str) -> tuple[str, str | None] | str:
     a Digital Link of a GLN (with or without its host, the GS1 module's one rule); anything
     else as the stripped text, compared exactly."""
     text = text.strip()
-    if text.isdigit() and len(text) == 13:
+    if gs1.digits(text) and len(text) == 13:
         return text, None
     key = gs1.from_urn(text) if text.startswith("urn:") else gs1.from_digital_link(text)
     if key and key.kind in ("gln", "sgln") and key.gln:
@@ -105,7 +105,7 @@ def check_location(text: str) -> str:
     text = text.strip()
     if not text:
         raise CredentialError("a partner location cannot be empty")
-    if text.isdigit() and len(text) == 13 and not gs1.valid(text):
+    if gs1.digits(text) and len(text) == 13 and not gs1.valid(text):
         raise CredentialError(
             f"GLN {text} has a wrong check digit (it should end in {gs1.check_digit(text[:12])})"
         )

@@ -71,7 +71,7 @@ def _pattern(scheme: str, rest: str) -> Keys:
     fixed = rest[: rest.index("*")] if "*" in rest else rest
     parts = fixed.split(".")
     found = Keys(pattern=f"urn:epc:id:{scheme}:{_like_escape(fixed)}%")
-    if scheme == "sgtin" and len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+    if scheme == "sgtin" and len(parts) >= 2 and gs1.digits(parts[0]) and gs1.digits(parts[1]):
         return Keys(gtin=gs1.gtin_of_epc(parts[0], parts[1]), pattern=found.pattern)
     return found
 

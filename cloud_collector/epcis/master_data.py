@@ -220,9 +220,9 @@ def _with_place(item: Element, attributes: dict[str, Any]) -> Element:
 
 def _gln(location: str, site: str | None) -> str | None:
     """The GLN of an SGLN or Digital Link location (its site's), or the site attribute."""
-    if site and site.isdigit() and len(site) == 13:
+    if site and gs1.digits(site) and len(site) == 13:
         return site
-    if location.isdigit() and len(location) == 13:
+    if gs1.digits(location) and len(location) == 13:
         return location
     key = gs1.from_urn(location) if location.startswith("urn:") else gs1.from_digital_link(location)
     return key.gln if key and key.kind in ("gln", "sgln") else None

@@ -16,16 +16,15 @@ async def resolve(conn: AsyncConnection, text: str) -> Lot:
     element string), a unit's EPC or SSCC, or a lot code alone (if it is unambiguous)."""
     text = text.strip()
     found: list[Lot] = []
-    key = None if text.isdigit() and len(text) < 14 else gs1.parse(text)
-    if text.isdigit() and len(text) < 14:
+    if gs1.digits(text) and len(text) < 14:
         found = await lots_where(conn, "lot_id = %s", (int(text),))
-    elif key and key.gtin and key.lot:
+    elif (key := gs1.parse(text)) and key.gtin and key.lot:
         found = await lots_where(conn, "gtin = %s and lot_code = %s", (key.gtin, key.lot))
     elif key and key.sscc:
         found = await _unit_lots(conn, key.sscc)
     elif text.startswith("urn:epc:id:"):
         found = await _unit_lots(conn, text)
-    elif not (text.startswith("(") or gs1.GS in text):
+    elif not (text.startswith("(") or gs1.GS in text):  # an element string is no lot code
         found = await lots_where(conn, "lot_code = %s or supplier_lot = %s", (text, text))
     if not found:
         raise UnknownLot(

@@ -39,8 +39,15 @@ GS = "\x1d"  # FNC1 in a scanned element string
 def check_digit(body: str) -> str:
     """The GS1 mod-10 check digit of `body` (a GTIN, GLN, SSCC or GRAI without its last
     digit)."""
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+    # Weights 3, 1, 3, ... from the right; slices keep it cheap (10,000 EPCs in a capture).
+    total = 3 * sum(map(int, body[::-1][::2])) + sum(map(int, body[::-1][1::2]))
     return str(-total % 10)
+
+
+def digits(text: str) -> bool:
+    """Whether `text` is ASCII digits only: str.isdigit also takes `³` and `٣`, which
+    no GS1 key holds and int() may refuse."""
+    return text.isascii() and text.isdigit()
 
 
 def with_check_digit(body: str) -> str:
@@ -49,7 +56,7 @@ def with_check_digit(body: str) -> str:
 
 def valid(key: str) -> bool:
     """Whether `key` is all digits and ends in its check digit."""
-    return len(key) > 1 and key.isdigit() and key[-1] == check_digit(key[:-1])
+    return len(key) > 1 and digits(key) and key[-1] == check_digit(key[:-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +80,18 @@ def _extension(value: str | None) -> str | None:
 
 # ---- EPC URNs (Tag Data Standard 6.3, 6.4, 7) ------------------------------------------
 
-_URN = re.compile(r"^urn:epc:(id|class):([a-z]+):([^:]*)$")
+# Per scheme: company prefix, the second field (item or location reference, serial
+# reference), and the rest (serial, lot, extension) as the URN writes them.
+_URNS = {
+    "sgtin": re.compile(r"^urn:epc:id:sgtin:(\d+)\.(\d+)\.([^:]+)$", re.ASCII),
+    "lgtin": re.compile(r"^urn:epc:class:lgtin:(\d+)\.(\d+)\.([^:]+)$", re.ASCII),
+    "sscc": re.compile(r"^urn:epc:id:sscc:(\d+)\.(\d+)()$", re.ASCII),
+    # The SGLN's extension is optional here: partners write urn:epc:id:sgln:P.L too.
+    "sgln": re.compile(r"^urn:epc:id:sgln:(\d+)\.(\d*)(?:\.([^:.]*))?$", re.ASCII),
+    "pgln": re.compile(r"^urn:epc:id:pgln:(\d+)\.(\d*)()$", re.ASCII),
+    "grai": re.compile(r"^urn:epc:id:grai:(\d+)\.(\d*)\.([^:]+)$", re.ASCII),
+}
+_SCHEME = re.compile(r"^urn:epc:(?:id|class):([a-z]+):", re.ASCII)
 
 
 def gtin_of_epc(company_prefix: str, indicator_item: str) -> str | None:
@@ -84,46 +102,33 @@ def gtin_of_epc(company_prefix: str, indicator_item: str) -> str | None:
     return with_check_digit(indicator_item[0] + company_prefix + indicator_item[1:])
 
 
-def _digits(*parts: str) -> bool:
-    # Empty counts: a 12-digit company prefix leaves an SGLN's location reference empty.
-    return all(p.isdigit() or not p for p in parts)
-
-
 def from_urn(text: str) -> Key | None:
     """The key of an EPC pure identity URN or LGTIN class URN; None for anything else."""
-    m = _URN.match(text.strip())
-    if not m:
+    text = text.strip()
+    kind = m[1] if (m := _SCHEME.match(text)) else ""
+    found = _URNS[kind].match(text) if kind in _URNS else None
+    if found is None:
         return None
-    kind, scheme, fields = m[1], m[2], m[3].split(".")
-    if kind == "class":
-        if scheme != "lgtin" or len(fields) < 3 or not _digits(*fields[:2]) or not fields[0]:
+    company, reference, rest = found.groups()
+    if kind in ("sgtin", "lgtin"):
+        gtin, value = gtin_of_epc(company, reference), unquote(rest)
+        if not gtin or not value:
             return None
-        gtin = gtin_of_epc(fields[0], fields[1])
-        lot = unquote(".".join(fields[2:]))
-        return Key("lgtin", gtin=gtin, lot=lot) if gtin and lot else None
-    if scheme == "sgtin" and len(fields) >= 3 and _digits(*fields[:2]) and fields[0]:
-        gtin = gtin_of_epc(fields[0], fields[1])
-        serial = unquote(".".join(fields[2:]))
-        return Key("sgtin", gtin=gtin, serial=serial) if gtin and serial else None
-    if scheme == "sscc" and len(fields) == 2 and _digits(*fields) and all(fields):
-        body = fields[1][0] + fields[0] + fields[1][1:]
+        if kind == "sgtin":
+            return Key("sgtin", gtin=gtin, serial=value)
+        return Key("lgtin", gtin=gtin, lot=value)
+    if kind == "sscc":
+        body = reference[:1] + company + reference[1:]
         return Key("sscc", sscc=with_check_digit(body)) if len(body) == 17 else None
-    if scheme in ("sgln", "pgln") and len(fields) in (2, 3) and _digits(*fields[:2]):
-        # The SGLN's extension is optional here: partners write urn:epc:id:sgln:P.L too.
-        body = fields[0] + fields[1]
-        if len(body) != 12 or not fields[0]:
-            return None
-        if scheme == "pgln":
-            return Key("pgln", gln=with_check_digit(body)) if len(fields) == 2 else None
-        extension = _extension(unquote(fields[2]) if len(fields) == 3 else None)
-        return Key("sgln", gln=with_check_digit(body), extension=extension)
-    if scheme == "grai" and len(fields) >= 3 and _digits(*fields[:2]):
-        body = fields[0] + fields[1]
-        serial = unquote(".".join(fields[2:]))
-        if len(body) != 12 or not fields[0]:
-            return None
-        return Key("grai", grai="0" + with_check_digit(body) + serial, serial=serial or None)
-    return None
+    if len(company + reference) != 12:  # sgln, pgln, grai: a GLN's or GRAI's 12 digits
+        return None
+    body = with_check_digit(company + reference)
+    if kind == "pgln":
+        return Key("pgln", gln=body)
+    if kind == "sgln":
+        return Key("sgln", gln=body, extension=_extension(unquote(rest) if rest else None))
+    serial = unquote(rest)
+    return Key("grai", grai="0" + body + serial, serial=serial or None)
 
 
 def urn(key: Key, company_prefix_length: int) -> str:
@@ -159,11 +164,11 @@ def _escape(value: str) -> str:
 
 # Each key AI: its value's pattern and its qualifiers in the standard's order.
 DIGITAL_LINK_KEYS: dict[str, tuple[re.Pattern[str], tuple[str, ...]]] = {
-    "01": (re.compile(r"\d{14}"), ("22", "10", "21", "235")),
-    "00": (re.compile(r"\d{18}"), ()),
-    "414": (re.compile(r"\d{13}"), ("254",)),
-    "417": (re.compile(r"\d{13}"), ()),
-    "8003": (re.compile(r"0\d{13}[!-~]{0,16}"), ()),
+    "01": (re.compile(r"\d{14}", re.ASCII), ("22", "10", "21", "235")),
+    "00": (re.compile(r"\d{18}", re.ASCII), ()),
+    "414": (re.compile(r"\d{13}", re.ASCII), ("254",)),
+    "417": (re.compile(r"\d{13}", re.ASCII), ()),
+    "8003": (re.compile(r"0\d{13}[!-~]{0,16}", re.ASCII), ()),
 }
 _HOST = re.compile(r"^https?://[^/?#]+", re.IGNORECASE)
 
@@ -219,15 +224,19 @@ def _key_of(ai: str, value: str, qualifiers: dict[str, str]) -> Key:
     return Key("grai", grai=value, serial=value[14:] or None)
 
 
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
 def digital_link(key: Key, host: str = "https://id.gs1.org") -> str:
     """The Digital Link URI of `key` on `host` (empty for the bare path)."""
-    q = lambda value: quote(value, safe="")  # noqa: E731
-    if key.gtin:
+    q = _segment
+    if key.sscc and key.kind == "sscc":  # a pallet's label may name its content's GTIN too
+        path = f"/00/{key.sscc}"
+    elif key.gtin:
         path = f"/01/{key.gtin}"
         path += f"/10/{q(key.lot)}" if key.lot else ""
         path += f"/21/{q(key.serial)}" if key.serial else ""
-    elif key.sscc:
-        path = f"/00/{key.sscc}"
     elif key.gln and key.kind == "pgln":
         path = f"/417/{key.gln}"
     elif key.gln:
@@ -316,7 +325,7 @@ def parse(text: str) -> Key | None:
     text = text.strip()
     if text.startswith("urn:"):
         return from_urn(text)
-    if text.isdigit() and len(text) in _BARE:
+    if digits(text) and len(text) in _BARE:
         kind = _BARE[len(text)]
         return Key(kind, **{kind: text})  # type: ignore[arg-type]
     if text.startswith("(") or GS in text:

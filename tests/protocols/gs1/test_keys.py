@@ -64,3 +64,9 @@ def test_a_urn_needs_a_company_prefix_of_six_to_twelve_digits() -> None:
         gs1.urn(key, 13)
     with pytest.raises(ValueError, match="no EPC URN"):
         gs1.urn(gs1.Key("gtin", gtin="09506000134352"), 7)
+
+
+def test_a_label_with_several_keys_links_to_its_first() -> None:
+    key = gs1.parse("(00)106141412345678908(01)09506000134352(10)ABC")
+    assert key is not None
+    assert gs1.digital_link(key) == "https://id.gs1.org/00/106141412345678908"
