@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import re
 import secrets
 import time
 from collections import OrderedDict
@@ -51,7 +50,7 @@ from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
-from protocols.rfid.epc import gs1_check_digit
+from protocols import gs1
 
 
 class Role(StrEnum):
@@ -87,27 +86,17 @@ class CredentialInForce(CredentialError):
 
 # ---- Partners ------------------------------------------------------------------------
 
-_GLN = re.compile(r"^\d{13}$")
-_SGLN_URN = re.compile(r"^urn:epc:id:sgln:(\d+)\.(\d*)(?:\.(.+))?$")
-_DIGITAL_LINK_GLN = re.compile(
-    r"^https?://[^/]+(?:/.*)?/414/(\d{13})(?:/254/([^/?#]+))?/?(?:[?#].*)?$"
-)
-
 
 def _location(text: str) -> tuple[str, str | None] | str:
-    """A GLN location as (gln, extension or None for the whole GLN); anything else as the
-    stripped text, compared exactly."""
+    """A GLN location as (gln, extension or None for the whole GLN): a GLN, an SGLN URN or
+    a Digital Link of a GLN (with or without its host, the GS1 module's one rule); anything
+    else as the stripped text, compared exactly."""
     text = text.strip()
-    if _GLN.match(text):
+    if gs1.digits(text) and len(text) == 13:
         return text, None
-    if m := _SGLN_URN.match(text):
-        company, reference, ext = m.groups()
-        body = company + reference
-        if len(body) == 12:
-            return body + gs1_check_digit(body), None if ext in (None, "0") else ext
-    if m := _DIGITAL_LINK_GLN.match(text):
-        gln, ext = m.groups()
-        return gln, None if ext in (None, "0") else ext
+    key = gs1.from_urn(text) if text.startswith("urn:") else gs1.from_digital_link(text)
+    if key and key.kind in ("gln", "sgln") and key.gln:
+        return key.gln, key.extension
     return text
 
 
@@ -116,9 +105,9 @@ def check_location(text: str) -> str:
     text = text.strip()
     if not text:
         raise CredentialError("a partner location cannot be empty")
-    if _GLN.match(text) and gs1_check_digit(text[:12]) != text[12]:
+    if gs1.digits(text) and len(text) == 13 and not gs1.valid(text):
         raise CredentialError(
-            f"GLN {text} has a wrong check digit (it should end in {gs1_check_digit(text[:12])})"
+            f"GLN {text} has a wrong check digit (it should end in {gs1.check_digit(text[:12])})"
         )
     if text.startswith("urn:epc:id:sgln:") and isinstance(_location(text), str):
         raise CredentialError(

@@ -28,9 +28,9 @@ from device_profiles.schema import ModbusTcpProfile, load_profile
 from edge_agent.runtime import EdgeAgent
 from edge_agent.settings import EdgeSettings
 from edge_agent.site import load_site
+from protocols.gs1 import with_check_digit
 from protocols.modbus.simulator import ModbusSimulator, run_reactor_process
 from protocols.mqtt.connection import BrokerSettings
-from protocols.rfid.epc import gs1_check_digit
 from protocols.rfid.simulator import RfidReaderSimulator
 from protocols.scanner.simulator import ScannerSimulator
 from protocols.serial_link import SerialLink
@@ -114,10 +114,6 @@ def sscc96(sscc: str) -> bytes:
     company_prefix, serial_ref = int(sscc[1:8]), int(sscc[0] + sscc[8:17])
     bits = (0x31 << 88) | (5 << 82) | (company_prefix << 58) | (serial_ref << 24)
     return bits.to_bytes(12, "big")
-
-
-def with_check_digit(body: str) -> str:
-    return body + gs1_check_digit(body)
 
 
 def demo_site(links: dict[str, SerialLink]) -> Path:

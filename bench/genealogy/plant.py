@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from protocols.rfid.epc import gs1_check_digit
+from protocols.gs1 import check_digit as gs1_check_digit
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS = 365.0

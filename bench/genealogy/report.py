@@ -14,7 +14,6 @@ from typing import Any
 import psycopg
 
 from bench.genealogy.answers import Result, Targets
-from cloud_collector import trace
 
 MAX_WALK_RATIO = 2.0
 
@@ -209,7 +208,7 @@ def server_settings(url: str) -> str:
 
 def code_measured() -> str:
     """Which cloud_collector this run measured: its folder, and its commit if it has one."""
-    folder = Path(trace.__file__).resolve().parent.parent
+    folder = Path(queries.__file__).resolve().parent.parent
     git = ["git", "-C", str(folder)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     if head.returncode != 0:

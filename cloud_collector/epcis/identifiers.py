@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote
 
-from cloud_collector.trace import LGTIN_URN, SSCC_URN, gtin_of_lgtin
-from protocols.rfid.epc import gs1_check_digit
+from protocols import gs1
 
 # bizStep / disposition / ... : a CBV word, however it is spelled, becomes the bare word.
 CBV_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -44,41 +42,26 @@ class Keys:
     pattern: str | None = None  # a LIKE pattern for an EPC pattern (urn:epc:idpat:...)
 
 
-_SGTIN = re.compile(r"^urn:epc:id:sgtin:(\d+)\.(\d+)\.(.+)$")
+# The keys the genealogy joins on; an SGLN, PGLN or GRAI names none of them.
+_JOINED = ("gtin", "lgtin", "sgtin", "sscc")
+# An EPC pattern is no GS1 key but a set of EPCs: it becomes a LIKE pattern of their URNs.
 _IDPAT = re.compile(r"^urn:epc:idpat:(\w+):(.*)$")
-_DL_GTIN = re.compile(r"/01/(\d{14})(?:/10/([^/?#]+))?(?:/21/([^/?#]+))?(?:[/?#]|$)")
-_DL_SSCC = re.compile(r"/00/(\d{18})(?:[/?#]|$)")
-
-
-def gtin(company_prefix: str, indicator_item: str) -> str | None:
-    """GTIN-14 of an EPC's company prefix and indicator digit + item reference (None when
-    the two do not add up to 13 digits: a partner's EPC is not trusted to be well formed)."""
-    if len(company_prefix) + len(indicator_item) != 13:
-        return None
-    return gtin_of_lgtin(company_prefix, indicator_item)
 
 
 def keys(identifier: str) -> Keys:
     """The GS1 keys an EPC or EPC class names; empty Keys when it names none we know."""
-    if m := _SGTIN.match(identifier):
-        return Keys(gtin=gtin(m[1], m[2]), serial=unquote(m[3]))
-    if m := LGTIN_URN.match(identifier):
-        return Keys(gtin=gtin(m[1], m[2]), lot=unquote(m[3]))
-    if m := SSCC_URN.match(identifier):
-        body = m[2][0] + m[1] + m[2][1:]
-        return Keys(sscc=body + gs1_check_digit(body) if len(body) == 17 else None)
     if m := _IDPAT.match(identifier):
         return _pattern(m[1], m[2])
-    if identifier.startswith(("http://", "https://")):
-        if m := _DL_SSCC.search(identifier):
-            return Keys(sscc=m[1])
-        if m := _DL_GTIN.search(identifier):
-            return Keys(
-                gtin=m[1],
-                lot=unquote(m[2]) if m[2] else None,
-                serial=unquote(m[3]) if m[3] else None,
-            )
-    return Keys()
+    if identifier.startswith("urn:"):
+        key = gs1.from_urn(identifier)
+    # EPCIS identifiers are URIs: a Digital Link among them carries its host.
+    elif identifier.startswith(("http://", "https://")):
+        key = gs1.from_digital_link(identifier)
+    else:
+        return Keys()
+    if key is None or key.kind not in _JOINED:
+        return Keys()
+    return Keys(gtin=key.gtin, lot=key.lot, serial=key.serial, sscc=key.sscc)
 
 
 def _pattern(scheme: str, rest: str) -> Keys:
@@ -88,8 +71,8 @@ def _pattern(scheme: str, rest: str) -> Keys:
     fixed = rest[: rest.index("*")] if "*" in rest else rest
     parts = fixed.split(".")
     found = Keys(pattern=f"urn:epc:id:{scheme}:{_like_escape(fixed)}%")
-    if scheme == "sgtin" and len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
-        return Keys(gtin=gtin(parts[0], parts[1]), pattern=found.pattern)
+    if scheme == "sgtin" and len(parts) >= 2 and gs1.digits(parts[0]) and gs1.digits(parts[1]):
+        return Keys(gtin=gs1.gtin_of_epc(parts[0], parts[1]), pattern=found.pattern)
     return found
 
 

@@ -24,7 +24,6 @@ the whole document (403, `outside`), as an event there would.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -35,7 +34,7 @@ from cloud_collector.auth import Partner
 from cloud_collector.epcis import genealogy_feed
 from cloud_collector.epcis.document import InvalidDocument
 from cloud_collector.epcis.identifiers import keys
-from protocols.rfid.epc import gs1_check_digit
+from protocols import gs1
 
 VTYPE = "urn:epcglobal:epcis:vtype:"
 LOCATION_TYPES = frozenset({VTYPE + "BusinessLocation", VTYPE + "ReadPoint", VTYPE + "Location"})
@@ -75,10 +74,6 @@ PRODUCT_NAME_ATTRIBUTES = (
 # Column widths, as the ERP import checks them (erp.Location, erp.Product).
 MAX_NAME, MAX_ADDRESS, MAX_PHONE = 200, 500, 64
 MAX_ELEMENTS = 10_000  # vocabulary elements in one capture
-
-_GLN = re.compile(r"^\d{13}$")
-_SGLN = re.compile(r"^urn:epc:id:sgln:(\d+)\.(\d*)(?:\..*)?$")
-_DIGITAL_LINK_GLN = re.compile(r"/414/(\d{13})(?:[/?#]|$)")
 
 
 @dataclass(frozen=True)
@@ -225,15 +220,12 @@ def _with_place(item: Element, attributes: dict[str, Any]) -> Element:
 
 def _gln(location: str, site: str | None) -> str | None:
     """The GLN of an SGLN or Digital Link location (its site's), or the site attribute."""
-    if site and _GLN.match(site):
+    if site and gs1.digits(site) and len(site) == 13:
         return site
-    if _GLN.match(location):
+    if gs1.digits(location) and len(location) == 13:
         return location
-    if (m := _SGLN.match(location)) and len(m[1] + m[2]) == 12:
-        return m[1] + m[2] + gs1_check_digit(m[1] + m[2])
-    if m := _DIGITAL_LINK_GLN.search(location):
-        return m[1]
-    return None
+    key = gs1.from_urn(location) if location.startswith("urn:") else gs1.from_digital_link(location)
+    return key.gln if key and key.kind in ("gln", "sgln") else None
 
 
 def _with_product(item: Element, attributes: dict[str, Any]) -> Element:

@@ -120,9 +120,3 @@ def _identities(text: str, scheme: str, tag: object) -> DecodedEpc:
     if isinstance(tag, GRAI):
         return DecodedEpc(text, scheme, uri, grai=ais["8003"], serial=ais["8003"][14:])
     return DecodedEpc(text, scheme, uri)
-
-
-def gs1_check_digit(digits: str) -> str:
-    """The GS1 mod-10 check digit of `digits` (a GTIN, GLN or SSCC without its last digit)."""
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits)))
-    return str(-total % 10)

@@ -268,6 +268,8 @@ async def test_partner_sees_exactly_the_lots_shipped_to_its_customers(services: 
         ("urn:epc:id:sgln:0614141.00001.0", True),  # the same GLN as an SGLN
         ("urn:epc:id:sgln:0614141.00001.dock-3", True),  # a sub-location of it
         ("https://id.gs1.org/414/0614141000012/254/7", True),  # as a Digital Link
+        ("/414/0614141000012/254/7", True),  # a Digital Link without its host
+        ("414/0614141007773/254/6", False),
         ("urn:epc:id:sgln:0614141.00777.5", True),  # the one sub-location it has there
         ("urn:epc:id:sgln:0614141.00777.6", False),  # not that one
         ("0614141007773", False),  # nor the whole of that GLN

@@ -21,6 +21,7 @@ import pytest
 from cloud_collector import trace
 from cloud_collector.auth import Role
 from cloud_collector.ingest import ingest
+from protocols import gs1
 from protocols.mqtt import topics
 from tests.conftest import RunningCollector, Services
 
@@ -439,14 +440,7 @@ async def test_a_pallet_received_by_its_tag_gets_its_lot_when_its_label_is_scann
     services: Services, collector: RunningCollector
 ) -> None:
     p = Plant(services)
-    sscc = "1" + "0614141" + p.tag[:4].encode().hex()[:8].zfill(9)[:9]
-    sscc = sscc[:17] + str(
-        (
-            10
-            - sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(sscc[:17]))) % 10
-        )
-        % 10
-    )
+    sscc = gs1.with_check_digit("1" + "0614141" + p.tag[:4].encode().hex()[:8].zfill(9)[:9])
     tag_read = {"epc": f"urn:epc:id:sscc:0614141.{sscc[0]}{sscc[8:17]}", "sscc": sscc}
     label = lot_item(FLOUR_GTIN, p.lot("FLOUR")) | {
         "sscc": sscc,
@@ -463,8 +457,11 @@ async def test_a_pallet_received_by_its_tag_gets_its_lot_when_its_label_is_scann
         (f"PO-{p.tag}", f"sscc:{sscc}")
     ]
     assert not any("no recorded origin" in g for g in body["gaps"])
-    by_unit = await get(collector, f"/api/v1/lots/{tag_read['epc']}/trace/forward")
-    assert by_unit.json()["lot"]["lot_code"] == p.lot("FLOUR")
+    # The pallet in each of its forms: EPC URN, Digital Link (with or without its host),
+    # element string, bare SSCC.
+    for form in (tag_read["epc"], label["epc"], f"00/{sscc}", f"(00){sscc}", sscc):
+        by_unit = await get(collector, f"/api/v1/lots/{form}/trace/forward")
+        assert by_unit.json()["lot"]["lot_code"] == p.lot("FLOUR"), form
 
 
 async def test_a_batch_whose_readings_never_all_arrived_is_a_gap(

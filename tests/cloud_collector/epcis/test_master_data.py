@@ -15,9 +15,9 @@ import pytest
 from cloud_collector import auth
 from cloud_collector.auth import Role
 from cloud_collector.epcis import master_data
-from cloud_collector.epcis.identifiers import gtin
 from cloud_collector.fsma204 import kdes
-from protocols.rfid.epc import gs1_check_digit
+from protocols.gs1 import check_digit as gs1_check_digit
+from protocols.gs1 import gtin_of_epc as gtin
 from tests.cloud_collector.epcis.documents import capture, epcis_document
 from tests.conftest import RunningCollector, Services
 

@@ -19,8 +19,8 @@ from jsonschema import Draft7Validator
 
 from cloud_collector.auth import Role
 from cloud_collector.epcis.document import SCHEMA_FILE
-from cloud_collector.epcis.identifiers import gtin
 from cloud_collector.ingest import ingest
+from protocols.gs1 import gtin_of_epc as gtin
 from protocols.mqtt import topics
 from tests.cloud_collector.epcis.documents import capture, epcis_document, equivalent_form, events
 from tests.cloud_collector.test_trace import FLOUR_GTIN, T0, Plant, lot_item

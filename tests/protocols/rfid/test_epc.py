@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from protocols.rfid.epc import decode_epc, gs1_check_digit
+from protocols.gs1 import check_digit as gs1_check_digit
+from protocols.rfid.epc import decode_epc
 
 CASES = yaml.safe_load((Path(__file__).parent / "epc_cases.yaml").read_text())
 FIELDS = ("scheme", "uri", "gtin", "serial", "sscc", "gln", "gln_extension", "grai")

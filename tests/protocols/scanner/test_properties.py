@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from device_profiles.schema import ScanRule
-from protocols.rfid.epc import gs1_check_digit
+from protocols.gs1 import check_digit as gs1_check_digit
 from protocols.scanner.framing import ScanFramer, Terminator
 from protocols.scanner.gs1 import GS, SYMBOLOGIES, Gs1Scan, parse_scan
 from protocols.scanner.rules import meaning_of

@@ -1,0 +1,79 @@
+"""The recall by condition: the batches that ran while a reading met a condition (above,
+below a limit, or bad quality), and everything downstream of them."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+
+from cloud_collector.trace.models import Condition, ConditionBatch, ConditionRecall
+from cloud_collector.trace.rows import fetch, fetch_named, lots_where
+from cloud_collector.trace.walk import by_customer, shipment_lines
+
+_CONDITION_SQL = {
+    "above": "r.quality = 'good' and r.value > %(limit)s",
+    "below": "r.quality = 'good' and r.value < %(limit)s",
+    "bad_quality": "r.quality = 'bad'",
+}
+_WORST = {"above": "max(r.value)", "below": "min(r.value)", "bad_quality": "null::float8"}
+_FORWARD_FROM_MANY = """
+with recursive reach(lot_id) as (
+    select unnest(%(lots)s::bigint[])
+    union
+    select l.output_lot from reach join lot_links l on l.input_lot = reach.lot_id
+) select lot_id from reach
+"""
+
+
+async def recall_by_condition(conn: AsyncConnection, c: Condition) -> ConditionRecall:
+    """The batches that ran while the condition held, and everything downstream of them."""
+    sql = f"""
+        select r.batch_id, max(r.line_id) as line_id, count(*) as readings,
+               min(r.time) as first_time, max(r.time) as last_time,
+               {_WORST[c.condition]} as worst
+        from readings r
+        where r.tag = %(tag)s and (%(device)s::text is null or r.device = %(device)s)
+          and r.time >= %(start)s and r.time < %(end)s and r.batch_id is not null
+          and {_CONDITION_SQL[c.condition]}
+        group by r.batch_id order by min(r.time)
+    """
+    params = {"tag": c.tag, "device": c.device, "start": c.start, "end": c.end, "limit": c.limit}
+    batches = [ConditionBatch(**r) for r in await fetch_named(conn, sql, params)]
+    batch_ids = [b.batch_id for b in batches]
+    sources = [
+        r["lot_id"]
+        for r in await fetch(
+            conn,
+            "select lot_id from lots where batch_id = any(%s)"
+            " union select output_lot from lot_links where batch_id = any(%s)",
+            batch_ids,
+            batch_ids,
+        )
+    ]
+    cur = await conn.execute(_FORWARD_FROM_MANY, {"lots": sources})
+    ids = [r[0] for r in await cur.fetchall()]
+    lots = await lots_where(conn, "lot_id = any(%s)", (ids,))
+    shipments = await shipment_lines(conn, ids)
+    gaps = []
+    if not batches:
+        gaps.append("no batch ran while the condition held in that time range")
+    for b in batches:
+        if b.batch_id not in {x.batch_id for x in lots}:
+            gaps.append(f"batch {b.batch_id} has no recorded output lot: nothing to follow")
+    unbatched = await fetch_named(
+        conn,
+        f"""select count(*) as n from readings r
+            where r.tag = %(tag)s and (%(device)s::text is null or r.device = %(device)s)
+              and r.time >= %(start)s and r.time < %(end)s and r.batch_id is null
+              and {_CONDITION_SQL[c.condition]}""",
+        params,
+    )
+    if unbatched and unbatched[0]["n"]:
+        gaps.append(f"{unbatched[0]['n']} readings met the condition while no batch ran")
+    return ConditionRecall(
+        condition=c,
+        batches=batches,
+        lots=lots,
+        shipments=shipments,
+        customers=by_customer(shipments),
+        gaps=gaps,
+    )
