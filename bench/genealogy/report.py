@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from bench.genealogy.answers import Result, Targets
+from cloud_collector import queries
 
 MAX_WALK_RATIO = 2.0
 
