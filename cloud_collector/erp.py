@@ -9,17 +9,16 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 # The contract's test of text PostgreSQL can store: one definition for MQTT and HTTP.
-from protocols.mqtt.contract import _storable as storable
+from protocols.mqtt.contract import storable
+from protocols.strict import Strict
 
 
-class Strict(BaseModel):
+class ErpRow(Strict):
     """An ERP row: unknown fields refused, and text the database can store (no NUL, no lone
     surrogate), refused here with its field rather than by the database as a whole."""
-
-    model_config = ConfigDict(extra="forbid")
 
     @field_validator("*", mode="after")
     @classmethod
@@ -27,7 +26,7 @@ class Strict(BaseModel):
         return storable(value) if isinstance(value, str) else value
 
 
-class Product(Strict):
+class Product(ErpRow):
     gtin: str = Field(pattern=r"^\d{14}$")
     name: str = Field(min_length=1, max_length=200)
     uom: str | None = Field(default=None, max_length=16)
@@ -36,13 +35,13 @@ class Product(Strict):
     pack_style: str | None = Field(default=None, max_length=100)
 
 
-class Customer(Strict):
+class Customer(ErpRow):
     customer_id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=200)
     address: str | None = Field(default=None, max_length=500)
 
 
-class Shipment(Strict):
+class Shipment(ErpRow):
     """A shipment document (the id a dock door is bound to) and its order and customer."""
 
     shipment: str = Field(min_length=1, max_length=128)
@@ -52,7 +51,7 @@ class Shipment(Strict):
     carrier: str | None = Field(default=None, max_length=128)
 
 
-class PurchaseOrder(Strict):
+class PurchaseOrder(ErpRow):
     """Who delivered a purchase order; optionally the supplier's own code of a lot on it."""
 
     po: str = Field(min_length=1, max_length=128)
@@ -60,13 +59,13 @@ class PurchaseOrder(Strict):
     supplier_lots: list[SupplierLot] = Field(default_factory=list)
 
 
-class SupplierLot(Strict):
+class SupplierLot(ErpRow):
     gtin: str = Field(pattern=r"^\d{14}$")
     lot: str = Field(min_length=1, max_length=20)
     supplier_lot: str = Field(min_length=1, max_length=64)
 
 
-class QcResult(Strict):
+class QcResult(ErpRow):
     batch_id: str | None = Field(default=None, max_length=128)
     gtin: str | None = Field(default=None, pattern=r"^\d{14}$")
     lot: str | None = Field(default=None, max_length=20)
@@ -79,7 +78,7 @@ class QcResult(Strict):
     time: datetime
 
 
-class Location(Strict):
+class Location(ErpRow):
     """A place as events and ERP documents name it (a read point, a supplier as its purchase
     orders name it, a ship-to as its shipments name it) and its FSMA 204 location
     description: business name, physical address, phone number (21 CFR 1.1310)."""
@@ -101,7 +100,7 @@ class Location(Strict):
     our_site: bool = False
 
 
-class TlcSource(Strict):
+class TlcSource(ErpRow):
     """Where a supplier's lot got its traceability lot code, as their shipping KDEs say:
     the place (a location_id) or a traceability lot code source reference, or both."""
 
@@ -119,7 +118,7 @@ class TlcSource(Strict):
         return self
 
 
-class Harvest(Strict):
+class Harvest(ErpRow):
     """What the grower said of a harvested lot (a raw agricultural commodity) we initially
     pack: the harvest and cooling KDEs of 21 CFR 1.1330(a). The lot is named as our receipts
     name it (gtin empty when the bins carry none); places are location_ids of

@@ -21,13 +21,9 @@ from datetime import datetime
 from typing import Literal
 
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, ConfigDict
 
 from cloud_collector.consumer import IngestCounters
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from protocols.strict import Strict
 
 
 class ApiHealth(Strict):

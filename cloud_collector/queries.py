@@ -7,9 +7,10 @@ from datetime import datetime
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
 from cloud_collector import rollups
+from protocols.strict import Strict
 
 # For the API's connections: jit off, as trace queries are many short statements over large
 # tables, for which compiling costs more than it saves (tens of ms per trace, measured);
@@ -24,10 +25,6 @@ def session_options(statement_timeout_s: float) -> str:
     this (exports raise it for their own transaction, endpoints.export_statements), so a
     costly request cannot hold a connection and a core of the database indefinitely."""
     return f"{SESSION_OPTIONS} -c statement_timeout={max(1, round(statement_timeout_s * 1000))}"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Batch(Strict):
@@ -91,8 +88,10 @@ class TagSeries(Strict):
 class BatchParameters(Strict):
     batch: Batch
     tags: list[TagSummary]
-    excursions: list[Excursion] = []
-    series: list[TagSeries] = []  # downsampled with time_bucket to about `points` per tag
+    excursions: list[Excursion] = Field(default_factory=list)
+    series: list[TagSeries] = Field(
+        default_factory=list
+    )  # downsampled with time_bucket to about `points` per tag
     gaps: list[str]  # what makes this answer incomplete, in words
 
 

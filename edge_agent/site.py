@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from device_profiles.schema import (
     DeviceProfile,
@@ -22,12 +22,9 @@ from device_profiles.schema import (
     parse_profile,
     read_yaml,
 )
+from protocols.strict import Strict
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class DeviceRef(Strict):

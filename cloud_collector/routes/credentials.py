@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cloud_collector import auth
 from cloud_collector.auth import Principal, Role
 from cloud_collector.endpoints import Conn
-from cloud_collector.erp import storable
+from protocols.mqtt.contract import storable
 
 router = APIRouter(
     prefix="/api/v1/credentials",

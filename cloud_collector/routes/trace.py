@@ -25,8 +25,8 @@ from cloud_collector.endpoints import (
     json_response,
     resolve_lot,
 )
-from cloud_collector.erp import storable
 from cloud_collector.spreadsheet_cells import neutralised_copy_csv
+from protocols.mqtt.contract import storable
 
 router = APIRouter(prefix="/api/v1", dependencies=READ)
 

@@ -14,12 +14,13 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     model_validator,
 )
+
+from protocols.strict import Strict as BaseStrict
 
 CONTRACT: Literal["trace.v1"] = "trace.v1"
 # Sequence numbers are stored as PostgreSQL bigint and SQLite integer: both end here.
@@ -56,7 +57,7 @@ def _aware(value: datetime) -> datetime:
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 
 
-def _storable(value: str) -> str:
+def storable(value: str) -> str:
     """Text PostgreSQL can store: no NUL character, no lone UTF-16 surrogate."""
     if "\x00" in value:
         raise ValueError(
@@ -71,17 +72,19 @@ def _storable(value: str) -> str:
 
 
 # Free text of the contract, bounded and storable (names as the domain uses them).
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_storable)]
-Detail = Annotated[str, StringConstraints(max_length=500), AfterValidator(_storable)]
-Unit = Annotated[str, StringConstraints(max_length=32), AfterValidator(_storable)]
-Uom = Annotated[str, StringConstraints(max_length=16), AfterValidator(_storable)]
-Code = Annotated[str, StringConstraints(max_length=20), AfterValidator(_storable)]  # GS1 AI 10/21
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_storable)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(storable)]
+Detail = Annotated[str, StringConstraints(max_length=500), AfterValidator(storable)]
+Unit = Annotated[str, StringConstraints(max_length=32), AfterValidator(storable)]
+Uom = Annotated[str, StringConstraints(max_length=16), AfterValidator(storable)]
+Code = Annotated[str, StringConstraints(max_length=20), AfterValidator(storable)]  # GS1 AI 10/21
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(storable)]
 # Numbers a float8 column and JSON both hold: no NaN or infinity.
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class Strict(BaseModel):
+class Strict(BaseStrict):
+    """A record of the contract: strict, and frozen (what was captured is not edited)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -166,7 +169,7 @@ class TagSpecs(Strict):
 # plain GS1 keys (gtin, lot, serial, sscc) so the genealogy can join on them whatever form
 # an event used.
 
-Uri = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_storable)]
+Uri = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(storable)]
 BizStep = Literal[
     "receiving", "shipping", "commissioning", "consuming", "loading", "storing", "inspecting"
 ]
