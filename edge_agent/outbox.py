@@ -315,22 +315,16 @@ class Outbox:
         Returns how many records were quarantined."""
         if not self.sent(stream, epoch, first_seq, last_seq):
             return 0
-        del self._sent[stream][first_seq]
         refused = list(runs) or [(first_seq, last_seq, reason)]
         now = time.time()
-        with self.store.transaction():
+        with self.store.transaction():  # accept's delete joins it: one commit for both
             moved = 0
             for run_first, run_last, run_reason in refused:
                 if first_seq <= run_first <= run_last <= last_seq:
                     moved += self.db.execute(
                         _QUARANTINE, (epoch, run_reason, now, stream, run_first, run_last)
                     ).rowcount
-            removed = self.db.execute(
-                "delete from records where stream = ? and seq between ? and ?"
-                " returning length(body)",
-                (stream, first_seq, last_seq),
-            ).fetchall()
-        self._forget(stream, removed)
+            self.accept(stream, epoch, first_seq, last_seq)
         self._quarantined += moved
         self.last_refusal = Refusal(
             stream, epoch, refused[0][0], refused[-1][1], reason, datetime.fromtimestamp(now, UTC)
