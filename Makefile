@@ -15,8 +15,9 @@ env: $(STAMP)
 services:
 	@bash deploy/services.sh up
 
+# `eval "$$(...)"` alone would hide a failed services step and run the demo anyway.
 demo: $(STAMP)
-	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/tracectl demo
+	@services=$$(bash deploy/services.sh up) && eval "$$services" && $(VENV)/bin/tracectl demo
 
 test: $(STAMP)
 	@bash deploy/services.sh up >/dev/null

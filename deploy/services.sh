@@ -37,6 +37,34 @@ tsdb_suite=trixie
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
 
+# Who listens on TCP port $1 (any address): "NAME (pid N): COMMAND LINE", or nothing.
+port_user() {
+  local line pid
+  if command -v ss >/dev/null; then
+    line=$(ss -Hltnp "sport = :$1" 2>/dev/null | head -n1)
+    [ -n "$line" ] || return 0
+    pid=$(printf '%s' "$line" | sed -nE 's/.*users:\(\("[^"]*",pid=([0-9]+).*/\1/p')
+    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ]; then
+      echo "$(cat "/proc/$pid/comm") (pid $pid): $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-200 | sed 's/ *$//')"
+    else
+      echo "a process this user cannot see (as root: ss -ltnp 'sport = :$1')"
+    fi
+  elif (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "a process (install iproute2's ss to see which)"
+  fi
+}
+
+# Stop here, naming the holder and the setting, when port $1 is taken (what: $2, setting: $3).
+port_free_or_die() {
+  local who free=$(($1 + 1))
+  who=$(port_user "$1")
+  [ -z "$who" ] && return 0
+  while [ -n "$(port_user "$free")" ] || [ "$free" = "$pg_port" ] || [ "$free" = "$mqtt_port" ]; do
+    free=$((free + 1))
+  done
+  die "$2 cannot listen on 127.0.0.1:$1: the port is taken by $who. Stop that process, or move $2 to a free port: export $3=$free (and run the same command again)"
+}
+
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"
   elif command -v sudo >/dev/null; then sudo "$@"
@@ -154,10 +182,11 @@ start_postgres() {
       || die "initdb failed; see $(pg_dir)/initdb.log"
   fi
   if pg_run "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then return 0; fi
+  port_free_or_die "$pg_port" PostgreSQL TRACE_SERVICES_PG_PORT
   log "starting PostgreSQL $v on 127.0.0.1:$pg_port"
   pg_run "$bin/pg_ctl" -D "$data" -w -t 60 -l "$(pg_dir)/postgres.log" \
     -o "-p $pg_port -k $sock -c listen_addresses=127.0.0.1 -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off -c max_connections=200" \
-    start >/dev/null || die "PostgreSQL did not start; see $(pg_dir)/postgres.log"
+    start >/dev/null || die "PostgreSQL did not start: $(tail -n 2 "$(pg_dir)/postgres.log" 2>/dev/null | tr '\n' ' ')(see $(pg_dir)/postgres.log)"
   if ! pg_run "$bin/psql" -h "$sock" -p "$pg_port" -U "$pg_user" -d postgres -tAc \
       "select 1 from pg_database where datname = '$pg_db'" | grep -q 1; then
     pg_run "$bin/createdb" -h "$sock" -p "$pg_port" -U "$pg_user" "$pg_db"
@@ -235,6 +264,7 @@ start_mosquitto() {
     local i
     for i in $(seq 1 50); do mq_running || break; sleep 0.1; done
   fi
+  port_free_or_die "$mqtt_port" Mosquitto TRACE_SERVICES_MQTT_PORT
   log "starting Mosquitto on 127.0.0.1:$mqtt_port"
   "$(mq_bin)" -c "$d/mosquitto.conf" -d
   local i
