@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from cloud_collector import rollups
+from cloud_collector import edge_status, rollups
 from cloud_collector.api import create_app, server_options
 from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.migrate import migrate
@@ -53,8 +53,11 @@ async def serve(settings: CollectorSettings, counters: IngestCounters | None = N
         counters.restarts += 1
         counters.last_error = f"consumer failed: {type(err).__name__}: {err}"
 
+    app = create_app(settings, counters)
+    status_settings = edge_status.EdgeStatusSettings()
+    keeper = edge_status.KeeperCounters()
     config = uvicorn.Config(
-        create_app(settings, counters),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         log_level="info",
@@ -73,6 +76,22 @@ async def serve(settings: CollectorSettings, counters: IngestCounters | None = N
             name="batch-percentiles",
         ),
     ]
+    if status_settings.username is not None:
+        app.state.edge_status = keeper
+        background.append(
+            asyncio.create_task(
+                supervised(
+                    "edge-status",
+                    lambda: edge_status.keep_edge_status(settings, status_settings, keeper),
+                ),
+                name="edge-status",
+            )
+        )
+    else:
+        log.info(
+            "edge status: not kept by this collector (TRACE_EDGE_STATUS_USERNAME unset; "
+            "issue it an identity of its own: tracectl broker add NAME --kind collector)"
+        )
     try:
         await server.serve()
     finally:
