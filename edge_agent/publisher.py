@@ -13,6 +13,7 @@ per reason, logged once per reason, and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -128,11 +129,15 @@ class Publisher:
                     self.health.connected = True
                     delay = 0.5
                     self._resend_all()
-                    async with asyncio.TaskGroup() as group:
-                        group.create_task(self._send_loop(client))
-                        group.create_task(self._ack_loop(client))
-                        if self.status is not None:
-                            group.create_task(self._status_loop(client, session))
+                    try:
+                        async with asyncio.TaskGroup() as group:
+                            group.create_task(self._send_loop(client))
+                            group.create_task(self._ack_loop(client))
+                            if self.status is not None:
+                                group.create_task(self._status_loop(client, session))
+                    except asyncio.CancelledError:
+                        await self._say_offline(client, session)
+                        raise
             except* aiomqtt.MqttError as errors:
                 self.health.last_error = str(errors.exceptions[0])
                 log.warning(
@@ -146,6 +151,15 @@ class Publisher:
         return EdgeStatus(
             edge_id=self.edge_id, state="offline", time=session, session=session
         ).model_dump_json(exclude_none=True)
+
+    async def _say_offline(self, client: aiomqtt.Client, session: datetime) -> None:
+        """A stop of the agent: say offline as the will would (a clean disconnect drops the
+        will), so a stopped edge is not shown online until its status goes stale."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(2):
+                await client.publish(
+                    topics.status(self.edge_id), self._offline(session), qos=1, retain=True
+                )
 
     async def _status_loop(self, client: aiomqtt.Client, session: datetime) -> None:
         """The status, refreshed; it names the connection whose will would replace it."""

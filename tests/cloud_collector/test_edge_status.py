@@ -126,6 +126,13 @@ async def test_a_real_edge_shows_its_lines_devices_and_values(
     listed = (await collector.client().get("/api/v1/edges")).json()
     assert edge_id in [e["edge_id"] for e in listed["edges"]]
 
+    # The agent was stopped, not killed: it said offline itself (no will on a clean exit).
+    async def offline() -> bool:
+        found = await row(services.database_url, edge_id)
+        return bool(found and found["state"] == "offline")
+
+    await until(offline, 10, "the stopped edge offline")
+
 
 EDGE_THAT_DIES = textwrap.dedent(
     """
