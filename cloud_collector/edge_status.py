@@ -400,7 +400,9 @@ class Fleet(Strict):
     keeper: KeeperState | None
 
 
-# Every edge with a row or an identity in force; `%(edge)s` null: all of them.
+# The fleet: every edge with an identity in force, with its row if it has one; while no
+# edge identity was ever registered (a site without the registry), every edge with a row.
+# A revoked edge is no longer shown. `%(edge)s` null: all of them.
 _FLEET = """
 select coalesce(s.edge_id, i.name) as edge_id, s.state, s.state_since, i.name is not null
         as registered, s.status_time, s.received_at,
@@ -409,7 +411,9 @@ select coalesce(s.edge_id, i.name) as edge_id, s.state, s.state_since, i.name is
 from edge_status s
 full join (select name from broker_identities where kind = 'edge' and revoked_at is null) i
     on i.name = s.edge_id
-where %(edge)s::text is null or coalesce(s.edge_id, i.name) = %(edge)s::text
+where (%(edge)s::text is null or coalesce(s.edge_id, i.name) = %(edge)s::text)
+    and (i.name is not null
+         or not exists (select 1 from broker_identities where kind = 'edge'))
 order by 1
 """
 

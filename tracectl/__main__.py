@@ -5,7 +5,6 @@ TRACE_API_KEY); check device profiles; run the demo line."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from device_profiles.schema import (
 )
 from protocols.profile import Tagged
 from tracectl import batches, broker, credentials, export, fleet, genealogy
-from tracectl.collector_api import ApiError, CollectorApi
+from tracectl.collector_api import CollectorApi, CommandError
 from tracectl.parameters import print_parameters
 
 EDGE_URL = "http://127.0.0.1:8100"
@@ -163,9 +162,9 @@ def cmd_decode(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from tracectl.demo import run_demo
+    from tracectl.demo import run
 
-    asyncio.run(run_demo(seconds=args.seconds))
+    raise SystemExit(run(seconds=args.seconds))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except ApiError as err:
+    except CommandError as err:
         _fail(str(err))
     except KeyboardInterrupt:
         print("tracectl: interrupted", file=sys.stderr)

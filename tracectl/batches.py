@@ -7,7 +7,7 @@ import json
 from datetime import date, datetime
 from typing import Any
 
-from tracectl.collector_api import ApiError, CollectorApi
+from tracectl.collector_api import CollectorApi, CommandError
 from tracectl.tables import duration, table, when
 
 # The API's own bound on one listing.
@@ -25,7 +25,7 @@ def cmd_batches(args: argparse.Namespace) -> None:
         try:
             since = date.fromisoformat(args.since)
         except ValueError:
-            raise ApiError(
+            raise CommandError(
                 f"--since {args.since!r} is not a date: e.g. --since 2026-11-25"
             ) from None
     filtering = args.line or since

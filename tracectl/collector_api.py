@@ -19,7 +19,12 @@ from protocols.mqtt.connection import ENV_FILE
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-class ApiError(Exception):
+class CommandError(Exception):
+    """A command that cannot do what was asked; the message says why and the fix (tracectl
+    prints it as one line and exits 1)."""
+
+
+class ApiError(CommandError):
     """A call that did not give the answer asked for; the message says why and the fix."""
 
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import httpx
 
-from tracectl.collector_api import ApiError, CollectorApi
+from tracectl.collector_api import CollectorApi, CommandError
 from tracectl.genealogy import lot_path
 from tracectl.tables import safe
 
@@ -64,14 +64,14 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         params["tz"] = args.tz
     if args.product:
         if args.lot or args.recall or not (args.start and args.end):
-            raise ApiError(
+            raise CommandError(
                 "export fsma --product GTIN takes --from and --to (dates) and no lot: "
                 "tracectl export fsma --product 09506000134352 --from 2026-11-01 --to 2026-11-30"
             )
         params |= {"from": args.start, "to": args.end}
         return f"/api/v1/fsma204/products/{lot_path(args.product)}", params
     if not args.lot:
-        raise ApiError(
+        raise CommandError(
             "export fsma takes a lot (with --recall: everything downstream of it) or --product: "
             "tracectl export fsma LOT [--recall]"
         )
@@ -95,7 +95,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     with api.stream(path, params) as response:
         target = _target(args, response)
         if target.exists() and not args.force:
-            raise ApiError(f"{target} exists: choose another name with -o, or --force")
+            raise CommandError(f"{target} exists: choose another name with -o, or --force")
         size = response.headers.get("content-length")
         progress = Progress(sys.stderr, int(size) if size and size.isdigit() else None, shown)
         partial = target.with_name(target.name + ".part")
@@ -108,7 +108,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                 os.fsync(out.fileno())
         except httpx.HTTPError as err:
             partial.unlink(missing_ok=True)
-            raise ApiError(
+            raise CommandError(
                 f"the export broke off after {progress.bytes:,} bytes ({type(err).__name__}: "
                 f"{err}); nothing was saved: run it again (a large recall: CSV streams, XLSX "
                 "is built whole first)"

@@ -20,7 +20,9 @@ def _since(edge: Json) -> str:
         return "never heard from" if not edge["refused"] else "only refused statuses"
     if edge["state"] == "silent":
         return f"last status {ago(edge['age_s'])}"
-    return f"since {when(edge['state_since'])}" if edge.get("state_since") else "-"
+    if edge.get("state_since"):
+        return f"since {when(edge['state_since'])}"
+    return f"so when first seen, {ago(edge['age_s'])}"
 
 
 def fleet_table(edges: list[Json]) -> str:

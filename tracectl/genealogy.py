@@ -11,7 +11,7 @@ from datetime import date, datetime, time
 from typing import Any
 from urllib.parse import quote
 
-from tracectl.collector_api import CollectorApi
+from tracectl.collector_api import CollectorApi, CommandError
 from tracectl.tables import quantity, safe, table, when
 
 Json = dict[str, Any]
@@ -176,7 +176,7 @@ def _recall_lines(lines: list[Json]) -> str:
         ]
         for x in lines
     ]
-    headers = ["LOT", "GTIN", "STATUS", "WHERE / CUSTOMER", "ORDER", "SHIPMENT", "QUANTITY", "UNIT"]
+    headers = ["LOT", "GTIN", "STATUS", "WHERE / CUSTOMER", "ORDER", "SHIPMENT", "QUANTITY", "AS"]
     return table(headers, rows)
 
 
@@ -195,8 +195,8 @@ def condition_body(args: argparse.Namespace) -> Json:
     words = list(args.condition)
     tag, rest = words[0], words[1:]
     if not rest or rest[0] not in ("above", "below", "bad_quality"):
-        raise SystemExit(
-            "tracectl: --condition TAG above LIMIT | TAG below LIMIT | TAG bad_quality "
+        raise CommandError(
+            "--condition TAG above LIMIT | TAG below LIMIT | TAG bad_quality "
             "(e.g. --condition temperature above 80)"
         )
     body: Json = {
@@ -209,9 +209,8 @@ def condition_body(args: argparse.Namespace) -> Json:
         try:
             body["limit"] = float(rest[1])
         except (IndexError, ValueError):
-            raise SystemExit(
-                f"tracectl: --condition {tag} {rest[0]} needs a number: e.g. "
-                f"--condition {tag} {rest[0]} 80"
+            raise CommandError(
+                f"--condition {tag} {rest[0]} needs a number: e.g. --condition {tag} {rest[0]} 80"
             ) from None
     if args.device:
         body["device"] = args.device
@@ -222,8 +221,8 @@ def cmd_recall(args: argparse.Namespace) -> None:
     api = CollectorApi(args.api)
     if args.condition:
         if args.lot or not (args.start and args.end):
-            raise SystemExit(
-                "tracectl: a recall by condition takes --from and --to and no lot: "
+            raise CommandError(
+                "a recall by condition takes --from and --to and no lot: "
                 "tracectl recall --condition temperature above 80 --from 2026-11-01 --to 2026-11-02"
             )
         body = api.call_json("POST", "/api/v1/recall/by-condition", json=condition_body(args))
@@ -251,7 +250,7 @@ def cmd_recall(args: argparse.Namespace) -> None:
         print("\n".join(_gaps(body["gaps"])))
         return
     if not args.lot:
-        raise SystemExit("tracectl: recall takes a lot, or --condition ...: tracectl recall LOT")
+        raise CommandError("recall takes a lot, or --condition ...: tracectl recall LOT")
     body = api.get_json(f"/api/v1/lots/{lot_path(args.lot)}/recall")
     if args.json:
         print(json.dumps(body, indent=2))

@@ -36,7 +36,9 @@ def taken_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
-def services(state: Path, pg_port: int, mqtt_port: int, *args: str) -> subprocess.CompletedProcess[str]:
+def services(
+    state: Path, pg_port: int, mqtt_port: int, *args: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "TRACE_SERVICES_DIR": str(state),

@@ -43,15 +43,19 @@ async def test_reading_the_fleet_needs_a_reader_key(collector: RunningCollector)
 async def test_registered_silent_online_and_unknown(
     services: Services, collector: RunningCollector
 ) -> None:
-    quiet, fresh, never = (f"edge-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    quiet, fresh, never, stranger = (f"edge-{uuid.uuid4().hex[:8]}" for _ in range(4))
     for edge in (quiet, fresh, never):
         await services.register(edge)
     await put_row(services.database_url, quiet, timedelta(seconds=31), interval_s=10)
     await put_row(services.database_url, fresh, timedelta(seconds=25), interval_s=10)
+    # Stored while the registry was not in use, or before the edge was revoked.
+    await put_row(services.database_url, stranger, timedelta(seconds=1), interval_s=10)
     async with collector.client(Role.reader) as reader:
         listed = {e["edge_id"]: e for e in (await reader.get("/api/v1/edges")).json()["edges"]}
         one = (await reader.get(f"/api/v1/edges/{quiet}")).json()
         missing = await reader.get("/api/v1/edges/no-such-edge")
+        gone = await reader.get(f"/api/v1/edges/{stranger}")
+    assert stranger not in listed and gone.status_code == 404
     assert listed[quiet]["state"] == "silent"  # 3 intervals of 10 s without a status
     assert listed[fresh]["state"] == "online"
     assert listed[never]["state"] == "unknown" and listed[never]["status"] is None
