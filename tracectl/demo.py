@@ -562,7 +562,12 @@ def _report(
     print(f"  {key}")
     print()
     # The venv's tracectl unless one is on the PATH (make demo does not activate the venv).
-    cli = "tracectl" if shutil.which("tracectl") else str(Path(sys.executable).parent / "tracectl")
+    cli = "tracectl"
+    if not shutil.which("tracectl"):
+        venv = Path(sys.executable).parent / "tracectl"
+        with contextlib.suppress(ValueError):
+            venv = venv.relative_to(Path.cwd())
+        cli = str(venv)
     print("Or ask from the terminal (tracectl sends TRACE_API_KEY):")
     print(f"  export TRACE_API_KEY={key}")
     if api != "http://127.0.0.1:8000":

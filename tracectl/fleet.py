@@ -55,6 +55,7 @@ def edge_details(e: Json) -> list[str]:
         out.append(
             f"  last status {ago(e['age_s'])} (edge clock {when(e['status_time'])}), "
             f"version {safe(s.get('version'))}"
+            + ("" if e["state"] == "online" else "; what follows is as of then")
         )
     if s:
         out.append(
