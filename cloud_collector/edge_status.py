@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -93,12 +94,17 @@ class StatusRefused(ValueError):
         self.kind = kind
 
 
+# An edge id as the contract allows it (protocols.mqtt.contract.Identifier).
+_EDGE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
 def topic_edge(topic: str) -> str | None:
-    """The edge a status topic names (any text at that level), or None if it is not one."""
+    """The edge a status topic names, or None if it is not a status topic of an edge id
+    the contract allows (nothing else reaches the registry or the table)."""
     parts = topic.split("/")
     if len(parts) != 5 or "/".join(parts[:3]) != topics.ROOT or parts[4] != "status":
         return None
-    return parts[3]
+    return parts[3] if _EDGE_ID.match(parts[3]) else None
 
 
 def parse_status(topic: str, payload: bytes, max_bytes: int) -> EdgeStatus:

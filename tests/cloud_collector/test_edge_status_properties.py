@@ -104,6 +104,9 @@ def test_the_valid_status_is_valid() -> None:
         (TOPIC, dumps({**STATUS, "devices": [{"device": "d"}] * 1001}), "invalid"),
         (topics.status("edge-2"), dumps(STATUS), "edge_id"),
         ("trace/v1/edges/edge-1/data/readings", dumps(STATUS), "topic"),
+        (topics.status("a b"), dumps({**STATUS, "edge_id": "a b"}), "topic"),
+        (topics.status("e\x00"), dumps(STATUS), "topic"),
+        (topics.status("x" * 129), dumps(STATUS), "topic"),
         (TOPIC, b" " * (MAX + 1), "oversized"),
     ],
 )
