@@ -27,7 +27,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -244,10 +244,9 @@ class SimulatedEdge:
         finally:
             sender.cancel()
 
-    async def _publisher(self, client: aiomqtt.Client, done: object) -> None:
+    async def _publisher(self, client: aiomqtt.Client, done: Callable[[], bool]) -> None:
         """The edge publisher's loop: woken by new records, it lingers, then sends what
         has waited, up to records_per_message per message, while the window has room."""
-        assert callable(done)
         while not (done() and not self._pending):
             if not self._pending:
                 self._room.clear()

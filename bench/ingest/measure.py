@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -20,6 +21,7 @@ from bench.ingest import database
 from bench.ingest.database import Tally
 from bench.ingest.fleet import EdgeTally, SimulatedEdge, edge_name
 from bench.ingest.processes import (
+    CollectorProcess,
     CpuMeter,
     forget_session,
     peak_rss_bytes,
@@ -202,7 +204,7 @@ async def measure(setup: Setup, load: Load) -> Measurement:
 
 
 async def _play(
-    setup: Setup, load: Load, meter: CpuMeter, collectors: list
+    setup: Setup, load: Load, meter: CpuMeter, collectors: list[CollectorProcess]
 ) -> tuple[list[EdgeTally], dict[str, float | None]]:
     per_edge = max(setup.tags, load.readings // setup.edges)
     edges = [
@@ -234,7 +236,8 @@ async def _play(
     try:
         async with asyncio.timeout(setup.timeout_s):
             done = asyncio.gather(*runs)
-            finished, _ = await asyncio.wait([done, watch], return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[Any]] = [done, watch]
+            finished, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if watch in finished:
                 watch.result()
             tallies = list(await done)
@@ -253,7 +256,7 @@ async def _play(
     return tallies, CpuMeter.percent(start, end)
 
 
-async def _watch(collectors: list) -> None:
+async def _watch(collectors: list[CollectorProcess]) -> None:
     """A collector that dies mid-run ends the measurement with its log."""
     while True:
         for c in collectors:
