@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from pydantic import Field
 
-from cloud_collector import rollups
+from cloud_collector import retention, rollups
 from protocols.strict import Strict
 
 # For the API's connections: jit off, as trace queries are many short statements over large
@@ -217,10 +217,20 @@ async def batch_parameters(conn: AsyncConnection, batch: Batch, points: int = 0)
     """Per-tag statistics and excursions; with points > 0 also a series downsampled to
     about that many points per tag (a chart's worth)."""
     tags, excursions = (await summaries(conn, [batch.batch_id])).get(batch.batch_id, ([], []))
+    gone = await retention.dropped_before(conn)
+    trimmed = gone is not None and bool(tags) and min(t.first_time for t in tags) < gone
     series: list[TagSeries] = []
     if points > 0 and tags:
-        series = await _series(conn, batch.batch_id, tags, points)
+        series = await _series(conn, batch.batch_id, tags, points, per_minute=trimmed)
     gaps = []
+    if trimmed:
+        assert gone is not None
+        gaps.append(
+            f"readings of batch {batch.batch_id} taken before {gone.isoformat()} were removed "
+            "by readings retention (TRACE_READINGS_RETENTION_DAYS): its statistics, "
+            "excursions and percentiles are the rollups kept at ingest, its series is per "
+            "minute at the finest"
+        )
     if not tags:
         gaps.append(f"batch {batch.batch_id} has no readings")
     if batch.started_at is None:
@@ -232,11 +242,19 @@ async def batch_parameters(conn: AsyncConnection, batch: Batch, points: int = 0)
 
 
 async def _series(
-    conn: AsyncConnection, batch_id: str, tags: list[TagSummary], points: int
+    conn: AsyncConnection,
+    batch_id: str,
+    tags: list[TagSummary],
+    points: int,
+    per_minute: bool = False,
 ) -> list[TagSeries]:
+    """`per_minute`: from the per-minute rollup whatever the batch's length (its readings
+    are gone, in part or whole)."""
     start = min(t.first_time for t in tags)
     end = max(t.last_time for t in tags)
     bucket = max((end - start).total_seconds() / points, 0.001)
+    if per_minute:
+        bucket = max(bucket, 60.0)
     sql, origin = _SERIES_FROM_READINGS, start
     if bucket >= 60:
         bucket, sql = 60.0 * math.ceil(bucket / 60), _SERIES_FROM_MINUTES
