@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from cloud_collector import queries
 from cloud_collector.auth import Keyring
 from cloud_collector.consumer import IngestCounters
+from cloud_collector.endpoints import READ_METHODS
 from cloud_collector.http_limits import BodyLimitMiddleware, BodyLimits, h11_with_header_deadline
 from cloud_collector.retention import RetentionState
 from cloud_collector.routes import ROUTERS
@@ -208,14 +209,18 @@ def _answer_database_trouble(app: FastAPI, settings: CollectorSettings) -> None:
 
     @app.exception_handler(PoolTimeout)
     async def pool_busy(request: Request, err: PoolTimeout) -> Response:
-        return JSONResponse(
-            {
-                "detail": "every database connection of the API is busy "
-                f"(TRACE_API_POOL_SIZE={settings.api_pool_size}): retry in a few seconds"
-            },
-            503,
-            headers={"Retry-After": "2"},
+        detail = (
+            "every database connection of the API is busy "
+            f"(TRACE_API_POOL_SIZE={settings.api_pool_size}): retry in a few seconds"
         )
+        standby = settings.read_database_url not in (None, settings.database_url)
+        if standby and request.method in READ_METHODS:
+            detail = (
+                "no connection to the read standby (TRACE_READ_DATABASE_URL) came free or "
+                "could be made in time: it is busy or away (GET /healthz says which); "
+                "retry in a few seconds"
+            )
+        return JSONResponse({"detail": detail}, 503, headers={"Retry-After": "2"})
 
     @app.exception_handler(OperationalError)
     async def database_unreachable(request: Request, err: OperationalError) -> Response:
