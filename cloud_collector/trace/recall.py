@@ -44,7 +44,11 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
     """Every lot the given lot reached, and where each is now: shipped (to whom, on which
     order, how much) or on hand (where, how much is left), and the gaps met on the way."""
     async with reached_table(conn, lot.lot_id, "forward") as reached:
-        count = await (await conn.execute(reached.sql(_COUNT), reached.params)).fetchone()
+        if reached.ids is not None:
+            affected = len(reached.ids)
+        else:
+            row = await (await conn.execute(_COUNT)).fetchone()
+            affected = row[0] if row else 0
         rows = await fetch_named(conn, reached.sql(RECALL_LINES), reached.params)
         between = await fetch_named(conn, reached.sql(_BATCHES_BETWEEN), reached.params)
         batch_ids = [r["batch_id"] for r in between]
@@ -54,7 +58,7 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
     lines = [RecallLine.model_construct(**r) for r in rows]  # straight from the database
     return Recall(
         lot=lot,
-        affected_lots=count[0] if count else 0,
+        affected_lots=affected,
         lines=lines,
         customers=by_customer([x for x in lines if x.status == "shipped"]),
         gaps=gaps,
