@@ -14,6 +14,10 @@ class CollectorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACE_", env_file=ENV_FILE, extra="ignore")
 
     database_url: str = "postgresql://trace@127.0.0.1:55432/traceability"
+    # Where the API's reads go (GET routes: traces, recalls, batches, reports, EPCIS
+    # queries): a streaming-replication standby, to take that load off the primary. Unset:
+    # the primary. Writes, API key checks and the capture job status stay on the primary.
+    read_database_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     # Unique per collector process: its MQTT client id on the shared subscription.
@@ -33,6 +37,11 @@ class CollectorSettings(BaseSettings):
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Dead letters not seen again for this long are deleted by the collector.
     dead_letter_retention_days: float = Field(default=30.0, gt=0)
+    # Readings' chunks wholly older than this many days are dropped (cloud_collector/
+    # retention.py); the rollups, batches and genealogy stay. Unset: readings are kept.
+    readings_retention_days: float | None = Field(default=None, ge=1, le=36_500)
+    # How often a collector looks for chunks to drop (one collector of a group does it).
+    readings_retention_every_s: float = Field(default=3600.0, ge=10, le=86_400)
 
     # ---- HTTP API limits (README "HTTP limits"). ----
     # Connections of the API's pool (trace queries, exports); keys and /healthz use two more
@@ -59,6 +68,11 @@ class CollectorSettings(BaseSettings):
     api_max_connections: int = Field(default=500, ge=10)
     # Recall by condition looks at most this many days of readings in one request.
     condition_max_days: int = Field(default=31, ge=1, le=3660)
+
+    @property
+    def reads_url(self) -> str:
+        """The database the API's reads use: TRACE_READ_DATABASE_URL, else the primary."""
+        return self.read_database_url or self.database_url
 
     @model_validator(mode="after")
     def _client_id_is_the_identity(self) -> CollectorSettings:
