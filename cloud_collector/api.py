@@ -13,7 +13,7 @@ from psycopg import DataError, OperationalError
 from psycopg.errors import QueryCanceled
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from cloud_collector import queries
+from cloud_collector import pages, queries
 from cloud_collector.auth import Keyring
 from cloud_collector.consumer import IngestCounters
 from cloud_collector.http_limits import BodyLimitMiddleware, BodyLimits, h11_with_header_deadline
@@ -54,6 +54,7 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
         app.state.pool = pool
         app.state.control_pool = control
         app.state.keyring = Keyring(control, ttl_s=settings.api_key_cache_s)
+        app.state.sessions = Keyring(control, ttl_s=settings.api_key_cache_s, sessions=True)
         try:
             await pool.open(wait=True, timeout=30)
             await control.open(wait=True, timeout=30)
@@ -75,6 +76,7 @@ def create_app(settings: CollectorSettings, ingest: IngestCounters | None = None
     _answer_database_trouble(app, settings)
     for router in ROUTERS:
         app.include_router(router)
+    pages.install(app)
     return app
 
 
