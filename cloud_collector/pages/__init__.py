@@ -25,8 +25,13 @@ from cloud_collector.pages.guard import install_handlers
 from cloud_collector.pages.render import STATIC, STATIC_URL
 from cloud_collector.pages.session import PUBLIC_PATHS
 
-ROUTERS = (session.router, trace_page.router, batch_page.router, recall_page.router,
-           partner_page.router)
+ROUTERS = (
+    session.router,
+    trace_page.router,
+    batch_page.router,
+    recall_page.router,
+    partner_page.router,
+)
 
 
 def install(app: FastAPI) -> None:

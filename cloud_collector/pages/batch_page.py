@@ -82,7 +82,9 @@ async def batch_list(
     conn: Conn,
     line: Annotated[str, Query(max_length=128)] = "",
     product: Annotated[str, Query(max_length=128)] = "",
-    start: Annotated[str, Query(alias="from", max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = "",
+    start: Annotated[
+        str, Query(alias="from", max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$")
+    ] = "",
     end: Annotated[str, Query(alias="to", max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = "",
     excursion: bool = False,
 ) -> Response:

@@ -83,7 +83,7 @@ def build(
     batches = {b.batch.batch_id: b for b in [*forward.batches, *backward.batches]}
     links = {(x.input_lot, x.output_lot, x.batch_id) for x in [*backward.links, *forward.links]}
     received = {r.lot_id for r in [*backward.receipts, *forward.receipts]}
-    produced = {x.output_lot for x in links} | {x.lot_id for x in lots.values() if x.batch_id}
+    produced = {output for _, output, _ in links} | {x.lot_id for x in lots.values() if x.batch_id}
 
     for lot in lots.values():
         flags: list[Flag] = []
@@ -167,9 +167,7 @@ def build(
         g.edge(f"lot:{s.lot_id}", sid, quantity(s.quantity, s.uom) if s.quantity else "")
         whom = s.customer_id or s.ship_to
         if whom:
-            cid = g.node(
-                Node(id=f"customer:{whom}", kind="customer", label=s.customer or whom)
-            )
+            cid = g.node(Node(id=f"customer:{whom}", kind="customer", label=s.customer or whom))
             g.edge(sid, cid)
 
     edges = list(g.edges.values())

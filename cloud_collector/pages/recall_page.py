@@ -18,7 +18,7 @@ from cloud_collector.auth import Role
 from cloud_collector.endpoints import Conn
 from cloud_collector.pages.guard import page_of
 from cloud_collector.pages.render import page, plant_zone, settings_of
-from cloud_collector.pages.trace_page import lot_search_problem
+from cloud_collector.pages.trace_page import lot_search_problem, resolve_search
 
 router = APIRouter(include_in_schema=False, dependencies=page_of(Role.reader))
 
@@ -40,8 +40,13 @@ def stock_by_place(lines: list[trace.RecallLine]) -> list[dict[str, Any]]:
         else:
             place["quantity"] += line.quantity
     return [
-        {"location": loc, "uom": uom, "quantity": p["quantity"], "lots": len(p["lots"]),
-         "unknown": p["unknown"]}
+        {
+            "location": loc,
+            "uom": uom,
+            "quantity": p["quantity"],
+            "lots": len(p["lots"]),
+            "unknown": p["unknown"],
+        }
         for (loc, uom), p in sorted(places.items())
     ]
 
@@ -57,12 +62,16 @@ async def recall_page(
     if problem := lot_search_problem(text):
         return page(request, "recall.html", status=422, error=problem, **context)
     try:
-        target = await trace.resolve(conn, text)
+        target = await resolve_search(conn, lot)
     except trace.UnknownLot as err:
         return page(request, "recall.html", status=404, error=str(err), **context)
     except trace.AmbiguousLot as err:
         return page(
-            request, "recall.html", status=409, error=str(err), candidates=err.candidates,
+            request,
+            "recall.html",
+            status=409,
+            error=str(err),
+            candidates=err.candidates,
             **context,
         )
     answer = await trace.recall(conn, target)
@@ -96,19 +105,32 @@ async def condition_page(
     start: Annotated[str, Query(alias="from", max_length=32)] = "",
     end: Annotated[str, Query(alias="to", max_length=32)] = "",
 ) -> Response:
-    form = {"tag": tag, "device": device, "condition": condition, "limit": limit,
-            "from": start, "to": end}
+    form = {
+        "tag": tag,
+        "device": device,
+        "condition": condition,
+        "limit": limit,
+        "from": start,
+        "to": end,
+    }
     context: dict[str, Any] = {"lot": "", "found": None, "condition": form}
     if not tag.strip():
         return page(request, "recall.html", **context)
     try:
         asked = trace.Condition.model_validate(
-            {"tag": tag.strip(), "device": device.strip() or None, "condition": condition,
-             "limit": limit, "from": _local(start, request), "to": _local(end, request)}
+            {
+                "tag": tag.strip(),
+                "device": device.strip() or None,
+                "condition": condition,
+                "limit": limit,
+                "from": _local(start, request),
+                "to": _local(end, request),
+            }
         )
     except (ValueError, ValidationError) as err:
         message = (
-            "; ".join(e["msg"] for e in err.errors()) if isinstance(err, ValidationError)
+            "; ".join(e["msg"] for e in err.errors())
+            if isinstance(err, ValidationError)
             else f"a time is not a date and time: {err}"
         )
         raise HTTPException(422, message) from err

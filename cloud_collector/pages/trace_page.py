@@ -7,6 +7,7 @@ as the API's trace routes answer them."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from cloud_collector.endpoints import Conn
 from cloud_collector.pages import graph
 from cloud_collector.pages.guard import page_of
 from cloud_collector.pages.render import page
+from protocols import gs1
 
 router = APIRouter(include_in_schema=False, dependencies=page_of(Role.reader))
 
@@ -44,6 +46,38 @@ def _started(b: trace.TracedBatch) -> tuple[bool, datetime, str]:
     return started is None, started or datetime.min.replace(tzinfo=UTC), b.batch.batch_id
 
 
+# A scanner's symbology identifier (ISO/IEC 15424: "]C1" GS1-128, "]d2" DataMatrix, "]Q3"
+# QR, "]e0" DataBar) before the data it read.
+_SYMBOLOGY = re.compile(r"^\][A-Za-z][0-9A-Za-z]")
+
+
+def scanned_label(text: str) -> str | None:
+    """What a GS1 label read by a scanner names, as the trace's `{lot}` takes it: the raw
+    element string a scanner types (AIs run together, GS only after a variable-length field
+    that is not last) as GTIN + lot or SSCC; None when it is no such label."""
+    raw = _SYMBOLOGY.sub("", text.strip(" \t\r\n"))
+    if not raw[:2].isdigit():
+        return None
+    key = gs1.from_element_string(raw)
+    if key is not None and key.gtin and key.lot:
+        return f"01/{key.gtin}/10/{key.lot}"
+    if key is not None and key.sscc:
+        return key.sscc
+    return None
+
+
+async def resolve_search(conn: AsyncConnection, text: str) -> trace.Lot:
+    """The lot a search names: as the API's `{lot}` reads it, else as a scanned label
+    pasted as is (a lot code that happens to read as one is found first)."""
+    try:
+        return await trace.resolve(conn, text)
+    except trace.UnknownLot:
+        label = scanned_label(text)
+        if label is None:
+            raise
+        return await trace.resolve(conn, label)
+
+
 @router.get("/trace")
 async def trace_page(
     request: Request, conn: Conn, lot: Annotated[str, Query(max_length=2000)] = ""
@@ -54,7 +88,7 @@ async def trace_page(
     if problem := lot_search_problem(text):
         return page(request, "trace.html", status=422, lot=lot, found=None, error=problem)
     try:
-        target = await trace.resolve(conn, text)
+        target = await resolve_search(conn, lot)
     except trace.UnknownLot as err:
         return page(request, "trace.html", status=404, lot=lot, found=None, error=str(err))
     except trace.AmbiguousLot as err:

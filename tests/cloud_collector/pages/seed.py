@@ -30,8 +30,9 @@ from tests.cloud_collector.test_trace import (
 from tests.conftest import RunningCollector, Services
 
 OVEN_LOW, OVEN_HIGH = 170.0, 230.0
-OVEN_READINGS = 240  # one a minute for four hours: 240 chart points at one per bucket
-HOT = range(100, 106)  # minutes at which the oven ran above its limit
+OVEN_READINGS = 240  # B1: one a minute for four hours: 240 chart points at one per bucket
+HOT = range(100, 106)  # minutes of B1 at which the oven ran above its limit
+CAKE_OVEN_READINGS = 120  # B3: two hours, a day later
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ async def seed(services: Services, collector: RunningCollector) -> Seeded:
         p.shipment([lot_item(BREAD_GTIN, bread, 600, "EA")], f"SH-1-{p.tag}"),
         p.shipment([lot_item(CAKE_GTIN, cake, 100, "EA")], f"SH-2-{p.tag}"),
         # Rework: some bread back into the dough (a loop DOUGH -> BREAD -> DOUGH).
-        p.batch(f"RW-{p.tag}", [lot_item(BREAD_GTIN, bread, 10, "EA")], [lot_item(DOUGH_GTIN, dough)]),
+        p.batch(
+            f"RW-{p.tag}", [lot_item(BREAD_GTIN, bread, 10, "EA")], [lot_item(DOUGH_GTIN, dough)]
+        ),
     )
     await erp(collector, p)
     oven = f"oven-{p.tag}"
@@ -86,7 +89,13 @@ async def seed(services: Services, collector: RunningCollector) -> Seeded:
         "seq": 0,
         "time": T0.isoformat(),
         "specs": [
-            {"device": oven, "tag": "temperature", "unit": "Cel", "low": OVEN_LOW, "high": OVEN_HIGH}
+            {
+                "device": oven,
+                "tag": "temperature",
+                "unit": "Cel",
+                "low": OVEN_LOW,
+                "high": OVEN_HIGH,
+            }
         ],
     }
     readings = [
@@ -102,6 +111,19 @@ async def seed(services: Services, collector: RunningCollector) -> Seeded:
             "unit": "Cel",
         }
         for i in range(OVEN_READINGS)
+    ] + [
+        {
+            "kind": "reading",
+            "seq": OVEN_READINGS + i,
+            "time": (T0 + timedelta(days=1, minutes=i)).isoformat(),
+            "line": "line-1",
+            "batch": f"B3-{p.tag}",
+            "device": oven,
+            "tag": "temperature",
+            "value": 190.0 + (i % 7),
+            "unit": "Cel",
+        }
+        for i in range(CAKE_OVEN_READINGS)
     ]
     async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
         spec_edge = f"{p.edge}-specs"
@@ -119,7 +141,7 @@ async def seed(services: Services, collector: RunningCollector) -> Seeded:
                 {"edge_id": p.edge, "stream": "readings", "epoch": "e", "records": readings}
             ).encode(),
         )
-        assert outcome.inserted == OVEN_READINGS, outcome
+        assert outcome.inserted == OVEN_READINGS + CAKE_OVEN_READINGS, outcome
         partner_id = f"DIST-{p.tag}"
         await auth.set_partner(c, partner_id, [f"C1-{p.tag}"], ["0614141000012"])
         issued = await auth.issue(c, f"dist-{uuid.uuid4().hex[:6]}", Role.partner, partner_id)

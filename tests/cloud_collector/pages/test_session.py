@@ -28,11 +28,15 @@ async def test_a_key_opens_a_session_in_an_httponly_strict_cookie(
         form = await http.get("/signin", params={"next": "/batches"})
         answer = await http.post(
             "/signin",
-            data={"key": collector.keys[Role.reader], "form_token": _form_token(form),
-                  "next": "/batches"},
+            data={
+                "key": collector.keys[Role.reader],
+                "form_token": _form_token(form),
+                "next": "/batches",
+            },
         )
         cookie = next(
-            v for k, v in answer.headers.multi_items()
+            v
+            for k, v in answer.headers.multi_items()
             if k == "set-cookie" and v.startswith(SESSION_COOKIE)
         )
         listed = await http.get("/batches")
@@ -171,8 +175,11 @@ async def test_sign_in_leads_only_to_a_page_of_this_site(collector: RunningColle
             form = await http.get("/signin", params={"next": target})
             answer = await http.post(
                 "/signin",
-                data={"key": collector.keys[Role.reader], "form_token": _form_token(form),
-                      "next": target},
+                data={
+                    "key": collector.keys[Role.reader],
+                    "form_token": _form_token(form),
+                    "next": target,
+                },
             )
             assert answer.headers["location"] == expected, target
         switched = await http.get("/language", params={"to": "zh-Hans", "next": "//evil.example"})
