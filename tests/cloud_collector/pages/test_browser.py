@@ -159,6 +159,12 @@ async def test_search_a_scanned_label_and_walk_the_graph(
     await page.pdf(path=str(shots / "trace-report.pdf"))
     await page.emulate_media(media="screen")
 
+    # The switch to Chinese keeps the page (and the search) where it was.
+    await page.click("header.top a[lang=zh-Hans]")
+    await page.wait_for_selector("#graph[data-status=ready]", timeout=30_000)
+    assert "追溯报告" in await page.inner_text("h1")
+    assert f"lot={bread.split(':')[1]}" in page.url
+    await page.screenshot(path=shots / "trace-zh.png")
     assert watched.problems == [], "\n".join(watched.problems)
 
 

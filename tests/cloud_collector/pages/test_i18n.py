@@ -15,7 +15,7 @@ from cloud_collector.trace.models import RecallLine
 
 PAGES = Path(i18n.__file__).parent
 # The values a template shows through `_()` from the data (lot origins, recall statuses).
-SHOWN_VALUES = {"supplier", "own", "unknown", "shipped", "on_hand"}
+SHOWN_VALUES = {"supplier", "own", "unknown", "shipped", "on hand"}
 
 
 def test_every_text_of_the_pages_has_its_chinese() -> None:
@@ -29,7 +29,7 @@ def test_every_text_of_the_pages_has_its_chinese() -> None:
     assert all(catalog[t] and catalog[t] != t for t in texts)
     # The values shown are the ones the models can hold.
     origins = {"supplier", "own", "unknown"}  # lots.origin's check constraint (0004)
-    statuses = set(RecallLine.model_fields["status"].annotation.__args__)
+    statuses = {s.replace("_", " ") for s in RecallLine.model_fields["status"].annotation.__args__}
     assert origins | statuses == SHOWN_VALUES
 
 
