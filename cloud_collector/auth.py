@@ -10,6 +10,12 @@ holds one. Keys are issued with
 `tracectl credential add` (straight into the database, so a fresh install needs no key to
 make its first one) or by an admin over `POST /api/v1/credentials`.
 
+**Page sessions.** The pages (cloud_collector/pages/) sign in with a key and keep a session
+token in a cookie (`SESSION_COOKIE`), stored as its SHA-256 like a key; `require` accepts
+it in place of the header, with the key's role and partner, looked up by a second
+`Keyring` (`sessions=True`). A request with a session that changes something must carry
+`csrf_token(session)` in `CSRF_HEADER`.
+
 **Roles** (`ROLES` below): each route names the roles it accepts; `admin` passes every
 check. Roles do not include one another otherwise: an ERP integration's `importer` key
 cannot read traces, a `reader` key cannot change what the traces say.
