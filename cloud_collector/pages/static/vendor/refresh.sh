@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fetch the libraries listed in VERSIONS from the npm registry (`npm pack`, the registry's
-# own client) and copy the listed files here (a licence as PACKAGE-LICENSE), then write SHA256SUMS, which
-# the tests check the served files against. Needs npm only on the machine that refreshes:
-# the files are committed, so users and CI never run this.
+# own client), copy the listed files here (a licence as PACKAGE-LICENSE), then write
+# SHA256SUMS, which the tests check the served files against. Needs npm only on the
+# machine that refreshes: the files are committed, so users and CI never run this.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v npm >/dev/null || { echo "refresh.sh: npm is needed (apt-get install npm)" >&2; exit 1; }
