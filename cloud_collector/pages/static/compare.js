@@ -36,7 +36,11 @@
       legend: { type: 'scroll', top: 0 },
       grid: { left: 56, right: 24, top: 36, bottom: 56 },
       xAxis: { type: 'value', name: labels.minutes, nameLocation: 'middle', nameGap: 28 },
-      yAxis: { type: 'value', scale: true },
+      yAxis: {
+        type: 'value', scale: true,
+        min: function (v) { return spec.low !== null ? Math.min(v.min, spec.low) : v.min; },
+        max: function (v) { return spec.high !== null ? Math.max(v.max, spec.high) : v.max; }
+      },
       tooltip: { trigger: 'axis', renderMode: 'richText' },
       dataZoom: [{ type: 'inside' }, { type: 'slider', height: 14, bottom: 4 }],
       series: series
