@@ -42,4 +42,4 @@ def install(app: FastAPI) -> None:
     install_handlers(app)
 
 
-__all__ = ["PUBLIC_PATHS", "install"]
+__all__ = ["PUBLIC_PATHS", "ROUTERS", "install"]
