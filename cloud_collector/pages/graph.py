@@ -171,18 +171,18 @@ def build(
             g.edge(sid, cid)
 
     edges = list(g.edges.values())
-    cycles = _cycles(g.nodes.keys(), [(e.source, e.target) for e in edges])
-    in_cycle = {n: i for i, group in enumerate(cycles) for n in group}
+    loops = cycles(g.nodes.keys(), [(e.source, e.target) for e in edges])
+    in_cycle = {n: i for i, group in enumerate(loops) for n in group}
     marked = [
         e.model_copy(update={"loop": True})
         if e.source in in_cycle and in_cycle.get(e.source) == in_cycle.get(e.target)
         else e
         for e in edges
     ]
-    return Genealogy(nodes=list(g.nodes.values()), edges=marked, loops=len(cycles))
+    return Genealogy(nodes=list(g.nodes.values()), edges=marked, loops=len(loops))
 
 
-def _cycles(nodes: Iterable[str], edges: list[tuple[str, str]]) -> list[set[str]]:
+def cycles(nodes: Iterable[str], edges: list[tuple[str, str]]) -> list[set[str]]:
     """The strongly connected groups of more than one node (Tarjan, iterative: a genealogy
     deep enough to overflow Python's recursion must still draw)."""
     successors: dict[str, list[str]] = defaultdict(list)
