@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@bash deploy/services.sh up >/dev/null
+	@bash deploy/browser.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest

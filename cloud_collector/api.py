@@ -24,7 +24,7 @@ from psycopg import DataError, OperationalError
 from psycopg.errors import QueryCanceled
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from cloud_collector import queries
+from cloud_collector import pages, queries
 from cloud_collector.auth import Keyring
 from cloud_collector.consumer import IngestCounters
 from cloud_collector.endpoints import READ_METHODS
@@ -91,6 +91,7 @@ def create_app(
         app.state.control_pool = control
         app.state.read_control_pool = read_control
         app.state.keyring = Keyring(control, ttl_s=settings.api_key_cache_s)
+        app.state.sessions = Keyring(control, ttl_s=settings.api_key_cache_s, sessions=True)
         try:
             await writes.open(wait=True, timeout=30)
             await control.open(wait=True, timeout=30)
@@ -122,6 +123,7 @@ def create_app(
     _answer_database_trouble(app, settings)
     for router in ROUTERS:
         app.include_router(router)
+    pages.install(app)
     return app
 
 

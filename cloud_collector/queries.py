@@ -53,6 +53,9 @@ class TagSummary(Strict):
     p95: float | None = None
     first_time: datetime
     last_time: datetime
+    # The tag's spec limits (from its device profile) as the rollup last applied them.
+    low: float | None = None
+    high: float | None = None
 
 
 class Excursion(Strict):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocols.mqtt.connection import ENV_FILE, BrokerSettings
@@ -73,6 +74,24 @@ class CollectorSettings(BaseSettings):
     def reads_url(self) -> str:
         """The database the API's reads use: TRACE_READ_DATABASE_URL, else the primary."""
         return self.read_database_url or self.database_url
+
+    # ---- Pages (cloud_collector/pages/). ----
+    # The plant's IANA time zone: every date and time on the pages is shown in it.
+    plant_timezone: str = "UTC"
+    # A page session ends this long after sign-in (a shift and a half by default).
+    page_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+
+    @field_validator("plant_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(
+                f"TRACE_PLANT_TIMEZONE {value!r} is not a time zone: give an IANA name such "
+                "as Europe/Berlin, Asia/Shanghai or UTC"
+            ) from err
+        return value
 
     @model_validator(mode="after")
     def _client_id_is_the_identity(self) -> CollectorSettings:

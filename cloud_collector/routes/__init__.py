@@ -11,6 +11,7 @@ only includes them (in `ROUTERS`' order), after building the app's state and mid
 | edges | `routes/edges.py` | `/api/v1/edges...` | reader |
 | FSMA 204 | `fsma204/routes.py` | `/api/v1/fsma204/...` | reader |
 | EPCIS 2.0 | `epcis/routes.py` | `/epcis/...` | importer, reader, partner |
+| pages | `pages/` (`pages.install`) | `/trace`, `/batches`, `/recall`... | reader, partner |
 
 What routes share (roles, the request's connection, the app's settings and pool, lot
 resolution, imports, JSON and CSV answers) is in `cloud_collector/endpoints.py`: a route

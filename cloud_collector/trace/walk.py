@@ -124,7 +124,7 @@ async def trace(conn: AsyncConnection, lot: Lot, direction: Direction) -> Trace:
     if direction == "forward":
         # Only the batches that made the descendants: not the ones that made the lot itself.
         batch_ids = sorted({link.batch_id for link in links})
-    batches = await _batches(conn, batch_ids, detail=direction == "backward")
+    batches = await traced_batches(conn, batch_ids, detail=direction == "backward")
     receipts = [
         Receipt(**r)
         for r in await fetch(
@@ -222,7 +222,9 @@ _BATCH_INPUTS = _BATCH_SIDE.format(table="batch_inputs")
 _BATCH_OUTPUTS = _BATCH_SIDE.format(table="batch_outputs")
 
 
-async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) -> list[TracedBatch]:
+async def traced_batches(
+    conn: AsyncConnection, batch_ids: list[str], detail: bool
+) -> list[TracedBatch]:
     """The traced batches in three statements whatever their number; with `detail` (a
     backward trace) also each one's parameters and excursions, from the rollups."""
     batches = [queries.Batch(**r) for r in await fetch(conn, _BATCHES, batch_ids)]

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from cloud_collector import auth
+from cloud_collector import auth, pages
 from cloud_collector.api import create_app
 from cloud_collector.auth import Partner, Role
 from cloud_collector.endpoints import connection, primary_connection
@@ -25,7 +25,7 @@ from cloud_collector.settings import CollectorSettings
 from tests.conftest import RunningCollector, Services, until
 from tracectl.__main__ import main as tracectl
 
-OPEN_ROUTES = {"/healthz"}
+OPEN_ROUTES = {"/healthz", *pages.PUBLIC_PATHS}
 
 
 async def issue(services: Services, role: Role, partner: str | None = None) -> auth.IssuedKey:
