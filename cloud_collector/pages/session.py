@@ -156,7 +156,7 @@ async def sign_in(request: Request) -> Response:
             _("This key is unknown or revoked: ask an admin for one (tracectl credential add)."),
         )
     hours = settings_of(request).page_session_hours
-    token = await open_session(request.app.state.pool, principal, hours)
+    token = await open_session(request.app.state.write_pool, principal, hours)
     response = RedirectResponse(target if target != "/" else home(principal), 303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -182,7 +182,7 @@ async def sign_out(request: Request) -> Response:
         sent = (await form_fields(request)).get("csrf", "")
         if not hmac.compare_digest(sent.encode(), csrf_token(token).encode()):
             return Response("sign-out needs the page's form (CSRF token missing)", 403)
-        await end_session(request.app.state.pool, token)
+        await end_session(request.app.state.write_pool, token)
         sessions: Keyring = request.app.state.sessions
         sessions.forget()
     response = RedirectResponse("/signin", 303)
