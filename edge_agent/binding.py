@@ -250,15 +250,16 @@ def _form(
 def _usable(sample: Sample) -> Sample:
     """A sample as the contract can carry it: a value that is not a finite number is no
     value (bad quality), a device clock outside the contract's years is dropped (the
-    reading keeps the edge's time, flagged uncertain), a detail is made storable."""
-    value, device_time = sample.value, sample.device_time
-    finite = value is None or math.isfinite(value)
-    in_years = device_time is None or (
+    reading keeps the edge's time, flagged uncertain), a detail is made storable. A field
+    of the wrong type is left as it is, for the Reading model to refuse by name."""
+    value, device_time, detail = sample.value, sample.device_time, sample.detail
+    finite = not isinstance(value, float) or math.isfinite(value)
+    in_years = not isinstance(device_time, datetime) or (
         device_time.tzinfo is not None and EARLIEST <= device_time < LATEST
     )
-    if finite and in_years and sample.detail is None:
-        return sample  # the common case, kept cheap: it runs for every reading
-    quality, detail = sample.quality, sample.detail
+    if finite and in_years and not isinstance(detail, str):
+        return sample
+    quality = sample.quality
     if not finite:
         value, quality = None, "bad"
         detail = f"the device gave {sample.value!r}, not a finite number"
@@ -266,11 +267,12 @@ def _usable(sample: Sample) -> Sample:
         assert device_time is not None
         detail = (
             f"device clock says {device_time.isoformat()}, outside {EARLIEST.year}-"
-            f"{LATEST.year - 1}: check the device's clock" + (f"; {detail}" if detail else "")
+            f"{LATEST.year - 1}: check the device's clock"
+            + (f"; {detail}" if isinstance(detail, str) and detail else "")
         )
         device_time = None
         if quality == "good":
             quality = "uncertain"
-    return Sample(
-        sample.tag, value, sample.unit, quality, device_time, storable_detail(detail), sample.text
-    )
+    if isinstance(detail, str):
+        detail = storable_detail(detail)
+    return Sample(sample.tag, value, sample.unit, quality, device_time, detail, sample.text)
