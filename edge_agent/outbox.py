@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from edge_agent.records import (
-    READING_HEAD,
     RECORD_MODELS,
     UNNUMBERED,
     CheckedReading,
@@ -205,7 +204,7 @@ class Outbox:
                     continue
                 seq = next_seq.get(stream, 0)
                 if isinstance(record, CheckedReading):
-                    body = f"{READING_HEAD}{seq},{record.tail}"
+                    body = record.body(seq)
                 else:
                     body = numbered(record.model_dump_json(), seq)
                 next_seq[stream] = seq + 1

@@ -16,8 +16,8 @@ in two parts so that a reading costs no more than its JSON text: a `ReadingForm`
 what one tag's readings share (line, batch, device, tag, unit), checked once by the Reading
 model itself when the form is made, and `ReadingForm.reading` checks only what changes
 per reading (time, device time, value, quality, detail). What the form cannot vouch for
-at a glance (an int or a string as the value, a detail, a clock out of range) is built as
-a full Reading model, so a refusal is the model's own, naming the field. Either way the
+at a glance (an int or a string as the value, a detail, a time the contract refuses) is
+built as a full Reading model, so a refusal is the model's own, naming the field. Either way the
 result is a `CheckedReading`: the exact JSON text the Reading model serialises to
 (tests/edge_agent/test_records.py proves the equality, and the equal refusals, over
 generated readings).
@@ -29,6 +29,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import get_args
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_json
@@ -39,6 +40,7 @@ from protocols.mqtt.contract import (
     BatchEvent,
     DeviceEvent,
     ObjectEventRecord,
+    Quality,
     Reading,
     ReadingsDropped,
     TagSpecs,
@@ -136,7 +138,7 @@ READING_HEAD = '{"kind":"reading","seq":'
 _UNNUMBERED_READING = f"{READING_HEAD}{UNNUMBERED},"
 
 _TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
-_QUALITY_JSON: dict[object, str] = {q: f'"{q}"' for q in ("good", "uncertain", "bad")}
+_QUALITY_JSON: dict[object, str] = {q: f'"{q}"' for q in get_args(Quality)}
 
 
 def _time_json(at: datetime) -> str | None:
