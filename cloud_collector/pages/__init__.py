@@ -1,6 +1,7 @@
 """The pages people read: sign-in, trace (the one-click report with its genealogy graph),
-batches (parameter charts, overlays), recall (by lot or by condition, with downloads), and
-a partner's own lots; in English and Simplified Chinese, dates in the plant's time zone.
+batches (parameter charts, overlays), recall (by lot or by condition, with downloads), the
+lines and edges (the fleet's status, followed live), and a partner's own lots; in English
+and Simplified Chinese, dates in the plant's time zone.
 
 Served by the collector itself from this package: Jinja templates, a stylesheet, a few
 scripts of ours and the vendored libraries in static/vendor/ (VERSIONS says which and
@@ -14,13 +15,21 @@ pages' scripts fetch comes from the API's routes with that same session.
 | `trace_page.py` | `/trace` | reader |
 | `batch_page.py` | `/batches`, `/batches/{id}`, `/compare` | reader |
 | `recall_page.py` | `/recall`, `/recall/condition` | reader |
+| `lines_page.py` | `/lines` | reader |
 | `partner_page.py` | `/partner` | partner |
 """
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from cloud_collector.pages import batch_page, partner_page, recall_page, session, trace_page
+from cloud_collector.pages import (
+    batch_page,
+    lines_page,
+    partner_page,
+    recall_page,
+    session,
+    trace_page,
+)
 from cloud_collector.pages.guard import install_handlers
 from cloud_collector.pages.render import STATIC, STATIC_URL
 from cloud_collector.pages.session import PUBLIC_PATHS
@@ -30,6 +39,7 @@ ROUTERS = (
     trace_page.router,
     batch_page.router,
     recall_page.router,
+    lines_page.router,
     partner_page.router,
 )
 
