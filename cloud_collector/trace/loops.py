@@ -1,0 +1,161 @@
+"""Every loop (a rework cycle, or bad data) among the lots of a trace's or a recall's set:
+the strongly connected components of the set's lot links that hold more than one lot, or
+one lot linked to itself. Each is one gap naming its lots, wherever it lies in the set,
+not only through the traced lot.
+
+Bounded for large sets: the database keeps only the links that can lie on a loop at all
+(their input is some link's output and their output some link's input, inside the set:
+one pass that drops the set's sources and sinks, most of a DAG), at most MAX_LINKS of
+them; Python trims the rest down to the loops (a lot without a link in or out within
+what is left cannot be on one) and finds the components in one pass (Tarjan's, without
+recursion). A set with more links than that says so in a gap, as contract 5 asks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from psycopg import AsyncConnection
+
+from cloud_collector.trace.rows import fetch_named
+
+# Links that may lie on a loop, read from the database for one answer at most.
+MAX_LINKS = 200_000
+# Loops named in the gaps, and lots named per loop: the rest are counted.
+MAX_LOOPS = 50
+MAX_NAMED_LOTS = 20
+
+_CANDIDATE_LINKS_OF = """
+with ids as ({ids}),
+inside as (
+    select distinct k.input_lot, k.output_lot from lot_links k
+    join ids i on i.lot_id = k.input_lot join ids o on o.lot_id = k.output_lot
+)
+select e.input_lot, e.output_lot from inside e
+where exists (select 1 from inside x where x.output_lot = e.input_lot)
+  and exists (select 1 from inside x where x.input_lot = e.output_lot)
+limit %(limit)s
+"""
+_LOTS = "select lot_id, gtin, lot_code from lots where lot_id = any(%(lots)s)"
+
+
+def cycles(links: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """The loops of the directed graph `links` (input lot -> output lot): each one's lots,
+    sorted; the loops ordered by their smallest lot."""
+    succ: dict[int, set[int]] = defaultdict(set)
+    pred: dict[int, set[int]] = defaultdict(set)
+    for a, b in links:
+        succ[a].add(b)
+        pred[b].add(a)
+    # Trim: a lot with no link in or none out (among those left) lies on no loop.
+    nodes = set(succ) | set(pred)
+    queue = [n for n in nodes if not succ[n] or not pred[n]]
+    removed: set[int] = set()
+    while queue:
+        n = queue.pop()
+        if n in removed:
+            continue
+        removed.add(n)
+        for m in succ.pop(n, set()):
+            pred[m].discard(n)
+            if not pred[m] and m not in removed:
+                queue.append(m)
+        for m in pred.pop(n, set()):
+            succ[m].discard(n)
+            if not succ[m] and m not in removed:
+                queue.append(m)
+    left = sorted(nodes - removed)
+    return sorted((sorted(c) for c in _components(left, succ) if _is_loop(c, succ)), key=min)
+
+
+def _is_loop(component: list[int], succ: dict[int, set[int]]) -> bool:
+    return len(component) > 1 or component[0] in succ.get(component[0], ())
+
+
+def _components(nodes: list[int], succ: dict[int, set[int]]) -> list[list[int]]:
+    """Tarjan's strongly connected components, iterative (a loop may be thousands of lots
+    long: recursion would overflow Python's stack)."""
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    on_stack: set[int] = set()
+    stack: list[int] = []
+    found: list[list[int]] = []
+    for root in nodes:
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(sorted(succ.get(root, ()))))]
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(succ.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                found.append(component)
+    return found
+
+
+def _name(gtin: str, lot_code: str, lot_id: int) -> str:
+    return f"{lot_code} (GTIN {gtin}, id {lot_id})" if gtin else f"{lot_code} (id {lot_id})"
+
+
+async def loop_gaps(conn: AsyncConnection, source: str, params: Mapping[str, object]) -> list[str]:
+    """The gaps of the loops among the lots of `source` (a statement whose rows are the
+    set's lot_id, run with `params`)."""
+    statement = _CANDIDATE_LINKS_OF.format(ids=source)
+    rows = await fetch_named(conn, statement, {**params, "limit": MAX_LINKS + 1})
+    gaps = []
+    if len(rows) > MAX_LINKS:
+        gaps.append(
+            f"more than {MAX_LINKS:,} links of this set may lie on loops: loops were looked "
+            f"for among the first {MAX_LINKS:,} only; trace from a lot further down to see "
+            "the rest"
+        )
+        rows = rows[:MAX_LINKS]
+    found = cycles((r["input_lot"], r["output_lot"]) for r in rows)
+    if not found:
+        return gaps
+    shown = found[:MAX_LOOPS]
+    named = [lot for loop in shown for lot in loop[:MAX_NAMED_LOTS]]
+    lots = {r["lot_id"]: r for r in await fetch_named(conn, _LOTS, {"lots": named})}
+
+    def name(lot: int) -> str:
+        row = lots.get(lot)
+        return _name(row["gtin"], row["lot_code"], lot) if row else f"id {lot}"
+
+    for loop in shown:
+        if len(loop) == 1:
+            gaps.append(
+                f"lot {name(loop[0])} reaches itself: a loop in the genealogy (rework or bad data)"
+            )
+            continue
+        names = ", ".join(name(lot) for lot in loop[:MAX_NAMED_LOTS])
+        more = f" and {len(loop) - MAX_NAMED_LOTS} more" if len(loop) > MAX_NAMED_LOTS else ""
+        gaps.append(
+            f"a loop in the genealogy (rework or bad data): {len(loop)} lots reach one "
+            f"another, each reaches itself: {names}{more}"
+        )
+    if len(found) > MAX_LOOPS:
+        gaps.append(f"{len(found) - MAX_LOOPS} more loops in this set are not listed")
+    return gaps
