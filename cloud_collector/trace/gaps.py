@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from psycopg import AsyncConnection
 
-from cloud_collector.trace.loops import loop_gaps
+from cloud_collector.trace.loops import GIVEN, loop_gaps
 from cloud_collector.trace.models import Direction, Lot
 from cloud_collector.trace.rows import fetch, fetch_named
 
@@ -40,7 +40,7 @@ order by kind desc, lot_id
 """
 _BACKWARD = {"backward": "true", "forward": "false"}
 # The traced lots: given as an array, or the table `reached` that walk.reached_table fills.
-_GIVEN, _REACHED = "select unnest(%(ids)s::bigint[]) as lot_id", "select lot_id from reached"
+_GIVEN, _REACHED = GIVEN, "select lot_id from reached"
 _LOT_GAPS = {
     (direction, source): _LOT_GAPS_OF.format(ids=source, backward=b)
     for direction, b in _BACKWARD.items()

@@ -26,6 +26,8 @@ MAX_LINKS = 200_000
 MAX_LOOPS = 50
 MAX_NAMED_LOTS = 20
 
+# The set given as an array of lot ids (the other source is walk.reached_table's table).
+GIVEN = "select unnest(%(ids)s::bigint[]) as lot_id"
 _CANDIDATE_LINKS_OF = """
 with ids as ({ids}),
 inside as (

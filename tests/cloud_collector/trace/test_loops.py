@@ -4,14 +4,21 @@ its diamonds) reports none."""
 
 from __future__ import annotations
 
+import json
 import random
+from datetime import timedelta
+
+import psycopg
 
 from cloud_collector.auth import Role
+from cloud_collector.ingest import ingest
 from cloud_collector.trace.loops import cycles
+from protocols.mqtt import topics
 from tests.cloud_collector.test_trace import (  # noqa: F401 - the fixture is used by name
     BREAD_GTIN,
     DOUGH_GTIN,
     FLOUR_GTIN,
+    T0,
     Plant,
     bakery,
     lot_item,
@@ -79,6 +86,38 @@ async def test_two_separate_loops_are_reported_separately(
         [on_b] = [g for g in gaps if b1 in g]
         assert a2 in on_a and b1 not in on_a and b2 not in on_a
         assert b2 in on_b and a1 not in on_b and a2 not in on_b
+
+
+async def test_the_recall_by_condition_reports_the_loops_downstream(
+    services: Services, collector: RunningCollector
+) -> None:
+    p = Plant(services)  # the hot batch made WIP, which is reworked with PRODUCT
+    wip, product = p.lot("WIP"), p.lot("PRODUCT")
+    await p.post(
+        p.batch(f"HOT-{p.tag}", [lot_item(FLOUR_GTIN, p.lot("RAW"), 10, "KGM")],
+                [lot_item(DOUGH_GTIN, wip, 10, "KGM")]),
+        p.batch(f"M2-{p.tag}", [lot_item(DOUGH_GTIN, wip, 10, "KGM")],
+                [lot_item(BREAD_GTIN, product, 10, "KGM")]),
+        p.batch(f"RW-{p.tag}", [lot_item(BREAD_GTIN, product, 2, "KGM")],
+                [lot_item(DOUGH_GTIN, wip, 2, "KGM")]),
+    )  # fmt: skip
+    oven = f"oven-{p.tag}"
+    reading = {"kind": "reading", "seq": 0, "time": T0.isoformat(), "line": "line-1",
+               "batch": f"HOT-{p.tag}", "device": oven, "tag": "temperature", "value": 250.0,
+               "unit": "Cel"}  # fmt: skip
+    payload = json.dumps(
+        {"edge_id": p.edge, "stream": "readings", "epoch": "e", "records": [reading]}
+    ).encode()
+    async with await psycopg.AsyncConnection.connect(p.url, autocommit=True) as conn:
+        assert (await ingest(conn, topics.data(p.edge, "readings"), payload)).inserted == 1
+    condition = {"tag": "temperature", "device": oven, "condition": "above", "limit": 220,
+                 "from": (T0 - timedelta(hours=1)).isoformat(),
+                 "to": (T0 + timedelta(hours=1)).isoformat()}  # fmt: skip
+    async with collector.client(Role.reader) as api:
+        answer = await api.post("/api/v1/recall/by-condition", json=condition)
+    assert answer.status_code == 200, answer.text
+    [gap] = _loop_gaps(answer.json())
+    assert wip in gap and product in gap
 
 
 async def test_a_dag_with_diamonds_reports_no_loop(
