@@ -79,7 +79,7 @@ async def recall_by_condition(conn: AsyncConnection, c: Condition) -> ConditionR
     )
     if unbatched and unbatched[0]["n"]:
         gaps.append(f"{unbatched[0]['n']} readings met the condition while no batch ran")
-    gaps += await loop_gaps(conn, GIVEN, {"ids": ids})
+    gaps += await loop_gaps(conn, GIVEN, {"ids": ids}, "forward")
     return ConditionRecall(
         condition=c,
         batches=batches,

@@ -71,7 +71,7 @@ async def find_gaps(
         )
         for r in await fetch_named(conn, _LOT_GAPS[direction, source], params)
     ]
-    gaps += await loop_gaps(conn, source, params)
+    gaps += await loop_gaps(conn, source, params, direction)
     return gaps + await _batch_gaps(conn, batch_ids)
 
 

@@ -3,11 +3,10 @@ the strongly connected components of the set's lot links that hold more than one
 one lot linked to itself. Each is one gap naming its lots, wherever it lies in the set,
 not only through the traced lot.
 
-Bounded for large sets: the database keeps only the links that can lie on a loop at all
-(their input is some link's output and their output some link's input, inside the set:
-one pass that drops the set's sources and sinks, most of a DAG), at most MAX_LINKS of
-them; Python trims the rest down to the loops (a lot without a link in or out within
-what is left cannot be on one) and finds the components in one pass (Tarjan's, without
+Bounded for large sets: the database gives only the set's links that can lie on a loop
+(_CANDIDATE_LINKS_OF: the links into lots that link no further are dropped), at most
+MAX_LINKS of them; Python trims the rest with counters (Kahn's: a DAG, the usual answer,
+empties there) and finds the components of what is left in one pass (Tarjan's, without
 recursion). A set with more links than that says so in a gap, as contract 5 asks.
 """
 
@@ -18,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from psycopg import AsyncConnection
 
+from cloud_collector.trace.models import Direction
 from cloud_collector.trace.rows import fetch_named
 
 # Links that may lie on a loop, read from the database for one answer at most.
@@ -28,54 +28,58 @@ MAX_NAMED_LOTS = 20
 
 # The set given as an array of lot ids (the other source is walk.reached_table's table).
 GIVEN = "select unnest(%(ids)s::bigint[]) as lot_id"
-_CANDIDATE_LINKS_OF = """
-with ids as ({ids}),
-inside as (
-    select distinct k.input_lot, k.output_lot from lot_links k
-    join ids i on i.lot_id = k.input_lot join ids o on o.lot_id = k.output_lot
+# The set's links that may lie on a loop. A walk's set is closed in its direction (a forward
+# set holds every output of its lots, a backward set every input), so its links are those
+# of its lots on that side (one pass over lot_links), and a link into a lot that links no
+# further that way (a shipped lot forward, a supplier's lot backward) lies on no loop:
+# dropped against those same links, not against lot_links again.
+_CANDIDATE_LINKS_OF = {
+    direction: f"""
+with ids as ({{ids}}),
+inside as materialized (
+    select k.input_lot, k.output_lot from ids join lot_links k on k.{near} = ids.lot_id
 )
 select e.input_lot, e.output_lot from inside e
-where exists (select 1 from inside x where x.output_lot = e.input_lot)
-  and exists (select 1 from inside x where x.input_lot = e.output_lot)
+where exists (select 1 from inside x where x.{near} = e.{far})
 limit %(limit)s
 """
+    for direction, near, far in (
+        ("forward", "input_lot", "output_lot"),
+        ("backward", "output_lot", "input_lot"),
+    )
+}
 _LOTS = "select lot_id, gtin, lot_code from lots where lot_id = any(%(lots)s)"
 
 
 def cycles(links: Iterable[tuple[int, int]]) -> list[list[int]]:
     """The loops of the directed graph `links` (input lot -> output lot): each one's lots,
     sorted; the loops ordered by their smallest lot."""
-    succ: dict[int, set[int]] = defaultdict(set)
-    pred: dict[int, set[int]] = defaultdict(set)
+    succ: dict[int, list[int]] = defaultdict(list)
+    pending: dict[int, int] = defaultdict(int)  # links into each lot not yet trimmed
     for a, b in links:
-        succ[a].add(b)
-        pred[b].add(a)
-    # Trim: a lot with no link in or none out (among those left) lies on no loop.
-    nodes = set(succ) | set(pred)
-    queue = [n for n in nodes if not succ[n] or not pred[n]]
-    removed: set[int] = set()
+        succ[a].append(b)
+        pending[b] += 1
+    # Kahn's trimming, with counters only: a DAG (the usual answer) empties here, in a
+    # few operations per link; what is left are the loops and what lies downstream of them.
+    queue = [n for n in succ if not pending[n]]
     while queue:
-        n = queue.pop()
-        if n in removed:
-            continue
-        removed.add(n)
-        for m in succ.pop(n, set()):
-            pred[m].discard(n)
-            if not pred[m] and m not in removed:
+        for m in succ.get(queue.pop(), ()):
+            pending[m] -= 1
+            if not pending[m]:
                 queue.append(m)
-        for m in pred.pop(n, set()):
-            succ[m].discard(n)
-            if not succ[m] and m not in removed:
-                queue.append(m)
-    left = sorted(nodes - removed)
-    return sorted((sorted(c) for c in _components(left, succ) if _is_loop(c, succ)), key=min)
+    left = {n for n, count in pending.items() if count}
+    if not left:
+        return []
+    inner = {n: [m for m in succ.get(n, ()) if m in left] for n in left}
+    found = [sorted(c) for c in _components(sorted(left), inner) if _is_loop(c, inner)]
+    return sorted(found, key=min)
 
 
-def _is_loop(component: list[int], succ: dict[int, set[int]]) -> bool:
+def _is_loop(component: list[int], succ: Mapping[int, list[int]]) -> bool:
     return len(component) > 1 or component[0] in succ.get(component[0], ())
 
 
-def _components(nodes: list[int], succ: dict[int, set[int]]) -> list[list[int]]:
+def _components(nodes: list[int], succ: Mapping[int, list[int]]) -> list[list[int]]:
     """Tarjan's strongly connected components, iterative (a loop may be thousands of lots
     long: recursion would overflow Python's stack)."""
     index: dict[int, int] = {}
@@ -122,10 +126,12 @@ def _name(gtin: str, lot_code: str, lot_id: int) -> str:
     return f"{lot_code} (GTIN {gtin}, id {lot_id})" if gtin else f"{lot_code} (id {lot_id})"
 
 
-async def loop_gaps(conn: AsyncConnection, source: str, params: Mapping[str, object]) -> list[str]:
+async def loop_gaps(
+    conn: AsyncConnection, source: str, params: Mapping[str, object], direction: Direction
+) -> list[str]:
     """The gaps of the loops among the lots of `source` (a statement whose rows are the
-    set's lot_id, run with `params`)."""
-    statement = _CANDIDATE_LINKS_OF.format(ids=source)
+    set's lot_id, run with `params`): a set a walk in `direction` reached."""
+    statement = _CANDIDATE_LINKS_OF[direction].format(ids=source)
     rows = await fetch_named(conn, statement, {**params, "limit": MAX_LINKS + 1})
     gaps = []
     if len(rows) > MAX_LINKS:
