@@ -215,3 +215,49 @@ def test_a_list_too_long_is_refused() -> None:
     with pytest.raises(InvalidDocument) as refused:
         parties.of_event({"sourceList": [entry] * (parties.MAX_PER_LIST + 1)}, "$.e")
     assert refused.value.path == "$.e.sourceList"
+
+
+def _xml_receipt(lot: str, source: str) -> str:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:1" schemaVersion="1.2"
+    creationDate="2026-11-25T10:00:00Z">
+  <EPCISBody><EventList><ObjectEvent>
+    <eventTime>2026-11-20T08:00:00Z</eventTime>
+    <eventTimeZoneOffset>+00:00</eventTimeZoneOffset>
+    <epcList/>
+    <action>OBSERVE</action>
+    <bizStep>urn:epcglobal:cbv:bizstep:receiving</bizStep>
+    <readPoint><id>urn:epc:id:sgln:4012345.00001.0</id></readPoint>
+    <extension>
+      <quantityList><quantityElement>
+        <epcClass>urn:epc:class:lgtin:4012345.055555.{lot}</epcClass>
+        <quantity>5</quantity><uom>KGM</uom>
+      </quantityElement></quantityList>
+      <sourceList>
+        <source type="urn:epcglobal:cbv:sdt:possessing_party">{source}</source>
+      </sourceList>
+    </extension>
+  </ObjectEvent></EventList></EPCISBody>
+</epcis:EPCISDocument>"""
+
+
+async def test_a_partners_xml_document_names_its_supplier_or_is_refused(
+    collector: RunningCollector,
+) -> None:
+    tag = uuid.uuid4().hex[:8].upper()
+    mill = _company()
+    xml = {"Content-Type": "application/xml"}
+    async with collector.client() as http:
+        good = await capture(http, _xml_receipt(f"X{tag}", f"urn:epc:id:sgln:{mill}.00000.0"),
+                             headers=xml)  # fmt: skip
+        bad = await capture(http, _xml_receipt(f"Y{tag}", "urn:epc:id:sscc:4012345.0000000001"),
+                            headers=xml)  # fmt: skip
+    assert good.status_code == 202, good.text
+    assert bad.status_code == 400, bad.text
+    assert bad.json()["path"] == "$.epcisBody.eventList[0].sourceList[0].source"
+    async with collector.client(Role.reader) as http:
+        backward = (await http.get(f"/api/v1/lots/01/{GTIN}/10/X{tag}/trace/backward")).json()
+    gln = with_check_digit(mill + "00000")
+    assert [(r["supplier"], r["supplier_id"]) for r in backward["receipts"]] == [
+        (f"(414){gln}", f"(414){gln}")
+    ]
