@@ -154,6 +154,7 @@ def check(data: Any, limits: CaptureLimits) -> Document:
                     "its own events and batches, not to be captured; use an id of your own "
                     "(e.g. urn:uuid:...)",
                 )
+        _check_parties(event, where)
         for name in ("eventTime", "recordTime"):
             if name in event:
                 parse_time(event[name], f"{where}.{name}")
@@ -163,6 +164,13 @@ def check(data: Any, limits: CaptureLimits) -> Document:
                 f"{where}.errorDeclaration.declarationTime",
             )
     return Document(events, context, namespaces, vocabulary_list(data))
+
+
+def _check_parties(event: dict[str, Any], where: str) -> None:
+    # Imported here: parties.py raises this module's InvalidDocument.
+    from cloud_collector.epcis import parties
+
+    parties.of_event(event, where)
 
 
 def parse_time(value: Any, path: str) -> datetime:

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cloud_collector.auth import Principal
-from cloud_collector.epcis import genealogy_feed, master_data
+from cloud_collector.epcis import genealogy_feed, master_data, parties
 from cloud_collector.epcis.document import InvalidDocument, parse_time
 from cloud_collector.epcis.identifiers import cbv_word, keys
 
@@ -44,6 +44,10 @@ values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 _INSERT_DOCUMENT = """
 insert into event_documents (event_id, type, id) values (%s, %s, %s) on conflict do nothing
+"""
+_INSERT_PARTY = """
+insert into event_parties (event_id, side, position, type, party, gln, extension, key)
+values (%s, %s, %s, %s, %s, %s, %s, %s)
 """
 _INSERT_JOB = """
 insert into epcis_capture_jobs (capture_id, created_at, finished_at, captured_by, partner_id)
@@ -181,6 +185,8 @@ async def capture(
             for t in c["biz_transactions"].obj
         ]  # fmt: skip
         await cur.executemany(_INSERT_DOCUMENT, documents)
+        found = [r for c, event in new for r in parties.rows(c["event_id"], event)]
+        await cur.executemany(_INSERT_PARTY, found)
     position = {id(event): i for i, event in enumerate(events)}
     async with conn.pipeline():  # statements whose results nobody reads need no round trip
         for c, event in new:  # in document order: a receipt before the batch that uses it

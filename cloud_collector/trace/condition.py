@@ -6,6 +6,7 @@ from __future__ import annotations
 from psycopg import AsyncConnection
 
 from cloud_collector import retention
+from cloud_collector.trace.loops import GIVEN, loop_gaps
 from cloud_collector.trace.models import Condition, ConditionBatch, ConditionRecall
 from cloud_collector.trace.rows import fetch, fetch_named, lots_where
 from cloud_collector.trace.walk import by_customer, shipment_lines
@@ -78,6 +79,7 @@ async def recall_by_condition(conn: AsyncConnection, c: Condition) -> ConditionR
     )
     if unbatched and unbatched[0]["n"]:
         gaps.append(f"{unbatched[0]['n']} readings met the condition while no batch ran")
+    gaps += await loop_gaps(conn, GIVEN, {"ids": ids}, "forward")
     return ConditionRecall(
         condition=c,
         batches=batches,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from psycopg import AsyncConnection
 
+from cloud_collector.trace.loops import GIVEN, loop_gaps
 from cloud_collector.trace.models import Direction, Lot
 from cloud_collector.trace.rows import fetch, fetch_named
 
@@ -15,8 +16,7 @@ MASS_BALANCE_TOLERANCE = 0.05
 
 # What the reached lots lack, set-based (one probe per lot, whatever the trace's size).
 # `produced` and `received` are global: a lot made by a batch whose inputs lie outside the
-# traced set was still made. A loop: the traced lot is an input of one of its own ancestors
-# (backward) or an output of one of its own descendants (forward).
+# traced set was still made. Loops: every one among the traced lots (loops.py).
 _LOT_GAPS_OF = """
 with ids as ({ids}),
 -- Probes per traced lot, written so that the planner cannot turn them into joins over
@@ -36,29 +36,19 @@ where b.origin = 'unknown' and exists (select 1 from shipment_lines s where s.lo
 union all
 select 'quantity', l.lot_id, l.gtin, l.lot_code, l.quantity_note from ids cross join lateral (
     select * from lots where lots.lot_id = ids.lot_id and quantity_note is not null limit 1) l
-union all
-select 'loop', l.lot_id, l.gtin, l.lot_code, null from lots l
-where l.lot_id = %(lot)s and exists (
-    select 1 from lot_links k join ids on ids.lot_id = k.{far} where k.{near} = %(lot)s)
 order by kind desc, lot_id
 """
-# Written out per direction, so that the loop check probes an index (a column chosen by a
-# parameter cannot: that was a scan of every link per trace).
-_LOOP_COLUMNS = {
-    "backward": ("true", "input_lot", "output_lot"),
-    "forward": ("false", "output_lot", "input_lot"),
-}
+_BACKWARD = {"backward": "true", "forward": "false"}
 # The traced lots: given as an array, or the table `reached` that walk.reached_table fills.
-_GIVEN, _REACHED = "select unnest(%(ids)s::bigint[]) as lot_id", "select lot_id from reached"
+_GIVEN, _REACHED = GIVEN, "select lot_id from reached"
 _LOT_GAPS = {
-    (direction, source): _LOT_GAPS_OF.format(ids=source, backward=b, near=near, far=far)
-    for direction, (b, near, far) in _LOOP_COLUMNS.items()
+    (direction, source): _LOT_GAPS_OF.format(ids=source, backward=b)
+    for direction, b in _BACKWARD.items()
     for source in (_GIVEN, _REACHED)
 }
 _LOT_GAP_TEXT = {
     "no_origin": "lot {name} has no recorded origin (neither produced nor received)",
     "never_made": "lot {name} was shipped but never produced or received",
-    "loop": "lot {name} reaches itself: a loop in the genealogy (rework or bad data)",
     "quantity": "lot {name}: {note}",
 }
 
@@ -81,6 +71,7 @@ async def find_gaps(
         )
         for r in await fetch_named(conn, _LOT_GAPS[direction, source], params)
     ]
+    gaps += await loop_gaps(conn, source, params, direction)
     return gaps + await _batch_gaps(conn, batch_ids)
 
 

@@ -65,11 +65,12 @@ class Receipt(Strict):
     lot_id: int | None
     epc: str | None
     document: str | None
-    supplier: str | None
+    supplier: str | None  # the ERP's supplier, else the captured event's source party
     quantity: float | None
     uom: str | None
     time: datetime
     location: str | None
+    supplier_id: str | None = None  # that source party's GS1 key, when it named the supplier
 
 
 class QcResult(Strict):

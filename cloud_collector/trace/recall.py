@@ -7,7 +7,7 @@ from psycopg import AsyncConnection
 from cloud_collector.trace.gaps import find_gaps
 from cloud_collector.trace.models import Lot, Recall, RecallLine
 from cloud_collector.trace.rows import fetch_named
-from cloud_collector.trace.walk import by_customer, reached_table
+from cloud_collector.trace.walk import CUSTOMER, by_customer, reached_table
 
 _COUNT = "select count(*) from reached"
 # The batches that made lots of the traced set out of lots of the set.
@@ -23,11 +23,14 @@ join reached o on o.lot_id = k.output_lot join reached i on i.lot_id = k.input_l
 # received the lot less what was shipped and what batches used of it (in its unit of
 # measure), all kept on the lot at ingest: at 500,000 lots every extra pass or probe per
 # lot costs a few hundred milliseconds.
-RECALL_LINES = """
-select l.lot_id, l.gtin, l.lot_code, 'shipped' as status, s.location, m.customer_id,
-       c.name as customer, m.order_id, s.shipment, s.quantity, s.uom, s.epc
+# Who got the goods: the ERP's customer, else the destination party of a captured shipping
+# event (walk.CUSTOMER).
+RECALL_LINES = f"""
+select l.lot_id, l.gtin, l.lot_code, 'shipped' as status, s.location,
+       coalesce(m.customer_id, dst.party_id) as customer_id, coalesce(c.name, dst.name) as customer,
+       m.order_id, s.shipment, s.quantity, s.uom, s.epc
 from reached join shipment_lines s using (lot_id) join lots l using (lot_id)
-left join shipments m using (shipment) left join customers c using (customer_id)
+left join shipments m using (shipment) left join customers c using (customer_id) {CUSTOMER}
 union all
 select l.lot_id, l.gtin, l.lot_code,
        case when l.quantity is not null then 'on_hand' else 'unknown' end,

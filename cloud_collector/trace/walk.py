@@ -3,7 +3,8 @@ receipts and shipments.
 
 The walk is one recursive query over lot_links with UNION (set) semantics: each lot is
 visited once however many paths reach it, so diamonds stay cheap and loops (rework, bad
-data) terminate by construction; a loop through the traced lot is reported as a gap."""
+data) terminate by construction; every loop among the reached lots is reported as a gap
+(loops.py)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,47 @@ async def count_reachable(conn: AsyncConnection, lot_id: int, direction: Directi
     return int(row[0]) if row else 0
 
 
+# The trading party of one side of a captured event (event_parties, migration 0026), for
+# lines whose ERP document names no one: the owning party, else the possessing party, else
+# the location; named from the locations master data or the ERP describe (by the id as sent,
+# else by its GLN), from the ERP's customers (by the GLN as customer id), else shown as its
+# GS1 key. One index probe per line, and none where the ERP has named the party
+# ({named}). `{alias}`: the receipts or shipment_lines row; `{party}`: the result's alias.
+TRADING_PARTY = """
+left join lateral (
+    select coalesce(p.key, p.party) as party_id,
+           coalesce((select x.name from locations x where x.location_id = p.party),
+                    (select x.name from locations x where x.gln = p.gln
+                     order by x.location_id limit 1),
+                    (select c.name from customers c where c.customer_id in (p.gln, p.party)
+                     order by c.customer_id limit 1),
+                    p.key, p.party) as name
+    from event_parties p
+    where {named} is null and p.event_id = {alias}.event_id and p.side = '{side}'
+    order by array_position(array['owning_party', 'possessing_party', 'location'], p.type)
+             nulls last, p.position
+    limit 1) {party} on true"""
+SUPPLIER = TRADING_PARTY.format(
+    named="coalesce(r.supplier, l.supplier)", alias="r", side="source", party="src"
+)
+CUSTOMER = TRADING_PARTY.format(named="m.customer_id", alias="s", side="destination", party="dst")
+_RECEIPTS = f"""
+select r.lot_id, r.epc, r.document, coalesce(r.supplier, l.supplier, src.name) as supplier,
+       src.party_id as supplier_id, r.quantity, r.uom, r.time, r.location
+from receipts r left join lots l using (lot_id) {SUPPLIER}
+where r.lot_id = any(%s) order by r.time
+"""
+_SHIPMENT_LINES = f"""
+select s.lot_id, s.epc, s.shipment, m.order_id,
+       coalesce(m.customer_id, dst.party_id) as customer_id,
+       coalesce(c.name, dst.name) as customer, m.ship_to, m.carrier, s.quantity, s.uom, s.time,
+       s.location
+from shipment_lines s left join shipments m using (shipment)
+left join customers c using (customer_id) {CUSTOMER}
+where s.lot_id = any(%s) order by s.time
+"""
+
+
 async def trace(conn: AsyncConnection, lot: Lot, direction: Direction) -> Trace:
     ids = await reachable(conn, lot.lot_id, direction)
     lots = await lots_where(conn, "lot_id = any(%s)", (ids,))
@@ -125,16 +167,7 @@ async def trace(conn: AsyncConnection, lot: Lot, direction: Direction) -> Trace:
         # Only the batches that made the descendants: not the ones that made the lot itself.
         batch_ids = sorted({link.batch_id for link in links})
     batches = await traced_batches(conn, batch_ids, detail=direction == "backward")
-    receipts = [
-        Receipt(**r)
-        for r in await fetch(
-            conn,
-            "select r.lot_id, r.epc, r.document, coalesce(r.supplier, l.supplier) as supplier,"
-            " r.quantity, r.uom, r.time, r.location from receipts r left join lots l using (lot_id)"
-            " where r.lot_id = any(%s) order by r.time",
-            ids,
-        )
-    ]
+    receipts = [Receipt(**r) for r in await fetch(conn, _RECEIPTS, ids)]
     shipments = await shipment_lines(conn, ids)
     gaps = await find_gaps(conn, lot, ids, [tb.batch.batch_id for tb in batches], direction)
     return Trace(
@@ -151,18 +184,7 @@ async def trace(conn: AsyncConnection, lot: Lot, direction: Direction) -> Trace:
 
 
 async def shipment_lines(conn: AsyncConnection, ids: list[int]) -> list[ShipmentLine]:
-    return [
-        ShipmentLine(**r)
-        for r in await fetch(
-            conn,
-            "select s.lot_id, s.epc, s.shipment, m.order_id, m.customer_id, c.name as customer,"
-            " m.ship_to, m.carrier, s.quantity, s.uom, s.time, s.location"
-            " from shipment_lines s left join shipments m using (shipment)"
-            " left join customers c using (customer_id)"
-            " where s.lot_id = any(%s) order by s.time",
-            ids,
-        )
-    ]
+    return [ShipmentLine(**r) for r in await fetch(conn, _SHIPMENT_LINES, ids)]
 
 
 def by_customer(lines: Sequence[ShipmentLine | RecallLine]) -> list[dict[str, Any]]:
