@@ -440,3 +440,15 @@ class EdgeStatus(Strict):
     quarantined: int | None = Field(default=None, ge=0, le=MAX_SEQ)
     alarms: list[Reason] = Field(default_factory=list, max_length=1000)
     last_ack_at: AwareDatetime | None = None
+
+
+class CollectorStatus(Strict):
+    """Retained on trace/v1/collectors/{collector_id}/status: online while the collector
+    consumes, offline when it stops (the broker publishes that as its last will when its
+    connection dies). A collector keeps nothing the edges cannot send again, so an edge
+    that sees one go offline sends again what it has in flight, to the living."""
+
+    contract: Literal["trace.v1"] = CONTRACT
+    collector_id: Identifier
+    state: Literal["online", "offline"]
+    time: AwareDatetime
