@@ -36,6 +36,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -51,7 +52,7 @@ from cloud_collector.ingest import Outcome, ingest, unavailable
 from cloud_collector.messages import Rejected, read, read_readings
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
-from protocols.mqtt.contract import CollectorStatus
+from protocols.mqtt.contract import Ack, CollectorStatus
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +208,15 @@ async def _consume(
                 settings.messages_in_hand,
             )
             arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-            grouped: asyncio.Queue[list[_Taken]] = asyncio.Queue(maxsize=1)
-            flow = _Flow(conn, client, settings, counters)
+            grouped: asyncio.Queue[list[Taken]] = asyncio.Queue(maxsize=1)
+
+            async def send_ack(ack: Ack) -> None:
+                await client.publish(topics.ack(ack.edge_id), ack.model_dump_json(), qos=1)
+
+            flow = Flow(conn, settings, counters, send_ack, lambda m: settle_with_broker(client, m))
             tasks = [
                 asyncio.create_task(_watch(settings, counters), name="ingest-watch"),
-                asyncio.create_task(flow.intake(arrived), name="ingest-intake"),
+                asyncio.create_task(flow.intake(client.messages, arrived), name="ingest-intake"),
                 asyncio.create_task(flow.group(arrived, grouped), name="ingest-grouper"),
                 asyncio.create_task(flow.commit(grouped), name="ingest-committer"),
             ]
@@ -240,8 +245,11 @@ async def _consume(
                         )
 
 
+AckSender = Callable[[Ack], Awaitable[None]]
+
+
 @dataclass
-class _Taken:
+class Taken:
     """A message taken from the broker, read for its way through ingest."""
 
     message: aiomqtt.Message
@@ -262,39 +270,44 @@ def _payload(message: aiomqtt.Message) -> bytes:
     return b"" if payload is None else str(payload).encode()
 
 
-class _Flow:
-    """The consumer's three tasks over one database connection and one broker client."""
+class Flow:
+    """The consumer's tasks over one database connection: `send_ack` publishes an ack,
+    `release` gives the broker its PUBACK of a settled message."""
 
     def __init__(
         self,
         conn: psycopg.AsyncConnection,
-        client: aiomqtt.Client,
         settings: CollectorSettings,
         counters: IngestCounters,
+        send_ack: AckSender,
+        release: Callable[[aiomqtt.Message], None],
     ) -> None:
         self.conn = conn
-        self.client = client
         self.settings = settings
         self.counters = counters
+        self.send_ack = send_ack
+        self.release = release
         self.committer = GroupCommit(timedelta(seconds=settings.backfill_after_s))
 
-    async def intake(self, arrived: asyncio.Queue[aiomqtt.Message]) -> None:
+    async def intake(
+        self, messages: AsyncIterator[aiomqtt.Message], arrived: asyncio.Queue[aiomqtt.Message]
+    ) -> None:
         """Everything the broker delivers: at most the Receive Maximum unsettled at once
         (messages at QoS 0, which no edge sends, are not counted by the broker)."""
         counters = self.counters
-        async for message in self.client.messages:
+        async for message in messages:
             counters.in_hand += 1
             counters.in_hand_peak = max(counters.in_hand_peak, counters.in_hand)
             arrived.put_nowait(message)
 
     async def group(
-        self, arrived: asyncio.Queue[aiomqtt.Message], grouped: asyncio.Queue[list[_Taken]]
+        self, arrived: asyncio.Queue[aiomqtt.Message], grouped: asyncio.Queue[list[Taken]]
     ) -> None:
         """Groups of what has arrived, read while the previous group commits."""
         settings = self.settings
         loop = asyncio.get_running_loop()
         while True:
-            first = self._read(await arrived.get())
+            first = self.read(await arrived.get())
             group, records = [first], first.records
             deadline = loop.time() + settings.ingest_group_linger_s
             while (
@@ -311,13 +324,14 @@ class _Flow:
                         break
                 else:
                     message = arrived.get_nowait()
-                taken = self._read(message)
+                taken = self.read(message)
                 group.append(taken)
                 records += taken.records
             await grouped.put(group)
 
-    def _read(self, message: aiomqtt.Message) -> _Taken:
-        taken = _Taken(message)
+    def read(self, message: aiomqtt.Message) -> Taken:
+        """The message read for its way: the group commit's, one by one, or a dead letter."""
+        taken = Taken(message)
         topic, payload = str(message.topic), _payload(message)
         try:
             readings = read_readings(
@@ -339,12 +353,12 @@ class _Flow:
             log.exception("reading a message on %s failed; it goes one by one", topic)
         return taken
 
-    async def commit(self, grouped: asyncio.Queue[list[_Taken]]) -> None:
+    async def commit(self, grouped: asyncio.Queue[list[Taken]]) -> None:
         while True:
             group = await grouped.get()
-            await self._settle(group)
+            await self.settle(group)
 
-    async def _settle(self, group: list[_Taken]) -> None:
+    async def settle(self, group: list[Taken]) -> None:
         """Settle a group: its fresh readings together, everything else one by one in the
         order it arrived; dead letters of unreadable messages last."""
         fresh = {t.prepared.message.edge_id for t in group if t.prepared is not None}
@@ -354,7 +368,7 @@ class _Flow:
             for taken in group:
                 if taken.prepared is not None and taken.prepared.message.edge_id not in accepted:
                     taken.prepared = None  # ingest's way: dead-lettered with the reason
-        run: list[_Taken] = []
+        run: list[Taken] = []
         for taken in group:
             if taken.unreadable:
                 continue
@@ -369,7 +383,7 @@ class _Flow:
             if taken.unreadable:
                 await self._one_by_one(taken)
 
-    async def _commit_run(self, run: list[_Taken]) -> None:
+    async def _commit_run(self, run: list[Taken]) -> None:
         if not run:
             return
         prepared = [t.prepared for t in run if t.prepared is not None]
@@ -394,22 +408,20 @@ class _Flow:
         assert outcome.ack is not None
         self.counters.rows_inserted += outcome.inserted
         self.counters.duplicates += outcome.ack.duplicate
-        await self.client.publish(
-            topics.ack(outcome.ack.edge_id), outcome.ack.model_dump_json(), qos=1
-        )
+        await self.send_ack(outcome.ack)
 
-    async def _one_by_one(self, taken: _Taken) -> None:
-        await _handle(self.conn, self.client, taken.message, self.counters, self.settings)
+    async def _one_by_one(self, taken: Taken) -> None:
+        await handle(self.conn, self.send_ack, taken.message, self.counters, self.settings)
         self._settled(taken.message)
 
     def _settled(self, message: aiomqtt.Message) -> None:
-        settle_with_broker(self.client, message)
+        self.release(message)
         self.counters.in_hand -= 1
 
 
-async def _handle(
+async def handle(
     conn: psycopg.AsyncConnection,
-    client: aiomqtt.Client,
+    send_ack: AckSender,
     message: aiomqtt.Message,
     counters: IngestCounters,
     settings: CollectorSettings,
@@ -458,7 +470,7 @@ async def _handle(
     counters.duplicates += outcome.ack.duplicate
     counters.refused_records += outcome.refused
     counters.conflicts += outcome.conflicts
-    await client.publish(topics.ack(outcome.ack.edge_id), outcome.ack.model_dump_json(), qos=1)
+    await send_ack(outcome.ack)
 
 
 def _sender(topic: str) -> str | None:
