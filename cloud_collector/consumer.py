@@ -324,6 +324,9 @@ class Flow:
                         break
                 else:
                     message = arrived.get_nowait()
+                    # Reading is the CPU work of the flow: between two messages, let the
+                    # committer send its next statement, so the database never waits for it.
+                    await asyncio.sleep(0)
                 taken = self.read(message)
                 group.append(taken)
                 records += taken.records

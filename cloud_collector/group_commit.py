@@ -72,25 +72,25 @@ where stream_id = any(%s) order by stream_id for update
 """
 _SPECS = """
 select device, tag, low, high from tag_specs
-where (device, tag) in (select * from unnest(%s::text[], %s::text[]))
+where (device, tag) in (select * from unnest(%b::text[], %b::text[]))
 """
 # As ingest's batches_seen: the first line and edge to name a batch make its row.
 _BATCHES = """
 insert into batches (batch_id, line_id, edge_id)
-select * from unnest(%s::text[], %s::text[], %s::text[]) on conflict (batch_id) do nothing
+select * from unnest(%b::text[], %b::text[], %b::text[]) on conflict (batch_id) do nothing
 """
 _COMMIT_RECORDS = """
 insert into stream_commits (stream_id, first_seq, last_seq, records, inserted)
-select * from unnest(%s::int4[], %s::int8[], %s::int8[], %s::int4[], %s::int4[])
+select * from unnest(%b::int4[], %b::int8[], %b::int8[], %b::int4[], %b::int4[])
 """
 _ADD_GAPS = """
 insert into sequence_gaps (stream_id, first_missing, last_missing, before_time, after_time)
-select * from unnest(%s::int4[], %s::int8[], %s::int8[], %s::timestamptz[], %s::timestamptz[])
+select * from unnest(%b::int4[], %b::int8[], %b::int8[], %b::timestamptz[], %b::timestamptz[])
 on conflict do nothing
 """
 _SET_HIGH_WATER = """
 update edge_streams e set high_water = m.last_seq, high_water_time = m.last_time
-from unnest(%s::int4[], %s::int8[], %s::timestamptz[]) m(stream_id, last_seq, last_time)
+from unnest(%b::int4[], %b::int8[], %b::timestamptz[]) m(stream_id, last_seq, last_time)
 where e.stream_id = m.stream_id
 """
 
@@ -101,16 +101,44 @@ class _StaleStream(Exception):
 
 @dataclass
 class Prepared:
-    """A message of fresh-looking readings, read and rolled up, waiting for its group."""
+    """A message of fresh-looking readings, read, rolled up and turned into COPY rows,
+    waiting for its group."""
 
     message: Readings
     parts: rollups.Parts
-    backfill_before: datetime
+    batches: dict[str, str]  # batch -> the line of its first reading
+    rows: list[tuple[object, ...]]
+    rows_stream: int | None  # the stream_id the rows carry (None: not known yet)
 
     @property
     def key(self) -> StreamKey:
         m = self.message
         return (m.edge_id, m.stream, m.epoch)
+
+
+def _rows(
+    message: Readings, stream_id: int | None, backfill_before: datetime
+) -> list[tuple[object, ...]]:
+    received = message.received
+    return [
+        (
+            r["time"],
+            r.get("device_time"),
+            received,
+            r["line"],
+            r["batch"],
+            r["device"],
+            r["tag"],
+            r["value"],
+            r.get("unit"),
+            r.get("quality", "good"),
+            r.get("detail"),
+            stream_id,
+            r["seq"],
+            r["time"] < backfill_before,
+        )
+        for r in message.records
+    ]
 
 
 @dataclass
@@ -132,9 +160,16 @@ class GroupCommit:
         self.streams: dict[StreamKey, int] = {}
 
     def prepare(self, message: Readings) -> Prepared:
+        """The message's rollups, batches and COPY rows, ahead of its transaction."""
         parts = rollups.Parts()
         parts.add(message.records)
-        return Prepared(message, parts, message.received - self.backfill_after)
+        batches: dict[str, str] = {}
+        for r in message.records:
+            if (batch := r["batch"]) is not None and batch not in batches:
+                batches[batch] = r["line"]
+        stream_id = self.streams.get((message.edge_id, message.stream, message.epoch))
+        before = message.received - self.backfill_after
+        return Prepared(message, parts, batches, _rows(message, stream_id, before), stream_id)
 
     async def commit(self, conn: psycopg.AsyncConnection, group: list[Prepared]) -> GroupResult:
         """Commit what of `group` is fresh in one transaction. Raises only when the
@@ -216,7 +251,7 @@ class GroupCommit:
                             high_water + 1,
                             message.first_seq - 1,
                             high_water_time,
-                            message.records[0].time,
+                            message.records[0]["time"],
                         ),
                         strict=True,
                     ):
@@ -228,7 +263,7 @@ class GroupCommit:
                     strict=True,
                 ):
                     column.append(value)
-                high_water, high_water_time = message.last_seq, message.records[-1].time
+                high_water, high_water_time = message.last_seq, message.records[-1]["time"]
                 taken.append(position)
             if (high_water, high_water_time) != marks[stream_id]:
                 for column, value in zip(
@@ -241,7 +276,6 @@ class GroupCommit:
         taken.sort()  # the group's order: the first to name a batch makes its row
 
         parts = rollups.Parts()
-        batches: dict[str, tuple[str, str]] = {}
         for position in taken:
             parts.merge(group[position].parts)
         spec_keys = parts.spec_keys()
@@ -250,34 +284,20 @@ class GroupCommit:
             cur = await conn.execute(_SPECS, ([d for d, _ in spec_keys], [t for _, t in spec_keys]))
             specs = {(d, t): (low, high) for d, t, low, high in await cur.fetchall()}
 
+        batches: dict[str, tuple[str, str]] = {}
         async with conn.cursor() as copy_cursor, copy_cursor.copy(_COPY) as copy:
             copy.set_types(_COPY_TYPES)
             for position in taken:
                 prepared = group[position]
                 message = prepared.message
-                stream_id = ids[prepared.key]
-                received, before = message.received, prepared.backfill_before
-                for r in message.records:
-                    if r.batch is not None and r.batch not in batches:
-                        batches[r.batch] = (r.line, message.edge_id)
-                    await copy.write_row(
-                        (
-                            r.time,
-                            r.device_time,
-                            received,
-                            r.line,
-                            r.batch,
-                            r.device,
-                            r.tag,
-                            r.value,
-                            r.unit,
-                            r.quality,
-                            r.detail,
-                            stream_id,
-                            r.seq,
-                            r.time < before,
-                        )
-                    )
+                for batch, line in prepared.batches.items():
+                    batches.setdefault(batch, (line, message.edge_id))
+                rows = prepared.rows
+                if prepared.rows_stream != ids[prepared.key]:  # a stream new to this process
+                    before = message.received - self.backfill_after
+                    rows = _rows(message, ids[prepared.key], before)
+                for row in rows:
+                    await copy.write_row(row)
         async with conn.pipeline():
             if batches:
                 await conn.execute(
@@ -289,8 +309,10 @@ class GroupCommit:
                     ),
                 )
             if parts.tags:
-                await conn.execute(rollups.STATS_PARTS_UPSERT, parts.stats_arrays(specs))
-                await conn.execute(rollups.MINUTES_PARTS_UPSERT, parts.minutes_arrays())
+                stats = parts.stats_arrays(specs)
+                await conn.execute(rollups.STATS_PARTS_UPSERT, stats)
+                minutes = parts.minutes_arrays()
+                await conn.execute(rollups.MINUTES_PARTS_UPSERT, minutes)
             await conn.execute(_COMMIT_RECORDS, commits)
             if gaps[0]:
                 await conn.execute(_ADD_GAPS, gaps)

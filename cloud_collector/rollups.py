@@ -14,10 +14,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 import psycopg
 from psycopg import AsyncConnection, Connection
+
+from cloud_collector.messages import FastReading
 
 log = logging.getLogger(__name__)
 
@@ -93,47 +94,28 @@ _MINUTES_UPSERT = (
 # (batch, device, tag) order as the statements over rows, so collectors cannot deadlock.
 STATS_PARTS_UPSERT = (
     f"insert into batch_tag_stats as s ({_STATS_COLUMNS})\n"
-    "select * from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[],"
-    " %s::int8[], %s::int8[], %s::int8[], %s::float8[], %s::float8[], %s::float8[],"
-    " %s::timestamptz[], %s::timestamptz[], %s::float8[], %s::float8[], %s::int8[],"
-    " %s::int8[], %s::float8[], %s::float8[], %s::timestamptz[], %s::timestamptz[])"
+    "select * from unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int8[],"
+    " %b::int8[], %b::int8[], %b::int8[], %b::float8[], %b::float8[], %b::float8[],"
+    " %b::timestamptz[], %b::timestamptz[], %b::float8[], %b::float8[], %b::int8[],"
+    " %b::int8[], %b::float8[], %b::float8[], %b::timestamptz[], %b::timestamptz[])"
     " order by 1, 2, 3" + _STATS_MERGE
 )
 MINUTES_PARTS_UPSERT = (
     f"insert into batch_tag_minutes as m ({_MINUTES_COLUMNS})\n"
-    "select * from unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::int8[],"
-    " %s::int8[], %s::float8[], %s::float8[], %s::float8[]) order by 1, 2, 3, 4" + _MINUTES_MERGE
+    "select * from unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::int8[],"
+    " %b::int8[], %b::float8[], %b::float8[], %b::float8[]) order by 1, 2, 3, 4" + _MINUTES_MERGE
 )
 
 
-class RolledReading(Protocol):
-    """What a rollup reads of a reading (the contract's Reading and the fast reader's)."""
-
-    @property
-    def seq(self) -> int: ...
-    @property
-    def time(self) -> datetime: ...
-    @property
-    def batch(self) -> str | None: ...
-    @property
-    def device(self) -> str: ...
-    @property
-    def tag(self) -> str: ...
-    @property
-    def value(self) -> float | None: ...
-    @property
-    def unit(self) -> str | None: ...
-    @property
-    def quality(self) -> str: ...
-
-
 Key = tuple[str, str, str]  # batch, device, tag
+_MINUTE = timedelta(minutes=1)
 
 
-@dataclass
+@dataclass(slots=True)
 class _TagPart:
-    unit_time: datetime
-    unit: str | None
+    first: datetime
+    last: datetime
+    unit: str | None  # of the latest reading (the later one on a tie)
     count: int = 0
     good: int = 0
     bad: int = 0
@@ -141,11 +123,9 @@ class _TagPart:
     min: float | None = None
     max: float | None = None
     sum: float = 0.0
-    first: datetime | None = None
-    last: datetime | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _MinutePart:
     count: int = 0
     good: int = 0
@@ -165,52 +145,63 @@ def _greatest(a: float | None, b: float | None) -> float | None:
 @dataclass
 class Parts:
     """The rollups of some readings, computed in Python as _STATS_SELECT and _MINUTES_SELECT
-    compute them in SQL (same groups, counts, filters and time buckets), so a group commit
-    adds many messages to the rollups in two statements of a few rows. The excursions need
-    the spec limits in force at commit: they are counted then (`stats_arrays`), from the
-    readings of the tags whose minimum or maximum lies outside them."""
+    compute them in SQL (same groups, counts, filters and 1-minute buckets), so that a
+    group commit adds many messages to the rollups in two statements of a few rows. The
+    excursions need the spec limits in force at commit: they are counted then
+    (`stats_arrays`), from the readings of the tags whose minimum or maximum lies outside."""
 
     tags: dict[Key, _TagPart] = field(default_factory=dict)
-    minutes: dict[tuple[Key, datetime], _MinutePart] = field(default_factory=dict)
-    sources: list[Sequence[RolledReading]] = field(default_factory=list)
+    minutes: dict[tuple[Key, int], _MinutePart] = field(default_factory=dict)  # epoch minute
+    sources: list[Sequence[FastReading]] = field(default_factory=list)
 
-    def add(self, readings: Sequence[RolledReading]) -> None:
-        """Add readings of one message, in its sequence order."""
+    def add(self, readings: Sequence[FastReading]) -> None:
+        """Add the readings of one message, in its sequence order."""
         self.sources.append(readings)
         tags, minutes = self.tags, self.minutes
+        # The minute of the last reading, as a window of its bounds: comparing times is a
+        # fraction of what converting each one costs, and a message's times mostly ascend.
+        window_start = window_end = None
+        minute = 0
         for r in readings:
-            if r.batch is None:
+            batch = r["batch"]
+            if batch is None:
                 continue
-            key = (r.batch, r.device, r.tag)
-            time = r.time
+            key = (batch, r["device"], r["tag"])
+            time = r["time"]
             part = tags.get(key)
             if part is None:
-                part = tags[key] = _TagPart(time, r.unit, first=time, last=time)
-            elif time >= part.unit_time:  # the unit of the latest reading (the later on a tie)
-                part.unit_time, part.unit = time, r.unit
-            part.count += 1
-            if part.first is not None and time < part.first:
+                part = tags[key] = _TagPart(time, time, r.get("unit"))
+            elif time >= part.last:
+                part.last, part.unit = time, r.get("unit")
+            elif time < part.first:
                 part.first = time
-            if part.last is not None and time > part.last:
-                part.last = time
-            utc = time.astimezone(UTC)
-            bucket = minutes.get((key, minute := utc.replace(second=0, microsecond=0)))
+            part.count += 1
+            if window_start is None or not window_start <= time < window_end:  # type: ignore[operator]
+                minute = int(time.timestamp()) // 60
+                window_start = datetime.fromtimestamp(minute * 60, UTC)
+                window_end = window_start + _MINUTE
+            bucket = minutes.get((key, minute))
             if bucket is None:
                 bucket = minutes[(key, minute)] = _MinutePart()
             bucket.count += 1
-            value = r.value
-            if r.quality == "good" and value is not None:
+            value = r["value"]
+            quality = r.get("quality", "good")
+            if quality == "good" and value is not None:
                 part.good += 1
                 part.sum += value
-                part.min = value if part.min is None or value < part.min else part.min
-                part.max = value if part.max is None or value > part.max else part.max
+                if part.min is None or value < part.min:
+                    part.min = value
+                if part.max is None or value > part.max:
+                    part.max = value
                 bucket.good += 1
                 bucket.sum += value
-                bucket.min = value if bucket.min is None or value < bucket.min else bucket.min
-                bucket.max = value if bucket.max is None or value > bucket.max else bucket.max
-            elif r.quality == "bad":
+                if bucket.min is None or value < bucket.min:
+                    bucket.min = value
+                if bucket.max is None or value > bucket.max:
+                    bucket.max = value
+            elif quality == "bad":
                 part.bad += 1
-            elif r.quality == "uncertain":
+            elif quality == "uncertain":
                 part.uncertain += 1
 
     def merge(self, other: Parts) -> None:
@@ -219,22 +210,24 @@ class Parts:
         for key, o in other.tags.items():
             part = self.tags.get(key)
             if part is None:
-                self.tags[key] = _TagPart(**vars(o))
+                self.tags[key] = _TagPart(
+                    o.first, o.last, o.unit, o.count, o.good, o.bad, o.uncertain, o.min,
+                    o.max, o.sum,
+                )  # fmt: skip
                 continue
-            if o.unit_time >= part.unit_time:
-                part.unit_time, part.unit = o.unit_time, o.unit
+            if o.last >= part.last:
+                part.last, part.unit = o.last, o.unit
+            part.first = min(part.first, o.first)
             part.count += o.count
             part.good += o.good
             part.bad += o.bad
             part.uncertain += o.uncertain
             part.min, part.max = _least(part.min, o.min), _greatest(part.max, o.max)
             part.sum += o.sum
-            part.first = min(t for t in (part.first, o.first) if t is not None)
-            part.last = max(t for t in (part.last, o.last) if t is not None)
-        for mkey, om in other.minutes.items():
-            bucket = self.minutes.get(mkey)
+        for minute, om in other.minutes.items():
+            bucket = self.minutes.get(minute)
             if bucket is None:
-                self.minutes[mkey] = _MinutePart(**vars(om))
+                self.minutes[minute] = _MinutePart(om.count, om.good, om.sum, om.min, om.max)
                 continue
             bucket.count += om.count
             bucket.good += om.good
@@ -263,13 +256,13 @@ class Parts:
             ):
                 for readings in self.sources:
                     for r in readings:
-                        value = r.value
+                        value = r["value"]
                         if (
-                            r.batch != key[0]
-                            or r.device != key[1]
-                            or r.tag != key[2]
-                            or r.quality != "good"
-                            or value is None
+                            value is None
+                            or r["batch"] != key[0]
+                            or r["device"] != key[1]
+                            or r["tag"] != key[2]
+                            or r.get("quality", "good") != "good"
                         ):
                             continue
                         is_below = low is not None and value < low
@@ -279,8 +272,9 @@ class Parts:
                         below += is_below
                         above += is_above
                         ex_min, ex_max = _least(ex_min, value), _greatest(ex_max, value)
-                        ex_first = r.time if ex_first is None else min(ex_first, r.time)
-                        ex_last = r.time if ex_last is None else max(ex_last, r.time)
+                        time = r["time"]
+                        ex_first = time if ex_first is None else min(ex_first, time)
+                        ex_last = time if ex_last is None else max(ex_last, time)
             row = (
                 *key,
                 part.unit,
@@ -311,7 +305,8 @@ class Parts:
         columns: list[list[object]] = [[] for _ in range(9)]
         for key, minute in sorted(self.minutes):
             b = self.minutes[(key, minute)]
-            row = (*key, minute, b.count, b.good, b.sum, b.min, b.max)
+            start = datetime.fromtimestamp(minute * 60, UTC)
+            row = (*key, start, b.count, b.good, b.sum, b.min, b.max)
             for column, cell in zip(columns, row, strict=True):
                 column.append(cell)
         return columns
