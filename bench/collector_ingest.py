@@ -142,19 +142,24 @@ async def group_commit(
 ) -> tuple[float, IngestCounters]:
     """The consumer's grouper and committer over a backlog of the workload's messages."""
     counters = IngestCounters()
-    flow = Flow(conn, settings, counters, _count_ack, lambda m: None)
+    messages = _messages(load)
+    unsettled = len(messages)
+
+    def settled(message: aiomqtt.Message) -> None:
+        nonlocal unsettled
+        unsettled -= 1
+
+    flow = Flow(conn, settings, counters, _count_ack, settled)
     arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
     grouped: asyncio.Queue[list[Taken]] = asyncio.Queue(maxsize=1)
-    messages = _messages(load)
     start = time.perf_counter()
     for message in messages:
         arrived.put_nowait(message)
-    counters.in_hand = len(messages)
     tasks = [
         asyncio.create_task(flow.group(arrived, grouped)),
         asyncio.create_task(flow.commit(grouped)),
     ]
-    while counters.in_hand > 0:
+    while unsettled > 0:
         await asyncio.sleep(0.002)
         for task in tasks:
             if task.done():

@@ -49,6 +49,7 @@ from cloud_collector import dead_letters
 from cloud_collector.broker_identities import accepts_edge
 from cloud_collector.group_commit import GroupCommit, Prepared
 from cloud_collector.ingest import Outcome, ingest, unavailable
+from cloud_collector.intake import Intake
 from cloud_collector.messages import Rejected, read, read_readings
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
@@ -90,12 +91,17 @@ class IngestCounters:
     groups: int = 0  # group commits
     grouped: int = 0  # messages committed by them (the others went one by one)
     in_hand: int = 0  # messages taken from the broker and not yet settled
-    in_hand_peak: int = 0  # the most at once (bounded by the Receive Maximum)
+    in_hand_peak: int = 0  # the most at once (bounded by settings.messages_in_hand)
     running: bool = False  # the consumer task is alive (False once it has stopped)
     broker_connected: bool = False
     database_connected: bool = False
     last_error: str | None = None  # the last failure the consumer met, with its reason
     last_message_at: datetime | None = None
+
+
+def _held(counters: IngestCounters, held: int) -> None:
+    counters.in_hand = held
+    counters.in_hand_peak = max(counters.in_hand_peak, held)
 
 
 def _connect_properties(settings: CollectorSettings) -> Properties:
@@ -118,20 +124,6 @@ def _expiring(packet: int) -> Properties:
     props = Properties(packet)
     props.MessageExpiryInterval = OFFLINE_KEPT_S
     return props
-
-
-def take_manual_acks(client: aiomqtt.Client) -> None:
-    """Acknowledge each message to the broker only when `settle_with_broker` says so.
-    aiomqtt 2.5 has no switch for it; its paho client (`_client`) has. Without it, paho
-    acknowledges on receipt and the broker's Receive Maximum bounds nothing."""
-    client._client.manual_ack_set(True)
-
-
-def settle_with_broker(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-    """The PUBACK of a message the collector has settled (committed, refused or kept as a
-    dead letter): it frees one place of the Receive Maximum."""
-    if message.qos > 0:
-        client._client.ack(message.mid, message.qos)
 
 
 async def run_consumer(
@@ -195,7 +187,7 @@ async def _consume(
                 properties=_expiring(PacketTypes.WILLMESSAGE),
             ),
         )
-        take_manual_acks(client)
+        intake = Intake(client, settings.messages_in_hand, lambda held: _held(counters, held))
         async with client:
             subscription = topics.data_subscription(settings.share_group)
             await client.subscribe(subscription, qos=1)
@@ -210,10 +202,7 @@ async def _consume(
             arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
             grouped: asyncio.Queue[list[Taken]] = asyncio.Queue(maxsize=1)
 
-            async def send_ack(ack: Ack) -> None:
-                await client.publish(topics.ack(ack.edge_id), ack.model_dump_json(), qos=1)
-
-            flow = Flow(conn, settings, counters, send_ack, lambda m: settle_with_broker(client, m))
+            flow = Flow(conn, settings, counters, intake.send_ack, intake.release)
             tasks = [
                 asyncio.create_task(_watch(settings, counters), name="ingest-watch"),
                 asyncio.create_task(flow.intake(client.messages, arrived), name="ingest-intake"),
@@ -232,6 +221,7 @@ async def _consume(
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+                intake.close()
                 # Leaving on purpose (or for the database): a clean disconnect sends no
                 # will, so say it here, and the edges resend what this collector held.
                 with contextlib.suppress(Exception):
@@ -292,12 +282,9 @@ class Flow:
     async def intake(
         self, messages: AsyncIterator[aiomqtt.Message], arrived: asyncio.Queue[aiomqtt.Message]
     ) -> None:
-        """Everything the broker delivers: at most the Receive Maximum unsettled at once
-        (messages at QoS 0, which no edge sends, are not counted by the broker)."""
-        counters = self.counters
+        """Everything the broker delivers (at most `messages_in_hand` unsettled at once:
+        intake.Intake counts them and stops reading beyond)."""
         async for message in messages:
-            counters.in_hand += 1
-            counters.in_hand_peak = max(counters.in_hand_peak, counters.in_hand)
             arrived.put_nowait(message)
 
     async def group(
@@ -419,7 +406,6 @@ class Flow:
 
     def _settled(self, message: aiomqtt.Message) -> None:
         self.release(message)
-        self.counters.in_hand -= 1
 
 
 async def handle(
