@@ -9,7 +9,10 @@ It makes its own database (`trace_bench_ingest`, dropped and migrated at the sta
 `readings` and the COPY's table start empty and grow alike. A run plays `--readings`
 readings from `--edges` edges (their messages interleaved, as a fleet's arrive) at each
 message size, taking turns: COPY, group commit, one by one. Each figure is the median of
-`--runs` runs with their spread; the ratio is to the COPY of the same run.
+`--runs` runs with their spread; the ratio is to the COPY of the same run. Beside the
+rates, the CPU each path costs per reading, in this process and in its PostgreSQL backend
+(read from /proc: the database must run on this machine): on a machine shared with other
+work these are steadier than the rates, and they say where more cores would go.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -61,6 +65,42 @@ _COPY_TABLE = [
     "create unique index on copy_reference (stream_id, seq, time)",
     "create index on copy_reference (batch_id, device, tag, time) where batch_id is not null",
 ]
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds a process has used (user + system)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+@dataclass
+class Cost:
+    """CPU microseconds per reading: this process, its PostgreSQL backend."""
+
+    python: float
+    postgres: float
+
+
+class Meter:
+    def __init__(self, backend: int) -> None:
+        self.backend = backend
+
+    def __enter__(self) -> Meter:
+        self._start = (time.process_time(), _cpu_of(self.backend))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.spent = (
+            time.process_time() - self._start[0],
+            _cpu_of(self.backend) - self._start[1],
+        )
+
+    def per(self, readings: int) -> Cost:
+        return Cost(self.spent[0] / readings * 1e6, self.spent[1] / readings * 1e6)
 
 
 @dataclass
@@ -189,25 +229,37 @@ class Figures:
     group: list[float]
     alone: list[float]
     groups: list[float]  # messages per group commit
+    costs: dict[str, list[Cost]]
 
 
 async def measure(url: str, args: argparse.Namespace) -> dict[int, Figures]:
     settings = CollectorSettings(database_url=url)
-    figures: dict[int, Figures] = {s: Figures([], [], [], []) for s in args.sizes}
+    figures = {
+        s: Figures([], [], [], [], {"copy": [], "group": [], "alone": []}) for s in args.sizes
+    }
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         for statement in _COPY_TABLE:
             await conn.execute(statement)  # type: ignore[arg-type]
+        row = await (await conn.execute("select pg_backend_pid()")).fetchone()
+        meter = Meter(int(row[0]) if row else 0)
         for run in range(args.runs):
             for size in args.sizes:
                 load = workload(run, size, args.readings, args.edges, args.tags)
                 f = figures[size]
-                f.copy.append(load.readings / await copy_reference(conn, load))
-                elapsed, counters = await group_commit(conn, settings, load)
+                with meter:
+                    f.copy.append(load.readings / await copy_reference(conn, load))
+                f.costs["copy"].append(meter.per(load.readings))
+                with meter:
+                    elapsed, counters = await group_commit(conn, settings, load)
+                f.costs["group"].append(meter.per(load.readings))
                 f.group.append(load.readings / elapsed)
                 f.groups.append(counters.grouped / max(counters.groups, 1))
                 if not args.skip_one_by_one:
                     alone = workload(run + 1000, size, args.readings // 4, args.edges, args.tags)
-                    f.alone.append(alone.readings / await one_by_one(conn, settings, alone))
+                    with meter:
+                        rate = alone.readings / await one_by_one(conn, settings, alone)
+                    f.alone.append(rate)
+                    f.costs["alone"].append(meter.per(alone.readings))
                 print(
                     f"run {run + 1} size {size}: COPY {f.copy[-1]:,.0f}/s, group commit "
                     f"{f.group[-1]:,.0f}/s ({f.group[-1] / f.copy[-1]:.2f} x)"
@@ -230,21 +282,31 @@ def _ratios(values: list[float], copy: list[float]) -> str:
     return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
+def _cost(costs: list[Cost]) -> str:
+    python = statistics.median(c.python for c in costs)
+    postgres = statistics.median(c.postgres for c in costs)
+    return f"{python:.1f} | {postgres:.1f}"
+
+
 def report(figures: dict[int, Figures], runs: int) -> None:
-    print(f"\nreadings/s, median (min-max) of {runs} runs; x = per run, to that run's COPY")
-    print("| records/msg | path | messages/s | readings/s | x same-run COPY |")
-    print("|---|---|---|---|---|")
+    print(f"\nreadings/s, median (min-max) of {runs} runs; x = per run, to that run's COPY;")
+    print("CPU: microseconds per reading in this process and in its PostgreSQL backend")
+    print(
+        "| records/msg | path | messages/s | readings/s | x same-run COPY "
+        "| CPU collector | CPU postgres |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for size, f in figures.items():
-        print(f"| {size} | binary COPY | | {_spread(f.copy)} | 1.00 |")
+        print(f"| {size} | binary COPY | | {_spread(f.copy)} | 1.00 | {_cost(f.costs['copy'])} |")
         print(
             f"| {size} | group commit ({statistics.median(f.groups):.0f} msgs/group) | "
             f"{_spread([g / size for g in f.group])} | {_spread(f.group)} | "
-            f"{_ratios(f.group, f.copy)} |"
+            f"{_ratios(f.group, f.copy)} | {_cost(f.costs['group'])} |"
         )
         if f.alone:
             print(
                 f"| {size} | one by one | {_spread([a / size for a in f.alone])} | "
-                f"{_spread(f.alone)} | {_ratios(f.alone, f.copy)} |"
+                f"{_spread(f.alone)} | {_ratios(f.alone, f.copy)} | {_cost(f.costs['alone'])} |"
             )
 
 

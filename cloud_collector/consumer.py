@@ -45,7 +45,7 @@ import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_collector import dead_letters
+from cloud_collector import dead_letters, rollups
 from cloud_collector.broker_identities import accepts_edge
 from cloud_collector.group_commit import GroupCommit, Prepared
 from cloud_collector.ingest import Outcome, ingest, unavailable
@@ -294,7 +294,8 @@ class Flow:
         settings = self.settings
         loop = asyncio.get_running_loop()
         while True:
-            first = self.read(await arrived.get())
+            parts = rollups.Parts()
+            first = self.read(await arrived.get(), parts)
             group, records = [first], first.records
             deadline = loop.time() + settings.ingest_group_linger_s
             while (
@@ -314,13 +315,14 @@ class Flow:
                     # Reading is the CPU work of the flow: between two messages, let the
                     # committer send its next statement, so the database never waits for it.
                     await asyncio.sleep(0)
-                taken = self.read(message)
+                taken = self.read(message, parts)
                 group.append(taken)
                 records += taken.records
             await grouped.put(group)
 
-    def read(self, message: aiomqtt.Message) -> Taken:
-        """The message read for its way: the group commit's, one by one, or a dead letter."""
+    def read(self, message: aiomqtt.Message, parts: rollups.Parts | None = None) -> Taken:
+        """The message read for its way: the group commit's (its readings added to the
+        group's rollups `parts`), one by one, or a dead letter."""
         taken = Taken(message)
         topic, payload = str(message.topic), _payload(message)
         try:
@@ -332,7 +334,7 @@ class Flow:
                 self.settings.max_message_bytes,
             )
             if readings is not None:
-                taken.prepared = self.committer.prepare(readings)
+                taken.prepared = self.committer.prepare(readings, parts)
                 return taken
             read(topic, payload, self.settings.max_message_bytes)
         except Rejected:

@@ -159,9 +159,11 @@ class GroupCommit:
         self.backfill_after = backfill_after
         self.streams: dict[StreamKey, int] = {}
 
-    def prepare(self, message: Readings) -> Prepared:
-        """The message's rollups, batches and COPY rows, ahead of its transaction."""
-        parts = rollups.Parts()
+    def prepare(self, message: Readings, parts: rollups.Parts | None = None) -> Prepared:
+        """The message's batches and COPY rows, ahead of its transaction, and its readings
+        added to `parts` (the rollups of its group, shared by the messages of the group
+        so that the common case adds each reading once)."""
+        parts = parts if parts is not None else rollups.Parts()
         parts.add(message.records)
         batches: dict[str, str] = {}
         for r in message.records:
@@ -275,9 +277,12 @@ class GroupCommit:
             return result
         taken.sort()  # the group's order: the first to name a batch makes its row
 
-        parts = rollups.Parts()
-        for position in taken:
-            parts.merge(group[position].parts)
+        parts = group[taken[0]].parts
+        if len(parts.sources) != len(taken) or any(group[p].parts is not parts for p in taken):
+            # Not every message added to these rollups is committed here: count again.
+            parts = rollups.Parts()
+            for position in taken:
+                parts.add(group[position].message.records)
         spec_keys = parts.spec_keys()
         specs: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         if spec_keys:

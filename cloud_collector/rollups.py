@@ -146,7 +146,8 @@ def _greatest(a: float | None, b: float | None) -> float | None:
 class Parts:
     """The rollups of some readings, computed in Python as _STATS_SELECT and _MINUTES_SELECT
     compute them in SQL (same groups, counts, filters and 1-minute buckets), so that a
-    group commit adds many messages to the rollups in two statements of a few rows. The
+    group commit adds many messages to the rollups in two statements of a few rows (the
+    messages added in order, as one upsert after another would add them). The
     excursions need the spec limits in force at commit: they are counted then
     (`stats_arrays`), from the readings of the tags whose minimum or maximum lies outside."""
 
@@ -203,36 +204,6 @@ class Parts:
                 part.bad += 1
             elif quality == "uncertain":
                 part.uncertain += 1
-
-    def merge(self, other: Parts) -> None:
-        """Add another message's parts after this one's (as its upsert would follow)."""
-        self.sources.extend(other.sources)
-        for key, o in other.tags.items():
-            part = self.tags.get(key)
-            if part is None:
-                self.tags[key] = _TagPart(
-                    o.first, o.last, o.unit, o.count, o.good, o.bad, o.uncertain, o.min,
-                    o.max, o.sum,
-                )  # fmt: skip
-                continue
-            if o.last >= part.last:
-                part.last, part.unit = o.last, o.unit
-            part.first = min(part.first, o.first)
-            part.count += o.count
-            part.good += o.good
-            part.bad += o.bad
-            part.uncertain += o.uncertain
-            part.min, part.max = _least(part.min, o.min), _greatest(part.max, o.max)
-            part.sum += o.sum
-        for minute, om in other.minutes.items():
-            bucket = self.minutes.get(minute)
-            if bucket is None:
-                self.minutes[minute] = _MinutePart(om.count, om.good, om.sum, om.min, om.max)
-                continue
-            bucket.count += om.count
-            bucket.good += om.good
-            bucket.sum += om.sum
-            bucket.min, bucket.max = _least(bucket.min, om.min), _greatest(bucket.max, om.max)
 
     def spec_keys(self) -> list[tuple[str, str]]:
         """The (device, tag) pairs whose spec limits the excursions need."""

@@ -42,7 +42,7 @@ class CollectorSettings(BaseSettings):
     # Group commit: messages of readings committed in one transaction, at most this many
     # messages or records (one message may exceed the records alone), waiting at most the
     # linger after the first for more to arrive (none when more are already waiting).
-    ingest_group_messages: int = Field(default=50, ge=1, le=10_000)
+    ingest_group_messages: int = Field(default=200, ge=1, le=10_000)
     ingest_group_records: int = Field(default=20_000, ge=1, le=1_000_000)
     ingest_group_linger_s: float = Field(default=0.005, ge=0, le=1)
     # MQTT v5 Receive Maximum: messages the broker may have delivered to this collector and

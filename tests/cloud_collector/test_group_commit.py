@@ -20,7 +20,7 @@ import aiomqtt
 import psycopg
 import pytest
 
-from cloud_collector import broker_identities
+from cloud_collector import broker_identities, rollups
 from cloud_collector.broker_identities import IdentityKind
 from cloud_collector.consumer import Flow, IngestCounters, handle
 from cloud_collector.settings import CollectorSettings
@@ -250,7 +250,8 @@ async def _grouped(
         for text in group:
             mid += 1
             messages.append(_message(edge, text, mid))
-        await flow.settle([flow.read(m) for m in messages])
+        parts = rollups.Parts()  # the group's rollups, as the consumer's grouper keeps them
+        await flow.settle([flow.read(m, parts) for m in messages])
     return edge, acks, counters, released
 
 
