@@ -4,8 +4,9 @@ The common case at plant speed is a message of fresh readings: numbered past eve
 its stream has committed, valid as a whole. For a group of such messages the collector
 does per group what ingest.py does per message, in a handful of statements:
 
-- read each message outside the transaction (messages.read_readings) and add up its
-  rollups in Python (rollups.Parts);
+- read each message outside the transaction (messages.read_readings), make its COPY
+  rows and add its readings to the group's rollups in Python (rollups.Parts), while the
+  group before it commits;
 - lock the group's streams (`edge_streams`, in stream_id order, so that two collectors
   cannot deadlock) and read their high-water marks;
 - take, per stream in sequence order, each message that starts past the mark (which then

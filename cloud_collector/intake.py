@@ -130,5 +130,8 @@ class Intake:
             loop.add_reader(fd, callback, *(args or ()))
 
     def close(self) -> None:
+        """Leaving: read again (the last words need their PUBACK), forget pending acks."""
+        if self._paused is not None:
+            self._resume()
         for task in list(self._acks):
             task.cancel()

@@ -23,6 +23,7 @@ import pytest
 from cloud_collector import broker_identities, rollups
 from cloud_collector.broker_identities import IdentityKind
 from cloud_collector.consumer import Flow, IngestCounters, handle
+from cloud_collector.group_commit import GroupCommit
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
 from protocols.mqtt.contract import Ack
@@ -309,3 +310,30 @@ async def test_the_excursions_are_counted_against_the_limits_in_force(
         SPEC_LOW,
         SPEC_HIGH,
     )
+
+
+async def test_a_deadlock_is_tried_again_not_taken_for_the_messages_fault(
+    conn: psycopg.AsyncConnection,
+    collector_settings: CollectorSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two collectors racing for a batch's rollup rows: the database rolls one back, and
+    that one commits its group again (not one by one, and not by a restart)."""
+    real = GroupCommit._commit
+    calls = 0
+
+    async def deadlocked_once(self: GroupCommit, *args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected (injected)")
+        return await real(self, *args)
+
+    monkeypatch.setattr(GroupCommit, "_commit", deadlocked_once)
+    _, acks, counters, _ = await _grouped(conn, collector_settings, [["r 0-9", "r 10-19"]])
+    assert calls == 2
+    assert (counters.groups, counters.grouped) == (1, 2)
+    assert [(a.first_seq, a.refused) for a in sorted(acks, key=lambda a: a.first_seq)] == [
+        (0, None),
+        (10, None),
+    ]
