@@ -351,8 +351,12 @@ class Flow:
             await self.settle(group)
 
     async def settle(self, group: list[Taken]) -> None:
-        """Settle a group: its fresh readings together, everything else one by one in the
-        order it arrived; dead letters of unreadable messages last."""
+        """Settle a group: the dead letters of unreadable messages first (they touch
+        nothing else, and a garbage storm then splits no group), then its fresh readings
+        together and everything else one by one, in the order it arrived."""
+        for taken in group:
+            if taken.unreadable:
+                await self._one_by_one(taken)
         fresh = {t.prepared.message.edge_id for t in group if t.prepared is not None}
         if fresh:
             cur = await self.conn.execute(_ACCEPTED_EDGES, (sorted(fresh),))
@@ -371,9 +375,6 @@ class Flow:
             run = []
             await self._one_by_one(taken)
         await self._commit_run(run)
-        for taken in group:
-            if taken.unreadable:
-                await self._one_by_one(taken)
 
     async def _commit_run(self, run: list[Taken]) -> None:
         if not run:
