@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from cloud_collector import rollups
+from cloud_collector import edge_status, retention, rollups
 from cloud_collector.api import create_app, server_options
 from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.migrate import migrate
@@ -44,17 +44,23 @@ async def supervised(
 
 
 async def serve(settings: CollectorSettings, counters: IngestCounters | None = None) -> None:
-    """The HTTP API, with the consumer and the percentiles of ended batches beside it in
-    one event loop. The process lives as long as its API: the others are supervised and
-    restarted, their state visible on /healthz, and never stop the API."""
+    """The HTTP API, with the consumer, the percentiles of ended batches and readings
+    retention (when TRACE_READINGS_RETENTION_DAYS is set) beside it in one event loop. The
+    process lives as long as its API: the others are supervised and restarted, their state
+    visible on /healthz, and never stop the API."""
     counters = counters or IngestCounters()
+    keep_days = settings.readings_retention_days
+    kept = retention.RetentionState(keep_days) if keep_days is not None else None
 
     def consumer_crashed(err: BaseException) -> None:
         counters.restarts += 1
         counters.last_error = f"consumer failed: {type(err).__name__}: {err}"
 
+    app = create_app(settings, counters, kept)
+    status_settings = edge_status.EdgeStatusSettings()
+    keeper = edge_status.KeeperCounters()
     config = uvicorn.Config(
-        create_app(settings, counters),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         log_level="info",
@@ -73,6 +79,38 @@ async def serve(settings: CollectorSettings, counters: IngestCounters | None = N
             name="batch-percentiles",
         ),
     ]
+    if status_settings.username is not None:
+        app.state.edge_status = keeper
+        background.append(
+            asyncio.create_task(
+                supervised(
+                    "edge-status",
+                    lambda: edge_status.keep_edge_status(settings, status_settings, keeper),
+                ),
+                name="edge-status",
+            )
+        )
+    else:
+        log.info(
+            "edge status: not kept by this collector (TRACE_EDGE_STATUS_USERNAME unset; "
+            "issue it an identity of its own: tracectl broker add NAME --kind collector)"
+        )
+    if kept is not None:
+        background.append(
+            asyncio.create_task(
+                supervised(
+                    "readings-retention",
+                    lambda: retention.keep_readings(
+                        settings.database_url,
+                        kept.keep_days,
+                        settings.readings_retention_every_s,
+                        settings.collector_id,
+                        kept,
+                    ),
+                ),
+                name="readings-retention",
+            )
+        )
     try:
         await server.serve()
     finally:

@@ -10,6 +10,12 @@ holds one. Keys are issued with
 `tracectl credential add` (straight into the database, so a fresh install needs no key to
 make its first one) or by an admin over `POST /api/v1/credentials`.
 
+**Page sessions.** The pages (cloud_collector/pages/) sign in with a key and keep a session
+token in a cookie (`SESSION_COOKIE`), stored as its SHA-256 like a key; `require` accepts
+it in place of the header, with the key's role and partner, looked up by a second
+`Keyring` (`sessions=True`). A request with a session that changes something must carry
+`csrf_token(session)` in `CSRF_HEADER`.
+
 **Roles** (`ROLES` below): each route names the roles it accepts; `admin` passes every
 check. Roles do not include one another otherwise: an ERP integration's `importer` key
 cannot read traces, a `reader` key cannot change what the traces say.
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import secrets
 import time
 from collections import OrderedDict
@@ -299,6 +306,14 @@ select key_hash, credential_id, name, role, partner_id,
        last_used_at is null or last_used_at < now() - interval '60 seconds'
 from api_credentials where key_hash = any(%s) and revoked_at is null
 """
+# A page session (cloud_collector/pages/session.py) stands for the credential that opened
+# it, while neither has ended: revoking the key ends its sessions too.
+_SESSIONS_BY_HASHES = """
+select s.token_hash, c.credential_id, c.name, c.role, c.partner_id
+from page_sessions s join api_credentials c using (credential_id)
+where s.token_hash = any(%s) and s.expires_at > now() and s.signed_out_at is null
+  and c.revoked_at is null
+"""
 # At most one write per key per minute, however busy the key.
 _TOUCH = "update api_credentials set last_used_at = now() where credential_id = %s"
 
@@ -381,6 +396,18 @@ async def _authenticate(conn: AsyncConnection, digests: list[bytes]) -> dict[byt
     return found
 
 
+async def _session_principals(
+    conn: AsyncConnection, digests: list[bytes]
+) -> dict[bytes, Principal]:
+    """The principals of those of `digests` (session token hashes) that are in force."""
+    rows = await (await conn.execute(_SESSIONS_BY_HASHES, (digests,))).fetchall()
+    found = {}
+    for digest, credential_id, name, role, partner_id in rows:
+        partner = await load_partner(conn, partner_id) if partner_id is not None else None
+        found[bytes(digest)] = Principal(credential_id, name, Role(role), partner)
+    return found
+
+
 # ---- Keys checked per request ----------------------------------------------------------
 
 
@@ -415,8 +442,11 @@ class Keyring:
         wait_s: float = 5.0,
         batch: int = 1000,
         max_entries: int = 10_000,
+        sessions: bool = False,
     ) -> None:
         self._pool = pool
+        # The same cache and batching for the pages' session tokens (hashed like keys).
+        self._lookup_by_hash = _session_principals if sessions else _authenticate
         self._ttl_s = ttl_s
         self._wait_s = wait_s
         self._batch = batch
@@ -454,7 +484,7 @@ class Keyring:
             try:
                 self.lookups += 1
                 async with asyncio.timeout(self._wait_s), self._pool.connection() as conn:
-                    found = await _authenticate(conn, digests)
+                    found = await self._lookup_by_hash(conn, digests)
             except (TimeoutError, PoolTimeout, psycopg.OperationalError) as err:
                 unavailable = KeysUnavailable(
                     "the API key could not be checked: the database did not answer within "
@@ -499,6 +529,21 @@ _bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: B
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
 _CHALLENGE = 'Bearer realm="lot-trace"'
 
+# The pages' session: a random token in an HttpOnly, SameSite=Strict cookie, stored as its
+# SHA-256 like a key (cloud_collector/pages/session.py opens and ends it). A request that
+# carries no key may carry the cookie instead; one that changes something (not GET, HEAD,
+# OPTIONS) must then also send the session's CSRF token in X-CSRF-Token: a page of another
+# site can make the browser send the cookie, never read the token.
+SESSION_COOKIE = "lt_session"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token(session: str) -> str:
+    """The CSRF token of a session: derived from its secret token (nothing more to store),
+    and telling nothing about it."""
+    return hmac.new(session.encode(), b"csrf", hashlib.sha256).hexdigest()
+
 
 def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
     challenge = _CHALLENGE + (f', error="{error}"' if error else "")
@@ -517,21 +562,40 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
         api_key: Annotated[str | None, Security(_api_key)],
     ) -> Principal:
         key = bearer.credentials if bearer is not None else api_key
-        if not key:
+        session = None if key else request.cookies.get(SESSION_COOKIE)
+        if not key and not session:
             raise _unauthorized(
                 "this needs an API key: send Authorization: Bearer KEY (or X-API-Key: KEY); "
                 "an admin issues one with `tracectl credential add NAME --role ROLE`"
             )
-        keyring: Keyring = request.app.state.keyring
+        keyring: Keyring = request.app.state.sessions if session else request.app.state.keyring
         try:
-            found = await keyring.principal(key)
+            found = await keyring.principal(session or key or "")
         except KeysUnavailable as err:
             raise HTTPException(503, str(err), headers={"Retry-After": "2"}) from err
+        if found is None and session:
+            raise _unauthorized(
+                "the page session has expired, was signed out or its key was revoked: "
+                "sign in again at /signin",
+                "invalid_token",
+            )
         if found is None:
             raise _unauthorized(
                 "the API key is unknown or revoked: ask an admin for a new one "
                 "(tracectl credential list shows those in force)",
                 "invalid_token",
+            )
+        if (
+            session
+            and request.method not in _SAFE_METHODS
+            and not hmac.compare_digest(
+                request.headers.get(CSRF_HEADER, "").encode(), csrf_token(session).encode()
+            )
+        ):
+            raise HTTPException(
+                403,
+                f"a request signed in by a page session must carry its {CSRF_HEADER} header "
+                "(the pages send it): reload the page and try again",
             )
         if found.role not in accepted:
             raise HTTPException(

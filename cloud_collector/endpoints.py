@@ -1,5 +1,6 @@
 """What every endpoint of the HTTP API shares, written once: the roles a route accepts, the
-request's pooled connection, the app's settings and pool (what create_app put in
+request's pooled connection (GET and HEAD on the read pool, which a standby may serve;
+other methods on the primary), the app's settings and pool (what create_app put in
 `app.state`), a lot as the client names it (404 unknown, 409 ambiguous with the candidates),
 an ERP import in one transaction (422 on a reference to nothing), and answers as JSON or
 CSV."""
@@ -32,18 +33,48 @@ class KeyNotCheckedFirst(RuntimeError):
     """A route asked for a connection before its key was checked: a bug in the route."""
 
 
-async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """A connection of the app's pool for the length of the request, only once the caller's
-    key has been checked (auth.require ran first): a request with a bogus key must never
-    hold one. FastAPI resolves a route's `dependencies=[...]` before its parameters, and
-    parameters in the order they are declared; a route that gets this wrong fails here on
-    every request, and in tests/cloud_collector/test_auth.py before it ships."""
+# Methods whose routes only read: they are served from the read pool (api.py), which is on
+# the read standby when one is set (TRACE_READ_DATABASE_URL) and read-only in any case.
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _checked(request: Request) -> None:
     if getattr(request.state, "principal", None) is None:
         raise KeyNotCheckedFirst(
             f"{request.method} {request.url.path} takes a database connection before "
             "checking the API key: declare its auth.require dependency first"
         )
-    async with request.app.state.pool.connection() as conn:
+
+
+def app_pool(request: Request) -> AsyncConnectionPool:
+    """The pool a request's queries run on, chosen here for every route by its method: the
+    read pool for GET and HEAD (a standby may answer them), the primary's for the rest.
+    Also for an answer streamed on its own connection after the request's connection has
+    gone back (the recall CSV, an FSMA 204 spreadsheet)."""
+    state = request.app.state
+    pool: AsyncConnectionPool = (
+        state.read_pool if request.method in READ_METHODS else state.write_pool
+    )
+    return pool
+
+
+async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A connection for the length of the request (of app_pool's choosing), only once the
+    caller's key has been checked (auth.require ran first): a request with a bogus key must
+    never hold one. FastAPI resolves a route's `dependencies=[...]` before its parameters,
+    and parameters in the order they are declared; a route that gets this wrong fails here
+    on every request, and in tests/cloud_collector/test_auth.py before it ships."""
+    _checked(request)
+    async with app_pool(request).connection() as conn:
+        yield conn
+
+
+async def primary_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A connection of the primary for a GET that must see what this API has just written
+    (a capture job's status right after its 202), which a lagging standby may not have
+    replayed yet. The same key check first."""
+    _checked(request)
+    async with request.app.state.write_pool.connection() as conn:
         yield conn
 
 
@@ -56,13 +87,6 @@ def app_settings(request: Request) -> CollectorSettings:
     """The settings the app was made with (create_app keeps them in `app.state`)."""
     settings: CollectorSettings = request.app.state.settings
     return settings
-
-
-def app_pool(request: Request) -> AsyncConnectionPool:
-    """The API's pool, for an answer streamed on its own connection after the request's
-    connection has gone back (the recall CSV, an FSMA 204 spreadsheet)."""
-    pool: AsyncConnectionPool = request.app.state.pool
-    return pool
 
 
 Settings = Annotated[CollectorSettings, Depends(app_settings)]

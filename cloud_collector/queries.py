@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from pydantic import Field
 
-from cloud_collector import rollups
+from cloud_collector import retention, rollups
 from protocols.strict import Strict
 
 # For the API's connections: jit off, as trace queries are many short statements over large
@@ -53,6 +53,9 @@ class TagSummary(Strict):
     p95: float | None = None
     first_time: datetime
     last_time: datetime
+    # The tag's spec limits (from its device profile) as the rollup last applied them.
+    low: float | None = None
+    high: float | None = None
 
 
 class Excursion(Strict):
@@ -105,18 +108,45 @@ from batches order by coalesce(started_at, first_seen) desc limit %s
 """
 # The rollups kept at ingest (cloud_collector/rollups.py): no reading is read here. The
 # percentiles join only when they were computed at the tag's current reading count.
-_SUMMARIES = """
+_SUMMARIES_OF = """
 select s.batch_id, s.device, s.tag, s.unit, s.count, s.good_count, s.bad_count,
        s.uncertain_count, s.min, s.max,
        case when s.good_count > 0 then s.sum / s.good_count end as mean,
-       p.p05, p.p50, p.p95, s.first_time, s.last_time,
+       {percentiles}, s.first_time, s.last_time,
        s.low, s.high, s.below, s.above, s.excursion_min, s.excursion_max,
        s.excursion_first, s.excursion_last
 from batch_tag_stats s
 left join batch_tag_percentiles p on p.batch_id = s.batch_id and p.device = s.device
     and p.tag = s.tag and p.at_count = s.count
+{live}
 where s.batch_id = any(%s) order by s.batch_id, s.device, s.tag
 """
+_SUMMARIES = _SUMMARIES_OF.format(percentiles="p.p05, p.p50, p.p95", live="")
+# Where nothing may be stored (a read standby, the API's read-only sessions): percentiles
+# missing or stale are computed in the query and not kept, and only from every reading of
+# the tag (none of them dropped by retention), as the stored ones are.
+_SUMMARIES_READ_ONLY = _SUMMARIES_OF.format(
+    percentiles=", ".join(
+        f"coalesce(p.{name}, case when live.n = s.count then live.q[{i}] end) as {name}"
+        for i, name in enumerate(("p05", "p50", "p95"), start=1)
+    ),
+    live=f"""left join lateral (
+    select count(*) as n,
+           percentile_cont(array[0.05, 0.5, 0.95]) within group (order by r.value)
+               filter (where {rollups.GOOD}) as q
+    from readings r
+    where p.batch_id is null and r.batch_id = s.batch_id and r.device = s.device
+      and r.tag = s.tag and r.time >= s.first_time and r.time <= s.last_time
+) live on true""",
+)
+
+
+def writable(conn: AsyncConnection) -> bool:
+    """Whether this session may store anything: not on a hot standby, nor in the API's
+    read-only sessions (api.READ_ONLY). Both are reported by the server when the session
+    starts: no query is asked."""
+    status = conn.info.parameter_status
+    return status("in_hot_standby") != "on" and status("default_transaction_read_only") != "on"
 
 
 async def get_batch(conn: AsyncConnection, batch_id: str) -> Batch | None:
@@ -156,11 +186,16 @@ async def summaries(
     conn: AsyncConnection, batch_ids: list[str]
 ) -> dict[str, tuple[list[TagSummary], list[Excursion]]]:
     """Per batch: each tag's statistics and its excursions, for any number of batches in
-    two statements (the first computes percentiles that are missing or stale)."""
-    await rollups.refresh_percentiles(conn, batch_ids)
+    two statements (the first computes and keeps percentiles that are missing or stale; on
+    a read-only session the second computes them without keeping them)."""
+    sql = _SUMMARIES
+    if writable(conn):
+        await rollups.refresh_percentiles(conn, batch_ids)
+    else:
+        sql = _SUMMARIES_READ_ONLY
     cur = conn.cursor(row_factory=dict_row)
     out: dict[str, tuple[list[TagSummary], list[Excursion]]] = {}
-    for r in await (await cur.execute(_SUMMARIES, (batch_ids,))).fetchall():
+    for r in await (await cur.execute(sql, (batch_ids,))).fetchall():
         tags, excursions = out.setdefault(r["batch_id"], ([], []))
         tags.append(TagSummary(**{k: r[k] for k in TagSummary.model_fields}))
         if r["below"] or r["above"]:
@@ -185,10 +220,20 @@ async def batch_parameters(conn: AsyncConnection, batch: Batch, points: int = 0)
     """Per-tag statistics and excursions; with points > 0 also a series downsampled to
     about that many points per tag (a chart's worth)."""
     tags, excursions = (await summaries(conn, [batch.batch_id])).get(batch.batch_id, ([], []))
+    gone = await retention.dropped_before(conn)
+    trimmed = gone is not None and bool(tags) and min(t.first_time for t in tags) < gone
     series: list[TagSeries] = []
     if points > 0 and tags:
-        series = await _series(conn, batch.batch_id, tags, points)
+        series = await _series(conn, batch.batch_id, tags, points, per_minute=trimmed)
     gaps = []
+    if trimmed:
+        assert gone is not None
+        gaps.append(
+            f"readings of batch {batch.batch_id} taken before {gone.isoformat()} were removed "
+            "by readings retention (TRACE_READINGS_RETENTION_DAYS): its statistics, "
+            "excursions and percentiles are the rollups kept at ingest, its series is per "
+            "minute at the finest"
+        )
     if not tags:
         gaps.append(f"batch {batch.batch_id} has no readings")
     if batch.started_at is None:
@@ -200,11 +245,19 @@ async def batch_parameters(conn: AsyncConnection, batch: Batch, points: int = 0)
 
 
 async def _series(
-    conn: AsyncConnection, batch_id: str, tags: list[TagSummary], points: int
+    conn: AsyncConnection,
+    batch_id: str,
+    tags: list[TagSummary],
+    points: int,
+    per_minute: bool = False,
 ) -> list[TagSeries]:
+    """`per_minute`: from the per-minute rollup whatever the batch's length (its readings
+    are gone, in part or whole)."""
     start = min(t.first_time for t in tags)
     end = max(t.last_time for t in tags)
     bucket = max((end - start).total_seconds() / points, 0.001)
+    if per_minute:
+        bucket = max(bucket, 60.0)
     sql, origin = _SERIES_FROM_READINGS, start
     if bucket >= 60:
         bucket, sql = 60.0 * math.ceil(bucket / 60), _SERIES_FROM_MINUTES

@@ -23,6 +23,7 @@ from cloud_collector.messages import FastReading
 log = logging.getLogger(__name__)
 
 _GOOD = "r.quality = 'good' and r.value is not null"
+GOOD = _GOOD  # what the statistics count, for queries that compute them live (alias `r`)
 _OUT_OF_SPEC = f"{_GOOD} and (r.value < sp.low or r.value > sp.high)"
 
 # Rows in (batch, device, tag) order: two collectors committing readings of one batch lock

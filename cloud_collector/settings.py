@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocols.mqtt.connection import ENV_FILE, BrokerSettings
@@ -15,6 +16,10 @@ class CollectorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACE_", env_file=ENV_FILE, extra="ignore")
 
     database_url: str = "postgresql://trace@127.0.0.1:55432/traceability"
+    # Where the API's reads go (GET routes: traces, recalls, batches, reports, EPCIS
+    # queries): a streaming-replication standby, to take that load off the primary. Unset:
+    # the primary. Writes, API key checks and the capture job status stay on the primary.
+    read_database_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     # Unique per collector process: its MQTT client id on the shared subscription and the
@@ -50,6 +55,11 @@ class CollectorSettings(BaseSettings):
     # what the collector holds when the database is slower than the inflow; the rest waits
     # at the broker and, behind it, in the edges' outboxes. Unset: twice the group bound.
     receive_maximum: int | None = Field(default=None, ge=1, le=65_535)
+    # Readings' chunks wholly older than this many days are dropped (cloud_collector/
+    # retention.py); the rollups, batches and genealogy stay. Unset: readings are kept.
+    readings_retention_days: float | None = Field(default=None, ge=1, le=36_500)
+    # How often a collector looks for chunks to drop (one collector of a group does it).
+    readings_retention_every_s: float = Field(default=3600.0, ge=10, le=86_400)
 
     # ---- HTTP API limits (README "HTTP limits"). ----
     # Connections of the API's pool (trace queries, exports); keys and /healthz use two more
@@ -76,6 +86,29 @@ class CollectorSettings(BaseSettings):
     api_max_connections: int = Field(default=500, ge=10)
     # Recall by condition looks at most this many days of readings in one request.
     condition_max_days: int = Field(default=31, ge=1, le=3660)
+
+    @property
+    def reads_url(self) -> str:
+        """The database the API's reads use: TRACE_READ_DATABASE_URL, else the primary."""
+        return self.read_database_url or self.database_url
+
+    # ---- Pages (cloud_collector/pages/). ----
+    # The plant's IANA time zone: every date and time on the pages is shown in it.
+    plant_timezone: str = "UTC"
+    # A page session ends this long after sign-in (a shift and a half by default).
+    page_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+
+    @field_validator("plant_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(
+                f"TRACE_PLANT_TIMEZONE {value!r} is not a time zone: give an IANA name such "
+                "as Europe/Berlin, Asia/Shanghai or UTC"
+            ) from err
+        return value
 
     @model_validator(mode="after")
     def _client_id_is_the_identity(self) -> CollectorSettings:

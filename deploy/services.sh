@@ -7,6 +7,11 @@
 #   deploy/services.sh down    stop both (data is kept)
 #   deploy/services.sh status  say what runs
 #   deploy/services.sh env     print the `export` lines only
+#   deploy/services.sh standby up|down|status
+#                              a streaming-replication standby of that PostgreSQL (hot
+#                              standby, for the API's reads: TRACE_READ_DATABASE_URL) on
+#                              $TRACE_SERVICES_STANDBY_PORT (default 55433); `up` prints its
+#                              `export` line. `down` stops it too.
 #
 # Idempotent: a second `up` finds everything installed and running and changes nothing.
 # Never touches the machine's default PostgreSQL cluster or its apt sources.
@@ -28,6 +33,7 @@ choose_state() {
 }
 mqtt_port=${TRACE_SERVICES_MQTT_PORT:-18830}
 pg_port=${TRACE_SERVICES_PG_PORT:-55432}
+standby_port=${TRACE_SERVICES_STANDBY_PORT:-55433}
 pg_user=trace
 pg_db=${TRACE_SERVICES_DB:-traceability}
 # TimescaleDB release built where the OS ships no binary package (Debian 12):
@@ -36,6 +42,34 @@ tsdb_suite=trixie
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+# Who listens on TCP port $1 (any address): "NAME (pid N): COMMAND LINE", or nothing.
+port_user() {
+  local line pid
+  if command -v ss >/dev/null; then
+    line=$(ss -Hltnp "sport = :$1" 2>/dev/null | head -n1)
+    [ -n "$line" ] || return 0
+    pid=$(printf '%s' "$line" | sed -nE 's/.*users:\(\("[^"]*",pid=([0-9]+).*/\1/p')
+    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ]; then
+      echo "$(cat "/proc/$pid/comm") (pid $pid): $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-200 | sed 's/ *$//')"
+    else
+      echo "a process this user cannot see (as root: ss -ltnp 'sport = :$1')"
+    fi
+  elif (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "a process (install iproute2's ss to see which)"
+  fi
+}
+
+# Stop here, naming the holder and the setting, when port $1 is taken (what: $2, setting: $3).
+port_free_or_die() {
+  local who free=$(($1 + 1))
+  who=$(port_user "$1")
+  [ -z "$who" ] && return 0
+  while [ -n "$(port_user "$free")" ] || [ "$free" = "$pg_port" ] || [ "$free" = "$mqtt_port" ]; do
+    free=$((free + 1))
+  done
+  die "$2 cannot listen on 127.0.0.1:$1: the port is taken by $who. Stop that process, or move $2 to a free port: export $3=$free (and run the same command again)"
+}
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"
@@ -154,10 +188,11 @@ start_postgres() {
       || die "initdb failed; see $(pg_dir)/initdb.log"
   fi
   if pg_run "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then return 0; fi
+  port_free_or_die "$pg_port" PostgreSQL TRACE_SERVICES_PG_PORT
   log "starting PostgreSQL $v on 127.0.0.1:$pg_port"
   pg_run "$bin/pg_ctl" -D "$data" -w -t 60 -l "$(pg_dir)/postgres.log" \
     -o "-p $pg_port -k $sock -c listen_addresses=127.0.0.1 -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off -c max_connections=200" \
-    start >/dev/null || die "PostgreSQL did not start; see $(pg_dir)/postgres.log"
+    start >/dev/null || die "PostgreSQL did not start: $(tail -n 2 "$(pg_dir)/postgres.log" 2>/dev/null | tr '\n' ' ')(see $(pg_dir)/postgres.log)"
   if ! pg_run "$bin/psql" -h "$sock" -p "$pg_port" -U "$pg_user" -d postgres -tAc \
       "select 1 from pg_database where datname = '$pg_db'" | grep -q 1; then
     pg_run "$bin/createdb" -h "$sock" -p "$pg_port" -U "$pg_user" "$pg_db"
@@ -236,6 +271,7 @@ start_mosquitto() {
     local i
     for i in $(seq 1 50); do mq_running || break; sleep 0.1; done
   fi
+  port_free_or_die "$mqtt_port" Mosquitto TRACE_SERVICES_MQTT_PORT
   log "starting Mosquitto on 127.0.0.1:$mqtt_port"
   "$(mq_bin)" -c "$d/mosquitto.conf" -d
   local i
@@ -251,6 +287,82 @@ stop_mosquitto() {
     kill "$(cat "$(mq_dir)/mosquitto.pid")"
     log "Mosquitto stopped"
   fi
+}
+
+# ---- The read standby: a physical copy of the cluster kept current by streaming
+# replication, answering read-only queries (hot standby). Its own role and slot on the
+# primary: the slot keeps the WAL the standby has not received yet, so a standby stopped
+# for a while catches up instead of needing a new base backup.
+standby_dir() { echo "$state/postgres-standby"; }
+standby_role=trace_replication
+standby_slot=trace_standby
+
+standby_running() {
+  local v
+  v=$(pg_version)
+  [ -n "$v" ] && [ -f "$(standby_dir)/data/PG_VERSION" ] \
+    && pg_run "/usr/lib/postgresql/$v/bin/pg_ctl" -D "$(standby_dir)/data" status >/dev/null 2>&1
+}
+
+start_standby() {
+  local v bin data sock psql
+  v=$(pg_version); bin=/usr/lib/postgresql/$v/bin
+  data=$(standby_dir)/data; sock=$(standby_dir)/run
+  [ "$standby_port" != "$pg_port" ] || die "TRACE_SERVICES_STANDBY_PORT ($standby_port) is the primary's port: choose another"
+  mkdir -p "$(standby_dir)" "$sock"
+  if [ "$(id -u)" = 0 ]; then chown -R postgres: "$(standby_dir)"; fi
+  psql=(pg_run "$bin/psql" -h "$(pg_dir)/run" -p "$pg_port" -U "$pg_user" -d postgres -v ON_ERROR_STOP=1 -qtA)
+  # Idempotent on the primary: the role may only replicate, the slot is made once.
+  "${psql[@]}" -c "do \$\$ begin
+      if not exists (select 1 from pg_roles where rolname = '$standby_role') then
+        create role $standby_role with login replication;
+      end if;
+    end \$\$" >/dev/null || die "cannot create the replication role on the primary"
+  if ! "${psql[@]}" -c "select 1 from pg_replication_slots where slot_name = '$standby_slot'" | grep -q 1; then
+    "${psql[@]}" -c "select pg_create_physical_replication_slot('$standby_slot')" >/dev/null \
+      || die "cannot create replication slot $standby_slot on the primary"
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "pg_basebackup of 127.0.0.1:$pg_port into $data"
+    rm -rf "$data"
+    # -R: standby.signal and primary_conninfo (with the slot) written into the copy.
+    pg_run "$bin/pg_basebackup" -h 127.0.0.1 -p "$pg_port" -U "$standby_role" -D "$data" \
+      -R -S "$standby_slot" -X stream -c fast >"$(standby_dir)/basebackup.log" 2>&1 \
+      || die "pg_basebackup failed; see $(standby_dir)/basebackup.log"
+  fi
+  standby_running && return 0
+  log "starting PostgreSQL $v standby on 127.0.0.1:$standby_port (replicating 127.0.0.1:$pg_port)"
+  # hot_standby_feedback: a long trace on the standby is not cancelled when the primary
+  # vacuums rows it still reads (the primary keeps them a little longer instead).
+  pg_run "$bin/pg_ctl" -D "$data" -w -t 60 -l "$(standby_dir)/postgres.log" \
+    -o "-p $standby_port -k $sock -c listen_addresses=127.0.0.1 -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off -c max_connections=200 -c hot_standby=on -c hot_standby_feedback=on" \
+    start >/dev/null || die "the PostgreSQL standby did not start; see $(standby_dir)/postgres.log"
+}
+
+stop_standby() {
+  if standby_running; then
+    pg_run "/usr/lib/postgresql/$(pg_version)/bin/pg_ctl" -D "$(standby_dir)/data" -m fast -w stop >/dev/null
+    log "PostgreSQL standby stopped"
+  fi
+}
+
+standby_command() {
+  case "${1:-}" in
+    up)
+      ensure_installed
+      choose_state
+      mkdir -p "$state"
+      start_postgres
+      start_standby
+      echo "export TRACE_READ_DATABASE_URL=postgresql://$pg_user@127.0.0.1:$standby_port/$pg_db"
+      ;;
+    down) stop_standby ;;
+    status)
+      if standby_running; then echo "postgres standby: running on $standby_port"
+      else echo "postgres standby: stopped"; fi
+      ;;
+    *) die "usage: $0 standby up|down|status" ;;
+  esac
 }
 
 print_env() {
@@ -280,7 +392,7 @@ case "${1:-up}" in
     start_mosquitto
     print_env
     ;;
-  down) stop_mosquitto; stop_postgres ;;
+  down) stop_mosquitto; stop_standby; stop_postgres ;;
   status)
     mq_running && echo "mosquitto: running on $mqtt_port" || echo "mosquitto: stopped"
     v=$(pg_version)
@@ -288,5 +400,6 @@ case "${1:-up}" in
       echo "postgres: running on $pg_port"; else echo "postgres: stopped"; fi
     ;;
   env) print_env ;;
-  *) die "usage: $0 up|down|status|env" ;;
+  standby) standby_command "${2:-}" ;;
+  *) die "usage: $0 up|down|status|env|standby up|down|status" ;;
 esac

@@ -19,9 +19,16 @@ from pydantic import TypeAdapter, ValidationError
 
 from edge_agent.batch_context import ActiveBatch, BatchContext
 from edge_agent.outbox import EVENTS, READINGS, Outbox
-from edge_agent.records import UNNUMBERED, EdgeRecord, RecordRefused, contract_checked
+from edge_agent.records import (
+    UNNUMBERED,
+    CheckedReading,
+    ReadingForm,
+    RecordRefused,
+    TakenAt,
+    contract_checked,
+)
 from protocols.driver import Sample
-from protocols.mqtt.contract import EARLIEST, LATEST, BatchEvent, DeviceEvent, Name, Reading
+from protocols.mqtt.contract import EARLIEST, LATEST, BatchEvent, DeviceEvent, Name
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,8 @@ NAME: TypeAdapter[str] = TypeAdapter(Name)
 DETAIL_CHARS = 500  # the contract's Detail
 NAME_CHARS = 128  # the contract's Name
 BatchEventKind = Literal["batch_started", "batch_ended"]
+# Sets of reading forms kept (one per line, batch and device) before all are made anew.
+MAX_FORM_SETS = 1000
 
 
 def captured_name(text: str) -> str:
@@ -115,6 +124,12 @@ class Binder:
         self.store = outbox.store
         self.batch_tags = batch_tags or {}  # device name -> its batch-source tag
         self.refusals = Refusals()
+        # What one tag's readings share, checked once: per (line, batch, device), per
+        # (tag, unit). A refused form is kept too, so that a bad tag costs one check.
+        self._forms: dict[
+            tuple[str, str | None, str],
+            dict[tuple[str, str | None], ReadingForm | RecordRefused],
+        ] = {}
         # Called (line, batch, started_at, ended_at) inside the transaction that ends a
         # batch: the stations add the batch's TransformationEvent there.
         self.on_batch_end: Callable[[str, str, datetime, datetime], None] | None = None
@@ -129,29 +144,41 @@ class Binder:
             samples = [s for s in samples if s.tag != batch_tag.tag]
         active = self.context.active(line_id)
         batch = active.batch_id if active else None
-        records: list[tuple[str, EdgeRecord]] = []
-        for s in map(_usable, samples):
+        forms = self._forms.get((line_id, batch, device))
+        if forms is None:
+            forms = self._forms_of(line_id, batch, device)
+        taken = TakenAt(taken_at)
+        records: list[tuple[str, CheckedReading]] = []
+        for s in samples:
             try:
-                reading = Reading(
-                    seq=UNNUMBERED,
-                    time=taken_at,
-                    device_time=s.device_time,
-                    line=line_id,
-                    batch=batch,
-                    device=device,
-                    tag=s.tag,
-                    value=s.value,
-                    unit=s.unit,
-                    quality=s.quality,
-                    detail=s.detail,
-                )
-            except ValidationError as err:  # left out, counted: the rest of the poll is kept
-                refused = RecordRefused.of("reading", err)
+                form = forms.get((s.tag, s.unit))
+                if form is None:
+                    form = forms[(s.tag, s.unit)] = _form(line_id, batch, device, s.tag, s.unit)
+            except TypeError:  # a tag or unit that is not even text: the model says why
+                form = _form(line_id, batch, device, s.tag, s.unit)
+            if isinstance(form, RecordRefused):
+                self.refusals.add(device, f"reading of {s.tag}", str(form))
+                continue
+            try:
+                reading = form.at_a_glance(taken, s.value, s.quality, s.device_time, s.detail)
+                if reading is None:
+                    s = _usable(s)
+                    reading = form.reading(taken, s.value, s.quality, s.device_time, s.detail)
+            except RecordRefused as refused:  # left out, counted: the rest of the poll is kept
                 self.refusals.add(device, f"reading of {s.tag}", str(refused))
                 continue
             records.append((READINGS, reading))
         seqs = self.outbox.append_many(records)
-        return sum(1 for seq in seqs if seq >= 0)
+        return len(seqs) - seqs.count(-1)  # -1: refused by the drop_newest policy
+
+    def _forms_of(
+        self, line_id: str, batch: str | None, device: str
+    ) -> dict[tuple[str, str | None], ReadingForm | RecordRefused]:
+        """The forms of a device's tags in a batch (made as its tags are first read)."""
+        if len(self._forms) >= MAX_FORM_SETS:  # a bound: batches come and go for years
+            self._forms.clear()
+        forms = self._forms[(line_id, batch, device)] = {}
+        return forms
 
     def _follow_batch_tag(
         self, line_id: str, device: str, tag: BatchTag, sample: Sample, at: datetime
@@ -211,18 +238,28 @@ class Binder:
         self.outbox.append(EVENTS, event)
 
 
+def _form(
+    line_id: str, batch: str | None, device: str, tag: str, unit: str | None
+) -> ReadingForm | RecordRefused:
+    try:
+        return ReadingForm(line_id, batch, device, tag, unit)
+    except RecordRefused as refused:
+        return refused
+
+
 def _usable(sample: Sample) -> Sample:
     """A sample as the contract can carry it: a value that is not a finite number is no
     value (bad quality), a device clock outside the contract's years is dropped (the
-    reading keeps the edge's time, flagged uncertain), a detail is made storable."""
-    value, device_time = sample.value, sample.device_time
-    finite = value is None or math.isfinite(value)
-    in_years = device_time is None or (
+    reading keeps the edge's time, flagged uncertain), a detail is made storable. A field
+    of the wrong type is left as it is, for the Reading model to refuse by name."""
+    value, device_time, detail = sample.value, sample.device_time, sample.detail
+    finite = not isinstance(value, float) or math.isfinite(value)
+    in_years = not isinstance(device_time, datetime) or (
         device_time.tzinfo is not None and EARLIEST <= device_time < LATEST
     )
-    if finite and in_years and sample.detail is None:
-        return sample  # the common case, kept cheap: it runs for every reading
-    quality, detail = sample.quality, sample.detail
+    if finite and in_years and not isinstance(detail, str):
+        return sample
+    quality = sample.quality
     if not finite:
         value, quality = None, "bad"
         detail = f"the device gave {sample.value!r}, not a finite number"
@@ -230,11 +267,12 @@ def _usable(sample: Sample) -> Sample:
         assert device_time is not None
         detail = (
             f"device clock says {device_time.isoformat()}, outside {EARLIEST.year}-"
-            f"{LATEST.year - 1}: check the device's clock" + (f"; {detail}" if detail else "")
+            f"{LATEST.year - 1}: check the device's clock"
+            + (f"; {detail}" if isinstance(detail, str) and detail else "")
         )
         device_time = None
         if quality == "good":
             quality = "uncertain"
-    return Sample(
-        sample.tag, value, sample.unit, quality, device_time, storable_detail(detail), sample.text
-    )
+    if isinstance(detail, str):
+        detail = storable_detail(detail)
+    return Sample(sample.tag, value, sample.unit, quality, device_time, detail, sample.text)

@@ -59,6 +59,8 @@ class DeviceTask:
         # A streaming device (RFID reader, scanner) reports events, handled by its station.
         self.on_events = on_events
         self.health = DeviceHealth()
+        # The last sample of each tag and when it was taken, for the edge's status.
+        self.last_values: dict[str, tuple[Sample, datetime]] = {}
         self._announced_offline = False
 
     async def connect(self) -> None:
@@ -79,6 +81,7 @@ class DeviceTask:
     def deliver(self, samples: list[Sample]) -> None:
         taken_at = self._data_flows()
         self.binder.readings(self.line_id, self.driver.name, samples, taken_at)
+        self.last_values.update((s.tag, (s, taken_at)) for s in samples)
         self.health.readings += len(samples)
 
     def deliver_events(self, items: list[Any]) -> None:

@@ -2,9 +2,10 @@
 
 See docs/outbox.md for the contract. The outbox's tables are in the edge's store
 (edge_agent/store.py), whose transactions it shares with the batch context and the
-stations. Records arrive as the message contract's models
-(edge_agent/records.py) and are stored as the JSON they serialise to, numbered, built once
-at append time, so publishing is string assembly and not re-serialising.
+stations. Records arrive as the message contract's models, readings as CheckedReading (the
+text their model serialises to; edge_agent/records.py), and are stored as that JSON,
+numbered, built once at append time, so publishing is string assembly and not
+re-serialising.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from edge_agent.records import RECORD_MODELS, UNNUMBERED, EdgeRecord
+from edge_agent.records import (
+    RECORD_MODELS,
+    UNNUMBERED,
+    CheckedReading,
+    EdgeRecord,
+)
 from edge_agent.store import EdgeStore
 from protocols.mqtt.contract import ReadingsDropped
 
@@ -46,6 +52,8 @@ def numbered(body: str, seq: int) -> str:
 
 _UNNUMBERED = f',"seq":{UNNUMBERED},'
 _RECORD_TYPES = frozenset(RECORD_MODELS)
+# What append takes: a contract model, or a reading checked against the Reading model.
+Appendable = EdgeRecord | CheckedReading
 
 
 @dataclass
@@ -162,15 +170,16 @@ class Outbox:
 
     # -- append ---------------------------------------------------------------------------
 
-    def append(self, stream: str, record: EdgeRecord) -> int:
+    def append(self, stream: str, record: Appendable) -> int:
         return self.append_many([(stream, record)])[0]
 
-    def append_many(self, items: Iterable[tuple[str, EdgeRecord]]) -> list[int]:
+    def append_many(self, items: Iterable[tuple[str, Appendable]]) -> list[int]:
         """Number records and commit them in one transaction; their sequence numbers, in
         order (-1: a reading refused by the drop_newest policy).
 
-        A record is a contract model, checked as it was built (edge_agent/records.py): what
-        is stored is the JSON it serialises to, with its number.
+        A record is a contract model, checked as it was built, or a CheckedReading
+        (edge_agent/records.py): what is stored is the JSON the model serialises to, with
+        its number.
         """
         now = time.time()
         rows: list[tuple[str, int, float, str]] = []
@@ -182,18 +191,22 @@ class Outbox:
         full = self._bytes >= self.max_bytes
         try:
             for stream, record in items:
-                if type(record) not in _RECORD_TYPES:  # a set lookup: cheaper than isinstance
+                # Exact type checks: cheap, and no subclass slips in.
+                if type(record) is not CheckedReading and type(record) not in _RECORD_TYPES:
                     kinds = ", ".join(m.__name__ for m in RECORD_MODELS)
                     raise TypeError(
-                        f"an outbox record is a contract model ({kinds}), "
-                        f"not {type(record).__name__}"
+                        f"an outbox record is a contract model ({kinds}) or a "
+                        f"CheckedReading, not {type(record).__name__}"
                     )
                 if full and stream == READINGS and self.policy == "drop_newest":
                     seqs.append(-1)
                     refused += 1
                     continue
                 seq = next_seq.get(stream, 0)
-                body = numbered(record.model_dump_json(), seq)
+                if isinstance(record, CheckedReading):
+                    body = record.body(seq)
+                else:
+                    body = numbered(record.model_dump_json(), seq)
                 next_seq[stream] = seq + 1
                 rows.append((stream, seq, now, body))
                 seqs.append(seq)
@@ -212,9 +225,8 @@ class Outbox:
                 )
                 self._bytes += size
                 for stream in touched:
-                    self._depth[stream] = self._depth.get(stream, 0) + sum(
-                        1 for r in rows if r[0] == stream
-                    )
+                    added = len(rows) if len(touched) == 1 else sum(r[0] == stream for r in rows)
+                    self._depth[stream] = self._depth.get(stream, 0) + added
                     if stream not in self._lanes:
                         self._lanes[stream] = _Lanes(0, 0, 0)
         if refused:

@@ -20,6 +20,7 @@ as a duplicate ack.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -124,13 +125,14 @@ class Publisher:
     async def run(self) -> None:
         delay = 0.5
         while True:
+            session = datetime.now(UTC)
             try:
                 async with aiomqtt.Client(
                     **self.broker.client_args(),  # type: ignore[arg-type]
                     identifier=self.edge_id,  # the broker uses the identity's name anyway
                     protocol=aiomqtt.ProtocolVersion.V5,
                     will=aiomqtt.Will(
-                        topics.status(self.edge_id), self._offline(), qos=1, retain=True
+                        topics.status(self.edge_id), self._offline(session), qos=1, retain=True
                     ),
                 ) as client:
                     await client.subscribe(topics.ack(self.edge_id), qos=1)
@@ -138,11 +140,15 @@ class Publisher:
                     self.health.connected = True
                     delay = 0.5
                     self._resend_all()
-                    async with asyncio.TaskGroup() as group:
-                        group.create_task(self._send_loop(client))
-                        group.create_task(self._ack_loop(client))
-                        if self.status is not None:
-                            group.create_task(self._status_loop(client))
+                    try:
+                        async with asyncio.TaskGroup() as group:
+                            group.create_task(self._send_loop(client))
+                            group.create_task(self._ack_loop(client))
+                            if self.status is not None:
+                                group.create_task(self._status_loop(client, session))
+                    except asyncio.CancelledError:
+                        await self._say_offline(client, session)
+                        raise
             except* aiomqtt.MqttError as errors:
                 self.health.last_error = str(errors.exceptions[0])
                 log.warning(
@@ -152,17 +158,29 @@ class Publisher:
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
 
-    def _offline(self) -> str:
+    def _offline(self, session: datetime) -> str:
         return EdgeStatus(
-            edge_id=self.edge_id, state="offline", time=datetime.now(UTC)
+            edge_id=self.edge_id, state="offline", time=session, session=session
         ).model_dump_json(exclude_none=True)
 
-    async def _status_loop(self, client: aiomqtt.Client) -> None:
+    async def _say_offline(self, client: aiomqtt.Client, session: datetime) -> None:
+        """A stop of the agent: say offline as the will would (a clean disconnect drops the
+        will), so a stopped edge is not shown online until its status goes stale."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(2):
+                await client.publish(
+                    topics.status(self.edge_id), self._offline(session), qos=1, retain=True
+                )
+
+    async def _status_loop(self, client: aiomqtt.Client, session: datetime) -> None:
+        """The status, refreshed; it names the connection whose will would replace it."""
         assert self.status is not None
+        interval_s = min(self.status_interval_s, 86_400.0)
         while True:
+            status = self.status().model_copy(update={"session": session, "interval_s": interval_s})
             await client.publish(
                 topics.status(self.edge_id),
-                self.status().model_dump_json(exclude_none=True),
+                status.model_dump_json(exclude_none=True),
                 qos=1,
                 retain=True,
             )

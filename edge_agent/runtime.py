@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from importlib.metadata import version
 from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 
 from device_profiles.schema import (
     DeviceProfile,
@@ -35,7 +37,15 @@ from edge_agent.stations import Stations
 from edge_agent.store import EdgeStore
 from protocols.driver import CountsBadInput, Diagnosable
 from protocols.installed import REGISTRY
-from protocols.mqtt.contract import EdgeStatus, TagSpec, TagSpecs
+from protocols.mqtt.contract import (
+    MAX_STATUS_ITEMS,
+    DeviceState,
+    EdgeStatus,
+    LineState,
+    TagSpec,
+    TagSpecs,
+    TagValue,
+)
 from protocols.profile import Polled, Subscribable, Tagged
 from protocols.registry import ProtocolEntry, Registry
 from protocols.rfid.records import TagRead
@@ -173,6 +183,7 @@ class EdgeAgent:
             for name, t in self.devices.items()
             if t.health.offline_since is not None
         ]
+        lines, devices = self._lines_and_devices(alarms)
         return EdgeStatus(
             edge_id=self.site.edge_id,
             state="online",
@@ -186,7 +197,47 @@ class EdgeAgent:
             # error text is the device's, not ours to trust in length.
             alarms=[alarm[:2000] for alarm in alarms[:1000]],
             last_ack_at=self.publisher.health.last_ack_at,
+            lines=lines,
+            devices=devices,
         )
+
+    def _lines_and_devices(self, alarms: list[str]) -> tuple[list[LineState], list[DeviceState]]:
+        """Each line's active batch and each device's state for the status. What the
+        contract refuses (a device name it cannot carry) is left out with an alarm: the
+        status itself must always be publishable."""
+        lines = []
+        for line in self.site.line_ids[:MAX_STATUS_ITEMS]:
+            active = self.context.active(line)
+            try:
+                lines.append(
+                    LineState(
+                        line=line,
+                        batch=active.batch_id if active else None,
+                        batch_started_at=active.started_at if active else None,
+                    )
+                )
+            except ValidationError as err:
+                alarms.append(f"line {line}: not in the status: {err.errors()[0]['msg']}")
+        devices = []
+        for name, task in list(self.devices.items())[:MAX_STATUS_ITEMS]:
+            health = task.health
+            error = (health.last_error or "").replace("\x00", "")[:2000] or None
+            try:
+                devices.append(
+                    DeviceState(
+                        device=name,
+                        station=task.line_id,
+                        connected=health.connected,
+                        last_read_at=health.last_read_at,
+                        offline_since=health.offline_since,
+                        failures=health.failures,
+                        last_error=error,
+                        values=_last_values(task),
+                    )
+                )
+            except ValidationError as err:
+                alarms.append(f"device {name}: not in the status: {err.errors()[0]['msg']}")
+        return lines, devices
 
     def _device_status(self, task: DeviceTask) -> dict[str, Any]:
         """Health, plus what the driver counts of bad input (garbage frames, bad scans) and
@@ -281,3 +332,24 @@ class EdgeAgent:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _last_values(task: DeviceTask) -> list[TagValue]:
+    """A device's last value of each tag as the status carries it (a value the contract
+    cannot carry, such as a NaN, as no value of bad quality; a tag it refuses, left out)."""
+    values = []
+    for sample, taken_at in list(task.last_values.values())[:MAX_STATUS_ITEMS]:
+        usable = sample.value is not None and math.isfinite(sample.value)
+        try:
+            values.append(
+                TagValue(
+                    tag=sample.tag,
+                    value=sample.value if usable else None,
+                    unit=sample.unit,
+                    quality=sample.quality if usable or sample.value is None else "bad",
+                    time=taken_at,
+                )
+            )
+        except ValidationError:
+            continue  # its readings were refused too, and counted there (binder.refusals)
+    return values

@@ -1,16 +1,15 @@
-"""`tracectl`: start and end batches on a line, read a batch's parameters, check device
-profiles, and run the demo line."""
+"""`tracectl`: start and end batches on a line; trace a lot, list a recall, the batches and
+the fleet's status, export FSMA 204 spreadsheets (from the collector's API, with
+TRACE_API_KEY); check device profiles; run the demo line."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
 
 import httpx
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from device_profiles.schema import (
     DeviceProfile,
@@ -21,23 +20,13 @@ from device_profiles.schema import (
     json_schema,
     load_profile,
 )
-from protocols.mqtt.connection import ENV_FILE
 from protocols.profile import Tagged
-from tracectl import broker, credentials
+from tracectl import batches, broker, credentials, export, fleet, genealogy
+from tracectl.collector_api import CollectorApi, CommandError
 from tracectl.parameters import print_parameters
 
 EDGE_URL = "http://127.0.0.1:8100"
 API_URL = "http://127.0.0.1:8000"
-
-
-class ApiKey(BaseSettings):
-    """TRACE_API_KEY: the key tracectl sends to the collector's API (`tracectl credential`)."""
-
-    model_config = SettingsConfigDict(env_prefix="TRACE_", env_file=ENV_FILE, extra="ignore")
-    api_key: str | None = None
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
 def _fail(message: str) -> None:
@@ -127,9 +116,9 @@ def cmd_dock(args: argparse.Namespace) -> None:
 
 
 def cmd_parameters(args: argparse.Namespace) -> None:
-    body = _call(
-        "GET", f"{args.api}/api/v1/batches/{args.batch}/parameters", headers=ApiKey().headers()
-    ).json()
+    body = CollectorApi(args.api).get_json(
+        f"/api/v1/batches/{genealogy.lot_path(args.batch)}/parameters"
+    )
     if args.json:
         print(json.dumps(body, indent=2))
     else:
@@ -173,9 +162,9 @@ def cmd_decode(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from tracectl.demo import run_demo
+    from tracectl.demo import run
 
-    asyncio.run(run_demo(seconds=args.seconds))
+    raise SystemExit(run(seconds=args.seconds))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 
     params = sub.add_parser("parameters", help="process parameters recorded for a batch")
     params.add_argument("batch")
-    params.add_argument("--api", default=API_URL, help=f"collector API URL ({API_URL})")
+    params.add_argument("--api", default=None, help=f"collector API URL (TRACE_API_URL, {API_URL})")
     params.add_argument("--json", action="store_true")
     params.set_defaults(func=cmd_parameters)
 
@@ -219,6 +208,10 @@ def main(argv: list[str] | None = None) -> None:
     decode.add_argument("--json", action="store_true")
     decode.set_defaults(func=cmd_decode)
 
+    genealogy.add_parsers(sub, API_URL)
+    batches.add_parser(sub, API_URL)
+    export.add_parser(sub, API_URL)
+    fleet.add_parser(sub, API_URL)
     credentials.add_parser(sub)
     broker.add_parsers(sub)
 
@@ -227,7 +220,13 @@ def main(argv: list[str] | None = None) -> None:
     demo.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except CommandError as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        print("tracectl: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

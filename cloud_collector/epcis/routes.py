@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from starlette.concurrency import run_in_threadpool
 
 from cloud_collector.auth import Principal, Role, require
-from cloud_collector.endpoints import Settings, connected, connection
+from cloud_collector.endpoints import Settings, connected, connection, primary_connection
 from cloud_collector.epcis import (
     document,
     event_hash,
@@ -221,7 +221,8 @@ async def capture(
 async def capture_job(
     capture_id: str,
     principal: Principal = Depends(anyone),  # noqa: B008
-    conn: AsyncConnection = Depends(connection),  # noqa: B008
+    # The job this API just wrote: a lagging read standby may not have it yet.
+    conn: AsyncConnection = Depends(primary_connection),  # noqa: B008
 ) -> Response:
     """The capture job: running, success, errors (captures finish before 202 here)."""
     job = await store.job(conn, capture_id, principal.partner_id)

@@ -8,8 +8,10 @@ only includes them (in `ROUTERS`' order), after building the app's state and mid
 | trace, recall | `routes/trace.py` | `/api/v1/lots/{lot}/...`, `/api/v1/recall/...` | reader |
 | ERP imports | `routes/erp.py` | `/api/v1/erp/...`, `/api/v1/qc-results` | importer |
 | credentials | `routes/credentials.py` | `/api/v1/credentials...` | admin |
+| edges | `routes/edges.py` | `/api/v1/edges...` | reader |
 | FSMA 204 | `fsma204/routes.py` | `/api/v1/fsma204/...` | reader |
 | EPCIS 2.0 | `epcis/routes.py` | `/epcis/...` | importer, reader, partner |
+| pages | `pages/` (`pages.install`) | `/trace`, `/batches`, `/recall`... | reader, partner |
 
 What routes share (roles, the request's connection, the app's settings and pool, lot
 resolution, imports, JSON and CSV answers) is in `cloud_collector/endpoints.py`: a route
@@ -22,10 +24,11 @@ from cloud_collector.epcis.routes import router as epcis
 from cloud_collector.fsma204.routes import router as fsma204
 from cloud_collector.routes.batches import router as batches
 from cloud_collector.routes.credentials import router as credentials
+from cloud_collector.routes.edges import router as edges
 from cloud_collector.routes.erp import router as erp
 from cloud_collector.routes.health import router as health
 from cloud_collector.routes.trace import router as trace
 
-ROUTERS: tuple[APIRouter, ...] = (health, batches, trace, erp, credentials, fsma204, epcis)
+ROUTERS: tuple[APIRouter, ...] = (health, batches, trace, erp, credentials, edges, fsma204, epcis)
 
 __all__ = ["ROUTERS"]

@@ -23,7 +23,13 @@ async def healthz(request: Request) -> Response:
     state = request.app.state
     try:
         answer = await health.check(
-            state.pool, state.control_pool, state.ingest, state.keyring.lookups
+            state.read_pool,
+            state.write_pool,
+            state.control_pool,
+            state.ingest,
+            state.keyring.lookups,
+            read_control_pool=state.read_control_pool,
+            retention=state.retention,
         )
     except Exception as err:  # /healthz says what is wrong; it never fails itself
         return JSONResponse({"status": "down", "error": f"{type(err).__name__}: {err}"[:500]}, 503)

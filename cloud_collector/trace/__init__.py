@@ -29,7 +29,13 @@ from cloud_collector.trace.models import (
 from cloud_collector.trace.recall import recall
 from cloud_collector.trace.render import RECALL_CSV_COLUMNS, TRACE_CSV_COLUMNS, recall_csv
 from cloud_collector.trace.resolve import resolve
-from cloud_collector.trace.walk import count_reachable, reachable, shipment_lines, trace
+from cloud_collector.trace.walk import (
+    count_reachable,
+    reachable,
+    shipment_lines,
+    trace,
+    traced_batches,
+)
 
 __all__ = [
     "MASS_BALANCE_TOLERANCE",
@@ -59,4 +65,5 @@ __all__ = [
     "resolve",
     "shipment_lines",
     "trace",
+    "traced_batches",
 ]

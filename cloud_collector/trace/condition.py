@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from psycopg import AsyncConnection
 
+from cloud_collector import retention
 from cloud_collector.trace.models import Condition, ConditionBatch, ConditionRecall
 from cloud_collector.trace.rows import fetch, fetch_named, lots_where
 from cloud_collector.trace.walk import by_customer, shipment_lines
@@ -54,6 +55,14 @@ async def recall_by_condition(conn: AsyncConnection, c: Condition) -> ConditionR
     lots = await lots_where(conn, "lot_id = any(%s)", (ids,))
     shipments = await shipment_lines(conn, ids)
     gaps = []
+    gone = await retention.dropped_before(conn)
+    if gone is not None and c.start < gone:
+        gaps.append(
+            f"readings taken before {gone.isoformat()} were removed by readings retention "
+            "(TRACE_READINGS_RETENTION_DAYS): a batch that met the condition before then is "
+            "not found here; each batch's summary (GET /api/v1/batches/{batch}/parameters) "
+            "keeps its tags' extremes and excursions"
+        )
     if not batches:
         gaps.append("no batch ran while the condition held in that time range")
     for b in batches:

@@ -6,9 +6,10 @@ from psycopg import AsyncConnection
 
 from cloud_collector.trace.gaps import find_gaps
 from cloud_collector.trace.models import Lot, Recall, RecallLine
-from cloud_collector.trace.rows import fetch, fetch_named
+from cloud_collector.trace.rows import fetch_named
 from cloud_collector.trace.walk import by_customer, reached_table
 
+_COUNT = "select count(*) from reached"
 # The batches that made lots of the traced set out of lots of the set.
 _BATCHES_BETWEEN = """
 select distinct k.batch_id from lot_links k
@@ -42,17 +43,22 @@ where l.quantity is null
 async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
     """Every lot the given lot reached, and where each is now: shipped (to whom, on which
     order, how much) or on hand (where, how much is left), and the gaps met on the way."""
-    async with reached_table(conn, lot.lot_id, "forward"):
-        count = await (await conn.execute("select count(*) from reached")).fetchone()
-        rows = await fetch_named(conn, RECALL_LINES, {})
-        batch_ids = [r["batch_id"] for r in await fetch(conn, _BATCHES_BETWEEN)]
-        gaps = await find_gaps(conn, lot, None, batch_ids, "forward")
+    async with reached_table(conn, lot.lot_id, "forward") as reached:
+        if reached.ids is not None:
+            affected = len(reached.ids)
+        else:
+            row = await (await conn.execute(_COUNT)).fetchone()
+            affected = row[0] if row else 0
+        rows = await fetch_named(conn, reached.sql(RECALL_LINES), reached.params)
+        between = await fetch_named(conn, reached.sql(_BATCHES_BETWEEN), reached.params)
+        batch_ids = [r["batch_id"] for r in between]
+        gaps = await find_gaps(conn, lot, reached.ids, batch_ids, "forward")
     # Each lot's shipments, then its remainder: the same answer every time.
     rows.sort(key=lambda r: (r["lot_id"], r["status"] != "shipped", r["shipment"] or ""))
     lines = [RecallLine.model_construct(**r) for r in rows]  # straight from the database
     return Recall(
         lot=lot,
-        affected_lots=count[0] if count else 0,
+        affected_lots=affected,
         lines=lines,
         customers=by_customer([x for x in lines if x.status == "shipped"]),
         gaps=gaps,

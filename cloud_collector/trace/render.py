@@ -18,11 +18,11 @@ async def recall_csv(conn: AsyncConnection, lot: Lot) -> AsyncIterator[bytes]:
     """The recall list as CSV lines (RECALL_CSV_COLUMNS order, no header), formatted by the
     database and passed on in blocks as it produces them: memory stays flat however far
     the lot reached."""
-    statement = f"copy ({RECALL_LINES}) to stdout (format csv)"
-    async with (
-        reached_table(conn, lot.lot_id, "forward"),
-        conn.cursor() as cur,
-        cur.copy(statement) as copy,  # type: ignore[arg-type]
-    ):
-        async for block in copy:
-            yield bytes(block)
+    async with reached_table(conn, lot.lot_id, "forward") as reached:
+        statement = f"copy ({reached.sql(RECALL_LINES)}) to stdout (format csv)"
+        async with (
+            conn.cursor() as cur,
+            cur.copy(statement, reached.params or None) as copy,  # type: ignore[arg-type]
+        ):
+            async for block in copy:
+                yield bytes(block)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -49,25 +50,48 @@ _WALK = {
 _COUNT_ONLY = "select count(*) from ({walk}) w"
 
 
+@dataclass(frozen=True)
+class Reached:
+    """The lots a walk reached, as the relation `reached` (column lot_id) of the statements
+    passed through `sql()` and run with `params`: a temporary table where the session may
+    create one, else (a read standby, the API's read-only sessions) the walk's ids given to
+    each statement as an array: the planner sizes an array constant's rows by its length."""
+
+    ids: list[int] | None  # None: the temporary table holds them
+
+    def sql(self, statement: str) -> str:
+        if self.ids is None:
+            return statement
+        return f"with reached(lot_id) as (select unnest(%(reached)s::bigint[])) {statement}"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {} if self.ids is None else {"reached": self.ids}
+
+
 @asynccontextmanager
 async def reached_table(
     conn: AsyncConnection, lot_id: int, direction: Direction
-) -> AsyncIterator[None]:
+) -> AsyncIterator[Reached]:
     """The lots `lot_id` reaches, as the temporary table `reached` for the statements run
     inside, in one transaction. Analyzed, so the planner sizes the joins to it: index probes
-    for ten thousand lots, merge joins for half a million (a CTE would be guessed small)."""
+    for ten thousand lots, merge joins for half a million (a CTE would be guessed small).
+    Where no table may be created (queries.writable), the ids themselves (Reached)."""
     async with conn.transaction():
         row = await (await conn.execute("select current_setting('work_mem')")).fetchone()
         # Sorts and hashes over half a million lots stay in memory (the default spills).
         await conn.execute("set local work_mem = '64MB'")
-        await conn.execute(
-            f"create temp table reached on commit drop as {_WALK[direction]}",  # type: ignore[arg-type]
-            {"lot": lot_id},
-        )
-        await conn.execute("analyze reached")
-        yield
-        # Within a caller's transaction this block is only a savepoint: leave nothing behind.
-        await conn.execute("drop table reached")
+        if not queries.writable(conn):
+            yield Reached(await reachable(conn, lot_id, direction))
+        else:
+            await conn.execute(
+                f"create temp table reached on commit drop as {_WALK[direction]}",  # type: ignore[arg-type]
+                {"lot": lot_id},
+            )
+            await conn.execute("analyze reached")
+            yield Reached(None)
+            # Within a caller's transaction this block is only a savepoint: leave nothing.
+            await conn.execute("drop table reached")
         await conn.execute("select set_config('work_mem', %s, true)", (row[0] if row else "4MB",))
 
 
@@ -100,7 +124,7 @@ async def trace(conn: AsyncConnection, lot: Lot, direction: Direction) -> Trace:
     if direction == "forward":
         # Only the batches that made the descendants: not the ones that made the lot itself.
         batch_ids = sorted({link.batch_id for link in links})
-    batches = await _batches(conn, batch_ids, detail=direction == "backward")
+    batches = await traced_batches(conn, batch_ids, detail=direction == "backward")
     receipts = [
         Receipt(**r)
         for r in await fetch(
@@ -198,7 +222,9 @@ _BATCH_INPUTS = _BATCH_SIDE.format(table="batch_inputs")
 _BATCH_OUTPUTS = _BATCH_SIDE.format(table="batch_outputs")
 
 
-async def _batches(conn: AsyncConnection, batch_ids: list[str], detail: bool) -> list[TracedBatch]:
+async def traced_batches(
+    conn: AsyncConnection, batch_ids: list[str], detail: bool
+) -> list[TracedBatch]:
     """The traced batches in three statements whatever their number; with `detail` (a
     backward trace) also each one's parameters and excursions, from the rollups."""
     batches = [queries.Batch(**r) for r in await fetch(conn, _BATCHES, batch_ids)]

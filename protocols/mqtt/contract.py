@@ -424,9 +424,50 @@ class Ack(Strict):
         return list(self.refusals)
 
 
+# What one status may list: lines and devices of a line PC, and each device's last values.
+MAX_STATUS_ITEMS = 1000
+
+
+class LineState(Strict):
+    """A line of the edge and the batch it runs now (None: idle)."""
+
+    line: Identifier
+    batch: Name | None = None
+    batch_started_at: AwareDatetime | None = None
+
+
+class TagValue(Strict):
+    """A device's last value of one tag, as it was bound (None: no usable value)."""
+
+    tag: Identifier
+    value: Finite | None = None
+    unit: Unit | None = None
+    quality: Quality = "good"
+    time: AwareDatetime
+
+
+class DeviceState(Strict):
+    """A device of the edge: whether data flows, its last error, its last values."""
+
+    device: Identifier
+    station: Identifier  # the line or dock door it serves
+    connected: bool
+    last_read_at: AwareDatetime | None = None
+    offline_since: AwareDatetime | None = None
+    failures: int = Field(default=0, ge=0, le=MAX_SEQ)
+    last_error: Reason | None = None
+    values: list[TagValue] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
+
+
 class EdgeStatus(Strict):
     """Retained on trace/v1/edges/{edge_id}/status; the broker publishes the offline form as
-    the edge's last will when its connection dies."""
+    the edge's last will when its connection dies.
+
+    `session` is the time the edge put in the last will of its current connection (the
+    offline form's `time`): it orders a will against the statuses of the same and of
+    later connections, which the edges' clocks alone cannot (the will is written when
+    the connection opens). The fields from `session` on were added later: an edge that
+    does not send them is still understood."""
 
     contract: Literal["trace.v1"] = CONTRACT
     edge_id: Identifier
@@ -440,6 +481,11 @@ class EdgeStatus(Strict):
     quarantined: int | None = Field(default=None, ge=0, le=MAX_SEQ)
     alarms: list[Reason] = Field(default_factory=list, max_length=1000)
     last_ack_at: AwareDatetime | None = None
+    session: AwareDatetime | None = None
+    # How often the edge refreshes its status: a status older than a few of these is stale.
+    interval_s: Finite | None = Field(default=None, gt=0, le=86_400)
+    lines: list[LineState] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
+    devices: list[DeviceState] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
 
 
 class CollectorStatus(Strict):

@@ -8,6 +8,7 @@ import uuid
 
 import psycopg
 
+from cloud_collector import pages
 from cloud_collector.api import create_app
 from cloud_collector.auth import Role
 from cloud_collector.ingest import ingest
@@ -21,7 +22,7 @@ from tests.conftest import RunningCollector, Services
 def test_every_route_is_a_module_router_s_and_none_is_a_closure() -> None:
     """create_app only includes routers: a route defined inside a function (over the app,
     its settings or a connection factory) has a second home a reader must find."""
-    router_paths = {r.path for router in ROUTERS for r in router.routes}
+    router_paths = {r.path for router in (*ROUTERS, *pages.ROUTERS) for r in router.routes}
     misplaced = []
     for route in api_routes(create_app(CollectorSettings())):
         endpoint = route.dependant.call

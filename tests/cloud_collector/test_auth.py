@@ -17,15 +17,15 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from cloud_collector import auth
+from cloud_collector import auth, pages
 from cloud_collector.api import create_app
 from cloud_collector.auth import Partner, Role
-from cloud_collector.endpoints import connection
+from cloud_collector.endpoints import connection, primary_connection
 from cloud_collector.settings import CollectorSettings
 from tests.conftest import RunningCollector, Services, until
 from tracectl.__main__ import main as tracectl
 
-OPEN_ROUTES = {"/healthz"}
+OPEN_ROUTES = {"/healthz", *pages.PUBLIC_PATHS}
 
 
 async def issue(services: Services, role: Role, partner: str | None = None) -> auth.IssuedKey:
@@ -160,13 +160,12 @@ def test_every_route_checks_the_key_before_it_takes_a_connection(
     late = []
     for route in api_routes(create_app(collector.settings)):
         order = resolution_order(route.dependant)
-        if connection not in order:
-            continue
         first_check = next(
             (i for i, call in enumerate(order) if hasattr(call, "required_roles")), len(order)
         )
-        if order.index(connection) < first_check:
-            late.append(f"{sorted(route.methods)} {route.path}")
+        for taker in (connection, primary_connection):
+            if taker in order and order.index(taker) < first_check:
+                late.append(f"{sorted(route.methods)} {route.path}")
     assert late == [], "routes taking a connection before checking the key: " + ", ".join(late)
 
 

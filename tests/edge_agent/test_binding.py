@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent import binding
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import BatchTag, Binder
 from edge_agent.outbox import EVENTS, READINGS, Outbox
@@ -163,6 +164,52 @@ def test_a_reading_the_contract_refuses_is_counted_and_the_poll_goes_on(
     assert "reading of speed" in binder.refusals.last["plc"]
     assert "unit: String should have at most 32 characters" in binder.refusals.last["plc"]
     assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("sample", "named"),
+    [
+        (Sample("t", "61.5x", "Cel"), "value: Input should be a valid number"),  # type: ignore[arg-type]
+        (Sample("t", [61.5], "Cel"), "value: Input should be a valid number"),  # type: ignore[arg-type]
+        (Sample("t", 61.5, "Cel", "fine"), "quality: Input should be 'good'"),  # type: ignore[arg-type]
+        (Sample("t", 61.5, 42), "unit: Input should be a valid string"),  # type: ignore[arg-type]
+        (Sample(7, 61.5, "Cel"), "tag: Input should be a valid string"),  # type: ignore[arg-type]
+        (Sample(["t"], 61.5, "Cel"), "tag: Input should be a valid string"),  # type: ignore[arg-type]
+        (Sample("t t", 61.5, "Cel"), "tag: String should match pattern"),
+        (Sample("t", None, "Cel"), "a reading with quality 'good' must have a value"),
+        (Sample("t", None, "Cel", "bad", detail=42), "detail: Input should be a valid string"),  # type: ignore[arg-type]
+        (Sample("t", 1.5, "Cel", device_time="yesterday"), "device_time: Input should be a valid"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_mistyped_sample_is_refused_before_the_outbox_naming_the_field(
+    outbox: Outbox, sample: Sample, named: str
+) -> None:
+    """A driver that hands over a wrong type (a codec bug, a string where a number
+    belongs): the reading is refused at the edge, counted with the field and the problem,
+    and the rest of the poll is kept."""
+    binder = Binder(BatchContext(outbox.store, ["l1"]), outbox)
+    for _ in range(2):
+        assert binder.readings("l1", "plc", [sample, Sample("ok", 1.5, "Cel")], T0) == 1
+    assert [r["tag"] for r in records(outbox, READINGS)] == ["ok", "ok"]
+    assert binder.refusals.count == {"plc": 2}
+    assert named in binder.refusals.last["plc"], binder.refusals.last["plc"]
+    assert "reading record refused by the message contract" in binder.refusals.last["plc"]
+
+
+def test_the_checked_forms_of_tags_are_bounded(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A form is kept per line, batch and device: years of batches must not grow memory."""
+    monkeypatch.setattr(binding, "MAX_FORM_SETS", 3)
+    binder = Binder(BatchContext(outbox.store, ["l1"]), outbox)
+    for n in range(10):
+        binder.start_batch("l1", f"B{n}", "op", T0)
+        assert binder.readings("l1", "plc", [Sample("t", float(n), "Cel")], T0) == 1
+        binder.end_batch("l1", "op", T0)
+        assert len(binder._forms) <= 3
+    assert [(r["batch"], r["value"]) for r in records(outbox, READINGS)] == [
+        (f"B{n}", float(n)) for n in range(10)
+    ]
 
 
 def test_a_device_error_of_any_length_or_content_is_recorded(outbox: Outbox) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.outbox import EVENTS, READINGS, Outbox
-from edge_agent.records import UNNUMBERED
+from edge_agent.records import UNNUMBERED, ReadingForm, TakenAt
 from edge_agent.store import EdgeStore
 from protocols.mqtt.contract import MAX_SEQ, BatchEvent, Reading
 
@@ -44,6 +44,23 @@ def test_records_are_numbered_per_stream_and_stored_as_contract_json(tmp_path: P
     assert (seq, seq2) == (0, 1)
     assert body == reading(1.5).model_copy(update={"seq": 0}).model_dump_json()
     assert Reading.model_validate_json(body2) == reading(2).model_copy(update={"seq": 1})
+
+
+def test_a_checked_reading_is_stored_as_its_model_numbered(tmp_path: Path) -> None:
+    box = Outbox(EdgeStore(tmp_path / "o.db"))
+    form, taken = ReadingForm("l", None, "d", "t", None), TakenAt(AT)
+    checked = [form.reading(taken, 1.5), form.reading(taken, 2.0, "uncertain", AT)]
+    assert box.append_many([(READINGS, checked[0]), (EVENTS, event(1))]) == [0, 0]
+    assert box.append(READINGS, reading(3.0)) == 1
+    assert box.append(READINGS, checked[1]) == 2
+    bodies = [body for _, body in box.take(READINGS, 10)]
+    assert bodies == [
+        reading(1.5).model_copy(update={"seq": 0}).model_dump_json(),
+        reading(3.0).model_copy(update={"seq": 1}).model_dump_json(),
+        reading(2.0)
+        .model_copy(update={"seq": 2, "quality": "uncertain", "device_time": AT})
+        .model_dump_json(),
+    ]
 
 
 def test_take_accept_requeue(tmp_path: Path) -> None:
@@ -246,6 +263,7 @@ def test_a_refused_run_is_quarantined_as_sent_and_the_records_behind_it_flow(
     [
         ({"kind": "batch_started", "time": AT, "line": "l", "batch": "B", "by": "op"}, "not dict"),
         (event(1).model_copy(update={"seq": 7}), "not a record built UNNUMBERED"),
+        (reading(1.0).model_dump_json(), "or a CheckedReading, not str"),
     ],
 )
 def test_only_a_contract_model_built_unnumbered_enters_and_a_refused_call_spends_no_number(

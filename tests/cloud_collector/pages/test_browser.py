@@ -1,0 +1,301 @@
+"""The pages in a real browser: Debian's Chromium, headless, driven by Playwright against
+the running collector with a seeded plant. Sign in, search a lot by its scanned label,
+the graph's nodes and its loop, a click moving the trace, the chart's points and limit
+band, the overlay, a download's rows, the print view, a partner's view; no script error
+and no Content-Security-Policy violation on any page. A genealogy of a thousand nodes is
+laid out and its time reported.
+
+Screenshots of each page go to $TRACE_PAGES_SCREENSHOTS (docs/pages when refreshing the
+README's pictures), else to the test's temporary folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+
+from cloud_collector.auth import Role
+from tests.cloud_collector.pages.seed import (
+    CAKE_OVEN_READINGS,
+    HOT,
+    OVEN_HIGH,
+    OVEN_LOW,
+    OVEN_READINGS,
+    Seeded,
+    seed,
+)
+from tests.cloud_collector.test_trace import BREAD_GTIN, DOUGH_GTIN, Plant, lot_item
+from tests.conftest import RunningCollector, Services
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests drive Debian's chromium package "
+            "(`make test` installs it through deploy/browser.sh; or apt-get install chromium)",
+            pytrace=False,
+        )
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
+        )
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def plant(services: Services, collector: RunningCollector) -> Seeded:
+    return await seed(services, collector)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("TRACE_PAGES_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Watched:
+    """A page whose script errors and CSP violations are kept, to be asserted empty."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error" or "Content Security Policy" in message.text:
+            self.problems.append(f"console {message.type}: {message.text}")
+
+
+async def open_signed_in(
+    browser: Browser, collector: RunningCollector, key: str, language: str = "en-GB"
+) -> Watched:
+    context = await browser.new_context(
+        base_url=collector.api_url,
+        locale=language,
+        viewport={"width": 1440, "height": 1000},
+        accept_downloads=True,
+    )
+    watched = Watched(await context.new_page())
+    page = watched.page
+    await page.goto("/trace")  # no session: to the sign-in form, and back after it
+    assert "/signin?next=" in page.url
+    await page.fill("#key", key)
+    await page.click("form[action='/signin'] button[type=submit]")
+    await page.wait_for_url("**/trace")
+    return watched
+
+
+async def test_search_a_scanned_label_and_walk_the_graph(
+    browser: Browser, collector: RunningCollector, plant: Seeded, shots: Path
+) -> None:
+    watched = await open_signed_in(browser, collector, collector.keys[Role.reader])
+    page = watched.page
+    await page.screenshot(path=shots / "signin-done.png")
+    # As a keyboard-wedge scanner types a GS1-128 label: symbology id, AIs run together.
+    await page.fill("#lot", f"]C101{DOUGH_GTIN}10{plant.lot('DOUGH')}")
+    await page.press("#lot", "Enter")
+    await page.wait_for_selector("#graph[data-status=ready]", timeout=30_000)
+    ids = await page.evaluate("traceGraph.nodes().map(n => n.id())")
+    lots = await page.evaluate(
+        "Object.fromEntries(traceGraph.nodes('.lot')"
+        ".map(n => [n.data('label').split('\\n')[0], n.id()]))"
+    )
+    assert set(lots) == {plant.lot(n) for n in ("FLOUR", "SUGAR", "DOUGH", "BREAD", "CAKE")}
+    assert {f"batch:{plant.batch(b)}" for b in ("B1", "B2", "B3", "RW")} <= set(ids)
+    assert f"receipt:PO-{plant.plant.tag}" in ids
+    assert {f"shipment:SH-1-{plant.plant.tag}", f"shipment:SH-2-{plant.plant.tag}"} <= set(ids)
+    assert f"customer:C1-{plant.plant.tag}" in ids
+    # The loop DOUGH -> B2 -> BREAD -> RW -> DOUGH, drawn as such; nothing else is.
+    loop = await page.evaluate(
+        "traceGraph.edges('.loop').map(e => [e.source().id(), e.target().id()])"
+    )
+    dough, bread = lots[plant.lot("DOUGH")], lots[plant.lot("BREAD")]
+    b2, rw = f"batch:{plant.batch('B2')}", f"batch:{plant.batch('RW')}"
+    assert sorted(map(tuple, loop)) == sorted([(dough, b2), (b2, bread), (bread, rw), (rw, dough)])
+    shapes = await page.evaluate(
+        "Object.fromEntries(['lot','batch','receipt','shipment','customer']"
+        ".map(k => [k, traceGraph.nodes('.' + k)[0].style('shape')]))"
+    )
+    assert len(set(shapes.values())) == 5, shapes
+    assert await page.evaluate(
+        f"traceGraph.getElementById('batch:{plant.batch('B1')}').hasClass('excursion')"
+    )
+    # Laid out left to right: the flour (upstream) left of the dough, the cake right of it.
+    x = await page.evaluate(
+        "Object.fromEntries(traceGraph.nodes().map(n => [n.id(), n.position('x')]))"
+    )
+    assert x[lots[plant.lot("FLOUR")]] < x[dough] < x[lots[plant.lot("CAKE")]]
+    await page.screenshot(path=shots / "trace.png", full_page=False)
+
+    # A click on the bread moves the trace there.
+    await page.locator("#graph").scroll_into_view_if_needed()
+    await page.wait_for_timeout(300)  # cytoscape re-reads its place on the page after a scroll
+    where = await page.evaluate(f"traceGraph.getElementById('{bread}').renderedPosition()")
+    box = await page.locator("#graph").bounding_box()
+    assert box is not None
+    await page.mouse.click(box["x"] + where["x"], box["y"] + where["y"])
+    await page.wait_for_url(f"**/trace?lot={bread.split(':')[1]}")
+    await page.wait_for_selector("#graph[data-status=ready]", timeout=30_000)
+    assert plant.lot("BREAD") in await page.inner_text("h1")
+
+    # The print view: no navigation or search, the graph as an image, stamped.
+    await page.emulate_media(media="print")
+    assert not await page.is_visible("header.top")
+    assert await page.evaluate(
+        "document.getElementById('graph-print').src.startsWith('data:image/png')"
+    )
+    assert "test-" in await page.inner_text("[data-testid=stamp]")
+    await page.pdf(path=str(shots / "trace-report.pdf"))
+    await page.emulate_media(media="screen")
+
+    # The switch to Chinese keeps the page (and the search) where it was.
+    await page.click("header.top a[lang=zh-Hans]")
+    await page.wait_for_selector("#graph[data-status=ready]", timeout=30_000)
+    assert "追溯报告" in await page.inner_text("h1")
+    assert f"lot={bread.split(':')[1]}" in page.url
+    await page.screenshot(path=shots / "trace-zh.png")
+    assert watched.problems == [], "\n".join(watched.problems)
+
+
+async def test_a_batch_chart_draws_its_points_band_and_excursions(
+    browser: Browser, collector: RunningCollector, plant: Seeded, shots: Path
+) -> None:
+    watched = await open_signed_in(browser, collector, collector.keys[Role.reader])
+    page = watched.page
+    await page.goto(f"/batches/{plant.batch('B1')}")
+    await page.wait_for_selector("#charts[data-status=ready]", timeout=30_000)
+    option = await page.evaluate(
+        "(() => { const o = echarts.getInstanceByDom(document.querySelector('[data-tag]'))"
+        ".getOption(); return {points: o.series[0].data.length, band: o.series[0].markArea.data,"
+        " out: o.series[3].data.length}; })()"
+    )
+    assert option["points"] == OVEN_READINGS
+    assert option["band"] == [[{"yAxis": OVEN_LOW}, {"yAxis": OVEN_HIGH}]] or [
+        [a["yAxis"], b["yAxis"]] for a, b in option["band"]
+    ] == [[OVEN_LOW, OVEN_HIGH]]
+    assert option["out"] == len(HOT)
+    await page.screenshot(path=shots / "batch.png", full_page=True)
+
+    # The overlay of the line's batches: the form on the page, B1 and B3 checked.
+    await page.goto(
+        f"/compare?tag={plant.oven}/temperature&batch={plant.batch('B1')}&batch={plant.batch('B3')}"
+    )
+    await page.wait_for_selector("#compare[data-status=ready]", timeout=30_000)
+    lengths = await page.evaluate(
+        "echarts.getInstanceByDom(document.getElementById('compare')).getOption()"
+        ".series.map(s => [s.name, s.data.length, s.data[0][0]])"
+    )
+    assert [(n, c) for n, c, _ in lengths] == [
+        (plant.batch("B1"), OVEN_READINGS),
+        (plant.batch("B3"), CAKE_OVEN_READINGS),
+    ]
+    assert all(start == 0 for _, _, start in lengths)  # each from its own first reading
+    await page.screenshot(path=shots / "compare.png")
+
+    await page.goto("/batches?line=line-1&excursion=true")
+    assert plant.batch("B1") in await page.inner_text("[data-testid=batches]")
+    await page.screenshot(path=shots / "batches.png")
+    assert watched.problems == []
+
+
+async def test_the_recall_download_has_the_recall_s_rows(
+    browser: Browser, collector: RunningCollector, plant: Seeded, shots: Path
+) -> None:
+    watched = await open_signed_in(browser, collector, collector.keys[Role.reader])
+    page = watched.page
+    await page.goto("/recall")
+    await page.fill("#lot", plant.lot("DOUGH"))
+    await page.press("#lot", "Enter")
+    await page.wait_for_selector("[data-testid=recall]")
+    affected = int(await page.inner_text("[data-testid=affected]"))
+    shown = await page.locator("[data-testid=lines] tbody tr").count()
+    async with page.expect_download() as started:
+        await page.click("[data-testid=download-csv]")
+    download = await started.value
+    saved = await download.path()
+    rows = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"))))
+    assert affected == 3  # dough, bread, cake
+    # Bread shipped, cake shipped in part and the rest on hand; the dough all used up.
+    assert len(rows) == shown == 3
+    assert sorted((r["lot_code"], r["status"]) for r in rows) == [
+        (plant.lot("BREAD"), "shipped"),
+        (plant.lot("CAKE"), "on_hand"),
+        (plant.lot("CAKE"), "shipped"),
+    ]
+    async with page.expect_download() as xlsx:
+        await page.click("[data-testid=download-fsma-xlsx]")
+    assert (await xlsx.value).suggested_filename.endswith(".xlsx")
+    await page.screenshot(path=shots / "recall.png", full_page=True)
+    assert watched.problems == []
+
+
+async def test_a_partner_sees_only_its_own_in_chinese(
+    browser: Browser, collector: RunningCollector, plant: Seeded, shots: Path
+) -> None:
+    context = await browser.new_context(base_url=collector.api_url, locale="zh-CN")
+    watched = Watched(await context.new_page())
+    page = watched.page
+    await page.goto("/")
+    assert "登录" in await page.inner_text("h1")
+    await page.fill("#key", plant.partner_key)
+    await page.click("form[action='/signin'] button[type=submit]")
+    await page.wait_for_url("**/partner")
+    assert await page.locator("[data-testid=partner-lots] tbody tr").all_inner_texts() == [
+        f"{plant.lot('BREAD')}\t{BREAD_GTIN}"
+    ]
+    await page.screenshot(path=shots / "partner.png")
+    await page.goto(f"/trace?lot={plant.lot('BREAD')}")
+    assert "has role partner" in await page.inner_text("[data-testid=refused]")
+    assert watched.problems == [] or all("403" in p for p in watched.problems)
+
+
+async def test_a_genealogy_of_a_thousand_nodes_is_laid_out(
+    browser: Browser, collector: RunningCollector, services: Services
+) -> None:
+    """One lot used by 333 batches, each making a lot that went out on its own shipment:
+    1,000 nodes and 999 edges on one page."""
+    p = Plant(services)
+    root = p.lot("ROOT")
+    n = 333
+    await p.post(
+        *[
+            p.batch(
+                f"W{i}-{p.tag}",
+                [lot_item(DOUGH_GTIN, root, 1, "KGM")],
+                [lot_item(BREAD_GTIN, p.lot(f"OUT{i}"), 10, "EA")],
+            )
+            for i in range(n)
+        ],
+        *[
+            p.shipment([lot_item(BREAD_GTIN, p.lot(f"OUT{i}"), 10, "EA")], f"SW{i}-{p.tag}")
+            for i in range(n)
+        ],
+    )
+    watched = await open_signed_in(browser, collector, collector.keys[Role.reader])
+    page = watched.page
+    await page.goto(f"/trace?lot=01/{DOUGH_GTIN}/10/{root}")
+    await page.wait_for_selector("#graph[data-status=ready]", timeout=120_000)
+    count = await page.evaluate("traceGraph.nodes().length")
+    took = int(await page.get_attribute("#graph", "data-layout-ms") or -1)
+    print(f"\n1,000-node genealogy: laid out in {took} ms in the browser's worker")
+    assert count == 1 + 2 * n + n
+    assert watched.problems == []
+    # The page stayed responsive while ELK worked in its worker: a zoom answers at once.
+    assert (
+        await page.evaluate(
+            "(() => { const t = performance.now(); traceGraph.zoom(0.5);"
+            " return performance.now() - t; })()"
+        )
+        < 1000
+    )
