@@ -1,9 +1,18 @@
-"""Collector ingest throughput: readings per second through parse -> validate -> commit
-(binary COPY, rollups, sequence bookkeeping) on one connection, without the broker, for
-new messages and for resends of committed ones (the resend pays the comparison with what
-was committed under its numbers).
+"""Collector ingest throughput without the broker: messages of readings through the
+consumer's own flow (read, group commit, ack) and through the one-by-one path every message
+took before (ingest.ingest, one transaction each), beside a binary COPY of the same rows
+into a table of `readings`' shape and indexes, in the same run.
 
-    eval "$(deploy/services.sh up)"; .venv/bin/python bench/collector_ingest.py
+    eval "$(bash deploy/services.sh up)"; .venv/bin/python bench/collector_ingest.py
+
+It makes its own database (`trace_bench_ingest`, dropped and migrated at the start), so
+`readings` and the COPY's table start empty and grow alike. A run plays `--readings`
+readings from `--edges` edges (their messages interleaved, as a fleet's arrive) at each
+message size, taking turns: COPY, group commit, one by one. Each figure is the median of
+`--runs` runs with their spread; the ratio is to the COPY of the same run. Beside the
+rates, the CPU each path costs per reading, in this process and in its PostgreSQL backend
+(read from /proc: the database must run on this machine): on a machine shared with other
+work these are steadier than the rates, and they say where more cores would go.
 """
 
 from __future__ import annotations
@@ -14,71 +23,309 @@ import json
 import os
 import statistics
 import time
-import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import aiomqtt
 import psycopg
 
-from cloud_collector.ingest import ingest
+from cloud_collector.consumer import Flow, IngestCounters, Taken, handle
 from cloud_collector.migrate import migrate
+from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
+from protocols.mqtt.contract import Ack
 
+DATABASE = "trace_bench_ingest"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+_COLUMNS = (
+    "time, device_time, received_at, line_id, batch_id, device, tag, value, unit, quality,"
+    " detail, stream_id, seq, backfill"
+)
+_TYPES = [
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "text",
+    "float8",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "int8",
+    "bool",
+]
+# `readings` as migration 0001 makes it: a hypertable of 1-day chunks and its two indexes.
+_COPY_TABLE = [
+    "drop table if exists copy_reference",
+    "create table copy_reference (like readings including defaults)",
+    "select create_hypertable('copy_reference', by_range('time', interval '1 day'))",
+    "create unique index on copy_reference (stream_id, seq, time)",
+    "create index on copy_reference (batch_id, device, tag, time) where batch_id is not null",
+]
 
 
-def message(edge: str, first: int, size: int, tags: int) -> bytes:
-    records = [
-        {
-            "kind": "reading",
-            "seq": seq,
-            "time": (T0 + timedelta(milliseconds=100 * seq)).isoformat(),
-            "line": "line-1",
-            "batch": "BENCH-1",
-            "device": "plc-1",
-            "tag": f"tag-{seq % tags}",
-            "value": seq * 0.5,
-            "unit": "Cel",
-        }
-        for seq in range(first, first + size)
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds a process has used (user + system)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+@dataclass
+class Cost:
+    """CPU microseconds per reading: this process, its PostgreSQL backend."""
+
+    python: float
+    postgres: float
+
+
+class Meter:
+    def __init__(self, backend: int) -> None:
+        self.backend = backend
+
+    def __enter__(self) -> Meter:
+        self._start = (time.process_time(), _cpu_of(self.backend))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.spent = (
+            time.process_time() - self._start[0],
+            _cpu_of(self.backend) - self._start[1],
+        )
+
+    def per(self, readings: int) -> Cost:
+        return Cost(self.spent[0] / readings * 1e6, self.spent[1] / readings * 1e6)
+
+
+@dataclass
+class Workload:
+    size: int  # readings per message
+    messages: list[tuple[str, bytes]]  # (topic, payload), edges interleaved
+    rows: list[tuple[object, ...]]  # the same readings as COPY rows
+
+    @property
+    def readings(self) -> int:
+        return len(self.rows)
+
+
+def workload(run: int, size: int, readings: int, edges: int, tags: int) -> Workload:
+    """`readings` readings from `edges` edges (a new epoch per run: fresh numbers)."""
+    per_edge = readings // edges // size
+    messages: list[tuple[str, bytes]] = []
+    rows: list[tuple[object, ...]] = []
+    received = datetime.now(UTC)
+    for n in range(per_edge):
+        for e in range(edges):
+            edge = f"bench-edge-{e:02d}"
+            records = []
+            for seq in range(n * size, (n + 1) * size):
+                time_ = T0 + timedelta(milliseconds=100 * seq)
+                tag, value, batch = f"tag-{seq % tags}", seq * 0.5, f"BENCH-{run}-{e}"
+                records.append(
+                    {
+                        "kind": "reading",
+                        "seq": seq,
+                        "time": time_.isoformat(),
+                        "line": f"line-{e}",
+                        "batch": batch,
+                        "device": "plc-1",
+                        "tag": tag,
+                        "value": value,
+                        "unit": "Cel",
+                    }
+                )
+                rows.append(
+                    (
+                        *(time_, None, received, f"line-{e}", batch, "plc-1", tag, value),
+                        *("Cel", "good", None, 1_000_000 * run + 1000 * size + e, seq, True),
+                    )
+                )
+            body = {
+                "edge_id": edge,
+                "stream": "readings",
+                "epoch": f"run-{run}-{size}",
+                "records": records,
+            }
+            messages.append((topics.data(edge, "readings"), json.dumps(body).encode()))
+    return Workload(size, messages, rows)
+
+
+async def copy_reference(conn: psycopg.AsyncConnection, load: Workload) -> float:
+    start = time.perf_counter()
+    sql = f"copy copy_reference ({_COLUMNS}) from stdin (format binary)"
+    async with conn.transaction(), conn.cursor() as cur, cur.copy(sql) as cp:
+        cp.set_types(_TYPES)
+        for row in load.rows:
+            await cp.write_row(row)
+    return time.perf_counter() - start
+
+
+def _messages(load: Workload) -> list[aiomqtt.Message]:
+    return [
+        aiomqtt.Message(topic, payload, qos=1, retain=False, mid=n + 1, properties=None)
+        for n, (topic, payload) in enumerate(load.messages)
     ]
-    body = {"edge_id": edge, "stream": "readings", "epoch": "e1", "records": records}
-    return json.dumps(body).encode()
 
 
-async def run(url: str, messages: int, size: int, tags: int) -> tuple[float, float]:
-    edge = f"bench-{uuid.uuid4().hex[:8]}"
-    topic = topics.data(edge, "readings")
-    payloads = [message(edge, i * size, size, tags) for i in range(messages)]
+async def _count_ack(ack: Ack) -> None:
+    ack.model_dump_json()  # what publishing it costs the collector, short of the socket
+
+
+async def group_commit(
+    conn: psycopg.AsyncConnection, settings: CollectorSettings, load: Workload
+) -> tuple[float, IngestCounters]:
+    """The consumer's grouper and committer over a backlog of the workload's messages."""
+    counters = IngestCounters()
+    messages = _messages(load)
+    unsettled = len(messages)
+
+    def settled(message: aiomqtt.Message) -> None:
+        nonlocal unsettled
+        unsettled -= 1
+
+    flow = Flow(conn, settings, counters, _count_ack, settled)
+    arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+    grouped: asyncio.Queue[list[Taken]] = asyncio.Queue(maxsize=1)
+    start = time.perf_counter()
+    for message in messages:
+        arrived.put_nowait(message)
+    tasks = [
+        asyncio.create_task(flow.group(arrived, grouped)),
+        asyncio.create_task(flow.commit(grouped)),
+    ]
+    while unsettled > 0:
+        await asyncio.sleep(0.002)
+        for task in tasks:
+            if task.done():
+                task.result()
+    elapsed = time.perf_counter() - start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert counters.rows_inserted == load.readings, counters
+    return elapsed, counters
+
+
+async def one_by_one(
+    conn: psycopg.AsyncConnection, settings: CollectorSettings, load: Workload
+) -> float:
+    counters = IngestCounters()
+    start = time.perf_counter()
+    for message in _messages(load):
+        await handle(conn, _count_ack, message, counters, settings)
+    assert counters.rows_inserted == load.readings, counters
+    return time.perf_counter() - start
+
+
+@dataclass
+class Figures:
+    copy: list[float]
+    group: list[float]
+    alone: list[float]
+    groups: list[float]  # messages per group commit
+    costs: dict[str, list[Cost]]
+
+
+async def measure(url: str, args: argparse.Namespace) -> dict[int, Figures]:
+    settings = CollectorSettings(database_url=url)
+    figures = {
+        s: Figures([], [], [], [], {"copy": [], "group": [], "alone": []}) for s in args.sizes
+    }
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        start = time.perf_counter()
-        for payload in payloads:
-            outcome = await ingest(conn, topic, payload)
-            assert outcome.ack is not None and outcome.inserted == size, outcome
-        new = messages * size / (time.perf_counter() - start)
-        start = time.perf_counter()
-        for payload in payloads:
-            outcome = await ingest(conn, topic, payload)
-            assert outcome.ack is not None and outcome.ack.duplicate, outcome
-        resent = messages * size / (time.perf_counter() - start)
-    return new, resent
+        for statement in _COPY_TABLE:
+            await conn.execute(statement)  # type: ignore[arg-type]
+        row = await (await conn.execute("select pg_backend_pid()")).fetchone()
+        meter = Meter(int(row[0]) if row else 0)
+        for run in range(args.runs):
+            for size in args.sizes:
+                load = workload(run, size, args.readings, args.edges, args.tags)
+                f = figures[size]
+                with meter:
+                    f.copy.append(load.readings / await copy_reference(conn, load))
+                f.costs["copy"].append(meter.per(load.readings))
+                with meter:
+                    elapsed, counters = await group_commit(conn, settings, load)
+                f.costs["group"].append(meter.per(load.readings))
+                f.group.append(load.readings / elapsed)
+                f.groups.append(counters.grouped / max(counters.groups, 1))
+                if not args.skip_one_by_one:
+                    alone = workload(run + 1000, size, args.readings // 4, args.edges, args.tags)
+                    with meter:
+                        rate = alone.readings / await one_by_one(conn, settings, alone)
+                    f.alone.append(rate)
+                    f.costs["alone"].append(meter.per(alone.readings))
+                print(
+                    f"run {run + 1} size {size}: COPY {f.copy[-1]:,.0f}/s, group commit "
+                    f"{f.group[-1]:,.0f}/s ({f.group[-1] / f.copy[-1]:.2f} x)"
+                    + (
+                        f", one by one {f.alone[-1]:,.0f}/s ({f.alone[-1] / f.copy[-1]:.2f} x)"
+                        if f.alone
+                        else ""
+                    ),
+                    flush=True,
+                )
+    return figures
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def _ratios(values: list[float], copy: list[float]) -> str:
+    ratios = [v / c for v, c in zip(values, copy, strict=True)]
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def _cost(costs: list[Cost]) -> str:
+    python = statistics.median(c.python for c in costs)
+    postgres = statistics.median(c.postgres for c in costs)
+    return f"{python:.1f} | {postgres:.1f}"
+
+
+def report(figures: dict[int, Figures], runs: int) -> None:
+    print(f"\nreadings/s, median (min-max) of {runs} runs; x = per run, to that run's COPY;")
+    print("CPU: microseconds per reading in this process and in its PostgreSQL backend")
+    print(
+        "| records/msg | path | messages/s | readings/s | x same-run COPY "
+        "| CPU collector | CPU postgres |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for size, f in figures.items():
+        print(f"| {size} | binary COPY | | {_spread(f.copy)} | 1.00 | {_cost(f.costs['copy'])} |")
+        print(
+            f"| {size} | group commit ({statistics.median(f.groups):.0f} msgs/group) | "
+            f"{_spread([g / size for g in f.group])} | {_spread(f.group)} | "
+            f"{_ratios(f.group, f.copy)} | {_cost(f.costs['group'])} |"
+        )
+        if f.alone:
+            print(
+                f"| {size} | one by one | {_spread([a / size for a in f.alone])} | "
+                f"{_spread(f.alone)} | {_ratios(f.alone, f.copy)} | {_cost(f.costs['alone'])} |"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=100)
-    parser.add_argument("--size", type=int, default=500, help="readings per message")
+    parser.add_argument("--readings", type=int, default=100_000, help="per size and run")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 100])
+    parser.add_argument("--edges", type=int, default=20)
     parser.add_argument("--tags", type=int, default=50)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-one-by-one", action="store_true")
     args = parser.parse_args()
-    url = os.environ["TRACE_DATABASE_URL"]
+    base = CollectorSettings().database_url
+    with psycopg.connect(base.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        admin.execute(f"drop database if exists {DATABASE} with (force)")
+        admin.execute(f"create database {DATABASE}")
+    url = base.rsplit("/", 1)[0] + "/" + DATABASE
     migrate(url)
-    figures = [asyncio.run(run(url, args.messages, args.size, args.tags)) for _ in range(args.runs)]
-    for label, values in (("new", [f[0] for f in figures]), ("resent", [f[1] for f in figures])):
-        print(
-            f"{label:7s} readings/s: median {statistics.median(values):,.0f}  "
-            f"min {min(values):,.0f}  max {max(values):,.0f}  ({args.runs} runs of "
-            f"{args.messages} x {args.size})"
-        )
+    report(asyncio.run(measure(url, args)), args.runs)
 
 
 if __name__ == "__main__":

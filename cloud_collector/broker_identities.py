@@ -9,10 +9,11 @@ when it is issued; the registry keeps only its Mosquitto `$7$` hash (PBKDF2-SHA5
 
 **What each kind may do** (`RULES`, rendered into the ACL file):
 
-- an edge publishes only its own data and status, and reads only its own acks and the
-  configuration pushed to it;
-- a collector reads every edge's data (through the shared subscription) and status, and
-  publishes the acks.
+- an edge publishes only its own data and status, and reads only its own acks, the
+  configuration pushed to it and the collectors' status;
+- a collector reads every edge's data (through the shared subscription) and status,
+  publishes the acks, and its own status (under its identity's name, which the broker
+  also makes its client id).
 
 **Files.** `update_broker` renders the password file and the ACL file from the identities
 in force (plus the `base_*` files, for identities the registry does not hold), writes
@@ -62,11 +63,13 @@ RULES: dict[IdentityKind, tuple[tuple[str, str], ...]] = {
         ("write", topics.status("{name}")),
         ("read", topics.ack("{name}")),
         ("read", topics.config("{name}") + "/#"),
+        ("read", topics.all_collector_status()),
     ),
     IdentityKind.collector: (
         ("read", topics.all_data()),
         ("read", topics.status("+")),
         ("write", topics.ack("+")),
+        ("write", topics.collector_status("{name}")),
     ),
 }
 

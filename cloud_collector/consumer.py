@@ -6,6 +6,24 @@ after the database committed the message (or refused records of it for good, whi
 says); a message whose ingest met an unavailable database gets no ack, and its edge
 resends it.
 
+**Flow.** Three tasks: the intake takes what the broker delivers; the grouper takes what
+has arrived (up to `ingest_group_messages` / `ingest_group_records`, waiting at most
+`ingest_group_linger_s` after the first) and reads it while the previous group commits;
+the committer commits the group's fresh readings in one transaction (group_commit.py) and
+everything else one by one in arrival order (ingest.py: events, refusals, resends,
+dead letters), then acknowledges each message. The MQTT acknowledgement (PUBACK) of a
+message goes only after it is settled, and the collector asks the broker for a Receive
+Maximum: the broker never has more messages delivered and unsettled at a collector than
+that, so what the collector holds stays bounded when the database is slower than the
+inflow, and the rest waits at the broker and in the edges' outboxes.
+
+**Sessions.** A collector holds nothing the edges cannot send again (an edge's outbox is
+the durable copy), so it connects with a clean session that ends with its connection: the
+broker keeps no dead collector in the shared group and queues nothing for it. It announces
+itself online on trace/v1/collectors/<id>/status (retained), with "offline" as its will;
+edges that see it go offline send again at once what they have in flight, and the living
+collectors take it (a resend of committed records is a duplicate, acknowledged again).
+
 No message and no failure of its own stops the consumer: ingest settles every message
 (commit, refuse, dead-letter), and run_consumer restarts the consumer after anything else
 with backoff, keeping IngestCounters true to what it is doing for /healthz.
@@ -18,6 +36,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,19 +45,32 @@ import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_collector import dead_letters
+from cloud_collector import dead_letters, rollups
 from cloud_collector.broker_identities import accepts_edge
-from cloud_collector.ingest import ingest, unavailable
+from cloud_collector.group_commit import GroupCommit, Prepared
+from cloud_collector.ingest import Outcome, ingest, unavailable
+from cloud_collector.intake import Intake
+from cloud_collector.messages import Rejected, read, read_readings
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
+from protocols.mqtt.contract import Ack, CollectorStatus
 
 log = logging.getLogger(__name__)
 
-# The broker keeps our shared-subscription session for this long while we are down.
-SESSION_EXPIRY_S = 24 * 3600
+# A retained "offline" outlives the collector this long, then the broker drops it (ids
+# change with every process that has no broker identity of its own).
+OFFLINE_KEPT_S = 24 * 3600
 # How often the background loop checks the database and prunes dead letters.
 WATCH_INTERVAL_S = 10.0
 PRUNE_INTERVAL_S = 3600.0
+
+# Edges in the registry of broker identities (broker_identities.accepts_edge, for many).
+_ACCEPTED_EDGES = """
+select e.edge from unnest(%s::text[]) e(edge)
+where not exists (select 1 from broker_identities where kind = 'edge')
+    or exists (select 1 from broker_identities b
+               where b.kind = 'edge' and b.name = e.edge and b.revoked_at is null)
+"""
 
 
 @dataclass
@@ -56,6 +88,10 @@ class IngestCounters:
     database_errors: int = 0
     restarts: int = 0  # the consumer failed on its own and was restarted
     dead_letters_pruned: int = 0
+    groups: int = 0  # group commits
+    grouped: int = 0  # messages committed by them (the others went one by one)
+    in_hand: int = 0  # messages taken from the broker and not yet settled
+    in_hand_peak: int = 0  # the most at once (bounded by settings.messages_in_hand)
     running: bool = False  # the consumer task is alive (False once it has stopped)
     broker_connected: bool = False
     database_connected: bool = False
@@ -63,9 +99,30 @@ class IngestCounters:
     last_message_at: datetime | None = None
 
 
-def _session_properties() -> Properties:
+def _held(counters: IngestCounters, held: int) -> None:
+    counters.in_hand = held
+    counters.in_hand_peak = max(counters.in_hand_peak, held)
+
+
+def _connect_properties(settings: CollectorSettings) -> Properties:
     props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    props.SessionExpiryInterval = 0  # the session ends with the connection
+    props.ReceiveMaximum = settings.messages_in_hand
+    return props
+
+
+def _status(settings: CollectorSettings, state: str) -> str:
+    status = CollectorStatus(
+        collector_id=settings.status_id,
+        state=state,  # type: ignore[arg-type]
+        time=datetime.now(UTC),
+    )
+    return status.model_dump_json()
+
+
+def _expiring(packet: int) -> Properties:
+    props = Properties(packet)
+    props.MessageExpiryInterval = OFFLINE_KEPT_S
     return props
 
 
@@ -99,6 +156,7 @@ async def run_consumer(
             finally:
                 counters.broker_connected = False
                 counters.database_connected = False
+                counters.in_hand = 0  # the broker drops what a closed session held
             if time.monotonic() - started > 60:
                 delay = 0.5  # it ran a good while: this is a new failure, not the same one
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -114,41 +172,253 @@ async def _consume(
         settings.database_url, autocommit=True
     ) as conn:
         counters.database_connected = True
-        async with aiomqtt.Client(
+        status = topics.collector_status(settings.status_id)
+        client = aiomqtt.Client(
             **settings.mqtt.client_args(),  # type: ignore[arg-type]
             identifier=settings.collector_id,
             protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=_session_properties(),
-        ) as client:
+            clean_start=True,
+            properties=_connect_properties(settings),
+            will=aiomqtt.Will(
+                status,
+                _status(settings, "offline"),
+                qos=1,
+                retain=True,
+                properties=_expiring(PacketTypes.WILLMESSAGE),
+            ),
+        )
+        intake = Intake(client, settings.messages_in_hand, lambda held: _held(counters, held))
+        async with client:
             subscription = topics.data_subscription(settings.share_group)
             await client.subscribe(subscription, qos=1)
+            await client.publish(status, _status(settings, "online"), qos=1, retain=True)
             counters.broker_connected = True
-            log.info("collector %s consuming %s", settings.collector_id, subscription)
-            watch = asyncio.create_task(_watch(settings, counters), name="ingest-watch")
+            log.info(
+                "collector %s consuming %s (at most %d messages in hand)",
+                settings.collector_id,
+                subscription,
+                settings.messages_in_hand,
+            )
+            arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+            grouped: asyncio.Queue[list[Taken]] = asyncio.Queue(maxsize=1)
+
+            flow = Flow(conn, settings, counters, intake.send_ack, intake.release)
+            tasks = [
+                asyncio.create_task(_watch(settings, counters), name="ingest-watch"),
+                asyncio.create_task(flow.intake(client.messages, arrived), name="ingest-intake"),
+                asyncio.create_task(flow.group(arrived, grouped), name="ingest-grouper"),
+                asyncio.create_task(flow.commit(grouped), name="ingest-committer"),
+            ]
             try:
                 if ready is not None:
                     ready.set()
-                async for message in client.messages:
-                    await _handle(conn, client, message, counters, settings)
+                done, _ = await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()  # the first failure, as it was raised
             finally:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                intake.close()
+                # Leaving on purpose (or for the database): a clean disconnect sends no
+                # will, so say it here, and the edges resend what this collector held.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2):
+                        await client.publish(
+                            status,
+                            _status(settings, "offline"),
+                            qos=1,
+                            retain=True,
+                            properties=_expiring(PacketTypes.PUBLISH),
+                        )
 
 
-async def _handle(
+AckSender = Callable[[Ack], Awaitable[None]]
+
+
+@dataclass
+class Taken:
+    """A message taken from the broker, read for its way through ingest."""
+
+    message: aiomqtt.Message
+    prepared: Prepared | None = None  # fresh-looking readings: the group commit's
+    unreadable: bool = False  # not even a range: a dead letter, settled in any order
+
+    @property
+    def records(self) -> int:
+        return len(self.prepared.message.records) if self.prepared is not None else 1
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    payload = message.payload
+    if isinstance(payload, str):
+        return payload.encode()
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return b"" if payload is None else str(payload).encode()
+
+
+class Flow:
+    """The consumer's tasks over one database connection: `send_ack` publishes an ack,
+    `release` gives the broker its PUBACK of a settled message."""
+
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection,
+        settings: CollectorSettings,
+        counters: IngestCounters,
+        send_ack: AckSender,
+        release: Callable[[aiomqtt.Message], None],
+    ) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.counters = counters
+        self.send_ack = send_ack
+        self.release = release
+        self.committer = GroupCommit(timedelta(seconds=settings.backfill_after_s))
+
+    async def intake(
+        self, messages: AsyncIterator[aiomqtt.Message], arrived: asyncio.Queue[aiomqtt.Message]
+    ) -> None:
+        """Everything the broker delivers (at most `messages_in_hand` unsettled at once:
+        intake.Intake counts them and stops reading beyond)."""
+        async for message in messages:
+            arrived.put_nowait(message)
+
+    async def group(
+        self, arrived: asyncio.Queue[aiomqtt.Message], grouped: asyncio.Queue[list[Taken]]
+    ) -> None:
+        """Groups of what has arrived, read while the previous group commits."""
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        while True:
+            parts = rollups.Parts()
+            first = self.read(await arrived.get(), parts)
+            group, records = [first], first.records
+            deadline = loop.time() + settings.ingest_group_linger_s
+            while (
+                len(group) < settings.ingest_group_messages
+                and records < settings.ingest_group_records
+            ):
+                if arrived.empty():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        message = await asyncio.wait_for(arrived.get(), remaining)
+                    except TimeoutError:
+                        break
+                else:
+                    message = arrived.get_nowait()
+                    # Reading is the CPU work of the flow: between two messages, let the
+                    # committer send its next statement, so the database never waits for it.
+                    await asyncio.sleep(0)
+                taken = self.read(message, parts)
+                group.append(taken)
+                records += taken.records
+            await grouped.put(group)
+
+    def read(self, message: aiomqtt.Message, parts: rollups.Parts | None = None) -> Taken:
+        """The message read for its way: the group commit's (its readings added to the
+        group's rollups `parts`), one by one, or a dead letter."""
+        taken = Taken(message)
+        topic, payload = str(message.topic), _payload(message)
+        try:
+            readings = read_readings(
+                topic,
+                payload,
+                datetime.now(UTC),
+                timedelta(seconds=self.settings.max_skew_s),
+                self.settings.max_message_bytes,
+            )
+            if readings is not None:
+                taken.prepared = self.committer.prepare(readings, parts)
+                return taken
+            read(topic, payload, self.settings.max_message_bytes)
+        except Rejected:
+            taken.unreadable = True
+        except Exception:
+            # ingest reads it again and settles it, whatever it is; nothing here may stop
+            # the flow.
+            log.exception("reading a message on %s failed; it goes one by one", topic)
+        return taken
+
+    async def commit(self, grouped: asyncio.Queue[list[Taken]]) -> None:
+        while True:
+            group = await grouped.get()
+            await self.settle(group)
+
+    async def settle(self, group: list[Taken]) -> None:
+        """Settle a group: the dead letters of unreadable messages first (they touch
+        nothing else, and a garbage storm then splits no group), then its fresh readings
+        together and everything else one by one, in the order it arrived."""
+        for taken in group:
+            if taken.unreadable:
+                await self._one_by_one(taken)
+        fresh = {t.prepared.message.edge_id for t in group if t.prepared is not None}
+        if fresh:
+            cur = await self.conn.execute(_ACCEPTED_EDGES, (sorted(fresh),))
+            accepted = {row[0] for row in await cur.fetchall()}
+            for taken in group:
+                if taken.prepared is not None and taken.prepared.message.edge_id not in accepted:
+                    taken.prepared = None  # ingest's way: dead-lettered with the reason
+        run: list[Taken] = []
+        for taken in group:
+            if taken.unreadable:
+                continue
+            if taken.prepared is not None:
+                run.append(taken)
+                continue
+            await self._commit_run(run)
+            run = []
+            await self._one_by_one(taken)
+        await self._commit_run(run)
+
+    async def _commit_run(self, run: list[Taken]) -> None:
+        if not run:
+            return
+        prepared = [t.prepared for t in run if t.prepared is not None]
+        result = await self.committer.commit(self.conn, prepared)
+        counters = self.counters
+        if result.committed:
+            counters.groups += 1
+            counters.grouped += len(result.committed)
+            counters.database_connected = True
+        acks = []
+        for _, outcome in sorted(result.committed.items()):
+            counters.messages += 1
+            counters.last_message_at = datetime.now(UTC)
+            acks.append(self._acknowledge(outcome))
+        await asyncio.gather(*acks)
+        for position in sorted(result.committed):
+            self._settled(run[position].message)
+        for position in result.left:
+            await self._one_by_one(run[position])
+
+    async def _acknowledge(self, outcome: Outcome) -> None:
+        assert outcome.ack is not None
+        self.counters.rows_inserted += outcome.inserted
+        self.counters.duplicates += outcome.ack.duplicate
+        await self.send_ack(outcome.ack)
+
+    async def _one_by_one(self, taken: Taken) -> None:
+        await handle(self.conn, self.send_ack, taken.message, self.counters, self.settings)
+        self._settled(taken.message)
+
+    def _settled(self, message: aiomqtt.Message) -> None:
+        self.release(message)
+
+
+async def handle(
     conn: psycopg.AsyncConnection,
-    client: aiomqtt.Client,
+    send_ack: AckSender,
     message: aiomqtt.Message,
     counters: IngestCounters,
     settings: CollectorSettings,
 ) -> None:
-    payload = message.payload
-    if isinstance(payload, str):
-        payload = payload.encode()
-    elif not isinstance(payload, bytes | bytearray):
-        payload = b"" if payload is None else str(payload).encode()
+    payload = _payload(message)
     topic = str(message.topic)
     counters.messages += 1
     counters.last_message_at = datetime.now(UTC)
@@ -160,7 +430,7 @@ async def _handle(
                 f"edge {edge_id!r} is not in the registry of broker identities or was revoked: "
                 f"register it with `tracectl edge add {edge_id}` if it is one of ours"
             )
-            await dead_letters.keep(conn, topic, bytes(payload), reason, edge_id)
+            await dead_letters.keep(conn, topic, payload, reason, edge_id)
             counters.dead_letters += 1
             counters.unregistered += 1
             counters.last_error = dead_letters.storable(f"{topic}: {reason}", 500)
@@ -168,7 +438,7 @@ async def _handle(
         outcome = await ingest(
             conn,
             topic,
-            bytes(payload),
+            payload,
             timedelta(seconds=settings.backfill_after_s),
             max_skew=timedelta(seconds=settings.max_skew_s),
             max_bytes=settings.max_message_bytes,
@@ -180,7 +450,7 @@ async def _handle(
         # message's alone: keep it with the reason and go on with the next one.
         log.exception("ingest failed on a message on %s", topic)
         counters.last_error = f"ingest failed: {type(err).__name__}: {err}"
-        await _keep_anyway(conn, topic, bytes(payload), err, counters)
+        await _keep_anyway(conn, topic, payload, err, counters)
         return
     counters.database_connected = True
     if outcome.ack is None or outcome.ack.refused is not None:
@@ -192,7 +462,7 @@ async def _handle(
     counters.duplicates += outcome.ack.duplicate
     counters.refused_records += outcome.refused
     counters.conflicts += outcome.conflicts
-    await client.publish(topics.ack(outcome.ack.edge_id), outcome.ack.model_dump_json(), qos=1)
+    await send_ack(outcome.ack)
 
 
 def _sender(topic: str) -> str | None:

@@ -17,10 +17,13 @@ to the caller: no ack, the consumer reconnects and the edge resends.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import random
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -42,6 +45,7 @@ from protocols.mqtt.contract import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _STAGING = """
 create temp table if not exists readings_in (like readings including defaults)
@@ -180,6 +184,29 @@ MAX_SKEW = timedelta(minutes=5)
 _UNAVAILABLE = ("08", "40", "53", "55P03", "57", "58")
 
 
+# A deadlock or serialization failure (SQLSTATE class 40) is the database settling a race
+# between collectors by rolling one back: that transaction is tried again, a few times,
+# before it counts as the database being unavailable.
+ROLLBACK_RETRIES = 5
+
+
+def rolled_back(err: BaseException) -> bool:
+    return isinstance(err, psycopg.Error) and (err.sqlstate or "").startswith("40")
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """`attempt()` (one transaction), again after a deadlock or serialization failure."""
+    for n in range(1, ROLLBACK_RETRIES + 1):
+        try:
+            return await attempt()
+        except psycopg.Error as err:
+            if not rolled_back(err) or n == ROLLBACK_RETRIES:
+                raise
+            log.warning("%s rolled back by the database (%s); trying again", what, err.sqlstate)
+            await asyncio.sleep(random.uniform(0.01, 0.05) * n)
+    raise AssertionError("unreachable")
+
+
 class EventIdTaken(Exception):
     """A new record names an event id that another committed event has."""
 
@@ -281,9 +308,17 @@ async def _settle(conn: psycopg.AsyncConnection, message: Message, ctx: _Context
     """Commit the message in one transaction; if that fails for a reason of the message's
     own, commit again narrowing the failure down to the records that cause it (each tried
     alone under a savepoint). Only what no record can be blamed for refuses it whole."""
-    try:
+    what = (
+        f"message {message.edge_id}/{message.stream}/{message.epoch} "
+        f"{message.first_seq}..{message.last_seq}"
+    )
+
+    async def attempt(isolate: bool) -> _Settled:
         async with conn.transaction():
-            return await _commit(conn, message, ctx, isolate=False)
+            return await _commit(conn, message, ctx, isolate=isolate)
+
+    try:
+        return await retrying(lambda: attempt(False), what)
     except Exception as err:
         if unavailable(err, conn):
             raise
@@ -299,8 +334,7 @@ async def _settle(conn: psycopg.AsyncConnection, message: Message, ctx: _Context
             _describe(err),
         )
     try:
-        async with conn.transaction():
-            return await _commit(conn, message, ctx, isolate=True)
+        return await retrying(lambda: attempt(True), what)
     except Exception as err:
         if unavailable(err, conn):
             raise
@@ -351,7 +385,7 @@ def _summary(runs: list[Refusal], refused: int, total: int) -> str:
 async def _commit(
     conn: psycopg.AsyncConnection, message: Message, ctx: _Context, isolate: bool
 ) -> _Settled:
-    stream_id = await _stream_id(conn, ctx.ids)
+    stream_id = await register_stream(conn, ctx.ids)
     # Taken first and held to the end: the comparison with what is committed and the
     # commit itself see the same high-water mark, whichever collector runs them.
     row = await (await conn.execute(_HIGH_WATER_FOR_UPDATE, (stream_id,))).fetchone()
@@ -478,7 +512,8 @@ async def _insert_isolating(
     return inserted
 
 
-async def _stream_id(conn: psycopg.AsyncConnection, ids: dict[str, str]) -> int:
+async def register_stream(conn: psycopg.AsyncConnection, ids: dict[str, str]) -> int:
+    """The stream_id of (edge, stream, epoch) in `ids`, made at its first message."""
     for _ in range(2):  # twice: another collector may create it between our select and insert
         row = await (await conn.execute(_STREAM, ids)).fetchone()
         if row is not None:

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import AsyncConnection, Connection
+
+from cloud_collector.messages import FastReading
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +44,12 @@ where r.batch_id is not null
 group by r.batch_id, r.device, r.tag, sp.low, sp.high
 order by r.batch_id, r.device, r.tag
 """
-_STATS_UPSERT = """
-insert into batch_tag_stats as s (batch_id, device, tag, unit, count, good_count, bad_count,
+_STATS_COLUMNS = """batch_id, device, tag, unit, count, good_count, bad_count,
     uncertain_count, min, max, sum, first_time, last_time, low, high, below, above,
-    excursion_min, excursion_max, excursion_first, excursion_last)
-{select}
+    excursion_min, excursion_max, excursion_first, excursion_last"""
+# How a part adds to what is kept: the one rule for every way in (a statement over rows,
+# or the parts group_commit.py computes of many messages at once).
+_STATS_MERGE = """
 on conflict (batch_id, device, tag) do update set
     unit = case when excluded.last_time >= s.last_time then excluded.unit else s.unit end,
     count = s.count + excluded.count,
@@ -65,14 +70,9 @@ on conflict (batch_id, device, tag) do update set
     excursion_first = least(s.excursion_first, excluded.excursion_first),
     excursion_last = greatest(s.excursion_last, excluded.excursion_last)
 """
-_MINUTES_UPSERT = f"""
-insert into batch_tag_minutes as m (batch_id, device, tag, minute, count, good_count, sum,
-    min, max)
-select r.batch_id, r.device, r.tag, time_bucket('1 minute', r.time) as minute, count(*),
-       count(*) filter (where {_GOOD}), coalesce(sum(r.value) filter (where {_GOOD}), 0),
-       min(r.value) filter (where {_GOOD}), max(r.value) filter (where {_GOOD})
-from {{source}} r where r.batch_id is not null
-group by 1, 2, 3, 4 order by 1, 2, 3, 4
+_STATS_UPSERT = f"insert into batch_tag_stats as s ({_STATS_COLUMNS})\n{{select}}" + _STATS_MERGE
+_MINUTES_COLUMNS = "batch_id, device, tag, minute, count, good_count, sum, min, max"
+_MINUTES_MERGE = """
 on conflict (batch_id, device, tag, minute) do update set
     count = m.count + excluded.count,
     good_count = m.good_count + excluded.good_count,
@@ -80,6 +80,208 @@ on conflict (batch_id, device, tag, minute) do update set
     min = least(m.min, excluded.min),
     max = greatest(m.max, excluded.max)
 """
+_MINUTES_SELECT = f"""
+select r.batch_id, r.device, r.tag, time_bucket('1 minute', r.time) as minute, count(*),
+       count(*) filter (where {_GOOD}), coalesce(sum(r.value) filter (where {_GOOD}), 0),
+       min(r.value) filter (where {_GOOD}), max(r.value) filter (where {_GOOD})
+from {{source}} r where r.batch_id is not null
+group by 1, 2, 3, 4 order by 1, 2, 3, 4
+"""
+_MINUTES_UPSERT = (
+    f"insert into batch_tag_minutes as m ({_MINUTES_COLUMNS})\n{_MINUTES_SELECT}" + _MINUTES_MERGE
+)
+
+# The parts of many messages, computed in Python (PartRollups), as arrays: in the same
+# (batch, device, tag) order as the statements over rows, so collectors cannot deadlock.
+STATS_PARTS_UPSERT = (
+    f"insert into batch_tag_stats as s ({_STATS_COLUMNS})\n"
+    "select * from unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int8[],"
+    " %b::int8[], %b::int8[], %b::int8[], %b::float8[], %b::float8[], %b::float8[],"
+    " %b::timestamptz[], %b::timestamptz[], %b::float8[], %b::float8[], %b::int8[],"
+    " %b::int8[], %b::float8[], %b::float8[], %b::timestamptz[], %b::timestamptz[])"
+    " order by 1, 2, 3" + _STATS_MERGE
+)
+MINUTES_PARTS_UPSERT = (
+    f"insert into batch_tag_minutes as m ({_MINUTES_COLUMNS})\n"
+    "select * from unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::int8[],"
+    " %b::int8[], %b::float8[], %b::float8[], %b::float8[]) order by 1, 2, 3, 4" + _MINUTES_MERGE
+)
+
+
+Key = tuple[str, str, str]  # batch, device, tag
+_MINUTE = timedelta(minutes=1)
+
+
+@dataclass(slots=True)
+class _TagPart:
+    first: datetime
+    last: datetime
+    unit: str | None  # of the latest reading (the later one on a tie)
+    count: int = 0
+    good: int = 0
+    bad: int = 0
+    uncertain: int = 0
+    min: float | None = None
+    max: float | None = None
+    sum: float = 0.0
+
+
+@dataclass(slots=True)
+class _MinutePart:
+    count: int = 0
+    good: int = 0
+    sum: float = 0.0
+    min: float | None = None
+    max: float | None = None
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _greatest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+@dataclass
+class Parts:
+    """The rollups of some readings, computed in Python as _STATS_SELECT and _MINUTES_SELECT
+    compute them in SQL (same groups, counts, filters and 1-minute buckets), so that a
+    group commit adds many messages to the rollups in two statements of a few rows (the
+    messages added in order, as one upsert after another would add them). The
+    excursions need the spec limits in force at commit: they are counted then
+    (`stats_arrays`), from the readings of the tags whose minimum or maximum lies outside."""
+
+    tags: dict[Key, _TagPart] = field(default_factory=dict)
+    minutes: dict[tuple[Key, int], _MinutePart] = field(default_factory=dict)  # epoch minute
+    sources: list[Sequence[FastReading]] = field(default_factory=list)
+
+    def add(self, readings: Sequence[FastReading]) -> None:
+        """Add the readings of one message, in its sequence order."""
+        self.sources.append(readings)
+        tags, minutes = self.tags, self.minutes
+        # The minute of the last reading, as a window of its bounds: comparing times is a
+        # fraction of what converting each one costs, and a message's times mostly ascend.
+        window_start = window_end = None
+        minute = 0
+        for r in readings:
+            batch = r["batch"]
+            if batch is None:
+                continue
+            key = (batch, r["device"], r["tag"])
+            time = r["time"]
+            part = tags.get(key)
+            if part is None:
+                part = tags[key] = _TagPart(time, time, r.get("unit"))
+            elif time >= part.last:
+                part.last, part.unit = time, r.get("unit")
+            elif time < part.first:
+                part.first = time
+            part.count += 1
+            if window_start is None or not window_start <= time < window_end:  # type: ignore[operator]
+                minute = int(time.timestamp()) // 60
+                window_start = datetime.fromtimestamp(minute * 60, UTC)
+                window_end = window_start + _MINUTE
+            bucket = minutes.get((key, minute))
+            if bucket is None:
+                bucket = minutes[(key, minute)] = _MinutePart()
+            bucket.count += 1
+            value = r["value"]
+            quality = r.get("quality", "good")
+            if quality == "good" and value is not None:
+                part.good += 1
+                part.sum += value
+                if part.min is None or value < part.min:
+                    part.min = value
+                if part.max is None or value > part.max:
+                    part.max = value
+                bucket.good += 1
+                bucket.sum += value
+                if bucket.min is None or value < bucket.min:
+                    bucket.min = value
+                if bucket.max is None or value > bucket.max:
+                    bucket.max = value
+            elif quality == "bad":
+                part.bad += 1
+            elif quality == "uncertain":
+                part.uncertain += 1
+
+    def spec_keys(self) -> list[tuple[str, str]]:
+        """The (device, tag) pairs whose spec limits the excursions need."""
+        return sorted({(device, tag) for _, device, tag in self.tags})
+
+    def stats_arrays(
+        self, specs: dict[tuple[str, str], tuple[float | None, float | None]]
+    ) -> list[list[object]]:
+        """STATS_PARTS_UPSERT's parameters, with the excursions against `specs`."""
+        columns: list[list[object]] = [[] for _ in range(21)]
+        for key in sorted(self.tags):
+            part = self.tags[key]
+            low, high = specs.get((key[1], key[2]), (None, None))
+            below = above = 0
+            ex_min = ex_max = None
+            ex_first: datetime | None = None
+            ex_last: datetime | None = None
+            if part.good and (
+                (low is not None and part.min is not None and part.min < low)
+                or (high is not None and part.max is not None and part.max > high)
+            ):
+                for readings in self.sources:
+                    for r in readings:
+                        value = r["value"]
+                        if (
+                            value is None
+                            or r["batch"] != key[0]
+                            or r["device"] != key[1]
+                            or r["tag"] != key[2]
+                            or r.get("quality", "good") != "good"
+                        ):
+                            continue
+                        is_below = low is not None and value < low
+                        is_above = high is not None and value > high
+                        if not (is_below or is_above):
+                            continue
+                        below += is_below
+                        above += is_above
+                        ex_min, ex_max = _least(ex_min, value), _greatest(ex_max, value)
+                        time = r["time"]
+                        ex_first = time if ex_first is None else min(ex_first, time)
+                        ex_last = time if ex_last is None else max(ex_last, time)
+            row = (
+                *key,
+                part.unit,
+                part.count,
+                part.good,
+                part.bad,
+                part.uncertain,
+                part.min,
+                part.max,
+                part.sum,
+                part.first,
+                part.last,
+                low,
+                high,
+                below,
+                above,
+                ex_min,
+                ex_max,
+                ex_first,
+                ex_last,
+            )
+            for column, cell in zip(columns, row, strict=True):
+                column.append(cell)
+        return columns
+
+    def minutes_arrays(self) -> list[list[object]]:
+        """MINUTES_PARTS_UPSERT's parameters."""
+        columns: list[list[object]] = [[] for _ in range(9)]
+        for key, minute in sorted(self.minutes):
+            b = self.minutes[(key, minute)]
+            start = datetime.fromtimestamp(minute * 60, UTC)
+            row = (*key, start, b.count, b.good, b.sum, b.min, b.max)
+            for column, cell in zip(columns, row, strict=True):
+                column.append(cell)
+        return columns
 
 
 def stats_upsert(source: str) -> str:

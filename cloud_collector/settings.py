@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,10 +22,15 @@ class CollectorSettings(BaseSettings):
     read_database_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
-    # Unique per collector process: its MQTT client id on the shared subscription.
-    # Unset: its broker identity's name (the broker uses it as the client id anyway), else
-    # collector-HOSTNAME.
-    collector_id: str = Field(default_factory=lambda: f"collector-{socket.gethostname()}")
+    # Unique per collector process: its MQTT client id on the shared subscription and the
+    # level of its status topic (trace/v1/collectors/<id>/status). Unset: its broker
+    # identity's name (the broker uses it as the client id anyway; give every process an
+    # identity of its own), else collector-HOSTNAME-PID. Nothing is kept under it between
+    # runs (clean sessions), so a new id at every start costs nothing.
+    collector_id: str = Field(
+        default_factory=lambda: f"collector-{socket.gethostname()}-{os.getpid()}",
+        pattern=r"^[A-Za-z0-9._:-]{1,128}$",
+    )
     # A reading committed this long after it was taken is marked as backfill.
     backfill_after_s: float = Field(default=60.0, gt=0)
     # Collectors in one group split the edges' messages between them.
@@ -38,6 +44,17 @@ class CollectorSettings(BaseSettings):
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Dead letters not seen again for this long are deleted by the collector.
     dead_letter_retention_days: float = Field(default=30.0, gt=0)
+    # Group commit: messages of readings committed in one transaction, at most this many
+    # messages or records (one message may exceed the records alone), waiting at most the
+    # linger after the first for more to arrive (none when more are already waiting).
+    ingest_group_messages: int = Field(default=200, ge=1, le=10_000)
+    ingest_group_records: int = Field(default=20_000, ge=1, le=1_000_000)
+    ingest_group_linger_s: float = Field(default=0.005, ge=0, le=1)
+    # MQTT v5 Receive Maximum: messages the broker may have delivered to this collector and
+    # not yet had acknowledged (the collector acknowledges after the commit). The bound of
+    # what the collector holds when the database is slower than the inflow; the rest waits
+    # at the broker and, behind it, in the edges' outboxes. Unset: twice the group bound.
+    receive_maximum: int | None = Field(default=None, ge=1, le=65_535)
     # Readings' chunks wholly older than this many days are dropped (cloud_collector/
     # retention.py); the rollups, batches and genealogy stay. Unset: readings are kept.
     readings_retention_days: float | None = Field(default=None, ge=1, le=36_500)
@@ -98,3 +115,14 @@ class CollectorSettings(BaseSettings):
         if "collector_id" not in self.model_fields_set and self.mqtt.username:
             self.collector_id = self.mqtt.username
         return self
+
+    @property
+    def status_id(self) -> str:
+        """The level of this collector's status topic: its broker identity's name when it
+        has one (the ACL lets an identity publish under its own name only), else its id."""
+        return self.mqtt.username or self.collector_id
+
+    @property
+    def messages_in_hand(self) -> int:
+        """The Receive Maximum the collector asks the broker for."""
+        return min(self.receive_maximum or 2 * self.ingest_group_messages, 65_535)

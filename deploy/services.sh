@@ -241,6 +241,7 @@ ensure_mosquitto_identity() {
     echo "topic read trace/v1/edges/+/data/+"
     echo "topic read trace/v1/edges/+/status"
     echo "topic write trace/v1/edges/+/ack"
+    echo "topic write trace/v1/collectors/$local_collector/status"
   } >"$d/base.acl"
   # Until `tracectl` renders them from a registry, the broker knows only the base identity.
   [ -s "$d/passwd" ] || cp "$d/base.passwd" "$d/passwd"

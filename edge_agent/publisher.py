@@ -8,6 +8,13 @@ Anyone who can publish on the ack topic could otherwise empty the outbox, so an 
 only for a message this edge sent and still awaits: its stream, its epoch and exactly its
 range. Every other ack (malformed, retained, for another edge, epoch or range) is counted
 per reason, logged once per reason, and changes nothing.
+
+Collectors keep nothing they have not committed: when one goes offline (its status on
+trace/v1/collectors/<id>/status, or its will when its connection dies), whatever it held of
+this edge's messages is gone with its session. The edge does not know which collector of
+the shared group held which message, so it sends everything in flight again at once, to
+the living, instead of waiting for the ack timeout; what was committed already comes back
+as a duplicate ack.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pydantic import ValidationError
 from edge_agent.outbox import Outbox
 from protocols.mqtt import topics
 from protocols.mqtt.connection import BrokerSettings
-from protocols.mqtt.contract import CONTRACT, Ack, EdgeStatus
+from protocols.mqtt.contract import CONTRACT, Ack, CollectorStatus, EdgeStatus
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,9 @@ class PublisherHealth:
     records_quarantined: int = 0  # acked as refused: moved to the outbox's quarantine
     # Acks that changed nothing, per reason (see IGNORED_ACK).
     acks_ignored: dict[str, int] = field(default_factory=dict)
+    # Collectors seen going offline, on which what was in flight was sent again at once.
+    collectors_offline: int = 0
+    collector_status_ignored: int = 0  # unreadable collector status messages
 
 
 # Why an ack was ignored, and what to look at: the first of each reason is logged.
@@ -126,6 +136,7 @@ class Publisher:
                     ),
                 ) as client:
                     await client.subscribe(topics.ack(self.edge_id), qos=1)
+                    await client.subscribe(topics.all_collector_status(), qos=1)
                     self.health.connected = True
                     delay = 0.5
                     self._resend_all()
@@ -234,7 +245,45 @@ class Publisher:
 
     async def _ack_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            self.on_ack(message.payload, retained=bool(message.retain))
+            if topics.is_collector_status(str(message.topic)):
+                self.on_collector_status(message.payload, retained=bool(message.retain))
+            else:
+                self.on_ack(message.payload, retained=bool(message.retain))
+
+    def on_collector_status(self, payload: object, retained: bool = False) -> None:
+        """A collector's status: when one goes offline, send what is in flight again now.
+        A retained status is history (everything in flight was sent again on connecting)."""
+        if retained:
+            return
+        try:
+            text = payload if isinstance(payload, str | bytes | bytearray) else str(payload)
+            status = CollectorStatus.model_validate_json(text, strict=True)
+        except ValidationError as err:
+            self.health.collector_status_ignored += 1
+            if self.health.collector_status_ignored == 1:
+                log.warning(
+                    "ignoring a collector status that is not a trace.v1 status (%s); further "
+                    "ones are only counted (status: publisher.collector_status_ignored)",
+                    err.errors(include_url=False)[0]["msg"],
+                )
+            return
+        if status.state != "offline":
+            return
+        self.health.collectors_offline += 1
+        streams = sorted({f.stream for f in self._inflight.values()})
+        if not streams:
+            return
+        log.warning(
+            "collector %s went offline: sending again what it may have held (%s)",
+            status.collector_id,
+            ", ".join(streams),
+        )
+        for stream in streams:
+            for key in [k for k, f in self._inflight.items() if f.stream == stream]:
+                del self._inflight[key]
+            self.outbox.requeue(stream)
+        self.health.resends += 1
+        self._acked.set()  # wake the send loop: the window is free
 
     def on_ack(self, payload: object, retained: bool = False) -> None:
         """Apply one message of the ack topic, or count and log why it changes nothing.

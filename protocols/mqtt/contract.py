@@ -486,3 +486,15 @@ class EdgeStatus(Strict):
     interval_s: Finite | None = Field(default=None, gt=0, le=86_400)
     lines: list[LineState] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
     devices: list[DeviceState] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
+
+
+class CollectorStatus(Strict):
+    """Retained on trace/v1/collectors/{collector_id}/status: online while the collector
+    consumes, offline when it stops (the broker publishes that as its last will when its
+    connection dies). A collector keeps nothing the edges cannot send again, so an edge
+    that sees one go offline sends again what it has in flight, to the living."""
+
+    contract: Literal["trace.v1"] = CONTRACT
+    collector_id: Identifier
+    state: Literal["online", "offline"]
+    time: AwareDatetime

@@ -4,6 +4,7 @@ enforces it, and the collector checks the payload's edge id against the topic)."
 from __future__ import annotations
 
 ROOT = "trace/v1/edges"
+COLLECTORS = "trace/v1/collectors"
 SHARE_GROUP = "collectors"
 
 
@@ -40,3 +41,19 @@ def parse_data(topic: str) -> tuple[str, str]:
 def config(edge_id: str) -> str:
     """Where an edge will read the configuration pushed to it (everything below this)."""
     return f"{ROOT}/{edge_id}/config"
+
+
+def collector_status(collector_id: str) -> str:
+    """Where a collector says it is online or offline (retained; its will when it dies)."""
+    return f"{COLLECTORS}/{collector_id}/status"
+
+
+def all_collector_status() -> str:
+    """Every collector's status (a topic filter): edges watch it to resend at once what a
+    collector that went offline held."""
+    return f"{COLLECTORS}/+/status"
+
+
+def is_collector_status(topic: str) -> bool:
+    parts = topic.split("/")
+    return len(parts) == 5 and "/".join(parts[:3]) == COLLECTORS and parts[4] == "status"

@@ -1,0 +1,338 @@
+"""Group commit: many messages of readings in one transaction, each acknowledged after it.
+
+The common case at plant speed is a message of fresh readings: numbered past everything
+its stream has committed, valid as a whole. For a group of such messages the collector
+does per group what ingest.py does per message, in a handful of statements:
+
+- read each message outside the transaction (messages.read_readings), make its COPY
+  rows and add its readings to the group's rollups in Python (rollups.Parts), while the
+  group before it commits;
+- lock the group's streams (`edge_streams`, in stream_id order, so that two collectors
+  cannot deadlock) and read their high-water marks;
+- take, per stream in sequence order, each message that starts past the mark (which then
+  moves past it): its readings cannot be in the table yet, so they go straight into
+  `readings` in one binary COPY for the whole group, and every row is inserted (a row
+  that is not fails the COPY, and with it the group);
+- the batches they name, their rollups (the spec limits read in the transaction), the
+  commit records, the holes before them and the new high-water marks: one statement
+  each, sent together in a pipeline;
+- commit; the caller then acknowledges each message.
+
+A message that reaches back to its stream's mark (a resend, a regrouped backlog) and the
+ones behind it in that stream are left for the one-by-one path (ingest.ingest), which
+compares them with what is committed; so is every message when the group's transaction
+fails for a reason other than the database being away: ingest then finds which message and
+which records are at fault, and the rest are committed as before. Acks, commit records,
+gaps and rollups come out as ingest makes them one message at a time
+(tests/cloud_collector/test_group_commit.py compares the two on the same messages).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from cloud_collector import rollups
+from cloud_collector.ingest import Outcome, register_stream, retrying, unavailable
+from cloud_collector.messages import Readings
+from protocols.mqtt.contract import Ack
+
+log = logging.getLogger(__name__)
+
+StreamKey = tuple[str, str, str]  # edge, stream, epoch
+
+_COPY = (
+    "copy readings (time, device_time, received_at, line_id, batch_id, device, tag, value,"
+    " unit, quality, detail, stream_id, seq, backfill) from stdin (format binary)"
+)
+_COPY_TYPES = [
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "text",
+    "float8",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "int8",
+    "bool",
+]
+# Held to the commit: the marks the group is classified by are the marks it moves.
+_LOCK_STREAMS = """
+select stream_id, edge_id, stream, epoch, high_water, high_water_time from edge_streams
+where stream_id = any(%s) order by stream_id for update
+"""
+_SPECS = """
+select device, tag, low, high from tag_specs
+where (device, tag) in (select * from unnest(%b::text[], %b::text[]))
+"""
+# As ingest's batches_seen: the first line and edge to name a batch make its row.
+_BATCHES = """
+insert into batches (batch_id, line_id, edge_id)
+select * from unnest(%b::text[], %b::text[], %b::text[]) on conflict (batch_id) do nothing
+"""
+_COMMIT_RECORDS = """
+insert into stream_commits (stream_id, first_seq, last_seq, records, inserted)
+select * from unnest(%b::int4[], %b::int8[], %b::int8[], %b::int4[], %b::int4[])
+"""
+_ADD_GAPS = """
+insert into sequence_gaps (stream_id, first_missing, last_missing, before_time, after_time)
+select * from unnest(%b::int4[], %b::int8[], %b::int8[], %b::timestamptz[], %b::timestamptz[])
+on conflict do nothing
+"""
+_SET_HIGH_WATER = """
+update edge_streams e set high_water = m.last_seq, high_water_time = m.last_time
+from unnest(%b::int4[], %b::int8[], %b::timestamptz[]) m(stream_id, last_seq, last_time)
+where e.stream_id = m.stream_id
+"""
+
+
+class _StaleStream(Exception):
+    """A cached stream id names no stream, or another one (the table was emptied)."""
+
+
+@dataclass
+class Prepared:
+    """A message of fresh-looking readings, read, rolled up and turned into COPY rows,
+    waiting for its group."""
+
+    message: Readings
+    parts: rollups.Parts
+    batches: dict[str, str]  # batch -> the line of its first reading
+    rows: list[tuple[object, ...]]
+    rows_stream: int | None  # the stream_id the rows carry (None: not known yet)
+
+    @property
+    def key(self) -> StreamKey:
+        m = self.message
+        return (m.edge_id, m.stream, m.epoch)
+
+
+def _rows(
+    message: Readings, stream_id: int | None, backfill_before: datetime
+) -> list[tuple[object, ...]]:
+    received = message.received
+    return [
+        (
+            r["time"],
+            r.get("device_time"),
+            received,
+            r["line"],
+            r["batch"],
+            r["device"],
+            r["tag"],
+            r["value"],
+            r.get("unit"),
+            r.get("quality", "good"),
+            r.get("detail"),
+            stream_id,
+            r["seq"],
+            r["time"] < backfill_before,
+        )
+        for r in message.records
+    ]
+
+
+@dataclass
+class GroupResult:
+    """What a group commit settled, by position in the group, and what it left for the
+    one-by-one path (in the group's order)."""
+
+    committed: dict[int, Outcome] = field(default_factory=dict)
+    left: list[int] = field(default_factory=list)
+
+
+class GroupCommit:
+    """Commits groups of messages of readings for one collector process. Stream ids are
+    kept once known (edge_streams rows are never deleted; an id found stale is forgotten
+    and the group tried again)."""
+
+    def __init__(self, backfill_after: timedelta) -> None:
+        self.backfill_after = backfill_after
+        self.streams: dict[StreamKey, int] = {}
+
+    def prepare(self, message: Readings, parts: rollups.Parts | None = None) -> Prepared:
+        """The message's batches and COPY rows, ahead of its transaction, and its readings
+        added to `parts` (the rollups of its group, shared by the messages of the group
+        so that the common case adds each reading once)."""
+        parts = parts if parts is not None else rollups.Parts()
+        parts.add(message.records)
+        batches: dict[str, str] = {}
+        for r in message.records:
+            if (batch := r["batch"]) is not None and batch not in batches:
+                batches[batch] = r["line"]
+        stream_id = self.streams.get((message.edge_id, message.stream, message.epoch))
+        before = message.received - self.backfill_after
+        return Prepared(message, parts, batches, _rows(message, stream_id, before), stream_id)
+
+    async def commit(self, conn: psycopg.AsyncConnection, group: list[Prepared]) -> GroupResult:
+        """Commit what of `group` is fresh in one transaction. Raises only when the
+        database is unavailable (after retrying deadlocks and serialization failures);
+        a failure of the group's own leaves every message to the one-by-one path."""
+        if not group:
+            return GroupResult()
+
+        async def attempt() -> GroupResult:
+            made: dict[StreamKey, int] = {}
+            try:
+                async with conn.transaction():
+                    result = await self._commit(conn, group, made)
+            except _StaleStream:
+                self.streams.clear()
+                raise
+            self.streams.update(made)
+            return result
+
+        what = f"group of {len(group)} messages"
+        try:
+            try:
+                return await retrying(attempt, what)
+            except _StaleStream:
+                return await retrying(attempt, what)
+        except Exception as err:
+            if unavailable(err, conn):
+                raise
+            log.warning(
+                "%s failed (%s: %s); settling its messages one by one",
+                what,
+                type(err).__name__,
+                str(err).strip().splitlines()[0] if str(err).strip() else "",
+            )
+            return GroupResult(left=list(range(len(group))))
+
+    async def _commit(
+        self, conn: psycopg.AsyncConnection, group: list[Prepared], made: dict[StreamKey, int]
+    ) -> GroupResult:
+        ids: dict[StreamKey, int] = {}
+        for key in dict.fromkeys(p.key for p in group):
+            known = self.streams.get(key)
+            if known is None:
+                known = made[key] = await register_stream(
+                    conn, {"edge": key[0], "stream": key[1], "epoch": key[2]}
+                )
+            ids[key] = known
+        marks: dict[int, tuple[int, datetime | None]] = {}
+        cur = await conn.execute(_LOCK_STREAMS, (sorted(set(ids.values())),))
+        found = {int(r[0]): ((r[1], r[2], r[3]), int(r[4]), r[5]) for r in await cur.fetchall()}
+        for key, stream_id in ids.items():
+            if stream_id not in found or found[stream_id][0] != key:
+                raise _StaleStream(f"stream id {stream_id} is not {key} any more")
+            marks[stream_id] = (found[stream_id][1], found[stream_id][2])
+
+        # Per stream in sequence order: fresh messages are this group's; from the first
+        # one reaching back to the mark, the stream's messages go one by one.
+        result = GroupResult()
+        by_stream: dict[int, list[int]] = defaultdict(list)
+        for position, prepared in enumerate(group):
+            by_stream[ids[prepared.key]].append(position)
+        taken: list[int] = []
+        commits: list[list[Any]] = [[], [], [], [], []]
+        gaps: list[list[Any]] = [[], [], [], [], []]
+        moved: list[list[Any]] = [[], [], []]
+        for stream_id, positions in by_stream.items():
+            high_water, high_water_time = marks[stream_id]
+            ordered = sorted(positions, key=lambda p: group[p].message.first_seq)
+            for n, position in enumerate(ordered):
+                message = group[position].message
+                if message.first_seq <= high_water:
+                    result.left.extend(ordered[n:])
+                    break
+                if message.first_seq > high_water + 1:
+                    for column, value in zip(
+                        gaps,
+                        (
+                            stream_id,
+                            high_water + 1,
+                            message.first_seq - 1,
+                            high_water_time,
+                            message.records[0]["time"],
+                        ),
+                        strict=True,
+                    ):
+                        column.append(value)
+                count = len(message.records)
+                for column, value in zip(
+                    commits,
+                    (stream_id, message.first_seq, message.last_seq, count, count),
+                    strict=True,
+                ):
+                    column.append(value)
+                high_water, high_water_time = message.last_seq, message.records[-1]["time"]
+                taken.append(position)
+            if (high_water, high_water_time) != marks[stream_id]:
+                for column, value in zip(
+                    moved, (stream_id, high_water, high_water_time), strict=True
+                ):
+                    column.append(value)
+        result.left.sort()
+        if not taken:
+            return result
+        taken.sort()  # the group's order: the first to name a batch makes its row
+
+        parts = group[taken[0]].parts
+        if len(parts.sources) != len(taken) or any(group[p].parts is not parts for p in taken):
+            # Not every message added to these rollups is committed here: count again.
+            parts = rollups.Parts()
+            for position in taken:
+                parts.add(group[position].message.records)
+        spec_keys = parts.spec_keys()
+        specs: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+        if spec_keys:
+            cur = await conn.execute(_SPECS, ([d for d, _ in spec_keys], [t for _, t in spec_keys]))
+            specs = {(d, t): (low, high) for d, t, low, high in await cur.fetchall()}
+
+        batches: dict[str, tuple[str, str]] = {}
+        async with conn.cursor() as copy_cursor, copy_cursor.copy(_COPY) as copy:
+            copy.set_types(_COPY_TYPES)
+            for position in taken:
+                prepared = group[position]
+                message = prepared.message
+                for batch, line in prepared.batches.items():
+                    batches.setdefault(batch, (line, message.edge_id))
+                rows = prepared.rows
+                if prepared.rows_stream != ids[prepared.key]:  # a stream new to this process
+                    before = message.received - self.backfill_after
+                    rows = _rows(message, ids[prepared.key], before)
+                for row in rows:
+                    await copy.write_row(row)
+        async with conn.pipeline():
+            if batches:
+                await conn.execute(
+                    _BATCHES,
+                    (
+                        list(batches),
+                        [line for line, _ in batches.values()],
+                        [edge for _, edge in batches.values()],
+                    ),
+                )
+            if parts.tags:
+                stats = parts.stats_arrays(specs)
+                await conn.execute(rollups.STATS_PARTS_UPSERT, stats)
+                minutes = parts.minutes_arrays()
+                await conn.execute(rollups.MINUTES_PARTS_UPSERT, minutes)
+            await conn.execute(_COMMIT_RECORDS, commits)
+            if gaps[0]:
+                await conn.execute(_ADD_GAPS, gaps)
+            if moved[0]:
+                await conn.execute(_SET_HIGH_WATER, moved)
+
+        for position in taken:
+            message = group[position].message
+            ack = Ack(
+                edge_id=message.edge_id,
+                stream=message.stream,
+                epoch=message.epoch,
+                first_seq=message.first_seq,
+                last_seq=message.last_seq,
+            )
+            result.committed[position] = Outcome(ack, len(message.records))
+        return result

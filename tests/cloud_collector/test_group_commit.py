@@ -1,0 +1,339 @@
+"""The group commit against the one-by-one path: the same messages, settled once in groups
+(consumer.Flow.settle, as the running consumer does) and once one message at a time
+(consumer.handle, the path every message took before), each under an edge of its own,
+leave the same rows everywhere ingest writes and get the same acks.
+
+A case is a list of groups, each a list of messages written as `stream first-last
+[what@seq ...]` (see `_message`); times, values and names are made from the numbers, so
+both paths get byte-identical payloads but for the edge's name.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiomqtt
+import psycopg
+import pytest
+
+from cloud_collector import broker_identities, rollups
+from cloud_collector.broker_identities import IdentityKind
+from cloud_collector.consumer import Flow, IngestCounters, handle
+from cloud_collector.group_commit import GroupCommit
+from cloud_collector.settings import CollectorSettings
+from protocols.mqtt import topics
+from protocols.mqtt.contract import Ack
+from tests.conftest import Services
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+# Values in halves and spec limits that cut through them: sums are exact in any order.
+SPEC_LOW, SPEC_HIGH = 2.0, 9.5
+
+CASES: dict[str, list[list[str]]] = {
+    "fresh": [["r 0-9", "r 10-19", "r 20-29"]],
+    "fresh, out of order in the group": [["r 20-29", "r 0-9", "r 10-19"]],
+    "resend of a committed message": [["r 0-9"], ["r 0-9", "r 10-19"]],
+    "resend within one group": [["r 0-9", "r 10-19", "r 0-9"]],
+    "overlap (regrouped after a reconnect)": [["r 0-9"], ["r 5-14", "r 15-24"]],
+    "gap, then filled": [["r 0-9", "r 20-29"], ["r 10-19", "r 30-39"]],
+    "refusals mixed in": [["r 0-9", "r 10-19 nul@12 future@15", "r 20-29"]],
+    "bad and uncertain readings": [["r 0-9 bad@3 uncertain@4", "r 10-19 bad@10"]],
+    "recent readings (no backfill)": [["r 0-9 recent", "r 10-19 recent"]],
+    "two streams interleaved": [
+        ["r 0-9", "x 0-9", "r 10-19", "x 20-29", "x 10-19"],
+        ["x 30-39", "r 20-29"],
+    ],
+    "two epochs of one stream": [["r 0-9", "r 0-9 epoch=e2", "r 10-19"]],
+    "a poisoned message in the middle": [["r 0-9", "r 10-19 poison@14", "r 20-29"]],
+    "garbage in the middle": [["r 0-9", "garbage", "r 10-19", "garbage"]],
+    "spec limits sent ahead of readings": [["r 0-9", "e 0-0 specs", "r 10-19", "r 20-29"]],
+    "events between readings": [["e 0-0 start", "r 0-9", "e 1-1 end", "r 10-19"]],
+    "an invalid readings message": [["r 0-9", "r 10-19 noseq@11", "r 20-29"]],
+}
+
+# The group's transaction fails on the poisoned row, and ingest finds it one by one.
+FALLS_BACK_WHOLE = {"a poisoned message in the middle"}
+
+STREAMS = {"r": "readings", "x": "readings-b", "e": "events"}
+
+
+def _reading(edge: str, seq: int, flags: dict[int, str], recent: bool) -> dict[str, Any]:
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=90) if recent else T0
+    tag = f"t{seq % 3}"
+    record: dict[str, Any] = {
+        "kind": "reading",
+        "seq": seq,
+        "time": (base + timedelta(seconds=7 * seq)).isoformat(),
+        "line": "line-1",
+        "batch": f"{edge}-B{seq // 25}",
+        "device": f"{edge}-dev",
+        "tag": tag,
+        "value": seq * 0.5,
+        "unit": "Cel" if seq % 7 else "degC",
+    }
+    match flags.get(seq):
+        case "nul":
+            record["batch"] = "bad\u0000batch"
+        case "future":
+            record["time"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        case "poison":
+            record["tag"] = "poison"
+        case "bad":
+            record.update(value=None, quality="bad", detail="sensor open")
+        case "uncertain":
+            record.update(quality="uncertain")
+        case "noseq":
+            del record["time"]
+    return record
+
+
+def _event(edge: str, seq: int, what: str) -> dict[str, Any]:
+    time = (T0 + timedelta(seconds=7 * seq)).isoformat()
+    if what == "specs":
+        specs = [
+            {
+                "device": f"{edge}-dev",
+                "tag": "t1",
+                "unit": "Cel",
+                "low": SPEC_LOW,
+                "high": SPEC_HIGH,
+            }
+        ]
+        return {"kind": "tag_specs", "seq": seq, "time": time, "specs": specs}
+    kind = "batch_started" if what == "start" else "batch_ended"
+    return {
+        "kind": kind,
+        "seq": seq,
+        "time": time,
+        "line": "line-1",
+        "batch": f"{edge}-B0",
+        "by": "op",
+    }
+
+
+def _message(edge: str, text: str, mid: int) -> aiomqtt.Message:
+    """`r 0-9` (readings 0..9 of stream "readings"; `x`: of "readings-b"), `e 0-0 specs`
+    (an event), `garbage`; then flags: `nul@N`, `future@N`, `poison@N`, `bad@N`,
+    `uncertain@N`, `noseq@N` (the record at N), `recent`, `epoch=E`."""
+    if text == "garbage":
+        topic, payload = topics.data(edge, "readings"), b"\x00\xffnot json"
+    else:
+        kind, numbers, *flags = text.split()
+        first, last = (int(n) for n in numbers.split("-"))
+        marks = {int(f.split("@")[1]): f.split("@")[0] for f in flags if "@" in f}
+        epoch = next((f.split("=")[1] for f in flags if f.startswith("epoch=")), "e1")
+        if kind == "e":
+            records = [_event(edge, seq, flags[0]) for seq in range(first, last + 1)]
+        else:
+            records = [
+                _reading(edge, seq, marks, "recent" in flags) for seq in range(first, last + 1)
+            ]
+        stream = STREAMS[kind]
+        body = {"edge_id": edge, "stream": stream, "epoch": epoch, "records": records}
+        topic, payload = topics.data(edge, stream), json.dumps(body).encode()
+    return aiomqtt.Message(topic, payload, qos=1, retain=False, mid=mid, properties=None)
+
+
+@pytest.fixture
+async def conn(services: Services) -> AsyncIterator[psycopg.AsyncConnection]:
+    async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
+        await c.execute(
+            """create or replace function poisoned_reading() returns trigger language plpgsql
+            as $$ begin raise exception 'poisoned reading %', new.seq; end $$"""
+        )
+        await c.execute(
+            "create or replace trigger poisoned_reading before insert on readings for each row"
+            " when (new.tag = 'poison') execute function poisoned_reading()"
+        )
+        try:
+            yield c
+        finally:
+            await c.execute("drop trigger poisoned_reading on readings")
+
+
+async def _new_edge(conn: psycopg.AsyncConnection) -> str:
+    edge = f"edge-{uuid.uuid4().hex[:8]}"
+    await broker_identities.issue(conn, edge, IdentityKind.edge, "test_group_commit")
+    return edge
+
+
+# Everything ingest writes, of one edge, with its name replaced by EDGE.
+SNAPSHOT = {
+    "streams": "select stream, epoch, high_water, high_water_time from edge_streams"
+    " where edge_id = %(edge)s",
+    "commits": "select s.stream, s.epoch, c.first_seq, c.last_seq, c.records, c.inserted"
+    " from stream_commits c join edge_streams s using (stream_id) where s.edge_id = %(edge)s",
+    "gaps": "select s.stream, s.epoch, g.first_missing, g.last_missing, g.before_time,"
+    " g.after_time from sequence_gaps g join edge_streams s using (stream_id)"
+    " where s.edge_id = %(edge)s",
+    "readings": "select s.stream, s.epoch, r.seq, r.time, r.device_time, r.line_id, r.batch_id,"
+    " r.device, r.tag, r.value, r.unit, r.quality, r.detail, r.backfill from readings r"
+    " join edge_streams s using (stream_id) where s.edge_id = %(edge)s",
+    "batches": "select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by"
+    " from batches where batch_id like %(like)s",
+    "stats": "select * from batch_tag_stats where batch_id like %(like)s",
+    "minutes": "select * from batch_tag_minutes where batch_id like %(like)s",
+    "batch_events": "select e.seq, e.kind, e.batch_id from batch_events e"
+    " join edge_streams s using (stream_id) where s.edge_id = %(edge)s",
+    "specs": "select device, tag, unit, low, high from tag_specs where device like %(like)s",
+    "dead_letters": "select topic, stream, epoch, first_seq, last_seq, refused, reason, repeats"
+    " from dead_letters where topic like %(like_topic)s",
+}
+
+
+def _normal(value: object, edge: str) -> object:
+    if isinstance(value, str):
+        return value.replace(edge, "EDGE")
+    return value
+
+
+async def _snapshot(conn: psycopg.AsyncConnection, edge: str) -> dict[str, list[tuple]]:
+    params = {"edge": edge, "like": f"{edge}%", "like_topic": f"%/{edge}/%"}
+    state = {}
+    for name, sql in SNAPSHOT.items():
+        rows = await (await conn.execute(sql, params)).fetchall()
+        state[name] = sorted((tuple(_normal(v, edge) for v in row) for row in rows), key=repr)
+    return state
+
+
+def _acks(acks: list[Ack], edge: str) -> list[tuple]:
+    return sorted(
+        (
+            (
+                a.stream,
+                a.epoch,
+                a.first_seq,
+                a.last_seq,
+                a.duplicate,
+                _normal(a.refused, edge),
+                *((r.first_seq, r.last_seq, _normal(r.reason, edge)) for r in a.refusals),
+            )
+            for a in acks
+        ),
+        key=repr,
+    )
+
+
+async def _one_by_one(
+    conn: psycopg.AsyncConnection, settings: CollectorSettings, groups: list[list[str]]
+) -> tuple[str, list[Ack], IngestCounters]:
+    edge = await _new_edge(conn)
+    acks: list[Ack] = []
+
+    async def send(ack: Ack) -> None:
+        acks.append(ack)
+
+    counters = IngestCounters()
+    for n, text in enumerate(text for group in groups for text in group):
+        await handle(conn, send, _message(edge, text, n + 1), counters, settings)
+    return edge, acks, counters
+
+
+async def _grouped(
+    conn: psycopg.AsyncConnection, settings: CollectorSettings, groups: list[list[str]]
+) -> tuple[str, list[Ack], IngestCounters, list[int]]:
+    edge = await _new_edge(conn)
+    acks: list[Ack] = []
+    released: list[int] = []
+
+    async def send(ack: Ack) -> None:
+        acks.append(ack)
+
+    counters = IngestCounters()
+    flow = Flow(conn, settings, counters, send, lambda m: released.append(m.mid))
+    mid = 0
+    for group in groups:
+        messages = []
+        for text in group:
+            mid += 1
+            messages.append(_message(edge, text, mid))
+        parts = rollups.Parts()  # the group's rollups, as the consumer's grouper keeps them
+        await flow.settle([flow.read(m, parts) for m in messages])
+    return edge, acks, counters, released
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+async def test_the_group_commit_leaves_what_one_by_one_leaves(
+    conn: psycopg.AsyncConnection, collector_settings: CollectorSettings, case: str
+) -> None:
+    groups = CASES[case]
+    alone, alone_acks, alone_counters = await _one_by_one(conn, collector_settings, groups)
+    grouped, grouped_acks, counters, released = await _grouped(conn, collector_settings, groups)
+
+    assert _acks(grouped_acks, grouped) == _acks(alone_acks, alone)
+    assert await _snapshot(conn, grouped) == await _snapshot(conn, alone)
+    for name in ("messages", "rows_inserted", "duplicates", "dead_letters", "refused_records"):
+        assert getattr(counters, name) == getattr(alone_counters, name), name
+    # Every message is released to the broker exactly once, whichever way it went.
+    assert sorted(released) == list(range(1, sum(len(g) for g in groups) + 1))
+    # The group commit took part, but where its transaction failed and all went one by one.
+    assert (counters.grouped > 0) != (case in FALLS_BACK_WHOLE)
+    snapshot = await _snapshot(conn, grouped)
+    assert snapshot["readings"], "the case commits readings"
+
+
+async def test_a_group_of_fresh_messages_is_one_transaction(
+    conn: psycopg.AsyncConnection, collector_settings: CollectorSettings
+) -> None:
+    groups = [["r 0-9", "x 0-9", "r 10-19", "x 10-19", "r 20-29"]]
+    _, acks, counters, _ = await _grouped(conn, collector_settings, groups)
+    assert (counters.groups, counters.grouped, len(acks)) == (1, 5, 5)
+    assert not any(a.duplicate or a.refused for a in acks)
+
+
+async def test_the_excursions_are_counted_against_the_limits_in_force(
+    conn: psycopg.AsyncConnection, collector_settings: CollectorSettings
+) -> None:
+    """Spec limits t1 2.0..9.5, t1 readings at seq 1, 4, 7, ..., values seq / 2."""
+    edge, _, _, _ = await _grouped(conn, collector_settings, [["e 0-0 specs"], ["r 0-24"]])
+    row = await (
+        await conn.execute(
+            "select count, good_count, below, above, excursion_min, excursion_max, low, high"
+            " from batch_tag_stats where batch_id = %s and tag = 't1'",
+            (f"{edge}-B0",),
+        )
+    ).fetchone()
+    t1 = [seq * 0.5 for seq in range(25) if seq % 3 == 1]
+    below = [v for v in t1 if v < SPEC_LOW]
+    above = [v for v in t1 if v > SPEC_HIGH]
+    assert row == (
+        len(t1),
+        len(t1),
+        len(below),
+        len(above),
+        min(below + above),
+        max(below + above),
+        SPEC_LOW,
+        SPEC_HIGH,
+    )
+
+
+async def test_a_deadlock_is_tried_again_not_taken_for_the_messages_fault(
+    conn: psycopg.AsyncConnection,
+    collector_settings: CollectorSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two collectors racing for a batch's rollup rows: the database rolls one back, and
+    that one commits its group again (not one by one, and not by a restart)."""
+    real = GroupCommit._commit
+    calls = 0
+
+    async def deadlocked_once(self: GroupCommit, *args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected (injected)")
+        return await real(self, *args)
+
+    monkeypatch.setattr(GroupCommit, "_commit", deadlocked_once)
+    _, acks, counters, _ = await _grouped(conn, collector_settings, [["r 0-9", "r 10-19"]])
+    assert calls == 2
+    assert (counters.groups, counters.grouped) == (1, 2)
+    assert [(a.first_seq, a.refused) for a in sorted(acks, key=lambda a: a.first_seq)] == [
+        (0, None),
+        (10, None),
+    ]

@@ -1,0 +1,144 @@
+"""messages.read_readings, the group commit's reader, may only ever be stricter than the
+contract: whatever it accepts, the contract accepts with the same values and the clock
+check refuses nothing of it; whatever it does not, ingest reads with the contract."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
+
+from cloud_collector.messages import (
+    FAST_DEFAULTS,
+    MAX_MESSAGE_BYTES,
+    FastReading,
+    read,
+    read_readings,
+)
+from protocols.mqtt import topics
+from protocols.mqtt.contract import Envelope, Reading
+from tests.hostile_input import damaged, dumps, one_value_replaced
+from tests.hypothesis_profiles import load_from_env
+
+load_from_env()
+
+TOPIC = topics.data("line-pc-1", "readings")
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SKEW = timedelta(minutes=5)
+
+
+def _document() -> dict[str, Any]:
+    records = [
+        {
+            "kind": "reading",
+            "seq": 7,
+            "time": "2026-11-25T10:00:00Z",
+            "line": "line-1",
+            "batch": "B-1",
+            "device": "plc-1",
+            "tag": "temperature",
+            "value": 81.5,
+            "unit": "Cel",
+        },
+        {
+            "kind": "reading",
+            "seq": 8,
+            "time": "2026-11-25T10:00:01.250+01:00",
+            "device_time": "2026-11-25T09:00:01Z",
+            "line": "line-1",
+            "batch": None,
+            "device": "plc-1",
+            "tag": "pressure",
+            "value": None,
+            "quality": "bad",
+            "detail": "sensor open",
+        },
+    ]
+    return {"edge_id": "line-pc-1", "stream": "readings", "epoch": "e1", "records": records}
+
+
+def _agrees_with_the_contract(payload: bytes) -> None:
+    fast = read_readings(TOPIC, payload, NOW, SKEW, MAX_MESSAGE_BYTES)
+    if fast is None:
+        return
+    envelope = Envelope.model_validate_json(payload)  # raises if the fast reader was laxer
+    assert [{**FAST_DEFAULTS, **r} for r in fast.records] == [
+        r.model_dump() for r in envelope.records
+    ]
+    assert all(isinstance(r, Reading) for r in envelope.records)
+    message = read(TOPIC, payload)
+    assert not message.refused
+    assert all(r is not None and r.time <= NOW + SKEW for r in message.records)
+
+
+def test_the_fast_reading_has_the_contracts_fields() -> None:
+    contract = Reading.model_fields
+    assert list(FastReading.__annotations__) == list(contract)
+    # `kind` has a default in the contract, but its union needs it in the message.
+    required = {n for n, info in contract.items() if info.is_required()} | {"kind"}
+    schema = TypeAdapter(FastReading).json_schema()
+    assert set(schema["required"]) == required
+    assert {n: contract[n].default for n in set(contract) - required} == FAST_DEFAULTS
+
+
+def test_a_valid_message_is_read_fast() -> None:
+    fast = read_readings(TOPIC, dumps(_document()), NOW, SKEW, MAX_MESSAGE_BYTES)
+    assert fast is not None and (fast.first_seq, fast.last_seq) == (7, 8)
+
+
+# What the contract refuses or ingest checks record by record: never the fast way.
+SLOW: dict[str, tuple[tuple[Any, ...], Any]] = {
+    "NUL in a name": (("records", 0, "batch"), "B\x001"),
+    "NUL in a unit": (("records", 0, "unit"), "\x00"),
+    "no kind": (("records", 0, "kind"), None),
+    "an event": (("records", 0, "kind"), "batch_started"),
+    "time past the clock": (("records", 0, "time"), "2026-11-25T12:06:00Z"),
+    "time in 2100": (("records", 0, "time"), "2100-01-01T00:30:00+01:00"),
+    "time before 2000 in UTC": (("records", 0, "time"), "2000-01-01T00:30:00+01:00"),
+    "time without offset": (("records", 0, "time"), "2026-11-25T10:00:00"),
+    "good without a value": (("records", 0, "value"), None),
+    "a gap in the numbers": (("records", 1, "seq"), 9),
+    "another edge": (("edge_id",), "line-pc-2"),
+    "another stream": (("stream",), "events"),
+    "an unknown key": (("records", 0, "colour"), "red"),
+    "an overlong detail": (("records", 1, "detail"), "x" * 501),
+}
+
+
+@pytest.mark.parametrize("case", SLOW, ids=list(SLOW))
+def test_what_needs_the_contracts_reasons_is_not_read_fast(case: str) -> None:
+    path, value = SLOW[case]
+    document = _document()
+    target: Any = document
+    for step in path[:-1]:
+        target = target[step]
+    if value is None and path[-1] == "kind":
+        del target["kind"]
+    else:
+        target[path[-1]] = value
+    assert read_readings(TOPIC, dumps(document), NOW, SKEW, MAX_MESSAGE_BYTES) is None
+
+
+def test_a_lone_surrogate_is_not_read_fast() -> None:
+    payload = dumps(_document()).replace(b'"B-1"', b'"B\\ud800"')
+    assert read_readings(TOPIC, payload, NOW, SKEW, MAX_MESSAGE_BYTES) is None
+
+
+def test_an_oversized_message_is_not_read_fast() -> None:
+    payload = dumps(_document())
+    assert read_readings(TOPIC, payload, NOW, SKEW, len(payload) - 1) is None
+
+
+@given(st.data())
+def test_one_hostile_value_is_never_accepted_where_the_contract_refuses(data: Any) -> None:
+    _agrees_with_the_contract(dumps(data.draw(one_value_replaced(_document()))))
+
+
+@given(st.data())
+def test_damaged_bytes_are_never_accepted_where_the_contract_refuses(data: Any) -> None:
+    _agrees_with_the_contract(data.draw(damaged(json.dumps(_document()).encode())))
