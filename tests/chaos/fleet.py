@@ -23,7 +23,7 @@ import psycopg
 
 from cloud_collector.broker_identities import IdentityKind
 from tests.chaos import reconcile
-from tests.chaos.world import COUNTER, CollectorProcess, CountingDevice, EdgeProcess
+from tests.chaos.world import COUNTER, DEVICE, CollectorProcess, CountingDevice, EdgeProcess
 from tests.conftest import MosquittoProcess
 
 
@@ -124,7 +124,7 @@ class Fleet:
 
     def produced(self) -> dict[tuple[str, str], int]:
         """What every device has served so far."""
-        return {(e.edge_id, e.ledger().device): e.device.served for e in self.edges}
+        return {(e.edge_id, DEVICE): e.device.served for e in self.edges}
 
     def ledgers(self) -> list[reconcile.DeviceLedger]:
         return [e.ledger() for e in self.edges]
@@ -185,7 +185,7 @@ async def _drained(edge: EdgeProcess) -> bool:
     status = await edge.status()
     if status is None:
         return False
-    device = status["devices"][edge.ledger().device]
+    device = status["devices"][DEVICE]
     streams = status["outbox"]["streams"].values()
     return device["offline_since"] is not None and all(s["depth"] == 0 for s in streams)
 

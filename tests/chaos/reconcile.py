@@ -43,6 +43,9 @@ class DeviceLedger:
     served: int
     # Served to an edge process that was SIGKILLed before it could commit them.
     in_flight_at_kill: frozenset[int] = frozenset()
+    # (epoch, next number) of the edge's readings stream as its outbox has it at the end:
+    # every number below it was spent, so each one the database lacks is a hole to explain.
+    numbered: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class DroppedRange:
     first_seq: int
     last_seq: int
     count: int
+    policy: str = ""
 
 
 @dataclass(frozen=True)
@@ -240,13 +244,21 @@ def _numbering(
     many as the ranges count."""
     fleet = {ledger.edge_id for ledger in ledgers}
     seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
+    spent: dict[tuple[str, str], int] = {}
+    for ledger in ledgers:
+        if ledger.numbered is not None:
+            epoch, next_seq = ledger.numbered
+            seqs[(ledger.edge_id, epoch)]
+            spent[(ledger.edge_id, epoch)] = next_seq - 1
     for row in db.readings:
         if row.edge_id in fleet:
             seqs[(row.edge_id, row.epoch)].append(row.seq)
     for (edge_id, epoch), numbers in sorted(seqs.items()):
         have = set(numbers)
         ranges = drops.get((edge_id, epoch), [])
-        holes = [seq for seq in range(max(have) + 1) if seq not in have]
+        # Every number the edge spent: what its outbox says, and what its drop records name.
+        upper = max([-1, *have, *(d.last_seq for d in ranges), spent.get((edge_id, epoch), -1)])
+        holes = [seq for seq in range(upper + 1) if seq not in have]
         claimed = sum(drop.count for drop in ranges)
         in_ranges = []
         for seq in holes:
@@ -258,7 +270,17 @@ def _numbering(
             # More missing inside the ranges than the edge says it dropped: some were lost.
             verdict.unexplained_holes += [(edge_id, epoch, seq) for seq in in_ranges[claimed:]]
         elif len(in_ranges) < claimed:
-            verdict.overstated_drops.append((edge_id, epoch, claimed, len(in_ranges)))
+            # Readings the edge counted as dropped arrived: its record says more is missing
+            # than is.
+            policies = "/".join(sorted({d.policy for d in ranges}))
+            ranges_text = " ".join(
+                f"{d.first_seq}..{d.last_seq}:{d.count}"
+                f"(present {sum(1 for q in range(d.first_seq, d.last_seq + 1) if q in have)})"
+                for d in sorted(ranges, key=lambda d: d.first_seq)
+            )
+            verdict.overstated_drops.append(
+                (edge_id, f"{epoch} {policies} {ranges_text}", claimed, len(in_ranges))
+            )
 
 
 _READINGS = """
@@ -267,7 +289,7 @@ from readings r join edge_streams s using (stream_id)
 where s.edge_id = any(%(edges)s) and (%(tag)s::text is null or r.tag = %(tag)s)
 """
 _DROPPED = """
-select s.edge_id, s.epoch, d.first_seq, d.last_seq, d.count
+select s.edge_id, s.epoch, d.first_seq, d.last_seq, d.count, d.policy
 from readings_dropped d
 join edge_streams e on e.stream_id = d.stream_id
 join edge_streams s on s.edge_id = e.edge_id and s.stream = d.dropped_stream

@@ -74,7 +74,28 @@ def test_a_gap_explained_by_readings_dropped_is_accepted() -> None:
 def test_a_drop_record_claiming_more_than_is_missing_is_caught() -> None:
     db = Database(rows([1, 2, 4], seqs=[0, 1, 3]), [DroppedRange(EDGE, EPOCH, 2, 3, 2)])
     verdict = judge(ledger(4), db)
-    assert verdict.overstated_drops == [(EDGE, EPOCH, 2, 1)]
+    assert [(edge, claimed, found) for edge, _, claimed, found in verdict.overstated_drops] == [
+        (EDGE, 2, 1)
+    ]
+
+
+def test_drops_after_the_last_committed_reading_count_as_holes_too() -> None:
+    # Everything after reading 3 was dropped (the outbox stayed full to the end).
+    exact = Database(rows([1, 2, 3]), [DroppedRange(EDGE, EPOCH, 3, 4, 2)])
+    assert judge(ledger(5), exact).clean
+    claims_more = Database(rows([1, 2, 3]), [DroppedRange(EDGE, EPOCH, 3, 4, 3)])
+    assert not judge(ledger(5), claims_more).clean
+    claims_less = Database(rows([1, 2, 3]), [DroppedRange(EDGE, EPOCH, 3, 5, 2)])
+    assert judge(ledger(6), claims_less).unexplained_holes == [(EDGE, EPOCH, 5)]
+
+
+def test_readings_lost_after_the_last_committed_one_are_caught_by_the_edge_numbering() -> None:
+    # The edge dropped 3..4 and recorded it, then 5..9 never arrived: the device's counter
+    # alone cannot tell (no later reading bounds them), the outbox's numbering can.
+    db = Database(rows([1, 2, 3]), [DroppedRange(EDGE, EPOCH, 3, 4, 2)])
+    numbered = [DeviceLedger(EDGE, DEVICE, TAG, 10, numbered=(EPOCH, 10))]
+    verdict = judge(numbered, db)
+    assert verdict.unexplained_holes == [(EDGE, EPOCH, seq) for seq in range(5, 10)]
 
 
 def test_a_loss_hidden_inside_a_dropped_range_is_caught() -> None:

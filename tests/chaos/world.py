@@ -12,6 +12,7 @@ import itertools
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -387,4 +388,15 @@ class EdgeProcess:
             COUNTER,
             self.device.served,
             frozenset(self.in_flight_at_kill),
+            self.numbered(),
         )
+
+    def numbered(self) -> tuple[str, int] | None:
+        """(epoch, next sequence number) of its readings, read from its outbox file."""
+        path = self.folder / "state" / "outbox.db"
+        if not path.exists():
+            return None
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            epoch = db.execute("select value from meta where key = 'epoch'").fetchone()
+            row = db.execute("select next_seq from streams where stream = 'readings'").fetchone()
+        return (epoch[0], int(row[0])) if epoch and row else None
