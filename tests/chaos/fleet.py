@@ -109,8 +109,10 @@ class Fleet:
         self._began = time.monotonic()
         for edge in self.edges:
             await edge.device.start()
-        for process in [*self.collectors, *self.edges]:
-            process.start()
+        for collector in self.collectors:
+            collector.start()
+        for edge in self.edges:
+            edge.start()
         await asyncio.gather(*(c.ready() for c in self.collectors))
         await asyncio.gather(*(e.ready() for e in self.edges))
         for edge in self.edges:

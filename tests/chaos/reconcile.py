@@ -219,7 +219,8 @@ def _explain(
     after = present[values[i]] if i < len(values) else None
     # Its sequence number lies strictly between its neighbours' (an edge numbers its polls
     # in the order it takes them); the epoch is theirs.
-    epoch = (before or after).epoch if (before or after) else None
+    neighbour = before or after
+    epoch = neighbour.epoch if neighbour else None
     low = before.seq + 1 if before else 0
     high = after.seq - 1 if after else None
     for (edge_id, drop_epoch), ranges in drops.items():

@@ -17,12 +17,14 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import aiomqtt
 import psycopg
 
 from cloud_collector.broker_identities import IdentityKind
 from protocols.mqtt import topics
+from protocols.mqtt.connection import BrokerSettings
 from tests.chaos.fleet import Fleet, record
 from tests.chaos.world import COUNTER, LINE, CollectorProcess, EdgeProcess, PostgresCluster
 from tests.conftest import broker_accepts, until
@@ -81,14 +83,13 @@ async def _kill_mid_transaction(fleet: Fleet, victim: CollectorProcess) -> str:
 async def test_collector_killed_mid_transaction_the_living_take_over(fleet: Fleet) -> None:
     """Two collectors share the subscription; one is SIGKILLed inside a transaction and stays
     dead: the living one commits everything, the dead one's transaction leaves nothing."""
-    first = await fleet.add_collector("collector-a")
-    await fleet.add_collector("collector-b")
+    living = [await fleet.add_collector("collector-a"), await fleet.add_collector("collector-b")]
     await fleet.add_edges(fleet.scale.edges)
     await fleet.start()
     recoveries, kills = [], []
     for n in range(fleet.scale.rounds):
         await asyncio.sleep(fleet.scale.warmup_s)
-        victim = fleet.collectors[n] if n < len(fleet.collectors) else first
+        victim = living.pop(0)  # the oldest
         kills.append(await _kill_mid_transaction(fleet, victim))
         fleet.phase(f"{victim.name} killed: {kills[-1]}")
         recoveries.append(await fleet.until_committed(fleet.produced()))
@@ -96,6 +97,7 @@ async def test_collector_killed_mid_transaction_the_living_take_over(fleet: Flee
             replacement = await fleet.add_collector(f"collector-{n + 2}")
             replacement.start()
             await replacement.ready()
+            living.append(replacement)
     verdict = await fleet.finish()
     record("collector SIGKILL mid-transaction (2 -> 1)", recoveries, verdict)
     assert verdict.clean, verdict.summary()
@@ -295,8 +297,9 @@ def _forged_acks(edge: str, epoch: str, i: int) -> bytes:
         ack | {"first_seq": 10**12 + i, "last_seq": 10**12 + i + 5},
         ack | {"edge_id": "someone-else"},
         ack | {"first_seq": "0", "last_seq": "9"},
+        None,  # not even UTF-8
     ]
-    choice = forged[i % (len(forged) + 1)] if i % (len(forged) + 1) < len(forged) else None
+    choice = forged[i % len(forged)]
     return b"\xff\xfe not an ack" if choice is None else json.dumps(choice).encode()
 
 
@@ -318,14 +321,14 @@ async def test_malformed_storm_is_dead_lettered_and_good_data_flows(fleet: Fleet
         cur = await conn.execute(
             "select edge_id, epoch from edge_streams where edge_id = any(%s)", (fleet.edge_ids,)
         )
-        epochs = dict(await cur.fetchall())
+        epochs: dict[str, str] = dict(await cur.fetchall())
 
     storm = _storm_payloads(rogue, good[0].edge_id, uuid.uuid4().hex, fleet.scale.storm_messages)
     ghost_storm = [
         (topics.data(ghost, "readings"), f'{{"ghost": {i}}}'.encode())
         for i in range(max(1, fleet.scale.storm_messages // 10))
     ]
-    health: list[tuple[int, dict[str, object]]] = []
+    health: list[tuple[int, dict[str, Any]]] = []
     acked: dict[str, list[tuple[float, int]]] = {e.edge_id: [] for e in good}
     storming = True
 
@@ -339,8 +342,10 @@ async def test_malformed_storm_is_dead_lettered_and_good_data_flows(fleet: Fleet
                     acked[edge.edge_id].append(progress)
             await asyncio.sleep(0.2)
 
-    async def publish(settings, messages, retain: bool = False) -> None:  # type: ignore[no-untyped-def]
-        async with aiomqtt.Client(**settings.client_args()) as client:
+    async def publish(
+        settings: BrokerSettings, messages: list[tuple[str, bytes]], retain: bool = False
+    ) -> None:
+        async with aiomqtt.Client(**settings.client_args()) as client:  # type: ignore[arg-type]
             for n, (topic, payload) in enumerate(messages):
                 await client.publish(topic, payload, qos=1, retain=retain and n % 7 == 0)
                 if n % 20 == 19:
@@ -371,7 +376,7 @@ async def test_malformed_storm_is_dead_lettered_and_good_data_flows(fleet: Fleet
     # The collector stayed up and kept its consumer running throughout.
     assert health and all(code == 200 for code, _ in health), health[-1]
     assert all(h["consumer"]["running"] and h["consumer"]["broker_connected"] for _, h in health)
-    # Acks kept coming: no good edge went a whole second of the storm without one.
+    # Acks kept coming: no good edge waited long for one (half the storm, at least 2 s).
     for edge_id, samples in acked.items():
         stalls = [
             later[0] - earlier[0]
