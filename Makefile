@@ -55,7 +55,8 @@ fuzz: $(STAMP)
 
 # The chaos scenarios of tests/chaos/ (which `make test` runs short) with a bigger fleet,
 # longer outages and each fault repeated, the whole run SOAK_REPEAT times; every recovery
-# time is appended to SOAK_REPORT (scenario, seconds per fault, reconciliation).
+# time is appended to SOAK_REPORT (scenario, seconds per fault, reconciliation); the processes'
+# logs and state folders of the last run are kept under .services/soak-N/.
 SOAK_EDGES ?= 8
 SOAK_OUTAGE_S ?= 20
 SOAK_WARMUP_S ?= 10
@@ -70,5 +71,5 @@ soak: $(STAMP)
 		CHAOS_EDGES=$(SOAK_EDGES) CHAOS_OUTAGE_S=$(SOAK_OUTAGE_S) CHAOS_WARMUP_S=$(SOAK_WARMUP_S) \
 		CHAOS_ROUNDS=$(SOAK_ROUNDS) CHAOS_STORM_MESSAGES=$(SOAK_STORM_MESSAGES) \
 		CHAOS_RECOVERY_TIMEOUT_S=600 CHAOS_REPORT=$(abspath $(SOAK_REPORT)) \
-		$(VENV)/bin/pytest tests/chaos -q || exit 1; \
+		$(VENV)/bin/pytest tests/chaos -q --basetemp=$(abspath .services/soak-$$run) || exit 1; \
 	done

@@ -156,8 +156,31 @@ class Fleet:
                 last = verdict.summary()
             await asyncio.sleep(0.2)
         raise AssertionError(
-            f"not all committed within {self.scale.recovery_timeout_s:.0f}s:\n{last}"
+            f"not all committed within {self.scale.recovery_timeout_s:.0f}s:\n{last}\n"
+            + await self.where_things_stand()
         )
+
+    async def where_things_stand(self) -> str:
+        """Each process as it reports itself: what a stalled recovery is diagnosed from."""
+        lines = []
+        for collector in self.collectors:
+            try:
+                code, health = await collector.healthz()
+                lines.append(f"collector {collector.name}: {code} {health.get('consumer')}")
+            except Exception as err:  # a dead or hung process is the finding itself
+                lines.append(f"collector {collector.name}: no answer ({err!r})")
+        for edge in self.edges:
+            status = await edge.status()
+            if status is None:
+                lines.append(f"edge {edge.edge_id}: no answer; log {edge.log}")
+                continue
+            device = status["devices"][DEVICE]
+            lines.append(
+                f"edge {edge.edge_id}: publisher {status['publisher']}, "
+                f"outbox {status['outbox']['streams']} {status['outbox']['alarms']}, "
+                f"device polls {device['polls']} offline since {device['offline_since']}"
+            )
+        return "\n".join(lines)
 
     async def finish(self) -> reconcile.Verdict:
         """Stop the devices (the ledgers are final), let every outbox drain, reconcile."""
