@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test services stop lint env bench bench-genealogy bench-ingest fuzz-api fuzz
+.PHONY: demo test services stop lint env bench bench-genealogy bench-ingest fuzz-api fuzz soak
 
 $(STAMP): pyproject.toml deploy/python-env.sh
 	bash deploy/python-env.sh
@@ -61,3 +61,24 @@ fuzz-api: $(STAMP)
 # @reproduce_failure blob.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -q $$(find tests -name 'test_*properties.py' | sort)
+
+# The chaos scenarios of tests/chaos/ (which `make test` runs short) with a bigger fleet,
+# longer outages and each fault repeated, the whole run SOAK_REPEAT times; every recovery
+# time is appended to SOAK_REPORT (scenario, seconds per fault, reconciliation); the processes'
+# logs and state folders of the last run are kept under .services/soak-N/.
+SOAK_EDGES ?= 8
+SOAK_OUTAGE_S ?= 20
+SOAK_WARMUP_S ?= 10
+SOAK_ROUNDS ?= 5
+SOAK_STORM_MESSAGES ?= 5000
+SOAK_REPEAT ?= 3
+SOAK_REPORT ?= soak-report.tsv
+soak: $(STAMP)
+	@bash deploy/services.sh up >/dev/null
+	@for run in $$(seq 1 $(SOAK_REPEAT)); do \
+		echo "soak run $$run of $(SOAK_REPEAT)"; \
+		CHAOS_EDGES=$(SOAK_EDGES) CHAOS_OUTAGE_S=$(SOAK_OUTAGE_S) CHAOS_WARMUP_S=$(SOAK_WARMUP_S) \
+		CHAOS_ROUNDS=$(SOAK_ROUNDS) CHAOS_STORM_MESSAGES=$(SOAK_STORM_MESSAGES) \
+		CHAOS_RECOVERY_TIMEOUT_S=600 CHAOS_REPORT=$(abspath $(SOAK_REPORT)) \
+		$(VENV)/bin/pytest tests/chaos -q --basetemp=$(abspath .services/soak-$$run) || exit 1; \
+	done

@@ -10,6 +10,7 @@ re-serialising.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -158,6 +159,16 @@ class Outbox:
         # Runs taken and not yet accepted or requeued, per stream: first seq -> last seq.
         # Only these can be accepted, so no ack can delete what this edge has not sent.
         self._sent: dict[str, dict[int, int]] = {}
+        # Runs handed out and not yet accepted or quarantined, requeued ones included: the
+        # collector may have committed them already (an ack lost with the connection), so
+        # the bound never deletes them; a readings_dropped record counts only readings that
+        # can no longer arrive. Memory only: a restarted agent does not know what its
+        # predecessor sent.
+        self._handed_out: dict[str, set[tuple[int, int]]] = {}
+        # drop_newest: the readings_dropped event of the current run of refusals, and its
+        # number in the events stream (extended while unsent; see _refused).
+        self._pending_refusal: ReadingsDropped | None = None
+        self._pending_refusal_seq = -1
         self._quarantined = self.db.execute("select count(*) from quarantine").fetchone()[0]
         self.last_refusal: Refusal | None = self._last_refusal()
         for stream in self._next:
@@ -187,7 +198,7 @@ class Outbox:
         next_seq = self._next
         numbered_from = dict(next_seq)  # to give the numbers back if the call is refused
         size = 0
-        refused = 0
+        refused = refused_first = 0
         full = self._bytes >= self.max_bytes
         try:
             for stream, record in items:
@@ -199,6 +210,10 @@ class Outbox:
                         f"CheckedReading, not {type(record).__name__}"
                     )
                 if full and stream == READINGS and self.policy == "drop_newest":
+                    # Its number is spent: the refusal is a hole of the stream, and the
+                    # readings_dropped record names it.
+                    refused_first = next_seq.get(stream, 0) if not refused else refused_first
+                    next_seq[stream] = next_seq.get(stream, 0) + 1
                     seqs.append(-1)
                     refused += 1
                     continue
@@ -214,26 +229,32 @@ class Outbox:
         except BaseException:
             self._next = numbered_from
             raise
-        if rows:
-            touched = {r[0] for r in rows}
-            with self.store.grouped() as db:
-                db.executemany("insert into records values (?, ?, ?, ?)", rows)
-                db.executemany(
-                    "insert into streams (stream, next_seq) values (?, ?)"
-                    " on conflict (stream) do update set next_seq = excluded.next_seq",
-                    [(s, next_seq[s]) for s in touched],
-                )
-                self._bytes += size
-                for stream in touched:
-                    added = len(rows) if len(touched) == 1 else sum(r[0] == stream for r in rows)
-                    self._depth[stream] = self._depth.get(stream, 0) + added
-                    if stream not in self._lanes:
-                        self._lanes[stream] = _Lanes(0, 0, 0)
-        if refused:
-            self._count_dropped(READINGS, refused)
+        # Numbers spent on refusals commit with the record that names them.
+        with self.store.transaction() if refused else contextlib.nullcontext():
+            if rows or refused:
+                self._insert(rows, size, {r[0] for r in rows} | ({READINGS} if refused else set()))
+            if refused:
+                self._refused(refused_first, refused)
         if self._bytes > self.max_bytes:
             self._enforce_bound()
         return seqs
+
+    def _insert(
+        self, rows: list[tuple[str, int, float, str]], size: int, touched: set[str]
+    ) -> None:
+        with self.store.grouped() as db:
+            db.executemany("insert into records values (?, ?, ?, ?)", rows)
+            db.executemany(
+                "insert into streams (stream, next_seq) values (?, ?)"
+                " on conflict (stream) do update set next_seq = excluded.next_seq",
+                [(s, self._next[s]) for s in touched],
+            )
+            self._bytes += size
+            for stream in touched:
+                added = len(rows) if len(touched) == 1 else sum(r[0] == stream for r in rows)
+                self._depth[stream] = self._depth.get(stream, 0) + added
+                if stream not in self._lanes:
+                    self._lanes[stream] = _Lanes(0, 0, 0)
 
     def flush(self) -> None:
         """Commit the store's open group commit, if any (the publisher wakes)."""
@@ -275,6 +296,7 @@ class Outbox:
     def _sending(self, stream: str, run: list[tuple[int, str]]) -> list[tuple[int, str]]:
         if run:
             self._sent.setdefault(stream, {})[run[0][0]] = run[-1][0]
+            self._handed_out.setdefault(stream, set()).add((run[0][0], run[-1][0]))
         return run
 
     def _run(self, stream: str, start: int, end: int, limit: int) -> list[tuple[int, str]]:
@@ -308,6 +330,8 @@ class Outbox:
                 (stream, first_seq, last_seq),
             ).fetchall()
         self._forget(stream, removed)
+        handed_out = self._handed_out.get(stream, set())
+        handed_out -= {r for r in handed_out if first_seq <= r[0] and r[1] <= last_seq}
         return len(removed)
 
     def quarantine(
@@ -390,6 +414,8 @@ class Outbox:
         oldest = row[0] if row[0] is not None else end
         self._lanes[stream] = _Lanes(backlog=oldest, live_from=end, live=end)
         self._sent.pop(stream, None)  # what was sent is offered again, and awaited anew
+        # Runs all of whose records are gone (accepted under other boundaries) guard nothing.
+        self._handed_out[stream] = {r for r in self._handed_out.get(stream, ()) if r[1] >= oldest}
 
     def streams(self) -> list[str]:
         return list(self._lanes)
@@ -408,12 +434,11 @@ class Outbox:
                 log.error("outbox over its bound with trace events only: they are all kept")
             self.over_bound_events = True
             return
-        window = self.db.execute(
-            "select seq, length(body) from records where stream = ? order by seq limit ?",
-            (READINGS, max(1, int(count * self.thin_fraction))),
-        ).fetchall()
+        window = self._never_handed_out(READINGS, max(1, int(count * self.thin_fraction)))
         if self.policy == "thin_oldest" and len(window) > 1:
             window = window[1::2]
+        if not window:
+            return  # all of it is on its way: the bound waits for the acks
         with self.store.transaction():
             self.db.executemany(
                 "delete from records where stream = ? and seq = ?",
@@ -427,16 +452,56 @@ class Outbox:
         finally:
             self._enforcing = False
 
+    def _never_handed_out(self, stream: str, n: int) -> list[tuple[int, int]]:
+        """(seq, bytes) of the oldest `n` records of `stream` outside every run handed out
+        and not yet settled."""
+        runs = sorted(self._handed_out.get(stream, ()))
+        found: list[tuple[int, int]] = []
+        after = -1
+        while len(found) < n:
+            page = self.db.execute(
+                "select seq, length(body) from records where stream = ? and seq > ?"
+                " order by seq limit ?",
+                (stream, after, n),
+            ).fetchall()
+            if not page:
+                break
+            found += [row for row in page if not any(a <= row[0] <= b for a, b in runs)]
+            after = page[-1][0]
+        return found[:n]
+
+    def _refused(self, first_seq: int, count: int) -> None:
+        """drop_newest refused `count` readings numbered from `first_seq`. A run of refusals
+        is one readings_dropped event, extended while the run lasts and the event has not
+        left (an outage refuses every poll: one event, not one per poll)."""
+        pending = self._pending_refusal
+        if pending is not None and pending.last_seq + 1 == first_seq:
+            seq = self._pending_refusal_seq
+            handed_out = any(a <= seq <= b for a, b in self._handed_out.get(EVENTS, ()))
+            if not handed_out:
+                extended = pending.model_copy(
+                    update={"last_seq": first_seq + count - 1, "count": pending.count + count}
+                )
+                old_body = numbered(pending.model_dump_json(), seq)
+                body = numbered(extended.model_dump_json(), seq)
+                with self.store.transaction() as db:
+                    changed = db.execute(
+                        "update records set body = ? where stream = ? and seq = ? and body = ?",
+                        (body, EVENTS, seq, old_body),
+                    ).rowcount
+                if changed:
+                    self._bytes += len(body) - len(old_body)
+                    self._pending_refusal = extended
+                    self._dropped[READINGS] = self._dropped.get(READINGS, 0) + count
+                    self._store_dropped(READINGS)
+                    return
+        self._count_dropped(READINGS, count, first_seq, first_seq + count - 1)
+
     def _count_dropped(
         self, stream: str, count: int, first_seq: int | None = None, last_seq: int | None = None
     ) -> None:
         self._dropped[stream] = self._dropped.get(stream, 0) + count
-        with self.store.transaction():
-            self.db.execute(
-                "insert into streams (stream, next_seq, dropped) values (?, ?, ?)"
-                " on conflict (stream) do update set dropped = excluded.dropped",
-                (stream, self._next.get(stream, 0), self._dropped[stream]),
-            )
+        self._store_dropped(stream)
         log.warning(
             "outbox full (%d of %d bytes): %s dropped %d readings",
             self._bytes,
@@ -445,17 +510,24 @@ class Outbox:
             count,
         )
         if first_seq is not None and last_seq is not None:
-            self.append(
-                EVENTS,
-                ReadingsDropped(
-                    seq=UNNUMBERED,
-                    time=datetime.now(UTC),
-                    stream=stream,
-                    count=count,
-                    first_seq=first_seq,
-                    last_seq=last_seq,
-                    policy=self.policy,
-                ),
+            marker = ReadingsDropped(
+                seq=UNNUMBERED,
+                time=datetime.now(UTC),
+                stream=stream,
+                count=count,
+                first_seq=first_seq,
+                last_seq=last_seq,
+                policy=self.policy,
+            )
+            self._pending_refusal_seq = self.append(EVENTS, marker)
+            self._pending_refusal = marker if self.policy == "drop_newest" else None
+
+    def _store_dropped(self, stream: str) -> None:
+        with self.store.transaction():
+            self.db.execute(
+                "insert into streams (stream, next_seq, dropped) values (?, ?, ?)"
+                " on conflict (stream) do update set dropped = excluded.dropped",
+                (stream, self._next.get(stream, 0), self._dropped[stream]),
             )
 
     # -- status ---------------------------------------------------------------------------

@@ -57,7 +57,10 @@ MIN_OUTBOX_BYTES = 16 << 20
 
 
 def outbox_bytes(settings: EdgeSettings, site: Site) -> int:
-    """The outbox bound: TRACE_EDGE_OUTBOX_HOURS of outage at the site's capture rate."""
+    """The outbox bound: TRACE_EDGE_OUTBOX_MAX_BYTES when set, else TRACE_EDGE_OUTBOX_HOURS
+    of outage at the site's capture rate."""
+    if settings.outbox_max_bytes is not None:
+        return settings.outbox_max_bytes
     profiles = [p for profiles in site.devices.values() for p in profiles]
     rate = capture_rate(profiles)
     return max(MIN_OUTBOX_BYTES, int(rate * 3600 * settings.outbox_hours * READING_BYTES))

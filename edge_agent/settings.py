@@ -32,6 +32,9 @@ class EdgeSettings(BaseSettings):
     # The outbox holds this many hours of outage at the site's configured capture rate;
     # the agent turns it into bytes from the profiles (see README: outbox sizing).
     outbox_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+    # An explicit bound in bytes instead (a line PC with a small disk; the chaos tests fill
+    # it in seconds): it replaces the bound computed from the hours, floor included.
+    outbox_max_bytes: int | None = Field(default=None, ge=4096)
     # Appends within this interval share one disk commit (one fsync); a power cut loses
     # at most this much capture. 0 commits every poll on its own.
     outbox_commit_interval_s: float = Field(default=0.05, ge=0, le=5)

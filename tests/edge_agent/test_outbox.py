@@ -151,13 +151,63 @@ def test_when_full_readings_are_dropped_by_policy_and_events_never(
     assert remaining[-1] == 100  # the newest reading is always kept
 
 
+@pytest.mark.parametrize("policy", ["thin_oldest", "drop_oldest"])
+def test_the_bound_never_drops_a_run_handed_out_it_may_be_committed_already(
+    tmp_path: Path, policy: str
+) -> None:
+    # Sent, then the connection went before the ack: the collector may hold these records.
+    # Dropping them would make the readings_dropped record count readings that arrive.
+    size = len(reading(0.0).model_copy(update={"seq": 10}).model_dump_json())
+    box = Outbox(EdgeStore(tmp_path / "o.db"), max_bytes=size * 120, policy=policy)  # type: ignore[arg-type]
+    box.append_many([(READINGS, reading(float(v))) for v in range(100)])
+    assert box.stats().streams[READINGS].dropped == 0
+    assert seqs(box.take(READINGS, 20)) == list(range(20))
+    box.requeue(READINGS)  # the reconnect: offered again, still possibly committed
+    box.append_many([(READINGS, reading(float(v))) for v in range(100, 140)])
+    dropped = {seq for seq in range(140)} - {
+        s for run in iter(lambda: box.take(READINGS, 1000), []) for s in seqs(run)
+    }
+    assert dropped and min(dropped) >= 20
+    marker = json.loads(box.take(EVENTS, 1)[0][1])
+    assert marker["first_seq"] >= 20
+    box.requeue(READINGS)
+    assert seqs(box.take(READINGS, 20)) == list(range(20))
+    assert box.accept(READINGS, box.epoch, 0, 19) == 20  # all of the run is still there
+
+
 def test_drop_newest_refuses_readings_while_full_but_keeps_events(tmp_path: Path) -> None:
     box = Outbox(EdgeStore(tmp_path / "o.db"), max_bytes=1000, policy="drop_newest")
     box.append_many([(READINGS, reading(v)) for v in range(20)])
     assert box.append(READINGS, reading(99)) == -1
-    assert box.append(EVENTS, event(1)) == 0
+    assert box.append(EVENTS, event(1)) == 1  # 0 is the readings_dropped record
     stats = box.stats()
-    assert stats.streams[READINGS].dropped == 1 and stats.streams[EVENTS].depth == 1
+    assert stats.streams[READINGS].dropped == 1 and stats.streams[EVENTS].depth == 2
+
+
+def test_drop_newest_records_each_run_of_refusals_once_and_spends_their_numbers(
+    tmp_path: Path,
+) -> None:
+    # Refused readings are a hole in the numbering that one readings_dropped record names,
+    # extended while the refusals go on and the record has not left: an outage refusing
+    # every poll makes one record, not one per poll. The numbers survive a restart.
+    size = len(reading(0.0).model_copy(update={"seq": 10}).model_dump_json())
+    path = tmp_path / "o.db"
+    box = Outbox(EdgeStore(path), max_bytes=size * 10, policy="drop_newest")
+    box.append_many([(READINGS, reading(float(v))) for v in range(12)])  # 12: over the bound
+    assert box.append_many([(READINGS, reading(1.0)), (READINGS, reading(2.0))]) == [-1, -1]
+    assert box.append(READINGS, reading(3.0)) == -1
+    (marker_seq, marker), *rest = [(s, json.loads(b)) for s, b in box.take(EVENTS, 10)]
+    assert rest == []
+    assert (marker["first_seq"], marker["last_seq"], marker["count"]) == (12, 14, 3)
+    # Once the record is on its way, the next refusal is a record of its own.
+    assert box.append(READINGS, reading(4.0)) == -1
+    second = [json.loads(b) for _, b in box.take(EVENTS, 10)]
+    assert [(m["first_seq"], m["last_seq"], m["count"]) for m in second] == [(15, 15, 1)]
+    assert box.accept(EVENTS, box.epoch, marker_seq, marker_seq) == 1
+    box.store.close()
+    again = Outbox(EdgeStore(path), max_bytes=size * 100, policy="drop_newest")
+    assert again.append(READINGS, reading(5.0)) == 16
+    assert again.stats().streams[READINGS].dropped == 4
 
 
 WRITER = """
