@@ -10,9 +10,9 @@ when it is issued; the registry keeps only its Mosquitto `$7$` hash (PBKDF2-SHA5
 **What each kind may do** (`RULES`, rendered into the ACL file):
 
 - an edge publishes only its own data and status, and reads only its own acks and the
-  configuration pushed to it;
+  configuration pushed to it, and the lots on hold (`trace/v1/holds`, one set for all);
 - a collector reads every edge's data (through the shared subscription) and status, and
-  publishes the acks.
+  publishes the acks and the lots on hold.
 
 **Files.** `update_broker` renders the password file and the ACL file from the identities
 in force (plus the `base_*` files, for identities the registry does not hold), writes
@@ -62,11 +62,13 @@ RULES: dict[IdentityKind, tuple[tuple[str, str], ...]] = {
         ("write", topics.status("{name}")),
         ("read", topics.ack("{name}")),
         ("read", topics.config("{name}") + "/#"),
+        ("read", topics.holds()),
     ),
     IdentityKind.collector: (
         ("read", topics.all_data()),
         ("read", topics.status("+")),
         ("write", topics.ack("+")),
+        ("write", topics.holds()),
     ),
 }
 

@@ -40,3 +40,9 @@ def parse_data(topic: str) -> tuple[str, str]:
 def config(edge_id: str) -> str:
     """Where an edge will read the configuration pushed to it (everything below this)."""
     return f"{ROOT}/{edge_id}/config"
+
+
+def holds() -> str:
+    """The lots on hold, for every edge: one retained HoldSet the collector replaces whenever
+    a hold is put or released (edges read it, collectors write it: broker ACL)."""
+    return "trace/v1/holds"
