@@ -79,6 +79,7 @@ class HoldsHealth:
     set_time: str | None = None  # the collector's time of the set kept
     lots: int = 0
     flagged: int = 0  # events flagged held_lot at a door
+    subscription_refused: str | None = None  # why the broker refused the set's topic
     alarms: deque[tuple[datetime, str]] = field(default_factory=lambda: deque(maxlen=MAX_ALARMS))
 
 
@@ -126,6 +127,10 @@ class HeldLots:
         log.warning("holds: %s", reason)
         return False
 
+    def refused_subscription(self, reason: str) -> None:
+        self.health.subscription_refused = reason
+        log.error("holds: %s", reason)
+
     def match(self, items: list[Item]) -> list[HeldItem]:
         out = []
         for item in items:
@@ -159,6 +164,7 @@ class HeldLots:
             "ignored": h.ignored,
             "last_ignored": h.last_ignored,
             "flagged": h.flagged,
+            "subscription_refused": h.subscription_refused,
         }
 
 
@@ -171,9 +177,22 @@ class HoldsSubscriber(Publisher):
         self.held = held
 
     async def _ack_loop(self, client: aiomqtt.Client) -> None:
-        await client.subscribe(topics.holds(), qos=1)
+        granted = await client.subscribe(topics.holds(), qos=1)
+        if any(_refused(code) for code in (granted or [])):
+            # Data and acks go on: only the door list stays as it was (an older broker ACL).
+            self.held.refused_subscription(
+                f"the broker refused the subscription to {topics.holds()}: its ACL must let "
+                "edges read it (`tracectl broker files` renders it from the registry)"
+            )
         async for message in client.messages:
             if message.topic.matches(topics.holds()):
                 self.held.apply(message.payload)  # type: ignore[arg-type]
             else:
                 self.on_ack(message.payload, retained=bool(message.retain))
+
+
+def _refused(code: object) -> bool:
+    """A SUBACK reason code of failure (MQTT v5 ReasonCode, or a v3 granted QoS 0x80)."""
+    if isinstance(code, int):
+        return code >= 0x80
+    return bool(getattr(code, "is_failure", False))

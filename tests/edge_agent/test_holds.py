@@ -8,9 +8,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
-from edge_agent.holds import HeldLots
+from edge_agent.holds import HeldLots, _refused
 from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.stations import Stations
 from edge_agent.store import EdgeStore
@@ -95,3 +98,9 @@ def test_a_shipping_door_flags_a_held_lot_and_a_receiving_door_does_not(tmp_path
     assert len(alarms) == 2 and "HELD LOT at dock-3 against desadv SH-9" in alarms[0]
     assert "106141411234567897" in alarms[0] and "complaint" in alarms[0]
     assert held.alarms(T0 + timedelta(hours=2)) == []  # an hour later: out of the status
+
+
+def test_a_refused_subscription_is_told_not_taken_for_granted() -> None:
+    granted = ReasonCode(PacketTypes.SUBACK, identifier=1)
+    refused = ReasonCode(PacketTypes.SUBACK, identifier=0x87)  # not authorized (ACL)
+    assert [_refused(c) for c in (granted, refused, 1, 0x80)] == [False, True, False, True]
