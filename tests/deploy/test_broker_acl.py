@@ -162,7 +162,9 @@ async def test_an_edge_reads_neither_other_edges_acks_nor_their_data(
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listening
-    assert seen == []
+    # The lots on hold are one set for every edge (retained, maybe from another test): the
+    # only topic outside its own an edge may read.
+    assert [t for t in seen if t != topics.holds()] == []
 
 
 async def test_an_identity_cannot_take_over_another_identitys_client_id(
