@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from cloud_collector import edge_status, retention, rollups
+from cloud_collector import edge_status, holds, retention, rollups
 from cloud_collector.api import create_app, server_options
 from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.migrate import migrate
@@ -94,6 +94,21 @@ async def serve(settings: CollectorSettings, counters: IngestCounters | None = N
         log.info(
             "edge status: not kept by this collector (TRACE_EDGE_STATUS_USERNAME unset; "
             "issue it an identity of its own: tracectl broker add NAME --kind collector)"
+        )
+    holds_settings = holds.HoldsSettings()
+    if holds_settings.username is not None:
+        wake = app.state.holds_wake = asyncio.Event()
+        background.append(
+            asyncio.create_task(
+                supervised("holds", lambda: holds.announce_holds(settings, holds_settings, wake)),
+                name="holds",
+            )
+        )
+    else:
+        log.warning(
+            "holds: not published to the edges by this collector (TRACE_HOLDS_USERNAME "
+            "unset): shipping doors flag no held lot until one collector publishes them; "
+            "issue it an identity: tracectl broker add NAME --kind collector"
         )
     if kept is not None:
         background.append(

@@ -66,6 +66,7 @@ class Role(StrEnum):
     importer = "importer"
     admin = "admin"
     partner = "partner"
+    quality = "quality"
 
 
 # What each role is for (routes name the roles they accept; admin passes every check).
@@ -75,6 +76,7 @@ ROLES: dict[Role, str] = {
     Role.importer: "ERP imports (products, customers, shipments, purchase orders), QC "
     "results, EPCIS capture of our own systems",
     Role.admin: "everything, and credentials (GET/POST/DELETE /api/v1/credentials)",
+    Role.quality: "holds: put lots on hold and release them; list holds and alerts",
     Role.partner: "a distributor: EPCIS capture at its own locations, and queries only about "
     "lots shipped to it",
 }

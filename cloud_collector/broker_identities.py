@@ -10,10 +10,11 @@ when it is issued; the registry keeps only its Mosquitto `$7$` hash (PBKDF2-SHA5
 **What each kind may do** (`RULES`, rendered into the ACL file):
 
 - an edge publishes only its own data and status, and reads only its own acks, the
-  configuration pushed to it and the collectors' status;
+  configuration pushed to it, the collectors' status and the lots on hold
+  (`trace/v1/holds`, one set for all);
 - a collector reads every edge's data (through the shared subscription) and status,
-  publishes the acks, and its own status (under its identity's name, which the broker
-  also makes its client id).
+  publishes the acks, the lots on hold, and its own status (under its identity's name,
+  which the broker also makes its client id).
 
 **Files.** `update_broker` renders the password file and the ACL file from the identities
 in force (plus the `base_*` files, for identities the registry does not hold), writes
@@ -64,12 +65,14 @@ RULES: dict[IdentityKind, tuple[tuple[str, str], ...]] = {
         ("read", topics.ack("{name}")),
         ("read", topics.config("{name}") + "/#"),
         ("read", topics.all_collector_status()),
+        ("read", topics.holds()),
     ),
     IdentityKind.collector: (
         ("read", topics.all_data()),
         ("read", topics.status("+")),
         ("write", topics.ack("+")),
         ("write", topics.collector_status("{name}")),
+        ("write", topics.holds()),
     ),
 }
 

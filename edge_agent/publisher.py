@@ -25,7 +25,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -94,6 +94,17 @@ def envelope_payload(edge_id: str, stream: str, epoch: str, bodies: list[str]) -
     return head[:-1] + ',"records":[' + ",".join(bodies) + "]}"
 
 
+@dataclass(frozen=True)
+class Subscription:
+    """A topic the edge reads on the publisher's connection besides its acks (the broker
+    allows one connection per identity): each message of it goes to `on_message`; a
+    refused subscription to `on_refused` with the reason, and data and acks go on."""
+
+    topic: str
+    on_message: Callable[[object], None]
+    on_refused: Callable[[str], None] | None = None
+
+
 class Publisher:
     def __init__(
         self,
@@ -107,8 +118,10 @@ class Publisher:
         max_inflight_messages: int = 50,
         status: Callable[[], EdgeStatus] | None = None,
         status_interval_s: float = 10.0,
+        subscriptions: Sequence[Subscription] = (),
     ) -> None:
         self.edge_id = edge_id
+        self.subscriptions = tuple(subscriptions)
         self.outbox = outbox
         self.broker = broker
         self.wake = wake
@@ -137,6 +150,8 @@ class Publisher:
                 ) as client:
                     await client.subscribe(topics.ack(self.edge_id), qos=1)
                     await client.subscribe(topics.all_collector_status(), qos=1)
+                    for sub in self.subscriptions:
+                        await self._subscribe(client, sub)
                     self.health.connected = True
                     delay = 0.5
                     self._resend_all()
@@ -243,9 +258,20 @@ class Publisher:
             self.outbox.requeue(stream)
             self.health.resends += 1
 
+    async def _subscribe(self, client: aiomqtt.Client, sub: Subscription) -> None:
+        granted = await client.subscribe(sub.topic, qos=1)
+        if sub.on_refused is not None and any(_refused(c) for c in (granted or [])):
+            sub.on_refused(
+                f"the broker refused the subscription to {sub.topic}: its ACL must let edges "
+                "read it (`tracectl broker files` renders it from the registry)"
+            )
+
     async def _ack_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            if topics.is_collector_status(str(message.topic)):
+            sub = next((s for s in self.subscriptions if message.topic.matches(s.topic)), None)
+            if sub is not None:
+                sub.on_message(message.payload)
+            elif topics.is_collector_status(str(message.topic)):
                 self.on_collector_status(message.payload, retained=bool(message.retain))
             else:
                 self.on_ack(message.payload, retained=bool(message.retain))
@@ -362,3 +388,10 @@ class Publisher:
             f"acks ignored that no collector sends ({counts}): someone may be publishing on "
             f"{topics.ack(self.edge_id)}; check the broker's ACL"
         ]
+
+
+def _refused(code: object) -> bool:
+    """A SUBACK reason code of failure (MQTT v5 ReasonCode, or a v3 granted QoS 0x80)."""
+    if isinstance(code, int):
+        return code >= 0x80
+    return bool(getattr(code, "is_failure", False))

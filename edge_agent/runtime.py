@@ -21,12 +21,14 @@ from device_profiles.schema import (
     SerialScannerProfile,
     WedgeScannerProfile,
 )
+from edge_agent import holds
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import BatchTag, Binder
 from edge_agent.capture import DeviceTask
 from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.control_token import load_or_create_token
 from edge_agent.gates import GateStation
+from edge_agent.holds import HeldLots
 from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.records import UNNUMBERED
@@ -106,7 +108,8 @@ class EdgeAgent:
             if p.batch_source is not None
         }
         self.binder = Binder(self.context, self.outbox, batch_tags)
-        self.stations = Stations(self.binder, site.line_ids, site.dock_ids)
+        self.held = HeldLots(self.store)
+        self.stations = Stations(self.binder, site.line_ids, site.dock_ids, self.held)
         self.gates: list[GateStation] = []
         self.devices: dict[str, DeviceTask] = {
             profile.name: self._device_task(station, profile)
@@ -114,7 +117,7 @@ class EdgeAgent:
             for profile in profiles
         }
         self._announce_specs()
-        self.publisher = Publisher(
+        self.publisher: Publisher = Publisher(
             site.edge_id,
             self.outbox,
             settings.mqtt,
@@ -124,6 +127,7 @@ class EdgeAgent:
             ack_timeout_s=settings.ack_timeout_s,
             status=self.edge_status,
             status_interval_s=settings.status_interval_s,
+            subscriptions=[holds.subscription(self.held)],
         )
 
     def _announce_specs(self) -> None:
@@ -179,7 +183,7 @@ class EdgeAgent:
     def edge_status(self) -> EdgeStatus:
         stats = self.outbox.stats()
         ages = [s.oldest_age_s for s in stats.streams.values() if s.oldest_age_s is not None]
-        alarms = list(stats.alarms) + self.publisher.alarms()
+        alarms = list(stats.alarms) + self.publisher.alarms() + self.held.alarms()
         alarms += [
             f"device {name} offline since {t.health.offline_since.isoformat()}: "
             f"{t.health.last_error}"
@@ -283,6 +287,7 @@ class EdgeAgent:
                 "quarantined": stats.quarantined,
                 "last_refusal": asdict(stats.last_refusal) if stats.last_refusal else None,
             },
+            "holds": self.held.status(),
             "alarms": self.edge_status().alarms,
         }
 

@@ -14,6 +14,7 @@ restart and changes in the same transaction as the event it causes.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,9 +22,11 @@ from typing import Literal
 
 from device_profiles.schema import ScanRule
 from edge_agent.binding import NAME_CHARS, Binder, captured_name, name_problem
+from edge_agent.holds import HeldLots
 from edge_agent.outbox import EVENTS
 from edge_agent.records import UNNUMBERED, RecordRefused, contract_checked
 from protocols.mqtt.contract import (
+    HELD_LOT,
     BizStep,
     BizTransaction,
     Disposition,
@@ -32,6 +35,8 @@ from protocols.mqtt.contract import (
     RfidSighting,
     TransformationEventRecord,
 )
+
+log = logging.getLogger(__name__)
 
 DocumentType = Literal["po", "desadv"]
 # A door bound to a purchase order receives; one bound to a shipment (despatch advice) ships.
@@ -78,8 +83,12 @@ class StationError(Exception):
 class Stations:
     """The lines' and docks' memory beyond the active batch, and the events they emit."""
 
-    def __init__(self, binder: Binder, lines: list[str], docks: list[str]) -> None:
+    def __init__(
+        self, binder: Binder, lines: list[str], docks: list[str], held: HeldLots | None = None
+    ) -> None:
         self.binder = binder
+        # The lots on hold (edge_agent/holds.py): a shipping door flags them.
+        self.held = held
         self.outbox = binder.outbox
         # The store the binder shares with the outbox: reads here, writes in its transaction.
         self.store = binder.store
@@ -159,6 +168,21 @@ class Stations:
             flags.append(f"direction_{direction}_against_{doc.type}")
         if any(i.unknown_reason for i in items):
             flags.append("unknown_tags")
+        held = self.held.match(items) if self.held and biz_step == "shipping" else []
+        if held:
+            # Said at once, where it happens: the log, the edge's alarms (its status, the
+            # fleet view) and the event itself, whose flag raises the collector's alert.
+            flags.append(HELD_LOT)
+            doc_text = f" against {doc.type} {doc.doc_id}" if doc else ""
+            text = (
+                f"HELD LOT at {dock_id}{doc_text}: "
+                + "; ".join(h.describe() for h in held[:10])
+                + (f" and {len(held) - 10} more" if len(held) > 10 else "")
+                + ": stop the loading"
+            )
+            log.error("%s", text)
+            if self.held is not None:
+                self.held.alarm(text[:2000], at)
         with contract_checked("object_event"):
             event = ObjectEventRecord(
                 seq=UNNUMBERED,

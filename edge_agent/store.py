@@ -1,8 +1,9 @@
 """The edge's one SQLite file and the transaction its parts share.
 
-Three parts keep their state here: the outbox (records waiting for the collector's ack and
-the quarantine), the batch context (each line's active batch) and the stations (door
-bindings, a running batch's inputs, outputs and operators). They share one file so that a
+Four parts keep their state here: the outbox (records waiting for the collector's ack and
+the quarantine), the batch context (each line's active batch), the stations (door
+bindings, a running batch's inputs, outputs and operators) and the lots on hold (the
+shipping doors' list, kept for offline use). They share one file so that a
 change and the event it causes commit together: a batch start and its `batch_started`
 event, a batch end, its `batch_ended` and its TransformationEvent, a door binding and what
 it says. After a crash or a power cut both happened or neither did.
@@ -78,6 +79,26 @@ create table if not exists batch_items (
 create table if not exists line_operator (
     line_id  text primary key,
     operator text not null
+);
+
+-- holds (edge_agent/holds.py): the lots on hold as the collector last published them
+create table if not exists held_set (
+    id   integer primary key check (id = 1),
+    time text not null,     -- the collector's time of the set: a later set replaces it
+    lots integer not null
+);
+create table if not exists held_lots (
+    gtin   text not null,   -- '' when the product is not known: the lot code alone matches
+    lot    text not null,
+    reason text not null,
+    since  text not null,
+    primary key (gtin, lot)
+);
+create index if not exists held_lots_lot on held_lots (lot);
+create table if not exists held_units (
+    unit text primary key,  -- an EPC as the collector knows it, or 'sscc:' + SSCC
+    gtin text not null,
+    lot  text not null
 );
 """
 

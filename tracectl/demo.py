@@ -207,23 +207,27 @@ def _spawn_collector(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 async def keeper_identity(settings: CollectorSettings) -> dict[str, str]:
-    """The edge-status keeper's own broker identity (it cannot share the consumer's: the
-    broker gives one identity one connection), issued afresh for the collector the demo
-    starts, as TRACE_EDGE_STATUS_* settings."""
-    name = f"{settings.mqtt.username or 'collector'}-status"[:64]
+    """The edge-status keeper's and the holds announcer's own broker identities (neither
+    can share the consumer's: the broker gives one identity one connection), issued afresh
+    for the collector the demo starts, as TRACE_EDGE_STATUS_* and TRACE_HOLDS_* settings."""
+    base = settings.mqtt.username or "collector"
+    env = {}
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
-        issued = await broker_identities.issue(
-            conn, name, IdentityKind.collector, "tracectl demo: edge status", rotate=True
-        )
+        for suffix, prefix, comment in (
+            ("status", "TRACE_EDGE_STATUS", "tracectl demo: edge status"),
+            ("holds", "TRACE_HOLDS", "tracectl demo: lots on hold to the edges"),
+        ):
+            issued = await broker_identities.issue(
+                conn, f"{base}-{suffix}"[:64], IdentityKind.collector, comment, rotate=True
+            )
+            env[f"{prefix}_USERNAME"] = issued.name
+            env[f"{prefix}_PASSWORD"] = issued.password
         files = BrokerFiles()
         if files.configured:
             await broker_identities.update_broker(conn, files)
-    return {
-        "TRACE_EDGE_STATUS_USERNAME": issued.name,
-        "TRACE_EDGE_STATUS_PASSWORD": issued.password,
-    }
+    return env
 
 
 async def ensure_collector(settings: CollectorSettings) -> str:

@@ -26,6 +26,11 @@ class Lot(Strict):
     shipped_quantity: float | None = None  # its shipment lines, in its unit of measure
     consumed_quantity: float | None = None  # what batches used of it, in its unit
     quantity_note: str | None = None  # why a quantity is missing or a line not subtracted
+    # On hold now (cloud_collector/holds.py): why, since when and who put it.
+    held: bool = False
+    hold_reason: str | None = None
+    held_since: datetime | None = None
+    held_by: str | None = None
 
 
 class Link(Strict):
@@ -131,6 +136,10 @@ class RecallLine(Strict):
     quantity: float | None
     uom: str | None
     epc: str | None = None  # the unit (pallet SSCC, case SGTIN) it went out as, if one
+    # The lot is on hold now (cloud_collector/holds.py): why and since when.
+    held: bool = False
+    hold_reason: str | None = None
+    held_since: datetime | None = None
 
 
 class Recall(Strict):

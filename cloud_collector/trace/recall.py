@@ -22,22 +22,27 @@ join reached o on o.lot_id = k.output_lot join reached i on i.lot_id = k.input_l
 # errs on the side of stock that may still be there). What is left is what made or
 # received the lot less what was shipped and what batches used of it (in its unit of
 # measure), all kept on the lot at ingest: at 500,000 lots every extra pass or probe per
-# lot costs a few hundred milliseconds.
+# lot costs a few hundred milliseconds. Each line says whether its lot is on hold now, in
+# RecallLine's column order (the recall CSV is this statement's COPY).
 # Who got the goods: the ERP's customer, else the destination party of a captured shipping
 # event (walk.CUSTOMER).
 RECALL_LINES = f"""
 select l.lot_id, l.gtin, l.lot_code, 'shipped' as status, s.location,
        coalesce(m.customer_id, dst.party_id) as customer_id, coalesce(c.name, dst.name) as customer,
-       m.order_id, s.shipment, s.quantity, s.uom, s.epc
+       m.order_id, s.shipment, s.quantity, s.uom, s.epc,
+       h.hold_id is not null as held, h.reason as hold_reason, h.held_at as held_since
 from reached join shipment_lines s using (lot_id) join lots l using (lot_id)
 left join shipments m using (shipment) left join customers c using (customer_id) {CUSTOMER}
+left join lot_holds h on h.lot_id = l.lot_id and h.released_at is null
 union all
 select l.lot_id, l.gtin, l.lot_code,
        case when l.quantity is not null then 'on_hand' else 'unknown' end,
        l.location, null, null, null, null,
        l.quantity - coalesce(l.shipped_quantity, 0) - coalesce(l.consumed_quantity, 0),
-       l.uom, null
+       l.uom, null,
+       h.hold_id is not null, h.reason, h.held_at
 from reached join lots l using (lot_id)
+left join lot_holds h on h.lot_id = l.lot_id and h.released_at is null
 where l.quantity is null
    or l.quantity - coalesce(l.shipped_quantity, 0) - coalesce(l.consumed_quantity, 0) > 0
 """

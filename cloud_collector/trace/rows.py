@@ -15,11 +15,20 @@ _LOT_COLUMNS = (
 )
 
 
+# Each lot with its hold in force, if any (at most one: lot_holds_in_force): a hash join
+# against the few holds in force, not a probe per lot.
+_LOTS_WITH_HOLDS = """
+select l.*, h.hold_id is not null as held, h.reason as hold_reason, h.held_at as held_since,
+       h.held_by
+from (select {columns} from lots where {where}) l
+left join lot_holds h on h.lot_id = l.lot_id and h.released_at is null
+"""
+
+
 async def lots_where(conn: AsyncConnection, where: str, params: tuple[Any, ...]) -> list[Lot]:
     cur = conn.cursor(row_factory=dict_row)
-    rows = await (
-        await cur.execute(f"select {_LOT_COLUMNS} from lots where {where}", params)
-    ).fetchall()
+    sql = _LOTS_WITH_HOLDS.format(columns=_LOT_COLUMNS, where=where)
+    rows = await (await cur.execute(sql, params)).fetchall()  # type: ignore[arg-type]
     return [Lot(**r) for r in rows]
 
 

@@ -498,3 +498,34 @@ class CollectorStatus(Strict):
     collector_id: Identifier
     state: Literal["online", "offline"]
     time: AwareDatetime
+
+
+# -- holds: what must not leave a shipping door -------------------------------------------
+MAX_HELD_LOTS = 100_000
+MAX_HELD_UNITS = 10_000  # per lot: the pallets, cases and items the collector knows of it
+HELD_LOT: Literal["held_lot"] = "held_lot"  # the flag of an event that names a held lot
+
+
+class HeldLot(Strict):
+    """One lot on hold as the edges need it: its GS1 keys (gtin "" when the product is not
+    known: then its lot code alone matches) and the units known to be of it, so that a
+    pallet read by its SSCC or a case by its SGTIN is recognised without the label's lot."""
+
+    gtin: str = Field(pattern=r"^([0-9]{14})?$")
+    lot: Name
+    reason: Reason
+    since: AwareDatetime
+    epcs: list[Uri] = Field(default_factory=list, max_length=MAX_HELD_UNITS)
+    ssccs: list[Annotated[str, Field(pattern=r"^[0-9]{18}$")]] = Field(
+        default_factory=list, max_length=MAX_HELD_UNITS
+    )
+
+
+class HoldSet(Strict):
+    """Retained on trace/v1/holds: every lot on hold now, as one whole set (a later set
+    replaces an earlier one; `time` orders them, so a set delivered late changes nothing)."""
+
+    contract: Literal["trace.v1"] = CONTRACT
+    kind: Literal["hold_set"] = "hold_set"
+    time: AwareDatetime
+    lots: list[HeldLot] = Field(default_factory=list, max_length=MAX_HELD_LOTS)

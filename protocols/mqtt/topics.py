@@ -57,3 +57,9 @@ def all_collector_status() -> str:
 def is_collector_status(topic: str) -> bool:
     parts = topic.split("/")
     return len(parts) == 5 and "/".join(parts[:3]) == COLLECTORS and parts[4] == "status"
+
+
+def holds() -> str:
+    """The lots on hold, for every edge: one retained HoldSet the collector replaces whenever
+    a hold is put or released (edges read it, collectors write it: broker ACL)."""
+    return "trace/v1/holds"

@@ -108,12 +108,14 @@ def test_rendered_files_give_each_identity_only_its_own_topics() -> None:
         "topic read trace/v1/edges/line-1/ack",
         "topic read trace/v1/edges/line-1/config/#",
         "topic read trace/v1/collectors/+/status",
+        "topic read trace/v1/holds",
     ]
     assert [x for x in blocks["coll-1"] if x.startswith("topic")] == [
         "topic read trace/v1/edges/+/data/+",
         "topic read trace/v1/edges/+/status",
         "topic write trace/v1/edges/+/ack",
         "topic write trace/v1/collectors/coll-1/status",
+        "topic write trace/v1/holds",
     ]
 
 

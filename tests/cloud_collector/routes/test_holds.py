@@ -1,0 +1,229 @@
+"""Holds through the HTTP API on the bakery of tests/cloud_collector/test_trace.py:
+FLOUR + SUGAR --B1--> DOUGH --B2--> BREAD (shipped), DOUGH + SUGAR --B3--> CAKE."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from datetime import datetime
+
+import httpx
+import pytest
+
+from cloud_collector.auth import Role
+from tests.cloud_collector.test_trace import (
+    BREAD_GTIN,
+    CAKE_GTIN,
+    DOUGH_GTIN,
+    FLOUR_GTIN,
+    SUGAR_GTIN,
+    Plant,
+    lot_item,
+)
+from tests.conftest import RunningCollector, Services
+
+
+@pytest.fixture
+async def bakery(services: Services) -> Plant:
+    """The bakery's genealogy (without its receipts and quantities, not needed here)."""
+    p = Plant(services)
+    flour, sugar, dough = p.lot("FLOUR"), p.lot("SUGAR"), p.lot("DOUGH")
+    bread, cake = p.lot("BREAD"), p.lot("CAKE")
+    await p.post(
+        p.batch(
+            f"B1-{p.tag}",
+            [lot_item(FLOUR_GTIN, flour, 500, "KGM"), lot_item(SUGAR_GTIN, sugar, 100, "KGM")],
+            [lot_item(DOUGH_GTIN, dough, 600, "KGM")],
+        ),
+        p.batch(f"B2-{p.tag}", [lot_item(DOUGH_GTIN, dough)], [lot_item(BREAD_GTIN, bread)]),
+        p.batch(
+            f"B3-{p.tag}",
+            [lot_item(DOUGH_GTIN, dough), lot_item(SUGAR_GTIN, sugar)],
+            [lot_item(CAKE_GTIN, cake, 400, "EA")],
+        ),
+        p.shipment([lot_item(BREAD_GTIN, bread, 600, "EA")], f"SH-1-{p.tag}"),
+    )
+    return p
+
+
+def lot_path(gtin: str, code: str) -> str:
+    return f"/api/v1/lots/01/{gtin}/10/{code}"
+
+
+async def post(
+    collector: RunningCollector, path: str, body: dict, role: Role = Role.quality
+) -> httpx.Response:
+    async with collector.client(role) as api:
+        return await api.post(path, json=body)
+
+
+async def get(
+    collector: RunningCollector, path: str, role: Role = Role.reader, **params: str
+) -> httpx.Response:
+    async with collector.client(role) as api:
+        return await api.get(path, params=params)
+
+
+async def test_changes_need_the_quality_role_and_reads_a_reader_or_quality_key(
+    bakery: Plant, collector: RunningCollector
+) -> None:
+    dough = lot_path(DOUGH_GTIN, bakery.lot("DOUGH"))
+    async with httpx.AsyncClient(base_url=collector.api_url) as anonymous:
+        assert (await anonymous.post(f"{dough}/hold", json={"reason": "x"})).status_code == 401
+        assert (await anonymous.get("/api/v1/holds")).status_code == 401
+    for role in (Role.reader, Role.importer, Role.provisioner):
+        refused = await post(collector, f"{dough}/hold", {"reason": "pH"}, role)
+        assert refused.status_code == 403, role
+        assert "quality" in refused.text
+    assert (await get(collector, "/api/v1/holds", Role.importer)).status_code == 403
+    assert (await get(collector, "/api/v1/alerts", Role.provisioner)).status_code == 403
+    assert (await post(collector, f"{dough}/hold", {"reason": "pH"}, Role.admin)).status_code == 201
+    assert (await get(collector, "/api/v1/holds", Role.quality)).status_code == 200
+    assert (await get(collector, "/api/v1/holds", Role.reader)).status_code == 200
+
+
+async def test_hold_release_and_the_history_of_who_and_why(
+    bakery: Plant, collector: RunningCollector
+) -> None:
+    p = bakery
+    flour = lot_path(FLOUR_GTIN, p.lot("FLOUR"))
+    for bad in ({}, {"reason": ""}, {"reason": "   "}, {"reason": "x", "color": "red"}):
+        assert (await post(collector, f"{flour}/hold", bad)).status_code == 422, bad
+    assert (await post(collector, f"{flour}/hold", {"reason": "a\x00b"})).status_code == 422
+    unknown = await post(collector, lot_path(FLOUR_GTIN, "NO-SUCH-LOT") + "/hold", {"reason": "x"})
+    assert unknown.status_code == 404
+
+    held = await post(collector, f"{flour}/hold", {"reason": "  aflatoxin suspected  "})
+    assert held.status_code == 201, held.text
+    hold = held.json()["hold"]
+    quality_key = f"test-{os.getpid()}-quality"  # the key's name (conftest.issue_keys)
+    assert (hold["lot_code"], hold["reason"], hold["held_by"], hold["in_force"]) == (
+        p.lot("FLOUR"),
+        "aflatoxin suspected",
+        quality_key,
+        True,
+    )
+    assert held.json()["downstream"] == [] and held.json()["already_held"] == []
+
+    again = await post(collector, f"{flour}/hold", {"reason": "another"})
+    assert again.status_code == 409
+    assert again.json()["detail"]["hold"]["hold_id"] == hold["hold_id"]
+    assert "aflatoxin suspected" in again.json()["detail"]["message"]
+
+    in_force = (await get(collector, "/api/v1/holds")).json()
+    assert hold["hold_id"] in [h["hold_id"] for h in in_force]
+
+    released = await post(collector, f"{flour}/release", {"reason": "lab: below limit"}, Role.admin)
+    assert released.status_code == 200, released.text
+    [freed] = released.json()["released"]
+    assert (freed["released_by"], freed["release_reason"], freed["in_force"]) == (
+        f"test-{os.getpid()}-admin",
+        "lab: below limit",
+        False,
+    )
+    assert datetime.fromisoformat(freed["released_at"]) >= datetime.fromisoformat(freed["held_at"])
+    not_held = await post(collector, f"{flour}/release", {"reason": "again"})
+    assert not_held.status_code == 409 and "not on hold" in not_held.text
+
+    # Held again later: the history keeps both, newest first.
+    assert (await post(collector, f"{flour}/hold", {"reason": "second look"})).status_code == 201
+    history = (await get(collector, f"{flour}/holds")).json()
+    assert [(h["reason"], h["in_force"]) for h in history] == [
+        ("second look", True),
+        ("aflatoxin suspected", False),
+    ]
+    released_list = (await get(collector, "/api/v1/holds", state="released")).json()
+    assert hold["hold_id"] in [h["hold_id"] for h in released_list]
+    in_force_now = (await get(collector, "/api/v1/holds")).json()
+    assert hold["hold_id"] not in [h["hold_id"] for h in in_force_now]
+
+
+async def test_downstream_hold_and_release_leave_a_separate_hold_alone(
+    bakery: Plant, collector: RunningCollector
+) -> None:
+    p = bakery
+    cake = lot_path(CAKE_GTIN, p.lot("CAKE"))
+    dough = lot_path(DOUGH_GTIN, p.lot("DOUGH"))
+    assert (await post(collector, f"{cake}/hold", {"reason": "cake on its own"})).status_code == 201
+    held = await post(collector, f"{dough}/hold", {"reason": "dough pH", "downstream": True})
+    assert held.status_code == 201, held.text
+    body = held.json()
+    origin = body["hold"]["hold_id"]
+    assert [(h["lot_code"], h["origin_hold"]) for h in body["downstream"]] == [
+        (p.lot("BREAD"), origin)
+    ]
+    assert [(h["lot_code"], h["reason"]) for h in body["already_held"]] == [
+        (p.lot("CAKE"), "cake on its own")
+    ]
+    # Upstream lots are not touched.
+    assert (await get(collector, lot_path(FLOUR_GTIN, p.lot("FLOUR")) + "/holds")).json() == []
+
+    freed = await post(collector, f"{dough}/release", {"reason": "ok", "downstream": True})
+    assert sorted(h["lot_code"] for h in freed.json()["released"]) == sorted(
+        [p.lot("DOUGH"), p.lot("BREAD")]
+    )
+    [cake_hold] = (await get(collector, f"{cake}/holds")).json()
+    assert cake_hold["in_force"] and cake_hold["reason"] == "cake on its own"
+
+
+async def test_holds_appear_in_traces_and_recalls(
+    bakery: Plant, collector: RunningCollector
+) -> None:
+    p = bakery
+    sugar = lot_path(SUGAR_GTIN, p.lot("SUGAR"))
+    bread = lot_path(BREAD_GTIN, p.lot("BREAD"))
+    held = await post(collector, f"{bread}/hold", {"reason": "metal detector alarm"})
+    assert held.status_code == 201
+    since = held.json()["hold"]["held_at"]
+
+    forward = (await get(collector, f"{sugar}/trace/forward")).json()
+    flags = {x["lot_code"]: (x["held"], x["hold_reason"], x["held_since"]) for x in forward["lots"]}
+    assert flags[p.lot("BREAD")] == (True, "metal detector alarm", since)
+    assert flags[p.lot("CAKE")] == (False, None, None)
+    backward = (await get(collector, f"{bread}/trace/backward")).json()
+    assert backward["lot"]["held"] is True and backward["lot"]["held_by"].endswith("-quality")
+
+    recall = (await get(collector, f"{sugar}/recall")).json()
+    lines = [x for x in recall["lines"] if x["lot_code"] == p.lot("BREAD")]
+    assert lines and all(
+        (x["held"], x["hold_reason"], x["held_since"]) == (True, "metal detector alarm", since)
+        for x in lines
+    )
+    assert not any(x["held"] for x in recall["lines"] if x["lot_code"] != p.lot("BREAD"))
+    spreadsheet = (await get(collector, f"{sugar}/recall", format="csv")).text
+    rows = list(csv.DictReader(io.StringIO(spreadsheet)))
+    assert {r["held"] for r in rows if r["lot_code"] == p.lot("BREAD")} == {"t"}
+    assert {r["hold_reason"] for r in rows if r["lot_code"] == p.lot("BREAD")} == {
+        "metal detector alarm"
+    }
+
+    await post(collector, f"{bread}/release", {"reason": "false alarm"})
+    after = (await get(collector, f"{sugar}/recall")).json()
+    assert not any(x["held"] for x in after["lines"])
+
+
+async def test_a_shipment_flagged_held_lot_records_an_alert(
+    bakery: Plant, collector: RunningCollector
+) -> None:
+    p = bakery
+    cake = lot_path(CAKE_GTIN, p.lot("CAKE"))
+    hold = (await post(collector, f"{cake}/hold", {"reason": "label misprint"})).json()["hold"]
+    flagged = p.shipment([lot_item(CAKE_GTIN, p.lot("CAKE"), 10, "EA")], f"SH-9-{p.tag}")
+    plain = p.shipment([lot_item(CAKE_GTIN, p.lot("CAKE"), 5, "EA")], f"SH-10-{p.tag}")
+    await p.post(flagged | {"flags": ["held_lot"]}, plain)
+    alerts = (await get(collector, "/api/v1/alerts", kind="held_lot_at_door")).json()
+    mine = [a for a in alerts if a["event_id"].startswith(p.edge)]
+    assert len(mine) == 1  # the unflagged event raised none
+    [alert] = mine
+    assert (alert["source_edge"], alert["read_point"], alert["biz_step"]) == (
+        p.edge,
+        "dock-2",
+        "shipping",
+    )
+    assert alert["documents"] == [{"type": "desadv", "id": f"SH-9-{p.tag}"}]
+    assert [(x["lot_code"], x["hold_id"], x["reason"]) for x in alert["lots"]] == [
+        (p.lot("CAKE"), hold["hold_id"], "label misprint")
+    ]
+    naive = await get(collector, "/api/v1/alerts", since="2026-01-01T00:00:00")
+    assert naive.status_code == 422 and "UTC offset" in naive.text
