@@ -12,7 +12,7 @@ when it is issued; the registry keeps only its Mosquitto `$7$` hash (PBKDF2-SHA5
 - an edge publishes only its own data and status, and reads only its own acks and the
   configuration pushed to it;
 - a collector reads every edge's data (through the shared subscription) and status, and
-  publishes the acks.
+  publishes the acks and the configuration pushed to edges (no edge may publish there).
 
 **Files.** `update_broker` renders the password file and the ACL file from the identities
 in force (plus the `base_*` files, for identities the registry does not hold), writes
@@ -67,6 +67,8 @@ RULES: dict[IdentityKind, tuple[tuple[str, str], ...]] = {
         ("read", topics.all_data()),
         ("read", topics.status("+")),
         ("write", topics.ack("+")),
+        # Site configuration versions pushed to edges (cloud_collector/provisioning.py).
+        ("write", topics.config("+") + "/#"),
     ),
 }
 

@@ -9,6 +9,7 @@ only includes them (in `ROUTERS`' order), after building the app's state and mid
 | ERP imports | `routes/erp.py` | `/api/v1/erp/...`, `/api/v1/qc-results` | importer |
 | credentials | `routes/credentials.py` | `/api/v1/credentials...` | admin |
 | edges | `routes/edges.py` | `/api/v1/edges...` | reader |
+| provisioning | `routes/provisioning.py` | `/api/v1/provisioning/...` | provisioner; reader |
 | FSMA 204 | `fsma204/routes.py` | `/api/v1/fsma204/...` | reader |
 | EPCIS 2.0 | `epcis/routes.py` | `/epcis/...` | importer, reader, partner |
 
@@ -26,8 +27,19 @@ from cloud_collector.routes.credentials import router as credentials
 from cloud_collector.routes.edges import router as edges
 from cloud_collector.routes.erp import router as erp
 from cloud_collector.routes.health import router as health
+from cloud_collector.routes.provisioning import router as provisioning
 from cloud_collector.routes.trace import router as trace
 
-ROUTERS: tuple[APIRouter, ...] = (health, batches, trace, erp, credentials, edges, fsma204, epcis)
+ROUTERS: tuple[APIRouter, ...] = (
+    health,
+    batches,
+    trace,
+    erp,
+    credentials,
+    edges,
+    provisioning,
+    fsma204,
+    epcis,
+)
 
 __all__ = ["ROUTERS"]

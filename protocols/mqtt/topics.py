@@ -40,3 +40,8 @@ def parse_data(topic: str) -> tuple[str, str]:
 def config(edge_id: str) -> str:
     """Where an edge will read the configuration pushed to it (everything below this)."""
     return f"{ROOT}/{edge_id}/config"
+
+
+def config_site(edge_id: str) -> str:
+    """The site configuration version pushed to an edge (retained)."""
+    return f"{config(edge_id)}/site"
