@@ -97,6 +97,7 @@ class Publisher:
         max_inflight_messages: int = 50,
         status: Callable[[], EdgeStatus] | None = None,
         status_interval_s: float = 10.0,
+        on_config: Callable[[bytes], None] | None = None,
     ) -> None:
         self.edge_id = edge_id
         self.outbox = outbox
@@ -108,6 +109,7 @@ class Publisher:
         self.max_inflight = max_inflight_messages
         self.status = status
         self.status_interval_s = status_interval_s
+        self.on_config = on_config  # site versions pushed to this edge (edge_agent/reconfigure)
         self.health = PublisherHealth()
         self._inflight: dict[tuple[str, int], _InFlight] = {}
         self._acked = asyncio.Event()
@@ -126,6 +128,8 @@ class Publisher:
                     ),
                 ) as client:
                     await client.subscribe(topics.ack(self.edge_id), qos=1)
+                    if self.on_config is not None:
+                        await client.subscribe(topics.config_site(self.edge_id), qos=1)
                     self.health.connected = True
                     delay = 0.5
                     self._resend_all()
@@ -234,6 +238,12 @@ class Publisher:
 
     async def _ack_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            if self.on_config is not None and message.topic.matches(
+                topics.config_site(self.edge_id)
+            ):
+                payload = message.payload
+                self.on_config(payload if isinstance(payload, bytes) else str(payload).encode())
+                continue
             self.on_ack(message.payload, retained=bool(message.retain))
 
     def on_ack(self, payload: object, retained: bool = False) -> None:

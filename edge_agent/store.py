@@ -1,11 +1,12 @@
 """The edge's one SQLite file and the transaction its parts share.
 
-Three parts keep their state here: the outbox (records waiting for the collector's ack and
-the quarantine), the batch context (each line's active batch) and the stations (door
-bindings, a running batch's inputs, outputs and operators). They share one file so that a
-change and the event it causes commit together: a batch start and its `batch_started`
-event, a batch end, its `batch_ended` and its TransformationEvent, a door binding and what
-it says. After a crash or a power cut both happened or neither did.
+Four parts keep their state here: the outbox (records waiting for the collector's ack and
+the quarantine), the batch context (each line's active batch), the stations (door
+bindings, a running batch's inputs, outputs and operators) and the site configurator (the
+site versions pushed to it). They share one file so that a change and the event it causes
+commit together: a batch start and its `batch_started` event, a batch end, its
+`batch_ended` and its TransformationEvent, a door binding and what it says. After a crash
+or a power cut both happened or neither did.
 
 The store creates every table, opens the file durably (WAL, `synchronous=FULL`) and owns
 the transaction: `transaction()` for changes that must be atomic (nested uses join the
@@ -78,6 +79,18 @@ create table if not exists batch_items (
 create table if not exists line_operator (
     line_id  text primary key,
     operator text not null
+);
+
+-- site configuration versions pushed by the collector (edge_agent/reconfigure.py): the
+-- ones applied (the newest is what runs, also after a restart) and the ones refused.
+create table if not exists site_versions (
+    version     integer primary key,
+    sha256      text not null,
+    content     text not null,
+    received_at text not null,
+    state       text not null,   -- applied, refused
+    reason      text,
+    changed_at  text not null
 );
 """
 

@@ -8,7 +8,7 @@ only includes them (in `ROUTERS`' order), after building the app's state and mid
 | trace, recall | `routes/trace.py` | `/api/v1/lots/{lot}/...`, `/api/v1/recall/...` | reader |
 | ERP imports | `routes/erp.py` | `/api/v1/erp/...`, `/api/v1/qc-results` | importer |
 | credentials | `routes/credentials.py` | `/api/v1/credentials...` | admin |
-| edges | `routes/edges.py` | `/api/v1/edges...` | reader |
+| edges | `routes/edges.py` | `/api/v1/edges...` | reader, provisioner |
 | provisioning | `routes/provisioning.py` | `/api/v1/provisioning/...` | provisioner; reader |
 | FSMA 204 | `fsma204/routes.py` | `/api/v1/fsma204/...` | reader |
 | EPCIS 2.0 | `epcis/routes.py` | `/epcis/...` | importer, reader, partner |
