@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import psycopg
 import pytest
 import yaml
@@ -286,3 +287,24 @@ async def test_an_offline_edge_applies_the_newest_version_and_rolls_back(
         assert restarted.configurator.state().kept == [3, 2]
     finally:
         restarted.close()
+
+
+async def test_only_collectors_may_publish_an_edges_configuration(services: Services) -> None:
+    """The broker drops a push published under the edge's own identity (or another edge's):
+    only a collector identity may write trace/v1/edges/<id>/config/#."""
+    edge, other = f"edge-{uuid.uuid4().hex[:8]}", f"edge-{uuid.uuid4().hex[:8]}"
+    own, foreign = await services.register(edge), await services.register(other)
+    content = {"edge_id": edge, "lines": [{"id": "line-1"}]}
+    await publish(services.broker, topics.config_site(edge), forged_push(edge, 2, content))
+    # Published after the collector's: were they taken, one would be the retained message.
+    for broker in (own, foreign):
+        await publish(broker, topics.config_site(edge), forged_push(edge, 1, content))
+    async with aiomqtt.Client(
+        **own.client_args(),  # type: ignore[arg-type]
+        protocol=aiomqtt.ProtocolVersion.V5,
+    ) as client:
+        await client.subscribe(topics.config_site(edge), qos=1)
+        async with asyncio.timeout(5):
+            message = await anext(aiter(client.messages))
+    received = SitePush.model_validate_json(message.payload)  # type: ignore[arg-type]
+    assert received.version == 2  # the collector's; the edges' own were dropped
