@@ -9,15 +9,22 @@ other blocks still count.
 
 from __future__ import annotations
 
+import math
 import termios
+from typing import Literal
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from protocols.driver import DeviceMisconfigured, DeviceUnavailable, Sample
-from protocols.modbus.codec import ReadBlock, decode_tag, plan_reads
-from protocols.modbus.profile import ModbusRtuConnection, ModbusRtuProfile, ModbusTcpProfile
+from protocols.driver import DeviceMisconfigured, DeviceUnavailable, ProbeReading, Sample
+from protocols.modbus.codec import ReadBlock, decode_raw, decode_tag, plan_reads
+from protocols.modbus.profile import (
+    ModbusRtuConnection,
+    ModbusRtuProfile,
+    ModbusTag,
+    ModbusTcpProfile,
+)
 
 # Modbus exception codes, as a technician reads them in the device manual.
 EXCEPTION_CODES: dict[int, str] = {
@@ -135,8 +142,39 @@ class ModbusDriver:
             samples.extend(await self._read_block(self._client, block))
         return samples
 
-    async def _read_block(
+    async def probe(self) -> list[ProbeReading]:
+        """Every tag once, with the registers it was decoded from and what they would read
+        as under the other byte and word orders."""
+        if self._client is None or not self._client.connected:
+            raise DeviceUnavailable(f"{self.name}: not connected to {self._where}")
+        readings = []
+        for block in self.blocks:
+            registers, samples = await self._read_registers(self._client, block)
+            for tag, sample in zip(block.tags, samples, strict=True):
+                where = f"{tag.table} {tag.address}" + (
+                    f"..{tag.address + tag.register_count - 1}" if tag.register_count > 1 else ""
+                )
+                if registers is None:
+                    readings.append(ProbeReading(sample, where, sample.detail or "no answer"))
+                    continue
+                regs = block.slice_for(tag, registers)
+                raw = " ".join(f"0x{r:04X}" for r in regs)
+                readings.append(ProbeReading(sample, where, raw, _other_orders(tag, regs)))
+        return readings
+
+    async def _read_registers(
         self, client: AsyncModbusTcpClient | AsyncModbusSerialClient, block: ReadBlock
+    ) -> tuple[list[int] | None, list[Sample]]:
+        """The block's registers (None after an exception reply) and its samples."""
+        captured: list[list[int]] = []
+        samples = await self._read_block(client, block, captured)
+        return (captured[0] if captured else None), samples
+
+    async def _read_block(
+        self,
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient,
+        block: ReadBlock,
+        captured: list[list[int]] | None = None,
     ) -> list[Sample]:
         read = (
             client.read_holding_registers
@@ -164,6 +202,8 @@ class ModbusDriver:
             )
             return [Sample(t.name, None, t.unit, "bad", detail=detail) for t in block.tags]
         registers = list(response.registers)
+        if captured is not None:
+            captured.append(registers)
         samples = []
         for tag in block.tags:
             value = decode_tag(tag, block.slice_for(tag, registers))
@@ -193,3 +233,21 @@ class ModbusDriver:
             f"{conn.timeout_s:g} s reading {registers_read}: check connection.unit_id, the "
             f"A/B wiring, that the device is set to {self._line_settings} and is powered"
         ) from err
+
+
+def _other_orders(tag: ModbusTag, registers: list[int]) -> tuple[tuple[str, float], ...]:
+    """The registers decoded under each other byte/word order (multi-register types: word
+    order too), scale and offset applied: a swapped order shows as a sane value here."""
+    out = []
+    words: tuple[Literal["big", "little"], ...] = (
+        ("big", "little") if tag.register_count > 1 else (tag.word_order,)
+    )
+    for byte_order in ("big", "little"):
+        for word_order in words:
+            if (byte_order, word_order) == (tag.byte_order, tag.word_order):
+                continue
+            value = decode_raw(registers, tag.data_type, byte_order, word_order)
+            if math.isfinite(value):
+                label = f"byte_order {byte_order}, word_order {word_order}"
+                out.append((label, value * tag.scale + tag.offset))
+    return tuple(out)
