@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from device_profiles.schema import (
     WedgeScannerProfile,
     load_profile,
 )
+from device_profiles.sites import canonical_json, content_hash
 from protocols.driver import (
     DeviceMisconfigured,
     DeviceUnavailable,
@@ -38,7 +40,7 @@ from protocols.driver import (
 from protocols.installed import REGISTRY
 from protocols.profile import SpecLimits, Tagged
 from protocols.registry import Registry
-from tracectl.collector_api import CommandError
+from tracectl.collector_api import CollectorApi, CommandError
 from tracectl.tables import safe, table
 
 
@@ -193,8 +195,32 @@ def cmd_probe(args: argparse.Namespace) -> None:
     else:
         print("\n".join(render(report, profile)))
     bad = [r for r in report.readings if r.sample.quality == "bad"]
+    if args.record:
+        _record(args, profile, report, len(bad))
     if bad:
         raise SystemExit(1)
+
+
+def _record(
+    args: argparse.Namespace, profile: DeviceProfile, report: ProbeReport, bad: int
+) -> None:
+    """The probe into the collector's provisioning audit (TRACE_API_KEY, role provisioner)."""
+    if report.listened_s is not None:
+        summary = f"{len(report.events)} item(s) in {report.listened_s:.1f} s"
+    else:
+        summary = f"{len(report.readings)} tag(s) read, {bad} bad"
+    CollectorApi(args.api).call_json(
+        "POST",
+        "/api/v1/provisioning/probes",
+        json={
+            "device": profile.name,
+            "protocol": profile.protocol,
+            "profile_sha256": content_hash(canonical_json(profile.model_dump(mode="json"))),
+            "where": socket.gethostname()[:200],
+            "summary": summary,
+        },
+    )
+    print(f"recorded in the collector's audit as probed by this key's holder ({summary})")
 
 
 def add_parser(profile_sub: Any) -> None:
@@ -209,4 +235,8 @@ def add_parser(profile_sub: Any) -> None:
         help="how long to listen to an RFID reader (5), or to wait for a scan (scanner)",
     )
     probe_cmd.add_argument("--json", action="store_true")
+    probe_cmd.add_argument(
+        "--record", action="store_true", help="record the probe in the collector's audit"
+    )
+    probe_cmd.add_argument("--api", default=None, help="collector API URL (TRACE_API_URL)")
     probe_cmd.set_defaults(func=cmd_probe)

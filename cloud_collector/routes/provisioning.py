@@ -248,6 +248,29 @@ async def rollback_site(edge_id: str, body: Rollback, request: Request, conn: Co
 # ---- Audit ----------------------------------------------------------------------------
 
 
+class ProbeRecord(_Body):
+    """A probe run on a line PC (`tracectl profile probe FILE --record`), for the audit."""
+
+    device: Annotated[str, Field(min_length=1, max_length=64)]
+    protocol: Annotated[str, Field(min_length=1, max_length=64)]
+    profile_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    where: Annotated[str, Field(max_length=200)] = ""  # the host it ran on
+    summary: Annotated[str, Field(max_length=4000)] = ""
+
+    @field_validator("device", "protocol", "where", "summary", mode="after")
+    @classmethod
+    def _storable_text(cls, value: str) -> str:
+        return storable(value)
+
+
+@router.post("/probes", status_code=201, dependencies=CHANGE)
+async def record_probe(body: ProbeRecord, request: Request, conn: Conn) -> dict[str, str]:
+    """Who probed which device, where, with which profile content, and what it answered."""
+    detail = f"on {body.where or '?'} with profile sha256 {body.profile_sha256}: {body.summary}"
+    await provisioning.audit(conn, _who(request), "probed", "profile", body.device, None, detail)
+    return {"recorded": "probed"}
+
+
 @router.get("/audit", dependencies=LOOK)
 async def audit(
     conn: Conn,

@@ -7,12 +7,14 @@ one scan), and a device that does not answer (one line, exit 1)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from cloud_collector.auth import Role
 from device_profiles import LIBRARY
 from device_profiles.schema import load_profile
 from protocols.modbus.simulator import ModbusSimulator
@@ -20,7 +22,7 @@ from protocols.opcua.simulator import ReactorSimulator
 from protocols.rfid.simulator import RfidReaderSimulator
 from protocols.scanner.simulator import ScannerSimulator
 from protocols.serial_link import SerialLink
-from tests.conftest import free_port
+from tests.conftest import RunningCollector, free_port
 from tests.tracectl.test_collector_commands import Run
 
 MODBUS = LIBRARY / "modbus-tcp-temperature-pressure-controller.yaml"
@@ -118,3 +120,28 @@ async def test_a_device_that_does_not_answer_is_one_line(tmp_path: Path, tracect
     code, _, err = await tracectl("profile", "probe", str(tmp_path / "p.yaml"))
     assert code == 1
     assert err.startswith("tracectl: the device did not answer: tp-controller-1: cannot connect")
+
+
+async def test_a_recorded_probe_is_in_the_audit(
+    tmp_path: Path,
+    tracectl: Run,
+    collector: RunningCollector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRACE_API_URL", collector.api_url)
+    monkeypatch.setenv("TRACE_API_KEY", collector.keys[Role.provisioner])
+    port = free_port()
+    name = f"tpc-{uuid.uuid4().hex[:8]}"
+    path = write(tmp_path, MODBUS, name=name)
+    data = yaml.safe_load(path.read_text())
+    data["connection"]["port"] = port
+    path.write_text(yaml.safe_dump(data))
+    async with ModbusSimulator(load_profile(MODBUS), port=port):
+        code, out, _ = await tracectl("profile", "probe", str(path), "--record")
+    assert code == 0 and "recorded in the collector's audit" in out
+    async with collector.client(Role.reader) as api:
+        audit = (await api.get(f"/api/v1/provisioning/audit?subject=profile&name={name}")).json()
+    assert [a["action"] for a in audit] == ["probed"]
+    assert (
+        audit[0]["actor"].endswith("-provisioner") and "4 tag(s) read, 0 bad" in audit[0]["detail"]
+    )
