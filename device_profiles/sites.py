@@ -33,11 +33,13 @@ from pydantic import Field, ValidationError, model_validator
 
 from device_profiles.schema import (
     DeviceProfile,
+    ModbusRtuProfile,
     ProfileError,
     UnreadableYaml,
     parse_profile,
     read_yaml,
 )
+from protocols.modbus.bus import line_conflicts
 from protocols.profile import Name, RefersToFiles, Tagged
 from protocols.strict import Strict
 
@@ -179,6 +181,13 @@ def resolve_site(
                 continue
             where_of[profile.name] = where
             devices[profile.name] = PlacedDevice(station.id, station_kind, profile)
+    problems += line_conflicts(
+        {
+            name: placed.profile.connection
+            for name, placed in devices.items()
+            if isinstance(placed.profile, ModbusRtuProfile)
+        }
+    )
     if problems:
         raise SiteDocumentError(source, problems)
     return ResolvedSite(document, devices)

@@ -199,9 +199,20 @@ class SiteConfigurator:
             return False  # already running it, or an older one retained
         try:
             site, changes = self._check(push)
-            await self.apply(site, changes)
-        except (SiteDocumentError, ApplyRefused, ValueError) as err:
+        except (SiteDocumentError, ValueError) as err:
             self._refuse(push.version, str(err), push)
+            return False
+        try:
+            await self.apply(site, changes)
+        except ApplyRefused as err:
+            self._refuse(push.version, str(err), push)
+            return False
+        except Exception as err:
+            # A fault of the apply itself, not of the version: refused and logged in full,
+            # never taking capture down with it. Devices it had restarted run the new
+            # profiles; pushing the version again finishes the apply.
+            log.exception("site version %s: the apply failed", push.version)
+            self._refuse(push.version, f"the apply failed: {type(err).__name__}: {err}", push)
             return False
         now = datetime.now(UTC)
         self._keep(push, "applied", None)

@@ -118,3 +118,18 @@ def test_hostile_content_with_a_matching_hash_is_refused_with_the_reason(
 def test_the_content_must_match_its_hash() -> None:
     done, c, _ = handle(dumps(push(SITE, sha256="0" * 64)))
     assert not done and "SHA-256" in (c.state().refused_reason or "")
+
+
+def test_a_failing_apply_is_a_refusal_not_a_crash() -> None:
+    async def broken(site: ResolvedSite, changes: SiteChanges) -> None:
+        raise RuntimeError("driver exploded")
+
+    store = EdgeStore(Path(tempfile.mkdtemp(dir=FOLDER)) / "edge.db")
+    c = SiteConfigurator(EDGE, store, resolve_site(SITE), broken, FOLDER)
+    try:
+        assert asyncio.run(c.handle(dumps(push(SITE, version=4)))) is False
+    finally:
+        store.close()
+    state = c.state()
+    assert state.version is None and state.refused_version == 4
+    assert state.refused_reason == "the apply failed: RuntimeError: driver exploded"
