@@ -112,6 +112,7 @@ def test_rendered_files_give_each_identity_only_its_own_topics() -> None:
         "topic read trace/v1/edges/+/data/+",
         "topic read trace/v1/edges/+/status",
         "topic write trace/v1/edges/+/ack",
+        "topic write trace/v1/edges/+/config/#",  # site versions pushed to edges
     ]
 
 
