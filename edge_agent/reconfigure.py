@@ -16,7 +16,8 @@ A version that fails any step is refused with the reason (in the edge's status, 
 technician sees it through the collector) and the running configuration stays. Applied and
 refused versions are kept in the edge's store; the newest applied one is what the edge runs
 after a restart, also without a broker. An edge that was offline gets the newest version
-(retained) when it connects. A version at or below the one running is not applied again.
+(retained) when it connects. The version it runs, delivered again, changes nothing; another
+content under a version not above it is refused (a registry that was reset).
 """
 
 from __future__ import annotations
@@ -190,13 +191,15 @@ class SiteConfigurator:
             return False
         current = self._state.version
         if current is not None and push.version <= current:
-            if push.version == current and push.sha256 != self._state.sha256:
-                self._refuse(
-                    push.version,
-                    f"version {push.version} differs from the version {current} this edge "
-                    "runs: the collector's registry was reset? push a new version",
-                )
-            return False  # already running it, or an older one retained
+            if push.version == current and push.sha256 == self._state.sha256:
+                return False  # what it runs, delivered again (retained, on reconnect)
+            self._refuse(
+                push.version,
+                f"version {push.version} is not newer than version {current} that this edge "
+                "runs (with other content): was the collector's registry reset? Push the "
+                f"content as a version above {current}",
+            )
+            return False
         try:
             site, changes = self._check(push)
         except (SiteDocumentError, ValueError) as err:

@@ -87,7 +87,8 @@ class CollectorApi:
         if code == 403:
             return ApiError(
                 f"the key in TRACE_API_KEY may not do this ({detail}): {where} needs a key "
-                "of role reader (or admin)"
+                "of the role named there (to read: role reader; to change profiles and sites: "
+                "role provisioner)"
             )
         return ApiError(f"{where} answered {code}: {detail}")
 

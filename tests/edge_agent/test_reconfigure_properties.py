@@ -133,3 +133,19 @@ def test_a_failing_apply_is_a_refusal_not_a_crash() -> None:
     state = c.state()
     assert state.version is None and state.refused_version == 4
     assert state.refused_reason == "the apply failed: RuntimeError: driver exploded"
+
+
+def test_the_running_version_again_changes_nothing_and_an_older_one_is_refused() -> None:
+    applied = Applied()
+    c = configurator(applied)
+    try:
+        assert asyncio.run(c.handle(dumps(push(SITE, version=3))))
+        assert not asyncio.run(c.handle(dumps(push(SITE, version=3))))  # redelivered
+        assert c.state().refused_version is None and len(applied.sites) == 1
+        other = {**SITE, "docks": [{"id": "dock-1"}]}
+        assert not asyncio.run(c.handle(dumps(push(other, version=2))))
+    finally:
+        c.store.close()
+    state = c.state()
+    assert state.version == 3 and state.refused_version == 2
+    assert "not newer than version 3" in (state.refused_reason or "")
