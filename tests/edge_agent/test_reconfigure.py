@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 import aiomqtt
 import psycopg
@@ -39,8 +40,24 @@ from tests.conftest import RunningCollector, Services, free_port, now_true, unti
 
 __all__ = ["keeper"]  # the collector's keeper of edge statuses, shared with its tests
 
+P = ParamSpec("P")
 PROFILE = LIBRARY / "modbus-tcp-temperature-pressure-controller.yaml"
 POLL_S = 0.2
+
+
+def bounded(
+    seconds: float,
+) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
+    """A test that fails with its stack after `seconds` rather than hang the suite."""
+
+    def wrap(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+        @functools.wraps(test)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> None:
+            await asyncio.wait_for(test(*args, **kwargs), seconds)
+
+        return run
+
+    return wrap
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +125,7 @@ def add_tag(content: dict[str, Any], device_index: int) -> dict[str, Any]:
     return new
 
 
+@bounded(120)
 async def test_a_pushed_change_restarts_only_the_changed_device(
     tmp_path: Path,
     services: Services,
@@ -184,6 +202,7 @@ def forged_push(
     )
 
 
+@bounded(120)
 async def test_invalid_versions_are_refused_and_the_old_one_runs_on(
     tmp_path: Path,
     services: Services,
@@ -245,6 +264,7 @@ async def test_invalid_versions_are_refused_and_the_old_one_runs_on(
     )
 
 
+@bounded(120)
 async def test_an_offline_edge_applies_the_newest_version_and_rolls_back(
     tmp_path: Path, services: Services, collector: RunningCollector, pushes: None
 ) -> None:
@@ -289,6 +309,7 @@ async def test_an_offline_edge_applies_the_newest_version_and_rolls_back(
         restarted.close()
 
 
+@bounded(120)
 async def test_only_collectors_may_publish_an_edges_configuration(services: Services) -> None:
     """The broker drops a push published under the edge's own identity (or another edge's):
     only a collector identity may write trace/v1/edges/<id>/config/#."""
