@@ -4,7 +4,6 @@ as named tasks in one task group (one failing task stops the agent loudly, never
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -358,8 +357,9 @@ class EdgeAgent:
         run = self._runs.pop(name, None)
         if run is not None:
             run.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
+            # Waits for it to end without taking its CancelledError for our own: a cancel of
+            # the apply itself (the agent stopping) must still end the apply.
+            await asyncio.wait({run})
         try:
             await task.driver.close()
         except Exception as err:  # a device half gone: its replacement opens anew
