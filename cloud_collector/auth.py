@@ -72,7 +72,8 @@ class Role(StrEnum):
 # What each role is for (routes name the roles they accept; admin passes every check).
 ROLES: dict[Role, str] = {
     Role.reader: "traces, recalls, recall by condition, batch parameters, exports, EPCIS query",
-    Role.provisioner: "device profiles pushed to edges (no routes yet)",
+    Role.provisioner: "device profiles and site configurations: new versions, pushes to edges, "
+    "rollbacks (/api/v1/provisioning)",
     Role.importer: "ERP imports (products, customers, shipments, purchase orders), QC "
     "results, EPCIS capture of our own systems",
     Role.admin: "everything, and credentials (GET/POST/DELETE /api/v1/credentials)",

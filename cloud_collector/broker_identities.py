@@ -13,8 +13,9 @@ when it is issued; the registry keeps only its Mosquitto `$7$` hash (PBKDF2-SHA5
   configuration pushed to it, the collectors' status and the lots on hold
   (`trace/v1/holds`, one set for all);
 - a collector reads every edge's data (through the shared subscription) and status,
-  publishes the acks, the lots on hold, and its own status (under its identity's name,
-  which the broker also makes its client id).
+  publishes the acks, the lots on hold, the configuration pushed to edges (no edge may
+  publish there), and its own status (under its identity's name, which the broker also
+  makes its client id).
 
 **Files.** `update_broker` renders the password file and the ACL file from the identities
 in force (plus the `base_*` files, for identities the registry does not hold), writes
@@ -73,6 +74,8 @@ RULES: dict[IdentityKind, tuple[tuple[str, str], ...]] = {
         ("write", topics.ack("+")),
         ("write", topics.collector_status("{name}")),
         ("write", topics.holds()),
+        # Site configuration versions pushed to edges (cloud_collector/provisioning.py).
+        ("write", topics.config("+") + "/#"),
     ),
 }
 

@@ -45,7 +45,7 @@ from psycopg.types.json import Jsonb
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud_collector import dead_letters
+from cloud_collector import dead_letters, provisioning
 from cloud_collector.broker_identities import accepts_edge
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
@@ -265,6 +265,8 @@ async def handle(
         return
     if await store(conn, status, retained):
         counters.stored += 1
+        # The site version it runs or refused, into the provisioning audit (once each).
+        await provisioning.record_edge_report(conn, status)
     else:
         counters.superseded += 1
 

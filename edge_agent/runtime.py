@@ -21,6 +21,7 @@ from device_profiles.schema import (
     SerialScannerProfile,
     WedgeScannerProfile,
 )
+from device_profiles.sites import ResolvedSite, SiteChanges
 from edge_agent import holds
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import BatchTag, Binder
@@ -30,7 +31,14 @@ from edge_agent.control_token import load_or_create_token
 from edge_agent.gates import GateStation
 from edge_agent.holds import HeldLots
 from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
-from edge_agent.publisher import Publisher
+from edge_agent.publisher import Publisher, Subscription
+from edge_agent.reconfigure import (
+    ApplyRefused,
+    SiteConfigurator,
+    last_applied,
+    running_site,
+    site_of,
+)
 from edge_agent.records import UNNUMBERED
 from edge_agent.scans import ScanStation
 from edge_agent.settings import EdgeSettings
@@ -39,6 +47,7 @@ from edge_agent.stations import Stations
 from edge_agent.store import EdgeStore
 from protocols.driver import CountsBadInput, Diagnosable
 from protocols.installed import REGISTRY
+from protocols.mqtt import topics
 from protocols.mqtt.contract import (
     MAX_STATUS_ITEMS,
     DeviceState,
@@ -96,6 +105,13 @@ class EdgeAgent:
         self.store = EdgeStore(
             settings.state_dir / "outbox.db", commit_interval_s=settings.outbox_commit_interval_s
         )
+        # A site version pushed and applied before runs again, ahead of the site file: the
+        # collector's configuration holds also across a restart without a broker.
+        files_at = settings.site.parent
+        stored = last_applied(self.store, site.edge_id, files_at)
+        if stored is not None:
+            site = site_of(stored[2])
+            self.site = site
         self.outbox = Outbox(
             self.store, max_bytes=outbox_bytes(settings, site), policy=settings.outbox_policy
         )
@@ -117,6 +133,18 @@ class EdgeAgent:
             for profile in profiles
         }
         self._announce_specs()
+        self._group: asyncio.TaskGroup | None = None
+        self._poll = True
+        self._runs: dict[str, asyncio.Task[None]] = {}  # device name -> its running task
+        self.configurator = SiteConfigurator(
+            site.edge_id,
+            self.store,
+            stored[2] if stored is not None else running_site(site),
+            self.apply_site,
+            files_at,
+            version=stored[0] if stored is not None else None,
+            sha256=stored[1] if stored is not None else None,
+        )
         self.publisher: Publisher = Publisher(
             site.edge_id,
             self.outbox,
@@ -127,11 +155,19 @@ class EdgeAgent:
             ack_timeout_s=settings.ack_timeout_s,
             status=self.edge_status,
             status_interval_s=settings.status_interval_s,
-            subscriptions=[holds.subscription(self.held)],
+            subscriptions=[
+                holds.subscription(self.held),
+                Subscription(topics.config_site(site.edge_id), self._offer_site),
+            ],
         )
 
-    def _announce_specs(self) -> None:
-        """Tell the collector the spec limits of every tag, so it can flag excursions."""
+    def _offer_site(self, payload: object) -> None:
+        """A message of this edge's config topic, as bytes, to the site configurator."""
+        self.configurator.offer(payload if isinstance(payload, bytes) else str(payload).encode())
+
+    def _announce_specs(self, devices: set[str] | None = None) -> None:
+        """Tell the collector the spec limits of every tag (of `devices`: those a new site
+        version added or changed), so it can flag excursions."""
         specs = [
             TagSpec(
                 device=p.name,
@@ -143,7 +179,7 @@ class EdgeAgent:
             for profiles in self.site.devices.values()
             for p in profiles
             for t in (p.tags if isinstance(p, Tagged) else [])
-            if t.spec is not None
+            if t.spec is not None and (devices is None or p.name in devices)
         ]
         if specs:
             self.outbox.append(
@@ -206,6 +242,7 @@ class EdgeAgent:
             last_ack_at=self.publisher.health.last_ack_at,
             lines=lines,
             devices=devices,
+            site_config=self.configurator.state(),
         )
 
     def _lines_and_devices(self, alarms: list[str]) -> tuple[list[LineState], list[DeviceState]]:
@@ -305,14 +342,15 @@ class EdgeAgent:
     async def run(self, poll: bool = True, control: bool = True) -> None:
         """Run until cancelled. poll=False leaves capture to the caller (tests call poll_once)."""
         access = self.control_access() if control else None
+        self._poll = poll
         async with asyncio.TaskGroup() as group:
+            self._group = group
             group.create_task(self.publisher.run(), name="publisher")
             group.create_task(self._commit_groups(), name="outbox-commit")
-            if self.gates:
-                group.create_task(self._close_gate_windows(), name="gate-windows")
-            if poll:
-                for name, task in self.devices.items():
-                    group.create_task(task.run(), name=f"device:{name}")
+            group.create_task(self._close_gate_windows(), name="gate-windows")
+            group.create_task(self.configurator.run(), name="site-configurator")
+            for name in self.devices:
+                self._start_device(name)
             if access is not None:
                 config = uvicorn.Config(
                     create_control_app(self.binder, self.status, self.stations, access=access),
@@ -322,6 +360,68 @@ class EdgeAgent:
                     lifespan="off",  # nothing to set up, and a clean exit when cancelled
                 )
                 group.create_task(uvicorn.Server(config).serve(), name="control-api")
+
+    def _start_device(self, name: str) -> None:
+        if self._poll and self._group is not None:
+            self._runs[name] = self._group.create_task(
+                self.devices[name].run(), name=f"device:{name}"
+            )
+
+    async def _stop_device(self, name: str) -> None:
+        task = self.devices.pop(name)
+        run = self._runs.pop(name, None)
+        if run is not None:
+            run.cancel()
+            # Waits for it to end without taking its CancelledError for our own: a cancel of
+            # the apply itself (the agent stopping) must still end the apply.
+            await asyncio.wait({run})
+        try:
+            await task.driver.close()
+        except Exception as err:  # a device half gone: its replacement opens anew
+            log.warning("device %s: closing it for the new site version: %s", name, err)
+
+    async def apply_site(self, new: ResolvedSite, changes: SiteChanges) -> None:
+        """Run a new site version (validated whole by the configurator) without a restart:
+        only the devices it adds, changes or removes start or stop; the others keep
+        capturing, and the outbox is not touched. ApplyRefused (nothing changed) when it
+        cannot be applied now."""
+        new_lines = [s.id for s in new.document.lines]
+        for line in self.site.line_ids:
+            active = self.context.active(line)
+            if line not in new_lines and active is not None:
+                raise ApplyRefused(
+                    f"line {line} runs batch {active.batch_id}: end the batch before a site "
+                    "version that removes the line"
+                )
+        old_site, site = self.site, site_of(new)
+        self.site = site  # the stations the new devices' handlers are built for
+        try:
+            built = {
+                name: self._device_task(placed.station, placed.profile)
+                for name, placed in new.devices.items()
+                if name in changes.added or name in changes.changed
+            }
+        except Exception as err:
+            self.site = old_site
+            raise ApplyRefused(f"a device of the new version cannot be built: {err}") from err
+        for name in changes.restarted:
+            await self._stop_device(name)
+            self.binder.batch_tags.pop(name, None)
+        self.context.lines = list(site.line_ids)
+        self.stations.lines = list(site.line_ids)
+        self.stations.docks = list(site.dock_ids)
+        for name, task in built.items():
+            profile = new.devices[name].profile
+            if profile.batch_source is not None:
+                self.binder.batch_tags[name] = BatchTag(
+                    profile.batch_source.tag, profile.batch_source.prefix
+                )
+            self.devices[name] = task
+            self._start_device(name)
+        self.gates = [
+            t.on_events for t in self.devices.values() if isinstance(t.on_events, GateStation)
+        ]
+        self._announce_specs(set(built))
 
     async def _close_gate_windows(self) -> None:
         """A gate's window closes with time, also when the tag has left and reads stop."""

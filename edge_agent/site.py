@@ -22,6 +22,7 @@ from device_profiles.schema import (
     parse_profile,
     read_yaml,
 )
+from protocols.modbus.bus import line_conflicts
 from protocols.strict import Strict
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -122,6 +123,14 @@ def load_site(path: Path) -> Site:
                 )
             names[profile.name] = where
             devices[line.id].append(profile)
+    # Devices on one RS-485 port share its settings and need their own unit ids.
+    rtu = {
+        p.name: p.connection
+        for ps in devices.values()
+        for p in ps
+        if isinstance(p, ModbusRtuProfile)
+    }
+    problems += [f"{path}: {problem}" for problem in line_conflicts(rtu)]
     if problems:
         raise SiteError(problems)
     return Site(config, devices)

@@ -2,11 +2,12 @@
 
 Four parts keep their state here: the outbox (records waiting for the collector's ack and
 the quarantine), the batch context (each line's active batch), the stations (door
-bindings, a running batch's inputs, outputs and operators) and the lots on hold (the
-shipping doors' list, kept for offline use). They share one file so that a
-change and the event it causes commit together: a batch start and its `batch_started`
-event, a batch end, its `batch_ended` and its TransformationEvent, a door binding and what
-it says. After a crash or a power cut both happened or neither did.
+bindings, a running batch's inputs, outputs and operators), the lots on hold (the
+shipping doors' list, kept for offline use) and the site configurator (the site versions
+pushed to it). They share one file so that a change and the event it causes commit
+together: a batch start and its `batch_started` event, a batch end, its `batch_ended` and
+its TransformationEvent, a door binding and what it says. After a crash or a power cut
+both happened or neither did.
 
 The store creates every table, opens the file durably (WAL, `synchronous=FULL`) and owns
 the transaction: `transaction()` for changes that must be atomic (nested uses join the
@@ -99,6 +100,17 @@ create table if not exists held_units (
     unit text primary key,  -- an EPC as the collector knows it, or 'sscc:' + SSCC
     gtin text not null,
     lot  text not null
+);
+-- site configuration versions pushed by the collector (edge_agent/reconfigure.py): the
+-- ones applied (the newest is what runs, also after a restart) and the ones refused.
+create table if not exists site_versions (
+    version     integer primary key,
+    sha256      text not null,
+    content     text not null,
+    received_at text not null,
+    state       text not null,   -- applied, refused
+    reason      text,
+    changed_at  text not null
 );
 """
 

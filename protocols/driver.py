@@ -101,3 +101,25 @@ class CountsBadInput(Protocol):
     replies, garbage lines), by counter name; a steady rise is a wiring or settings fault."""
 
     def bad_input(self) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeReading:
+    """One tag as a probe shows it to a technician before the device goes live: where it
+    was read, what the device answered as the wire carries it, and what the profile makes
+    of it (a wrong address, data type, word order or scale is plain side by side)."""
+
+    sample: Sample  # the decoded value, unit and quality, as capture would record it
+    where: str  # e.g. "holding 0..1" or "ns=2;s=Oven.Temp"
+    raw: str  # e.g. "0x4291 0x0000" or "Double 72.5 (Good)"
+    # What the same answer would read as under other decoding settings of the profile,
+    # e.g. ("byte_order big, word_order little", 72.5): where to look when a value is wrong.
+    alternatives: tuple[tuple[str, float], ...] = ()
+
+
+@runtime_checkable
+class Probing(Protocol):
+    """Optional: a polling driver that can read every tag once and show the raw answer
+    beside the decoded value (`tracectl profile probe`). Called after `open`."""
+
+    async def probe(self) -> list[ProbeReading]: ...

@@ -21,7 +21,16 @@ from device_profiles.schema import (
     load_profile,
 )
 from protocols.profile import Tagged
-from tracectl import batches, broker, credentials, export, fleet, genealogy
+from tracectl import (
+    batches,
+    broker,
+    credentials,
+    export,
+    fleet,
+    genealogy,
+    probe,
+    provisioning,
+)
 from tracectl.collector_api import CollectorApi, CommandError
 from tracectl.parameters import print_parameters
 
@@ -201,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     validate.set_defaults(func=cmd_profile_validate)
     schema = profile_sub.add_parser("schema", help="print the profiles' JSON Schema")
     schema.set_defaults(func=cmd_profile_schema)
+    provisioning.add_profile_commands(profile_sub, API_URL)
+    probe.add_parser(profile_sub)
+    provisioning.add_site_parser(sub, API_URL)
 
     decode = sub.add_parser("decode", help="what an RFID tag or a barcode label says")
     decode.add_argument("what", choices=["epc", "barcode"])

@@ -49,9 +49,13 @@ def _detail(response: httpx.Response) -> str:
         return response.text[:500].strip() or response.reason_phrase
     detail = body.get("detail", body) if isinstance(body, dict) else body
     if isinstance(detail, dict) and "message" in detail:
-        detail = detail["message"] + "".join(
-            f"\n  candidate: {json.dumps(c, ensure_ascii=False)}"
-            for c in detail.get("candidates", [])
+        detail = (
+            detail["message"]
+            + "".join(
+                f"\n  candidate: {json.dumps(c, ensure_ascii=False)}"
+                for c in detail.get("candidates", [])
+            )
+            + "".join(f"\n  {p}" for p in detail.get("problems", []))
         )
     elif not isinstance(detail, str):
         detail = json.dumps(detail, ensure_ascii=False)[:1000]
@@ -83,7 +87,8 @@ class CollectorApi:
         if code == 403:
             return ApiError(
                 f"the key in TRACE_API_KEY may not do this ({detail}): {where} needs a key "
-                "of role reader (or admin)"
+                "of the role named there (to read: role reader; to change profiles and sites: "
+                "role provisioner)"
             )
         return ApiError(f"{where} answered {code}: {detail}")
 

@@ -8,7 +8,8 @@ only includes them (in `ROUTERS`' order), after building the app's state and mid
 | trace, recall | `routes/trace.py` | `/api/v1/lots/{lot}/...`, `/api/v1/recall/...` | reader |
 | ERP imports | `routes/erp.py` | `/api/v1/erp/...`, `/api/v1/qc-results` | importer |
 | credentials | `routes/credentials.py` | `/api/v1/credentials...` | admin |
-| edges | `routes/edges.py` | `/api/v1/edges...` | reader |
+| edges | `routes/edges.py` | `/api/v1/edges...` | reader, provisioner |
+| provisioning | `routes/provisioning.py` | `/api/v1/provisioning/...` | provisioner; reader |
 | holds, alerts | `routes/holds.py` | `/api/v1/lots/{lot}/hold...`, `/api/v1/holds`, ... | quality |
 | FSMA 204 | `fsma204/routes.py` | `/api/v1/fsma204/...` | reader |
 | EPCIS 2.0 | `epcis/routes.py` | `/epcis/...` | importer, reader, partner |
@@ -29,6 +30,7 @@ from cloud_collector.routes.edges import router as edges
 from cloud_collector.routes.erp import router as erp
 from cloud_collector.routes.health import router as health
 from cloud_collector.routes.holds import router as holds
+from cloud_collector.routes.provisioning import router as provisioning
 from cloud_collector.routes.trace import router as trace
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -38,6 +40,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     erp,
     credentials,
     edges,
+    provisioning,
     fsma204,
     epcis,
     holds,

@@ -1,14 +1,18 @@
-"""The fleet: every edge's latest status as the collector keeps it (role reader;
+"""The fleet: every edge's latest status as the collector keeps it (role reader or provisioner;
 cloud_collector/edge_status.py says where it comes from and what `state` means)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from cloud_collector import edge_status
-from cloud_collector.endpoints import READ, Conn, json_response
+from cloud_collector.auth import Role, require
+from cloud_collector.endpoints import Conn, json_response
 
-router = APIRouter(prefix="/api/v1/edges", dependencies=READ)
+# A provisioner looks too: the site version an edge runs, or refused and why, is here.
+router = APIRouter(
+    prefix="/api/v1/edges", dependencies=[Depends(require(Role.reader, Role.provisioner))]
+)
 
 
 def _keeper(request: Request) -> edge_status.KeeperState | None:

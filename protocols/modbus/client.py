@@ -9,15 +9,24 @@ other blocks still count.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import termios
+from typing import Literal
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.framer import FramerType
 
-from protocols.driver import DeviceMisconfigured, DeviceUnavailable, Sample
-from protocols.modbus.codec import ReadBlock, decode_tag, plan_reads
-from protocols.modbus.profile import ModbusRtuConnection, ModbusRtuProfile, ModbusTcpProfile
+from protocols.driver import DeviceMisconfigured, DeviceUnavailable, ProbeReading, Sample
+from protocols.modbus import bus
+from protocols.modbus.codec import ReadBlock, decode_raw, decode_tag, plan_reads
+from protocols.modbus.profile import (
+    ModbusRtuConnection,
+    ModbusRtuProfile,
+    ModbusTag,
+    ModbusTcpConnection,
+    ModbusTcpProfile,
+)
 
 # Modbus exception codes, as a technician reads them in the device manual.
 EXCEPTION_CODES: dict[int, str] = {
@@ -44,43 +53,20 @@ class ModbusDriver:
         # RTU replies that came back but failed the CRC check or framing, since creation:
         # a rising count is a noisy line (wiring, termination, shield), not a dead device.
         self.garbled_replies = 0
-        self._bytes_heard = 0  # bytes received since the last request went out
+        self._bus: bus.SerialBus | None = None  # RTU: the line shared with other devices
 
     def bad_input(self) -> dict[str, int]:
         return {"garbled_replies": self.garbled_replies}
 
-    def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-        conn = self.profile.connection
-        # pymodbus's own reconnect loop is off: the edge's supervisor owns reconnects and
-        # records the gap, so there is exactly one place that decides.
-        if isinstance(self.profile, ModbusTcpProfile):
-            tcp = self.profile.connection
-            return AsyncModbusTcpClient(
-                tcp.host, port=tcp.port, timeout=tcp.timeout_s, retries=0, reconnect_delay=0
-            )
-        rtu = self.profile.connection
-        return AsyncModbusSerialClient(
-            rtu.port,
-            framer=FramerType.RTU,
-            baudrate=rtu.baudrate,
-            parity=rtu.parity,
-            stopbits=rtu.stopbits,
-            bytesize=rtu.bytesize,
-            timeout=conn.timeout_s,
-            retries=0,
-            reconnect_delay=0,
-            trace_packet=self._watch_line,
+    def _new_client(self) -> AsyncModbusTcpClient:
+        """A TCP device's own client (RTU devices share their line's: bus.SerialBus).
+        pymodbus's own reconnect loop is off: the edge's supervisor owns reconnects and
+        records the gap, so there is exactly one place that decides."""
+        tcp = self.profile.connection
+        assert isinstance(tcp, ModbusTcpConnection)
+        return AsyncModbusTcpClient(
+            tcp.host, port=tcp.port, timeout=tcp.timeout_s, retries=0, reconnect_delay=0
         )
-
-    def _watch_line(self, sending: bool, data: bytes) -> bytes:
-        # pymodbus drops an RTU reply that fails its CRC check without a word and then
-        # times out, exactly as if the device were silent; whether any bytes came back is
-        # what tells a noisy line from a device that does not answer.
-        if sending:
-            self._bytes_heard = 0
-        else:
-            self._bytes_heard = max(self._bytes_heard, len(data))
-        return data
 
     @property
     def _line_settings(self) -> str:
@@ -99,9 +85,15 @@ class ModbusDriver:
 
     async def open(self) -> None:
         await self.close()
-        self._client = self._new_client()
         try:
-            connected = await self._client.connect()
+            if isinstance(self.profile, ModbusRtuProfile):
+                # Devices on one RS-485 port share its link (protocols/modbus/bus.py).
+                self._bus = bus.attach(self.name, self.profile.connection)
+                connected = await self._bus.connect()
+                self._client = self._bus.client
+            else:
+                self._client = self._new_client()
+                connected = await self._client.connect()
         except (OSError, ModbusException) as err:
             raise DeviceUnavailable(f"{self.name}: cannot connect to {self._where}: {err}") from err
         except termios.error as err:
@@ -123,9 +115,12 @@ class ModbusDriver:
             raise DeviceUnavailable(f"{self.name}: cannot connect to {self._where}: {hint}")
 
     async def close(self) -> None:
-        if self._client is not None:
+        if self._bus is not None:
+            self._bus.release(self.name)
+            self._bus = None
+        elif self._client is not None:
             self._client.close()
-            self._client = None
+        self._client = None
 
     async def read(self) -> list[Sample]:
         if self._client is None or not self._client.connected:
@@ -135,8 +130,39 @@ class ModbusDriver:
             samples.extend(await self._read_block(self._client, block))
         return samples
 
-    async def _read_block(
+    async def probe(self) -> list[ProbeReading]:
+        """Every tag once, with the registers it was decoded from and what they would read
+        as under the other byte and word orders."""
+        if self._client is None or not self._client.connected:
+            raise DeviceUnavailable(f"{self.name}: not connected to {self._where}")
+        readings = []
+        for block in self.blocks:
+            registers, samples = await self._read_registers(self._client, block)
+            for tag, sample in zip(block.tags, samples, strict=True):
+                where = f"{tag.table} {tag.address}" + (
+                    f"..{tag.address + tag.register_count - 1}" if tag.register_count > 1 else ""
+                )
+                if registers is None:
+                    readings.append(ProbeReading(sample, where, sample.detail or "no answer"))
+                    continue
+                regs = block.slice_for(tag, registers)
+                raw = " ".join(f"0x{r:04X}" for r in regs)
+                readings.append(ProbeReading(sample, where, raw, _other_orders(tag, regs)))
+        return readings
+
+    async def _read_registers(
         self, client: AsyncModbusTcpClient | AsyncModbusSerialClient, block: ReadBlock
+    ) -> tuple[list[int] | None, list[Sample]]:
+        """The block's registers (None after an exception reply) and its samples."""
+        captured: list[list[int]] = []
+        samples = await self._read_block(client, block, captured)
+        return (captured[0] if captured else None), samples
+
+    async def _read_block(
+        self,
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient,
+        block: ReadBlock,
+        captured: list[list[int]] | None = None,
     ) -> list[Sample]:
         read = (
             client.read_holding_registers
@@ -145,14 +171,19 @@ class ModbusDriver:
         )
         unit = self.profile.connection.unit_id
         registers_read = f"{block.table} registers {block.start}..{block.start + block.count - 1}"
+        line = self._bus.lock if self._bus is not None else contextlib.nullcontext()
         try:
-            response = await read(block.start, count=block.count, device_id=unit)
+            async with line:  # one request and its reply at a time on a shared line
+                try:
+                    response = await read(block.start, count=block.count, device_id=unit)
+                finally:
+                    heard = self._bus.bytes_heard if self._bus is not None else 0
         except (ModbusException, OSError, TimeoutError) as err:
             no_reply = isinstance(err, ModbusIOException) and not isinstance(
                 err, ConnectionException
             )
             if no_reply and isinstance(self.profile, ModbusRtuProfile):
-                return self._rtu_no_valid_reply(block, registers_read, err)
+                return self._rtu_no_valid_reply(block, registers_read, err, heard)
             raise DeviceUnavailable(
                 f"{self.name}: reading {registers_read} from {self._where} failed: {err}"
             ) from err
@@ -164,6 +195,8 @@ class ModbusDriver:
             )
             return [Sample(t.name, None, t.unit, "bad", detail=detail) for t in block.tags]
         registers = list(response.registers)
+        if captured is not None:
+            captured.append(registers)
         samples = []
         for tag in block.tags:
             value = decode_tag(tag, block.slice_for(tag, registers))
@@ -176,15 +209,15 @@ class ModbusDriver:
         return samples
 
     def _rtu_no_valid_reply(
-        self, block: ReadBlock, registers_read: str, err: Exception
+        self, block: ReadBlock, registers_read: str, err: Exception, heard: int
     ) -> list[Sample]:
         conn = self.profile.connection
-        if self._bytes_heard:
+        if heard:
             # The device is there and answered: this poll's values are lost, the next
             # poll will most likely get through, so this is a bad reading, not an outage.
             self.garbled_replies += 1
             detail = (
-                f"garbled reply ({self._bytes_heard} bytes failed the RTU CRC check) reading "
+                f"garbled reply ({heard} bytes failed the RTU CRC check) reading "
                 f"{registers_read}: check the RS-485 wiring, termination and shield"
             )
             return [Sample(t.name, None, t.unit, "bad", detail=detail) for t in block.tags]
@@ -193,3 +226,21 @@ class ModbusDriver:
             f"{conn.timeout_s:g} s reading {registers_read}: check connection.unit_id, the "
             f"A/B wiring, that the device is set to {self._line_settings} and is powered"
         ) from err
+
+
+def _other_orders(tag: ModbusTag, registers: list[int]) -> tuple[tuple[str, float], ...]:
+    """The registers decoded under each other byte/word order (multi-register types: word
+    order too), scale and offset applied: a swapped order shows as a sane value here."""
+    out = []
+    words: tuple[Literal["big", "little"], ...] = (
+        ("big", "little") if tag.register_count > 1 else (tag.word_order,)
+    )
+    for byte_order in ("big", "little"):
+        for word_order in words:
+            if (byte_order, word_order) == (tag.byte_order, tag.word_order):
+                continue
+            value = decode_raw(registers, tag.data_type, byte_order, word_order)
+            if math.isfinite(value):
+                label = f"byte_order {byte_order}, word_order {word_order}"
+                out.append((label, value * tag.scale + tag.offset))
+    return tuple(out)

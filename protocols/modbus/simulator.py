@@ -191,3 +191,54 @@ async def run_reactor_process(sim: SimulatedDevice, period_s: float = 0.5) -> No
         sim.set("pressure", round(2.2 + 0.25 * math.sin(t / 5.0), 4))
         sim.set("agitator_speed", 120.0 + 10.0 * math.sin(t / 3.0))
         await asyncio.sleep(period_s)
+
+
+class ModbusRtuLine:
+    """Several Modbus RTU devices on one RS-485 line (one serial port): each answers only
+    its own unit id, as on a real line. `devices[unit_id]` is the device's register image,
+    set like a single simulator's (`set`, `fault`, `silent`)."""
+
+    def __init__(self, profiles: list[ModbusRtuProfile], port: str) -> None:
+        if not profiles:
+            raise ValueError("a line needs at least one device")
+        self.devices = {p.connection.unit_id: ModbusRtuSimulator(p, port) for p in profiles}
+        if len(self.devices) != len(profiles):
+            raise ValueError("two devices on one line share a unit id")
+        self.connection = profiles[0].connection
+        self.port = port
+        self._server: ModbusBaseServer | None = None
+
+    def _on_wire(self, sending: bool, packet: bytes) -> bytes:
+        if not sending:
+            return packet
+        device = self.devices.get(packet[0]) if packet else None
+        if device is None or device.silent:
+            return b""  # a unit id nobody on the line has: no answer
+        return packet
+
+    async def start(self) -> None:
+        c = self.connection
+        server = ModbusSerialServer(
+            [d._device for d in self.devices.values()],
+            framer=FramerType.RTU,
+            port=self.port,
+            baudrate=c.baudrate,
+            parity=c.parity,
+            stopbits=c.stopbits,
+            bytesize=c.bytesize,
+            trace_packet=self._on_wire,
+        )
+        await server.serve_forever(background=True)
+        self._server = server
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

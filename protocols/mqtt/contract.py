@@ -459,6 +459,46 @@ class DeviceState(Strict):
     values: list[TagValue] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
 
 
+SHA256_HEX = r"^[0-9a-f]{64}$"
+MAX_VERSION = 2**31 - 1
+
+
+class SitePush(Strict):
+    """A site configuration version the collector publishes, retained, on
+    trace/v1/edges/{edge_id}/config/site (only collectors may publish there: the broker's
+    ACL). `content` is the canonical JSON of the site document (device_profiles/sites.py)
+    as stored, and `sha256` its hash: the edge hashes exactly these characters and refuses a
+    push whose hash, edge id or version does not hold."""
+
+    contract: Literal["trace.v1"] = CONTRACT
+    edge_id: Identifier
+    version: int = Field(ge=1, le=MAX_VERSION)
+    sha256: str = Field(pattern=SHA256_HEX)
+    author: Name
+    comment: Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable)] = ""
+    published_at: AwareDatetime
+    # The earlier version whose content this one restores (a rollback).
+    restores: int | None = Field(default=None, ge=1, le=MAX_VERSION)
+    content: Annotated[str, StringConstraints(min_length=2, max_length=4 * 1024 * 1024)]
+
+
+class SiteConfigState(Strict):
+    """Which pushed site configuration the edge runs, and the last one it refused."""
+
+    # None: the site file it started from (no version pushed and applied yet).
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
+    sha256: str | None = Field(default=None, pattern=SHA256_HEX)
+    applied_at: AwareDatetime | None = None
+    # Devices the last apply stopped and started again (changed or removed); the others
+    # kept capturing.
+    restarted: list[Identifier] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
+    refused_version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
+    refused_reason: Reason | None = None
+    refused_at: AwareDatetime | None = None
+    # Versions kept on the edge's disk to fall back to.
+    kept: list[int] = Field(default_factory=list, max_length=100)
+
+
 class EdgeStatus(Strict):
     """Retained on trace/v1/edges/{edge_id}/status; the broker publishes the offline form as
     the edge's last will when its connection dies.
@@ -486,6 +526,8 @@ class EdgeStatus(Strict):
     interval_s: Finite | None = Field(default=None, gt=0, le=86_400)
     lines: list[LineState] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
     devices: list[DeviceState] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
+    # The pushed site configuration it runs (added with provisioning; absent from older edges).
+    site_config: SiteConfigState | None = None
 
 
 class CollectorStatus(Strict):

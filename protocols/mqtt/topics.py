@@ -63,3 +63,8 @@ def holds() -> str:
     """The lots on hold, for every edge: one retained HoldSet the collector replaces whenever
     a hold is put or released (edges read it, collectors write it: broker ACL)."""
     return "trace/v1/holds"
+
+
+def config_site(edge_id: str) -> str:
+    """The site configuration version pushed to an edge (retained)."""
+    return f"{config(edge_id)}/site"

@@ -22,7 +22,13 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeNotif, Subscription
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from protocols.driver import Deliver, DeviceMisconfigured, DeviceUnavailable, Sample
+from protocols.driver import (
+    Deliver,
+    DeviceMisconfigured,
+    DeviceUnavailable,
+    ProbeReading,
+    Sample,
+)
 from protocols.opcua.certificates import ClientIdentity, load_certificate, load_client_identity
 from protocols.opcua.codec import (
     configuration_fix,
@@ -244,6 +250,23 @@ class OpcUaDriver:
             to_sample(tag, value, batch_source=tag.name == self._batch_tag)
             for tag, value in zip(self.tags, values, strict=True)
         ]
+
+    async def probe(self) -> list[ProbeReading]:
+        """Every tag once, with the node's value as the server holds it (its type, value
+        and status) beside the decoded sample."""
+        client = self._connected()
+        with self._boundary(f"reading {len(self.tags)} tags from {self.endpoint}"):
+            values = await self._read_values(client)
+        readings = []
+        for tag, value in zip(self.tags, values, strict=True):
+            sample = to_sample(tag, value, batch_source=tag.name == self._batch_tag)
+            code = value.StatusCode.value if value.StatusCode is not None else 0
+            variant = value.Value
+            held = "null" if variant is None else f"{variant.VariantType.name} {variant.Value!r}"
+            readings.append(
+                ProbeReading(sample, tag.node_id, f"{held[:160]} ({status_text(code)})")
+            )
+        return readings
 
     async def _read_values(self, client: Client) -> list[ua.DataValue]:
         if not self._per_node_reads:

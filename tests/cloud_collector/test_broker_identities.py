@@ -116,6 +116,7 @@ def test_rendered_files_give_each_identity_only_its_own_topics() -> None:
         "topic write trace/v1/edges/+/ack",
         "topic write trace/v1/collectors/coll-1/status",
         "topic write trace/v1/holds",
+        "topic write trace/v1/edges/+/config/#",  # site versions pushed to edges
     ]
 
 
