@@ -13,8 +13,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
-from edge_agent.holds import HeldLots, _refused
+from edge_agent.holds import HeldLots
 from edge_agent.outbox import EVENTS, Outbox
+from edge_agent.publisher import _refused
 from edge_agent.stations import Stations
 from edge_agent.store import EdgeStore
 from protocols.mqtt.contract import HeldLot, HoldSet, Item
