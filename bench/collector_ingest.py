@@ -30,6 +30,7 @@ import aiomqtt
 import psycopg
 
 from cloud_collector.consumer import Flow, IngestCounters, Taken, handle
+from cloud_collector.ingest import READING_COLUMNS, READING_TYPES
 from cloud_collector.migrate import migrate
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
@@ -37,26 +38,6 @@ from protocols.mqtt.contract import Ack
 
 DATABASE = "trace_bench_ingest"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-_COLUMNS = (
-    "time, device_time, received_at, line_id, batch_id, device, tag, value, unit, quality,"
-    " detail, stream_id, seq, backfill"
-)
-_TYPES = [
-    "timestamptz",
-    "timestamptz",
-    "timestamptz",
-    "text",
-    "text",
-    "text",
-    "text",
-    "float8",
-    "text",
-    "text",
-    "text",
-    "int4",
-    "int8",
-    "bool",
-]
 # `readings` as migration 0001 makes it: a hypertable of 1-day chunks and its two indexes.
 _COPY_TABLE = [
     "drop table if exists copy_reference",
@@ -158,9 +139,9 @@ def workload(run: int, size: int, readings: int, edges: int, tags: int) -> Workl
 
 async def copy_reference(conn: psycopg.AsyncConnection, load: Workload) -> float:
     start = time.perf_counter()
-    sql = f"copy copy_reference ({_COLUMNS}) from stdin (format binary)"
+    sql = f"copy copy_reference ({READING_COLUMNS}) from stdin (format binary)"
     async with conn.transaction(), conn.cursor() as cur, cur.copy(sql) as cp:
-        cp.set_types(_TYPES)
+        cp.set_types(READING_TYPES)
         for row in load.rows:
             await cp.write_row(row)
     return time.perf_counter() - start

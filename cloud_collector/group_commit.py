@@ -38,7 +38,14 @@ from typing import Any
 import psycopg
 
 from cloud_collector import rollups
-from cloud_collector.ingest import Outcome, register_stream, retrying, unavailable
+from cloud_collector.ingest import (
+    READING_COLUMNS,
+    READING_TYPES,
+    Outcome,
+    register_stream,
+    retrying,
+    unavailable,
+)
 from cloud_collector.messages import Readings
 from protocols.mqtt.contract import Ack
 
@@ -46,26 +53,7 @@ log = logging.getLogger(__name__)
 
 StreamKey = tuple[str, str, str]  # edge, stream, epoch
 
-_COPY = (
-    "copy readings (time, device_time, received_at, line_id, batch_id, device, tag, value,"
-    " unit, quality, detail, stream_id, seq, backfill) from stdin (format binary)"
-)
-_COPY_TYPES = [
-    "timestamptz",
-    "timestamptz",
-    "timestamptz",
-    "text",
-    "text",
-    "text",
-    "text",
-    "float8",
-    "text",
-    "text",
-    "text",
-    "int4",
-    "int8",
-    "bool",
-]
+_COPY = f"copy readings ({READING_COLUMNS}) from stdin (format binary)"
 # Held to the commit: the marks the group is classified by are the marks it moves.
 _LOCK_STREAMS = """
 select stream_id, edge_id, stream, epoch, high_water, high_water_time from edge_streams
@@ -292,7 +280,7 @@ class GroupCommit:
 
         batches: dict[str, tuple[str, str]] = {}
         async with conn.cursor() as copy_cursor, copy_cursor.copy(_COPY) as copy:
-            copy.set_types(_COPY_TYPES)
+            copy.set_types(READING_TYPES)
             for position in taken:
                 prepared = group[position]
                 message = prepared.message

@@ -51,11 +51,13 @@ _STAGING = """
 create temp table if not exists readings_in (like readings including defaults)
     on commit delete rows
 """
-_COPY_COLUMNS = (
+# A reading row as COPY writes it (binary), in this order: ingest, group commit and the
+# benchmarks' same-run COPY all use these.
+READING_COLUMNS = (
     "time, device_time, received_at, line_id, batch_id, device, tag, value, unit, quality,"
     " detail, stream_id, seq, backfill"
 )
-_COPY_TYPES = [
+READING_TYPES = [
     "timestamptz",
     "timestamptz",
     "timestamptz",
@@ -87,7 +89,7 @@ select stream_id from found union all select stream_id from made
 # rollups, in one statement: the rollups count exactly the rows inserted.
 _READINGS_FROM_STAGING = f"""
 with inserted as (
-    insert into readings ({_COPY_COLUMNS}) select {_COPY_COLUMNS} from readings_in
+    insert into readings ({READING_COLUMNS}) select {READING_COLUMNS} from readings_in
     on conflict do nothing
     returning batch_id, line_id, device, tag, unit, value, quality, time
 ), batches_seen as (
@@ -534,9 +536,9 @@ async def _copy_readings(
     if clear_staging:  # rows a savepoint before this one staged and committed
         await conn.execute(_CLEAR_STAGING)
     async with conn.cursor() as cur:
-        sql = f"copy readings_in ({_COPY_COLUMNS}) from stdin (format binary)"
+        sql = f"copy readings_in ({READING_COLUMNS}) from stdin (format binary)"
         async with cur.copy(sql) as copy:
-            copy.set_types(_COPY_TYPES)
+            copy.set_types(READING_TYPES)
             for r in readings:
                 await copy.write_row(
                     (

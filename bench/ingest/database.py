@@ -26,6 +26,7 @@ from psycopg.conninfo import make_conninfo
 from bench.ingest.fleet import VARIANTS, device_name, line_name
 from cloud_collector import broker_identities
 from cloud_collector.broker_identities import BrokerFiles, IdentityKind
+from cloud_collector.ingest import READING_COLUMNS, READING_TYPES
 from cloud_collector.migrate import migrate
 from protocols.mqtt.connection import BrokerSettings
 
@@ -42,26 +43,7 @@ _COPY_TABLE_DDL = (
 _INDEXES = """
 select indexdef from pg_indexes where schemaname = 'public' and tablename = %s order by indexdef
 """
-_COPY_ROWS = f"""
-copy {COPY_TABLE} (time, device_time, received_at, line_id, batch_id, device, tag, value, unit,
-    quality, detail, stream_id, seq, backfill) from stdin (format binary)
-"""
-_COPY_TYPES = [
-    "timestamptz",
-    "timestamptz",
-    "timestamptz",
-    "text",
-    "text",
-    "text",
-    "text",
-    "float8",
-    "text",
-    "text",
-    "text",
-    "int4",
-    "int8",
-    "bool",
-]
+_COPY_ROWS = f"copy {COPY_TABLE} ({READING_COLUMNS}) from stdin (format binary)"
 
 # Per edge: its rows, the distinct sequence numbers among them within 0..expected-1, and
 # the rows numbered outside it, and its distinct numbers. The bench sends one stream in one
@@ -234,7 +216,7 @@ def measure_copy(url: str, rows: list[tuple[object, ...]]) -> float:
     with psycopg.connect(url) as conn:
         start = time.perf_counter()
         with conn.cursor() as cur, cur.copy(_COPY_ROWS) as copy:  # type: ignore[arg-type]
-            copy.set_types(_COPY_TYPES)
+            copy.set_types(READING_TYPES)
             for row in rows:
                 copy.write_row(row)
         conn.commit()
