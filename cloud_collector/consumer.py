@@ -306,8 +306,11 @@ class Flow:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                    # cancel that comes with the message, and the collector would not stop.
                     try:
-                        message = await asyncio.wait_for(arrived.get(), remaining)
+                        async with asyncio.timeout(remaining):
+                            message = await arrived.get()
                     except TimeoutError:
                         break
                 else:

@@ -365,4 +365,5 @@ async def _announce(
                 state.last_lots = len(lots)
                 log.info("holds: %d lots on hold published to the edges", len(lots))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), settings.check_every_s)
+                async with asyncio.timeout(settings.check_every_s):  # not 3.11's wait_for
+                    await wake.wait()

@@ -41,6 +41,17 @@ class DeviceHealth:
     offline_since: datetime | None = None
 
 
+def honour_cancel() -> None:
+    """Raise CancelledError if this task was asked to stop. Python 3.11's asyncio.wait_for,
+    which pymodbus and asyncua await every request through, swallows a cancel that arrives
+    in the same loop turn as the reply: the device task would then poll on for ever while a
+    site apply (or the agent's shutdown) waits for it to end. Checked once per poll and per
+    delivery, the cancel still lands."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class DeviceTask:
     def __init__(
         self,
@@ -79,12 +90,14 @@ class DeviceTask:
         return self.health.last_read_at
 
     def deliver(self, samples: list[Sample]) -> None:
+        honour_cancel()
         taken_at = self._data_flows()
         self.binder.readings(self.line_id, self.driver.name, samples, taken_at)
         self.last_values.update((s.tag, (s, taken_at)) for s in samples)
         self.health.readings += len(samples)
 
     def deliver_events(self, items: list[Any]) -> None:
+        honour_cancel()
         self._data_flows()
         assert self.on_events is not None
         self.on_events(items)
@@ -137,6 +150,7 @@ class DeviceTask:
         next_at = time.monotonic()
         while True:
             await self.poll_once()
+            honour_cancel()
             next_at += self.interval_s
             now = time.monotonic()
             if next_at < now:

@@ -61,6 +61,11 @@ def collector_process(
         )
     try:
         yield proc
+    except BaseException:
+        # What the collector said is the first thing to read when this test fails.
+        print(f"--- {log.name} (last 60 lines) ---")
+        print("\n".join(log.read_text(errors="replace").splitlines()[-60:]))
+        raise
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGCONT)

@@ -14,6 +14,7 @@ from edge_agent.binding import Binder
 from edge_agent.capture import DeviceTask
 from edge_agent.outbox import EVENTS, READINGS, Outbox
 from edge_agent.store import EdgeStore
+from protocols.driver import Sample
 from protocols.modbus.client import ModbusDriver
 from protocols.modbus.simulator import ModbusSimulator
 from tests.conftest import free_port
@@ -64,3 +65,42 @@ async def test_polling_survives_a_device_restart(tmp_path: Path) -> None:
             await running
         await task.driver.close()
         await sim.stop()
+
+
+class SwallowingDriver(ModbusDriver):
+    """Answers each read as Python 3.11's asyncio.wait_for does when the reply and a cancel
+    arrive in the same loop turn: the cancel is swallowed and the reply returned."""
+
+    async def open(self) -> None:
+        pass
+
+    async def read(self) -> list[Sample]:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.01)
+        return [Sample(tag="temperature", value=1.0, unit="degC")]
+
+
+async def test_a_device_task_stops_when_cancelled_even_if_its_driver_swallows_the_cancel(
+    tmp_path: Path,
+) -> None:
+    profile = load_profile(LIBRARY / "modbus-tcp-temperature-pressure-controller.yaml")
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    task = DeviceTask(
+        "line-1",
+        SwallowingDriver(profile),  # type: ignore[arg-type]
+        0.01,
+        Binder(BatchContext(outbox.store, ["line-1"]), outbox),
+    )
+    running = asyncio.create_task(task.run())
+    async with asyncio.timeout(10):
+        while task.health.readings < 3:
+            await asyncio.sleep(0.01)
+    for turn in range(20):  # whichever turn the cancel lands in, the task ends
+        await asyncio.sleep(0.004 * (turn % 5))
+        running.cancel()
+        done, _ = await asyncio.wait({running}, timeout=2)
+        assert done, "the device task polled on after its cancel"
+        running = asyncio.create_task(task.run())
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import copy
 import functools
+import io
 import itertools
 import os
 import uuid
@@ -48,12 +49,22 @@ POLL_S = 0.2
 def bounded(
     seconds: float,
 ) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
-    """A test that fails with its stack after `seconds` rather than hang the suite."""
+    """A test that fails after `seconds` rather than hang the suite; if it does not end when
+    cancelled (a task of the agent ignoring its cancel), it fails with every task's stack."""
 
     def wrap(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
         @functools.wraps(test)
         async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-            await asyncio.wait_for(test(*args, **kwargs), seconds)
+            task = asyncio.ensure_future(test(*args, **kwargs))
+            if not (await asyncio.wait({task}, timeout=seconds))[0]:
+                task.cancel()
+                if not (await asyncio.wait({task}, timeout=10))[0]:
+                    stacks = io.StringIO()
+                    for other in asyncio.all_tasks():
+                        other.print_stack(file=stacks)
+                    raise AssertionError(f"ignored its cancel:\n{stacks.getvalue()}")
+                raise TimeoutError(f"the test took more than {seconds}s")
+            await task
 
         return run
 
