@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from edge_agent.binding import Binder
+from edge_agent.cancellation import honour_cancel
 from protocols.driver import (
     DeviceMisconfigured,
     DeviceUnavailable,
@@ -39,17 +40,6 @@ class DeviceHealth:
     last_error: str | None = None
     last_read_at: datetime | None = None
     offline_since: datetime | None = None
-
-
-def honour_cancel() -> None:
-    """Raise CancelledError if this task was asked to stop. Python 3.11's asyncio.wait_for,
-    which pymodbus and asyncua await every request through, swallows a cancel that arrives
-    in the same loop turn as the reply: the device task would then poll on for ever while a
-    site apply (or the agent's shutdown) waits for it to end. Checked once per poll and per
-    delivery, the cancel still lands."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class DeviceTask:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 import aiomqtt
 from pydantic import ValidationError
 
+from edge_agent.cancellation import honour_cancel
 from edge_agent.outbox import Outbox
 from protocols.mqtt import topics
 from protocols.mqtt.connection import BrokerSettings
@@ -211,6 +212,7 @@ class Publisher:
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
         while True:
+            honour_cancel()  # aiomqtt's publish awaits through 3.11's wait_for
             self._expire_inflight()
             sent = False
             for stream in self.outbox.streams():
