@@ -141,7 +141,9 @@ async def test_a_killed_collector_loses_nothing_and_the_living_one_takes_over_at
                     "collector B committing its share",
                 )
                 await asyncio.sleep(1)
-                assert outbox.depth(READINGS) > 0  # A holds some
+                # A holds some, unless the broker already gave up on it (its keepalive ran
+                # out while B worked on a slow machine): then the takeover has begun.
+                assert outbox.depth(READINGS) > 0 or publisher.health.collectors_offline >= 1
                 a.send_signal(signal.SIGKILL)
                 killed = time.monotonic()
                 await until(lambda: now_true(outbox.depth(READINGS) == 0), 30, "the outbox drained")
