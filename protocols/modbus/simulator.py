@@ -22,12 +22,81 @@ from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServe
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from protocols.modbus.codec import encode_tag
-from protocols.modbus.profile import ModbusRtuProfile, ModbusTag, ModbusTcpProfile
+from protocols.modbus.profile import (
+    ModbusRtuConnection,
+    ModbusRtuProfile,
+    ModbusTag,
+    ModbusTcpProfile,
+)
 
 _FUNCTION_CODE = {"holding": 3, "input": 4}
 
 
-class SimulatedDevice:
+class ServedWire:
+    """A pymodbus server answering on one wire (a TCP port or a serial line), started and
+    stopped as an async context."""
+
+    _server: ModbusBaseServer | None = None
+
+    @property
+    def where(self) -> str:
+        raise NotImplementedError
+
+    def _new_server(self) -> ModbusBaseServer:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        server = self._new_server()
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"Modbus simulator did not listen on {self.where}: is the port in use?"
+            ) from err
+        except termios.error as err:
+            raise RuntimeError(
+                f"Modbus simulator cannot open {self.where}: the port refuses these serial "
+                f"settings ({err}); pseudo-terminals on recent kernels take only 8N1/8N2"
+            ) from err
+        self._server = server
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _rtu_server(
+    devices: list[SimDevice],
+    connection: ModbusRtuConnection,
+    port: str,
+    on_wire: Callable[[bool, bytes], bytes],
+) -> ModbusSerialServer:
+    c = connection
+    return ModbusSerialServer(
+        devices,
+        framer=FramerType.RTU,
+        port=port,
+        baudrate=c.baudrate,
+        parity=c.parity,
+        stopbits=c.stopbits,
+        bytesize=c.bytesize,
+        trace_packet=on_wire,
+    )
+
+
+def _serial_where(port: str, c: ModbusRtuConnection) -> str:
+    return f"{port} ({c.baudrate} {c.bytesize}{c.parity}{c.stopbits})"
+
+
+class SimulatedDevice(ServedWire):
     """The register image of one Modbus device, and the server that answers from it.
 
     `registers` holds one image per table, keyed by the function code that reads it. The
@@ -55,14 +124,6 @@ class SimulatedDevice:
             simdata=[SimData(0, count=self.size, values=0, datatype=DataType.REGISTERS)],
             action=self._serve,
         )
-        self._server: ModbusBaseServer | None = None
-
-    @property
-    def where(self) -> str:
-        raise NotImplementedError
-
-    def _new_server(self) -> ModbusBaseServer:
-        raise NotImplementedError
 
     def set(self, tag_name: str, value: float) -> None:
         tag = self._tags[tag_name]
@@ -97,33 +158,6 @@ class SimulatedDevice:
             return b""
         return packet
 
-    async def start(self) -> None:
-        server = self._new_server()
-        try:
-            await server.serve_forever(background=True)
-        except RuntimeError as err:
-            raise RuntimeError(
-                f"Modbus simulator did not listen on {self.where}: is the port in use?"
-            ) from err
-        except termios.error as err:
-            raise RuntimeError(
-                f"Modbus simulator cannot open {self.where}: the port refuses these serial "
-                f"settings ({err}); pseudo-terminals on recent kernels take only 8N1/8N2"
-            ) from err
-        self._server = server
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
-            self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
 
 class ModbusSimulator(SimulatedDevice):
     """A Modbus TCP device listening on host:port (the profile's port when port is 0)."""
@@ -157,21 +191,10 @@ class ModbusRtuSimulator(SimulatedDevice):
 
     @property
     def where(self) -> str:
-        c = self.connection
-        return f"{self.port} ({c.baudrate} {c.bytesize}{c.parity}{c.stopbits})"
+        return _serial_where(self.port, self.connection)
 
     def _new_server(self) -> ModbusBaseServer:
-        c = self.connection
-        return ModbusSerialServer(
-            self._device,
-            framer=FramerType.RTU,
-            port=self.port,
-            baudrate=c.baudrate,
-            parity=c.parity,
-            stopbits=c.stopbits,
-            bytesize=c.bytesize,
-            trace_packet=self._on_wire,
-        )
+        return _rtu_server([self._device], self.connection, self.port, self._on_wire)
 
     def _on_wire(self, sending: bool, packet: bytes) -> bytes:
         # Every device on an RS-485 line hears every frame and answers only its own address;
@@ -193,7 +216,7 @@ async def run_reactor_process(sim: SimulatedDevice, period_s: float = 0.5) -> No
         await asyncio.sleep(period_s)
 
 
-class ModbusRtuLine:
+class ModbusRtuLine(ServedWire):
     """Several Modbus RTU devices on one RS-485 line (one serial port): each answers only
     its own unit id, as on a real line. `devices[unit_id]` is the device's register image,
     set like a single simulator's (`set`, `fault`, `silent`)."""
@@ -206,7 +229,15 @@ class ModbusRtuLine:
             raise ValueError("two devices on one line share a unit id")
         self.connection = profiles[0].connection
         self.port = port
-        self._server: ModbusBaseServer | None = None
+
+    @property
+    def where(self) -> str:
+        return _serial_where(self.port, self.connection)
+
+    def _new_server(self) -> ModbusBaseServer:
+        return _rtu_server(
+            [d._device for d in self.devices.values()], self.connection, self.port, self._on_wire
+        )
 
     def _on_wire(self, sending: bool, packet: bytes) -> bytes:
         if not sending:
@@ -215,30 +246,3 @@ class ModbusRtuLine:
         if device is None or device.silent:
             return b""  # a unit id nobody on the line has: no answer
         return packet
-
-    async def start(self) -> None:
-        c = self.connection
-        server = ModbusSerialServer(
-            [d._device for d in self.devices.values()],
-            framer=FramerType.RTU,
-            port=self.port,
-            baudrate=c.baudrate,
-            parity=c.parity,
-            stopbits=c.stopbits,
-            bytesize=c.bytesize,
-            trace_packet=self._on_wire,
-        )
-        await server.serve_forever(background=True)
-        self._server = server
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
-            self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
