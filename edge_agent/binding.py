@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import TypeAdapter, ValidationError
 
 from edge_agent.batch_context import ActiveBatch, BatchContext
+from edge_agent.batch_numbers import BatchNumbers
 from edge_agent.outbox import EVENTS, READINGS, Outbox
 from edge_agent.records import (
     UNNUMBERED,
@@ -110,7 +111,11 @@ class BatchTag:
 
 class Binder:
     def __init__(
-        self, context: BatchContext, outbox: Outbox, batch_tags: dict[str, BatchTag] | None = None
+        self,
+        context: BatchContext,
+        outbox: Outbox,
+        batch_tags: dict[str, BatchTag] | None = None,
+        numbers: BatchNumbers | None = None,
     ) -> None:
         if context.store is not outbox.store:
             raise ValueError(
@@ -123,6 +128,8 @@ class Binder:
         # context's memory too).
         self.store = outbox.store
         self.batch_tags = batch_tags or {}  # device name -> its batch-source tag
+        # The lines' numbering rules, for a batch started without an id.
+        self.numbers = numbers or BatchNumbers(self.store)
         self.refusals = Refusals()
         # What one tag's readings share, checked once: per (line, batch, device), per
         # (tag, unit). A refused form is kept too, so that a bad tag costs one check.
@@ -201,12 +208,20 @@ class Binder:
             self.refusals.add(device, f"batch change to {wanted!r} from tag {tag.tag}", str(err))
 
     def start_batch(
-        self, line_id: str, batch_id: str, by: str, at: datetime | None = None
+        self, line_id: str, batch_id: str | None, by: str, at: datetime | None = None
     ) -> ActiveBatch:
+        """Start a batch; without an id, the line's numbering rule makes one (NoNumberingRule
+        if it has none), in the same transaction as the start and its event."""
         at = at or datetime.now(UTC)
         with self.store.transaction():
+            if batch_id is None:
+                self.context.check_idle(line_id)  # before a number is taken for nothing
+                batch_id = self.numbers.next_id(line_id, at)
+                by_rule = True
+            else:
+                by_rule = False
             batch = self.context.start(line_id, batch_id, by, at)
-            self._event("batch_started", batch, at, by)
+            self._event("batch_started", batch, at, by, numbered_by_rule=by_rule)
         return batch
 
     def end_batch(self, line_id: str, by: str, at: datetime | None = None) -> ActiveBatch:
@@ -230,10 +245,23 @@ class Binder:
             )
         self.outbox.append(EVENTS, event)
 
-    def _event(self, kind: BatchEventKind, batch: ActiveBatch, at: datetime, by: str) -> None:
+    def _event(
+        self,
+        kind: BatchEventKind,
+        batch: ActiveBatch,
+        at: datetime,
+        by: str,
+        numbered_by_rule: bool = False,
+    ) -> None:
         with contract_checked(kind):
             event = BatchEvent(
-                seq=UNNUMBERED, kind=kind, time=at, line=batch.line_id, batch=batch.batch_id, by=by
+                seq=UNNUMBERED,
+                kind=kind,
+                time=at,
+                line=batch.line_id,
+                batch=batch.batch_id,
+                by=by,
+                numbered_by_rule=numbered_by_rule,
             )
         self.outbox.append(EVENTS, event)
 

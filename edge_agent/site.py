@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 
+from device_profiles.numbering import BatchNumbering, numbering_problems
 from device_profiles.schema import (
     DeviceProfile,
     ModbusRtuProfile,
@@ -37,6 +38,8 @@ class DeviceRef(Strict):
 class LineConfig(Strict):
     id: Name
     devices: list[DeviceRef] = Field(default_factory=list)
+    # The ids of batches started without one (device_profiles/numbering.py).
+    numbering: BatchNumbering | None = None
 
 
 class DockConfig(Strict):
@@ -63,6 +66,13 @@ class SiteConfig(Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _numbering(self) -> SiteConfig:
+        problems = numbering_problems([(line.id, line.numbering) for line in self.lines])
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 class SiteError(ValueError):
     def __init__(self, problems: list[str]) -> None:
@@ -81,6 +91,11 @@ class Site:
     @property
     def line_ids(self) -> list[str]:
         return [line.id for line in self.config.lines]
+
+    @property
+    def numbering(self) -> dict[str, BatchNumbering]:
+        """The lines that number batches started without an id, and their rules."""
+        return {line.id: line.numbering for line in self.config.lines if line.numbering}
 
     @property
     def dock_ids(self) -> list[str]:
