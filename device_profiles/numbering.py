@@ -64,7 +64,8 @@ COVERS: dict[Reset, list[set[str]]] = {
 LITERAL = re.compile(r"^[A-Za-z0-9._:/\-]*$")
 MAX_ID_CHARS = 128  # the contract's Name: a batch id
 SEQ_DIGITS_AT_MOST = 12  # for the length check: a sequence grows past its width, not past this
-ShiftName = Annotated[str, Field(min_length=1, max_length=8, pattern=r"^[A-Za-z0-9]+$")]
+# Begins with a letter, so that it is told apart from the digits of a {seq} before it.
+ShiftName = Annotated[str, Field(min_length=1, max_length=8, pattern=r"^[A-Za-z][A-Za-z0-9]*$")]
 
 
 class Shift(Strict):
@@ -206,6 +207,14 @@ class BatchNumbering(Strict):
                 raise ValueError(
                     f"shifts: {what} {', '.join(twice)} is given twice: each shift needs its own"
                 )
+        for a in names:
+            for b in names:
+                if a != b and b.startswith(a):
+                    # "A" + seq 1001 and "A1" + seq 001 would be one id.
+                    raise ValueError(
+                        f"shifts: name {b} begins with the name {a}: rename one so that no "
+                        "name begins another"
+                    )
         reset = self.sequence.reset
         if ("shift" in fields or reset == "shift") and not self.shifts:
             raise ValueError(
