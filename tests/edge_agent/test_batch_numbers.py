@@ -86,9 +86,14 @@ def test_the_sequence_survives_a_restart_and_a_refused_start_gives_its_number_ba
 
 def test_a_crash_inside_the_start_takes_no_number(tmp_path: Path) -> None:
     binder = edge(tmp_path / "s.db", {"line-1": DAILY})
-    with pytest.raises(RuntimeError), binder.store.transaction():
-        binder.start_batch("line-1", None, "op", AT)
-        raise RuntimeError("power cut before the commit")
+
+    def start_and_fail() -> None:
+        with binder.store.transaction():
+            binder.start_batch("line-1", None, "op", AT)
+            raise RuntimeError("power cut before the commit")
+
+    with pytest.raises(RuntimeError):
+        start_and_fail()
     assert binder.context.active("line-1") is None
     assert binder.start_batch("line-1", None, "op", AT).batch_id == "line-1-261202-001"
 

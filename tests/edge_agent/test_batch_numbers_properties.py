@@ -57,7 +57,10 @@ def rules(draw: st.DrawFn) -> BatchNumbering:
                 unique=True,
             )
         )
-        shifts = [{"name": n, "start": f"{h:02d}:{m:02d}"} for n, (h, m) in zip(names, starts)]
+        shifts = [
+            {"name": n, "start": f"{h:02d}:{m:02d}"}
+            for n, (h, m) in zip(names, starts, strict=True)
+        ]
         fields.append("{shift}")
     order = draw(st.permutations(fields))
     separators = draw(
@@ -65,7 +68,7 @@ def rules(draw: st.DrawFn) -> BatchNumbering:
     )
     return BatchNumbering.model_validate(
         {
-            "pattern": "".join(s + f for s, f in zip(separators, order)),
+            "pattern": "".join(s + f for s, f in zip(separators, order, strict=True)),
             "time_zone": draw(st.sampled_from(ZONES)),
             "shifts": shifts,
             "equipment": "K1",
