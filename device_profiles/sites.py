@@ -69,18 +69,6 @@ class SiteDocument(Strict):
     docks: list[BundledStation] = Field(default_factory=list, max_length=MAX_DEVICES)
 
     @model_validator(mode="after")
-    def _stations(self) -> SiteDocument:
-        ids = [s.id for s in self.lines] + [d.id for d in self.docks]
-        if not ids:
-            raise ValueError("a site needs at least one line or dock")
-        for station in ids:
-            if ids.count(station) > 1:
-                raise ValueError(
-                    f"station id {station!r} is used twice: lines and docks need unique ids"
-                )
-        return self
-
-    @model_validator(mode="after")
     def _numbering(self) -> SiteDocument:
         problems = [
             f"docks[{i}].numbering: a dock starts no batches: remove it"
@@ -90,6 +78,18 @@ class SiteDocument(Strict):
         problems += numbering_problems([(s.id, s.numbering) for s in self.lines])
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _stations(self) -> SiteDocument:
+        ids = [s.id for s in self.lines] + [d.id for d in self.docks]
+        if not ids:
+            raise ValueError("a site needs at least one line or dock")
+        for station in ids:
+            if ids.count(station) > 1:
+                raise ValueError(
+                    f"station id {station!r} is used twice: lines and docks need unique ids"
+                )
         return self
 
 

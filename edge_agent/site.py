@@ -55,6 +55,13 @@ class SiteConfig(Strict):
     docks: list[DockConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
+    def _numbering(self) -> SiteConfig:
+        problems = numbering_problems([(line.id, line.numbering) for line in self.lines])
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _stations(self) -> SiteConfig:
         ids = [s.id for s in self.lines] + [d.id for d in self.docks]
         if not ids:
@@ -64,13 +71,6 @@ class SiteConfig(Strict):
                 raise ValueError(
                     f"station id {station!r} is used twice: lines and docks need unique ids"
                 )
-        return self
-
-    @model_validator(mode="after")
-    def _numbering(self) -> SiteConfig:
-        problems = numbering_problems([(line.id, line.numbering) for line in self.lines])
-        if problems:
-            raise ValueError("; ".join(problems))
         return self
 
 
