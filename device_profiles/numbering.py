@@ -322,3 +322,16 @@ def numbering_problems(lines: list[tuple[str, BatchNumbering | None]]) -> list[s
                 )
             by_equipment[rule.equipment] = line_id
     return problems
+
+
+def run_tag_problems(
+    rules: dict[str, BatchNumbering | None], run_tags: list[tuple[str, str, str]]
+) -> list[str]:
+    """A PLC run tag (`batch_source.numbered`) on a line without a rule would start batches
+    nobody can number: `run_tags` are (where, device, station) of such tags."""
+    return [
+        f"{where}: device {device}'s batch_source is numbered, but line {station} has no "
+        "numbering rule: add `numbering` to the line"
+        for where, device, station in run_tags
+        if rules.get(station) is None
+    ]

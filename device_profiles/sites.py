@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from device_profiles.numbering import BatchNumbering, numbering_problems
+from device_profiles.numbering import BatchNumbering, numbering_problems, run_tag_problems
 from device_profiles.schema import (
     DeviceProfile,
     ModbusRtuProfile,
@@ -202,6 +202,14 @@ def resolve_site(
             for name, placed in devices.items()
             if isinstance(placed.profile, ModbusRtuProfile)
         }
+    )
+    problems += run_tag_problems(
+        {s.id: s.numbering for s in document.lines},
+        [
+            (where_of[name], name, placed.station)
+            for name, placed in devices.items()
+            if placed.profile.batch_source is not None and placed.profile.batch_source.numbered
+        ],
     )
     if problems:
         raise SiteDocumentError(source, problems)

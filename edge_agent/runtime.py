@@ -119,7 +119,7 @@ class EdgeAgent:
         self.outbox.on_append = self.wake.set
         self.context = BatchContext(self.store, site.line_ids)
         batch_tags = {
-            p.name: BatchTag(p.batch_source.tag, p.batch_source.prefix)
+            p.name: BatchTag.of(p.batch_source)
             for profiles in site.devices.values()
             for p in profiles
             if p.batch_source is not None
@@ -418,9 +418,7 @@ class EdgeAgent:
         for name, task in built.items():
             profile = new.devices[name].profile
             if profile.batch_source is not None:
-                self.binder.batch_tags[name] = BatchTag(
-                    profile.batch_source.tag, profile.batch_source.prefix
-                )
+                self.binder.batch_tags[name] = BatchTag.of(profile.batch_source)
             self.devices[name] = task
             self._start_device(name)
         self.gates = [

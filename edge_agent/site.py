@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from device_profiles.numbering import BatchNumbering, numbering_problems
+from device_profiles.numbering import BatchNumbering, numbering_problems, run_tag_problems
 from device_profiles.schema import (
     DeviceProfile,
     ModbusRtuProfile,
@@ -146,6 +146,15 @@ def load_site(path: Path) -> Site:
         if isinstance(p, ModbusRtuProfile)
     }
     problems += [f"{path}: {problem}" for problem in line_conflicts(rtu)]
+    problems += run_tag_problems(
+        {line.id: line.numbering for line in config.lines},
+        [
+            (names[p.name], p.name, station)
+            for station, ps in devices.items()
+            for p in ps
+            if p.batch_source is not None and p.batch_source.numbered
+        ],
+    )
     if problems:
         raise SiteError(problems)
     return Site(config, devices)

@@ -1,6 +1,7 @@
 """Batch numbering rules in a site document: a rule whose ids could come round again, or that
 two lines would share, is refused with every problem named by its place (invalid cases kept
-as data); the production day and shift of a moment, in the plant's time zone."""
+as data); a PLC run tag on a line with no rule; the production day and shift of a moment,
+in the plant's time zone."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from device_profiles import LIBRARY
 from device_profiles.numbering import BatchNumbering
+from device_profiles.schema import read_yaml
 from device_profiles.sites import SiteDocumentError, resolve_site, site_changes
 
 INVALID = yaml.safe_load((Path(__file__).parent / "invalid" / "numbering.yaml").read_text())
@@ -68,3 +71,18 @@ def test_a_rule_renders_its_fields() -> None:
     at = datetime(2026, 12, 2, 23, 30, tzinfo=UTC)
     assert THREE_SHIFTS.render("line-1", at, 7) == "line-1-261202-C007"
     assert THREE_SHIFTS.period(at) == "2026-12-02/C"
+
+
+def test_a_plc_run_tag_needs_its_line_to_have_a_rule() -> None:
+    plc = read_yaml(LIBRARY / "opcua-reactor-plc.yaml")
+    plc["batch_source"] = {"tag": "batch_id", "numbered": True}
+    rule = {"pattern": "{line}-{seq}", "sequence": {"reset": "never"}}
+    lines = [{"id": "line-1", "devices": [{"profile": plc}]}, {"id": "line-2", "numbering": rule}]
+    with pytest.raises(SiteDocumentError) as err:
+        resolve_site({"edge_id": "e", "lines": lines})
+    assert err.value.problems == [
+        "lines[0].devices[0]: device reactor-plc-1's batch_source is numbered, but line line-1 "
+        "has no numbering rule: add `numbering` to the line"
+    ]
+    lines[0]["numbering"] = rule
+    assert resolve_site({"edge_id": "e", "lines": lines}).document.lines[0].numbering

@@ -1,12 +1,12 @@
 """Batch ids made by a line's numbering rule when a batch starts without one: the cases as
 data (rule, clock, what the store held -> ids), the sequence kept with the start (a start
-that fails gives its number back, a restart goes on where it was), and the start through
-the control API with no id."""
+that fails gives its number back, a restart goes on where it was), the start through the
+control API with no id, and a PLC run tag (a run bit or a counter) that starts batches."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,11 @@ import yaml
 from device_profiles.numbering import BatchNumbering
 from edge_agent.batch_context import BatchConflict, BatchContext
 from edge_agent.batch_numbers import BatchNumbers, NoNumberingRule
-from edge_agent.binding import Binder
+from edge_agent.binding import BatchTag, Binder
 from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.store import EdgeStore
+from protocols.driver import Sample
 
 CASES = yaml.safe_load((Path(__file__).parent / "batch_numbers" / "cases.yaml").read_text())
 DAILY = BatchNumbering.model_validate({"pattern": "{line}-{date:%y%m%d}-{seq}"})
@@ -129,3 +130,53 @@ async def test_the_control_api_starts_a_batch_with_no_id_by_the_rule(tmp_path: P
         assert no_rule.status_code == 422
         assert "line line-2 has no numbering rule" in no_rule.json()["detail"]
     assert [e["numbered_by_rule"] for e in started(binder)] == [True, True]
+
+
+def run_tag_edge(path: Path) -> Binder:
+    binder = edge(path, {"line-1": DAILY})
+    binder.batch_tags = {"plc": BatchTag("running", numbered=True)}
+    return binder
+
+
+def follow(binder: Binder, values: list[float]) -> None:
+    for i, value in enumerate(values):
+        at = AT + timedelta(minutes=i)
+        binder.readings("line-1", "plc", [Sample("running", value, None)], at)
+
+
+@pytest.mark.parametrize(
+    ("values", "kinds"),
+    [
+        # A run bit: 1 runs a batch, 0 is idle; each rise is a new batch.
+        ([0, 1, 1, 0, 0, 1], ["started 001", "ended 001", "started 002"]),
+        # A PLC counter that is not unique (it starts again at 1 after a PLC reset).
+        (
+            [5, 5, 6, 1, 0],
+            ["started 001", "ended 001", "started 002", "ended 002", "started 003", "ended 003"],
+        ),
+        ([float("nan"), 0], []),
+    ],
+    ids=["run-bit", "counter", "idle"],
+)
+def test_a_plc_run_tag_starts_batches_numbered_by_rule(
+    tmp_path: Path, values: list[float], kinds: list[str]
+) -> None:
+    binder = run_tag_edge(tmp_path / "s.db")
+    follow(binder, values)
+    events = [json.loads(body) for _, body in binder.outbox.take(EVENTS, 100)]
+    assert [f"{e['kind'].removeprefix('batch_')} {e['batch'][-3:]}" for e in events] == kinds
+    assert all(e["by"] == "plc:plc/running" for e in events)
+    assert all(e["numbered_by_rule"] for e in events if e["kind"] == "batch_started")
+
+
+def test_after_a_restart_the_run_tag_s_value_continues_the_running_batch(tmp_path: Path) -> None:
+    binder = run_tag_edge(tmp_path / "s.db")
+    follow(binder, [1])
+    binder.store.close()
+    again = run_tag_edge(tmp_path / "s.db")
+    follow(again, [1, 1])  # the same running batch, read anew
+    active = again.context.active("line-1")
+    assert active is not None and active.batch_id == "line-1-261202-001"
+    follow(again, [0, 1])
+    active = again.context.active("line-1")
+    assert active is not None and active.batch_id == "line-1-261202-002"
