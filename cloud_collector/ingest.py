@@ -102,15 +102,17 @@ with inserted as (
 select count(*) from inserted
 """
 _BATCH_EVENT = """
-insert into batch_events (stream_id, seq, time, kind, line_id, batch_id, actor, received_at)
-values (%(stream_id)s, %(seq)s, %(time)s, %(kind)s, %(line)s, %(batch)s, %(by)s, %(received)s)
+insert into batch_events (stream_id, seq, time, kind, line_id, batch_id, actor, received_at,
+    numbered_by_rule)
+values (%(stream_id)s, %(seq)s, %(time)s, %(kind)s, %(line)s, %(batch)s, %(by)s, %(received)s,
+    %(numbered_by_rule)s)
 on conflict (stream_id, seq) do nothing
 """
 _BATCH_STARTED = """
-insert into batches (batch_id, line_id, edge_id, started_at, started_by)
-values (%(batch)s, %(line)s, %(edge)s, %(time)s, %(by)s)
+insert into batches (batch_id, line_id, edge_id, started_at, started_by, numbered_by_rule)
+values (%(batch)s, %(line)s, %(edge)s, %(time)s, %(by)s, %(numbered_by_rule)s)
 on conflict (batch_id) do update set started_at = excluded.started_at,
-    started_by = excluded.started_by
+    started_by = excluded.started_by, numbered_by_rule = excluded.numbered_by_rule
 where batches.started_at is null or batches.started_at > excluded.started_at
 """
 _BATCH_ENDED = """

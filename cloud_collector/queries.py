@@ -35,6 +35,7 @@ class Batch(Strict):
     started_by: str | None
     ended_at: datetime | None
     ended_by: str | None
+    numbered_by_rule: bool = False  # the edge made the id by the line's numbering rule
 
 
 class TagSummary(Strict):
@@ -99,11 +100,13 @@ class BatchParameters(Strict):
 
 
 _BATCH = """
-select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by
+select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by,
+    numbered_by_rule
 from batches where batch_id = %s
 """
 _LIST_BATCHES = """
-select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by
+select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by,
+    numbered_by_rule
 from batches order by coalesce(started_at, first_seen) desc limit %s
 """
 # The rollups kept at ingest (cloud_collector/rollups.py): no reading is read here. The

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from device_profiles.numbering import BatchNumbering, numbering_problems, run_tag_problems
 from device_profiles.schema import (
     DeviceProfile,
     ModbusRtuProfile,
@@ -58,12 +59,26 @@ class BundledDevice(Strict):
 class BundledStation(Strict):
     id: Name
     devices: list[BundledDevice] = Field(default_factory=list, max_length=MAX_DEVICES)
+    # A line's rule for the ids of batches started without one (device_profiles/numbering.py).
+    numbering: BatchNumbering | None = None
 
 
 class SiteDocument(Strict):
     edge_id: Name
     lines: list[BundledStation] = Field(default_factory=list, max_length=MAX_DEVICES)
     docks: list[BundledStation] = Field(default_factory=list, max_length=MAX_DEVICES)
+
+    @model_validator(mode="after")
+    def _numbering(self) -> SiteDocument:
+        problems = [
+            f"docks[{i}].numbering: a dock starts no batches: remove it"
+            for i, dock in enumerate(self.docks)
+            if dock.numbering is not None
+        ]
+        problems += numbering_problems([(s.id, s.numbering) for s in self.lines])
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _stations(self) -> SiteDocument:
@@ -188,6 +203,14 @@ def resolve_site(
             if isinstance(placed.profile, ModbusRtuProfile)
         }
     )
+    problems += run_tag_problems(
+        {s.id: s.numbering for s in document.lines},
+        [
+            (where_of[name], name, placed.station)
+            for name, placed in devices.items()
+            if placed.profile.batch_source is not None and placed.profile.batch_source.numbered
+        ],
+    )
     if problems:
         raise SiteDocumentError(source, problems)
     return ResolvedSite(document, devices)
@@ -244,6 +267,7 @@ class SiteChanges:
     unchanged: list[str] = field(default_factory=list)
     stations_added: list[str] = field(default_factory=list)
     stations_removed: list[str] = field(default_factory=list)
+    numbering: list[str] = field(default_factory=list)  # lines whose numbering rule changed
 
     @property
     def restarted(self) -> list[str]:
@@ -253,6 +277,7 @@ class SiteChanges:
     def lines(self) -> list[str]:
         out = [f"station {s}: added" for s in self.stations_added]
         out += [f"station {s}: removed" for s in self.stations_removed]
+        out += [f"line {s}: batch numbering changed" for s in self.numbering]
         out += [f"device {d}: added" for d in self.added]
         out += [f"device {d}: removed" for d in self.removed]
         out += [f"device {d}: {', '.join(what)}" for d, what in self.changed.items()]
@@ -266,6 +291,7 @@ class SiteChanges:
             "unchanged": self.unchanged,
             "stations_added": self.stations_added,
             "stations_removed": self.stations_removed,
+            "numbering": self.numbering,
         }
 
 
@@ -320,6 +346,8 @@ def site_changes(old: ResolvedSite | None, new: ResolvedSite) -> SiteChanges:
         else:
             changes.unchanged.append(name)
     changes.removed = [name for name in old_devices if name not in new.devices]
+    old_rules = {s.id: s.numbering for s in old.document.lines} if old is not None else {}
+    changes.numbering = [s.id for s in new.document.lines if s.numbering != old_rules.get(s.id)]
     return changes
 
 

@@ -55,9 +55,8 @@ class BatchContext:
     def active(self, line_id: str) -> ActiveBatch | None:
         return self._active.get(line_id)
 
-    def start(
-        self, line_id: str, batch_id: str, by: str, at: datetime | None = None
-    ) -> ActiveBatch:
+    def check_idle(self, line_id: str) -> None:
+        """KeyError for a line not on this edge, BatchConflict if it runs a batch."""
         self._check_line(line_id)
         current = self._active.get(line_id)
         if current is not None:
@@ -65,11 +64,20 @@ class BatchContext:
                 f"line {line_id} already runs batch {current.batch_id} (started "
                 f"{current.started_at.isoformat()} by {current.started_by}): end it first"
             )
+
+    def start(
+        self, line_id: str, batch_id: str, by: str, at: datetime | None = None
+    ) -> ActiveBatch:
+        self.check_idle(line_id)
         batch = ActiveBatch(line_id, batch_id, at or datetime.now(UTC), by)
         with self.store.transaction() as db:
             db.execute(
                 "insert into active_batch values (?, ?, ?, ?)",
                 (line_id, batch_id, batch.started_at.isoformat(), by),
+            )
+            db.execute(
+                "insert or ignore into batch_ids values (?, ?, ?)",
+                (batch_id, line_id, batch.started_at.isoformat()),
             )
         self._active[line_id] = batch
         return batch

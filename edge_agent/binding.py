@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import TypeAdapter, ValidationError
 
 from edge_agent.batch_context import ActiveBatch, BatchContext
+from edge_agent.batch_numbers import BatchNumbers, NoNumberingRule
 from edge_agent.outbox import EVENTS, READINGS, Outbox
 from edge_agent.records import (
     UNNUMBERED,
@@ -29,6 +30,7 @@ from edge_agent.records import (
 )
 from protocols.driver import Sample
 from protocols.mqtt.contract import EARLIEST, LATEST, BatchEvent, DeviceEvent, Name
+from protocols.profile import BatchSource
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,12 @@ class Refusals:
 class BatchTag:
     tag: str
     prefix: str = ""
+    # The value only says that a batch runs: the line's numbering rule makes each id.
+    numbered: bool = False
+
+    @classmethod
+    def of(cls, source: BatchSource) -> BatchTag:
+        return cls(source.tag, source.prefix, source.numbered)
 
     def batch_id(self, sample: Sample) -> str | None:
         """The batch the tag names, or None for idle (empty, 0) or an unusable value."""
@@ -110,7 +118,11 @@ class BatchTag:
 
 class Binder:
     def __init__(
-        self, context: BatchContext, outbox: Outbox, batch_tags: dict[str, BatchTag] | None = None
+        self,
+        context: BatchContext,
+        outbox: Outbox,
+        batch_tags: dict[str, BatchTag] | None = None,
+        numbers: BatchNumbers | None = None,
     ) -> None:
         if context.store is not outbox.store:
             raise ValueError(
@@ -123,7 +135,11 @@ class Binder:
         # context's memory too).
         self.store = outbox.store
         self.batch_tags = batch_tags or {}  # device name -> its batch-source tag
+        # The lines' numbering rules, for a batch started without an id.
+        self.numbers = numbers or BatchNumbers(self.store)
         self.refusals = Refusals()
+        # The last value of each run tag (BatchTag.numbered), per (line, device).
+        self._run_values: dict[tuple[str, str], str | None] = {}
         # What one tag's readings share, checked once: per (line, batch, device), per
         # (tag, unit). A refused form is kept too, so that a bad tag costs one check.
         self._forms: dict[
@@ -183,6 +199,9 @@ class Binder:
     def _follow_batch_tag(
         self, line_id: str, device: str, tag: BatchTag, sample: Sample, at: datetime
     ) -> None:
+        if tag.numbered:
+            self._follow_run_tag(line_id, device, tag, sample, at)
+            return
         wanted = tag.batch_id(sample)
         active = self.context.active(line_id)
         if (active.batch_id if active else None) == wanted or sample.quality == "bad":
@@ -200,13 +219,50 @@ class Binder:
         except RecordRefused as err:  # e.g. the batch's genealogy: never stops the device loop
             self.refusals.add(device, f"batch change to {wanted!r} from tag {tag.tag}", str(err))
 
+    def _follow_run_tag(
+        self, line_id: str, device: str, tag: BatchTag, sample: Sample, at: datetime
+    ) -> None:
+        """A run bit or a PLC counter: a new value that is not idle starts a batch numbered
+        by the line's rule (ending the one before), idle ends it. After a restart the first
+        value read is taken as the running batch's, not as a new one."""
+        if sample.quality == "bad" or (
+            isinstance(sample.value, float) and not math.isfinite(sample.value)
+        ):
+            return  # unusable: the line stays as it is
+        value = tag.batch_id(sample)
+        key = (line_id, device)
+        known = key in self._run_values
+        if known and self._run_values[key] == value:
+            return
+        self._run_values[key] = value
+        active = self.context.active(line_id)
+        if not known and (active is not None) == (value is not None):
+            return  # running and a batch is active, or idle and none is: as it was
+        by = f"plc:{device}/{tag.tag}"[:NAME_CHARS]
+        try:
+            with self.store.transaction():
+                if active is not None:
+                    self.end_batch(line_id, by, at)
+                if value is not None:
+                    self.start_batch(line_id, None, by, at)
+        except (RecordRefused, NoNumberingRule) as err:  # never stops the device loop
+            self.refusals.add(device, f"batch start by rule from tag {tag.tag}", str(err))
+
     def start_batch(
-        self, line_id: str, batch_id: str, by: str, at: datetime | None = None
+        self, line_id: str, batch_id: str | None, by: str, at: datetime | None = None
     ) -> ActiveBatch:
+        """Start a batch; without an id, the line's numbering rule makes one (NoNumberingRule
+        if it has none), in the same transaction as the start and its event."""
         at = at or datetime.now(UTC)
         with self.store.transaction():
+            if batch_id is None:
+                self.context.check_idle(line_id)  # before a number is taken for nothing
+                batch_id = self.numbers.next_id(line_id, at)
+                by_rule = True
+            else:
+                by_rule = False
             batch = self.context.start(line_id, batch_id, by, at)
-            self._event("batch_started", batch, at, by)
+            self._event("batch_started", batch, at, by, numbered_by_rule=by_rule)
         return batch
 
     def end_batch(self, line_id: str, by: str, at: datetime | None = None) -> ActiveBatch:
@@ -230,10 +286,23 @@ class Binder:
             )
         self.outbox.append(EVENTS, event)
 
-    def _event(self, kind: BatchEventKind, batch: ActiveBatch, at: datetime, by: str) -> None:
+    def _event(
+        self,
+        kind: BatchEventKind,
+        batch: ActiveBatch,
+        at: datetime,
+        by: str,
+        numbered_by_rule: bool = False,
+    ) -> None:
         with contract_checked(kind):
             event = BatchEvent(
-                seq=UNNUMBERED, kind=kind, time=at, line=batch.line_id, batch=batch.batch_id, by=by
+                seq=UNNUMBERED,
+                kind=kind,
+                time=at,
+                line=batch.line_id,
+                batch=batch.batch_id,
+                by=by,
+                numbered_by_rule=numbered_by_rule,
             )
         self.outbox.append(EVENTS, event)
 

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from edge_agent.batch_context import ActiveBatch, BatchConflict
+from edge_agent.batch_numbers import NoNumberingRule
 from edge_agent.binding import Binder
 from edge_agent.outbox import Outbox
 from edge_agent.records import RecordRefused
@@ -90,7 +91,7 @@ def _from_this_pc(request: Request) -> bool:
 class StartBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    batch_id: Name
+    batch_id: Name | None = None  # None: the line's numbering rule makes it
     by: Name = "api"
 
 
@@ -251,6 +252,8 @@ def create_control_app(
             return ActiveBatchOut.of(binder.start_batch(line_id, body.batch_id, body.by))
         except BatchConflict as err:
             raise HTTPException(409, str(err)) from err
+        except NoNumberingRule as err:
+            raise HTTPException(422, str(err)) from err
 
     @app.delete("/api/v1/lines/{line_id}/batch")
     async def end_batch(line_id: str, by: Annotated[Name, Query()] = "api") -> ActiveBatchOut:

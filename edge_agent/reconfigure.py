@@ -67,7 +67,7 @@ def site_of(resolved: ResolvedSite) -> Site:
 
     config = SiteConfig(
         edge_id=doc.edge_id,
-        lines=[LineConfig(id=s.id, devices=refs(s.id)) for s in doc.lines],
+        lines=[LineConfig(id=s.id, devices=refs(s.id), numbering=s.numbering) for s in doc.lines],
         docks=[DockConfig(id=s.id, devices=refs(s.id)) for s in doc.docks],
     )
     return Site(config, stations)
@@ -80,6 +80,7 @@ def running_site(site: Site) -> ResolvedSite:
         return BundledStation(
             id=sid,
             devices=[BundledDevice(profile=p.model_dump(mode="json")) for p in site.devices[sid]],
+            numbering=site.numbering.get(sid),
         )
 
     doc = SiteDocument(

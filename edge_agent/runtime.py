@@ -24,6 +24,7 @@ from device_profiles.schema import (
 from device_profiles.sites import ResolvedSite, SiteChanges
 from edge_agent import holds
 from edge_agent.batch_context import BatchContext
+from edge_agent.batch_numbers import BatchNumbers
 from edge_agent.binding import BatchTag, Binder
 from edge_agent.capture import DeviceTask
 from edge_agent.control import ControlAccess, create_control_app
@@ -118,12 +119,14 @@ class EdgeAgent:
         self.outbox.on_append = self.wake.set
         self.context = BatchContext(self.store, site.line_ids)
         batch_tags = {
-            p.name: BatchTag(p.batch_source.tag, p.batch_source.prefix)
+            p.name: BatchTag.of(p.batch_source)
             for profiles in site.devices.values()
             for p in profiles
             if p.batch_source is not None
         }
-        self.binder = Binder(self.context, self.outbox, batch_tags)
+        self.binder = Binder(
+            self.context, self.outbox, batch_tags, BatchNumbers(self.store, site.numbering)
+        )
         self.held = HeldLots(self.store)
         self.stations = Stations(self.binder, site.line_ids, site.dock_ids, self.held)
         self.gates: list[GateStation] = []
@@ -408,14 +411,14 @@ class EdgeAgent:
             await self._stop_device(name)
             self.binder.batch_tags.pop(name, None)
         self.context.lines = list(site.line_ids)
+        # A new rule numbers the next batch started without an id; the sequence goes on.
+        self.binder.numbers.rules = site.numbering
         self.stations.lines = list(site.line_ids)
         self.stations.docks = list(site.dock_ids)
         for name, task in built.items():
             profile = new.devices[name].profile
             if profile.batch_source is not None:
-                self.binder.batch_tags[name] = BatchTag(
-                    profile.batch_source.tag, profile.batch_source.prefix
-                )
+                self.binder.batch_tags[name] = BatchTag.of(profile.batch_source)
             self.devices[name] = task
             self._start_device(name)
         self.gates = [

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 
+from device_profiles.numbering import BatchNumbering, numbering_problems, run_tag_problems
 from device_profiles.schema import (
     DeviceProfile,
     ModbusRtuProfile,
@@ -37,6 +38,8 @@ class DeviceRef(Strict):
 class LineConfig(Strict):
     id: Name
     devices: list[DeviceRef] = Field(default_factory=list)
+    # The ids of batches started without one (device_profiles/numbering.py).
+    numbering: BatchNumbering | None = None
 
 
 class DockConfig(Strict):
@@ -50,6 +53,13 @@ class SiteConfig(Strict):
     edge_id: Name
     lines: list[LineConfig] = Field(default_factory=list)
     docks: list[DockConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _numbering(self) -> SiteConfig:
+        problems = numbering_problems([(line.id, line.numbering) for line in self.lines])
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _stations(self) -> SiteConfig:
@@ -81,6 +91,11 @@ class Site:
     @property
     def line_ids(self) -> list[str]:
         return [line.id for line in self.config.lines]
+
+    @property
+    def numbering(self) -> dict[str, BatchNumbering]:
+        """The lines that number batches started without an id, and their rules."""
+        return {line.id: line.numbering for line in self.config.lines if line.numbering}
 
     @property
     def dock_ids(self) -> list[str]:
@@ -131,6 +146,15 @@ def load_site(path: Path) -> Site:
         if isinstance(p, ModbusRtuProfile)
     }
     problems += [f"{path}: {problem}" for problem in line_conflicts(rtu)]
+    problems += run_tag_problems(
+        {line.id: line.numbering for line in config.lines},
+        [
+            (names[p.name], p.name, station)
+            for station, ps in devices.items()
+            for p in ps
+            if p.batch_source is not None and p.batch_source.numbered
+        ],
+    )
     if problems:
         raise SiteError(problems)
     return Site(config, devices)

@@ -1,7 +1,8 @@
 """The edge's one SQLite file and the transaction its parts share.
 
-Four parts keep their state here: the outbox (records waiting for the collector's ack and
-the quarantine), the batch context (each line's active batch), the stations (door
+Several parts keep their state here: the outbox (records waiting for the collector's ack and
+the quarantine), the batch context (each line's active batch and the ids it started), the
+batch numbering (each line's sequence), the stations (door
 bindings, a running batch's inputs, outputs and operators), the lots on hold (the
 shipping doors' list, kept for offline use) and the site configurator (the site versions
 pushed to it). They share one file so that a change and the event it causes commit
@@ -59,6 +60,20 @@ create table if not exists active_batch (
     batch_id   text not null,
     started_at text not null,
     started_by text not null
+);
+-- Every batch id started on this edge, however it was given: a rule-made id skips these.
+create table if not exists batch_ids (
+    batch_id   text primary key,
+    line_id    text not null,
+    started_at text not null
+) without rowid;
+
+-- batch numbering (edge_agent/batch_numbers.py): each line's sequence, in the period it
+-- counts in (a day, a shift, ...); a new period starts it again.
+create table if not exists batch_sequence (
+    line_id  text primary key,
+    period   text not null,
+    next_seq integer not null
 );
 
 -- stations (edge_agent/stations.py)

@@ -38,6 +38,12 @@ class BatchSource(Strict):
 
     tag: Name
     prefix: str = Field(default="", max_length=32, description="put before numeric batch ids")
+    numbered: bool = Field(
+        default=False,
+        description="the tag only says that a batch runs (a run bit, a counter the PLC resets):"
+        " a change to a value that is not 0 or empty starts a batch whose id the line's"
+        " numbering rule makes",
+    )
 
 
 class SerialPort(Strict):

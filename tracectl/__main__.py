@@ -92,8 +92,7 @@ def _edge_call(method: str, url: str, **kwargs: object) -> httpx.Response:
 def cmd_batch(args: argparse.Namespace) -> None:
     url = f"{args.edge}/api/v1/lines/{args.line}/batch"
     if args.action == "start":
-        if not args.batch:
-            _fail("batch start needs a batch id: tracectl batch start LINE BATCH")
+        # Without BATCH, the edge makes the id by the line's numbering rule.
         body = _edge_call("PUT", url, json={"batch_id": args.batch, "by": args.by}).json()
         print(f"line {body['line_id']}: batch {body['batch_id']} started at {body['started_at']}")
     elif args.action == "end":

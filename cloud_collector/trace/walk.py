@@ -222,7 +222,8 @@ def by_customer(lines: Sequence[ShipmentLine | RecallLine]) -> list[dict[str, An
 
 
 _BATCHES = """
-select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by
+select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by,
+    numbered_by_rule
 from batches where batch_id = any(%s) order by started_at nulls last, batch_id
 """
 _OPERATORS = """

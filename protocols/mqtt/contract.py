@@ -120,6 +120,8 @@ class BatchEvent(Strict):
     line: Identifier
     batch: Name
     by: Name  # operator, PLC tag, MES, API client
+    # The edge made the batch id by the line's numbering rule (none was given at the start).
+    numbered_by_rule: bool = False
 
 
 class DeviceEvent(Strict):

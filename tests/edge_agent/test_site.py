@@ -106,3 +106,18 @@ def test_an_edge_refuses_to_start_under_another_edges_broker_identity(tmp_path: 
     )
     with pytest.raises(EdgeIdentityMismatch, match=r"edge_id is 'demo-edge'.*line-9"):
         EdgeAgent(settings, demo)
+
+
+def test_a_plc_run_tag_on_a_line_without_a_numbering_rule_is_refused(tmp_path: Path) -> None:
+    plc = yaml.safe_load((LIBRARY / "opcua-reactor-plc.yaml").read_text())
+    plc["batch_source"] = {"tag": "batch_id", "numbered": True}
+    (tmp_path / "plc.yaml").write_text(yaml.safe_dump(plc))
+    body = {"edge_id": "e", "lines": [{"id": "l", "devices": [{"profile": "plc.yaml"}]}]}
+    with pytest.raises(
+        SiteError,
+        match=r"lines\[0\]\.devices\[0\]: device reactor-plc-1's "
+        r"batch_source is numbered, but line l has no numbering rule",
+    ):
+        load_site(site(tmp_path, body))
+    body["lines"][0]["numbering"] = {"pattern": "{line}-{seq}", "sequence": {"reset": "never"}}
+    assert load_site(site(tmp_path, body)).numbering["l"].pattern == "{line}-{seq}"

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from device_profiles.numbering import BatchNumbering
 from edge_agent.batch_context import BatchContext
+from edge_agent.batch_numbers import BatchNumbers
 from edge_agent.binding import Binder
 from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.control_token import load_or_create_token
@@ -83,3 +85,25 @@ async def test_tracectl_sends_the_token_of_the_edge_s_token_file(
         monkeypatch.setenv("TRACE_EDGE_CONTROL_TOKEN_FILE", str(state / "control.token"))
         assert await tracectl("batch", "end", "line-1", "--edge", url) == 0
         assert binder.context.active("line-1") is None
+
+
+async def test_tracectl_starts_a_batch_without_an_id_by_the_line_s_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "edge"
+    outbox = Outbox(EdgeStore(state / "outbox.db"))
+    rule = BatchNumbering.model_validate(
+        {"pattern": "{line}-{seq}", "sequence": {"width": 4, "reset": "never"}}
+    )
+    numbers = BatchNumbers(outbox.store, {"line-1": rule})
+    binder = Binder(BatchContext(outbox.store, ["line-1"]), outbox, numbers=numbers)
+    monkeypatch.setenv("TRACE_EDGE_STATE_DIR", str(state))
+    async with control_api(state, binder) as url:
+        assert await tracectl("batch", "start", "line-1", "--edge", url) == 0
+        assert "line line-1: batch line-1-0001 started at" in capsys.readouterr().out
+        active = binder.context.active("line-1")
+        assert active is not None and active.started_by == "tracectl"
+        assert await tracectl("batch", "end", "line-1", "--edge", url) == 0
+        numbers.rules = {}  # a site version without the rule
+        assert await tracectl("batch", "start", "line-1", "--edge", url) == 1
+        assert "line line-1 has no numbering rule: give the batch id" in capsys.readouterr().err
