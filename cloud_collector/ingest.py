@@ -576,6 +576,8 @@ async def _insert_event(
 ) -> int:
     params = {**params, **event.model_dump(), "seq": event.seq}
     if isinstance(event, BatchEvent):
+        # The contract leaves it out of its JSON (and model_dump) when false.
+        params["numbered_by_rule"] = event.numbered_by_rule
         if (await conn.execute(_BATCH_EVENT, params)).rowcount <= 0:
             return 0
         follow = _BATCH_STARTED if event.kind == "batch_started" else _BATCH_ENDED

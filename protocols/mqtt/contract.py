@@ -121,7 +121,9 @@ class BatchEvent(Strict):
     batch: Name
     by: Name  # operator, PLC tag, MES, API client
     # The edge made the batch id by the line's numbering rule (none was given at the start).
-    numbered_by_rule: bool = False
+    # Written only when true: a collector older than the field still takes every other
+    # batch event (its contract forbids unknown fields).
+    numbered_by_rule: bool = Field(default=False, exclude_if=lambda made: not made)
 
 
 class DeviceEvent(Strict):

@@ -67,7 +67,8 @@ def test_rule_clock_and_store_make_the_ids(case: dict[str, Any], tmp_path: Path)
 def test_a_given_id_is_not_marked_as_made_by_rule(tmp_path: Path) -> None:
     binder = edge(tmp_path / "s.db", {"line-1": DAILY})
     binder.start_batch("line-1", "WO-1", "mes", AT)
-    assert [(e["batch"], e["numbered_by_rule"]) for e in started(binder)] == [("WO-1", False)]
+    # Not even written as false: a collector older than the field takes the event.
+    assert [(e["batch"], "numbered_by_rule" in e) for e in started(binder)] == [("WO-1", False)]
 
 
 def test_the_sequence_survives_a_restart_and_a_refused_start_gives_its_number_back(
