@@ -1,4 +1,4 @@
-"""Holds through the HTTP API on the bakery of tests/cloud_collector/test_trace.py:
+"""Holds through the HTTP API on the bakery of tests/cloud_collector/plant.py:
 FLOUR + SUGAR --B1--> DOUGH --B2--> BREAD (shipped), DOUGH + SUGAR --B3--> CAKE."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ import os
 from datetime import datetime
 
 import httpx
-import pytest
 
 from cloud_collector.auth import Role
-from tests.cloud_collector.test_trace import (
+from tests.cloud_collector.plant import (
     BREAD_GTIN,
     CAKE_GTIN,
     DOUGH_GTIN,
@@ -21,30 +20,7 @@ from tests.cloud_collector.test_trace import (
     Plant,
     lot_item,
 )
-from tests.conftest import RunningCollector, Services
-
-
-@pytest.fixture
-async def bakery(services: Services) -> Plant:
-    """The bakery's genealogy (without its receipts and quantities, not needed here)."""
-    p = Plant(services)
-    flour, sugar, dough = p.lot("FLOUR"), p.lot("SUGAR"), p.lot("DOUGH")
-    bread, cake = p.lot("BREAD"), p.lot("CAKE")
-    await p.post(
-        p.batch(
-            f"B1-{p.tag}",
-            [lot_item(FLOUR_GTIN, flour, 500, "KGM"), lot_item(SUGAR_GTIN, sugar, 100, "KGM")],
-            [lot_item(DOUGH_GTIN, dough, 600, "KGM")],
-        ),
-        p.batch(f"B2-{p.tag}", [lot_item(DOUGH_GTIN, dough)], [lot_item(BREAD_GTIN, bread)]),
-        p.batch(
-            f"B3-{p.tag}",
-            [lot_item(DOUGH_GTIN, dough), lot_item(SUGAR_GTIN, sugar)],
-            [lot_item(CAKE_GTIN, cake, 400, "EA")],
-        ),
-        p.shipment([lot_item(BREAD_GTIN, bread, 600, "EA")], f"SH-1-{p.tag}"),
-    )
-    return p
+from tests.conftest import RunningCollector
 
 
 def lot_path(gtin: str, code: str) -> str:
