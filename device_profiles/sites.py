@@ -85,7 +85,7 @@ class DockParty(Strict):
     def _extension_of_a_place(self) -> DockParty:
         if self.extension is not None and self.type != "location":
             raise ValueError(
-                f"an extension names a place within a location; a {self.type} is named by "
+                f"an extension names a place within a location; a party ({self.type}) is named by "
                 "its GLN alone: drop the extension or make the type location"
             )
         return self

@@ -252,7 +252,7 @@ class TradingParty(Strict):
     def _extension_of_a_place(self) -> TradingParty:
         if self.extension is not None and self.type != "location":
             raise ValueError(
-                f"an extension names a place within a location; a {self.type} is named by "
+                f"an extension names a place within a location; a party ({self.type}) is named by "
                 "its GLN alone"
             )
         return self
