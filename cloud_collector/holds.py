@@ -340,17 +340,22 @@ async def held_with_page(
     return HoldPage(holds=found[:limit], next_cursor=found[limit - 1].lot_id if more else None)
 
 
+async def hold_of(conn: AsyncConnection, hold_id: int) -> Hold | None:
+    found = await _holds(conn, _HOLD_OF, {"hold": hold_id})
+    return found[0] if found else None
+
+
 async def record(conn: AsyncConnection, hold_id: int, alert_limit: int = 1000) -> HoldRecord | None:
     """The hold's record; None for a hold id that does not exist."""
-    found = await _holds(conn, _HOLD_OF, {"hold": hold_id})
-    if not found:
+    found = await hold_of(conn, hold_id)
+    if found is None:
         return None
     cur = conn.cursor(row_factory=dict_row)
     rows = await (
         await cur.execute(_ALERTS_OF_HOLD, {"hold": hold_id, "limit": alert_limit})
     ).fetchall()
     return HoldRecord(
-        hold=found[0],
+        hold=found,
         held_with=await _count(conn, _CAME_WITH_COUNT, (hold_id,)),
         alerts=[Alert(**r) for r in rows],
     )

@@ -133,7 +133,7 @@ async def hold_lots(
 ) -> list[holds.Hold]:
     """The holds that came with this one (the lots held with it as its lot's descendants),
     by lot, in force or released; a page of `limit`, the next one in the Link header."""
-    if await holds.record(conn, hold_id, 0) is None:
+    if await holds.hold_of(conn, hold_id) is None:
         raise HTTPException(404, f"no hold {hold_id}: GET /api/v1/holds lists them")
     page = await holds.held_with_page(conn, hold_id, cursor, limit)
     return _paged(page, request, response)
