@@ -17,7 +17,11 @@ quality team (role `quality`; admin too), every change kept with who, when and w
   publishing the same set change nothing: the message is retained and whole.
 - An edge that reads a held lot at a shipping door flags the event `held_lot`; storing such
   an event records an alert (the trigger of migration 0027, in the event's transaction),
-  listed by `alerts()`.
+  listed by `alerts()`. A shipping event captured through /epcis/capture is checked by the
+  same trigger (migration 0033): one that ships a held lot is flagged and alerted alike.
+- A hold's `record()`: the hold, how many lots came with it, the alerts that named it.
+  Everything downstream of a lot can be a hundred thousand lots: hold and release list a
+  first page of them and count them all; `held_with` pages through the rest by lot id.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from protocols.strict import Strict
 log = logging.getLogger(__name__)
 
 HoldState = Literal["in_force", "released", "all"]
+# How many descendants' holds an answer lists at most unless asked for another page size.
+PAGE = 100
 
 _COLUMNS = """
 h.hold_id, h.lot_id, l.gtin, l.lot_code, h.reason, h.held_by, h.held_at, h.origin_hold,
@@ -62,18 +68,45 @@ with put as (
 )
 select {_COLUMNS} from put h join lots l using (lot_id)
 """
-_HOLD_MANY = f"""
+# Everything downstream can be a hundred thousand lots: counted here, listed by pages.
+_HOLD_MANY = """
 with put as (
     insert into lot_holds (lot_id, reason, held_by, origin_hold)
     select x, %(reason)s, %(by)s, %(origin)s from unnest(%(lots)s::bigint[]) x
     on conflict (lot_id) where released_at is null do nothing
-    returning *
+    returning 1
 )
-select {_COLUMNS} from put h join lots l using (lot_id) order by h.lot_id
+select count(*) from put
 """
 _IN_FORCE_OF = f"""
 select {_COLUMNS} from lot_holds h join lots l using (lot_id)
 where h.lot_id = any(%(lots)s) and h.released_at is null order by h.lot_id
+"""
+# The descendants that kept a hold of their own (not the one that came with `origin`).
+_HELD_APART = """
+from lot_holds h join lots l using (lot_id)
+where h.lot_id = any(%(lots)s) and h.released_at is null
+  and h.origin_hold is distinct from %(origin)s
+"""
+_HELD_APART_PAGE = f"select {_COLUMNS} {_HELD_APART} order by h.lot_id limit %(limit)s"
+_HELD_APART_COUNT = f"select count(*) {_HELD_APART}"
+# The holds that came with `origin`, a page after lot `after`, by lot.
+_CAME_WITH = f"""
+select {_COLUMNS} from lot_holds h join lots l using (lot_id)
+where h.origin_hold = %(origin)s and h.lot_id > %(after)s
+  and (%(released_at)s::timestamptz is null or h.released_at = %(released_at)s)
+order by h.lot_id limit %(limit)s
+"""
+_HOLD_OF = f"""
+select {_COLUMNS} from lot_holds h join lots l using (lot_id) where h.hold_id = %(hold)s
+"""
+_CAME_WITH_COUNT = "select count(*) from lot_holds where origin_hold = %s"
+# The alerts that named the hold (a door or a captured shipment of one of its lots).
+_ALERTS_OF_HOLD = """
+select alert_id, kind, raised_at, event_id, event_time, source_edge, read_point,
+       biz_location, biz_step, documents, lots
+from alerts where lots @> jsonb_build_array(jsonb_build_object('hold_id', %(hold)s::bigint))
+order by raised_at desc, alert_id desc limit %(limit)s
 """
 _RELEASE = f"""
 with freed as (
@@ -84,12 +117,16 @@ with freed as (
 select {_COLUMNS} from freed h join lots l using (lot_id) order by h.lot_id
 """
 _RELEASE_LOT = _RELEASE.format(which="lot_id = %(lot)s")
-_RELEASE_CAME_WITH = _RELEASE.format(which="origin_hold = %(origin)s")
+_RELEASE_CAME_WITH = """
+update lot_holds set released_at = now(), released_by = %(by)s, release_reason = %(reason)s
+where released_at is null and origin_hold = %(origin)s
+"""
 _LIST = f"""
 select {_COLUMNS} from lot_holds h join lots l using (lot_id)
 where (%(state)s = 'all' or (h.released_at is null) = (%(state)s = 'in_force'))
   and (%(lot)s::bigint is null or h.lot_id = %(lot)s)
-order by h.held_at desc, h.hold_id desc limit %(limit)s
+  and (%(before)s::bigint is null or h.hold_id < %(before)s)
+order by h.hold_id desc limit %(limit)s
 """
 # What the edges need of each lot in force: its keys and the units known to be of it
 # (a pallet read by its SSCC, a case by its SGTIN carry no lot code of their own).
@@ -149,13 +186,28 @@ class ReleaseRequest(HoldRequest):
 
 
 class Held(Strict):
+    """A hold put. With `downstream`, the descendants' holds can be a hundred thousand: the
+    answer lists the first `limit` of each kind by lot and counts them all; the rest of
+    those held with it are paged by GET /api/v1/holds/{hold_id}/lots."""
+
     hold: Hold
-    downstream: list[Hold]  # the descendants held with it
-    already_held: list[Hold]  # descendants that were on hold already: their holds stay
+    downstream: list[Hold]  # the descendants held with it (the first page)
+    already_held: list[Hold]  # descendants on hold already: their holds stay (first page)
+    downstream_total: int = 0
+    already_held_total: int = 0
 
 
 class Released(Strict):
+    """The lot's own hold first, then (a first page of) the holds released with it."""
+
     released: list[Hold]
+    released_total: int
+
+
+class HoldPage(Strict):
+    holds: list[Hold]
+    # Where the next page starts (the `cursor` parameter), None on the last page.
+    next_cursor: int | None
 
 
 class Alert(Strict):
@@ -170,6 +222,15 @@ class Alert(Strict):
     biz_step: str | None
     documents: list[dict[str, Any]]
     lots: list[dict[str, Any]]
+
+
+class HoldRecord(Strict):
+    """One hold's record: the hold, how many lots were held with it, and the alerts that
+    named it (a shipping door or a captured shipment of one of its lots)."""
+
+    hold: Hold
+    held_with: int  # lots held with it (GET /api/v1/holds/{hold_id}/lots lists them)
+    alerts: list[Alert]
 
 
 class AlreadyHeld(Exception):
@@ -192,35 +253,54 @@ async def _holds(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> lis
     return [Hold(**r) for r in rows]
 
 
+async def _count(conn: AsyncConnection, sql: str, params: Any) -> int:
+    row = await (await conn.execute(sql, params)).fetchone()
+    return int(row[0]) if row else 0
+
+
 async def hold(
-    conn: AsyncConnection, lot: trace.Lot, reason: str, by: str, downstream: bool = False
+    conn: AsyncConnection,
+    lot: trace.Lot,
+    reason: str,
+    by: str,
+    downstream: bool = False,
+    page: int = PAGE,
 ) -> Held:
     """Put `lot` on hold (and with `downstream` what was made from it), in one transaction.
-    AlreadyHeld if the lot itself is held: nothing is changed then."""
+    AlreadyHeld if the lot itself is held: nothing is changed then. The descendants are
+    listed up to `page` of each kind, and counted."""
     async with conn.transaction():
         put = await _holds(conn, _HOLD, {"lot": lot.lot_id, "reason": reason, "by": by})
         if not put:
             current = await _holds(conn, _IN_FORCE_OF, {"lots": [lot.lot_id]})
             raise AlreadyHeld(current[0])
         first = put[0]
-        held: list[Hold] = []
-        already: list[Hold] = []
-        if downstream:
-            reached = await trace.reachable(conn, lot.lot_id, "forward")
-            below = [x for x in reached if x != lot.lot_id]
-            params = {"lots": below, "reason": reason, "by": by, "origin": first.hold_id}
-            held = await _holds(conn, _HOLD_MANY, params)
-            taken = {h.lot_id for h in held}
-            rest = [x for x in below if x not in taken]
-            already = await _holds(conn, _IN_FORCE_OF, {"lots": rest}) if rest else []
-    return Held(hold=first, downstream=held, already_held=already)
+        if not downstream:
+            return Held(hold=first, downstream=[], already_held=[])
+        reached = await trace.reachable(conn, lot.lot_id, "forward")
+        below = [x for x in reached if x != lot.lot_id]
+        params = {"lots": below, "reason": reason, "by": by, "origin": first.hold_id}
+        held_total = await _count(conn, _HOLD_MANY, params)
+        apart = {"lots": below, "origin": first.hold_id, "limit": page}
+        return Held(
+            hold=first,
+            downstream=await held_with(conn, first.hold_id, None, page),
+            already_held=await _holds(conn, _HELD_APART_PAGE, apart),
+            downstream_total=held_total,
+            already_held_total=await _count(conn, _HELD_APART_COUNT, apart),
+        )
 
 
 async def release(
-    conn: AsyncConnection, lot: trace.Lot, reason: str, by: str, downstream: bool = False
+    conn: AsyncConnection,
+    lot: trace.Lot,
+    reason: str,
+    by: str,
+    downstream: bool = False,
+    page: int = PAGE,
 ) -> Released:
-    """End the lot's hold in force (and with `downstream` the holds that came with it).
-    NotHeld if the lot is not on hold."""
+    """End the lot's hold in force (and with `downstream` the holds that came with it; the
+    first `page` of them listed, all counted). NotHeld if the lot is not on hold."""
     params: dict[str, Any] = {"lot": lot.lot_id, "reason": reason, "by": by}
     async with conn.transaction():
         freed = await _holds(conn, _RELEASE_LOT, params)
@@ -229,10 +309,56 @@ async def release(
                 f"lot {lot.gtin or '-'}/{lot.lot_code} is not on hold: nothing to release "
                 f"(GET /api/v1/lots/{lot.lot_id}/holds shows its history)"
             )
+        total = 1
         if downstream:
-            params["origin"] = freed[0].hold_id
-            freed += await _holds(conn, _RELEASE_CAME_WITH, params)
-    return Released(released=freed)
+            own = freed[0]
+            params["origin"] = own.hold_id
+            total += max((await conn.execute(_RELEASE_CAME_WITH, params)).rowcount, 0)
+            # Released now: in this transaction, at the same now() as the lot's own.
+            freed += await _holds(
+                conn,
+                _CAME_WITH,
+                {"origin": own.hold_id, "after": -1, "released_at": own.released_at, "limit": page},
+            )
+    return Released(released=freed, released_total=total)
+
+
+async def held_with(
+    conn: AsyncConnection, hold_id: int, after: int | None, limit: int
+) -> list[Hold]:
+    """The holds that came with hold `hold_id` (its lot's descendants), by lot, after lot
+    id `after`."""
+    params = {"origin": hold_id, "after": -1 if after is None else after, "limit": limit}
+    return await _holds(conn, _CAME_WITH, params | {"released_at": None})
+
+
+async def held_with_page(
+    conn: AsyncConnection, hold_id: int, cursor: int | None, limit: int
+) -> HoldPage:
+    found = await held_with(conn, hold_id, cursor, limit + 1)
+    more = len(found) > limit
+    return HoldPage(holds=found[:limit], next_cursor=found[limit - 1].lot_id if more else None)
+
+
+async def hold_of(conn: AsyncConnection, hold_id: int) -> Hold | None:
+    found = await _holds(conn, _HOLD_OF, {"hold": hold_id})
+    return found[0] if found else None
+
+
+async def record(conn: AsyncConnection, hold_id: int, alert_limit: int = 1000) -> HoldRecord | None:
+    """The hold's record; None for a hold id that does not exist."""
+    found = await hold_of(conn, hold_id)
+    if found is None:
+        return None
+    cur = conn.cursor(row_factory=dict_row)
+    rows = await (
+        await cur.execute(_ALERTS_OF_HOLD, {"hold": hold_id, "limit": alert_limit})
+    ).fetchall()
+    return HoldRecord(
+        hold=found,
+        held_with=await _count(conn, _CAME_WITH_COUNT, (hold_id,)),
+        alerts=[Alert(**r) for r in rows],
+    )
 
 
 async def holds(
@@ -240,9 +366,14 @@ async def holds(
     state: HoldState = "in_force",
     lot_id: int | None = None,
     limit: int = 1000,
-) -> list[Hold]:
-    """Holds, newest first: those in force, those released, or all (of one lot, if given)."""
-    return await _holds(conn, _LIST, {"state": state, "lot": lot_id, "limit": limit})
+    cursor: int | None = None,
+) -> HoldPage:
+    """Holds, newest first: those in force, those released, or all (of one lot, if given);
+    `cursor`: the page after that hold."""
+    params = {"state": state, "lot": lot_id, "limit": limit + 1, "before": cursor}
+    found = await _holds(conn, _LIST, params)
+    more = len(found) > limit
+    return HoldPage(holds=found[:limit], next_cursor=found[limit - 1].hold_id if more else None)
 
 
 async def alerts(

@@ -29,6 +29,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from cloud_collector import dead_letters, genealogy, resends, rollups
+from cloud_collector.epcis import parties
 from cloud_collector.messages import MAX_MESSAGE_BYTES, Message, Rejected, read, refuse_future
 from protocols.mqtt.contract import (
     MAX_REFUSALS,
@@ -663,6 +664,8 @@ async def _insert_trace_event(
     async with conn.cursor() as cur:
         await cur.executemany(_EVENT_ITEM, items)
         await cur.executemany(_EVENT_DOCUMENT, [(event.event_id, d.type, d.id) for d in docs])
+        if isinstance(event, ObjectEventRecord) and event.parties:
+            await cur.executemany(parties.INSERT, parties.of_record(event.event_id, event.parties))
     if isinstance(event, TransformationEventRecord):
         await genealogy.project_transformation(conn, event, str(params["edge"]))
     else:

@@ -41,6 +41,15 @@ from device_profiles.schema import (
     read_yaml,
 )
 from protocols.modbus.bus import line_conflicts
+from protocols.mqtt.contract import (
+    MAX_PARTIES,
+    BizStep,
+    Gln,
+    GlnExtension,
+    PartySide,
+    PartyType,
+    TradingParty,
+)
 from protocols.profile import Name, RefersToFiles, Tagged
 from protocols.strict import Strict
 
@@ -63,10 +72,44 @@ class BundledStation(Strict):
     numbering: BatchNumbering | None = None
 
 
+class DockParty(Strict):
+    """A trading party a dock door names in its events (EPCIS sourceList / destinationList,
+    CBV 2.0 section 8.5) where the document or label scanned there names none of that kind.
+    `side`: `ours` is who we are at this door (the source of what it ships, the destination
+    of what it receives), `partner` the other end (a door that serves one customer or one
+    supplier), `source` / `destination` the same whichever way goods pass."""
+
+    side: Literal["ours", "partner", "source", "destination"]
+    type: PartyType
+    gln: Gln
+    extension: GlnExtension | None = None  # a place within the location (AI 254)
+
+    @model_validator(mode="after")
+    def _extension_of_a_place(self) -> DockParty:
+        if self.extension is not None and self.type != "location":
+            raise ValueError(
+                f"an extension names a place within a location; a party ({self.type}) is named by "
+                "its GLN alone: drop the extension or make the type location"
+            )
+        return self
+
+    def at(self, biz_step: BizStep) -> TradingParty:
+        """The party of an event with this bizStep: goods leave us when shipping."""
+        ours: PartySide = "source" if biz_step == "shipping" else "destination"
+        theirs: PartySide = "destination" if ours == "source" else "source"
+        side = ours if self.side == "ours" else theirs if self.side == "partner" else self.side
+        return TradingParty(side=side, type=self.type, gln=self.gln, extension=self.extension)
+
+
+class BundledDock(BundledStation):
+    # Who the door's events name when its document does not (EPCIS trading parties).
+    parties: list[DockParty] = Field(default_factory=list, max_length=MAX_PARTIES)
+
+
 class SiteDocument(Strict):
     edge_id: Name
     lines: list[BundledStation] = Field(default_factory=list, max_length=MAX_DEVICES)
-    docks: list[BundledStation] = Field(default_factory=list, max_length=MAX_DEVICES)
+    docks: list[BundledDock] = Field(default_factory=list, max_length=MAX_DEVICES)
 
     @model_validator(mode="after")
     def _numbering(self) -> SiteDocument:

@@ -26,15 +26,16 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from device_profiles.sites import DockParty
 from edge_agent.batch_context import ActiveBatch, BatchConflict
 from edge_agent.batch_numbers import NoNumberingRule
 from edge_agent.binding import Binder
 from edge_agent.outbox import Outbox
 from edge_agent.records import RecordRefused
 from edge_agent.stations import StationError, Stations
-from protocols.mqtt.contract import Identifier, Name
+from protocols.mqtt.contract import MAX_PARTIES, Identifier, Name
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -114,6 +115,9 @@ class BindDocument(BaseModel):
     type: Literal["po", "desadv"]  # purchase order (receiving) or despatch advice (shipping)
     id: Name
     by: Name = "api"
+    # Who the document names (the ERP's customer, supplier, ship-to place): the door's
+    # events carry them as EPCIS trading parties.
+    parties: list[DockParty] = Field(default_factory=list, max_length=MAX_PARTIES)
 
 
 class DockDocumentOut(BaseModel):
@@ -124,6 +128,7 @@ class DockDocumentOut(BaseModel):
     doc_id: str
     bound_at: datetime
     bound_by: str
+    parties: list[DockParty] = []
 
 
 class RefusalOut(BaseModel):
@@ -279,7 +284,7 @@ def create_control_app(
     @app.put("/api/v1/docks/{dock_id}/document", status_code=201)
     async def bind_document(dock_id: str, body: BindDocument) -> DockDocumentOut:
         try:
-            doc = _stations().bind_document(dock_id, body.type, body.id, body.by)
+            doc = _stations().bind_document(dock_id, body.type, body.id, body.by, body.parties)
         except StationError as err:
             raise HTTPException(404, str(err)) from err
         return DockDocumentOut(**asdict(doc))

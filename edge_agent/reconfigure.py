@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from device_profiles.sites import (
     BundledDevice,
+    BundledDock,
     BundledStation,
     PlacedDevice,
     ResolvedSite,
@@ -68,7 +69,7 @@ def site_of(resolved: ResolvedSite) -> Site:
     config = SiteConfig(
         edge_id=doc.edge_id,
         lines=[LineConfig(id=s.id, devices=refs(s.id), numbering=s.numbering) for s in doc.lines],
-        docks=[DockConfig(id=s.id, devices=refs(s.id)) for s in doc.docks],
+        docks=[DockConfig(id=s.id, devices=refs(s.id), parties=s.parties) for s in doc.docks],
     )
     return Site(config, stations)
 
@@ -76,17 +77,19 @@ def site_of(resolved: ResolvedSite) -> Site:
 def running_site(site: Site) -> ResolvedSite:
     """What runs, in the form a pushed site is compared with (the profiles as merged)."""
 
-    def station(sid: str) -> BundledStation:
-        return BundledStation(
-            id=sid,
-            devices=[BundledDevice(profile=p.model_dump(mode="json")) for p in site.devices[sid]],
-            numbering=site.numbering.get(sid),
-        )
+    def bundled(sid: str) -> list[BundledDevice]:
+        return [BundledDevice(profile=p.model_dump(mode="json")) for p in site.devices[sid]]
 
+    parties = site.dock_parties
     doc = SiteDocument(
         edge_id=site.edge_id,
-        lines=[station(s) for s in site.line_ids],
-        docks=[station(s) for s in site.dock_ids],
+        lines=[
+            BundledStation(id=s, devices=bundled(s), numbering=site.numbering.get(s))
+            for s in site.line_ids
+        ],
+        docks=[
+            BundledDock(id=s, devices=bundled(s), parties=parties.get(s, [])) for s in site.dock_ids
+        ],
     )
     devices = {
         p.name: PlacedDevice(sid, "line" if sid in site.line_ids else "dock", p)

@@ -128,7 +128,9 @@ class EdgeAgent:
             self.context, self.outbox, batch_tags, BatchNumbers(self.store, site.numbering)
         )
         self.held = HeldLots(self.store)
-        self.stations = Stations(self.binder, site.line_ids, site.dock_ids, self.held)
+        self.stations = Stations(
+            self.binder, site.line_ids, site.dock_ids, self.held, site.dock_parties
+        )
         self.gates: list[GateStation] = []
         self.devices: dict[str, DeviceTask] = {
             profile.name: self._device_task(station, profile)
@@ -415,6 +417,7 @@ class EdgeAgent:
         self.binder.numbers.rules = site.numbering
         self.stations.lines = list(site.line_ids)
         self.stations.docks = list(site.dock_ids)
+        self.stations.parties = site.dock_parties
         for name, task in built.items():
             profile = new.devices[name].profile
             if profile.batch_source is not None:

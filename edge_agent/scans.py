@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from device_profiles.schema import ScannerProfile
+from device_profiles.sites import DockParty
 from edge_agent.binding import captured_name
 from edge_agent.records import RecordRefused, contract_checked
 from edge_agent.stations import Stations, batch_label, rule_document_type
-from protocols.mqtt.contract import Item
+from protocols.mqtt.contract import Item, PartyType
 from protocols.scanner.client import Scan
 from protocols.scanner.gs1 import Gs1Scan
 from protocols.scanner.rules import meaning_of
@@ -19,6 +20,18 @@ from protocols.scanner.rules import meaning_of
 log = logging.getLogger(__name__)
 
 DIGITAL_LINK = "https://id.gs1.org"
+
+# GS1 GLN application identifiers on a dock's document or label -> the EPCIS trading party
+# each names (side, CBV type). 410-413 name the two ends whichever door reads them; 414 is
+# a place, not an end: a location label at the door names the door's own place, so it
+# stands on our side (where goods leave from, or arrive at). 254 is a 414's extension.
+PARTY_OF_AI: dict[str, tuple[Literal["source", "destination", "ours"], PartyType]] = {
+    "410": ("destination", "location"),  # ship to - deliver to
+    "411": ("destination", "owning_party"),  # bill to - invoice to: the buyer
+    "412": ("source", "owning_party"),  # purchased from: the seller
+    "413": ("destination", "location"),  # ship for - deliver for - forward to
+    "414": ("ours", "location"),  # identification of a physical location
+}
 LINE_MEANINGS = {"batch_start", "batch_end", "consume", "produce"}  # operator: anywhere
 DOCK_MEANINGS = {"document", "receive", "ship"}
 
@@ -46,6 +59,22 @@ def item_of(gs1: Gs1Scan) -> Item:
         item["unknown_reason"] = "; ".join(gs1.errors)[:500]
     with contract_checked("item"):
         return Item.model_validate(item)
+
+
+def parties_of(gs1: Gs1Scan) -> list[DockParty]:
+    """The trading parties a GS1 scan names (PARTY_OF_AI), in the table's order.
+    RecordRefused for one the contract refuses."""
+    with contract_checked("trading party"):
+        return [
+            DockParty(
+                side=side,
+                type=kind,
+                gln=gs1.ais[ai],
+                extension=gs1.ais.get("254") if ai == "414" else None,
+            )
+            for ai, (side, kind) in PARTY_OF_AI.items()
+            if ai in gs1.ais
+        ]
 
 
 @dataclass
@@ -133,6 +162,8 @@ class ScanStation:
                 )
                 return
             doc_id = gs1.purchase_order or gs1.shipment_id or captured_name(gs1.text)
-            self.stations.bind_document(here, doc_type, doc_id, f"scanner:{device}")
+            named = parties_of(gs1)
+            self.stations.bind_document(here, doc_type, doc_id, f"scanner:{device}", named)
         else:  # receive, ship
-            self.stations.dock_event(here, [item_of(gs1)], at, device, meaning=meaning)
+            item, named = item_of(gs1), parties_of(gs1)
+            self.stations.dock_event(here, [item], at, device, meaning=meaning, parties=named)

@@ -23,7 +23,9 @@ from device_profiles.schema import (
     parse_profile,
     read_yaml,
 )
+from device_profiles.sites import DockParty
 from protocols.modbus.bus import line_conflicts
+from protocols.mqtt.contract import MAX_PARTIES
 from protocols.strict import Strict
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -43,10 +45,12 @@ class LineConfig(Strict):
 
 
 class DockConfig(Strict):
-    """A dock door: its RFID gate and scanners; bound to a purchase order or a shipment."""
+    """A dock door: its RFID gate and scanners; bound to a purchase order or a shipment;
+    the trading parties its events name where the document does not (DockParty)."""
 
     id: Name
     devices: list[DeviceRef] = Field(default_factory=list)
+    parties: list[DockParty] = Field(default_factory=list, max_length=MAX_PARTIES)
 
 
 class SiteConfig(Strict):
@@ -100,6 +104,10 @@ class Site:
     @property
     def dock_ids(self) -> list[str]:
         return [dock.id for dock in self.config.docks]
+
+    @property
+    def dock_parties(self) -> dict[str, list[DockParty]]:
+        return {dock.id: list(dock.parties) for dock in self.config.docks if dock.parties}
 
 
 def load_site(path: Path) -> Site:

@@ -7,6 +7,12 @@ or a shipment document binds the door to it; what passes the gate or is scanned 
 received against the purchase order or loaded against the shipment. Reads at a door bound
 to no document are kept and flagged, never dropped.
 
+A door's events say who shipped to whom (EPCIS trading parties) where something names them:
+the label scanned (GS1 AIs 410, 412, ... on it), else the document the door is bound to (the
+AIs of its scan, or the parties an API call bound with it), else the door's configuration
+(DockConfig.parties). The first of these that names a kind of party (side and type) names
+all of that kind; the others fill the kinds it does not name.
+
 Everything a station must remember (door bindings, the active batch's inputs, outputs and
 operators) is in the edge's store (edge_agent/store.py) with the outbox, so it survives a
 restart and changes in the same transaction as the event it causes.
@@ -14,25 +20,30 @@ restart and changes in the same transaction as the event it causes.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 from device_profiles.schema import ScanRule
+from device_profiles.sites import DockParty
 from edge_agent.binding import NAME_CHARS, Binder, captured_name, name_problem
 from edge_agent.holds import HeldLots
 from edge_agent.outbox import EVENTS
 from edge_agent.records import UNNUMBERED, RecordRefused, contract_checked
 from protocols.mqtt.contract import (
     HELD_LOT,
+    MAX_PARTIES,
     BizStep,
     BizTransaction,
     Disposition,
     Item,
     ObjectEventRecord,
     RfidSighting,
+    TradingParty,
     TransformationEventRecord,
 )
 
@@ -74,6 +85,18 @@ class DockDocument:
     doc_id: str
     bound_at: datetime
     bound_by: str
+    parties: tuple[DockParty, ...] = ()  # named by the document (its scan or the API call)
+
+
+def trading_parties(biz_step: BizStep, *named: Sequence[DockParty]) -> list[TradingParty]:
+    """The event's parties from what names them, most specific first (label, document,
+    door): each kind of party (side, type) from the first that names it."""
+    out: list[TradingParty] = []
+    for parties in named:
+        resolved = [p.at(biz_step) for p in parties]
+        taken = {(p.side, p.type) for p in out}
+        out += [p for p in resolved if (p.side, p.type) not in taken]
+    return out[:MAX_PARTIES]
 
 
 class StationError(Exception):
@@ -84,9 +107,16 @@ class Stations:
     """The lines' and docks' memory beyond the active batch, and the events they emit."""
 
     def __init__(
-        self, binder: Binder, lines: list[str], docks: list[str], held: HeldLots | None = None
+        self,
+        binder: Binder,
+        lines: list[str],
+        docks: list[str],
+        held: HeldLots | None = None,
+        parties: dict[str, list[DockParty]] | None = None,
     ) -> None:
         self.binder = binder
+        # Each door's configured trading parties (DockConfig.parties), by dock id.
+        self.parties = parties or {}
         # The lots on hold (edge_agent/holds.py): a shipping door flags them.
         self.held = held
         self.outbox = binder.outbox
@@ -102,27 +132,41 @@ class Stations:
     def document(self, dock_id: str) -> DockDocument | None:
         self._check_dock(dock_id)
         row = self.db.execute(
-            "select type, doc_id, bound_at, bound_by from dock_binding where dock_id = ?",
+            "select b.type, b.doc_id, b.bound_at, b.bound_by, p.parties from dock_binding b"
+            " left join dock_document_parties p using (dock_id) where b.dock_id = ?",
             (dock_id,),
         ).fetchone()
         if row is None:
             return None
-        return DockDocument(dock_id, row[0], row[1], datetime.fromisoformat(row[2]), row[3])
+        named = tuple(DockParty.model_validate(p) for p in json.loads(row[4] or "[]"))
+        return DockDocument(dock_id, row[0], row[1], datetime.fromisoformat(row[2]), row[3], named)
 
     def bind_document(
-        self, dock_id: str, doc_type: DocumentType, doc_id: str, by: str
+        self,
+        dock_id: str,
+        doc_type: DocumentType,
+        doc_id: str,
+        by: str,
+        parties: Sequence[DockParty] = (),
     ) -> DockDocument:
         """RecordRefused for a document id the contract would refuse in the events it
-        names (checked now, not at every pallet that passes the door)."""
+        names (checked now, not at every pallet that passes the door). `parties`: the
+        trading parties the document names (its scan's GLN AIs, or the API call's)."""
         self._check_dock(dock_id)
         check_name("document id", doc_id)
-        doc = DockDocument(dock_id, doc_type, doc_id, datetime.now(UTC), by)
+        doc = DockDocument(dock_id, doc_type, doc_id, datetime.now(UTC), by, tuple(parties))
+        named = json.dumps([p.model_dump(mode="json") for p in parties])
         with self.store.transaction() as db:
             db.execute(
                 "insert into dock_binding values (?, ?, ?, ?, ?) on conflict (dock_id) do update"
                 " set type = excluded.type, doc_id = excluded.doc_id,"
                 " bound_at = excluded.bound_at, bound_by = excluded.bound_by",
                 (dock_id, doc_type, doc_id, doc.bound_at.isoformat(), by),
+            )
+            db.execute(
+                "insert into dock_document_parties values (?, ?) on conflict (dock_id)"
+                " do update set parties = excluded.parties",
+                (dock_id, named),
             )
         return doc
 
@@ -132,6 +176,7 @@ class Stations:
             raise StationError(f"dock {dock_id} is bound to no document: nothing to release")
         with self.store.transaction() as db:
             db.execute("delete from dock_binding where dock_id = ?", (dock_id,))
+            db.execute("delete from dock_document_parties where dock_id = ?", (dock_id,))
         return current
 
     def dock_event(
@@ -144,8 +189,10 @@ class Stations:
         direction: str | None = None,
         sightings: list[RfidSighting] | None = None,
         meaning: str | None = None,
+        parties: Sequence[DockParty] = (),
     ) -> None:
-        """Units or lots seen at a dock door: received or loaded against its document."""
+        """Units or lots seen at a dock door: received or loaded against its document.
+        `parties`: the trading parties the label read names (its GLN AIs)."""
         doc = self.document(dock_id)
         flags: list[str] = []
         biz_step: BizStep
@@ -199,6 +246,9 @@ class Stations:
                 device=device,
                 sightings=sightings or [],
                 flags=flags,
+                parties=trading_parties(
+                    biz_step, parties, doc.parties if doc else (), self.parties.get(dock_id, [])
+                ),
             )
         self.outbox.append(EVENTS, event)
 

@@ -84,6 +84,12 @@ create table if not exists dock_binding (
     bound_at text not null,
     bound_by text not null
 );
+-- the trading parties a bound document names (device_profiles/sites.py DockParty as JSON);
+-- a table of its own so that an edge file made before it gains it without a migration
+create table if not exists dock_document_parties (
+    dock_id text primary key,
+    parties text not null
+);
 create table if not exists batch_items (
     line_id  text not null,
     batch_id text not null,

@@ -21,7 +21,7 @@ from cloud_collector.auth import Role
 from cloud_collector.broker_identities import IdentityKind
 from device_profiles import LIBRARY
 from protocols.mqtt.contract import Item
-from tests.cloud_collector.test_trace import Plant, lot_item
+from tests.cloud_collector.plant import Plant, lot_item
 from tests.conftest import RunningCollector, Services, now_true, running_agent, until
 from tests.test_scanning_stations import write_fifo
 

@@ -1,7 +1,9 @@
-"""Trading parties of captured events: an event's `sourceList` and `destinationList` (EPCIS
+"""Trading parties of events: a captured event's `sourceList` and `destinationList` (EPCIS
 2.0 section 7.3.5.4, types from CBV 2.0 section 8.5) read, checked and stored per event
 (`event_parties`, migration 0026), so that a receipt has a supplier and a shipment a
-customer (cloud_collector/trace/walk.py names them).
+customer (cloud_collector/trace/walk.py names them). Our own edges' dock events carry theirs
+in the contract (`parties`, TradingParty), stored the same way by the ingest (`of_record`),
+each named by its GS1 Digital Link.
 
 What each CBV type's identifier must be: a party (owning or possessing) is a PGLN, or an
 SGLN / GLN as EPCIS 1.x documents and GS1's own examples still name parties; a location is
@@ -12,12 +14,19 @@ document with the JSON path of the field, as the other checks do (document.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cloud_collector.epcis.document import InvalidDocument
 from cloud_collector.epcis.identifiers import cbv_word
 from protocols import gs1
+from protocols.mqtt.contract import TradingParty
+
+INSERT = """
+insert into event_parties (event_id, side, position, type, party, gln, extension, key)
+values (%s, %s, %s, %s, %s, %s, %s, %s)
+"""
 
 # CBV source/destination type -> the GS1 key kinds its identifier may be.
 KEY_KINDS: dict[str, tuple[gs1.Kind, ...]] = {
@@ -104,3 +113,14 @@ def rows(event_id: str, event: dict[str, Any]) -> list[tuple[Any, ...]]:
         (event_id, p.side, p.position, p.type, p.party, p.gln, p.extension, p.key)
         for p in of_event(event, "$")
     ]
+
+
+def of_record(event_id: str, parties: Sequence[TradingParty]) -> list[tuple[Any, ...]]:
+    """The event_parties rows of an edge's event (the contract has checked each GLN)."""
+    position = {"source": 0, "destination": 0}
+    out: list[tuple[Any, ...]] = []
+    for p in parties:
+        key = gs1.element_string(p.key())
+        out.append((event_id, p.side, position[p.side], p.type, p.uri(), p.gln, p.extension, key))
+        position[p.side] += 1
+    return out

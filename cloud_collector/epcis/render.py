@@ -13,6 +13,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from protocols.mqtt.contract import TradingParty
+
 OWN_URN = "urn:x-trace:"
 # Our edges' bizSteps that CBV 2.0 does not have: written as URIs of ours.
 NOT_CBV_BIZ_STEPS = frozenset({"consuming"})
@@ -140,6 +142,7 @@ def own_event(
             {"type": t["type"], "bizTransaction": own(f"bt:{t['type']}", t["id"])}
             for t in record["biz_transactions"]
         ]
+    event.update(trading_parties(record.get("parties") or []))
     if readings:
         event["sensorElementList"] = sensor_elements(readings)
     extensions = {
@@ -154,6 +157,17 @@ def own_event(
     }
     event.update({k: v for k, v in extensions.items() if v is not None})
     return event
+
+
+def trading_parties(parties: list[dict[str, Any]]) -> dict[str, Any]:
+    """An edge's trading parties (contract TradingParty) as EPCIS sourceList and
+    destinationList, each named by its GS1 Digital Link."""
+    out: dict[str, Any] = {}
+    for stored in parties:
+        party = TradingParty.model_validate(stored)
+        field = "sourceList" if party.side == "source" else "destinationList"
+        out.setdefault(field, []).append({"type": party.type, party.side: party.uri()})
+    return out
 
 
 def sensor_elements(readings: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -45,10 +45,6 @@ values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 _INSERT_DOCUMENT = """
 insert into event_documents (event_id, type, id) values (%s, %s, %s) on conflict do nothing
 """
-_INSERT_PARTY = """
-insert into event_parties (event_id, side, position, type, party, gln, extension, key)
-values (%s, %s, %s, %s, %s, %s, %s, %s)
-"""
 _INSERT_JOB = """
 insert into epcis_capture_jobs (capture_id, created_at, finished_at, captured_by, partner_id)
 values (%s, %s, now(), %s, %s)
@@ -186,7 +182,7 @@ async def capture(
         ]  # fmt: skip
         await cur.executemany(_INSERT_DOCUMENT, documents)
         found = [r for c, event in new for r in parties.rows(c["event_id"], event)]
-        await cur.executemany(_INSERT_PARTY, found)
+        await cur.executemany(parties.INSERT, found)
     position = {id(event): i for i, event in enumerate(events)}
     async with conn.pipeline():  # statements whose results nobody reads need no round trip
         for c, event in new:  # in document order: a receipt before the batch that uses it

@@ -24,7 +24,7 @@ join reached o on o.lot_id = k.output_lot join reached i on i.lot_id = k.input_l
 # measure), all kept on the lot at ingest: at 500,000 lots every extra pass or probe per
 # lot costs a few hundred milliseconds. Each line says whether its lot is on hold now, in
 # RecallLine's column order (the recall CSV is this statement's COPY).
-# Who got the goods: the ERP's customer, else the destination party of a captured shipping
+# Who got the goods: the ERP's customer, else the destination party of the shipping
 # event (walk.CUSTOMER).
 RECALL_LINES = f"""
 select l.lot_id, l.gtin, l.lot_code, 'shipped' as status, s.location,

@@ -108,7 +108,7 @@ async def count_reachable(conn: AsyncConnection, lot_id: int, direction: Directi
     return int(row[0]) if row else 0
 
 
-# The trading party of one side of a captured event (event_parties, migration 0026), for
+# The trading party of one side of an event, captured or our own dock's (event_parties), for
 # lines whose ERP document names no one: the owning party, else the possessing party, else
 # the location; named from the locations master data or the ERP describe (by the id as sent,
 # else by its GLN), from the ERP's customers (by the GLN as customer id), else shown as its

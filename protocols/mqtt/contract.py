@@ -16,10 +16,13 @@ from pydantic import (
     AfterValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
+    model_serializer,
     model_validator,
 )
 
+from protocols import gs1
 from protocols.strict import Strict as BaseStrict
 
 CONTRACT: Literal["trace.v1"] = "trace.v1"
@@ -218,6 +221,56 @@ class RfidSighting(Strict):
     direction: Literal["in", "out"] | None = None
 
 
+# -- trading parties: who shipped to whom (EPCIS 2.0 sourceList / destinationList) --------
+PartySide = Literal["source", "destination"]
+# CBV 2.0 section 8.5: who owns the goods, who holds them, where they are.
+PartyType = Literal["owning_party", "possessing_party", "location"]
+MAX_PARTIES = 16
+
+
+def _gln(value: str) -> str:
+    if not gs1.valid(value):
+        raise ValueError(
+            f"{value} is not a GLN: its last digit is not its check digit (a wrong digit "
+            "names another company or place)"
+        )
+    return value
+
+
+Gln = Annotated[str, Field(pattern=r"^[0-9]{13}$"), AfterValidator(_gln)]
+# GS1 AI 254 (an SGLN's extension): up to 20 characters of GS1's character set 82.
+GlnExtension = Annotated[str, Field(pattern=r"^[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}$")]
+
+
+class TradingParty(Strict):
+    """One trading party of an event, as a dock's document, label or configuration names it:
+    a party (owning or possessing) by its GLN, a location by its GLN and, for a place within
+    it (a dock, a warehouse), the extension (GS1 AI 254)."""
+
+    side: PartySide
+    type: PartyType
+    gln: Gln
+    extension: GlnExtension | None = None
+
+    @model_validator(mode="after")
+    def _extension_of_a_place(self) -> TradingParty:
+        if self.extension is not None and self.type != "location":
+            raise ValueError(
+                f"an extension names a place within a location; a party ({self.type}) is named by "
+                "its GLN alone"
+            )
+        return self
+
+    def key(self) -> gs1.Key:
+        if self.type == "location":
+            return gs1.Key("sgln", gln=self.gln, extension=self.extension)
+        return gs1.Key("pgln", gln=self.gln)
+
+    def uri(self) -> str:
+        """As EPCIS names it: a GS1 Digital Link (/417/ a party, /414/.../254/ a place)."""
+        return gs1.digital_link(self.key())
+
+
 class ObjectEventRecord(Strict):
     """Units or lots observed, received or shipped (EPCIS ObjectEvent)."""
 
@@ -239,6 +292,18 @@ class ObjectEventRecord(Strict):
     sightings: list[RfidSighting] = Field(default_factory=list, max_length=MAX_ITEMS)
     # What makes this event incomplete, e.g. "no_document": read at a door bound to none.
     flags: list[Name] = Field(default_factory=list, max_length=32)
+    # Who shipped to whom, where the dock's document, label or configuration says so. Added
+    # to the contract later: absent from older edges' events, and left out when empty, so
+    # an event without parties is the same JSON as before (a resend of one committed before
+    # the collector knew the field equals it, and an older collector still reads it).
+    parties: list[TradingParty] = Field(default_factory=list, max_length=MAX_PARTIES)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_parties(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        out: dict[str, object] = handler(self)
+        if not out.get("parties"):
+            out.pop("parties", None)
+        return out
 
 
 class TransformationEventRecord(Strict):

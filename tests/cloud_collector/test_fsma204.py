@@ -22,7 +22,7 @@ from openpyxl import load_workbook
 from cloud_collector.auth import Role
 from cloud_collector.fsma204 import kdes
 from cloud_collector.fsma204.kdes import COLUMNS
-from tests.cloud_collector.test_trace import Plant, lot_item
+from tests.cloud_collector.plant import Plant, Products, bake, lot_item
 from tests.conftest import RunningCollector, Services
 
 
@@ -94,26 +94,10 @@ HEADER = [
 @pytest.fixture
 async def chain(services: Services, collector: RunningCollector) -> Chain:
     p = Chain(services)
-    FLOUR, SUGAR, DOUGH, BREAD = p.flour, p.sugar, p.dough, p.bread
-    flour, sugar, dough, bread = (p.lot(n) for n in ("FLOUR", "SUGAR", "DOUGH", "BREAD"))
-    await p.post(
-        p.receipt(
-            [lot_item(FLOUR, flour, 1000, "KGM"), lot_item(SUGAR, sugar, 200, "KGM")],
-            f"PO-{p.tag}",
-        ),
-        p.batch(
-            f"B1-{p.tag}",
-            [lot_item(FLOUR, flour, 500, "KGM"), lot_item(SUGAR, sugar, 100, "KGM")],
-            [lot_item(DOUGH, dough, 600, "KGM")],
-        ),
-        p.batch(
-            f"B2-{p.tag}",
-            [lot_item(DOUGH, dough, 600, "KGM")],
-            [lot_item(BREAD, bread, 600, "EA")],
-        ),
-        p.shipment([lot_item(BREAD, bread, 400, "EA")], f"SH-1-{p.tag}"),
-        p.shipment([lot_item(BREAD, bread, 200, "EA")], f"SH-2-{p.tag}"),
-    )
+    FLOUR, DOUGH, BREAD = p.flour, p.dough, p.bread
+    flour = p.lot("FLOUR")
+    own = Products(flour=p.flour, sugar=p.sugar, dough=p.dough, bread=p.bread)
+    await bake(p, own, cake=False, bread_shipments=(400, 200))
     t = p.tag
     imports = {
         "/api/v1/erp/products": [

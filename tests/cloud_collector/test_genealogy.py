@@ -18,9 +18,10 @@ from pydantic import ValidationError
 from cloud_collector import genealogy
 from cloud_collector.migrate import available, migrate
 from protocols.mqtt.contract import Item, TransformationEventRecord
+from tests.cloud_collector.plant import Plant, lot_item
 from tests.cloud_collector.test_fsma204 import Chain, read_csv
 from tests.cloud_collector.test_fsma204 import get as get_fsma
-from tests.cloud_collector.test_trace import Plant, get, lot_item
+from tests.cloud_collector.test_trace import get
 from tests.conftest import RunningCollector, Services
 
 

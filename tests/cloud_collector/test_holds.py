@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 
 from cloud_collector import holds, trace
-from tests.cloud_collector.test_trace import Plant, lot_item
+from tests.cloud_collector.plant import Plant, lot_item
 from tests.conftest import Services
 
 GTIN = "10614141000019"

@@ -27,14 +27,14 @@ from cloud_collector.migrate import available
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
 from tests.cloud_collector.epcis.documents import epcis_document, object_event, unique_sgtin
-from tests.cloud_collector.test_http_limits import serving
-from tests.cloud_collector.test_trace import (  # noqa: F401  (bakery: a fixture)
+from tests.cloud_collector.plant import (  # noqa: F401  (bakery: a fixture)
     DOUGH_GTIN,
     FLOUR_GTIN,
     Plant,
     bakery,
     erp,
 )
+from tests.cloud_collector.test_http_limits import serving
 from tests.conftest import ROOT, TEST_DB, RunningCollector, Services, free_port, until
 
 

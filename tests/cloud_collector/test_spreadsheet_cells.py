@@ -17,8 +17,8 @@ from openpyxl import load_workbook
 from cloud_collector import trace
 from cloud_collector.auth import Role
 from cloud_collector.spreadsheet_cells import csv_cell, neutralised_copy_csv
+from tests.cloud_collector.plant import lot_item
 from tests.cloud_collector.test_fsma204 import Chain
-from tests.cloud_collector.test_trace import lot_item
 from tests.conftest import RunningCollector, Services
 
 # Lot codes (GS1 AI 10: at most 20 characters with the test's tag) and customer names.

@@ -18,6 +18,7 @@ from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.scans import ScanStation
 from edge_agent.stations import Stations
 from edge_agent.store import EdgeStore
+from protocols.gs1 import with_check_digit
 from protocols.scanner.client import Scan
 from protocols.scanner.gs1 import parse_scan
 
@@ -82,3 +83,31 @@ def test_a_gs1_label_with_a_wrong_check_digit_is_a_misread_not_an_unmatched_code
     assert "check digit" in line.counters.last_misread[0]
     got = [(e["kind"], e["batch"]) for e in events(stations) if e["kind"].startswith("batch")]
     assert got == [("batch_started", "WO-1"), ("batch_ended", "WO-1"), ("batch_started", "WO-2")]
+
+
+def test_a_despatch_label_and_a_case_label_name_who_shipped_to_whom(stations: Stations) -> None:
+    """GS1 AIs on the documents: 410 ship to (the customer's place), 411 bill to (the
+    customer), 412 purchased from (the seller), 414 the door's own place (with 254)."""
+    shop_dc, shop, us = (
+        with_check_digit(x) for x in ("950110100000", "950110100001", "061414100000")
+    )
+    door, other_dc = with_check_digit("061414100003"), with_check_digit("950110100002")
+    gsin = with_check_digit("0614141000000123")
+    case = f"(01){with_check_digit('1061414100001')}(10)LOT7"
+    dock = ScanStation(stations, "dock-3", True, profile("scanner-dock-door.yaml"))
+    dock(
+        [
+            scan(f"(402){gsin}(410){shop_dc}(411){shop}(412){us}(414){door}(254)D3"),
+            scan(case),
+            scan(f"{case}(410){other_dc}"),  # a case relabelled for another place
+        ]
+    )
+    assert dock.counters.refused == dock.counters.unmatched == dock.counters.misread == 0
+    first, second = (e["parties"] for e in events(stations))
+    assert [(p["side"], p["type"], p["gln"], p["extension"]) for p in first] == [
+        ("destination", "location", shop_dc, None),
+        ("destination", "owning_party", shop, None),
+        ("source", "owning_party", us, None),
+        ("source", "location", door, "D3"),
+    ]
+    assert [p["gln"] for p in second if p["type"] == "location"] == [other_dc, door]

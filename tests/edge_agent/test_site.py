@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from device_profiles import LIBRARY
+from edge_agent.reconfigure import running_site, site_of
 from edge_agent.site import SiteError, load_site
 
 PROFILE = str(LIBRARY / "modbus-tcp-temperature-pressure-controller.yaml")
@@ -121,3 +122,23 @@ def test_a_plc_run_tag_on_a_line_without_a_numbering_rule_is_refused(tmp_path: P
         load_site(site(tmp_path, body))
     body["lines"][0]["numbering"] = {"pattern": "{line}-{seq}", "sequence": {"reset": "never"}}
     assert load_site(site(tmp_path, body)).numbering["l"].pattern == "{line}-{seq}"
+
+
+def test_a_docks_trading_parties_are_checked_and_travel_with_a_pushed_site(
+    tmp_path: Path,
+) -> None:
+    us = {"side": "ours", "type": "owning_party", "gln": "0614141000005"}
+    door = {"side": "ours", "type": "location", "gln": "0614141000036", "extension": "3"}
+    body = {"edge_id": "e", "docks": [{"id": "dock-3", "parties": [us, door]}]}
+    loaded = load_site(site(tmp_path, body))
+    assert [p.gln for p in loaded.dock_parties["dock-3"]] == [us["gln"], door["gln"]]
+    # What runs, in the pushed form and back: the parties come along.
+    assert site_of(running_site(loaded)).dock_parties == loaded.dock_parties
+    wrong = {
+        "edge_id": "e",
+        "docks": [{"id": "dock-3", "parties": [us | {"gln": "0614141000006"}]}],
+    }
+    with pytest.raises(
+        SiteError, match=r"docks\.0\.parties\.0\.gln: Value error, 0614141000006 is not a GLN"
+    ):
+        load_site(site(tmp_path, wrong))

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter
 
+from device_profiles.sites import DockParty
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
 from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.records import RecordRefused
 from edge_agent.stations import MAX_ITEMS, StationError, Stations
 from edge_agent.store import EdgeStore
+from protocols.gs1 import with_check_digit
 from protocols.mqtt.contract import Item, Record
 
 T0 = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
@@ -191,3 +193,93 @@ def test_a_document_id_the_contract_refuses_is_refused_when_bound(tmp_path: Path
     with pytest.raises(RecordRefused, match="document id"):
         stations.bind_document("dock-3", "po", "PO-" + "1" * 200, "clerk")
     assert stations.document("dock-3") is None
+
+
+# Trading parties: who shipped to whom, from the label read, the door's document, the door's
+# configuration, most specific first (each kind of party from the first that names it).
+US = with_check_digit("061414100000")  # our company's party GLN
+DOOR = with_check_digit("061414100003")  # the dock's own place
+SHOP = with_check_digit("950110100000")  # the customer
+SHOP_DC = with_check_digit("950110100007")  # the customer's warehouse
+MILL = with_check_digit("950220200000")  # a supplier
+CONFIGURED = [
+    DockParty(side="ours", type="owning_party", gln=US),
+    DockParty(side="ours", type="location", gln=DOOR, extension="3"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "document", "label", "configured", "expected"),
+    [
+        (
+            "configured only, shipping: we are the source",
+            ("desadv", []),
+            [],
+            CONFIGURED,
+            [("source", "owning_party", US, None), ("source", "location", DOOR, "3")],
+        ),
+        (
+            "configured only, receiving: we are the destination",
+            ("po", []),
+            [],
+            CONFIGURED,
+            [("destination", "owning_party", US, None), ("destination", "location", DOOR, "3")],
+        ),
+        (
+            "the document names the customer's place, the door names us",
+            ("desadv", [DockParty(side="destination", type="location", gln=SHOP)]),
+            [],
+            CONFIGURED,
+            [
+                ("destination", "location", SHOP, None),
+                ("source", "owning_party", US, None),
+                ("source", "location", DOOR, "3"),
+            ],
+        ),
+        (
+            "the label's ship-to stands before the document's",
+            ("desadv", [DockParty(side="destination", type="location", gln=SHOP)]),
+            [DockParty(side="destination", type="location", gln=SHOP_DC)],
+            [],
+            [("destination", "location", SHOP_DC, None)],
+        ),
+        (
+            "a door serving one supplier names it as the source of what it receives",
+            ("po", []),
+            [],
+            [DockParty(side="partner", type="owning_party", gln=MILL)],
+            [("source", "owning_party", MILL, None)],
+        ),
+        ("nothing names anyone", ("po", []), [], [], []),
+    ],
+)
+def test_a_door_event_names_its_trading_parties(
+    tmp_path: Path,
+    case: str,
+    document: tuple[str, list[DockParty]],
+    label: list[DockParty],
+    configured: list[DockParty],
+    expected: list[tuple[str, str, str, str | None]],
+) -> None:
+    stations, outbox = make(tmp_path)
+    stations.parties = {"dock-3": configured}
+    doc_type, named = document
+    stations.bind_document("dock-3", doc_type, "DOC-1", "clerk", named)  # type: ignore[arg-type]
+    stations.dock_event("dock-3", [PALLET], T0, "gate-3", parties=label)
+    [event] = events(outbox)
+    got = [(p["side"], p["type"], p["gln"], p["extension"]) for p in event.get("parties", [])]
+    assert got == expected, case
+    assert ("parties" in event) == bool(expected)  # none: the JSON an older collector reads
+
+
+def test_the_documents_parties_survive_a_restart_and_go_with_its_release(tmp_path: Path) -> None:
+    stations, _ = make(tmp_path)
+    shop = DockParty(side="destination", type="location", gln=SHOP)
+    stations.bind_document("dock-3", "desadv", "SH-1", "clerk", [shop])
+    again, _ = make(tmp_path)
+    bound = again.document("dock-3")
+    assert bound is not None and bound.parties == (shop,)
+    again.unbind_document("dock-3")
+    again.bind_document("dock-3", "desadv", "SH-2", "clerk")
+    rebound = again.document("dock-3")
+    assert rebound is not None and rebound.parties == ()

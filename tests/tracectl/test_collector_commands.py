@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cloud_collector.auth import Role
-from tests.cloud_collector.test_trace import (
+from tests.cloud_collector.plant import (
     BREAD_GTIN,
     DOUGH_GTIN,
     FLOUR_GTIN,

@@ -17,7 +17,7 @@ from cloud_collector.auth import Role
 from protocols.gs1 import check_digit as gs1_check_digit
 from protocols.gs1 import gtin_of_epc as gtin
 from tests.cloud_collector.epcis.documents import capture, epcis_document, events
-from tests.cloud_collector.test_trace import (  # noqa: F401 - the fixture is used by name
+from tests.cloud_collector.plant import (  # noqa: F401 - the fixture is used by name
     BREAD_GTIN,
     CAKE_GTIN,
     FLOUR_GTIN,

@@ -23,7 +23,7 @@ from cloud_collector.ingest import ingest
 from protocols.gs1 import gtin_of_epc as gtin
 from protocols.mqtt import topics
 from tests.cloud_collector.epcis.documents import capture, epcis_document, equivalent_form, events
-from tests.cloud_collector.test_trace import FLOUR_GTIN, T0, Plant, lot_item
+from tests.cloud_collector.plant import FLOUR_GTIN, T0, Plant, lot_item
 from tests.conftest import RunningCollector, Services
 
 VALIDATOR = Draft7Validator(json.loads(SCHEMA_FILE.read_text()))

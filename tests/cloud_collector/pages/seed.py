@@ -1,5 +1,5 @@
-"""A plant to look at: the bakery of tests/cloud_collector/test_trace.py (supplier flour and
-sugar, dough, bread, cake; shipments, a customer, QC), with a rework loop (bread back into
+"""A plant to look at: the bakery of tests/cloud_collector/plant.py (supplier flour and
+sugar, dough, bread, cake; shipments, a customer, QC), with its rework loop (bread back into
 dough), an oven's temperature readings for the dough batch that leave their spec limits,
 and a distributor (partner) that received the bread. Each call makes its own names."""
 
@@ -19,13 +19,11 @@ from cloud_collector import auth
 from cloud_collector.auth import Role
 from cloud_collector.ingest import ingest
 from protocols.mqtt import topics
-from tests.cloud_collector.test_trace import (
-    BREAD_GTIN,
-    DOUGH_GTIN,
+from tests.cloud_collector.plant import (
     T0,
     Plant,
+    bake,
     erp,
-    lot_item,
 )
 from tests.conftest import RunningCollector, Services
 
@@ -51,37 +49,7 @@ class Seeded:
 
 async def seed(services: Services, collector: RunningCollector) -> Seeded:
     p = Plant(services)
-    flour, sugar, dough = p.lot("FLOUR"), p.lot("SUGAR"), p.lot("DOUGH")
-    bread, cake = p.lot("BREAD"), p.lot("CAKE")
-    from tests.cloud_collector.test_trace import CAKE_GTIN, FLOUR_GTIN, SUGAR_GTIN
-
-    await p.post(
-        p.receipt(
-            [lot_item(FLOUR_GTIN, flour, 1000, "KGM"), lot_item(SUGAR_GTIN, sugar, 200, "KGM")],
-            f"PO-{p.tag}",
-        ),
-        p.batch(
-            f"B1-{p.tag}",
-            [lot_item(FLOUR_GTIN, flour, 500, "KGM"), lot_item(SUGAR_GTIN, sugar, 100, "KGM")],
-            [lot_item(DOUGH_GTIN, dough, 600, "KGM")],
-        ),
-        p.batch(
-            f"B2-{p.tag}",
-            [lot_item(DOUGH_GTIN, dough, 300, "KGM")],
-            [lot_item(BREAD_GTIN, bread, 600, "EA")],
-        ),
-        p.batch(
-            f"B3-{p.tag}",
-            [lot_item(DOUGH_GTIN, dough, 300, "KGM"), lot_item(SUGAR_GTIN, sugar, 50, "KGM")],
-            [lot_item(CAKE_GTIN, cake, 400, "EA")],
-        ),
-        p.shipment([lot_item(BREAD_GTIN, bread, 600, "EA")], f"SH-1-{p.tag}"),
-        p.shipment([lot_item(CAKE_GTIN, cake, 100, "EA")], f"SH-2-{p.tag}"),
-        # Rework: some bread back into the dough (a loop DOUGH -> BREAD -> DOUGH).
-        p.batch(
-            f"RW-{p.tag}", [lot_item(BREAD_GTIN, bread, 10, "EA")], [lot_item(DOUGH_GTIN, dough)]
-        ),
-    )
+    await bake(p, rework=True)
     await erp(collector, p)
     oven = f"oven-{p.tag}"
     specs = {

@@ -29,7 +29,7 @@ from tests.cloud_collector.pages.seed import (
     Seeded,
     seed,
 )
-from tests.cloud_collector.test_trace import BREAD_GTIN, DOUGH_GTIN, Plant, lot_item
+from tests.cloud_collector.plant import BREAD_GTIN, DOUGH_GTIN, Plant, lot_item
 from tests.conftest import RunningCollector, Services
 
 CHROMIUM = Path("/usr/bin/chromium")

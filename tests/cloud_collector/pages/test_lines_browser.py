@@ -16,7 +16,7 @@ from cloud_collector.pages.lines_page import REFRESH_S
 from tests.cloud_collector.pages import test_browser
 from tests.cloud_collector.pages.seed import Seeded
 from tests.cloud_collector.pages.test_lines import HOSTILE, offline, online, put
-from tests.cloud_collector.test_trace import T0
+from tests.cloud_collector.plant import T0
 from tests.conftest import RunningCollector, Services
 
 # The fixtures of the other browser tests: one Chromium, a seeded plant, the screenshots.

@@ -11,7 +11,7 @@ import pytest
 from cloud_collector.auth import Role
 from cloud_collector.pages.render import CONTENT_SECURITY_POLICY
 from tests.cloud_collector.pages.seed import Seeded, seed, signed_in
-from tests.cloud_collector.test_trace import DOUGH_GTIN
+from tests.cloud_collector.plant import DOUGH_GTIN
 from tests.conftest import RunningCollector, Services
 
 

@@ -1,4 +1,4 @@
-"""Holds through the HTTP API on the bakery of tests/cloud_collector/test_trace.py:
+"""Holds through the HTTP API on the bakery of tests/cloud_collector/plant.py:
 FLOUR + SUGAR --B1--> DOUGH --B2--> BREAD (shipped), DOUGH + SUGAR --B3--> CAKE."""
 
 from __future__ import annotations
@@ -6,13 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import uuid
 from datetime import datetime
 
 import httpx
-import pytest
+import psycopg
 
 from cloud_collector.auth import Role
-from tests.cloud_collector.test_trace import (
+from tests.cloud_collector.epcis.documents import capture, epcis_document
+from tests.cloud_collector.plant import (
     BREAD_GTIN,
     CAKE_GTIN,
     DOUGH_GTIN,
@@ -22,29 +24,6 @@ from tests.cloud_collector.test_trace import (
     lot_item,
 )
 from tests.conftest import RunningCollector, Services
-
-
-@pytest.fixture
-async def bakery(services: Services) -> Plant:
-    """The bakery's genealogy (without its receipts and quantities, not needed here)."""
-    p = Plant(services)
-    flour, sugar, dough = p.lot("FLOUR"), p.lot("SUGAR"), p.lot("DOUGH")
-    bread, cake = p.lot("BREAD"), p.lot("CAKE")
-    await p.post(
-        p.batch(
-            f"B1-{p.tag}",
-            [lot_item(FLOUR_GTIN, flour, 500, "KGM"), lot_item(SUGAR_GTIN, sugar, 100, "KGM")],
-            [lot_item(DOUGH_GTIN, dough, 600, "KGM")],
-        ),
-        p.batch(f"B2-{p.tag}", [lot_item(DOUGH_GTIN, dough)], [lot_item(BREAD_GTIN, bread)]),
-        p.batch(
-            f"B3-{p.tag}",
-            [lot_item(DOUGH_GTIN, dough), lot_item(SUGAR_GTIN, sugar)],
-            [lot_item(CAKE_GTIN, cake, 400, "EA")],
-        ),
-        p.shipment([lot_item(BREAD_GTIN, bread, 600, "EA")], f"SH-1-{p.tag}"),
-    )
-    return p
 
 
 def lot_path(gtin: str, code: str) -> str:
@@ -62,7 +41,7 @@ async def get(
     collector: RunningCollector, path: str, role: Role = Role.reader, **params: str
 ) -> httpx.Response:
     async with collector.client(role) as api:
-        return await api.get(path, params=params)
+        return await api.get(path, params=params or None)  # None: keep the path's own query
 
 
 async def test_changes_need_the_quality_role_and_reads_a_reader_or_quality_key(
@@ -227,3 +206,130 @@ async def test_a_shipment_flagged_held_lot_records_an_alert(
     ]
     naive = await get(collector, "/api/v1/alerts", since="2026-01-01T00:00:00")
     assert naive.status_code == 422 and "UTC offset" in naive.text
+
+
+def _captured_shipment(gtin: str, lot: str, step: str = "shipping") -> dict:
+    return {
+        "type": "ObjectEvent",
+        "eventID": f"urn:uuid:{uuid.uuid4()}",
+        "eventTime": "2026-11-21T09:00:00Z",
+        "eventTimeZoneOffset": "+01:00",
+        "action": "OBSERVE",
+        "bizStep": step,
+        "readPoint": {"id": "urn:epc:id:sgln:4012345.00001.0"},
+        "quantityList": [
+            {"epcClass": f"https://id.gs1.org/01/{gtin}/10/{lot}", "quantity": 5, "uom": "EA"}
+        ],
+    }
+
+
+async def test_a_captured_shipment_of_a_held_lot_raises_the_alert_and_shows_in_its_record(
+    bakery: Plant, collector: RunningCollector, services: Services
+) -> None:
+    """Not only our doors: a shipment of a held lot captured through /epcis/capture (a WMS,
+    a partner) is flagged and alerted as an edge's would be; a receipt of it, or a shipment
+    of a lot not held, raises nothing."""
+    p = bakery
+    cake = lot_path(CAKE_GTIN, p.lot("CAKE"))
+    hold = (await post(collector, f"{cake}/hold", {"reason": "allergen label"})).json()["hold"]
+    shipped = _captured_shipment(CAKE_GTIN, p.lot("CAKE"))
+    received = _captured_shipment(CAKE_GTIN, p.lot("CAKE"), "receiving")
+    other = _captured_shipment(BREAD_GTIN, p.lot("BREAD"))
+    async with collector.client(Role.importer) as api:
+        answer = await capture(api, epcis_document(shipped, received, other))
+    assert answer.status_code == 202, answer.text
+
+    alerts = (await get(collector, "/api/v1/alerts", kind="held_lot_at_door")).json()
+    ids = {shipped["eventID"], received["eventID"], other["eventID"]}
+    [alert] = [a for a in alerts if a["event_id"] in ids]
+    assert (alert["event_id"], alert["biz_step"], alert["source_edge"]) == (
+        shipped["eventID"],
+        "shipping",
+        None,
+    )
+    assert [(x["lot_code"], x["hold_id"]) for x in alert["lots"]] == [
+        (p.lot("CAKE"), hold["hold_id"])
+    ]
+    record = await get(collector, f"/api/v1/holds/{hold['hold_id']}")
+    assert record.status_code == 200, record.text
+    assert [a["event_id"] for a in record.json()["alerts"]] == [shipped["eventID"]]
+    assert record.json()["hold"]["reason"] == "allergen label"
+    # The event carries the flag, as one an edge flagged at its door.
+    async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
+        cur = await conn.execute(
+            "select event_id, flags from trace_events where event_id = any(%s)", (list(ids),)
+        )
+        flags = dict(await cur.fetchall())
+    assert flags == {
+        shipped["eventID"]: ["held_lot"],
+        received["eventID"]: [],
+        other["eventID"]: [],
+    }
+
+    missing = await get(collector, "/api/v1/holds/999999999999")
+    assert missing.status_code == 404 and "GET /api/v1/holds" in missing.text
+
+
+def _next(answer: httpx.Response) -> str | None:
+    """The path and query of the Link header's rel="next", None on the last page."""
+    link = answer.headers.get("link")
+    if link is None:
+        return None
+    url = httpx.URL(link.split(";")[0].strip("<>"))
+    return f"{url.path}?{url.query.decode()}"
+
+
+async def test_a_hold_of_everything_downstream_is_listed_by_pages(
+    services: Services, collector: RunningCollector
+) -> None:
+    """A lot that made 25 others, one of them held on its own: the answers list a page and
+    count the rest; GET /holds/{id}/lots pages through them with the Link header."""
+    p = Plant(services)
+    made = [p.lot(f"P{i:02d}") for i in range(25)]
+    await p.post(
+        p.batch(
+            f"B-{p.tag}",
+            [lot_item(FLOUR_GTIN, p.lot("ROOT"), 100, "KGM")],
+            [lot_item(BREAD_GTIN, code, 1, "EA") for code in made],
+        )
+    )
+    apart = lot_path(BREAD_GTIN, made[7])
+    assert (await post(collector, f"{apart}/hold", {"reason": "its own"})).status_code == 201
+    root = lot_path(FLOUR_GTIN, p.lot("ROOT"))
+    async with collector.client(Role.quality) as api:
+        held = await api.post(f"{root}/hold?limit=10", json={"reason": "mould", "downstream": True})
+    assert held.status_code == 201, held.text
+    body = held.json()
+    assert (len(body["downstream"]), body["downstream_total"]) == (10, 24)
+    assert [(h["lot_code"], body["already_held_total"]) for h in body["already_held"]] == [
+        (made[7], 1)
+    ]
+    hold_id = body["hold"]["hold_id"]
+    assert (await get(collector, f"/api/v1/holds/{hold_id}")).json()["held_with"] == 24
+
+    pages: list[list[str]] = []
+    path: str | None = f"/api/v1/holds/{hold_id}/lots?limit=10"
+    while path is not None:
+        answer = await get(collector, path)
+        assert answer.status_code == 200, answer.text
+        pages.append([h["lot_code"] for h in answer.json()])
+        path = _next(answer)
+    assert [len(page) for page in pages] == [10, 10, 4]
+    listed = [code for page in pages for code in page]
+    assert sorted(listed) == sorted(code for code in made if code != made[7])
+    assert pages[0] == [h["lot_code"] for h in body["downstream"]]
+
+    async with collector.client(Role.quality) as api:
+        freed = await api.post(f"{root}/release?limit=5", json={"reason": "ok", "downstream": True})
+    assert freed.status_code == 200, freed.text
+    assert (len(freed.json()["released"]), freed.json()["released_total"]) == (6, 25)
+    [apart_hold] = (await get(collector, f"{apart}/holds")).json()
+    assert apart_hold["in_force"]
+
+    # The list of holds pages the same way, newest first, with nothing seen twice.
+    first = await get(collector, "/api/v1/holds", state="all", limit="2")
+    second = await get(collector, _next(first) or "")
+    seen = [h["hold_id"] for h in first.json() + second.json()]
+    assert len(seen) == 4 and seen == sorted(set(seen), reverse=True)
+    bad = await get(collector, "/api/v1/holds", cursor="-1")
+    assert bad.status_code == 422

@@ -14,7 +14,7 @@ from cloud_collector.auth import Role
 from cloud_collector.ingest import ingest
 from cloud_collector.trace.loops import cycles
 from protocols.mqtt import topics
-from tests.cloud_collector.test_trace import (  # noqa: F401 - the fixture is used by name
+from tests.cloud_collector.plant import (  # noqa: F401 - the fixture is used by name
     BREAD_GTIN,
     DOUGH_GTIN,
     FLOUR_GTIN,

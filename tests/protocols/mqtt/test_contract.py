@@ -16,7 +16,9 @@ from protocols.mqtt.contract import (
     Ack,
     EdgeStatus,
     EnvelopeRange,
+    ObjectEventRecord,
     Refusal,
+    TradingParty,
     TransformationEventRecord,
 )
 
@@ -151,3 +153,44 @@ def test_a_transformation_bounds_the_links_it_asks_for() -> None:
         {"epc": f"urn:out:{i}", "lot": "O", "gtin": "2" * 14} for i in range(10_000)
     ]
     TransformationEventRecord.model_validate(one_lot)
+
+
+# An object event as an edge of the version before trading parties sent it.
+OLD_EDGE_EVENT = {
+    "kind": "object_event",
+    "seq": 3,
+    "time": "2026-11-25T06:00:00Z",
+    "event_id": "e-1",
+    "action": "OBSERVE",
+    "biz_step": "shipping",
+    "read_point": "dock-3",
+    "items": [{"epc": "https://id.gs1.org/00/106141411234567897"}],
+}
+
+
+def test_trading_parties_are_an_addition_older_edges_and_collectors_still_understand() -> None:
+    old = ObjectEventRecord.model_validate_json(json.dumps(OLD_EDGE_EVENT))
+    assert old.parties == []
+    # Without parties the JSON is the one an older collector reads (extra fields refused).
+    assert "parties" not in json.loads(old.model_dump_json())
+    assert "parties" not in old.model_dump(mode="json")  # the body a resend is compared with
+    shop = {"side": "destination", "type": "location", "gln": "0614141000012", "extension": "7"}
+    new = ObjectEventRecord.model_validate(OLD_EDGE_EVENT | {"parties": [shop]})
+    assert json.loads(new.model_dump_json())["parties"] == [shop]
+    assert new.parties[0].uri() == "https://id.gs1.org/414/0614141000012/254/7"
+
+
+@pytest.mark.parametrize(
+    ("party", "reason"),
+    [
+        ({"gln": "0614141000013"}, "check digit"),
+        ({"gln": "061414100001"}, "pattern"),
+        ({"type": "owning_party", "extension": "7"}, r"party \(owning_party\) is named by its GLN"),
+        ({"side": "upstream"}, "'source' or 'destination'"),
+        ({"extension": "a b"}, "pattern"),
+    ],
+)
+def test_a_trading_party_names_a_real_gln(party: dict, reason: str) -> None:
+    base = {"side": "destination", "type": "location", "gln": "0614141000012"}
+    with pytest.raises(ValidationError, match=reason):
+        TradingParty.model_validate(base | party)
