@@ -17,7 +17,7 @@ quality team (role `quality`; admin too), every change kept with who, when and w
   publishing the same set change nothing: the message is retained and whole.
 - An edge that reads a held lot at a shipping door flags the event `held_lot`; storing such
   an event records an alert (the trigger of migration 0027, in the event's transaction),
-  listed by `alerts()`.
+  listed and delivered with the others (cloud_collector/alerts).
 """
 
 from __future__ import annotations
@@ -102,14 +102,6 @@ select l.gtin, l.lot_code as lot, h.reason, h.held_at as since,
 from lot_holds h join lots l using (lot_id)
 where h.released_at is null order by h.hold_id limit %(lots)s
 """
-_ALERTS = """
-select alert_id, kind, raised_at, event_id, event_time, source_edge, read_point,
-       biz_location, biz_step, documents, lots
-from alerts
-where (%(kind)s::text is null or kind = %(kind)s)
-  and (%(since)s::timestamptz is null or raised_at >= %(since)s)
-order by raised_at desc, alert_id desc limit %(limit)s
-"""
 
 
 Reason = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(storable)]
@@ -156,20 +148,6 @@ class Held(Strict):
 
 class Released(Strict):
     released: list[Hold]
-
-
-class Alert(Strict):
-    alert_id: int
-    kind: str
-    raised_at: datetime
-    event_id: str | None
-    event_time: datetime | None
-    source_edge: str | None
-    read_point: str | None
-    biz_location: str | None
-    biz_step: str | None
-    documents: list[dict[str, Any]]
-    lots: list[dict[str, Any]]
 
 
 class AlreadyHeld(Exception):
@@ -243,18 +221,6 @@ async def holds(
 ) -> list[Hold]:
     """Holds, newest first: those in force, those released, or all (of one lot, if given)."""
     return await _holds(conn, _LIST, {"state": state, "lot": lot_id, "limit": limit})
-
-
-async def alerts(
-    conn: AsyncConnection,
-    kind: str | None = None,
-    since: datetime | None = None,
-    limit: int = 1000,
-) -> list[Alert]:
-    cur = conn.cursor(row_factory=dict_row)
-    params = {"kind": kind, "since": since, "limit": limit}
-    rows = await (await cur.execute(_ALERTS, params)).fetchall()
-    return [Alert(**r) for r in rows]
 
 
 async def hold_set(conn: AsyncConnection) -> list[HeldLot]:
