@@ -23,7 +23,7 @@ from cloud_collector.edge_status import DEFAULT_INTERVAL_S, SILENT_AFTER_INTERVA
 log = logging.getLogger(__name__)
 
 # A rule's list parameter left out means all; given, the value must be in it.
-_MATCH = "(r.params->'{param}' is null or r.params->'{param}' ? {value})"
+_MATCH = "(r.params->'{param}' is null or r.params->'{param}' ? ({value}))"
 
 _EDGES = """
 select e.edge_id, e.state, e.status, e.received_at, e.status_time,
