@@ -328,11 +328,9 @@ async def _send(
     conn: AsyncConnection,
     http: httpx.AsyncClient,
     claim: _Claim,
+    alert: raised.Alert,
     state: SenderState,
 ) -> None:
-    alert = await raised.alert(conn, claim.alert_id)
-    if alert is None:  # deleted meanwhile (its event's retention): so is its delivery
-        return
     outcome = await _attempt(settings, http, claim, alert)
     state.attempts += 1
     wait = backoff_s(claim.attempts, settings.alerts_backoff_s, settings.alerts_backoff_max_s)
@@ -421,8 +419,13 @@ async def _deliver(settings: CollectorSettings, state: SenderState) -> None:
                     raise psycopg.OperationalError("the notification listener ended")
                 wake.clear()
                 free = settings.alerts_in_flight - len(tasks)
-                for claim in await _claim(conn, settings, state, free) if free > 0 else []:
-                    task = asyncio.create_task(_send(settings, conn, http, claim, state))
+                claims = await _claim(conn, settings, state, free) if free > 0 else []
+                alerts = await raised.by_id(conn, [c.alert_id for c in claims]) if claims else {}
+                for claim in claims:
+                    alert = alerts.get(claim.alert_id)
+                    if alert is None:  # deleted meanwhile (its event's retention): so is it
+                        continue
+                    task = asyncio.create_task(_send(settings, conn, http, claim, alert, state))
                     tasks.add(task)
                     state.by_target[claim.target_id] = state.by_target.get(claim.target_id, 0) + 1
                     task.add_done_callback(functools.partial(done, target=claim.target_id))

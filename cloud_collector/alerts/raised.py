@@ -28,7 +28,7 @@ where (%(kind)s::text is null or kind = %(kind)s)
                      else true end
 order by raised_at desc, alert_id desc limit %(limit)s
 """
-_ONE = f"select {COLUMNS} from alerts where alert_id = %(alert)s"
+_SOME = f"select {COLUMNS} from alerts where alert_id = any(%(alerts)s)"
 _ACKNOWLEDGE = f"""
 update alerts set acknowledged_at = now(), acknowledged_by = %(by)s, acknowledge_note = %(note)s
 where alert_id = %(alert)s and acknowledged_at is null
@@ -84,10 +84,11 @@ async def alerts(
     return [Alert(**r) for r in rows]
 
 
-async def alert(conn: AsyncConnection, alert_id: int) -> Alert | None:
+async def by_id(conn: AsyncConnection, alert_ids: list[int]) -> dict[int, Alert]:
+    """The alerts of these ids that exist."""
     cur = conn.cursor(row_factory=dict_row)
-    row = await (await cur.execute(_ONE, {"alert": alert_id})).fetchone()
-    return None if row is None else Alert(**row)
+    rows = await (await cur.execute(_SOME, {"alerts": alert_ids})).fetchall()
+    return {r["alert_id"]: Alert(**r) for r in rows}
 
 
 async def acknowledge(
@@ -100,7 +101,7 @@ async def acknowledge(
     row = await (await cur.execute(_ACKNOWLEDGE, params)).fetchone()
     if row is not None:
         return Alert(**row)
-    found = await alert(conn, alert_id)
-    if found is not None:
-        raise AlreadyAcknowledged(found)
+    found = await by_id(conn, [alert_id])
+    if found:
+        raise AlreadyAcknowledged(found[alert_id])
     return None
