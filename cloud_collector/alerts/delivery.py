@@ -66,6 +66,7 @@ DELIVERY_HEADER = "X-Trace-Alert-Delivery"
 POLL_S = 1.0
 LEASE_MARGIN_S = 5.0
 _ERROR_CHARS = 500
+_ANSWER_BYTES = 200  # of a refusing endpoint's answer, kept as the error
 
 DeliveryState = Literal["pending", "delivered", "dead"]
 
@@ -251,12 +252,19 @@ async def _webhook(http: httpx.AsyncClient, claim: _Claim, alert: raised.Alert) 
         DELIVERY_HEADER: str(claim.delivery_id),
     }
     try:
-        answer = await http.post(claim.url, content=body, headers=headers)
+        # Streamed: of a refusal only its first bytes are read (an endpoint may answer
+        # anything, of any length); redirects are not followed (a 3xx is a failure).
+        async with http.stream("POST", claim.url, content=body, headers=headers) as answer:
+            if 200 <= answer.status_code < 300:
+                return _Outcome(True, answer.status_code)
+            head = b""
+            async for chunk in answer.aiter_bytes():
+                head += chunk
+                if len(head) >= _ANSWER_BYTES:
+                    break
     except httpx.HTTPError as err:
         return _Outcome(False, None, f"{type(err).__name__}: {err}")
-    if 200 <= answer.status_code < 300:
-        return _Outcome(True, answer.status_code)
-    text = answer.text[:200].replace("\n", " ")
+    text = _one_line(head[:_ANSWER_BYTES].decode("utf-8", "replace"))
     return _Outcome(False, answer.status_code, f"HTTP {answer.status_code}: {text}")
 
 
