@@ -47,9 +47,8 @@ async def supervised(
 async def serve(settings: CollectorSettings, counters: IngestCounters | None = None) -> None:
     """The HTTP API, with the consumer, the percentiles of ended batches, the alert rules and
     deliveries, and readings retention (when TRACE_READINGS_RETENTION_DAYS is set) beside
-    it in one event loop. The
-    process lives as long as its API: the others are supervised and restarted, their state
-    visible on /healthz, and never stop the API."""
+    it in one event loop. The process lives as long as its API: the others are supervised
+    and restarted, their state visible on /healthz, and never stop the API."""
     counters = counters or IngestCounters()
     keep_days = settings.readings_retention_days
     kept = retention.RetentionState(keep_days) if keep_days is not None else None
