@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from cloud_collector import edge_status, holds, retention, rollups
+from cloud_collector.alerts import delivery, evaluator
 from cloud_collector.api import create_app, server_options
 from cloud_collector.consumer import IngestCounters, run_consumer
 from cloud_collector.migrate import migrate
@@ -44,10 +45,10 @@ async def supervised(
 
 
 async def serve(settings: CollectorSettings, counters: IngestCounters | None = None) -> None:
-    """The HTTP API, with the consumer, the percentiles of ended batches and readings
-    retention (when TRACE_READINGS_RETENTION_DAYS is set) beside it in one event loop. The
-    process lives as long as its API: the others are supervised and restarted, their state
-    visible on /healthz, and never stop the API."""
+    """The HTTP API, with the consumer, the percentiles of ended batches, the alert rules and
+    deliveries, and readings retention (when TRACE_READINGS_RETENTION_DAYS is set) beside
+    it in one event loop. The process lives as long as its API: the others are supervised
+    and restarted, their state visible on /healthz, and never stop the API."""
     counters = counters or IngestCounters()
     keep_days = settings.readings_retention_days
     kept = retention.RetentionState(keep_days) if keep_days is not None else None
@@ -77,6 +78,22 @@ async def serve(settings: CollectorSettings, counters: IngestCounters | None = N
                 "batch-percentiles", lambda: rollups.keep_percentiles(settings.database_url)
             ),
             name="batch-percentiles",
+        ),
+    ]
+    # Alerts: the time-based rules, and the delivery queue (webhooks; e-mail with SMTP).
+    background += [
+        asyncio.create_task(
+            supervised(
+                "alert-rules",
+                lambda: evaluator.keep_evaluating(
+                    settings.database_url, settings.alerts_evaluate_every_s
+                ),
+            ),
+            name="alert-rules",
+        ),
+        asyncio.create_task(
+            supervised("alert-delivery", lambda: delivery.keep_delivering(settings)),
+            name="alert-delivery",
         ),
     ]
     if status_settings.username is not None:

@@ -17,8 +17,9 @@ quality team (role `quality`; admin too), every change kept with who, when and w
   publishing the same set change nothing: the message is retained and whole.
 - An edge that reads a held lot at a shipping door flags the event `held_lot`; storing such
   an event records an alert (the trigger of migration 0027, in the event's transaction),
-  listed by `alerts()`. A shipping event captured through /epcis/capture is checked by the
-  same trigger (migration 0033): one that ships a held lot is flagged and alerted alike.
+  listed and delivered with the others (cloud_collector/alerts). A shipping event captured
+  through /epcis/capture is checked by the same trigger (migration 0033): one that ships a
+  held lot is flagged and alerted alike.
 - A hold's `record()`: the hold, how many lots came with it, the alerts that named it.
   Everything downstream of a lot can be a hundred thousand lots: hold and release list a
   first page of them and count them all; `held_with` pages through the rest by lot id.
@@ -42,6 +43,8 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud_collector import trace
+from cloud_collector.alerts.raised import COLUMNS as ALERT_COLUMNS
+from cloud_collector.alerts.raised import Alert
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
 from protocols.mqtt.connection import ENV_FILE, BrokerSettings
@@ -102,9 +105,8 @@ select {_COLUMNS} from lot_holds h join lots l using (lot_id) where h.hold_id = 
 """
 _CAME_WITH_COUNT = "select count(*) from lot_holds where origin_hold = %s"
 # The alerts that named the hold (a door or a captured shipment of one of its lots).
-_ALERTS_OF_HOLD = """
-select alert_id, kind, raised_at, event_id, event_time, source_edge, read_point,
-       biz_location, biz_step, documents, lots
+_ALERTS_OF_HOLD = f"""
+select {ALERT_COLUMNS}
 from alerts where lots @> jsonb_build_array(jsonb_build_object('hold_id', %(hold)s::bigint))
 order by raised_at desc, alert_id desc limit %(limit)s
 """
@@ -138,14 +140,6 @@ select l.gtin, l.lot_code as lot, h.reason, h.held_at as since,
              and u.sscc is not null order by u.sscc limit %(units)s) as ssccs
 from lot_holds h join lots l using (lot_id)
 where h.released_at is null order by h.hold_id limit %(lots)s
-"""
-_ALERTS = """
-select alert_id, kind, raised_at, event_id, event_time, source_edge, read_point,
-       biz_location, biz_step, documents, lots
-from alerts
-where (%(kind)s::text is null or kind = %(kind)s)
-  and (%(since)s::timestamptz is null or raised_at >= %(since)s)
-order by raised_at desc, alert_id desc limit %(limit)s
 """
 
 
@@ -208,20 +202,6 @@ class HoldPage(Strict):
     holds: list[Hold]
     # Where the next page starts (the `cursor` parameter), None on the last page.
     next_cursor: int | None
-
-
-class Alert(Strict):
-    alert_id: int
-    kind: str
-    raised_at: datetime
-    event_id: str | None
-    event_time: datetime | None
-    source_edge: str | None
-    read_point: str | None
-    biz_location: str | None
-    biz_step: str | None
-    documents: list[dict[str, Any]]
-    lots: list[dict[str, Any]]
 
 
 class HoldRecord(Strict):
@@ -374,18 +354,6 @@ async def holds(
     found = await _holds(conn, _LIST, params)
     more = len(found) > limit
     return HoldPage(holds=found[:limit], next_cursor=found[limit - 1].hold_id if more else None)
-
-
-async def alerts(
-    conn: AsyncConnection,
-    kind: str | None = None,
-    since: datetime | None = None,
-    limit: int = 1000,
-) -> list[Alert]:
-    cur = conn.cursor(row_factory=dict_row)
-    params = {"kind": kind, "since": since, "limit": limit}
-    rows = await (await cur.execute(_ALERTS, params)).fetchall()
-    return [Alert(**r) for r in rows]
 
 
 async def hold_set(conn: AsyncConnection) -> list[HeldLot]:

@@ -98,6 +98,28 @@ class CollectorSettings(BaseSettings):
     # A page session ends this long after sign-in (a shift and a half by default).
     page_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
 
+    # ---- Alerts (cloud_collector/alerts/). ----
+    # How often the time-based rules (device offline, outbox alarm, gap found) are looked at.
+    alerts_evaluate_every_s: float = Field(default=15.0, ge=0.1, le=3600)
+    # One delivery attempt (a webhook's request, an e-mail's SMTP session) ends after this.
+    alerts_delivery_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # The wait after the n-th failed attempt: base * 2^(n-1), at most the cap (with jitter).
+    alerts_backoff_s: float = Field(default=5.0, gt=0, le=3600)
+    alerts_backoff_max_s: float = Field(default=3600.0, gt=0, le=86_400)
+    # Attempts in flight at once in this process, and at most this many per target: a
+    # failing or slow endpoint holds only its own share.
+    alerts_in_flight: int = Field(default=32, ge=1, le=1000)
+    alerts_in_flight_per_target: int = Field(default=4, ge=1, le=100)
+    # E-mail: the SMTP server alerts are sent through. Unset: e-mail targets wait (a
+    # collector with a server configured delivers them).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    # STARTTLS before logging in (off only for a relay on the same host or in tests).
+    smtp_starttls: bool = True
+    smtp_from: str = "trace-alerts@localhost"
+
     @field_validator("plant_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

@@ -10,7 +10,8 @@ only includes them (in `ROUTERS`' order), after building the app's state and mid
 | credentials | `routes/credentials.py` | `/api/v1/credentials...` | admin |
 | edges | `routes/edges.py` | `/api/v1/edges...` | reader, provisioner |
 | provisioning | `routes/provisioning.py` | `/api/v1/provisioning/...` | provisioner; reader |
-| holds, alerts | `routes/holds.py` | `/api/v1/lots/{lot}/hold...`, `/api/v1/holds`, ... | quality |
+| holds | `routes/holds.py` | `/api/v1/lots/{lot}/hold...`, `/api/v1/holds` | quality |
+| alerts | `routes/alerts.py` | `/api/v1/alerts...`, `/api/v1/alert-...` | reader, quality; admin |
 | FSMA 204 | `fsma204/routes.py` | `/api/v1/fsma204/...` | reader |
 | EPCIS 2.0 | `epcis/routes.py` | `/epcis/...` | importer, reader, partner |
 | pages | `pages/` (`pages.install`) | `/trace`, `/batches`, `/recall`... | reader, partner |
@@ -24,6 +25,7 @@ from fastapi import APIRouter
 
 from cloud_collector.epcis.routes import router as epcis
 from cloud_collector.fsma204.routes import router as fsma204
+from cloud_collector.routes.alerts import router as alerts
 from cloud_collector.routes.batches import router as batches
 from cloud_collector.routes.credentials import router as credentials
 from cloud_collector.routes.edges import router as edges
@@ -44,6 +46,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     fsma204,
     epcis,
     holds,
+    alerts,
 )
 
 __all__ = ["ROUTERS"]

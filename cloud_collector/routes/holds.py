@@ -1,6 +1,7 @@
 """Holds over HTTP: put a lot on hold or release it (role quality; admin), list holds, a
-hold's record and the lots held with it, a lot's hold history, and the alerts held lots
-raised at shipping doors (roles reader, quality). `{lot}` is what trace.resolve takes.
+hold's record and the lots held with it, and a lot's hold history (roles reader, quality);
+the alerts held lots raise at shipping doors are in routes/alerts.py. `{lot}` is what
+trace.resolve takes.
 cloud_collector/holds.py says what a hold does and how the edges learn of it.
 
 Lists page: at most `limit` entries, and the next page's URL in the Link header
@@ -8,7 +9,6 @@ Lists page: at most `limit` entries, and the next page's URL in the Link header
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -137,21 +137,3 @@ async def hold_lots(
         raise HTTPException(404, f"no hold {hold_id}: GET /api/v1/holds lists them")
     page = await holds.held_with_page(conn, hold_id, cursor, limit)
     return _paged(page, request, response)
-
-
-@router.get("/alerts", dependencies=LOOK)
-async def list_alerts(
-    conn: Conn,
-    kind: Annotated[str | None, Query(max_length=64)] = None,
-    since: datetime | None = None,
-    limit: Limit = 1000,
-) -> list[holds.Alert]:
-    """Alerts recorded, newest first (`kind=held_lot_at_door`: a held lot read at a
-    shipping door; `since`: raised at or after that time, with its UTC offset)."""
-    if since is not None and since.tzinfo is None:
-        raise HTTPException(
-            422,
-            "since needs its UTC offset (e.g. 2026-12-02T08:00:00Z): a time without one "
-            "means a different instant in each plant's time zone",
-        )
-    return await holds.alerts(conn, kind, since, limit)
