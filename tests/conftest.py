@@ -175,7 +175,8 @@ class RunningCollector:
 
     def client(self, role: auth.Role = auth.Role.admin) -> httpx.AsyncClient:
         """An HTTP client of the API with a key of `role`."""
-        return httpx.AsyncClient(base_url=self.api_url, headers=self.headers(role))
+        # A generous timeout: a slow CI machine must not turn a heavy request into a failure.
+        return httpx.AsyncClient(base_url=self.api_url, headers=self.headers(role), timeout=60)
 
 
 async def issue_keys(database_url: str) -> dict[auth.Role, str]:

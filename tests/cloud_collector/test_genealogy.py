@@ -288,7 +288,8 @@ async def test_the_widest_transformation_the_contract_allows_is_refused_at_once(
         await conn.rollback()
     assert "10,000 input lots x 10,000 output lots = 100,000,000 lot pairs" in str(refused.value)
     assert f"than the {genealogy.MAX_LOT_PAIRS:,}" in str(refused.value)
-    assert elapsed < 1.0 and peak < 20 * 2**20, (elapsed, peak)
+    # Refused before any statement: well under a second quietly, loose for a loaded machine.
+    assert elapsed < 10.0 and peak < 20 * 2**20, (elapsed, peak)
 
 
 async def test_the_widest_transformation_of_one_lot_a_side_links_once(services: Services) -> None:
@@ -307,7 +308,9 @@ async def test_the_widest_transformation_of_one_lot_a_side_links_once(services: 
         )
         assert await cur.fetchone() == (1, 10_000.0, 10_000.0)
         await conn.rollback()
-    assert elapsed < 30, elapsed
+    # Linear takes seconds; a path quadratic in the items (10^8 pairs) takes far longer
+    # than the 300 s every test is given. The bound is loose for slow, shared CI machines.
+    assert elapsed < 120, elapsed
 
 
 def test_migration_recounts_what_earlier_versions_stored(services: Services) -> None:
