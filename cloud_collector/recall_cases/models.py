@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, Field, field_validator, model_validator
@@ -35,6 +35,19 @@ def _said(value: str) -> str:
     return value
 
 
+def _in_range(value: datetime) -> datetime:
+    # A year the database stores but Python cannot read back (before 1 or after 9999 in
+    # UTC) would break every later read of the case.
+    try:
+        year = value.astimezone(UTC).year
+    except OverflowError:
+        year = 0
+    if not 1900 <= year <= 9998:
+        raise ValueError(f"{value.isoformat()} is not a time a recall happens at: check the year")
+    return value
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_in_range)]
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_said)]
 Note = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_said)]
 Quantity = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
@@ -100,7 +113,7 @@ class Notice(Strict):
     """A customer told of the recall: when, by whom, how."""
 
     customer: Text  # the customer member's key (its ERP id, or as the case lists it)
-    notified_at: AwareDatetime
+    notified_at: Moment
     notified_by: Text
     method: Literal["phone", "email", "letter", "fax", "edi", "in_person", "other"]
     contact: Text | None = None  # the person or address told
@@ -114,7 +127,7 @@ class Return(Strict):
     quantity: Quantity
     uom: Text
     lot: Text | None = None  # the lot it was of, if known (what the trace endpoints take)
-    received_at: AwareDatetime
+    received_at: Moment
     note: Note | None = None
 
 
@@ -126,7 +139,7 @@ class PlaceAction(Strict):
     quantity: Quantity
     uom: Text
     lot: Text | None = None
-    happened_at: AwareDatetime
+    happened_at: Moment
     note: Note | None = None
 
 
