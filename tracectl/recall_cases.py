@@ -49,7 +49,8 @@ def _print_case(record: Json) -> None:
     print(f"  lots: {len(lots)}")
     customers = [
         [
-            x["customer"] or x["customer_key"],
+            x["customer_key"],
+            x["customer"] or "-",
             ", ".join(x["shipments"]),
             _totals(x["shipped"]),
             when(x["last_notified_at"]) if x["notified"] else "NOT YET",
@@ -59,7 +60,7 @@ def _print_case(record: Json) -> None:
         for x in record["customers"]
     ]
     if customers:
-        headers = ["CUSTOMER", "SHIPMENTS", "SHIPPED", "NOTIFIED", "RETURNED", "LATE"]
+        headers = ["CUSTOMER", "NAME", "SHIPMENTS", "SHIPPED", "NOTIFIED", "RETURNED", "LATE"]
         print(table(headers, customers, "  "))
     places = [
         [

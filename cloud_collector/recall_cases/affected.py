@@ -63,18 +63,31 @@ def _line_members(line: trace.RecallLine) -> list[Member]:
     ]
 
 
+def _summed(members: list[Member]) -> list[Member]:
+    """Lines of one recall answer that are one member (a lot shipped twice under one
+    document and unit) add up."""
+    kept: dict[tuple[str, str], Member] = {}
+    for m in members:
+        seen = kept.get((m.kind, m.key))
+        if seen is None:
+            kept[(m.kind, m.key)] = m.model_copy()
+        elif m.quantity is not None and m.uom == seen.uom:
+            seen.quantity = (seen.quantity or 0.0) + m.quantity
+    return list(kept.values())
+
+
 async def _of_lot(
     conn: AsyncConnection, lot: trace.Lot
 ) -> tuple[list[Member], list[int], list[str]]:
     answer = await trace.recall(conn, lot)
     ids = await trace.reachable(conn, lot.lot_id, "forward")
-    members = [m for line in answer.lines for m in _line_members(line)]
+    members = _summed([m for line in answer.lines for m in _line_members(line)])
     return members, ids, answer.gaps
 
 
 def _merge(members: list[Member]) -> list[Member]:
-    """One member per kind and key; a shipment line or place met twice (a lot reached from
-    two roots of a condition) counts once. Sorted: the same answer every time."""
+    """One member per kind and key: a shipment line or place met in the recalls of two
+    roots of a condition (a lot both reach) counts once. Sorted: the same every time."""
     kept: dict[tuple[str, str], Member] = {}
     for m in members:
         kept.setdefault((m.kind, m.key), m)

@@ -75,9 +75,11 @@ async def test_a_case_freezes_the_recall_and_late_events_join_it_with_when(
     assert opened["added_since_opening"] == [] and opened["no_longer_found"] == []
     assert [a["kind"] for a in opened["actions"]] == ["opened"]
 
-    # Late events: 50 more cakes leave on SH-3, and a batch makes tarts of 20 cakes.
+    # Late events: 50 more cakes leave on SH-3, 10 more on SH-2, and a batch makes tarts
+    # of 20 cakes.
     await p.post(
         p.shipment([lot_item(CAKE_GTIN, p.lot("CAKE"), 50, "EA")], f"SH-3-{p.tag}"),
+        p.shipment([lot_item(CAKE_GTIN, p.lot("CAKE"), 10, "EA")], f"SH-2-{p.tag}"),
         p.batch(
             f"B4-{p.tag}",
             [lot_item(CAKE_GTIN, p.lot("CAKE"), 20, "EA")],
@@ -104,7 +106,9 @@ async def test_a_case_freezes_the_recall_and_late_events_join_it_with_when(
     # What the case started from is all still there; the cakes' stock is what is left now.
     assert _keys(opened, "lot") | {str(tart["lot_id"])} == _keys(now, "lot")
     [cake] = [m for m in now["members"] if m["key"] == cake_place["key"]]
-    assert (cake["quantity"], cake["current_quantity"], cake["at_opening"]) == (300, 230, True)
+    assert (cake["quantity"], cake["current_quantity"], cake["at_opening"]) == (300, 220, True)
+    [sh2] = [m for m in now["members"] if m["kind"] == "shipment" and "SH-2" in m["key"]]
+    assert (sh2["quantity"], sh2["current_quantity"]) == (100, 110)
     refreshed = [a for a in now["actions"] if a["kind"] == "refreshed"]
     assert len(refreshed) == 1 and refreshed[0]["detail"]["added"] == {
         "lot": 1,
