@@ -12,8 +12,9 @@ A mock-recall drill is a case marked `drill`: the time from its opening to its f
 complete export is its measure (FSMA 204 asks for the records within 24 hours).
 
 Parts: models (what the API takes and answers), affected (the set, from the recall's
-answer), cases (the database), export (the files). Routes: cloud_collector/routes/
-recall_cases.py.
+answer), cases (the database), export (the files), schedule (the collector's task that
+recomputes open cases every TRACE_RECALL_CASES_REFRESH_S between reads). Routes:
+cloud_collector/routes/recall_cases.py.
 """
 
 from cloud_collector.recall_cases.cases import (
@@ -42,6 +43,7 @@ from cloud_collector.recall_cases.models import (
     PlaceAction,
     Return,
 )
+from cloud_collector.recall_cases.schedule import keep_cases_current, refresh_open_cases
 
 __all__ = [
     "Case",
@@ -65,7 +67,9 @@ __all__ = [
     "close",
     "exported",
     "hold_lots",
+    "keep_cases_current",
     "open_case",
     "record",
     "refresh",
+    "refresh_open_cases",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal, TypeVar
 
+import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from psycopg import AsyncConnection
 
@@ -61,8 +62,23 @@ async def _answer(call: Callable[[], Awaitable[T]]) -> T:
 
 
 async def _current(conn: AsyncConnection, case_id: int) -> recall_cases.CaseRecord:
-    await _answer(lambda: recall_cases.refresh(conn, case_id))
-    return await _answer(lambda: recall_cases.case_record(conn, case_id))
+    """The case after recomputing its set; if the recomputation fails (a statement timeout
+    on a huge set), the case as last found, saying so: a case's record is always readable."""
+    failed = None
+    try:
+        await _answer(lambda: recall_cases.refresh(conn, case_id))
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error as err:
+        failed = f"{type(err).__name__}: {err}"
+    record = await _answer(lambda: recall_cases.case_record(conn, case_id))
+    if failed is not None:
+        record.gaps.insert(
+            0,
+            f"the affected set could not be recomputed now ({failed}): it is as found at "
+            f"{record.case.checked_at.isoformat()}",
+        )
+    return record
 
 
 async def _lot(conn: AsyncConnection, text: str | None) -> trace.Lot | None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from openpyxl import load_workbook
 
+from cloud_collector import recall_cases
 from cloud_collector.auth import Role
 from cloud_collector.ingest import ingest
 from protocols.mqtt import topics
@@ -343,3 +344,33 @@ async def test_a_case_opens_from_a_condition_as_the_recall_by_condition_takes_it
     assert naive.status_code == 422, naive.text
     assert both.status_code == 422 and "either" in both.text, both.text
     assert long.status_code == 422 and "TRACE_CONDITION_MAX_DAYS" in long.text, long.text
+
+
+async def test_the_collector_keeps_open_cases_current_between_reads_and_leaves_closed_ones(
+    bakery: Plant,  # noqa: F811
+    collector: RunningCollector,
+) -> None:
+    p = bakery
+    flour = f"01/{FLOUR_GTIN}/10/{p.lot('FLOUR')}"
+    kept = (await _open(collector, {"title": "open", "lot": flour}))["case"]["case_id"]
+    done = (await _open(collector, {"title": "closed", "lot": flour}))["case"]["case_id"]
+    async with collector.client(Role.quality) as api:
+        r = await api.post(f"/api/v1/recall-cases/{done}/close", json={"summary": "over"})
+        assert r.status_code == 200, r.text
+    await p.post(p.shipment([lot_item(CAKE_GTIN, p.lot("CAKE"), 5, "EA")], f"SH-9-{p.tag}"))
+    customer = f"shipment SH-9-{p.tag}"
+    found = "select case_id from recall_case_members where kind = 'customer' and key = %s"
+    async with (
+        await psycopg.AsyncConnection.connect(p.url, autocommit=True) as conn,
+        await psycopg.AsyncConnection.connect(p.url, autocommit=True) as other,
+    ):
+        # Another collector's round in progress: this one skips its own.
+        await other.execute("select pg_advisory_lock(hashtext('recall_cases.keep_current'))")
+        assert await recall_cases.refresh_open_cases(conn) == 0
+        await other.execute("select pg_advisory_unlock(hashtext('recall_cases.keep_current'))")
+        assert await (await conn.execute(found, (customer,))).fetchall() == []
+        assert await recall_cases.refresh_open_cases(conn) >= 1
+        assert await (await conn.execute(found, (customer,))).fetchall() == [(kept,)]
+    async with collector.client(Role.reader) as api:
+        closed = (await api.get(f"/api/v1/recall-cases/{done}")).json()
+    assert closed["added_since_opening"] == []
