@@ -2,7 +2,7 @@
 (/api/v1/recall-cases; a key of role quality to change a case, reader to look).
 
     tracectl recall case open LOT --title T [--drill]  (or --condition ... --from --to)
-    tracectl recall case list [--drills] | show CASE
+    tracectl recall case list [--drills] | show CASE [--recompute]
     tracectl recall case notify CASE CUSTOMER --by NAME --method phone [--at TIME]
     tracectl recall case return CASE CUSTOMER QUANTITY UOM [--lot LOT] [--at TIME]
     tracectl recall case place CASE PLACE held|destroyed QUANTITY UOM [--lot LOT]
@@ -41,6 +41,7 @@ def _print_case(record: Json) -> None:
     kind = "drill" if c["drill"] else "recall case"
     print(f"{kind} {c['case_id']}: {safe(c['title'])} [{c['state']}]")
     print(f"  opened from {origin} by {safe(c['opened_by'])} at {when(c['opened_at'])}")
+    print(f"  affected set as recomputed at {when(c['checked_at'])}")
     if c["closed_at"]:
         print(f"  closed by {safe(c['closed_by'])} at {when(c['closed_at'])}: {safe(c['summary'])}")
     if c["time_to_export_s"] is not None:
@@ -139,7 +140,11 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    _show(args, CollectorApi(args.api).get_json(f"{PATH}/{args.case}"))
+    api = CollectorApi(args.api)
+    if args.recompute:
+        _show(args, api.call_json("POST", f"{PATH}/{args.case}/refresh"))
+    else:
+        _show(args, api.get_json(f"{PATH}/{args.case}"))
 
 
 def _post(args: argparse.Namespace, what: str, body: Json) -> None:
@@ -260,8 +265,9 @@ def parser(api_url: str) -> argparse.ArgumentParser:
     p.add_argument("--drills", action="store_true", help="only drills, with their times")
     _common(p, api_url)
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("show", help="a case as it stands (recomputed if open)")
+    p = sub.add_parser("show", help="a case as last recomputed")
     p.add_argument("case", type=int)
+    p.add_argument("--recompute", action="store_true", help="recompute its set first (quality)")
     _common(p, api_url)
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("notify", help="record a customer told of the recall")

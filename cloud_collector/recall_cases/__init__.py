@@ -1,8 +1,9 @@
 """Recall cases: a recall as a process, not a query. A case is opened from a lot or from a
 process condition (as the recall takes them); it freezes the affected set the recall gives
 then (lots, shipment lines, customers, on-hand places with quantities) and keeps it current
-as late events arrive: each read of an open case recomputes the set, adds what is new with
-when it was found, and marks (never drops) what is no longer found. On a case the quality
+as late events arrive: the collector recomputes open cases on a schedule (and on asking,
+and before an export or the close), adds what is new with when it was found, and marks
+(never drops) what is no longer found. On a case the quality
 team records which customers were told (when, by whom, how) and what came back, what was
 held or destroyed at each place, puts the case's lots on hold (cloud_collector/holds.py),
 and closes it with a summary; every action is kept with who and when. The case's record

@@ -1,9 +1,10 @@
 """Recall cases and mock-recall drills over HTTP (cloud_collector/recall_cases): role quality
-to open, record on and close a case; roles reader and quality to look and export.
+to open, recompute, record on and close a case; roles reader and quality to look and export.
 
-Reading an open case recomputes its affected set and records what was found since (a
-write): those GETs, and the export (which records who took it, and times a drill), run on
-the primary, never on the read standby."""
+Looking at a case reads it as last recomputed (`checked_at`; the collector recomputes open
+cases every TRACE_RECALL_CASES_REFRESH_S, `POST .../refresh` at once): a recall reaching
+ten thousand lots takes seconds to recompute, too long for every read. The export
+recomputes first and records who took it (a drill's time), so it runs on the primary."""
 
 from __future__ import annotations
 
@@ -119,9 +120,16 @@ async def list_drills(conn: Conn, limit: Limit = 1000) -> list[recall_cases.Case
 
 
 @router.get("/{case_id}", dependencies=LOOK)
-async def show_case(case_id: CaseId, conn: Primary) -> recall_cases.CaseRecord:
-    """The case as it stands: an open case's set recomputed first (what was found since
-    its opening listed with when), per customer and per place, and every action."""
+async def show_case(case_id: CaseId, conn: Conn) -> recall_cases.CaseRecord:
+    """The case as last recomputed (`checked_at`): its members (what was found since its
+    opening listed with when), per customer and per place, the gaps, every action."""
+    return await _answer(lambda: recall_cases.case_record(conn, case_id))
+
+
+@router.post("/{case_id}/refresh", dependencies=CHANGE)
+async def refresh_case(case_id: CaseId, conn: Conn) -> recall_cases.CaseRecord:
+    """Recompute an open case's set now (a closed case stays as it was closed): members
+    found since are added with when, members no longer found are kept and marked."""
     return await _current(conn, case_id)
 
 

@@ -87,9 +87,15 @@ async def test_a_case_freezes_the_recall_and_late_events_join_it_with_when(
             [lot_item(TART_GTIN, p.lot("TART"), 40, "EA")],
         ),
     )
-    async with collector.client(Role.reader) as api:
-        r = await api.get(f"/api/v1/recall-cases/{case['case_id']}")
-        again = await api.get(f"/api/v1/recall-cases/{case['case_id']}")
+    path = f"/api/v1/recall-cases/{case['case_id']}"
+    async with collector.client(Role.reader) as reader, collector.client(Role.quality) as api:
+        before = await reader.get(path)  # as last recomputed: at the opening
+        assert before.json()["added_since_opening"] == [], before.text
+        refused = await reader.post(f"{path}/refresh")
+        assert refused.status_code == 403, refused.text
+        r = await api.post(f"{path}/refresh")
+        again = await api.post(f"{path}/refresh")
+        assert (await reader.get(path)).json() == again.json()
     assert r.status_code == 200, r.text
     now = r.json()
     added = {(m["kind"], m["key"]) for m in now["added_since_opening"]}
@@ -117,7 +123,7 @@ async def test_a_case_freezes_the_recall_and_late_events_join_it_with_when(
         "shipment": 1,
         "place": 1,
     }
-    # A read that finds nothing new records nothing.
+    # A recomputation that finds nothing new records nothing.
     assert [a["kind"] for a in again.json()["actions"]] == ["opened", "refreshed"]
 
 
@@ -371,6 +377,6 @@ async def test_the_collector_keeps_open_cases_current_between_reads_and_leaves_c
         assert await (await conn.execute(found, (customer,))).fetchall() == []
         assert await recall_cases.refresh_open_cases(conn) >= 1
         assert await (await conn.execute(found, (customer,))).fetchall() == [(kept,)]
-    async with collector.client(Role.reader) as api:
-        closed = (await api.get(f"/api/v1/recall-cases/{done}")).json()
+    async with collector.client(Role.quality) as api:
+        closed = (await api.post(f"/api/v1/recall-cases/{done}/refresh")).json()
     assert closed["added_since_opening"] == []
