@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, model_validator
 
 from cloud_collector import trace
 from protocols.mqtt.contract import storable
@@ -146,16 +146,12 @@ class PlaceAction(Strict):
 class HoldLots(Strict):
     """Put every lot of the case on hold (cloud_collector/holds.py), with the reason."""
 
-    reason: Note
+    # A hold's reason holds 2,000 characters; "recall case N: " goes before this one.
+    reason: Annotated[str, Field(min_length=1, max_length=1900), AfterValidator(_said)]
 
 
 class Close(Strict):
     summary: Note
-
-    @field_validator("summary")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return value.strip()
 
 
 class Action(Strict):
