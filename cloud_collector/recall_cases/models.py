@@ -49,6 +49,8 @@ def _in_range(value: datetime) -> datetime:
 
 Moment = Annotated[AwareDatetime, AfterValidator(_in_range)]
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_said)]
+# A customer's, place's or lot's name as the case lists it, matched exactly (not stripped).
+Key = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(storable)]
 Note = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_said)]
 Quantity = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
 
@@ -95,7 +97,7 @@ class OpenCase(Strict):
     (what POST /api/v1/recall/by-condition takes), never both."""
 
     title: Text
-    lot: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(storable)] | None = None
+    lot: Key | None = None
     condition: trace.Condition | None = None
     drill: bool = False
 
@@ -112,7 +114,7 @@ class OpenCase(Strict):
 class Notice(Strict):
     """A customer told of the recall: when, by whom, how."""
 
-    customer: Text  # the customer member's key (its ERP id, or as the case lists it)
+    customer: Key  # the customer member's key (its ERP id, or as the case lists it)
     notified_at: Moment
     notified_by: Text
     method: Literal["phone", "email", "letter", "fax", "edi", "in_person", "other"]
@@ -123,10 +125,10 @@ class Notice(Strict):
 class Return(Strict):
     """Goods a customer sent back (or confirmed destroyed on their side) under the case."""
 
-    customer: Text
+    customer: Key
     quantity: Quantity
     uom: Text
-    lot: Text | None = None  # the lot it was of, if known (what the trace endpoints take)
+    lot: Key | None = None  # the lot it was of, if known (what the trace endpoints take)
     received_at: Moment
     note: Note | None = None
 
@@ -134,11 +136,11 @@ class Return(Strict):
 class PlaceAction(Strict):
     """Stock at one of the case's places put on hold or destroyed."""
 
-    place: Text
+    place: Key
     action: Literal["held", "destroyed"]
     quantity: Quantity
     uom: Text
-    lot: Text | None = None
+    lot: Key | None = None
     happened_at: Moment
     note: Note | None = None
 
