@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from cloud_collector import edge_status, holds, retention, rollups
+from cloud_collector import edge_status, holds, recall_cases, retention, rollups
 from cloud_collector.alerts import delivery, evaluator
 from cloud_collector.api import create_app, server_options
 from cloud_collector.consumer import IngestCounters, run_consumer
@@ -126,6 +126,17 @@ async def serve(settings: CollectorSettings, counters: IngestCounters | None = N
             "holds: not published to the edges by this collector (TRACE_HOLDS_USERNAME "
             "unset): shipping doors flag no held lot until one collector publishes them; "
             "issue it an identity: tracectl broker add NAME --kind collector"
+        )
+    if settings.recall_cases_refresh_s > 0:
+        every_s = settings.recall_cases_refresh_s
+        background.append(
+            asyncio.create_task(
+                supervised(
+                    "recall-cases",
+                    lambda: recall_cases.keep_cases_current(settings.database_url, every_s),
+                ),
+                name="recall-cases",
+            )
         )
     if kept is not None:
         background.append(

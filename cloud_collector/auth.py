@@ -77,7 +77,8 @@ ROLES: dict[Role, str] = {
     Role.importer: "ERP imports (products, customers, shipments, purchase orders), QC "
     "results, EPCIS capture of our own systems",
     Role.admin: "everything, and credentials (GET/POST/DELETE /api/v1/credentials)",
-    Role.quality: "holds: put lots on hold and release them; list holds and alerts",
+    Role.quality: "holds: put lots on hold and release them; list holds and alerts; recall "
+    "cases and drills: open, record on, close (/api/v1/recall-cases)",
     Role.partner: "a distributor: EPCIS capture at its own locations, and queries only about "
     "lots shipped to it",
 }

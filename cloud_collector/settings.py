@@ -86,6 +86,8 @@ class CollectorSettings(BaseSettings):
     api_max_connections: int = Field(default=500, ge=10)
     # Recall by condition looks at most this many days of readings in one request.
     condition_max_days: int = Field(default=31, ge=1, le=3660)
+    # Open recall cases are recomputed this often between reads (0: only when read).
+    recall_cases_refresh_s: float = Field(default=300.0, ge=0, le=86_400)
 
     @property
     def reads_url(self) -> str:

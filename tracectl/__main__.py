@@ -1,4 +1,5 @@
-"""`tracectl`: start and end batches on a line; trace a lot, list a recall, the batches and
+"""`tracectl`: start and end batches on a line; trace a lot, list a recall, run recall cases
+and mock-recall drills (`tracectl recall case --help`), list the batches and
 the fleet's status, export FSMA 204 spreadsheets (from the collector's API, with
 TRACE_API_KEY); check device profiles; run the demo line."""
 
@@ -30,6 +31,7 @@ from tracectl import (
     genealogy,
     probe,
     provisioning,
+    recall_cases,
 )
 from tracectl.collector_api import CollectorApi, CommandError
 from tracectl.parameters import print_parameters
@@ -230,7 +232,11 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--seconds", type=float, default=15.0)
     demo.set_defaults(func=cmd_demo)
 
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["recall", "case"]:  # `recall LOT` takes any word as a lot: cases first
+        args = recall_cases.parser(API_URL).parse_args(argv[2:])
+    else:
+        args = parser.parse_args(argv)
     try:
         args.func(args)
     except CommandError as err:

@@ -79,37 +79,45 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return (path + "/recall" if args.recall else path), params
 
 
-def _target(args: argparse.Namespace, response: httpx.Response) -> Path:
-    if args.output:
-        return Path(args.output)
+def _target(output: str | None, fallback: str, response: httpx.Response) -> Path:
+    if output:
+        return Path(output)
     found = _FILENAME.search(response.headers.get("content-disposition", ""))
-    name = found.group(1) if found else f"fsma204.{args.format}"
+    name = found.group(1) if found else fallback
     # The server's name, but never a path: only the file's own name in this folder.
-    return Path(re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name) or f"fsma204.{args.format}")
+    return Path(re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name) or fallback)
 
 
-def cmd_export(args: argparse.Namespace) -> None:
-    path, params = _request(args)
-    shown = args.progress if args.progress is not None else sys.stderr.isatty()
-    api = CollectorApi(args.api)
+def download(
+    api: CollectorApi,
+    path: str,
+    params: dict[str, Any],
+    output: str | None,
+    fallback: str,
+    force: bool = False,
+    progress: bool | None = None,
+) -> tuple[Path, Progress]:
+    """Save a GET's answer to `output` (default: the server's name, else `fallback`), whole
+    or not at all; the file and how much was saved."""
+    shown = progress if progress is not None else sys.stderr.isatty()
     with api.stream(path, params) as response:
-        target = _target(args, response)
-        if target.exists() and not args.force:
+        target = _target(output, fallback, response)
+        if target.exists() and not force:
             raise CommandError(f"{target} exists: choose another name with -o, or --force")
         size = response.headers.get("content-length")
-        progress = Progress(sys.stderr, int(size) if size and size.isdigit() else None, shown)
+        counted = Progress(sys.stderr, int(size) if size and size.isdigit() else None, shown)
         partial = target.with_name(target.name + ".part")
         try:
             with open(partial, "wb") as out:
                 for chunk in response.iter_bytes():
                     out.write(chunk)
-                    progress.add(chunk)
+                    counted.add(chunk)
                 out.flush()
                 os.fsync(out.fileno())
         except httpx.HTTPError as err:
             partial.unlink(missing_ok=True)
             raise CommandError(
-                f"the export broke off after {progress.bytes:,} bytes ({type(err).__name__}: "
+                f"the export broke off after {counted.bytes:,} bytes ({type(err).__name__}: "
                 f"{err}); nothing was saved: run it again (a large recall: CSV streams, XLSX "
                 "is built whole first)"
             ) from None
@@ -117,7 +125,15 @@ def cmd_export(args: argparse.Namespace) -> None:
             partial.unlink(missing_ok=True)
             raise
         partial.replace(target)
-    progress.done()
+    counted.done()
+    return target, counted
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    path, params = _request(args)
+    api = CollectorApi(args.api)
+    fallback = f"fsma204.{args.format}"
+    target, progress = download(api, path, params, args.output, fallback, args.force, args.progress)
     what = f"{progress.rows:,} lines" if args.format == "csv" else f"{progress.bytes:,} bytes"
     print(f"saved {safe(str(target))} ({what})")
 

@@ -281,7 +281,9 @@ def add_parsers(sub: argparse._SubParsersAction, api_url: str) -> None:  # type:
     trace.set_defaults(func=cmd_trace)
 
     recall = sub.add_parser(
-        "recall", help="the recall list of a lot, or of the batches that ran under a condition"
+        "recall",
+        help="the recall list of a lot, or of the batches that ran under a condition; "
+        "`tracectl recall case ...`: recall cases and mock-recall drills",
     )
     recall.add_argument("lot", nargs="?")
     recall.add_argument(

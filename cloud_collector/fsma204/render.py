@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import date, time
 from decimal import Decimal
 from typing import Any
@@ -62,11 +62,27 @@ def _header(ws: Any, names: list[str]) -> None:
     ws.append(cells)
 
 
+# A sheet of its own for a workbook that carries more than the spreadsheet (a recall
+# case's record): its name, its header, its rows.
+Sheet = tuple[str, list[str], list[list[Any]]]
+
+
 async def xlsx(
-    chunks: AsyncIterator[list[Row]], header: list[str], about: list[tuple[str, str]]
+    chunks: AsyncIterator[list[Row]],
+    header: list[str],
+    about: list[tuple[str, str]],
+    before: Sequence[Sheet] = (),
 ) -> bytes:
-    """The workbook: the sortable sheet, the missing KDEs, and what it all means."""
+    """The workbook: the sheets `before` (if any), the sortable sheet, the missing KDEs,
+    and what it all means."""
     wb = Workbook(write_only=True)
+    for name, names, lines in before:
+        sheet = wb.create_sheet(name)
+        sheet.freeze_panes = "A2"
+        _header(sheet, names)
+        for line in lines:
+            sheet.append(xlsx_row(sheet, line))
+        sheet.auto_filter.ref = f"A1:{get_column_letter(len(names))}{len(lines) + 1}"
     ws = wb.create_sheet(SHEET)
     ws.freeze_panes = "A2"
     for i in range(len(COLUMNS)):

@@ -10,6 +10,7 @@ only includes them (in `ROUTERS`' order), after building the app's state and mid
 | credentials | `routes/credentials.py` | `/api/v1/credentials...` | admin |
 | edges | `routes/edges.py` | `/api/v1/edges...` | reader, provisioner |
 | provisioning | `routes/provisioning.py` | `/api/v1/provisioning/...` | provisioner; reader |
+| recall cases, drills | `routes/recall_cases.py` | `/api/v1/recall-cases...` | quality; reader |
 | holds | `routes/holds.py` | `/api/v1/lots/{lot}/hold...`, `/api/v1/holds` | quality |
 | alerts | `routes/alerts.py` | `/api/v1/alerts...`, `/api/v1/alert-...` | reader, quality; admin |
 | FSMA 204 | `fsma204/routes.py` | `/api/v1/fsma204/...` | reader |
@@ -33,6 +34,7 @@ from cloud_collector.routes.erp import router as erp
 from cloud_collector.routes.health import router as health
 from cloud_collector.routes.holds import router as holds
 from cloud_collector.routes.provisioning import router as provisioning
+from cloud_collector.routes.recall_cases import router as recall_cases
 from cloud_collector.routes.trace import router as trace
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -47,6 +49,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     epcis,
     holds,
     alerts,
+    recall_cases,
 )
 
 __all__ = ["ROUTERS"]

@@ -25,6 +25,7 @@ from cloud_collector.endpoints import (
     json_response,
     resolve_lot,
 )
+from cloud_collector.settings import CollectorSettings
 from cloud_collector.spreadsheet_cells import neutralised_copy_csv
 from protocols.mqtt.contract import storable
 
@@ -128,6 +129,13 @@ async def recall_by_condition(
     """Given a tag and a condition (above or below a limit, or bad quality) in a time
     range (with its UTC offset; at most TRACE_CONDITION_MAX_DAYS days, 31 unless set):
     the batches that ran while it held, and everything downstream of them."""
+    check_window(body, settings)
+    return await trace.recall_by_condition(conn, body)
+
+
+def check_window(body: ConditionWindow, settings: CollectorSettings) -> None:
+    """422 if the range is longer than a recall by condition looks at once (a recall case
+    opened from a condition takes the same check)."""
     days = (body.end - body.start) / timedelta(days=1)
     if days > settings.condition_max_days:
         raise HTTPException(
@@ -137,4 +145,3 @@ async def recall_by_condition(
             f"{settings.condition_max_days} days at a time (TRACE_CONDITION_MAX_DAYS): "
             "split the range into several requests",
         )
-    return await trace.recall_by_condition(conn, body)
