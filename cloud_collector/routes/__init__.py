@@ -11,6 +11,7 @@ only includes them (in `ROUTERS`' order), after building the app's state and mid
 | edges | `routes/edges.py` | `/api/v1/edges...` | reader, provisioner |
 | provisioning | `routes/provisioning.py` | `/api/v1/provisioning/...` | provisioner; reader |
 | holds, alerts | `routes/holds.py` | `/api/v1/lots/{lot}/hold...`, `/api/v1/holds`, ... | quality |
+| warehouse | `routes/places.py` | `/api/v1/places...`, `/api/v1/lots/{lot}/places` | reader |
 | FSMA 204 | `fsma204/routes.py` | `/api/v1/fsma204/...` | reader |
 | EPCIS 2.0 | `epcis/routes.py` | `/epcis/...` | importer, reader, partner |
 | pages | `pages/` (`pages.install`) | `/trace`, `/batches`, `/recall`... | reader, partner |
@@ -30,6 +31,7 @@ from cloud_collector.routes.edges import router as edges
 from cloud_collector.routes.erp import router as erp
 from cloud_collector.routes.health import router as health
 from cloud_collector.routes.holds import router as holds
+from cloud_collector.routes.places import router as places
 from cloud_collector.routes.provisioning import router as provisioning
 from cloud_collector.routes.trace import router as trace
 
@@ -44,6 +46,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     fsma204,
     epcis,
     holds,
+    places,
 )
 
 __all__ = ["ROUTERS"]
