@@ -125,7 +125,9 @@ class EdgeAgent:
         }
         self.binder = Binder(self.context, self.outbox, batch_tags)
         self.held = HeldLots(self.store)
-        self.stations = Stations(self.binder, site.line_ids, site.dock_ids, self.held)
+        self.stations = Stations(
+            self.binder, site.line_ids, site.dock_ids, self.held, site.warehouse
+        )
         self.gates: list[GateStation] = []
         self.devices: dict[str, DeviceTask] = {
             profile.name: self._device_task(station, profile)
@@ -410,6 +412,7 @@ class EdgeAgent:
         self.context.lines = list(site.line_ids)
         self.stations.lines = list(site.line_ids)
         self.stations.docks = list(site.dock_ids)
+        self.stations.warehouse = site.warehouse
         for name, task in built.items():
             profile = new.devices[name].profile
             if profile.batch_source is not None:

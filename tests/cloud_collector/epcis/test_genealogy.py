@@ -287,7 +287,7 @@ async def test_a_partner_moves_no_more_than_was_shipped_to_it_and_never_our_stoc
         recall = (await http.get(f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/recall")).json()
     left = [(x["quantity"], x["location"]) for x in recall["lines"] if x["status"] == "on_hand"]
     # Our 300 cakes are still ours, still at our dock; the partner's lines are its own.
-    assert left == [(300.0, "dock-2")]
+    assert left == [(300.0, "line-1")]
     assert recall["lot"]["quantity"] == 400.0
 
 
