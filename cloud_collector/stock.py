@@ -76,10 +76,13 @@ select s.place, s.quantity, coalesce(p.kind in ('bin', 'rack'), false) as stored
 from place_stock s left join locations p on p.location_id = s.place
 where s.lot_id = %s and s.uom = %s and s.quantity > 0 order by stored, s.since desc, s.place
 """
-_MOVE = """
+# One statement for all of an event's moves (a batch of 10,000 pallets: 20,000 rows).
+_MOVES = """
 insert into stock_moves (event_id, role, position, part, lot_id, unit, from_place, to_place,
     quantity, uom, time, biz_step, note)
-values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing
+select * from unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::bigint[], %s::text[],
+    %s::text[], %s::text[], %s::float8[], %s::text[], %s::timestamptz[], %s::text[], %s::text[])
+on conflict do nothing
 """
 _COUNT = """
 insert into stock_counts (event_id, lot_id, place, uom, counted, expected, difference, time,
@@ -87,9 +90,9 @@ insert into stock_counts (event_id, lot_id, place, uom, counted, expected, diffe
 values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing
 """
 # A late event never moves a unit back to where it was before a later one.
-_PLACE_UNIT = """
-update units set place = %s, placed_at = %s
-where epc = %s and (placed_at is null or placed_at <= %s)
+_PLACE_UNITS = """
+update units set place = %(place)s, placed_at = %(time)s
+where epc = any(%(units)s) and (placed_at is null or placed_at <= %(time)s)
 """
 RECOUNT = "select recount_places(%s::bigint[])"
 # A lot's place in FIFO: when it came (received, else made), else when we first heard of it.
@@ -276,10 +279,17 @@ async def _move(
                 (event_id, line.role, line.position, part, line.lot_id, line.unit, place, to,
                  quantity, line.uom, time, step, note)
             )  # fmt: skip
-    async with ledger.conn.cursor() as cur:
-        await cur.executemany(_MOVE, rows)
-        units = [(to, time, line.unit, time) for line in lines if line.unit is not None]
-        await cur.executemany(_PLACE_UNIT, units)
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    await ledger.conn.execute(_MOVES, columns)
+    await _place_units(ledger.conn, lines, to, time)
+
+
+async def _place_units(
+    conn: AsyncConnection, lines: list[Line], place: str | None, time: datetime
+) -> None:
+    units = [line.unit for line in lines if line.unit is not None]
+    if units:
+        await conn.execute(_PLACE_UNITS, {"place": place, "time": time, "units": units})
 
 
 async def _count(
@@ -299,8 +309,7 @@ async def _count(
         )
     async with ledger.conn.cursor() as cur:
         await cur.executemany(_COUNT, rows)
-        units = [(place, time, line.unit, time) for line in lines if line.unit is not None]
-        await cur.executemany(_PLACE_UNIT, units)
+    await _place_units(ledger.conn, lines, place, time)
 
 
 class Advice(Strict):

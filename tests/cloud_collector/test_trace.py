@@ -532,7 +532,7 @@ async def test_what_is_left_of_a_lot_counts_each_shipment_once(
         (x["status"], x["shipment"], x["quantity"], x["location"]) for x in body["lines"]
     )
     assert lines == [
-        ("on_hand", None, 50.0, "dock-2"),
+        ("on_hand", None, 50.0, "dock-1"),
         ("shipped", f"SH-A-{p.tag}", 30.0, "dock-2"),
         ("shipped", f"SH-B-{p.tag}", 20.0, "dock-2"),
     ]
