@@ -321,7 +321,7 @@ async def project_object_event(
     """A receipt or shipment line per item, and what it moved of each lot's stock per place
     (put-away, moves, picks, counts: stock.py); `partner`: the capturing partner (its labels
     never re-tie our units; its events never count in our stock: recount_lots)."""
-    stocked = partner is None and (event.biz_step in stock.MOVES or event.biz_step in stock.COUNTS)
+    stocked = partner is None and event.biz_step in stock.OBJECT_STEPS
     if event.biz_step not in ("receiving", "shipping") and not stocked:
         return  # consumption or output outside a batch: flagged at the edge, no link
     document = event.biz_transactions[0].id if event.biz_transactions else None
@@ -330,6 +330,7 @@ async def project_object_event(
     moving = event.biz_step not in ("receiving", "shipping")
     p = _Projection(conn, partner)
     lines: list[stock.Line] = []
+    loose: list[str] = []  # units of no known lot: they change place, no lot's stock
     for position, item in enumerate(event.items):
         origin = "supplier" if receiving and partner is None else "unknown"
         lot_id = await lot_of(p, item, origin)
@@ -355,6 +356,8 @@ async def project_object_event(
             p.touched.add(lot_id)
             if stocked:
                 lines.append(await _stock_line(p, "observed", position, item, lot_id))
+        elif (unit := unit_key(item)) is not None:
+            loose.append(unit)
     await p.finish()
     if stocked:
         await stock.record(
@@ -365,6 +368,7 @@ async def project_object_event(
             read_point=event.read_point,
             biz_location=event.biz_location,
             lines=lines,
+            loose_units=loose,
         )
 
 

@@ -63,6 +63,9 @@ MOVES: dict[str, tuple[bool, Literal["location", "destination"] | None]] = {
     "producing": (False, "location"),
 }
 COUNTS = frozenset({"cycle_counting", "stock_taking"})
+# The ObjectEvents that change stock (consuming and producing are a batch's: its
+# TransformationEvent; an ObjectEvent of consumption outside a batch is flagged, not counted).
+OBJECT_STEPS = frozenset({"receiving", "storing", "picking", "shipping"}) | COUNTS
 
 _SOURCE = """
 select party from event_parties where event_id = %s and side = 'source' and type = 'location'
@@ -227,16 +230,19 @@ async def record(
     read_point: str,
     biz_location: str | None,
     lines: list[Line],
+    loose_units: list[str] | None = None,
 ) -> None:
-    """Record what the event did to the stock of its lines' lots, and recount them. The
-    caller skips partners' events; a step that moves no goods records nothing."""
-    if not lines or (step not in MOVES and step not in COUNTS):
+    """Record what the event did to the stock of its lines' lots, and recount them;
+    `loose_units`: units of no known lot, which only change place. The caller skips
+    partners' events; a step that moves no goods records nothing."""
+    if not (lines or loose_units) or (step not in MOVES and step not in COUNTS):
         return
     here = await places.canonical(conn, biz_location or read_point)
     point = await places.canonical(conn, read_point)
     ledger = _Ledger(conn)
     if step in COUNTS:
         await _count(ledger, event_id, time, step, here, lines)
+        await _place_units(conn, loose_units or [], here, time)
     else:
         takes, puts = MOVES[step]
         to: str | None = None
@@ -251,7 +257,9 @@ async def record(
         if step == "picking":
             await _check_fifo(ledger, event_id, lines, point, source)
         await _move(ledger, event_id, time, step, lines, takes, to, point, source)
-    await conn.execute(RECOUNT, (sorted({line.lot_id for line in lines}),))
+        await _place_units(conn, loose_units or [], to, time)
+    if lines:
+        await conn.execute(RECOUNT, (sorted({line.lot_id for line in lines}),))
 
 
 async def _move(
@@ -279,15 +287,15 @@ async def _move(
                 (event_id, line.role, line.position, part, line.lot_id, line.unit, place, to,
                  quantity, line.uom, time, step, note)
             )  # fmt: skip
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    await ledger.conn.execute(_MOVES, columns)
-    await _place_units(ledger.conn, lines, to, time)
+    if rows:
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        await ledger.conn.execute(_MOVES, columns)
+    await _place_units(ledger.conn, [x.unit for x in lines if x.unit is not None], to, time)
 
 
 async def _place_units(
-    conn: AsyncConnection, lines: list[Line], place: str | None, time: datetime
+    conn: AsyncConnection, units: list[str], place: str | None, time: datetime
 ) -> None:
-    units = [line.unit for line in lines if line.unit is not None]
     if units:
         await conn.execute(_PLACE_UNITS, {"place": place, "time": time, "units": units})
 
@@ -309,7 +317,7 @@ async def _count(
         )
     async with ledger.conn.cursor() as cur:
         await cur.executemany(_COUNT, rows)
-    await _place_units(ledger.conn, lines, place, time)
+    await _place_units(ledger.conn, [x.unit for x in lines if x.unit is not None], place, time)
 
 
 class Advice(Strict):

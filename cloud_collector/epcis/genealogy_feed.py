@@ -417,7 +417,7 @@ async def _object_event(
     partner: str | None,
 ) -> None:
     step = cbv_word("bizStep", event.get("bizStep"))
-    warehouse = partner is None and (step in stock.MOVES or step in stock.COUNTS)
+    warehouse = partner is None and step in stock.OBJECT_STEPS
     if step not in ("receiving", "shipping") and not warehouse:
         return
     items = _items(event, "epcList", "quantityList")

@@ -154,3 +154,23 @@ async def test_picking_advice_is_fefo_then_fifo_and_a_pick_out_of_turn_raises_an
     assert broken["lot_code"] == new and broken["rule"] == "FEFO"
     assert broken["warehouse"] == f"WH-{t}"
     assert [x["lot_code"] for x in broken["pick_first"]] == [soon, old]
+
+
+async def test_a_pallet_known_by_its_tag_alone_keeps_its_place_until_a_label_names_its_lot(
+    services: Services, collector: RunningCollector
+) -> None:
+    """Received and put away by its RFID tag alone (no lot known yet): the pallet's place is
+    kept all the same; once its label ties it to its lot, the lot lists it at its bin."""
+    p = Plant(services)
+    await warehouse(collector, p)
+    sugar, t = p.lot("SUGAR"), p.tag
+    sscc = "1" + str(int(t, 16) % 10**16).zfill(16) + "3"
+    tag = {"epc": f"urn:epc:id:sscc:y.{t}", "sscc": sscc}
+    await p.post(
+        event("receiving", [tag], f"DOCK-{t}"),
+        event("storing", [tag], "forklift-1", f"BIN-1-{t}"),
+        event("cycle_counting", [{**tag, **lot_item(SUGAR_GTIN, sugar, 40, "KGM")}], f"BIN-1-{t}"),
+    )
+    body = await places_of(collector, f"01/{SUGAR_GTIN}/10/{sugar}")
+    assert [(u["unit"], u["place"]) for u in body["units"]] == [(f"sscc:{sscc}", f"BIN-1-{t}")]
+    assert quantities(body) == {f"BIN-1-{t}": 40.0}  # what the count found there
