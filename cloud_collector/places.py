@@ -23,10 +23,10 @@ Kind = Literal["site", "warehouse", "zone", "rack", "bin"]
 KINDS: tuple[Kind, ...] = ("site", "warehouse", "zone", "rack", "bin")
 MAX_DEPTH = 16  # levels walked up or down: five kinds, with room for sub-zones
 
-CANONICAL = """
-select coalesce((select location_id from locations where location_id = %(place)s),
-                (select location_id from locations where sgln = %(place)s), %(place)s)
-"""
+# The id a place's stock is kept under, of the text as an event names it.
+CANONICAL_OF = """coalesce((select location_id from locations where location_id = {0}),
+         (select location_id from locations where sgln = {0}), {0})"""
+CANONICAL = "select " + CANONICAL_OF.format("%(place)s")
 # The place and everything inside it (its id first).
 WITHIN = f"""
 with recursive down(location_id, depth) as (

@@ -67,9 +67,15 @@ COUNTS = frozenset({"cycle_counting", "stock_taking"})
 # TransformationEvent; an ObjectEvent of consumption outside a batch is flagged, not counted).
 OBJECT_STEPS = frozenset({"receiving", "storing", "picking", "shipping"}) | COUNTS
 
-_SOURCE = """
-select party from event_parties where event_id = %s and side = 'source' and type = 'location'
-order by position limit 1
+# The event's places, canonical (places.py), in one round trip: where it happened, where it
+# puts the goods, and its source location (a captured event's sourceList; null: none).
+_PLACES = f"""
+select {places.CANONICAL_OF.format("%(point)s")},
+       {places.CANONICAL_OF.format("coalesce(%(location)s, %(point)s)")},
+       {places.CANONICAL_OF.format("%(location)s")},
+       (select {places.CANONICAL_OF.format("p.party")} from event_parties p
+        where p.event_id = %(event)s and p.side = 'source' and p.type = 'location'
+        order by p.position limit 1)
 """
 _UNIT_PLACES = "select epc, place from units where epc = any(%s) and placed_at is not null"
 # A lot's stock by place, the places where goods wait (docks, staging, lines: anything not
@@ -237,8 +243,10 @@ async def record(
     partners' events; a step that moves no goods records nothing."""
     if not (lines or loose_units) or (step not in MOVES and step not in COUNTS):
         return
-    here = await places.canonical(conn, biz_location or read_point)
-    point = await places.canonical(conn, read_point)
+    params = {"point": read_point, "location": biz_location, "event": event_id}
+    row = await (await conn.execute(_PLACES, params)).fetchone()
+    assert row is not None  # a select without from is one row
+    point, here, destination, source = row
     ledger = _Ledger(conn)
     if step in COUNTS:
         await _count(ledger, event_id, time, step, here, lines)
@@ -249,11 +257,7 @@ async def record(
         if puts == "location":
             to = here
         elif puts == "destination":
-            to = await places.canonical(conn, biz_location) if biz_location else PICKED
-        source = None
-        if takes:
-            row = await (await conn.execute(_SOURCE, (event_id,))).fetchone()
-            source = await places.canonical(conn, row[0]) if row else None
+            to = destination if biz_location else PICKED
         if step == "picking":
             await _check_fifo(ledger, event_id, lines, point, source)
         await _move(ledger, event_id, time, step, lines, takes, to, point, source)
