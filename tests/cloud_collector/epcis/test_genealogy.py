@@ -286,7 +286,8 @@ async def test_a_partner_moves_no_more_than_was_shipped_to_it_and_never_our_stoc
     async with collector.client(Role.reader) as http:
         recall = (await http.get(f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/recall")).json()
     left = [(x["quantity"], x["location"]) for x in recall["lines"] if x["status"] == "on_hand"]
-    # Our 300 cakes are still ours, still at our dock; the partner's lines are its own.
+    # Our 300 cakes are still ours, on line-1 where they were made (our shipment took its
+    # 100 from there); the partner's lines are its own.
     assert left == [(300.0, "line-1")]
     assert recall["lot"]["quantity"] == 400.0
 
