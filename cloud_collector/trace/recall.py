@@ -18,11 +18,15 @@ join reached o on o.lot_id = k.output_lot join reached i on i.lot_id = k.input_l
 
 # Where a lot's stock lies by place (bin), when the warehouse events said (place_stock,
 # cloud_collector/stock.py): one on-hand line per place, and a line without a place for what
-# the lot has left beyond them (stock from before its first warehouse event); a lot no
-# warehouse event placed keeps the one line at its last place.
+# the lot has left beyond them (stock from before its first warehouse event, or what a count
+# did not find); a lot no warehouse event placed keeps the one line at its last place, and
+# so does one whose places hold more than it has left (a late event took goods from no
+# known place): the lot's own count is right whatever the order of its events.
 BY_PLACE = """
 left join (select lot_id, uom, sum(quantity) as placed from place_stock where quantity > 0
            group by lot_id, uom) b on b.lot_id = l.lot_id and b.uom = coalesce(l.uom, '')
+    and (l.quantity is null or b.placed <= l.quantity - coalesce(l.shipped_quantity, 0)
+         - coalesce(l.consumed_quantity, 0) + 1e-6)
 """
 # The recall list over the reached lots (the table `reached`): every shipment line
 # of a lot, and what is left of each lot not shipped or used in full and where it was last
@@ -63,7 +67,8 @@ select l.lot_id, l.gtin, l.lot_code, 'on_hand', nullif(p.place, ''), null, null,
        h.hold_id is not null, h.reason, h.held_at
 from reached join place_stock p using (lot_id) join lots l using (lot_id)
 left join lot_holds h on h.lot_id = l.lot_id and h.released_at is null
-where p.quantity > 0
+{BY_PLACE}
+where p.quantity > 0 and b.placed is not null and p.uom = b.uom
 """
 
 
