@@ -12,6 +12,8 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 # The contract's test of text PostgreSQL can store: one definition for MQTT and HTTP.
+from cloud_collector import places
+from protocols import gs1
 from protocols.mqtt.contract import storable
 from protocols.strict import Strict
 
@@ -98,6 +100,30 @@ class Location(ErpRow):
     covered_by_rule: bool = True
     # A place of ours: cooling a harvest record places here is ours to record (§ 1.1325(b)).
     our_site: bool = False
+    # Its place in the plant's hierarchy (cloud_collector/places.py): what kind of place it
+    # is, which place it is part of, and the SGLN events may name it by.
+    kind: places.Kind | None = None
+    parent_id: str | None = Field(default=None, min_length=1, max_length=500)
+    sgln: str | None = Field(default=None, max_length=500)
+
+    @field_validator("sgln")
+    @classmethod
+    def _an_sgln(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = gs1.from_urn(value) if value.startswith("urn:") else gs1.from_digital_link(value)
+        if key is None or key.kind != "sgln":
+            raise ValueError(
+                f"{value!r} is not an SGLN: write it as urn:epc:id:sgln:{{company}}.{{location}}"
+                ".{extension} or a GS1 Digital Link /414/{gln}/254/{extension}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _not_its_own_parent(self) -> Location:
+        if self.parent_id is not None and self.parent_id == self.location_id:
+            raise ValueError(f"place {self.location_id!r} cannot be its own parent_id")
+        return self
 
 
 class TlcSource(ErpRow):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from psycopg import AsyncConnection
 
+from cloud_collector import stock
 from protocols.mqtt.contract import (
     MAX_LOT_LINKS,
     Item,
@@ -85,6 +86,7 @@ insert into shipment_lines (event_id, position, lot_id, epc, shipment, quantity,
     location)
 values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing
 """
+_EXPIRY = "update lots set expiry = %s where lot_id = %s and expiry is null"
 _LOCATION = """
 insert into lot_locations (lot_id, epc, location, time, event_id) values (%s, %s, %s, %s, %s)
 """
@@ -258,26 +260,30 @@ async def project_transformation(
     await conn.execute(_BATCH, (batch, event.line, edge_id, event.started_at, event.time))
     p = _Projection(conn, partner)
     produced: Tallies = {}
-    unit_outputs: list[Item] = []
-    for item in event.outputs:
+    unit_outputs: list[tuple[int, Item]] = []
+    made: list[stock.Line] = []
+    used: list[stock.Line] = []
+    for position, item in enumerate(event.outputs):
         if item.lot is not None:
             lot_id = await p.lot(item.gtin or "", item.lot, "own", batch)
             await p.unit(item, lot_id)
             _count(produced, lot_id, item.quantity, item.uom)
+            made.append(await _stock_line(p, "output", position, item, lot_id, received=False))
         else:
-            unit_outputs.append(item)
+            unit_outputs.append((position, item))
     if unit_outputs:
         # Units without a lot (pallet labels) hold the batch's first lot, or its own lot.
         first = next(iter(produced), None)
         lot_id = first[0] if first else await p.lot("", batch, "own", batch)
-        for item in unit_outputs:
+        for position, item in unit_outputs:
             await p.unit(item, lot_id)
             _count(produced, lot_id, item.quantity, item.uom)
+            made.append(await _stock_line(p, "output", position, item, lot_id, received=False))
     if not produced:
         # Nothing recorded as made: the batch's own lot stands for its output.
         produced[(await p.lot("", batch, "own", batch), "")] = _Tally()
     consumed: Tallies = {}
-    for item in event.inputs:
+    for position, item in enumerate(event.inputs):
         known = await lot_of(p, item)
         if known is None:
             # A unit consumed that no event tied to a lot: it stands for a lot of its own.
@@ -289,6 +295,7 @@ async def project_transformation(
             if received is not None:
                 quantity, uom = received
         _count(consumed, known, quantity, uom)
+        used.append(stock.Line("input", position, known, unit_key(item), quantity, uom or ""))
     _too_wide(event, len({lot for lot, _ in consumed}), len({lot for lot, _ in produced}))
     for statement, tallies in ((_CONSUMED, consumed), (_PRODUCED, produced)):
         rows = [
@@ -300,24 +307,35 @@ async def project_transformation(
     await conn.execute(_LINKS, {"event": event.event_id})
     p.touched |= {lot for lot, _ in consumed} | {lot for lot, _ in produced}
     await p.finish()
+    if partner is None:  # a partner's batch never moves our stock
+        for step, lines in (("consuming", used), ("producing", made)):
+            await stock.record(
+                conn, event_id=event.event_id, time=event.time, step=step,
+                read_point=event.read_point, biz_location=None, lines=lines,
+            )  # fmt: skip
 
 
 async def project_object_event(
     conn: AsyncConnection, event: ObjectEventRecord, *, partner: str | None = None
 ) -> None:
-    """A receipt or shipment line per item; `partner`: the capturing partner (its labels
-    never re-tie our units; its lines never count in our lots' stock: recount_lots)."""
-    if event.biz_step not in ("receiving", "shipping"):
+    """A receipt or shipment line per item, and what it moved of each lot's stock per place
+    (put-away, moves, picks, counts: stock.py); `partner`: the capturing partner (its labels
+    never re-tie our units; its events never count in our stock: recount_lots)."""
+    stocked = partner is None and event.biz_step in stock.OBJECT_STEPS
+    if event.biz_step not in ("receiving", "shipping") and not stocked:
         return  # consumption or output outside a batch: flagged at the edge, no link
     document = event.biz_transactions[0].id if event.biz_transactions else None
     location = event.biz_location or event.read_point
     receiving = event.biz_step == "receiving"
+    moving = event.biz_step not in ("receiving", "shipping")
     p = _Projection(conn, partner)
+    lines: list[stock.Line] = []
+    loose: list[str] = []  # units of no known lot: they change place, no lot's stock
     for position, item in enumerate(event.items):
         origin = "supplier" if receiving and partner is None else "unknown"
         lot_id = await lot_of(p, item, origin)
-        if receiving:
-            await p.unit(item, lot_id)
+        if receiving or (moving and lot_id is None):
+            await p.unit(item, lot_id)  # a unit put away before a label named its lot
         row = (
             event.event_id,
             position,
@@ -329,10 +347,42 @@ async def project_object_event(
             event.time,
             location,
         )
-        await conn.execute(_RECEIPT if receiving else _SHIPMENT_LINE, row)
+        if not moving:
+            await conn.execute(_RECEIPT if receiving else _SHIPMENT_LINE, row)
         await conn.execute(
             _LOCATION, (lot_id, unit_key(item), location, event.time, event.event_id)
         )
         if lot_id is not None:
             p.touched.add(lot_id)
+            if stocked:
+                lines.append(await _stock_line(p, "observed", position, item, lot_id))
+        elif (unit := unit_key(item)) is not None:
+            loose.append(unit)
     await p.finish()
+    if stocked:
+        await stock.record(
+            conn,
+            event_id=event.event_id,
+            time=event.time,
+            step=event.biz_step,
+            read_point=event.read_point,
+            biz_location=event.biz_location,
+            lines=lines,
+            loose_units=loose,
+        )
+
+
+async def _stock_line(
+    p: _Projection, role: str, position: int, item: Item, lot_id: int, *, received: bool = True
+) -> stock.Line:
+    """The item as the stock counts it: a unit without a quantity holds what its receipt
+    said (`received`: it may have one); a label's expiry date is the lot's (the first said
+    is kept)."""
+    if item.expiry is not None and p.partner is None:
+        await p.conn.execute(_EXPIRY, (item.expiry, lot_id))
+    quantity, uom, unit = item.quantity, item.uom, unit_key(item)
+    if quantity is None and unit is not None and received and p.partner is None:
+        held = await (await p.conn.execute(_UNIT_RECEIVED, (unit,))).fetchone()
+        if held is not None:
+            quantity, uom = held
+    return stock.Line(role, position, lot_id, unit, quantity, uom or "")

@@ -57,6 +57,8 @@ from protocols.strict import Strict
 # with their profiles is well under it.
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 MAX_DEVICES = 500
+# The protocols a warehouse station's devices may speak: its events come from scans.
+SCANNERS = ("scanner_serial", "scanner_wedge")
 
 
 class BundledDevice(Strict):
@@ -106,10 +108,30 @@ class BundledDock(BundledStation):
     parties: list[DockParty] = Field(default_factory=list, max_length=MAX_PARTIES)
 
 
+WarehouseStep = Literal["put_away", "move", "pick", "count"]
+
+
+class WarehouseWork(Strict):
+    """What a warehouse station does with the goods scanned there (edge_agent/stations.py):
+    put them away or move them to its place (CBV `storing`), pick them from its place
+    (`picking`) to `to` (a staging lane; none: picked, at no place yet), or count them at
+    its place (`cycle_counting`). Its place is the place label scanned last there, or
+    `place` for a fixed station (a scanner at one bin or lane) until a label is scanned."""
+
+    step: WarehouseStep
+    place: Name | None = None
+    to: Name | None = None
+
+
+class BundledWarehouse(BundledStation, WarehouseWork):
+    pass
+
+
 class SiteDocument(Strict):
     edge_id: Name
     lines: list[BundledStation] = Field(default_factory=list, max_length=MAX_DEVICES)
     docks: list[BundledDock] = Field(default_factory=list, max_length=MAX_DEVICES)
+    warehouse: list[BundledWarehouse] = Field(default_factory=list, max_length=MAX_DEVICES)
 
     @model_validator(mode="after")
     def _numbering(self) -> SiteDocument:
@@ -117,6 +139,11 @@ class SiteDocument(Strict):
             f"docks[{i}].numbering: a dock starts no batches: remove it"
             for i, dock in enumerate(self.docks)
             if dock.numbering is not None
+        ]
+        problems += [
+            f"warehouse[{i}].numbering: a warehouse station starts no batches: remove it"
+            for i, station in enumerate(self.warehouse)
+            if station.numbering is not None
         ]
         problems += numbering_problems([(s.id, s.numbering) for s in self.lines])
         if problems:
@@ -126,6 +153,7 @@ class SiteDocument(Strict):
     @model_validator(mode="after")
     def _stations(self) -> SiteDocument:
         ids = [s.id for s in self.lines] + [d.id for d in self.docks]
+        ids += [w.id for w in self.warehouse]
         if not ids:
             raise ValueError("a site needs at least one line or dock")
         for station in ids:
@@ -148,7 +176,7 @@ class SiteDocumentError(ValueError):
 @dataclass(frozen=True)
 class PlacedDevice:
     station: str
-    kind: Literal["line", "dock"]
+    kind: Literal["line", "dock", "warehouse"]
     profile: DeviceProfile  # the connection override merged in
 
 
@@ -166,6 +194,7 @@ class ResolvedSite:
     def stations(self) -> dict[str, list[DeviceProfile]]:
         out: dict[str, list[DeviceProfile]] = {s.id: [] for s in self.document.lines}
         out |= {s.id: [] for s in self.document.docks}
+        out |= {s.id: [] for s in self.document.warehouse}
         for placed in self.devices.values():
             out[placed.station].append(placed.profile)
         return out
@@ -213,9 +242,10 @@ def resolve_site(
         raise _errors(source, err) from err
     problems: list[str] = []
     devices: dict[str, PlacedDevice] = {}
-    stations: list[tuple[str, int, BundledStation, Literal["line", "dock"]]]
+    stations: list[tuple[str, int, BundledStation, Literal["line", "dock", "warehouse"]]]
     stations = [("lines", i, s, "line") for i, s in enumerate(document.lines)]
     stations += [("docks", i, s, "dock") for i, s in enumerate(document.docks)]
+    stations += [("warehouse", i, s, "warehouse") for i, s in enumerate(document.warehouse)]
     where_of: dict[str, str] = {}
     for kind, si, station, station_kind in stations:
         for di, ref in enumerate(station.devices):
@@ -231,6 +261,12 @@ def resolve_site(
                 continue
             if files_at is not None and isinstance(profile, RefersToFiles):
                 profile = profile.files_beside(files_at)
+            if station_kind == "warehouse" and profile.protocol not in SCANNERS:
+                problems.append(
+                    f"{where}: a warehouse station takes scanners ({', '.join(SCANNERS)}), "
+                    f"not {profile.protocol}: put RFID gates at docks"
+                )
+                continue
             if profile.name in devices:
                 problems.append(
                     f"{where}: device name {profile.name!r} is also used in "
@@ -270,7 +306,7 @@ def bundle_site_file(path: Path) -> dict[str, Any]:
         raise SiteDocumentError(str(path), ["not a site file: expected edge_id, lines, docks"])
     problems: list[str] = []
     out: dict[str, Any] = dict(raw)
-    for kind in ("lines", "docks"):
+    for kind in ("lines", "docks", "warehouse"):
         stations = raw.get(kind)
         if not isinstance(stations, list):
             continue

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -35,6 +36,7 @@ from device_profiles.sites import (
     BundledDevice,
     BundledDock,
     BundledStation,
+    BundledWarehouse,
     PlacedDevice,
     ResolvedSite,
     SiteChanges,
@@ -44,7 +46,7 @@ from device_profiles.sites import (
     resolve_site,
     site_changes,
 )
-from edge_agent.site import DeviceRef, DockConfig, LineConfig, Site, SiteConfig
+from edge_agent.site import DeviceRef, DockConfig, LineConfig, Site, SiteConfig, WarehouseConfig
 from edge_agent.store import EdgeStore
 from protocols.mqtt.contract import MAX_STATUS_ITEMS, SiteConfigState, SitePush
 
@@ -70,6 +72,10 @@ def site_of(resolved: ResolvedSite) -> Site:
         edge_id=doc.edge_id,
         lines=[LineConfig(id=s.id, devices=refs(s.id), numbering=s.numbering) for s in doc.lines],
         docks=[DockConfig(id=s.id, devices=refs(s.id), parties=s.parties) for s in doc.docks],
+        warehouse=[
+            WarehouseConfig(id=s.id, step=s.step, place=s.place, to=s.to, devices=refs(s.id))
+            for s in doc.warehouse
+        ],
     )
     return Site(config, stations)
 
@@ -90,13 +96,23 @@ def running_site(site: Site) -> ResolvedSite:
         docks=[
             BundledDock(id=s, devices=bundled(s), parties=parties.get(s, [])) for s in site.dock_ids
         ],
+        warehouse=[
+            BundledWarehouse(id=s, devices=bundled(s), **work.model_dump())
+            for s, work in site.warehouse.items()
+        ],
     )
     devices = {
-        p.name: PlacedDevice(sid, "line" if sid in site.line_ids else "dock", p)
+        p.name: PlacedDevice(sid, _kind(site, sid), p)
         for sid, profiles in site.devices.items()
         for p in profiles
     }
     return ResolvedSite(doc, devices)
+
+
+def _kind(site: Site, station: str) -> Literal["line", "dock", "warehouse"]:
+    if station in site.line_ids:
+        return "line"
+    return "warehouse" if station in site.warehouse else "dock"
 
 
 Apply = Callable[[ResolvedSite, SiteChanges], Awaitable[None]]

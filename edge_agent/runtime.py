@@ -129,7 +129,12 @@ class EdgeAgent:
         )
         self.held = HeldLots(self.store)
         self.stations = Stations(
-            self.binder, site.line_ids, site.dock_ids, self.held, site.dock_parties
+            self.binder,
+            site.line_ids,
+            site.dock_ids,
+            self.held,
+            site.dock_parties,
+            site.warehouse,
         )
         self.gates: list[GateStation] = []
         self.devices: dict[str, DeviceTask] = {
@@ -418,6 +423,7 @@ class EdgeAgent:
         self.stations.lines = list(site.line_ids)
         self.stations.docks = list(site.dock_ids)
         self.stations.parties = site.dock_parties
+        self.stations.warehouse = site.warehouse
         for name, task in built.items():
             profile = new.devices[name].profile
             if profile.batch_source is not None:

@@ -34,6 +34,7 @@ PARTY_OF_AI: dict[str, tuple[Literal["source", "destination", "ours"], PartyType
 }
 LINE_MEANINGS = {"batch_start", "batch_end", "consume", "produce"}  # operator: anywhere
 DOCK_MEANINGS = {"document", "receive", "ship"}
+WAREHOUSE_MEANINGS = {"place", "stock"}
 
 
 def item_of(gs1: Gs1Scan) -> Item:
@@ -55,6 +56,8 @@ def item_of(gs1: Gs1Scan) -> Item:
         item["lot"] = gs1.lot
     if gs1.quantity is not None:
         item |= {"quantity": float(gs1.quantity), "uom": "EA"}
+    if gs1.expiry is not None:
+        item["expiry"] = gs1.expiry.isoformat()  # FEFO at the collector
     if gs1.errors:
         item["unknown_reason"] = "; ".join(gs1.errors)[:500]
     with contract_checked("item"):
@@ -75,6 +78,15 @@ def parties_of(gs1: Gs1Scan) -> list[DockParty]:
             for ai, (side, kind) in PARTY_OF_AI.items()
             if ai in gs1.ais
         ]
+
+
+def place_label(gs1: Gs1Scan) -> str:
+    """The place a location label names: a GS1 location label's GLN (AI 414) with its
+    extension (AI 254) as `{gln}.{extension}`, else the label's text (a bin code)."""
+    if "414" in gs1.ais:
+        extension = gs1.ais.get("254")
+        return f"{gs1.ais['414']}.{extension}" if extension else gs1.ais["414"]
+    return captured_name(gs1.text)
 
 
 @dataclass
@@ -136,9 +148,14 @@ class ScanStation:
             log.warning("%s: scan %r matches no rule of the profile: ignored", device, scan.text)
             return
         meaning = rule.meaning
-        if meaning in (DOCK_MEANINGS if not self.is_dock else LINE_MEANINGS):
-            self.counters.misplaced += 1
+        warehouse = here in self.stations.warehouse
+        if warehouse:
+            elsewhere, kind = LINE_MEANINGS | DOCK_MEANINGS, "warehouse station"
+        else:
+            elsewhere = WAREHOUSE_MEANINGS | (DOCK_MEANINGS if not self.is_dock else LINE_MEANINGS)
             kind = "dock" if self.is_dock else "line"
+        if meaning in elsewhere:
+            self.counters.misplaced += 1
             log.error(
                 "%s: a %r scan at %s %s: fix the profile's rules", device, meaning, kind, here
             )
@@ -147,6 +164,10 @@ class ScanStation:
             self.stations.scan_batch(here, meaning, batch_label(gs1.text, gs1.ais), device, at)
         elif meaning == "operator":
             self.stations.set_operator(here, captured_name(gs1.text))
+        elif meaning == "place":
+            self.stations.bind_place(here, place_label(gs1), f"scanner:{device}")
+        elif meaning == "stock":
+            self.stations.warehouse_event(here, [item_of(gs1)], at, device)
         elif meaning in ("consume", "produce"):
             role: Literal["input", "output"] = "input" if meaning == "consume" else "output"
             self.stations.line_item(here, role, item_of(gs1), at, device)

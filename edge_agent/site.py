@@ -23,7 +23,7 @@ from device_profiles.schema import (
     parse_profile,
     read_yaml,
 )
-from device_profiles.sites import DockParty
+from device_profiles.sites import SCANNERS, DockParty, WarehouseWork
 from protocols.modbus.bus import line_conflicts
 from protocols.mqtt.contract import MAX_PARTIES
 from protocols.strict import Strict
@@ -53,10 +53,18 @@ class DockConfig(Strict):
     parties: list[DockParty] = Field(default_factory=list, max_length=MAX_PARTIES)
 
 
+class WarehouseConfig(WarehouseWork):
+    """A warehouse station (a handheld or fixed scanner): what it does is WarehouseWork's."""
+
+    id: Name
+    devices: list[DeviceRef] = Field(default_factory=list)
+
+
 class SiteConfig(Strict):
     edge_id: Name
     lines: list[LineConfig] = Field(default_factory=list)
     docks: list[DockConfig] = Field(default_factory=list)
+    warehouse: list[WarehouseConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _numbering(self) -> SiteConfig:
@@ -68,6 +76,7 @@ class SiteConfig(Strict):
     @model_validator(mode="after")
     def _stations(self) -> SiteConfig:
         ids = [s.id for s in self.lines] + [d.id for d in self.docks]
+        ids += [w.id for w in self.warehouse]
         if not ids:
             raise ValueError("a site needs at least one line or dock")
         for station in ids:
@@ -109,6 +118,13 @@ class Site:
     def dock_parties(self) -> dict[str, list[DockParty]]:
         return {dock.id: list(dock.parties) for dock in self.config.docks if dock.parties}
 
+    @property
+    def warehouse(self) -> dict[str, WarehouseWork]:
+        """Warehouse stations by id, with what each does."""
+        return {
+            w.id: WarehouseWork(step=w.step, place=w.place, to=w.to) for w in self.config.warehouse
+        }
+
 
 def load_site(path: Path) -> Site:
     try:
@@ -122,9 +138,10 @@ def load_site(path: Path) -> Site:
     problems: list[str] = []
     devices: dict[str, list[DeviceProfile]] = {}
     names: dict[str, str] = {}
-    stations: list[tuple[str, int, LineConfig | DockConfig]]
+    stations: list[tuple[str, int, LineConfig | DockConfig | WarehouseConfig]]
     stations = [("lines", i, s) for i, s in enumerate(config.lines)]
     stations += [("docks", i, s) for i, s in enumerate(config.docks)]
+    stations += [("warehouse", i, s) for i, s in enumerate(config.warehouse)]
     for kind, li, line in stations:
         devices[line.id] = []
         for di, ref in enumerate(line.devices):
@@ -138,6 +155,12 @@ def load_site(path: Path) -> Site:
                     profile = parse_profile(merged, f"{profile_path} with {where}.connection")
             except ProfileError as err:
                 problems.extend(f"{where}: {err.source}: {p}" for p in err.problems)
+                continue
+            if kind == "warehouse" and profile.protocol not in SCANNERS:
+                problems.append(
+                    f"{where}: a warehouse station takes scanners ({', '.join(SCANNERS)}), "
+                    f"not {profile.protocol}: put RFID gates at docks"
+                )
                 continue
             if profile.name in names:
                 problems.append(

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from pydantic import TypeAdapter, ValidationError
+
 from device_profiles.schema import ScanRule
-from device_profiles.sites import DockParty
+from device_profiles.sites import DockParty, WarehouseStep, WarehouseWork
 from edge_agent.binding import NAME_CHARS, Binder, captured_name, name_problem
 from edge_agent.holds import HeldLots
 from edge_agent.outbox import EVENTS
@@ -40,6 +42,7 @@ from protocols.mqtt.contract import (
     BizStep,
     BizTransaction,
     Disposition,
+    Identifier,
     Item,
     ObjectEventRecord,
     RfidSighting,
@@ -58,6 +61,14 @@ DISPOSITION_OF_STEP: dict[str, Disposition] = {
     "shipping": "in_transit",
 }
 DOCUMENT_OF_AI: dict[str, DocumentType] = {"400": "po", "402": "desadv"}
+# What a warehouse station's step is as a CBV business step (CBV 2.0 has no "moving": a
+# move is storing at the new place, from wherever the goods were).
+WAREHOUSE_EVENTS: dict[WarehouseStep, BizStep] = {
+    "put_away": "storing",
+    "move": "storing",
+    "pick": "picking",
+    "count": "cycle_counting",
+}
 
 
 def _contract_max(field_name: str) -> int:
@@ -70,6 +81,18 @@ def _contract_max(field_name: str) -> int:
 # refuse there is refused at the scan, so that ending the batch can never fail.
 MAX_ITEMS = {"input": _contract_max("inputs"), "output": _contract_max("outputs")}
 MAX_OPERATORS = _contract_max("operators")
+
+
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+def identifier_problem(value: str) -> str | None:
+    """Why the contract refuses `value` as an identifier (a read point, a place), or None."""
+    try:
+        _IDENTIFIER.validate_python(value)
+    except ValidationError as err:
+        return "; ".join(e["msg"] for e in err.errors(include_url=False))
+    return None
 
 
 def check_name(what: str, value: str) -> None:
@@ -113,6 +136,7 @@ class Stations:
         docks: list[str],
         held: HeldLots | None = None,
         parties: dict[str, list[DockParty]] | None = None,
+        warehouse: dict[str, WarehouseWork] | None = None,
     ) -> None:
         self.binder = binder
         # Each door's configured trading parties (DockConfig.parties), by dock id.
@@ -125,7 +149,69 @@ class Stations:
         self.db = binder.store.db
         self.lines = list(lines)
         self.docks = list(docks)
+        self.warehouse = dict(warehouse or {})  # warehouse station id -> what it does
         binder.on_batch_end = self._transformation_event
+
+    # -- warehouse stations --------------------------------------------------------------
+
+    def place(self, station_id: str) -> str | None:
+        """Where a warehouse station works now: the place label scanned there last, else
+        its configured place."""
+        work = self._work(station_id)
+        row = self.db.execute(
+            "select place from station_place where station_id = ?", (station_id,)
+        ).fetchone()
+        return str(row[0]) if row else work.place
+
+    def bind_place(self, station_id: str, place: str, by: str) -> None:
+        """RecordRefused for a place id the contract would refuse in the events it names."""
+        self._work(station_id)
+        if problem := identifier_problem(place):
+            raise RecordRefused("place", [f"{place[:40]!r}: {problem}"])
+        with self.store.transaction() as db:
+            db.execute(
+                "insert into station_place values (?, ?, ?, ?) on conflict (station_id) do update"
+                " set place = excluded.place, bound_at = excluded.bound_at,"
+                " bound_by = excluded.bound_by",
+                (station_id, place, datetime.now(UTC).isoformat(), by),
+            )
+
+    def warehouse_event(
+        self, station_id: str, items: list[Item], at: datetime, device: str
+    ) -> None:
+        """Goods scanned at a warehouse station: put away or moved to its place, picked from
+        it (to the station's `to`), or counted there. No place yet: the event is kept,
+        flagged `no_place`, at the station itself."""
+        work = self._work(station_id)
+        place = self.place(station_id)
+        step, read_point, location = WAREHOUSE_EVENTS[work.step], station_id, place
+        if work.step == "pick":
+            read_point, location = place or station_id, work.to
+        with contract_checked("object_event"):
+            event = ObjectEventRecord(
+                seq=UNNUMBERED,
+                time=at,
+                event_id=uuid.uuid4().hex,
+                action="OBSERVE",
+                biz_step=step,
+                read_point=read_point,
+                biz_location=location,
+                items=items,
+                operator=self.operator(station_id),
+                device=device,
+                flags=[] if place is not None else ["no_place"],
+            )
+        self.outbox.append(EVENTS, event)
+
+    def _work(self, station_id: str) -> WarehouseWork:
+        work = self.warehouse.get(station_id)
+        if work is None:
+            known = ", ".join(self.warehouse) or "none"
+            raise StationError(
+                f"warehouse station {station_id!r} is not on this edge (its warehouse "
+                f"stations: {known})"
+            )
+        return work
 
     # -- docks ---------------------------------------------------------------------------
 

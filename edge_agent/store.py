@@ -98,6 +98,13 @@ create table if not exists batch_items (
     item     text not null,   -- the contract Item as JSON, or the operator id
     primary key (line_id, batch_id, role, position)
 );
+-- The place a warehouse station works at: the place label scanned there last.
+create table if not exists station_place (
+    station_id text primary key,
+    place      text not null,
+    bound_at   text not null,
+    bound_by   text not null
+);
 create table if not exists line_operator (
     line_id  text primary key,
     operator text not null

@@ -30,12 +30,12 @@ of it)."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, get_args
 
 from psycopg import AsyncConnection
 
-from cloud_collector import auth, genealogy
+from cloud_collector import auth, genealogy, stock
 from cloud_collector.epcis.document import InvalidDocument, parse_time
 from cloud_collector.epcis.identifiers import cbv_word, keys
 from protocols.mqtt.contract import (
@@ -187,6 +187,28 @@ def _item(identifier: str, quantity: dict[str, Any] | None = None) -> Item:
         sscc=k.sscc,
         raw=uri,
     )
+
+
+# ILMD terms that give a lot's expiry (CBV master data attributes, as ILMD carries them).
+EXPIRY_TERMS = ("itemExpirationDate", "bestBeforeDate", "sellByDate")
+
+
+def _expiry(event: dict[str, Any]) -> date | None:
+    """The expiry an event's ILMD gives its lots (the first of EXPIRY_TERMS it carries, by
+    whatever prefix); a value that is not a date is ignored here (the event is valid EPCIS
+    all the same) and stays in the event as captured."""
+    ilmd = event.get("ilmd")
+    if not isinstance(ilmd, dict):
+        return None
+    found = {str(k).rpartition(":")[2].rpartition("#")[2]: v for k, v in ilmd.items()}
+    for term in EXPIRY_TERMS:
+        value = found.get(term)
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value[:10])
+            except ValueError:
+                return None
+    return None
 
 
 def _items(event: dict[str, Any], epcs: str, quantities: str) -> list[Item]:
@@ -395,11 +417,14 @@ async def _object_event(
     partner: str | None,
 ) -> None:
     step = cbv_word("bizStep", event.get("bizStep"))
-    if step not in ("receiving", "shipping"):
+    warehouse = partner is None and step in stock.OBJECT_STEPS
+    if step not in ("receiving", "shipping") and not warehouse:
         return
     items = _items(event, "epcList", "quantityList")
     if not items:
         return
+    if (expiry := _expiry(event)) is not None:
+        items = [i.model_copy(update={"expiry": expiry}) if i.lot else i for i in items]
     if partner is not None:
         side = "received" if step == "receiving" else "moved"
         await _only_goods_shipped_to_it(conn, items[:10_000], edge, partner, side)

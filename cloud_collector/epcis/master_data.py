@@ -30,6 +30,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from cloud_collector import places
 from cloud_collector.auth import Partner
 from cloud_collector.epcis import genealogy_feed
 from cloud_collector.epcis.document import InvalidDocument
@@ -84,6 +85,12 @@ class Place:
     address: str | None
     phone: str | None
     gln: str | None
+    kind: str | None = None  # places.Kind: its trace:placeKind attribute
+
+
+# Our own attribute for a place's kind in the hierarchy (CBV has sub-site types, not these):
+# `trace:placeKind` (prefix trace = urn:x-trace:epcis:, as our event extensions).
+PLACE_KIND = "urn:x-trace:epcis:placeKind"
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ def elements(vocabularies: list[dict[str, Any]], namespaces: dict[str, Any]) -> 
             )  # fmt: skip
             if vtype in LOCATION_TYPES:
                 item = _with_place(item, attributes)
+                item = _with_kind(item, element.get("attributes", []), prefixes)
             elif vtype == TRADE_ITEM_TYPE:
                 item = _with_product(item, attributes)
             found.append(item)
@@ -218,6 +226,24 @@ def _with_place(item: Element, attributes: dict[str, Any]) -> Element:
     return replace(item, place=place)
 
 
+def _with_kind(item: Element, given: list[Any], prefixes: dict[str, str]) -> Element:
+    """The place's kind from its trace:placeKind attribute; InvalidDocument for a kind
+    that is none of places.KINDS."""
+    ours = {**prefixes, "trace": prefixes.get("trace", "urn:x-trace:epcis:")}
+    for attribute in given:
+        if _expand(attribute["id"], ours) != PLACE_KIND:
+            continue
+        kind = attribute.get("attribute")
+        if kind not in places.KINDS:
+            raise InvalidDocument(
+                f"{item.path}.attributes",
+                f"the placeKind of {item.element_id} is {kind!r}: one of {', '.join(places.KINDS)}",
+            )
+        assert item.place is not None  # _with_place ran first
+        return replace(item, place=replace(item.place, kind=str(kind)))
+    return item
+
+
 def _gln(location: str, site: str | None) -> str | None:
     """The GLN of an SGLN or Digital Link location (its site's), or the site attribute."""
     if site and gs1.digits(site) and len(site) == 13:
@@ -250,9 +276,11 @@ _REPLACES = (
 )
 _LOCATION_REPLACES = _REPLACES.format(t="locations")
 _UPSERT_LOCATION = f"""
-insert into locations (location_id, name, address, phone, gln, capture_id, partner_id)
-values (%(id)s, %(name)s, %(address)s, %(phone)s, %(gln)s, %(capture)s, %(partner)s)
+insert into locations (location_id, name, address, phone, gln, capture_id, partner_id, kind)
+values (%(id)s, %(name)s, %(address)s, %(phone)s, %(gln)s, %(capture)s, %(partner)s, %(kind)s)
 on conflict (location_id) do update set
+    kind = case when {_LOCATION_REPLACES} then coalesce(excluded.kind, locations.kind)
+           else coalesce(locations.kind, excluded.kind) end,
     name = case when {_LOCATION_REPLACES} then excluded.name else locations.name end,
     address = case when {_LOCATION_REPLACES} then coalesce(excluded.address, locations.address)
               else coalesce(locations.address, excluded.address) end,
@@ -272,8 +300,16 @@ update locations set
               else coalesce(address, %(address)s) end,
     phone = case when {_LOCATION_REPLACES} then coalesce(%(phone)s, phone)
             else coalesce(phone, %(phone)s) end,
-    gln = coalesce(gln, %(gln)s)
+    gln = coalesce(gln, %(gln)s),
+    kind = case when {_LOCATION_REPLACES} then coalesce(%(kind)s, kind)
+           else coalesce(kind, %(kind)s) end
 where location_id = %(id)s
+"""
+# A place's children are part of it, unless the ERP placed them (our master data only: a
+# partner's hierarchy is its own business).
+_CHILDREN = """
+update locations set parent_id = %s
+where location_id = any(%s) and location_id <> %s and (parent_id is null or capture_id is not null)
 """
 _UPSERT_PRODUCT = f"""
 insert into products (gtin, name, capture_id, partner_id)
@@ -325,7 +361,9 @@ async def store(
         )  # fmt: skip
     async with conn.pipeline(), conn.cursor() as cur:  # nobody reads the results
         for e in found:
-            if e.place is not None and (e.place.name or e.place.address or e.place.phone):
+            if e.place is not None and (
+                e.place.name or e.place.address or e.place.phone or e.place.kind
+            ):
                 params = {
                     "id": e.element_id, **asdict(e.place), "capture": capture_id,
                     "partner": partner,
@@ -337,3 +375,8 @@ async def store(
                     _UPSERT_PRODUCT,
                     {"gtin": gtin, "name": name, "capture": capture_id, "partner": partner},
                 )
+        # After every place is there: a parent may come before its children.
+        for e in found:
+            children = [c for c in e.children if isinstance(c, str)]
+            if e.place is not None and children and partner is None:
+                await cur.execute(_CHILDREN, (e.element_id, children, e.element_id))

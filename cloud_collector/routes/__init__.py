@@ -13,6 +13,7 @@ only includes them (in `ROUTERS`' order), after building the app's state and mid
 | recall cases, drills | `routes/recall_cases.py` | `/api/v1/recall-cases...` | quality; reader |
 | holds | `routes/holds.py` | `/api/v1/lots/{lot}/hold...`, `/api/v1/holds` | quality |
 | alerts | `routes/alerts.py` | `/api/v1/alerts...`, `/api/v1/alert-...` | reader, quality; admin |
+| warehouse | `routes/places.py` | `/api/v1/places...`, `/api/v1/lots/{lot}/places` | reader |
 | FSMA 204 | `fsma204/routes.py` | `/api/v1/fsma204/...` | reader |
 | EPCIS 2.0 | `epcis/routes.py` | `/epcis/...` | importer, reader, partner |
 | pages | `pages/` (`pages.install`) | `/trace`, `/batches`, `/recall`... | reader, partner |
@@ -33,6 +34,7 @@ from cloud_collector.routes.edges import router as edges
 from cloud_collector.routes.erp import router as erp
 from cloud_collector.routes.health import router as health
 from cloud_collector.routes.holds import router as holds
+from cloud_collector.routes.places import router as places
 from cloud_collector.routes.provisioning import router as provisioning
 from cloud_collector.routes.recall_cases import router as recall_cases
 from cloud_collector.routes.trace import router as trace
@@ -50,6 +52,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     holds,
     alerts,
     recall_cases,
+    places,
 )
 
 __all__ = ["ROUTERS"]

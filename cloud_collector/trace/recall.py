@@ -16,6 +16,18 @@ select distinct k.batch_id from lot_links k
 join reached o on o.lot_id = k.output_lot join reached i on i.lot_id = k.input_lot
 """
 
+# Where a lot's stock lies by place (bin), when the warehouse events said (place_stock,
+# cloud_collector/stock.py): one on-hand line per place, and a line without a place for what
+# the lot has left beyond them (stock from before its first warehouse event, or what a count
+# did not find); a lot no warehouse event placed keeps the one line at its last place, and
+# so does one whose places hold more than it has left (a late event took goods from no
+# known place): the lot's own count is right whatever the order of its events.
+BY_PLACE = """
+left join (select lot_id, uom, sum(quantity) as placed from place_stock where quantity > 0
+           group by lot_id, uom) b on b.lot_id = l.lot_id and b.uom = coalesce(l.uom, '')
+    and (l.quantity is null or b.placed <= l.quantity - coalesce(l.shipped_quantity, 0)
+         - coalesce(l.consumed_quantity, 0) + 1e-6)
+"""
 # The recall list over the reached lots (the table `reached`): every shipment line
 # of a lot, and what is left of each lot not shipped or used in full and where it was last
 # seen (a lot of unknown quantity is listed as 'unknown', with its last place: a recall
@@ -37,14 +49,26 @@ left join lot_holds h on h.lot_id = l.lot_id and h.released_at is null
 union all
 select l.lot_id, l.gtin, l.lot_code,
        case when l.quantity is not null then 'on_hand' else 'unknown' end,
-       l.location, null, null, null, null,
-       l.quantity - coalesce(l.shipped_quantity, 0) - coalesce(l.consumed_quantity, 0),
+       case when b.placed is null then l.location end, null, null, null, null,
+       l.quantity - coalesce(l.shipped_quantity, 0) - coalesce(l.consumed_quantity, 0)
+           - coalesce(b.placed, 0),
        l.uom, null,
        h.hold_id is not null, h.reason, h.held_at
 from reached join lots l using (lot_id)
 left join lot_holds h on h.lot_id = l.lot_id and h.released_at is null
-where l.quantity is null
-   or l.quantity - coalesce(l.shipped_quantity, 0) - coalesce(l.consumed_quantity, 0) > 0
+{BY_PLACE}
+where (b.placed is null and (l.quantity is null
+       or l.quantity - coalesce(l.shipped_quantity, 0) - coalesce(l.consumed_quantity, 0) > 0))
+   or l.quantity - coalesce(l.shipped_quantity, 0) - coalesce(l.consumed_quantity, 0)
+      - b.placed > 1e-9
+union all
+select l.lot_id, l.gtin, l.lot_code, 'on_hand', nullif(p.place, ''), null, null, null, null,
+       p.quantity, nullif(p.uom, ''), null,
+       h.hold_id is not null, h.reason, h.held_at
+from reached join place_stock p using (lot_id) join lots l using (lot_id)
+left join lot_holds h on h.lot_id = l.lot_id and h.released_at is null
+{BY_PLACE}
+where p.quantity > 0 and b.placed is not null and p.uom = b.uom
 """
 
 
@@ -62,7 +86,14 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
         batch_ids = [r["batch_id"] for r in between]
         gaps = await find_gaps(conn, lot, reached.ids, batch_ids, "forward")
     # Each lot's shipments, then its remainder: the same answer every time.
-    rows.sort(key=lambda r: (r["lot_id"], r["status"] != "shipped", r["shipment"] or ""))
+    rows.sort(
+        key=lambda r: (
+            r["lot_id"],
+            r["status"] != "shipped",
+            r["shipment"] or "",
+            r["location"] or "",
+        )
+    )
     lines = [RecallLine.model_construct(**r) for r in rows]  # straight from the database
     return Recall(
         lot=lot,

@@ -9,7 +9,7 @@ regroups them when it resends. The epoch changes only when an edge loses its out
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -177,8 +177,19 @@ class TagSpecs(Strict):
 # an event used.
 
 Uri = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(storable)]
+# storing: put-away and moves between places; picking; cycle_counting and stock_taking:
+# counts that set a place's quantity (CBV 2.0 words; cloud_collector/stock.py).
 BizStep = Literal[
-    "receiving", "shipping", "commissioning", "consuming", "loading", "storing", "inspecting"
+    "receiving",
+    "shipping",
+    "commissioning",
+    "consuming",
+    "loading",
+    "storing",
+    "inspecting",
+    "picking",
+    "cycle_counting",
+    "stock_taking",
 ]
 Disposition = Literal["in_progress", "in_transit", "active", "container_closed", "recalled"]
 
@@ -194,6 +205,7 @@ class Item(Strict):
     lot: Code | None = None
     serial: Code | None = None
     sscc: str | None = Field(default=None, pattern=r"^[0-9]{18}$")
+    expiry: date | None = None  # GS1 AI 17 on its label: FEFO picking advice
     raw: Detail | None = None  # tag hex or scan text, as captured
     unknown_reason: Detail | None = None  # why it decodes to nothing
 

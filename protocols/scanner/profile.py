@@ -18,6 +18,8 @@ ScanMeaning = Literal[
     "document",  # a purchase order or shipment document: binds a dock door to it
     "receive",  # a unit or lot received at a dock door
     "ship",  # a unit or lot loaded at a dock door
+    "place",  # a bin, rack or lane label: the warehouse station works there from now on
+    "stock",  # a unit or lot put away, moved, picked or counted at a warehouse station
 ]
 
 

@@ -111,7 +111,8 @@ async def test_recall_lists_shipped_and_on_hand_stock_also_as_csv(
     assert (p.lot("CAKE"), "shipped", 100.0, None) in lines
     assert (p.lot("CAKE"), "on_hand", 300.0, None) in lines  # 400 made, 100 shipped
     [cake_left] = [x for x in body["lines"] if x["status"] == "on_hand" and "CAKE" in x["lot_code"]]
-    assert cake_left["location"] == "dock-2"  # last seen where its shipment left from
+    # Made at line-1 (400); the shipment took its 100 from there: 300 lie at line-1.
+    assert cake_left["location"] == "line-1"
     # The recall states the gaps its forward trace meets, and the same customers.
     forward = (await get(collector, f"/api/v1/lots/{flour}/trace/forward")).json()
     assert body["gaps"] == [f"batch B{n}-{p.tag} has no readings" for n in (1, 2, 3)]
@@ -338,7 +339,8 @@ async def test_what_is_left_of_a_lot_counts_each_shipment_once(
     services: Services, collector: RunningCollector
 ) -> None:
     """Two shipments of one lot, the first sent twice by the edge (its resend after a lost
-    ack): 100 received, 30 + 20 shipped, 50 left where it was last seen."""
+    ack): 100 received, 30 + 20 shipped, 50 left where it was received (the shipments took
+    theirs from there)."""
     p = Plant(services)
     salt = p.lot("SALT")
     await p.post(p.receipt([lot_item(SUGAR_GTIN, salt, 100, "KGM")], f"PO-{p.tag}"))
@@ -353,7 +355,7 @@ async def test_what_is_left_of_a_lot_counts_each_shipment_once(
         (x["status"], x["shipment"], x["quantity"], x["location"]) for x in body["lines"]
     )
     assert lines == [
-        ("on_hand", None, 50.0, "dock-2"),
+        ("on_hand", None, 50.0, "dock-1"),
         ("shipped", f"SH-A-{p.tag}", 30.0, "dock-2"),
         ("shipped", f"SH-B-{p.tag}", 20.0, "dock-2"),
     ]

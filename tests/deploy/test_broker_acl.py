@@ -164,9 +164,7 @@ async def test_an_edge_reads_neither_other_edges_acks_nor_their_data(
                 await listening
     # The collectors' status is every edge's to read (an edge resends when one goes away),
     # and so are the lots on hold (one retained set for every edge, maybe from another test).
-    assert [
-        t for t in seen if not topics.is_collector_status(t) and t != topics.holds()
-    ] == []
+    assert [t for t in seen if not topics.is_collector_status(t) and t != topics.holds()] == []
 
 
 async def test_an_identity_cannot_take_over_another_identitys_client_id(

@@ -12,6 +12,7 @@ import pytest
 
 from device_profiles import LIBRARY
 from device_profiles.schema import ScannerProfile, load_profile
+from device_profiles.sites import WarehouseWork
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
 from edge_agent.outbox import EVENTS, Outbox
@@ -111,3 +112,23 @@ def test_a_despatch_label_and_a_case_label_name_who_shipped_to_whom(stations: St
         ("source", "location", door, "D3"),
     ]
     assert [p["gln"] for p in second if p["type"] == "location"] == [other_dc, door]
+
+
+def test_a_handheld_scans_a_bin_then_goods_and_each_label_is_put_away_there(
+    tmp_path: Path,
+) -> None:
+    """The library's warehouse handheld at a put-away station: a GS1 location label (GLN +
+    extension) and a bin code both name the place; a case label with its expiry (AI 17) is
+    put away at the bin scanned last; a work-order label here is a misplaced scan."""
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    binder = Binder(BatchContext(outbox.store, []), outbox)
+    stations = Stations(binder, [], [], warehouse={"wh-1": WarehouseWork(step="put_away")})
+    handheld = ScanStation(stations, "wh-1", False, profile("scanner-warehouse-handheld.yaml"))
+    case = "]C101095060001343521727013110FLOUR7"
+    handheld([scan("]C14140614141000005254A0103"), scan(case), scan("BIN-B-02"), scan(case)])
+    got = [(e["biz_step"], e["biz_location"], e["items"][0]["expiry"]) for e in events(stations)]
+    assert got == [
+        ("storing", "0614141000005.A0103", "2027-01-31"),
+        ("storing", "BIN-B-02", "2027-01-31"),
+    ]
+    assert handheld.counters.misplaced == 0

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from device_profiles import LIBRARY
+from device_profiles.sites import WarehouseWork, bundle_site_file, resolve_site, site_changes
 from edge_agent.reconfigure import running_site, site_of
 from edge_agent.site import SiteError, load_site
 
@@ -142,3 +143,32 @@ def test_a_docks_trading_parties_are_checked_and_travel_with_a_pushed_site(
         SiteError, match=r"docks\.0\.parties\.0\.gln: Value error, 0614141000006 is not a GLN"
     ):
         load_site(site(tmp_path, wrong))
+
+
+def test_warehouse_stations_take_scanners_and_say_what_they_do(tmp_path: Path) -> None:
+    handheld = {"profile": str(LIBRARY / "scanner-warehouse-handheld.yaml")}
+    gate = {"profile": str(LIBRARY / "rfid-dock-door-gate.yaml")}
+    picking = {"id": "wh-pick", "step": "pick", "to": "STAGE-1", "devices": [handheld]}
+    ok = load_site(site(tmp_path, {"edge_id": "e", "warehouse": [picking]}))
+    assert ok.warehouse["wh-pick"].to == "STAGE-1"
+    assert [p.name for p in ok.devices["wh-pick"]] == ["wh-handheld-1"]
+    gated = {"id": "w", "step": "move", "devices": [gate]}
+    with pytest.raises(SiteError, match=r"warehouse\[0\]\.devices\[0\]: a warehouse station"):
+        load_site(site(tmp_path, {"edge_id": "e", "warehouse": [gated]}))
+    with pytest.raises(SiteError, match=r"warehouse\.0\.step"):
+        load_site(site(tmp_path, {"edge_id": "e", "warehouse": [{"id": "w", "step": "dance"}]}))
+
+
+def test_a_warehouse_station_goes_through_a_pushed_site_and_back(tmp_path: Path) -> None:
+    """The site file bundled for the registry, resolved and run as the edge applies a push,
+    and read back as what runs: the station's step, place and destination are kept."""
+    handheld = {"profile": str(LIBRARY / "scanner-warehouse-handheld.yaml")}
+    station = {"id": "wh-count", "step": "count", "place": "BIN-A-01", "devices": [handheld]}
+    path = site(tmp_path, {"edge_id": "e", "warehouse": [station]})
+    resolved = resolve_site(bundle_site_file(path))
+    running = site_of(resolved)
+    assert running.warehouse["wh-count"] == WarehouseWork(step="count", place="BIN-A-01")
+    back = running_site(running)
+    assert back.document.warehouse[0].step == "count"
+    assert back.devices["wh-handheld-1"].kind == "warehouse"
+    assert site_changes(resolved, back).lines() == ["no change"]

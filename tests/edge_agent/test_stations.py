@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter
 
-from device_profiles.sites import DockParty
+from device_profiles.sites import DockParty, WarehouseWork
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
 from edge_agent.outbox import EVENTS, Outbox
@@ -283,3 +283,71 @@ def test_the_documents_parties_survive_a_restart_and_go_with_its_release(tmp_pat
     again.bind_document("dock-3", "desadv", "SH-2", "clerk")
     rebound = again.document("dock-3")
     assert rebound is not None and rebound.parties == ()
+
+
+# -- warehouse stations ------------------------------------------------------------------
+
+
+def warehouse(tmp_path: Path) -> tuple[Stations, Outbox]:
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    binder = Binder(BatchContext(outbox.store, []), outbox)
+    work = {
+        "wh-putaway": WarehouseWork(step="put_away"),
+        "wh-pick": WarehouseWork(step="pick", to="STAGE-1"),
+        "wh-count": WarehouseWork(step="count", place="BIN-A-01"),
+    }
+    return Stations(binder, [], [], warehouse=work), outbox
+
+
+@pytest.mark.parametrize(
+    ("station", "bin_scanned", "step", "read_point", "biz_location"),
+    [
+        ("wh-putaway", "BIN-B-02", "storing", "wh-putaway", "BIN-B-02"),
+        ("wh-pick", "BIN-B-02", "picking", "BIN-B-02", "STAGE-1"),  # from the bin, to staging
+        ("wh-count", None, "cycle_counting", "wh-count", "BIN-A-01"),  # its fixed place
+        ("wh-count", "BIN-B-02", "cycle_counting", "wh-count", "BIN-B-02"),  # a label wins
+    ],
+)
+def test_a_warehouse_station_makes_the_cbv_event_of_its_step_at_its_place(
+    tmp_path: Path,
+    station: str,
+    bin_scanned: str | None,
+    step: str,
+    read_point: str,
+    biz_location: str,
+) -> None:
+    stations, outbox = warehouse(tmp_path)
+    if bin_scanned is not None:
+        stations.bind_place(station, bin_scanned, "scanner:wh")
+    stations.warehouse_event(station, [FLOUR], T0, "wh")
+    [event] = events(outbox)
+    assert (event["biz_step"], event["read_point"], event["biz_location"]) == (
+        step, read_point, biz_location,
+    )  # fmt: skip
+    assert event["flags"] == [] and event["items"][0]["lot"] == "FLOUR7"
+
+
+def test_goods_scanned_before_any_place_are_kept_and_flagged(tmp_path: Path) -> None:
+    stations, outbox = warehouse(tmp_path)
+    stations.warehouse_event("wh-putaway", [PALLET], T0, "wh")
+    [event] = events(outbox)
+    assert event["flags"] == ["no_place"] and event["read_point"] == "wh-putaway"
+    assert event.get("biz_location") is None
+
+
+def test_the_place_a_station_works_at_survives_a_restart(tmp_path: Path) -> None:
+    stations, _ = warehouse(tmp_path)
+    stations.bind_place("wh-putaway", "BIN-C-03", "scanner:wh")
+    again, _ = warehouse(tmp_path)
+    assert again.place("wh-putaway") == "BIN-C-03"
+
+
+def test_a_place_the_contract_refuses_never_binds_and_unknown_stations_are_refused(
+    tmp_path: Path,
+) -> None:
+    stations, _ = warehouse(tmp_path)
+    with pytest.raises(RecordRefused, match="place"):
+        stations.bind_place("wh-putaway", "BIN A/01", "scanner:wh")
+    assert stations.place("wh-putaway") is None
+    with pytest.raises(StationError, match="wh-putaway, wh-pick, wh-count"):
+        stations.bind_place("dock-3", "BIN-1", "scanner:wh")

@@ -227,7 +227,7 @@ async def test_a_partner_cannot_ship_a_lot_never_shipped_to_it(
     async with collector.client(Role.reader) as http:
         recall = await http.get(f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/recall")
     assert visible == [p.lot("BREAD")]
-    assert ("on_hand", 300.0, "dock-2") in [
+    assert ("on_hand", 300.0, "line-1") in [
         (x["status"], x["quantity"], x["location"]) for x in recall.json()["lines"]
     ]
 
@@ -286,8 +286,9 @@ async def test_a_partner_moves_no_more_than_was_shipped_to_it_and_never_our_stoc
     async with collector.client(Role.reader) as http:
         recall = (await http.get(f"/api/v1/lots/01/{CAKE_GTIN}/10/{p.lot('CAKE')}/recall")).json()
     left = [(x["quantity"], x["location"]) for x in recall["lines"] if x["status"] == "on_hand"]
-    # Our 300 cakes are still ours, still at our dock; the partner's lines are its own.
-    assert left == [(300.0, "dock-2")]
+    # Our 300 cakes are still ours, on line-1 where they were made (our shipment took its
+    # 100 from there); the partner's lines are its own.
+    assert left == [(300.0, "line-1")]
     assert recall["lot"]["quantity"] == 400.0
 
 
