@@ -67,15 +67,20 @@ class SiteDocument(Strict):
 
     @model_validator(mode="after")
     def _stations(self) -> SiteDocument:
-        ids = [s.id for s in self.lines] + [d.id for d in self.docks]
-        if not ids:
-            raise ValueError("a site needs at least one line or dock")
-        for station in ids:
-            if ids.count(station) > 1:
-                raise ValueError(
-                    f"station id {station!r} is used twice: lines and docks need unique ids"
-                )
+        check_station_ids([s.id for s in self.lines] + [d.id for d in self.docks])
         return self
+
+
+def check_station_ids(ids: list[str]) -> None:
+    """The rule for a site's stations, a site file's and a pushed document's alike: at least
+    one, and lines and docks share one name space (readings and events name the station)."""
+    if not ids:
+        raise ValueError("a site needs at least one line or dock")
+    for station in ids:
+        if ids.count(station) > 1:
+            raise ValueError(
+                f"station id {station!r} is used twice: lines and docks need unique ids"
+            )
 
 
 class SiteDocumentError(ValueError):

@@ -22,6 +22,7 @@ from device_profiles.schema import (
     parse_profile,
     read_yaml,
 )
+from device_profiles.sites import check_station_ids
 from protocols.modbus.bus import line_conflicts
 from protocols.strict import Strict
 
@@ -53,14 +54,7 @@ class SiteConfig(Strict):
 
     @model_validator(mode="after")
     def _stations(self) -> SiteConfig:
-        ids = [s.id for s in self.lines] + [d.id for d in self.docks]
-        if not ids:
-            raise ValueError("a site needs at least one line or dock")
-        for station in ids:
-            if ids.count(station) > 1:
-                raise ValueError(
-                    f"station id {station!r} is used twice: lines and docks need unique ids"
-                )
+        check_station_ids([s.id for s in self.lines] + [d.id for d in self.docks])
         return self
 
 
