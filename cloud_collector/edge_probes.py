@@ -20,14 +20,13 @@ from pydantic import ValidationError
 
 from protocols.mqtt import topics
 from protocols.mqtt.connection import BrokerSettings
-from protocols.mqtt.contract import ProbeRequest, ProbeResult
+from protocols.mqtt.contract import PROBE_MARGIN_S, ProbeRequest, ProbeResult
 
 log = logging.getLogger(__name__)
 
-# What the edge may take beyond the listening time: connecting to the device and a read
-# (the edge bounds its own probe at the listening time plus EDGE_MARGIN_S).
-EDGE_MARGIN_S = 15.0
-WAIT_MARGIN_S = EDGE_MARGIN_S + 5.0
+# The edge ends its probe at the listening time plus PROBE_MARGIN_S; its answer may take a
+# moment more (TRACE_PROVISIONING_PROBE_WAIT_S, this by default).
+WAIT_MARGIN_S = PROBE_MARGIN_S + 5.0
 MAX_RESULT_BYTES = 2 * 1024 * 1024
 
 
@@ -41,11 +40,13 @@ class ProbeUnanswered(RuntimeError):
         self.status = status
 
 
-async def ask_edge(broker: BrokerSettings, request: ProbeRequest) -> ProbeResult:
+async def ask_edge(
+    broker: BrokerSettings, request: ProbeRequest, margin_s: float = WAIT_MARGIN_S
+) -> ProbeResult:
     """Publish the request and wait for the edge's result (at most the listening time plus
-    WAIT_MARGIN_S)."""
+    `margin_s`)."""
     edge = request.edge_id
-    wait_s = request.seconds + WAIT_MARGIN_S
+    wait_s = request.seconds + margin_s
     try:
         async with aiomqtt.Client(
             **broker.client_args(),  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ from psycopg.rows import dict_row
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud_collector.edge_probes import WAIT_MARGIN_S
 from device_profiles.schema import ProfileError, parse_profile
 from device_profiles.sites import (
     MAX_DOCUMENT_BYTES,
@@ -63,6 +64,8 @@ class ProvisioningSettings(BaseSettings):
     username: str | None = None
     password: str | None = None
     push_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # How long past a probe's listening time the collector waits for the edge's result.
+    probe_wait_s: float = Field(default=WAIT_MARGIN_S, gt=0, le=300)
 
     def broker(self, collector: BrokerSettings) -> BrokerSettings | None:
         if self.username is None:

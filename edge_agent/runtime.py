@@ -31,6 +31,7 @@ from edge_agent.control_token import load_or_create_token
 from edge_agent.gates import GateStation
 from edge_agent.holds import HeldLots
 from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
+from edge_agent.probes import EdgeProbes
 from edge_agent.publisher import Publisher, Subscription
 from edge_agent.reconfigure import (
     ApplyRefused,
@@ -158,8 +159,18 @@ class EdgeAgent:
             subscriptions=[
                 holds.subscription(self.held),
                 Subscription(topics.config_site(site.edge_id), self._offer_site),
+                Subscription(topics.probe_request(site.edge_id), self._offer_probe),
             ],
         )
+        self.probes = EdgeProbes(
+            site.edge_id, self._running_profiles, self.publisher.reply, protocols, files_at
+        )
+
+    def _running_profiles(self) -> dict[str, DeviceProfile]:
+        return {p.name: p for profiles in self.site.devices.values() for p in profiles}
+
+    def _offer_probe(self, payload: object) -> None:
+        self.probes.offer(payload)
 
     def _offer_site(self, payload: object) -> None:
         """A message of this edge's config topic, as bytes, to the site configurator."""
@@ -325,6 +336,7 @@ class EdgeAgent:
                 "last_refusal": asdict(stats.last_refusal) if stats.last_refusal else None,
             },
             "holds": self.held.status(),
+            "probes": self.probes.status(),
             "alarms": self.edge_status().alarms,
         }
 
@@ -349,6 +361,7 @@ class EdgeAgent:
             group.create_task(self._commit_groups(), name="outbox-commit")
             group.create_task(self._close_gate_windows(), name="gate-windows")
             group.create_task(self.configurator.run(), name="site-configurator")
+            group.create_task(self.probes.run(), name="probes")
             for name in self.devices:
                 self._start_device(name)
             if access is not None:

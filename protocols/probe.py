@@ -126,12 +126,12 @@ def describe_item(item: Any) -> str:
         text = ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
     else:
         text = repr(item)
-    return _clean(text)
+    return clean(text)
 
 
-def _clean(text: str) -> str:
+def clean(text: str, limit: int = TEXT) -> str:
     """Text the contract takes: bounded, no NUL (a device's bytes are outside input)."""
-    return text.replace("\x00", "\\x00").encode("utf-8", "replace").decode("utf-8")[:TEXT]
+    return text.replace("\x00", "\\x00").encode("utf-8", "replace").decode("utf-8")[:limit]
 
 
 def _finite(value: float | None) -> float | None:
@@ -154,18 +154,18 @@ def result_of(
         tags.append(
             ProbedTag(
                 tag=s.tag,
-                where=_clean(r.where),
-                raw=_clean(r.raw),
+                where=clean(r.where),
+                raw=clean(r.raw),
                 value=value,
-                text=None if s.text is None else _clean(s.text),
+                text=None if s.text is None else clean(s.text),
                 unit=s.unit,
                 quality=s.quality,
-                detail=None if s.detail is None else _clean(s.detail),
+                detail=None if s.detail is None else clean(s.detail),
                 spec_low=None if spec is None else spec.low,
                 spec_high=None if spec is None else spec.high,
                 within_spec=within(spec, value),
                 alternatives=[
-                    ProbeAlternative(label=_clean(label), value=v, within_spec=within(spec, v))
+                    ProbeAlternative(label=clean(label), value=v, within_spec=within(spec, v))
                     for label, v in r.alternatives[:16]
                     if math.isfinite(v)
                 ],

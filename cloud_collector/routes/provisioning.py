@@ -301,7 +301,8 @@ async def probe_through_edge(edge_id: str, body: ProbeAsk, request: Request) -> 
             raise HTTPException(404, str(err)) from err
         except InvalidContent as err:
             raise _invalid(err) from err
-    broker = ProvisioningSettings().broker(app_settings(request).mqtt)
+    settings = ProvisioningSettings()
+    broker = settings.broker(app_settings(request).mqtt)
     if broker is None:
         raise HTTPException(503, _NO_PROBER, headers={"Retry-After": "5"})
     asked = edge_probes.request_for(
@@ -310,7 +311,7 @@ async def probe_through_edge(edge_id: str, body: ProbeAsk, request: Request) -> 
     named = body.device or str((body.profile or {}).get("name", "?"))[:128]
     try:
         async with _one_session(request):
-            result = await edge_probes.ask_edge(broker, asked)
+            result = await edge_probes.ask_edge(broker, asked, settings.probe_wait_s)
     except edge_probes.ProbeUnanswered as err:
         await _audit_probe(request, edge_id, named, f": no result: {err}")
         raise HTTPException(err.status, str(err)) from err

@@ -575,6 +575,9 @@ class HoldSet(Strict):
 
 # -- probes: a profile read once against the live device, through its edge ----------------
 MAX_PROBE_SECONDS = 30.0
+# What an edge's probe may take beyond its listening time (connecting, one read of every
+# tag); the edge ends a probe then, and the collector stops waiting a little later.
+PROBE_MARGIN_S = 15.0
 MAX_PROBE_TAGS = 1000
 MAX_PROBE_ITEMS = 200  # RFID reads or scans shown; more are counted only
 RequestId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
