@@ -28,7 +28,7 @@ from edge_agent.binding import BatchTag, Binder
 from edge_agent.capture import DeviceTask
 from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.control_token import load_or_create_token
-from edge_agent.gates import GateStation
+from edge_agent.gates import GateStation, LineReaderStation
 from edge_agent.holds import HeldLots
 from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
 from edge_agent.probes import EdgeProbes
@@ -219,9 +219,13 @@ class EdgeAgent:
         if entry.events is Scan and isinstance(profile, SerialScannerProfile | WedgeScannerProfile):
             return ScanStation(self.stations, station, station in self.site.dock_ids, profile)
         if entry.events is TagRead and isinstance(profile, RfidReaderProfile):
-            gate = GateStation(self.stations, station, profile)
-            self.gates.append(gate)
-            return gate
+            reader = (
+                GateStation(self.stations, station, profile)
+                if station in self.site.dock_ids
+                else LineReaderStation(self.stations, station, profile)
+            )
+            self.gates.append(reader)
+            return reader
         raise NoStationFor(
             f"device {profile.name}: protocol {entry.name} reports "
             f"{entry.events.__name__} items, which no station of this edge takes"
