@@ -512,7 +512,8 @@ async def record_edge_report(conn: psycopg.AsyncConnection, status: EdgeStatus) 
             "site",
             status.edge_id,
             state.version,
-            f"sha256 {state.sha256}; devices restarted: {restarted}",
+            f"sha256 {state.sha256}; devices restarted: {restarted}"
+            + (f"; moved: {', '.join(state.moved)}" if state.moved else ""),
         )
     if state.refused_version is not None:
         await audit(

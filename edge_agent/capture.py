@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from edge_agent.binding import Binder
+from edge_agent.cancellation import raise_if_cancelled
 from protocols.driver import (
     DeviceMisconfigured,
     DeviceUnavailable,
@@ -137,6 +138,7 @@ class DeviceTask:
         next_at = time.monotonic()
         while True:
             await self.poll_once()
+            raise_if_cancelled()
             next_at += self.interval_s
             now = time.monotonic()
             if next_at < now:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 import aiomqtt
 from pydantic import ValidationError
 
+from edge_agent.cancellation import raise_if_cancelled
 from edge_agent.outbox import Outbox
 from protocols.mqtt import topics
 from protocols.mqtt.connection import BrokerSettings
@@ -203,6 +204,7 @@ class Publisher:
                 qos=1,
                 retain=True,
             )
+            raise_if_cancelled()
             await asyncio.sleep(self.status_interval_s)
 
     def _resend_all(self) -> None:
@@ -230,6 +232,7 @@ class Publisher:
                         stream, first_seq, last_seq, self.outbox.epoch
                     )
                     await client.publish(topics.data(self.edge_id, stream), payload, qos=1)
+                    raise_if_cancelled()
                     self.health.messages_sent += 1
                     self.health.records_sent += len(records)
                     sent = True
@@ -274,6 +277,7 @@ class Publisher:
         while True:
             topic, payload = await self._replies.get()
             await client.publish(topic, payload, qos=1)
+            raise_if_cancelled()
 
     async def _subscribe(self, client: aiomqtt.Client, sub: Subscription) -> None:
         granted = await client.subscribe(sub.topic, qos=1)

@@ -8,7 +8,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from typing import Any
 
@@ -427,6 +427,8 @@ class EdgeAgent:
         self.context.lines = list(site.line_ids)
         self.stations.lines = list(site.line_ids)
         self.stations.docks = list(site.dock_ids)
+        for name, (_, to) in changes.moved.items():
+            self._move_device(name, to, new.devices[name].profile)
         for name, task in built.items():
             profile = new.devices[name].profile
             if profile.batch_source is not None:
@@ -439,6 +441,19 @@ class EdgeAgent:
             t.on_events for t in self.devices.values() if isinstance(t.on_events, GateStation)
         ]
         self._announce_specs(set(built))
+
+    def _move_device(self, name: str, station: str, profile: DeviceProfile) -> None:
+        """A device moved to another station keeps its task and its connection: its next
+        readings are bound to the new station (and its active batch). A streaming device's
+        reads go to the new station's handler; what the old one still held goes out first,
+        at the station where it was read."""
+        task = self.devices[name]
+        old = task.on_events
+        if isinstance(old, GateStation):
+            old.tick(datetime.now(UTC) + timedelta(seconds=old.profile.window_s + 1))
+        task.line_id = station
+        if old is not None:
+            task.on_events = self._station_input(station, profile, self.protocols.entry_of(profile))
 
     async def _close_gate_windows(self) -> None:
         """A gate's window closes with time, also when the tag has left and reads stop."""

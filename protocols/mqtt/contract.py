@@ -492,6 +492,8 @@ class SiteConfigState(Strict):
     # Devices the last apply stopped and started again (changed or removed); the others
     # kept capturing.
     restarted: list[Identifier] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
+    # Devices the last apply moved to another line or dock door without a restart.
+    moved: list[Identifier] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
     refused_version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
     refused_reason: Reason | None = None
     refused_at: AwareDatetime | None = None
