@@ -10,7 +10,14 @@ from collections.abc import Awaitable
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cloud_collector import edge_probes, provisioning
 from cloud_collector.auth import Principal, Role, require
@@ -305,9 +312,15 @@ async def probe_through_edge(edge_id: str, body: ProbeAsk, request: Request) -> 
     broker = settings.broker(app_settings(request).mqtt)
     if broker is None:
         raise HTTPException(503, _NO_PROBER, headers={"Retry-After": "5"})
-    asked = edge_probes.request_for(
-        edge_id, uuid.uuid4().hex, _who(request), body.seconds, body.device, profile_text
-    )
+    try:
+        asked = edge_probes.request_for(
+            edge_id, uuid.uuid4().hex, _who(request), body.seconds, body.device, profile_text
+        )
+    except ValidationError as err:  # e.g. a profile over what one probe request carries
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise HTTPException(
+            422, {"message": "cannot ask this probe", "problems": problems}
+        ) from err
     named = body.device or str((body.profile or {}).get("name", "?"))[:128]
     try:
         async with _one_session(request):
