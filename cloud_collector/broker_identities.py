@@ -9,13 +9,13 @@ when it is issued; the registry keeps only its Mosquitto `$7$` hash (PBKDF2-SHA5
 
 **What each kind may do** (`RULES`, rendered into the ACL file):
 
-- an edge publishes only its own data and status, and reads only its own acks, the
-  configuration pushed to it, the collectors' status and the lots on hold
-  (`trace/v1/holds`, one set for all);
+- an edge publishes only its own data, status and probe results, and reads only its own
+  acks, the configuration pushed to it, the probes asked of it, the collectors' status and
+  the lots on hold (`trace/v1/holds`, one set for all);
 - a collector reads every edge's data (through the shared subscription) and status,
-  publishes the acks, the lots on hold, the configuration pushed to edges (no edge may
-  publish there), and its own status (under its identity's name, which the broker also
-  makes its client id).
+  publishes the acks, the lots on hold, the configuration pushed to edges and the probes
+  asked of them (no edge may publish there), and its own status (under its identity's
+  name, which the broker also makes its client id).
 
 **Files.** `update_broker` renders the password file and the ACL file from the identities
 in force (plus the `base_*` files, for identities the registry does not hold), writes
@@ -67,6 +67,9 @@ RULES: dict[IdentityKind, tuple[tuple[str, str], ...]] = {
         ("read", topics.config("{name}") + "/#"),
         ("read", topics.all_collector_status()),
         ("read", topics.holds()),
+        # Probes a collector asks of this edge, and what it found (edge_agent/probes.py).
+        ("read", topics.probe_request("{name}")),
+        ("write", topics.probe_result("{name}")),
     ),
     IdentityKind.collector: (
         ("read", topics.all_data()),
@@ -76,6 +79,9 @@ RULES: dict[IdentityKind, tuple[tuple[str, str], ...]] = {
         ("write", topics.holds()),
         # Site configuration versions pushed to edges (cloud_collector/provisioning.py).
         ("write", topics.config("+") + "/#"),
+        # Probes through an edge (cloud_collector/edge_probes.py): no edge may ask one.
+        ("write", topics.probe_request("+")),
+        ("read", topics.probe_result("+")),
     ),
 }
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from psycopg.rows import dict_row
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud_collector.edge_probes import WAIT_MARGIN_S
 from device_profiles.schema import ProfileError, parse_profile
 from device_profiles.sites import (
     MAX_DOCUMENT_BYTES,
@@ -62,6 +64,8 @@ class ProvisioningSettings(BaseSettings):
     username: str | None = None
     password: str | None = None
     push_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # How long past a probe's listening time the collector waits for the edge's result.
+    probe_wait_s: float = Field(default=WAIT_MARGIN_S, gt=0, le=300)
 
     def broker(self, collector: BrokerSettings) -> BrokerSettings | None:
         if self.username is None:
@@ -124,7 +128,7 @@ class VersionDiff(Strict):
 # ---- Validation ------------------------------------------------------------------------
 
 
-def _canonical(content: object) -> str:
+def canonical_content(content: object) -> str:
     try:
         text = canonical_json(content)
     except SiteDocumentError as err:
@@ -162,50 +166,68 @@ _EDGE_IN_FORCE = """
 select exists (select 1 from broker_identities
                where kind = 'edge' and name = %(edge)s and revoked_at is null)
 """
-_NEXT_PROFILE = """
-select coalesce(max(version), 0) + 1 from device_profile_versions where name = %(name)s
-"""
-_NEXT_SITE = "select coalesce(max(version), 0) + 1 from site_versions where edge_id = %(name)s"
-_INSERT_PROFILE = """
-insert into device_profile_versions (name, version, content, sha256, author, comment)
-values (%(name)s, %(version)s, %(content)s, %(sha256)s, %(author)s, %(comment)s)
-returning 'profile' as subject, name, version, sha256, author, comment, created_at
-"""
-_INSERT_SITE = """
-insert into site_versions (edge_id, version, content, sha256, author, comment, restores)
-values (%(name)s, %(version)s, %(content)s, %(sha256)s, %(author)s, %(comment)s, %(restores)s)
-returning 'site' as subject, edge_id as name, version, sha256, author, comment, created_at,
-    restores, pushed_at
-"""
 _PROFILE_COLUMNS = "'profile' as subject, name, version, sha256, author, comment, created_at"
 _SITE_COLUMNS = (
     "'site' as subject, edge_id as name, version, sha256, author, comment, created_at, "
     "restores, pushed_at"
 )
-_LATEST_PROFILES = f"""
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """One registry's statements: profiles by name, sites by edge id, the same shapes."""
+
+    next: str
+    insert: str
+    latest: str
+    versions: str
+    version: str
+
+
+_SQL: dict[Subject, _Statements] = {
+    "profile": _Statements(
+        next="""
+select coalesce(max(version), 0) + 1 from device_profile_versions where name = %(name)s
+""",
+        insert=f"""
+insert into device_profile_versions (name, version, content, sha256, author, comment)
+values (%(name)s, %(version)s, %(content)s, %(sha256)s, %(author)s, %(comment)s)
+returning {_PROFILE_COLUMNS}
+""",
+        latest=f"""
 select distinct on (name) {_PROFILE_COLUMNS} from device_profile_versions
 order by name, version desc
-"""
-_LATEST_SITES = f"""
-select distinct on (edge_id) {_SITE_COLUMNS} from site_versions order by edge_id, version desc
-"""
-_PROFILE_VERSIONS = f"""
+""",
+        versions=f"""
 select {_PROFILE_COLUMNS} from device_profile_versions where name = %(name)s
 order by version desc
-"""
-_SITE_VERSIONS = f"""
-select {_SITE_COLUMNS} from site_versions where edge_id = %(name)s order by version desc
-"""
-_PROFILE_VERSION = f"""
+""",
+        version=f"""
 select {_PROFILE_COLUMNS}, content from device_profile_versions
 where name = %(name)s and (%(version)s::int is null or version = %(version)s::int)
 order by version desc limit 1
-"""
-_SITE_VERSION = f"""
+""",
+    ),
+    "site": _Statements(
+        next="select coalesce(max(version), 0) + 1 from site_versions where edge_id = %(name)s",
+        insert=f"""
+insert into site_versions (edge_id, version, content, sha256, author, comment, restores)
+values (%(name)s, %(version)s, %(content)s, %(sha256)s, %(author)s, %(comment)s, %(restores)s)
+returning {_SITE_COLUMNS}
+""",
+        latest=f"""
+select distinct on (edge_id) {_SITE_COLUMNS} from site_versions order by edge_id, version desc
+""",
+        versions=f"""
+select {_SITE_COLUMNS} from site_versions where edge_id = %(name)s order by version desc
+""",
+        version=f"""
 select {_SITE_COLUMNS}, content from site_versions
 where edge_id = %(name)s and (%(version)s::int is null or version = %(version)s::int)
 order by version desc limit 1
-"""
+""",
+    ),
+}
 _PUSHED = """
 update site_versions set pushed_at = now() where edge_id = %(name)s and version = %(version)s
 """
@@ -264,13 +286,38 @@ async def create_profile(
     """A new version of the profile `content` names (its `name`); InvalidContent if the
     schema refuses it."""
     name = check_profile(content)
-    text = _canonical(content)
+    return await _new_version(
+        conn,
+        "profile",
+        name,
+        canonical_content(content),
+        author,
+        comment,
+        "profile_created",
+        comment,
+    )
+
+
+async def _new_version(
+    conn: psycopg.AsyncConnection,
+    subject: Subject,
+    name: str,
+    text: str,
+    author: str,
+    comment: str,
+    action: str,
+    detail: str,
+    restores: int | None = None,
+) -> VersionInfo:
+    """The next version of a profile or a site, and its audit row, in one transaction (the
+    lock makes two creators take consecutive numbers)."""
+    sql = _SQL[subject]
     async with conn.transaction():
-        await conn.execute(_LOCK, {"key": f"profile:{name}"})
-        version = await _scalar(conn, _NEXT_PROFILE, {"name": name})
+        await conn.execute(_LOCK, {"key": f"{subject}:{name}"})
+        version = await _scalar(conn, sql.next, {"name": name})
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
-            _INSERT_PROFILE,
+            sql.insert,
             {
                 "name": name,
                 "version": version,
@@ -278,10 +325,11 @@ async def create_profile(
                 "sha256": content_hash(text),
                 "author": author,
                 "comment": comment,
+                "restores": restores,
             },
         )
         info = VersionInfo.model_validate(await cur.fetchone())
-        await audit(conn, author, "profile_created", "profile", name, version, comment)
+        await audit(conn, author, action, subject, name, version, detail)
     return info
 
 
@@ -294,13 +342,13 @@ async def _scalar(conn: psycopg.AsyncConnection, sql: str, params: dict[str, Any
 
 async def latest(conn: psycopg.AsyncConnection, subject: Subject) -> list[VersionInfo]:
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_LATEST_PROFILES if subject == "profile" else _LATEST_SITES)
+    await cur.execute(_SQL[subject].latest)
     return [VersionInfo.model_validate(row) for row in await cur.fetchall()]
 
 
 async def versions(conn: psycopg.AsyncConnection, subject: Subject, name: str) -> list[VersionInfo]:
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_PROFILE_VERSIONS if subject == "profile" else _SITE_VERSIONS, {"name": name})
+    await cur.execute(_SQL[subject].versions, {"name": name})
     found = [VersionInfo.model_validate(row) for row in await cur.fetchall()]
     if not found:
         raise NotFound(f"no {subject} {name!r} in the registry ({_where_listed(subject)})")
@@ -316,8 +364,7 @@ async def version_content(
 ) -> VersionContent:
     """One version with its content (None: the newest)."""
     cur = conn.cursor(row_factory=dict_row)
-    sql = _PROFILE_VERSION if subject == "profile" else _SITE_VERSION
-    await cur.execute(sql, {"name": name, "version": version})
+    await cur.execute(_SQL[subject].version, {"name": name, "version": version})
     row = await cur.fetchone()
     if row is None:
         which = "any version" if version is None else f"version {version}"
@@ -359,34 +406,22 @@ async def create_site(
 ) -> VersionInfo:
     """A new version of the edge's site; NotFound for an edge without an identity in force,
     InvalidContent for a site the edge would refuse."""
+    await edge_in_force(conn, edge_id)
+    check_site(edge_id, content)
+    action = "rolled_back" if restores is not None else "site_created"
+    detail = f"restores version {restores}: {comment}" if restores is not None else comment
+    return await _new_version(
+        conn, "site", edge_id, canonical_content(content), author, comment, action, detail, restores
+    )
+
+
+async def edge_in_force(conn: psycopg.AsyncConnection, edge_id: str) -> None:
+    """NotFound for an edge without a broker identity in force (it cannot connect)."""
     if not await _scalar_bool(conn, _EDGE_IN_FORCE, {"edge": edge_id}):
         raise NotFound(
             f"edge {edge_id!r} has no broker identity in force: register it first "
-            f"(`tracectl edge add {edge_id}`), so that it can connect to receive its site"
+            f"(`tracectl edge add {edge_id}`), so that it can connect to the broker"
         )
-    check_site(edge_id, content)
-    text = _canonical(content)
-    async with conn.transaction():
-        await conn.execute(_LOCK, {"key": f"site:{edge_id}"})
-        version = await _scalar(conn, _NEXT_SITE, {"name": edge_id})
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
-            _INSERT_SITE,
-            {
-                "name": edge_id,
-                "version": version,
-                "content": text,
-                "sha256": content_hash(text),
-                "author": author,
-                "comment": comment,
-                "restores": restores,
-            },
-        )
-        info = VersionInfo.model_validate(await cur.fetchone())
-        action = "rolled_back" if restores is not None else "site_created"
-        detail = f"restores version {restores}: {comment}" if restores is not None else comment
-        await audit(conn, author, action, "site", edge_id, version, detail)
-    return info
 
 
 async def _scalar_bool(conn: psycopg.AsyncConnection, sql: str, params: dict[str, Any]) -> bool:
@@ -477,7 +512,8 @@ async def record_edge_report(conn: psycopg.AsyncConnection, status: EdgeStatus) 
             "site",
             status.edge_id,
             state.version,
-            f"sha256 {state.sha256}; devices restarted: {restarted}",
+            f"sha256 {state.sha256}; devices restarted: {restarted}"
+            + (f"; moved: {', '.join(state.moved)}" if state.moved else ""),
         )
     if state.refused_version is not None:
         await audit(

@@ -152,16 +152,24 @@ class SiteDocument(Strict):
 
     @model_validator(mode="after")
     def _stations(self) -> SiteDocument:
-        ids = [s.id for s in self.lines] + [d.id for d in self.docks]
-        ids += [w.id for w in self.warehouse]
-        if not ids:
-            raise ValueError("a site needs at least one line or dock")
-        for station in ids:
-            if ids.count(station) > 1:
-                raise ValueError(
-                    f"station id {station!r} is used twice: lines and docks need unique ids"
-                )
+        check_station_ids(
+            [s.id for s in self.lines] + [d.id for d in self.docks] + [w.id for w in self.warehouse]
+        )
         return self
+
+
+def check_station_ids(ids: list[str]) -> None:
+    """The rule for a site's stations, a site file's and a pushed document's alike: at least
+    one, and lines, docks and warehouse stations share one name space (readings and events
+    name the station)."""
+    if not ids:
+        raise ValueError("a site needs at least one line, dock or warehouse station")
+    for station in ids:
+        if ids.count(station) > 1:
+            raise ValueError(
+                f"station id {station!r} is used twice: lines, docks and warehouse stations "
+                "need unique ids"
+            )
 
 
 class SiteDocumentError(ValueError):
@@ -343,6 +351,9 @@ class SiteChanges:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     changed: dict[str, list[str]] = field(default_factory=dict)  # device -> what changed
+    # Devices only moved to another station, as (from, to): they keep their name, so their
+    # history, and keep capturing (nothing of the device itself changed).
+    moved: dict[str, tuple[str, str]] = field(default_factory=dict)
     unchanged: list[str] = field(default_factory=list)
     stations_added: list[str] = field(default_factory=list)
     stations_removed: list[str] = field(default_factory=list)
@@ -360,6 +371,7 @@ class SiteChanges:
         out += [f"device {d}: added" for d in self.added]
         out += [f"device {d}: removed" for d in self.removed]
         out += [f"device {d}: {', '.join(what)}" for d, what in self.changed.items()]
+        out += [f"device {d}: moved from {a} to {b}" for d, (a, b) in self.moved.items()]
         return out or ["no change"]
 
     def as_dict(self) -> dict[str, Any]:
@@ -367,6 +379,7 @@ class SiteChanges:
             "added": self.added,
             "removed": self.removed,
             "changed": self.changed,
+            "moved": {d: list(ab) for d, ab in self.moved.items()},
             "unchanged": self.unchanged,
             "stations_added": self.stations_added,
             "stations_removed": self.stations_removed,
@@ -416,12 +429,16 @@ def site_changes(old: ResolvedSite | None, new: ResolvedSite) -> SiteChanges:
             changes.added.append(name)
             continue
         what = []
-        if before.station != placed.station:
-            what.append(f"moved from {before.station} to {placed.station}")
+        moved = before.station != placed.station
         if before.profile.model_dump(mode="json") != placed.profile.model_dump(mode="json"):
             what += profile_changes(before.profile, placed.profile) or ["profile changed"]
         if what:
+            # Changed and moved: it restarts at its new station with its new profile.
+            if moved:
+                what.insert(0, f"moved from {before.station} to {placed.station}")
             changes.changed[name] = what
+        elif moved:
+            changes.moved[name] = (before.station, placed.station)
         else:
             changes.unchanged.append(name)
     changes.removed = [name for name in old_devices if name not in new.devices]

@@ -1,11 +1,14 @@
-"""RFID gates at dock doors: a reader's raw tag reads, collapsed by the gate's windows into
-one observation per tag per read point, become receiving or shipping events of the door."""
+"""RFID readers at dock doors and at production lines: a reader's raw tag reads, collapsed
+by the gate's windows into one observation per tag per read point, become receiving or
+shipping events of a door, or, at a line, the units its active batch consumed (read at the
+infeed) or produced (read at the outfeed), each antenna's `line_feed` saying which."""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
 from datetime import datetime
+from typing import Literal
 
 from device_profiles.schema import RfidReaderProfile
 from edge_agent.records import RecordRefused, contract_checked
@@ -56,9 +59,9 @@ class GateStation:
     """Receives one reader's tag reads (the driver's deliver callback); `tick` closes the
     windows that time has closed even when no further read arrives."""
 
-    def __init__(self, stations: Stations, dock_id: str, profile: RfidReaderProfile) -> None:
+    def __init__(self, stations: Stations, station_id: str, profile: RfidReaderProfile) -> None:
         self.stations = stations
-        self.dock_id = dock_id
+        self.station_id = station_id  # a dock door (a line: LineReaderStation)
         self.profile = profile
         self.gate = Gate(profile)
         self.refused = 0  # observations the message contract refuses: counted, logged
@@ -83,7 +86,7 @@ class GateStation:
         for (read_point, direction), group in groups.items():
             try:
                 self.stations.dock_event(
-                    self.dock_id,
+                    self.station_id,
                     [item for item, _ in group],
                     max(s.last_seen for _, s in group),
                     self.profile.name,
@@ -99,3 +102,47 @@ class GateStation:
         self.last_refused = f"{what}: {err}"[:1000]
         if self.refused <= 10 or self.refused % 100 == 0:  # a noisy reader: no log flood
             log.error("%s: %s refused (%d so far): %s", self.profile.name, what, self.refused, err)
+
+
+# Tags a line reader remembers as already reported while its line is idle (a pallet left at
+# the infeed between batches is flagged once, not once a window); past this it starts over.
+IDLE_MEMORY = 10_000
+
+
+class LineReaderStation(GateStation):
+    """An RFID reader at a production line. What a tag read there means, after the domain's
+    line (shared/domain.md, "Production line"): the tagged units loaded at the infeed are
+    the inputs the active batch consumes, those leaving at the outfeed its outputs: the
+    same links an operator's consume or produce scan makes, into the batch's
+    TransformationEvent. A unit read again in the same batch counts once. Read while the
+    line runs no batch, it is kept as an event of its own flagged `no_active_batch`
+    (Stations.line_item), once until a batch starts."""
+
+    def __init__(self, stations: Stations, line_id: str, profile: RfidReaderProfile) -> None:
+        super().__init__(stations, line_id, profile)
+        self.feed: dict[int, Literal["input", "output"]] = {
+            a.port: a.line_feed for a in profile.antennas
+        }
+        self._idle_seen: set[tuple[str, str]] = set()
+
+    def _emit(self, observations: list[Observation]) -> None:
+        for o in observations:
+            role = self.feed.get(o.antennas[0], "input") if o.antennas else "input"
+            try:
+                item = item_of(o.epc_hex)
+            except RecordRefused as err:
+                self._refused(f"tag {o.epc_hex[:64]!r}", err)
+                continue
+            line = self.station_id
+            if self.stations.binder.context.active(line) is None:
+                if (o.epc_hex, role) in self._idle_seen:
+                    continue
+                if len(self._idle_seen) >= IDLE_MEMORY:
+                    self._idle_seen.clear()
+                self._idle_seen.add((o.epc_hex, role))
+            else:
+                self._idle_seen.clear()
+            try:
+                self.stations.line_item(line, role, item, o.last_seen, self.profile.name, once=True)
+            except RecordRefused as err:
+                self._refused(f"{role} tag {o.epc_hex[:64]!r} at {line}", err)

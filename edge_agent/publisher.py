@@ -133,6 +133,9 @@ class Publisher:
         self.status = status
         self.status_interval_s = status_interval_s
         self.health = PublisherHealth()
+        # Answers to what a collector asked (probe results): QoS 1 on this connection, sent
+        # in order; a few wait across a reconnect, more are refused to the asker.
+        self._replies: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=16)
         self._inflight: dict[tuple[str, int], _InFlight] = {}
         self._acked = asyncio.Event()
 
@@ -160,6 +163,7 @@ class Publisher:
                         async with asyncio.TaskGroup() as group:
                             group.create_task(self._send_loop(client))
                             group.create_task(self._ack_loop(client))
+                            group.create_task(self._reply_loop(client))
                             if self.status is not None:
                                 group.create_task(self._status_loop(client, session))
                     except asyncio.CancelledError:
@@ -200,6 +204,7 @@ class Publisher:
                 qos=1,
                 retain=True,
             )
+            honour_cancel()
             await asyncio.sleep(self.status_interval_s)
 
     def _resend_all(self) -> None:
@@ -212,7 +217,6 @@ class Publisher:
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
         while True:
-            honour_cancel()  # aiomqtt's publish awaits through 3.11's wait_for
             self._expire_inflight()
             sent = False
             for stream in self.outbox.streams():
@@ -228,6 +232,7 @@ class Publisher:
                         stream, first_seq, last_seq, self.outbox.epoch
                     )
                     await client.publish(topics.data(self.edge_id, stream), payload, qos=1)
+                    honour_cancel()
                     self.health.messages_sent += 1
                     self.health.records_sent += len(records)
                     sent = True
@@ -259,6 +264,20 @@ class Publisher:
                 del self._inflight[key]
             self.outbox.requeue(stream)
             self.health.resends += 1
+
+    def reply(self, topic: str, payload: str) -> bool:
+        """Queue an answer for the broker; False when too many wait (the asker times out)."""
+        try:
+            self._replies.put_nowait((topic, payload))
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def _reply_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, payload = await self._replies.get()
+            await client.publish(topic, payload, qos=1)
+            honour_cancel()
 
     async def _subscribe(self, client: aiomqtt.Client, sub: Subscription) -> None:
         granted = await client.subscribe(sub.topic, qos=1)

@@ -245,6 +245,7 @@ class SiteConfigurator:
             sha256=push.sha256,
             applied_at=now,
             restarted=changes.restarted[:MAX_STATUS_ITEMS],
+            moved=list(changes.moved)[:MAX_STATUS_ITEMS],
             refused_version=self._state.refused_version,
             refused_reason=self._state.refused_reason,
             refused_at=self._state.refused_at,

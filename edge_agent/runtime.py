@@ -8,7 +8,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from typing import Any
 
@@ -29,9 +29,10 @@ from edge_agent.binding import BatchTag, Binder
 from edge_agent.capture import DeviceTask
 from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.control_token import load_or_create_token
-from edge_agent.gates import GateStation
+from edge_agent.gates import GateStation, LineReaderStation
 from edge_agent.holds import HeldLots
 from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
+from edge_agent.probes import EdgeProbes
 from edge_agent.publisher import Publisher, Subscription
 from edge_agent.reconfigure import (
     ApplyRefused,
@@ -168,8 +169,18 @@ class EdgeAgent:
             subscriptions=[
                 holds.subscription(self.held),
                 Subscription(topics.config_site(site.edge_id), self._offer_site),
+                Subscription(topics.probe_request(site.edge_id), self._offer_probe),
             ],
         )
+        self.probes = EdgeProbes(
+            site.edge_id, self._running_profiles, self.publisher.reply, protocols, files_at
+        )
+
+    def _running_profiles(self) -> dict[str, DeviceProfile]:
+        return {p.name: p for profiles in self.site.devices.values() for p in profiles}
+
+    def _offer_probe(self, payload: object) -> None:
+        self.probes.offer(payload)
 
     def _offer_site(self, payload: object) -> None:
         """A message of this edge's config topic, as bytes, to the site configurator."""
@@ -218,9 +229,13 @@ class EdgeAgent:
         if entry.events is Scan and isinstance(profile, SerialScannerProfile | WedgeScannerProfile):
             return ScanStation(self.stations, station, station in self.site.dock_ids, profile)
         if entry.events is TagRead and isinstance(profile, RfidReaderProfile):
-            gate = GateStation(self.stations, station, profile)
-            self.gates.append(gate)
-            return gate
+            reader = (
+                GateStation(self.stations, station, profile)
+                if station in self.site.dock_ids
+                else LineReaderStation(self.stations, station, profile)
+            )
+            self.gates.append(reader)
+            return reader
         raise NoStationFor(
             f"device {profile.name}: protocol {entry.name} reports "
             f"{entry.events.__name__} items, which no station of this edge takes"
@@ -335,6 +350,7 @@ class EdgeAgent:
                 "last_refusal": asdict(stats.last_refusal) if stats.last_refusal else None,
             },
             "holds": self.held.status(),
+            "probes": self.probes.status(),
             "alarms": self.edge_status().alarms,
         }
 
@@ -359,6 +375,7 @@ class EdgeAgent:
             group.create_task(self._commit_groups(), name="outbox-commit")
             group.create_task(self._close_gate_windows(), name="gate-windows")
             group.create_task(self.configurator.run(), name="site-configurator")
+            group.create_task(self.probes.run(), name="probes")
             for name in self.devices:
                 self._start_device(name)
             if access is not None:
@@ -424,6 +441,8 @@ class EdgeAgent:
         self.stations.docks = list(site.dock_ids)
         self.stations.parties = site.dock_parties
         self.stations.warehouse = site.warehouse
+        for name, (_, to) in changes.moved.items():
+            self._move_device(name, to, new.devices[name].profile)
         for name, task in built.items():
             profile = new.devices[name].profile
             if profile.batch_source is not None:
@@ -434,6 +453,19 @@ class EdgeAgent:
             t.on_events for t in self.devices.values() if isinstance(t.on_events, GateStation)
         ]
         self._announce_specs(set(built))
+
+    def _move_device(self, name: str, station: str, profile: DeviceProfile) -> None:
+        """A device moved to another station keeps its task and its connection: its next
+        readings are bound to the new station (and its active batch). A streaming device's
+        reads go to the new station's handler; what the old one still held goes out first,
+        at the station where it was read."""
+        task = self.devices[name]
+        old = task.on_events
+        if isinstance(old, GateStation):
+            old.tick(datetime.now(UTC) + timedelta(seconds=old.profile.window_s + 1))
+        task.line_id = station
+        if old is not None:
+            task.on_events = self._station_input(station, profile, self.protocols.entry_of(profile))
 
     async def _close_gate_windows(self) -> None:
         """A gate's window closes with time, also when the tag has left and reads stop."""

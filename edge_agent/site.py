@@ -23,7 +23,7 @@ from device_profiles.schema import (
     parse_profile,
     read_yaml,
 )
-from device_profiles.sites import SCANNERS, DockParty, WarehouseWork
+from device_profiles.sites import SCANNERS, DockParty, WarehouseWork, check_station_ids
 from protocols.modbus.bus import line_conflicts
 from protocols.mqtt.contract import MAX_PARTIES
 from protocols.strict import Strict
@@ -75,15 +75,9 @@ class SiteConfig(Strict):
 
     @model_validator(mode="after")
     def _stations(self) -> SiteConfig:
-        ids = [s.id for s in self.lines] + [d.id for d in self.docks]
-        ids += [w.id for w in self.warehouse]
-        if not ids:
-            raise ValueError("a site needs at least one line or dock")
-        for station in ids:
-            if ids.count(station) > 1:
-                raise ValueError(
-                    f"station id {station!r} is used twice: lines and docks need unique ids"
-                )
+        check_station_ids(
+            [s.id for s in self.lines] + [d.id for d in self.docks] + [w.id for w in self.warehouse]
+        )
         return self
 
 

@@ -366,9 +366,11 @@ class Stations:
         item: Item,
         at: datetime,
         device: str,
+        once: bool = False,
     ) -> None:
         """An input consumed into, or an output produced by, the line's active batch.
-        RecordRefused for one more item than a TransformationEvent holds."""
+        RecordRefused for one more item than a TransformationEvent holds. `once`: a unit
+        the batch already has in this role is not added again (an RFID tag read anew)."""
         active = self.binder.context.active(line_id)
         if active is None:
             # Not lost: kept as an event of its own, flagged for the quality team.
@@ -388,6 +390,16 @@ class Stations:
                 )
             self.outbox.append(EVENTS, event)
             return
+        value = item.model_dump_json()
+        if (
+            once
+            and self.db.execute(
+                "select 1 from batch_items where line_id = ? and batch_id = ? and role = ?"
+                " and item = ?",
+                (line_id, active.batch_id, role, value),
+            ).fetchone()
+        ):
+            return
         held = self.db.execute(
             "select count(*) from batch_items where line_id = ? and batch_id = ? and role = ?",
             (line_id, active.batch_id, role),
@@ -400,7 +412,7 @@ class Stations:
                     "TransformationEvent carries: end the batch and start the next"
                 ],
             )
-        self._remember(line_id, active.batch_id, role, item.model_dump_json())
+        self._remember(line_id, active.batch_id, role, value)
 
     def scan_batch(
         self, line_id: str, meaning: str, batch_id: str, device: str, at: datetime

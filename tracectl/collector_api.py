@@ -102,14 +102,17 @@ class CollectorApi:
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self.call_json("GET", path, params=params)
 
-    def call_json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def call_json(
+        self, method: str, path: str, timeout_s: float | None = None, **kwargs: Any
+    ) -> Any:
+        """`timeout_s`: a call that waits on purpose (a probe through an edge) past the usual."""
         self._check_key()
         try:
             response = httpx.request(
                 method,
                 f"{self.url}{path}",
                 headers=self.settings.headers(),
-                timeout=self.settings.api_timeout_s,
+                timeout=timeout_s or self.settings.api_timeout_s,
                 **kwargs,
             )
         except httpx.HTTPError as err:

@@ -6,6 +6,7 @@ only includes them (in `ROUTERS`' order), after building the app's state and mid
 | health | `routes/health.py` | `/healthz` | none |
 | batches | `routes/batches.py` | `/api/v1/batches...` | reader |
 | trace, recall | `routes/trace.py` | `/api/v1/lots/{lot}/...`, `/api/v1/recall/...` | reader |
+| devices | `routes/devices.py` | `/api/v1/devices/{device}/placements` | reader |
 | ERP imports | `routes/erp.py` | `/api/v1/erp/...`, `/api/v1/qc-results` | importer |
 | credentials | `routes/credentials.py` | `/api/v1/credentials...` | admin |
 | edges | `routes/edges.py` | `/api/v1/edges...` | reader, provisioner |
@@ -30,6 +31,7 @@ from cloud_collector.fsma204.routes import router as fsma204
 from cloud_collector.routes.alerts import router as alerts
 from cloud_collector.routes.batches import router as batches
 from cloud_collector.routes.credentials import router as credentials
+from cloud_collector.routes.devices import router as devices
 from cloud_collector.routes.edges import router as edges
 from cloud_collector.routes.erp import router as erp
 from cloud_collector.routes.health import router as health
@@ -43,6 +45,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health,
     batches,
     trace,
+    devices,
     erp,
     credentials,
     edges,

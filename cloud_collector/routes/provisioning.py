@@ -4,15 +4,24 @@ reader (and provisioner) look."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Awaitable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from cloud_collector import provisioning
+from cloud_collector import edge_probes, provisioning
 from cloud_collector.auth import Principal, Role, require
-from cloud_collector.endpoints import Conn, app_settings
+from cloud_collector.endpoints import Conn, app_pool, app_settings
 from cloud_collector.provisioning import (
     AuditEntry,
     InvalidContent,
@@ -24,7 +33,7 @@ from cloud_collector.provisioning import (
     VersionDiff,
     VersionInfo,
 )
-from protocols.mqtt.contract import storable
+from protocols.mqtt.contract import MAX_PROBE_SECONDS, ProbeResult, storable
 
 T = TypeVar("T")
 LOOK = [Depends(require(Role.reader, Role.provisioner))]
@@ -98,6 +107,16 @@ def _publisher(request: Request) -> provisioning.Publish | None:
     return provisioning.mqtt_publisher(broker, settings.push_timeout_s)
 
 
+def _one_session(request: Request) -> asyncio.Lock:
+    """Pushes and probes of this process take turns: they connect under the one
+    provisioning identity, and the broker (use_username_as_clientid) lets an identity hold
+    one session, dropping the older one when a second connects."""
+    lock: asyncio.Lock | None = getattr(request.app.state, "provisioning_session", None)
+    if lock is None:
+        lock = request.app.state.provisioning_session = asyncio.Lock()
+    return lock
+
+
 _NO_PUSHER = (
     "this collector cannot push: TRACE_PROVISIONING_USERNAME is unset. Issue it an identity "
     "of its own (`tracectl broker add NAME --kind collector`), set "
@@ -111,7 +130,8 @@ async def _push(request: Request, conn: Conn, edge_id: str, version: int) -> Cre
     if publish is None:
         return Created(version=info, pushed=False, push_error=_NO_PUSHER)
     try:
-        info = await provisioning.push(conn, edge_id, version, _who(request), publish)
+        async with _one_session(request):
+            info = await provisioning.push(conn, edge_id, version, _who(request), publish)
     except PushFailed as err:
         return Created(version=info, pushed=False, push_error=str(err))
     return Created(version=info, pushed=True)
@@ -143,26 +163,6 @@ async def validate_profile(body: Content) -> Validation:
     except InvalidContent as err:
         return Validation(ok=False, problems=err.problems)
     return Validation(ok=True, problems=[])
-
-
-@router.get("/profiles/{name}", dependencies=LOOK)
-async def profile_versions(name: str, conn: Conn) -> list[VersionInfo]:
-    return await _found(provisioning.versions(conn, "profile", name))
-
-
-@router.get("/profiles/{name}/versions/{version}", dependencies=LOOK)
-async def profile_version(name: str, version: int, conn: Conn) -> VersionContent:
-    return await _found(provisioning.version_content(conn, "profile", name, version))
-
-
-@router.get("/profiles/{name}/diff", dependencies=LOOK)
-async def profile_diff(
-    name: str,
-    conn: Conn,
-    from_version: Annotated[int, Query(alias="from", ge=1)],
-    to_version: Annotated[int, Query(alias="to", ge=1)],
-) -> VersionDiff:
-    return await _found(provisioning.diff(conn, "profile", name, from_version, to_version))
 
 
 # ---- Sites ----------------------------------------------------------------------------
@@ -201,26 +201,6 @@ async def create_site(edge_id: str, body: NewSiteVersion, request: Request, conn
     return await _push(request, conn, edge_id, info.version)
 
 
-@router.get("/sites/{edge_id}", dependencies=LOOK)
-async def site_versions(edge_id: str, conn: Conn) -> list[VersionInfo]:
-    return await _found(provisioning.versions(conn, "site", edge_id))
-
-
-@router.get("/sites/{edge_id}/versions/{version}", dependencies=LOOK)
-async def site_version(edge_id: str, version: int, conn: Conn) -> VersionContent:
-    return await _found(provisioning.version_content(conn, "site", edge_id, version))
-
-
-@router.get("/sites/{edge_id}/diff", dependencies=LOOK)
-async def site_diff(
-    edge_id: str,
-    conn: Conn,
-    from_version: Annotated[int, Query(alias="from", ge=1)],
-    to_version: Annotated[int, Query(alias="to", ge=1)],
-) -> VersionDiff:
-    return await _found(provisioning.diff(conn, "site", edge_id, from_version, to_version))
-
-
 @router.post("/sites/{edge_id}/versions/{version}/push", dependencies=CHANGE)
 async def push_site(edge_id: str, version: int, request: Request, conn: Conn) -> Created:
     """Publish the version to its edge again (after a failed push, or to re-apply it)."""
@@ -243,6 +223,127 @@ async def rollback_site(edge_id: str, body: Rollback, request: Request, conn: Co
     if not body.push:
         return Created(version=info, pushed=False)
     return await _push(request, conn, edge_id, info.version)
+
+
+# ---- Versions of either registry --------------------------------------------------------
+
+# One path for both registries: a profile by its name, a site by its edge id.
+Registry = Literal["profiles", "sites"]
+SUBJECT: dict[str, Subject] = {"profiles": "profile", "sites": "site"}
+
+
+@router.get("/{registry}/{name}", dependencies=LOOK)
+async def versions(registry: Registry, name: str, conn: Conn) -> list[VersionInfo]:
+    """Every version of a profile (by name) or of an edge's site (by edge id), newest first."""
+    return await _found(provisioning.versions(conn, SUBJECT[registry], name))
+
+
+@router.get("/{registry}/{name}/versions/{version}", dependencies=LOOK)
+async def version(registry: Registry, name: str, version: int, conn: Conn) -> VersionContent:
+    return await _found(provisioning.version_content(conn, SUBJECT[registry], name, version))
+
+
+@router.get("/{registry}/{name}/diff", dependencies=LOOK)
+async def diff(
+    registry: Registry,
+    name: str,
+    conn: Conn,
+    from_version: Annotated[int, Query(alias="from", ge=1)],
+    to_version: Annotated[int, Query(alias="to", ge=1)],
+) -> VersionDiff:
+    return await _found(provisioning.diff(conn, SUBJECT[registry], name, from_version, to_version))
+
+
+# ---- Probes through an edge ------------------------------------------------------------
+
+
+class ProbeAsk(_Body):
+    """A probe for an edge to run: a device of the site it runs, or a profile (a new one)."""
+
+    device: (
+        Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")] | None
+    ) = None
+    profile: dict[str, Any] | None = None
+    # How long a listening device (RFID reader, scanner) is listened to.
+    seconds: Annotated[float, Field(gt=0, le=MAX_PROBE_SECONDS)] = 5.0
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> ProbeAsk:
+        if (self.device is None) == (self.profile is None):
+            raise ValueError("name either `device` (of the edge's running site) or `profile`")
+        return self
+
+
+_NO_PROBER = (
+    "this collector cannot ask an edge for a probe: TRACE_PROVISIONING_USERNAME is unset. "
+    "Issue it an identity of its own (`tracectl broker add NAME --kind collector`) and set "
+    "TRACE_PROVISIONING_USERNAME/_PASSWORD"
+)
+
+
+@router.post(
+    "/edges/{edge_id}/probe",
+    dependencies=CHANGE,
+    responses={
+        404: {"description": "no such edge"},
+        502: {"description": "the edge's answer was unreadable"},
+        503: {"description": "this collector cannot reach the broker to ask"},
+        504: {"description": "the edge did not answer in time"},
+    },
+)
+async def probe_through_edge(edge_id: str, body: ProbeAsk, request: Request) -> ProbeResult:
+    """The edge reads the profile once against the live device (a listening device: for
+    `seconds`) and the result comes back: per tag where it was read, the raw registers or
+    node value, the decoded value, unit and quality beside the spec limits. A probe the edge
+    could not run has `error` set. Capture on the edge goes on meanwhile. Audited as
+    `probed`. No database connection is held while the edge works."""
+    profile_text = None
+    async with app_pool(request).connection() as conn:
+        try:
+            await provisioning.edge_in_force(conn, edge_id)
+            if body.profile is not None:
+                provisioning.check_profile(body.profile)
+                profile_text = provisioning.canonical_content(body.profile)
+        except NotFound as err:
+            raise HTTPException(404, str(err)) from err
+        except InvalidContent as err:
+            raise _invalid(err) from err
+    settings = ProvisioningSettings()
+    broker = settings.broker(app_settings(request).mqtt)
+    if broker is None:
+        raise HTTPException(503, _NO_PROBER, headers={"Retry-After": "5"})
+    try:
+        asked = edge_probes.request_for(
+            edge_id, uuid.uuid4().hex, _who(request), body.seconds, body.device, profile_text
+        )
+    except ValidationError as err:  # e.g. a profile over what one probe request carries
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise HTTPException(
+            422, {"message": "cannot ask this probe", "problems": problems}
+        ) from err
+    named = body.device or str((body.profile or {}).get("name", "?"))[:128]
+    try:
+        async with _one_session(request):
+            result = await edge_probes.ask_edge(broker, asked, settings.probe_wait_s)
+    except edge_probes.ProbeUnanswered as err:
+        await _audit_probe(request, edge_id, named, f": no result: {err}")
+        raise HTTPException(err.status, str(err)) from err
+    with_profile = f" with profile sha256 {result.profile_sha256}" if result.profile_sha256 else ""
+    await _audit_probe(request, edge_id, result.device, f"{with_profile}: {result.summary()}")
+    return result
+
+
+async def _audit_probe(request: Request, edge_id: str, device: str, detail: str) -> None:
+    async with app_pool(request).connection() as conn:
+        await provisioning.audit(
+            conn,
+            _who(request),
+            "probed",
+            "profile",
+            device,
+            None,
+            f"through edge {edge_id}{detail}",
+        )
 
 
 # ---- Audit ----------------------------------------------------------------------------

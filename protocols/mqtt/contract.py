@@ -573,6 +573,8 @@ class SiteConfigState(Strict):
     # Devices the last apply stopped and started again (changed or removed); the others
     # kept capturing.
     restarted: list[Identifier] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
+    # Devices the last apply moved to another line or dock door without a restart.
+    moved: list[Identifier] = Field(default_factory=list, max_length=MAX_STATUS_ITEMS)
     refused_version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
     refused_reason: Reason | None = None
     refused_at: AwareDatetime | None = None
@@ -652,3 +654,93 @@ class HoldSet(Strict):
     kind: Literal["hold_set"] = "hold_set"
     time: AwareDatetime
     lots: list[HeldLot] = Field(default_factory=list, max_length=MAX_HELD_LOTS)
+
+
+# -- probes: a profile read once against the live device, through its edge ----------------
+MAX_PROBE_SECONDS = 30.0
+# What an edge's probe may take beyond its listening time (connecting, one read of every
+# tag); the edge ends a probe then, and the collector stops waiting a little later.
+PROBE_MARGIN_S = 15.0
+MAX_PROBE_TAGS = 1000
+MAX_PROBE_ITEMS = 200  # RFID reads or scans shown; more are counted only
+RequestId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+ProbeText = Annotated[str, StringConstraints(max_length=500), AfterValidator(storable)]
+
+
+class ProbeRequest(Strict):
+    """Published (not retained) by a collector on trace/v1/edges/{edge_id}/probe/request
+    (only collectors may publish there: the broker's ACL). Either a device of the site the
+    edge runs, by name, or a profile not yet in the site (its canonical JSON); listening
+    devices (RFID, scanners) are listened to for `seconds`."""
+
+    contract: Literal["trace.v1"] = CONTRACT
+    edge_id: Identifier
+    request_id: RequestId
+    requested_by: Name
+    sent_at: AwareDatetime
+    seconds: float = Field(default=5.0, gt=0, le=MAX_PROBE_SECONDS)
+    device: Identifier | None = None
+    profile: Annotated[str, StringConstraints(min_length=2, max_length=1024 * 1024)] | None = None
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> ProbeRequest:
+        if (self.device is None) == (self.profile is None):
+            raise ValueError("a probe names either a device of the running site or a profile")
+        return self
+
+
+class ProbeAlternative(Strict):
+    """The same raw answer decoded under another setting (e.g. another word order)."""
+
+    label: ProbeText
+    value: Finite
+    within_spec: bool | None = None
+
+
+class ProbedTag(Strict):
+    """One tag as the probe read it: where, the raw answer, the decoded value beside the
+    spec limits."""
+
+    tag: Name
+    where: ProbeText
+    raw: ProbeText
+    value: Finite | None = None
+    text: ProbeText | None = None
+    unit: Unit | None = None
+    quality: Quality
+    detail: ProbeText | None = None
+    spec_low: Finite | None = None
+    spec_high: Finite | None = None
+    within_spec: bool | None = None  # None: no limits, or no value
+    alternatives: list[ProbeAlternative] = Field(default_factory=list, max_length=16)
+
+
+class ProbeResult(Strict):
+    """What a probe found; the edge publishes it on trace/v1/edges/{edge_id}/probe/result
+    (only that edge may publish there). `error`: the probe could not run or the device did
+    not answer, in words that name the fix; the tags then are empty."""
+
+    contract: Literal["trace.v1"] = CONTRACT
+    edge_id: Identifier
+    request_id: RequestId
+    device: Identifier
+    protocol: Name
+    probed_at: AwareDatetime
+    profile_sha256: str | None = Field(default=None, pattern=SHA256_HEX)
+    error: Reason | None = None
+    tags: list[ProbedTag] = Field(default_factory=list, max_length=MAX_PROBE_TAGS)
+    items: list[ProbeText] = Field(default_factory=list, max_length=MAX_PROBE_ITEMS)
+    items_seen: int = Field(default=0, ge=0)  # all of them, also past those listed
+    listened_s: float | None = Field(default=None, ge=0, le=10 * MAX_PROBE_SECONDS)
+
+    @property
+    def bad(self) -> list[ProbedTag]:
+        return [t for t in self.tags if t.quality == "bad"]
+
+    def summary(self) -> str:
+        """One line for the audit."""
+        if self.error is not None:
+            return self.error
+        if self.listened_s is not None:
+            return f"{self.items_seen} item(s) in {self.listened_s:.1f} s"
+        return f"{len(self.tags)} tag(s) read, {len(self.bad)} bad"

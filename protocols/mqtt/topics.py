@@ -68,3 +68,13 @@ def holds() -> str:
 def config_site(edge_id: str) -> str:
     """The site configuration version pushed to an edge (retained)."""
     return f"{config(edge_id)}/site"
+
+
+def probe_request(edge_id: str) -> str:
+    """A probe asked of an edge by a collector (not retained: a probe is for now or never)."""
+    return f"{ROOT}/{edge_id}/probe/request"
+
+
+def probe_result(edge_id: str) -> str:
+    """What the edge's probe found, for the collector that asked (by request id)."""
+    return f"{ROOT}/{edge_id}/probe/result"

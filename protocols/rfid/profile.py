@@ -16,6 +16,13 @@ class RfidAntenna(Strict):
     # At a gate, antennas on both sides of the door tell the direction: a tag seen outside
     # first and inside last moved in.
     side: Literal["outside", "inside"] | None = None
+    # At a production line: a tag this antenna reads is an input unit the active batch
+    # consumes (the infeed) or an output unit it produced (the outfeed). Not used at a door.
+    line_feed: Literal["input", "output"] = Field(
+        default="input",
+        description="at a production line: input (infeed, consumed by the active batch) or "
+        "output (outfeed, produced by it)",
+    )
 
 
 class RfidReaderProfile(ProfileBase):

@@ -109,6 +109,8 @@ def test_rendered_files_give_each_identity_only_its_own_topics() -> None:
         "topic read trace/v1/edges/line-1/config/#",
         "topic read trace/v1/collectors/+/status",
         "topic read trace/v1/holds",
+        "topic read trace/v1/edges/line-1/probe/request",
+        "topic write trace/v1/edges/line-1/probe/result",
     ]
     assert [x for x in blocks["coll-1"] if x.startswith("topic")] == [
         "topic read trace/v1/edges/+/data/+",
@@ -117,6 +119,8 @@ def test_rendered_files_give_each_identity_only_its_own_topics() -> None:
         "topic write trace/v1/collectors/coll-1/status",
         "topic write trace/v1/holds",
         "topic write trace/v1/edges/+/config/#",  # site versions pushed to edges
+        "topic write trace/v1/edges/+/probe/request",  # probes asked through an edge
+        "topic read trace/v1/edges/+/probe/result",
     ]
 
 

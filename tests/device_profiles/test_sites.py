@@ -1,6 +1,7 @@
 """The self-contained site document: one hash whatever the key order, every problem at once,
 and the dry run of an apply (a device moved to another line keeps its name, so its
-history, and restarts at its new station; unchanged devices are left alone)."""
+history, and is moved, not restarted, unless its profile changed too; unchanged devices are
+left alone)."""
 
 from __future__ import annotations
 
@@ -43,15 +44,26 @@ def test_the_hash_does_not_depend_on_key_order() -> None:
         canonical_json({"x": float("nan")})
 
 
-def test_a_device_moved_to_another_line_restarts_there_and_the_rest_stays() -> None:
+def test_a_device_moved_to_another_line_is_a_move_and_the_rest_stays() -> None:
     moved = copy.deepcopy(SITE)
     moved["lines"][1]["devices"].append(moved["lines"][0]["devices"].pop(1))
     moved["lines"].append({"id": "line-3", "devices": [named("tpc-c")]})
     changes = site_changes(resolve_site(SITE), resolve_site(moved))
-    assert changes.changed == {"tpc-b": ["moved from line-1 to line-2"]}
+    assert changes.moved == {"tpc-b": ("line-1", "line-2")} and changes.changed == {}
     assert changes.added == ["tpc-c"] and changes.removed == []
     assert changes.unchanged == ["tpc-a"] and changes.stations_added == ["line-3"]
-    assert changes.restarted == ["tpc-b"]
+    assert changes.restarted == []  # a move is no restart
+    assert "device tpc-b: moved from line-1 to line-2" in changes.lines()
+
+
+def test_a_device_moved_and_changed_restarts_at_its_new_line() -> None:
+    moved = copy.deepcopy(SITE)
+    device = moved["lines"][0]["devices"].pop(1)
+    device["connection"] = {"port": 1502}
+    moved["lines"][1]["devices"].append(device)
+    changes = site_changes(resolve_site(SITE), resolve_site(moved))
+    assert changes.moved == {} and changes.restarted == ["tpc-b"]
+    assert changes.changed["tpc-b"][0] == "moved from line-1 to line-2"
 
 
 def test_every_problem_is_reported_at_once_with_its_place() -> None:

@@ -340,3 +340,78 @@ async def test_only_collectors_may_publish_an_edges_configuration(services: Serv
             message = await anext(aiter(client.messages))
     received = SitePush.model_validate_json(message.payload)  # type: ignore[arg-type]
     assert received.version == 2  # the collector's; the edges' own were dropped
+
+
+@bounded(120)
+async def test_a_device_moved_to_another_line_keeps_capturing_and_its_history(
+    tmp_path: Path,
+    services: Services,
+    collector: RunningCollector,
+    keeper: object,
+    pushes: None,
+) -> None:
+    """The push applies a move as a move: the same task goes on reading, its next readings
+    are bound to the new line's batch, and the device's history shows both lines' periods."""
+    edge = f"edge-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    site = write_site(tmp_path, edge, port, ["tpc-a", "tpc-b"])
+    data = yaml.safe_load(site.read_text())
+    data["lines"].append({"id": "line-2", "devices": []})
+    site.write_text(yaml.safe_dump(data))
+    agent = agent_for(site, tmp_path / "state", await services.register(edge))
+    url = services.database_url
+    started = datetime.now(UTC)
+    batch = f"B-{uuid.uuid4().hex[:6]}"
+    async with (
+        ModbusSimulator(load_profile(PROFILE), port=port),
+        running(agent),
+        collector.client(Role.provisioner) as api,
+    ):
+        await until(lambda: reading_times(url, edge, "tpc-b", "temperature"), 20, "line 1")
+        task, run = agent.devices["tpc-b"], agent._runs["tpc-b"]
+        agent.binder.start_batch("line-2", batch, "op-1")
+        content = bundle_site_file(site)
+        content["lines"][1]["devices"].append(content["lines"][0]["devices"].pop(1))
+        made = await api.post(
+            f"/api/v1/provisioning/sites/{edge}", json={"content": content, "comment": "move"}
+        )
+        assert made.json()["pushed"] is True, made.json()
+        await until(lambda: now_true(agent.configurator.state().version == 1), 10, "v1 applied")
+
+        async def on_line_2() -> list[Any]:
+            async with await psycopg.AsyncConnection.connect(url) as conn:
+                cur = await conn.execute(
+                    "select r.batch_id from readings r join edge_streams s using (stream_id)"
+                    " where s.edge_id = %s and r.device = 'tpc-b' and r.line_id = 'line-2'",
+                    (edge,),
+                )
+                return await cur.fetchall()
+
+        await until(on_line_2, 10, "tpc-b's readings at line 2")
+        same_task = agent.devices["tpc-b"] is task and agent._runs["tpc-b"] is run
+        await asyncio.sleep(1.0)
+        async with collector.client(Role.reader) as looker:
+            history = await looker.get(
+                "/api/v1/devices/tpc-b/placements",
+                params={
+                    "edge": edge,
+                    "from": started.isoformat(),
+                    "to": datetime.now(UTC).isoformat(),
+                },
+            )
+        audit = (await api.get(f"/api/v1/provisioning/audit?subject=site&name={edge}")).json()
+    state = agent.configurator.state()
+    assert (state.moved, state.restarted) == (["tpc-b"], [])
+    assert same_task  # never stopped: a move is no restart
+    assert history.status_code == 200, history.text
+    periods = history.json()
+    assert [(p["line_id"], p["batches"]) for p in periods] == [
+        ("line-1", []),
+        ("line-2", [batch]),
+    ]
+    # No pause across the move: the first reading at line 2 follows the last at line 1.
+    gap = datetime.fromisoformat(periods[1]["first_reading"]) - datetime.fromisoformat(
+        periods[0]["last_reading"]
+    )
+    assert gap.total_seconds() < 5 * POLL_S, gap
+    assert "moved: tpc-b" in next(a for a in audit if a["action"] == "applied")["detail"]
