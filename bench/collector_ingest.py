@@ -5,33 +5,51 @@ into a table of `readings`' shape and indexes, in the same run.
 
     eval "$(bash deploy/services.sh up)"; .venv/bin/python bench/collector_ingest.py
 
-It makes its own database (`trace_bench_ingest`, dropped and migrated at the start), so
-`readings` and the COPY's table start empty and grow alike. A run plays `--readings`
+It makes its own database (`--database`, `trace_bench_ingest`: dropped and migrated at
+the start), so `readings` and the COPY's table start empty and grow alike. A run plays `--readings`
 readings from `--edges` edges (their messages interleaved, as a fleet's arrive) at each
 message size, taking turns: COPY, group commit, one by one. Each figure is the median of
 `--runs` runs with their spread; the ratio is to the COPY of the same run. Beside the
 rates, the CPU each path costs per reading, in this process and in its PostgreSQL backend
 (read from /proc: the database must run on this machine): on a machine shared with other
-work these are steadier than the rates, and they say where more cores would go.
+work these are steadier than the rates, and they say where more cores would go. The
+collector's CPU is also split by stage (STAGES: the thread CPU time spent in each of the
+functions the flow calls; "rest" is the commit's statements, psycopg and asyncio).
+
+    .venv/bin/python bench/collector_ingest.py --instructions
+
+counts instead the instructions each stage executes (valgrind's callgrind, one pass over
+`--readings` readings at each size): unlike times, these repeat to within a fraction of a
+percent on a machine busy with other work, so they compare two versions of the code.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import functools
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiomqtt
 import psycopg
 
+from cloud_collector import rollups
 from cloud_collector.consumer import Flow, IngestCounters, Taken, handle
 from cloud_collector.ingest import READING_COLUMNS, READING_TYPES
+from cloud_collector.messages import Readings, read_readings
 from cloud_collector.migrate import migrate
+from cloud_collector.reading_rows import RowWriter
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
 from protocols.mqtt.contract import Ack
@@ -96,8 +114,9 @@ class Workload:
 
 
 def workload(run: int, size: int, readings: int, edges: int, tags: int) -> Workload:
-    """`readings` readings from `edges` edges (a new epoch per run: fresh numbers)."""
-    per_edge = readings // edges // size
+    """About `readings` readings from `edges` edges (a new epoch per run: fresh numbers),
+    at least one message per edge."""
+    per_edge = max(readings // edges // size, 1)
     messages: list[tuple[str, bytes]] = []
     rows: list[tuple[object, ...]] = []
     received = datetime.now(UTC)
@@ -211,6 +230,117 @@ class Figures:
     alone: list[float]
     groups: list[float]  # messages per group commit
     costs: dict[str, list[Cost]]
+    stages: dict[str, list[Cost]] = field(default_factory=dict)
+
+
+# ---- The flow one stage at a time --------------------------------------------------------
+# What the consumer's grouper and committer do to a group, each stage over the whole
+# workload before the next: read (the fast reader), prepare (what the group commit makes of
+# a message ahead of its transaction), commit (Flow.settle: the transaction, the COPY and the
+# statements, the acks). The "of which" stages do a part of prepare again on its own.
+
+
+def _groups(load: Workload, settings: CollectorSettings) -> list[list[int]]:
+    """The workload's messages in groups as the grouper makes them from a backlog."""
+    groups: list[list[int]] = [[]]
+    records = 0
+    for n in range(len(load.messages)):
+        group = groups[-1]
+        if group and (
+            len(group) >= settings.ingest_group_messages or records >= settings.ingest_group_records
+        ):
+            groups.append(group := [])
+            records = 0
+        group.append(n)
+        records += load.size
+    return groups
+
+
+class StagePass:
+    """The stages over one workload; each method is one stage, in this order."""
+
+    def __init__(self, flow: Flow, load: Workload) -> None:
+        self.settings = flow.settings
+        self.load = load
+        self.messages = _messages(load)
+        self.groups = _groups(load, flow.settings)
+        self.flow = flow
+        self.readings: list[Readings] = []
+        self.taken: list[list[Taken]] = []
+
+    def read(self) -> None:
+        self.flow.counters = IngestCounters()
+        now = datetime.now(UTC)
+        skew = timedelta(seconds=self.settings.max_skew_s)
+        limit = self.settings.max_message_bytes
+        for topic, payload in self.load.messages:
+            readings = read_readings(topic, payload, now, skew, limit)
+            assert readings is not None, "the workload's messages are fresh readings"
+            self.readings.append(readings)
+
+    def prepare(self) -> None:
+        committer = self.flow.committer
+        for group in self.groups:
+            parts = rollups.Parts()
+            self.taken.append(
+                [Taken(self.messages[n], committer.prepare(self.readings[n], parts)) for n in group]
+            )
+
+    def of_which_rollups(self) -> None:
+        for group in self.groups:
+            parts = rollups.Parts()
+            for n in group:
+                parts.add(self.readings[n].records)
+            parts.stats_arrays({})
+            parts.minutes_arrays()
+
+    def of_which_rows(self) -> None:
+        backfill = timedelta(seconds=self.settings.backfill_after_s)
+        writer = RowWriter()
+        for r in self.readings:
+            writer.rows(r.records, 1, r.received, r.received - backfill)
+
+    async def commit(self) -> None:
+        for taken in self.taken:
+            await self.flow.settle(taken)
+        counters = self.flow.counters
+        assert counters.rows_inserted == self.load.readings, counters
+
+
+STAGES = ["read", "prepare", "of_which_rollups", "of_which_rows", "commit"]
+
+
+def warmed(
+    conn: psycopg.AsyncConnection, settings: CollectorSettings, load: Workload
+) -> tuple[StagePass, StagePass]:
+    """The first message of each edge to go first, unmeasured (its streams are then known,
+    as they are to a collector that has been running), and the rest."""
+    edges = len({topic for topic, _ in load.messages})
+    first = Workload(load.size, load.messages[:edges], load.rows[: edges * load.size])
+    rest = Workload(load.size, load.messages[edges:], load.rows[edges * load.size :])
+    assert rest.messages, "two messages per edge at least: raise --readings"
+    flow = Flow(conn, settings, IngestCounters(), _count_ack, lambda _: None)
+    return StagePass(flow, first), StagePass(flow, rest)
+
+
+async def stage_costs(
+    conn: psycopg.AsyncConnection, settings: CollectorSettings, load: Workload, meter: Meter
+) -> dict[str, Cost]:
+    warm, stages = warmed(conn, settings, load)
+    for name in STAGES:
+        step = getattr(warm, name)
+        await step() if asyncio.iscoroutinefunction(step) else step()
+    load = stages.load
+    costs: dict[str, Cost] = {}
+    for name in STAGES:
+        step = getattr(stages, name)
+        with meter:
+            if asyncio.iscoroutinefunction(step):
+                await step()
+            else:
+                step()
+        costs[name] = meter.per(load.readings)
+    return costs
 
 
 async def measure(url: str, args: argparse.Namespace) -> dict[int, Figures]:
@@ -235,6 +365,10 @@ async def measure(url: str, args: argparse.Namespace) -> dict[int, Figures]:
                 f.costs["group"].append(meter.per(load.readings))
                 f.group.append(load.readings / elapsed)
                 f.groups.append(counters.grouped / max(counters.groups, 1))
+                readings = max(args.readings, 2 * args.edges * size)
+                staged = workload(run + 2000, size, readings, args.edges, args.tags)
+                for name, cost in (await stage_costs(conn, settings, staged, meter)).items():
+                    f.stages.setdefault(name, []).append(cost)
                 if not args.skip_one_by_one:
                     alone = workload(run + 1000, size, args.readings // 4, args.edges, args.tags)
                     with meter:
@@ -243,7 +377,10 @@ async def measure(url: str, args: argparse.Namespace) -> dict[int, Figures]:
                     f.costs["alone"].append(meter.per(alone.readings))
                 print(
                     f"run {run + 1} size {size}: COPY {f.copy[-1]:,.0f}/s, group commit "
-                    f"{f.group[-1]:,.0f}/s ({f.group[-1] / f.copy[-1]:.2f} x)"
+                    f"{f.group[-1]:,.0f}/s ({f.group[-1] / f.copy[-1]:.2f} x), "
+                    f"{f.costs['group'][-1].python:.1f} us CPU per reading ("
+                    + ", ".join(f"{n} {c[-1].python:.2f}" for n, c in f.stages.items())
+                    + ")"
                     + (
                         f", one by one {f.alone[-1]:,.0f}/s ({f.alone[-1] / f.copy[-1]:.2f} x)"
                         if f.alone
@@ -269,6 +406,10 @@ def _cost(costs: list[Cost]) -> str:
     return f"{python:.1f} | {postgres:.1f}"
 
 
+def _range(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
 def report(figures: dict[int, Figures], runs: int) -> None:
     print(f"\nreadings/s, median (min-max) of {runs} runs; x = per run, to that run's COPY;")
     print("CPU: microseconds per reading in this process and in its PostgreSQL backend")
@@ -289,6 +430,97 @@ def report(figures: dict[int, Figures], runs: int) -> None:
                 f"| {size} | one by one | {_spread([a / size for a in f.alone])} | "
                 f"{_spread(f.alone)} | {_ratios(f.alone, f.copy)} | {_cost(f.costs['alone'])} |"
             )
+    print(
+        f"\nCPU microseconds per reading by stage, one stage at a time, median (min-max) of {runs}"
+    )
+    print("| records/msg | stage | collector | postgres |")
+    print("|---|---|---|---|")
+    for size, f in figures.items():
+        for name, costs in f.stages.items():
+            python = _range([c.python for c in costs])
+            postgres = _range([c.postgres for c in costs])
+            print(f"| {size} | {name.replace('_', ' ')} | {python} | {postgres} |")
+        flow = [c.python for c in f.costs["group"]]
+        print(f"| {size} | the flow as it runs (all stages, asyncio) | {_range(flow)} | |")
+
+
+# ---- Instructions: the stages under callgrind --------------------------------------------
+# Each stage runs as a ctypes callback: callgrind counts only inside _ctypes_callproc and
+# dumps the count when it returns, one file per stage, so the interpreter's start, the
+# imports and the workload's making are not counted.
+_UNDER_CALLGRIND = "BENCH_COLLECTOR_INGEST_UNDER_CALLGRIND"
+_CALLBACK = ctypes.CFUNCTYPE(None)
+
+
+def _counted(step: Callable[[], None]) -> None:
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            step()
+        except BaseException as err:  # a ctypes callback would print it and go on
+            failed.append(err)
+
+    _CALLBACK(run)()
+    if failed:
+        raise failed[0]
+
+
+def _run_in(runner: asyncio.Runner, step: Callable[[], Awaitable[None]]) -> None:
+    runner.run(step())  # type: ignore[arg-type]
+
+
+def counted_stages(url: str, args: argparse.Namespace) -> None:
+    """Under callgrind: each stage at each size once; prints the stages in the order their
+    counts were dumped."""
+    settings = CollectorSettings(database_url=url)
+    shape = (max(args.readings, 2 * args.edges * max(args.sizes)), args.edges, args.tags)
+    with asyncio.Runner() as runner:
+        conn = runner.run(psycopg.AsyncConnection.connect(url, autocommit=True))
+        for size in args.sizes:
+            warm, stages = warmed(conn, settings, workload(0, size, *shape))
+            for name in STAGES:
+                step = getattr(warm, name)
+                runner.run(step()) if asyncio.iscoroutinefunction(step) else step()
+            load = stages.load
+            for name in STAGES:
+                step = getattr(stages, name)
+                if asyncio.iscoroutinefunction(step):
+                    _counted(functools.partial(_run_in, runner, step))
+                else:
+                    _counted(step)
+                print(json.dumps({"size": size, "stage": name, "readings": load.readings}))
+        runner.run(conn.close())
+
+
+def instructions(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as out:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--collect-atstart=no",
+            "--toggle-collect=_ctypes_callproc",
+            "--dump-after=_ctypes_callproc",
+            f"--callgrind-out-file={out}/callgrind.out",
+            sys.executable,
+            *sys.argv,
+        ]
+        env = {**os.environ, _UNDER_CALLGRIND: "1", "PYTHONHASHSEED": "0"}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.exit(f"callgrind failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        stages = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        counts = []
+        for n in range(1, len(stages) + 1):
+            text = Path(f"{out}/callgrind.out.{n}").read_text()
+            totals = [line for line in text.splitlines() if line.startswith("totals:")]
+            counts.append(int(totals[0].split()[1]))
+    print("instructions per reading by stage (callgrind, PYTHONHASHSEED=0)")
+    print("| records/msg | stage | instructions per reading |")
+    print("|---|---|---|")
+    for stage, count in zip(stages, counts, strict=True):
+        name = stage["stage"].replace("_", " ")
+        print(f"| {stage['size']} | {name} | {count / stage['readings']:,.0f} |")
 
 
 def main() -> None:
@@ -299,13 +531,25 @@ def main() -> None:
     parser.add_argument("--tags", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-one-by-one", action="store_true")
+    parser.add_argument("--database", default=DATABASE, help="made afresh (dropped first)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count each stage's instructions under valgrind's callgrind instead of timing",
+    )
     args = parser.parse_args()
     base = CollectorSettings().database_url
+    url = base.rsplit("/", 1)[0] + "/" + args.database
+    if os.environ.get(_UNDER_CALLGRIND):
+        counted_stages(url, args)
+        return
     with psycopg.connect(base.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
-        admin.execute(f"drop database if exists {DATABASE} with (force)")
-        admin.execute(f"create database {DATABASE}")
-    url = base.rsplit("/", 1)[0] + "/" + DATABASE
+        admin.execute(f"drop database if exists {args.database} with (force)")
+        admin.execute(f"create database {args.database}")
     migrate(url)
+    if args.instructions:
+        instructions(args)
+        return
     report(asyncio.run(measure(url, args)), args.runs)
 
 

@@ -4,9 +4,9 @@ The common case at plant speed is a message of fresh readings: numbered past eve
 its stream has committed, valid as a whole. For a group of such messages the collector
 does per group what ingest.py does per message, in a handful of statements:
 
-- read each message outside the transaction (messages.read_readings), make its COPY
-  rows and add its readings to the group's rollups in Python (rollups.Parts), while the
-  group before it commits;
+- read each message outside the transaction (messages.read_readings), write its readings
+  as binary COPY rows (reading_rows.py) and add them to the group's rollups in Python
+  (rollups.Parts), while the group before it commits;
 - lock the group's streams (`edge_streams`, in stream_id order, so that two collectors
   cannot deadlock) and read their high-water marks;
 - take, per stream in sequence order, each message that starts past the mark (which then
@@ -37,10 +37,9 @@ from typing import Any
 
 import psycopg
 
-from cloud_collector import rollups
+from cloud_collector import reading_rows, rollups
 from cloud_collector.ingest import (
     READING_COLUMNS,
-    READING_TYPES,
     Outcome,
     register_stream,
     retrying,
@@ -90,44 +89,18 @@ class _StaleStream(Exception):
 
 @dataclass
 class Prepared:
-    """A message of fresh-looking readings, read, rolled up and turned into COPY rows,
+    """A message of fresh-looking readings, read, rolled up and written as COPY rows,
     waiting for its group."""
 
     message: Readings
     parts: rollups.Parts
-    batches: dict[str, str]  # batch -> the line of its first reading
-    rows: list[tuple[object, ...]]
+    rows: reading_rows.Rows
     rows_stream: int | None  # the stream_id the rows carry (None: not known yet)
 
     @property
     def key(self) -> StreamKey:
         m = self.message
         return (m.edge_id, m.stream, m.epoch)
-
-
-def _rows(
-    message: Readings, stream_id: int | None, backfill_before: datetime
-) -> list[tuple[object, ...]]:
-    received = message.received
-    return [
-        (
-            r["time"],
-            r.get("device_time"),
-            received,
-            r["line"],
-            r["batch"],
-            r["device"],
-            r["tag"],
-            r["value"],
-            r.get("unit"),
-            r.get("quality", "good"),
-            r.get("detail"),
-            stream_id,
-            r["seq"],
-            r["time"] < backfill_before,
-        )
-        for r in message.records
-    ]
 
 
 @dataclass
@@ -147,6 +120,7 @@ class GroupCommit:
     def __init__(self, backfill_after: timedelta) -> None:
         self.backfill_after = backfill_after
         self.streams: dict[StreamKey, int] = {}
+        self.writer = reading_rows.RowWriter()
 
     def prepare(self, message: Readings, parts: rollups.Parts | None = None) -> Prepared:
         """The message's batches and COPY rows, ahead of its transaction, and its readings
@@ -154,13 +128,14 @@ class GroupCommit:
         so that the common case adds each reading once)."""
         parts = parts if parts is not None else rollups.Parts()
         parts.add(message.records)
-        batches: dict[str, str] = {}
-        for r in message.records:
-            if (batch := r["batch"]) is not None and batch not in batches:
-                batches[batch] = r["line"]
         stream_id = self.streams.get((message.edge_id, message.stream, message.epoch))
+        return Prepared(message, parts, self._rows(message, stream_id), stream_id)
+
+    def _rows(self, message: Readings, stream_id: int | None) -> reading_rows.Rows:
         before = message.received - self.backfill_after
-        return Prepared(message, parts, batches, _rows(message, stream_id, before), stream_id)
+        # Rows of a stream not known yet carry 0, and are written again once it is.
+        stream = stream_id if stream_id is not None else 0
+        return self.writer.rows(message.records, stream, message.received, before)
 
     async def commit(self, conn: psycopg.AsyncConnection, group: list[Prepared]) -> GroupResult:
         """Commit what of `group` is fresh in one transaction. Raises only when the
@@ -280,18 +255,17 @@ class GroupCommit:
 
         batches: dict[str, tuple[str, str]] = {}
         async with conn.cursor() as copy_cursor, copy_cursor.copy(_COPY) as copy:
-            copy.set_types(READING_TYPES)
+            await copy.write(reading_rows.SIGNATURE)
             for position in taken:
                 prepared = group[position]
                 message = prepared.message
-                for batch, line in prepared.batches.items():
-                    batches.setdefault(batch, (line, message.edge_id))
                 rows = prepared.rows
                 if prepared.rows_stream != ids[prepared.key]:  # a stream new to this process
-                    before = message.received - self.backfill_after
-                    rows = _rows(message, ids[prepared.key], before)
-                for row in rows:
-                    await copy.write_row(row)
+                    rows = self._rows(message, ids[prepared.key])
+                for batch, line in rows.batches.items():
+                    batches.setdefault(batch, (line, message.edge_id))
+                await copy.write(rows.data)
+            await copy.write(reading_rows.TRAILER)
         async with conn.pipeline():
             if batches:
                 await conn.execute(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import aiomqtt
@@ -42,6 +42,9 @@ CASES: dict[str, list[list[str]]] = {
     "gap, then filled": [["r 0-9", "r 20-29"], ["r 10-19", "r 30-39"]],
     "refusals mixed in": [["r 0-9", "r 10-19 nul@12 future@15", "r 20-29"]],
     "bad and uncertain readings": [["r 0-9 bad@3 uncertain@4", "r 10-19 bad@10"]],
+    "times in local offsets, across minutes": [
+        ["r 0-19 offset@2 offset@3 offset@9 offset@17", "r 20-29 offset@20 offset@29"]
+    ],
     "recent readings (no backfill)": [["r 0-9 recent", "r 10-19 recent"]],
     "two streams interleaved": [
         ["r 0-9", "x 0-9", "r 10-19", "x 20-29", "x 10-19"],
@@ -61,8 +64,18 @@ FALLS_BACK_WHOLE = {"a poisoned message in the middle"}
 STREAMS = {"r": "readings", "x": "readings-b", "e": "events"}
 
 
+# "Recent" readings are dated from one clock reading per test, so that both paths get the
+# same ones however long the first takes.
+_recent: dict[str, datetime] = {}
+
+
+@pytest.fixture(autouse=True)
+def _recent_base() -> None:
+    _recent["base"] = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=90)
+
+
 def _reading(edge: str, seq: int, flags: dict[int, str], recent: bool) -> dict[str, Any]:
-    base = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=90) if recent else T0
+    base = _recent["base"] if recent else T0
     tag = f"t{seq % 3}"
     record: dict[str, Any] = {
         "kind": "reading",
@@ -88,6 +101,9 @@ def _reading(edge: str, seq: int, flags: dict[int, str], recent: bool) -> dict[s
             record.update(quality="uncertain")
         case "noseq":
             del record["time"]
+        case "offset":  # the same instant, written in a local offset
+            local = timezone(timedelta(hours=5, minutes=45))
+            record["time"] = (base + timedelta(seconds=7 * seq)).astimezone(local).isoformat()
     return record
 
 
@@ -118,7 +134,7 @@ def _event(edge: str, seq: int, what: str) -> dict[str, Any]:
 def _message(edge: str, text: str, mid: int) -> aiomqtt.Message:
     """`r 0-9` (readings 0..9 of stream "readings"; `x`: of "readings-b"), `e 0-0 specs`
     (an event), `garbage`; then flags: `nul@N`, `future@N`, `poison@N`, `bad@N`,
-    `uncertain@N`, `noseq@N` (the record at N), `recent`, `epoch=E`."""
+    `uncertain@N`, `noseq@N`, `offset@N` (the record at N), `recent`, `epoch=E`."""
     if text == "garbage":
         topic, payload = topics.data(edge, "readings"), b"\x00\xffnot json"
     else:

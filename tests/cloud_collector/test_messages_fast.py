@@ -142,3 +142,23 @@ def test_one_hostile_value_is_never_accepted_where_the_contract_refuses(data: An
 @given(st.data())
 def test_damaged_bytes_are_never_accepted_where_the_contract_refuses(data: Any) -> None:
     _agrees_with_the_contract(data.draw(damaged(json.dumps(_document()).encode())))
+
+
+@pytest.mark.parametrize(
+    ("times", "accepted"),
+    [
+        (["2026-11-25T12:05:00Z", "2026-11-25T13:05:00+01:00"], True),  # at the bound
+        (["2026-11-25T12:05:00Z", "2026-11-25T13:05:00.000001+01:00"], False),
+        (["2026-11-25T17:35:00.000001+05:30", "2026-11-25T12:00:00Z"], False),
+        (["2026-11-25T06:05:00-06:00", "2026-11-25T12:05:00.000001Z"], False),
+    ],
+)
+def test_the_clock_bound_holds_whatever_the_offsets(times: list[str], accepted: bool) -> None:
+    """NOW + SKEW is 12:05 UTC; each record's time in its own offset, two offsets per
+    message (the reader compares in each reading's offset)."""
+    document = _document()
+    for record, time in zip(document["records"], times, strict=True):
+        record["time"] = time
+        record.pop("device_time", None)
+    fast = read_readings(TOPIC, dumps(document), NOW, SKEW, MAX_MESSAGE_BYTES)
+    assert (fast is not None) == accepted
