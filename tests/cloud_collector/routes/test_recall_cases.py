@@ -1,7 +1,7 @@
 """Recall cases through the HTTP API, on the bakery of tests/cloud_collector/test_trace.py:
 
     supplier FLOUR + SUGAR --B1--> DOUGH --B2--> BREAD (600, all on SH-1 to Bakery Co)
-                                        \\--B3--> CAKE (400: 100 on SH-2, 300 on hand at dock-2)
+                                        \\--B3--> CAKE (400: 100 on SH-2, 300 left at line-1)
 
 A case opened from FLOUR freezes that set; events that arrive later join it, with when."""
 
@@ -68,10 +68,10 @@ async def test_a_case_freezes_the_recall_and_late_events_join_it_with_when(
         if m["kind"] == "place"
     }
     assert sorted(places) == [
-        (p.lot("CAKE"), "dock-2", 300, "EA"),  # 400 made, 100 shipped
+        (p.lot("CAKE"), "line-1", 300, "EA"),  # 400 made there, 100 shipped
         (p.lot("FLOUR"), "dock-1", 500, "KGM"),  # 1000 received, 500 used
     ]
-    cake_place = places[(p.lot("CAKE"), "dock-2", 300, "EA")]
+    cake_place = places[(p.lot("CAKE"), "line-1", 300, "EA")]
     assert opened["added_since_opening"] == [] and opened["no_longer_found"] == []
     assert [a["kind"] for a in opened["actions"]] == ["opened"]
 
@@ -103,7 +103,7 @@ async def test_a_case_freezes_the_recall_and_late_events_join_it_with_when(
         ("lot", str(tart["lot_id"])),
         ("customer", f"shipment SH-3-{p.tag}"),
         ("shipment", f"SH-3-{p.tag}|{lot_ids[p.lot('CAKE')]}|"),
-        ("place", f"(place unknown)|{tart['lot_id']}"),  # the tarts: not seen at a place yet
+        ("place", f"line-1|{tart['lot_id']}"),  # the tarts: at the line that made them
     }
     assert all(
         m["found_at"] > case["opened_at"] and not m["at_opening"]
