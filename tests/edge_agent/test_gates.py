@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from device_profiles import LIBRARY
-from device_profiles.sites import WarehouseWork
 from device_profiles.schema import RfidReaderProfile, load_profile
+from device_profiles.sites import WarehouseWork
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
 from edge_agent.gates import GateStation, WarehouseReaderStation
