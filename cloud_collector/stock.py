@@ -14,6 +14,9 @@ are consumed and its outputs produced at its read point, the line):
 | cycle_counting, stock_taking | (a count) | sets the quantity at bizLocation, else readPoint |
 
 A count records what was counted, what the collector expected there and the difference.
+A cycle count counts only the lots it names; a stock take (`stock_taking`) counts the whole
+place: every lot the place held that it does not name is counted as none there (the place
+itself, not the places inside it; what the collector knew when it stored the event).
 
 **Where the goods are** when an event takes them: the event's source location (a captured
 event's `sourceList` entry of type `location`); else, for a unit (SSCC, SGTIN) whose place
@@ -98,6 +101,9 @@ insert into stock_counts (event_id, lot_id, place, uom, counted, expected, diffe
     biz_step)
 values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing
 """
+# What a stock take finds missing: every lot held at the place itself, in each unit.
+_HELD_AT = "select lot_id, uom, quantity from place_stock where place = %s and abs(quantity) > 1e-9"
+FULL_COUNTS = frozenset({"stock_taking"})
 # A late event never moves a unit back to where it was before a later one.
 _PLACE_UNITS = """
 update units set place = %(place)s, placed_at = %(time)s
@@ -248,8 +254,9 @@ async def record(
     assert row is not None  # a select without from is one row
     point, here, destination, source = row
     ledger = _Ledger(conn)
+    recount = {line.lot_id for line in lines}
     if step in COUNTS:
-        await _count(ledger, event_id, time, step, here, lines)
+        recount |= await _count(ledger, event_id, time, step, here, lines)
         await _place_units(conn, loose_units or [], here, time)
     else:
         takes, puts = MOVES[step]
@@ -262,8 +269,8 @@ async def record(
             await _check_fifo(ledger, event_id, lines, point, source)
         await _move(ledger, event_id, time, step, lines, takes, to, point, source)
         await _place_units(conn, loose_units or [], to, time)
-    if lines:
-        await conn.execute(RECOUNT, (sorted({line.lot_id for line in lines}),))
+    if recount:
+        await conn.execute(RECOUNT, (sorted(recount),))
 
 
 async def _move(
@@ -306,9 +313,11 @@ async def _place_units(
 
 async def _count(
     ledger: _Ledger, event_id: str, time: datetime, step: str, place: str, lines: list[Line]
-) -> None:
+) -> set[int]:
     """A count sets each counted lot's quantity at the place (items of a lot summed, in
-    each unit of measure); items without a quantity count as none of the lot there."""
+    each unit of measure); items without a quantity count as none of the lot there. A stock
+    take also counts none of each lot the place held that it does not name. Returns those
+    lots (their stock changes too)."""
     counted: dict[tuple[int, str], float] = {}
     for line in lines:
         key = (line.lot_id, line.uom)
@@ -319,9 +328,17 @@ async def _count(
         rows.append(
             (event_id, lot_id, place, uom, quantity, expected, quantity - expected, time, step)
         )
+    missing: set[int] = set()
+    if step in FULL_COUNTS:
+        held = await (await ledger.conn.execute(_HELD_AT, (place,))).fetchall()
+        for lot_id, uom, expected in held:
+            if (lot_id, uom) not in counted:
+                missing.add(lot_id)
+                rows.append((event_id, lot_id, place, uom, 0.0, expected, -expected, time, step))
     async with ledger.conn.cursor() as cur:
         await cur.executemany(_COUNT, rows)
     await _place_units(ledger.conn, [x.unit for x in lines if x.unit is not None], place, time)
+    return missing
 
 
 class Advice(Strict):

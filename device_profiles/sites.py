@@ -57,8 +57,9 @@ from protocols.strict import Strict
 # with their profiles is well under it.
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 MAX_DEVICES = 500
-# The protocols a warehouse station's devices may speak: its events come from scans.
-SCANNERS = ("scanner_serial", "scanner_wedge")
+# The protocols a warehouse station's devices may speak: its events come from scans and
+# tag reads (edge_agent/gates.py WarehouseReaderStation).
+WAREHOUSE_PROTOCOLS = ("scanner_serial", "scanner_wedge", "rfid_serial")
 
 
 class BundledDevice(Strict):
@@ -269,10 +270,10 @@ def resolve_site(
                 continue
             if files_at is not None and isinstance(profile, RefersToFiles):
                 profile = profile.files_beside(files_at)
-            if station_kind == "warehouse" and profile.protocol not in SCANNERS:
+            if station_kind == "warehouse" and profile.protocol not in WAREHOUSE_PROTOCOLS:
                 problems.append(
-                    f"{where}: a warehouse station takes scanners ({', '.join(SCANNERS)}), "
-                    f"not {profile.protocol}: put RFID gates at docks"
+                    f"{where}: a warehouse station takes scanners and RFID readers "
+                    f"({', '.join(WAREHOUSE_PROTOCOLS)}), not {profile.protocol}: put it at a line"
                 )
                 continue
             if profile.name in devices:

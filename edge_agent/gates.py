@@ -1,7 +1,8 @@
-"""RFID readers at dock doors and at production lines: a reader's raw tag reads, collapsed
-by the gate's windows into one observation per tag per read point, become receiving or
-shipping events of a door, or, at a line, the units its active batch consumed (read at the
-infeed) or produced (read at the outfeed), each antenna's `line_feed` saying which."""
+"""RFID readers at dock doors, production lines and warehouse stations: a reader's raw tag
+reads, collapsed by the gate's windows into one observation per tag per read point, become
+receiving or shipping events of a door; at a line, the units its active batch consumed
+(read at the infeed) or produced (read at the outfeed), each antenna's `line_feed` saying
+which; at a warehouse station, what its step does with goods (stored, picked, counted)."""
 
 from __future__ import annotations
 
@@ -146,3 +147,44 @@ class LineReaderStation(GateStation):
                 self.stations.line_item(line, role, item, o.last_seen, self.profile.name, once=True)
             except RecordRefused as err:
                 self._refused(f"{role} tag {o.epc_hex[:64]!r} at {line}", err)
+
+
+class WarehouseReaderStation(GateStation):
+    """An RFID reader at a warehouse station (a put-away lane's portal, a reader over a
+    bin): the tags first read within one window of each other are one event of the
+    station's step, made as a scan's is (Stations.warehouse_event). Each tag's window
+    closes on its own, so the first closed waits for those read with it: a pallet's cases
+    are one put-away, not one per tick. A tag seen at two read points is one item: the
+    station, not the antenna, says where the goods are."""
+
+    def __init__(self, stations: Stations, station_id: str, profile: RfidReaderProfile) -> None:
+        super().__init__(stations, station_id, profile)
+        self._pending: dict[str, Observation] = {}  # closed, by EPC, for the next event
+
+    def _emit(self, observations: list[Observation]) -> None:
+        for o in observations:
+            self._pending.setdefault(o.epc_hex, o)
+        if not self._pending:
+            return
+        started = min(o.first_seen for o in self._pending.values())
+        if self.gate.open_before(started + self.gate.window):
+            return
+        pending, self._pending = list(self._pending.values()), {}
+        group: list[tuple[Item, RfidSighting]] = []
+        for o in pending:
+            try:
+                group.append((item_of(o.epc_hex), sighting_of(o)))
+            except RecordRefused as err:
+                self._refused(f"tag {o.epc_hex[:64]!r}", err)
+        if not group:
+            return
+        try:
+            self.stations.warehouse_event(
+                self.station_id,
+                [item for item, _ in group],
+                max(s.last_seen for _, s in group),
+                self.profile.name,
+                sightings=[s for _, s in group],
+            )
+        except RecordRefused as err:
+            self._refused(f"event of {len(group)} tags at {self.station_id}", err)

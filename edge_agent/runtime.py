@@ -29,7 +29,7 @@ from edge_agent.binding import BatchTag, Binder
 from edge_agent.capture import DeviceTask
 from edge_agent.control import ControlAccess, create_control_app
 from edge_agent.control_token import load_or_create_token
-from edge_agent.gates import GateStation, LineReaderStation
+from edge_agent.gates import GateStation, LineReaderStation, WarehouseReaderStation
 from edge_agent.holds import HeldLots
 from edge_agent.outbox import EVENTS, READING_BYTES, Outbox
 from edge_agent.probes import EdgeProbes
@@ -232,6 +232,8 @@ class EdgeAgent:
             reader = (
                 GateStation(self.stations, station, profile)
                 if station in self.site.dock_ids
+                else WarehouseReaderStation(self.stations, station, profile)
+                if station in self.site.warehouse
                 else LineReaderStation(self.stations, station, profile)
             )
             self.gates.append(reader)

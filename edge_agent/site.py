@@ -23,7 +23,7 @@ from device_profiles.schema import (
     parse_profile,
     read_yaml,
 )
-from device_profiles.sites import SCANNERS, DockParty, WarehouseWork, check_station_ids
+from device_profiles.sites import WAREHOUSE_PROTOCOLS, DockParty, WarehouseWork, check_station_ids
 from protocols.modbus.bus import line_conflicts
 from protocols.mqtt.contract import MAX_PARTIES
 from protocols.strict import Strict
@@ -54,7 +54,8 @@ class DockConfig(Strict):
 
 
 class WarehouseConfig(WarehouseWork):
-    """A warehouse station (a handheld or fixed scanner): what it does is WarehouseWork's."""
+    """A warehouse station (a handheld or fixed scanner, an RFID reader): what it does is
+    WarehouseWork's."""
 
     id: Name
     devices: list[DeviceRef] = Field(default_factory=list)
@@ -150,10 +151,10 @@ def load_site(path: Path) -> Site:
             except ProfileError as err:
                 problems.extend(f"{where}: {err.source}: {p}" for p in err.problems)
                 continue
-            if kind == "warehouse" and profile.protocol not in SCANNERS:
+            if kind == "warehouse" and profile.protocol not in WAREHOUSE_PROTOCOLS:
                 problems.append(
-                    f"{where}: a warehouse station takes scanners ({', '.join(SCANNERS)}), "
-                    f"not {profile.protocol}: put RFID gates at docks"
+                    f"{where}: a warehouse station takes scanners and RFID readers "
+                    f"({', '.join(WAREHOUSE_PROTOCOLS)}), not {profile.protocol}: put it at a line"
                 )
                 continue
             if profile.name in names:

@@ -177,16 +177,24 @@ class Stations:
             )
 
     def warehouse_event(
-        self, station_id: str, items: list[Item], at: datetime, device: str
+        self,
+        station_id: str,
+        items: list[Item],
+        at: datetime,
+        device: str,
+        sightings: list[RfidSighting] | None = None,
     ) -> None:
-        """Goods scanned at a warehouse station: put away or moved to its place, picked from
-        it (to the station's `to`), or counted there. No place yet: the event is kept,
-        flagged `no_place`, at the station itself."""
+        """Goods scanned or read (an RFID reader's tags) at a warehouse station: put away or
+        moved to its place, picked from it (to the station's `to`), or counted there. No
+        place yet: the event is kept, flagged `no_place`, at the station itself."""
         work = self._work(station_id)
         place = self.place(station_id)
         step, read_point, location = WAREHOUSE_EVENTS[work.step], station_id, place
         if work.step == "pick":
             read_point, location = place or station_id, work.to
+        flags = [] if place is not None else ["no_place"]
+        if any(i.unknown_reason for i in items):
+            flags.append("unknown_tags")
         with contract_checked("object_event"):
             event = ObjectEventRecord(
                 seq=UNNUMBERED,
@@ -199,7 +207,8 @@ class Stations:
                 items=items,
                 operator=self.operator(station_id),
                 device=device,
-                flags=[] if place is not None else ["no_place"],
+                sightings=sightings or [],
+                flags=flags,
             )
         self.outbox.append(EVENTS, event)
 

@@ -133,6 +133,10 @@ class Gate:
         """Close every open window now (the reader is stopping)."""
         return self._handed_out(self._close(lambda o: True))
 
+    def open_before(self, time: datetime) -> bool:
+        """Whether a window that opened before `time` is still open."""
+        return any(o.first_seen < time for o in self._open.values())
+
     def _join(self, current: _Open, read: TagRead, antenna: RfidAntenna) -> None:
         current.count += 1
         if read.time < current.first_seen:

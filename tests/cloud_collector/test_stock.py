@@ -174,3 +174,33 @@ async def test_a_pallet_known_by_its_tag_alone_keeps_its_place_until_a_label_nam
     body = await places_of(collector, f"01/{SUGAR_GTIN}/10/{sugar}")
     assert [(u["unit"], u["place"]) for u in body["units"]] == [(f"sscc:{sscc}", f"BIN-1-{t}")]
     assert quantities(body) == {f"BIN-1-{t}": 40.0}  # what the count found there
+
+
+async def test_a_stock_take_zeroes_what_it_did_not_find_and_a_cycle_count_only_what_it_names(
+    services: Services, collector: RunningCollector
+) -> None:
+    """Flour and sugar in bins 1 and 2. A cycle count of flour in bin 2 leaves its sugar; a
+    stock take of bin 1 that finds only flour counts its sugar as none there (50 short)."""
+    p = Plant(services)
+    await warehouse(collector, p)
+    flour, sugar, t = p.lot("FLOUR"), p.lot("SUGAR"), p.tag
+    kg = lambda gtin, lot, q: [lot_item(gtin, lot, q, "KGM")]  # noqa: E731
+    await p.post(
+        event("receiving", kg(FLOUR_GTIN, flour, 120), f"DOCK-{t}", f"DOCK-{t}"),
+        event("receiving", kg(SUGAR_GTIN, sugar, 80), f"DOCK-{t}", f"DOCK-{t}"),
+        event("storing", kg(FLOUR_GTIN, flour, 100), f"DOCK-{t}", f"BIN-1-{t}"),
+        event("storing", kg(FLOUR_GTIN, flour, 20), f"DOCK-{t}", f"BIN-2-{t}"),
+        event("storing", kg(SUGAR_GTIN, sugar, 50), f"DOCK-{t}", f"BIN-1-{t}"),
+        event("storing", kg(SUGAR_GTIN, sugar, 30), f"DOCK-{t}", f"BIN-2-{t}"),
+        event("cycle_counting", kg(FLOUR_GTIN, flour, 18), f"BIN-2-{t}"),
+        event("stock_taking", kg(FLOUR_GTIN, flour, 90), f"BIN-1-{t}"),
+    )
+    flour_at = await places_of(collector, f"01/{FLOUR_GTIN}/10/{flour}")
+    sugar_at = await places_of(collector, f"01/{SUGAR_GTIN}/10/{sugar}")
+    assert quantities(flour_at) == {f"BIN-1-{t}": 90.0, f"BIN-2-{t}": 18.0}
+    assert quantities(sugar_at) == {f"BIN-2-{t}": 30.0}
+    [missing] = sugar_at["counts"]
+    assert (missing["place"], missing["biz_step"], missing["counted"], missing["expected"]) == (
+        f"BIN-1-{t}", "stock_taking", 0.0, 50.0,
+    )  # fmt: skip
+    assert missing["difference"] == -50.0

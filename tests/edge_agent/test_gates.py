@@ -1,6 +1,7 @@
 """An RFID gate whose reader reports a tag the message contract cannot carry: that tag is
 counted and logged, the other tags of the door's event still go, and the gate goes on. An
-RFID reader at a production line feeds the line's active batch."""
+RFID reader at a production line feeds the line's active batch; one at a warehouse station
+makes the station's event."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import yaml
 
 from device_profiles import LIBRARY
 from device_profiles.schema import RfidReaderProfile, load_profile
+from device_profiles.sites import WarehouseWork
 from edge_agent.batch_context import BatchContext
 from edge_agent.binding import Binder
-from edge_agent.gates import GateStation
+from edge_agent.gates import GateStation, WarehouseReaderStation
 from edge_agent.outbox import EVENTS, Outbox
 from edge_agent.stations import Stations
 from edge_agent.store import EdgeStore
@@ -119,3 +121,97 @@ def _stored(agent: Any, line: str, batch: str) -> list[tuple[str, str]]:
             (line, batch),
         ).fetchall()
     )
+
+
+async def test_readers_at_warehouse_stations_store_and_count_what_they_read(
+    tmp_path: Path,
+) -> None:
+    """Through the real runtime and two Mercury readers on pseudo-terminals: the tags a
+    put-away station's reader sees in one window, each however often read, are one storing
+    event at the station's place; those a count station's reader sees are cycle_counting
+    there."""
+    async with (
+        SerialLink() as put_link,
+        SerialLink() as count_link,
+        RfidReaderSimulator("mercury", put_link.device_port) as put_reader,
+        RfidReaderSimulator("mercury", count_link.device_port) as count_reader,
+    ):
+        profile = yaml.safe_load((LIBRARY / "rfid-warehouse-portal.yaml").read_text())
+        profile["window_s"] = 0.5
+        for name, link in (("put", put_link), ("count", count_link)):
+            profile["name"], profile["connection"]["port"] = f"wh-{name}-rfid", link.edge_port
+            (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(profile))
+        stations = [
+            {
+                "id": "wh-put",
+                "step": "put_away",
+                "place": "BIN-A-01",
+                "devices": [{"profile": "put.yaml"}],
+            },
+            {
+                "id": "wh-count",
+                "step": "count",
+                "place": "BIN-B-02",
+                "devices": [{"profile": "count.yaml"}],
+            },
+        ]
+        site = tmp_path / "site.yaml"
+        site.write_text(yaml.safe_dump({"edge_id": "edge-1", "warehouse": stations}))
+        nowhere = BrokerSettings(host="127.0.0.1", port=free_port())  # the outbox keeps all
+        async with running_agent(site, tmp_path / "state", nowhere) as agent:
+            await put_reader.wait_started()
+            await count_reader.wait_started()
+            await asyncio.gather(
+                _reads(put_reader, INPUT_PALLET, 1),
+                _reads(put_reader, OUTPUT_CASE, 1),
+                _reads(count_reader, OUTPUT_CASE, 1),
+            )
+            taken: list[dict[str, Any]] = []
+
+            async def both() -> bool:
+                taken.extend(_events(agent.outbox))
+                return len(taken) >= 2
+
+            await until(both, 15, "one event per station")
+            await asyncio.sleep(1.5)  # a window and a tick more: nothing split off late
+            taken.extend(_events(agent.outbox))
+    by_step = {e["biz_step"]: e for e in taken}
+    assert sorted(by_step) == ["cycle_counting", "storing"] and len(taken) == 2
+    stored, counted = by_step["storing"], by_step["cycle_counting"]
+    assert (stored["read_point"], stored["biz_location"], stored["flags"]) == (
+        "wh-put",
+        "BIN-A-01",
+        [],
+    )
+    assert sorted(i.get("sscc") or i["epc"] for i in stored["items"]) == [
+        "106141412345678908",
+        "urn:epc:id:sgtin:0614141.812345.6789",
+    ]
+    assert [s["count"] for s in stored["sightings"]] == [5, 5]
+    assert (counted["biz_location"], counted["device"]) == ("BIN-B-02", "wh-count-rfid")
+    assert [i["epc"] for i in counted["items"]] == ["urn:epc:id:sgtin:0614141.812345.6789"]
+
+
+def test_a_warehouse_reader_makes_one_event_of_the_tags_read_together(tmp_path: Path) -> None:
+    """Each tag's window closes on its own; those first read within one window of the first
+    wait for each other and go as one event, a tag read after that window in the next."""
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    work = {"wh-put": WarehouseWork(step="put_away", place="BIN-A-01")}
+    stations = Stations(Binder(BatchContext(outbox.store, []), outbox), [], [], warehouse=work)
+    profile = load_profile(LIBRARY / "rfid-warehouse-portal.yaml")
+    assert isinstance(profile, RfidReaderProfile)
+    reader = WarehouseReaderStation(stations, "wh-put", profile)
+    window = timedelta(seconds=profile.window_s)
+    pallet, case, later = INPUT_PALLET.hex().upper(), PALLET, "3074257BF7194E4000001A86"
+    for epc, at in ((pallet, T0), (case, T0 + window / 2), (later, T0 + window * 1.2)):
+        reader([TagRead(epc, 1, -50.0, None, at), TagRead(epc, 1, -50.0, None, at)])
+    reader.tick(T0 + window * 1.1)  # the pallet's window closed, the case's not yet
+    assert outbox.take(EVENTS, 10) == []
+    reader.tick(T0 + window * 1.6)
+    [first] = [json.loads(b) for _, b in outbox.take(EVENTS, 10)]
+    assert [i["raw"] for i in first["items"]] == [pallet, case]
+    assert [s["count"] for s in first["sightings"]] == [2, 2]
+    reader.tick(T0 + window * 2.3)
+    [second] = [json.loads(b) for _, b in outbox.take(EVENTS, 10)]
+    assert [i["raw"] for i in second["items"]] == [later]
+    assert (second["biz_step"], second["biz_location"]) == ("storing", "BIN-A-01")

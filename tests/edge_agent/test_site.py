@@ -145,16 +145,19 @@ def test_a_docks_trading_parties_are_checked_and_travel_with_a_pushed_site(
         load_site(site(tmp_path, wrong))
 
 
-def test_warehouse_stations_take_scanners_and_say_what_they_do(tmp_path: Path) -> None:
+def test_warehouse_stations_take_scanners_and_rfid_readers_and_say_what_they_do(
+    tmp_path: Path,
+) -> None:
     handheld = {"profile": str(LIBRARY / "scanner-warehouse-handheld.yaml")}
     gate = {"profile": str(LIBRARY / "rfid-dock-door-gate.yaml")}
-    picking = {"id": "wh-pick", "step": "pick", "to": "STAGE-1", "devices": [handheld]}
+    controller = {"profile": str(LIBRARY / "modbus-tcp-temperature-pressure-controller.yaml")}
+    picking = {"id": "wh-pick", "step": "pick", "to": "STAGE-1", "devices": [handheld, gate]}
     ok = load_site(site(tmp_path, {"edge_id": "e", "warehouse": [picking]}))
     assert ok.warehouse["wh-pick"].to == "STAGE-1"
-    assert [p.name for p in ok.devices["wh-pick"]] == ["wh-handheld-1"]
-    gated = {"id": "w", "step": "move", "devices": [gate]}
+    assert [p.name for p in ok.devices["wh-pick"]] == ["wh-handheld-1", "dock-3-rfid-gate"]
+    polled = {"id": "w", "step": "move", "devices": [controller]}
     with pytest.raises(SiteError, match=r"warehouse\[0\]\.devices\[0\]: a warehouse station"):
-        load_site(site(tmp_path, {"edge_id": "e", "warehouse": [gated]}))
+        load_site(site(tmp_path, {"edge_id": "e", "warehouse": [polled]}))
     with pytest.raises(SiteError, match=r"warehouse\.0\.step"):
         load_site(site(tmp_path, {"edge_id": "e", "warehouse": [{"id": "w", "step": "dance"}]}))
 
