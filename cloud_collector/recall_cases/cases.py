@@ -160,6 +160,20 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     return dict(out)
 
 
+# What an action records beside its kind, who and when (the export's columns too).
+ACTION_FIELDS = (
+    "happened_at",
+    "customer_key",
+    "place",
+    "lot_id",
+    "quantity",
+    "uom",
+    "method",
+    "contact",
+    "note",
+)
+
+
 async def _record(
     conn: AsyncConnection, case_id: int, kind: ActionKind, by: str, **fields: Any
 ) -> int:
@@ -167,20 +181,7 @@ async def _record(
         "case": case_id,
         "kind": kind,
         "by": by,
-        **{
-            k: fields.get(k)
-            for k in (
-                "happened_at",
-                "customer_key",
-                "place",
-                "lot_id",
-                "quantity",
-                "uom",
-                "method",
-                "contact",
-                "note",
-            )
-        },
+        **{k: fields.get(k) for k in ACTION_FIELDS},
         "detail": Jsonb(fields.get("detail", {})),
     }
     row = await (await conn.execute(_ACTION, params)).fetchone()

@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 from cloud_collector.fsma204 import export as fsma_export
 from cloud_collector.fsma204 import render
 from cloud_collector.fsma204.kdes import Row, header
-from cloud_collector.recall_cases.cases import case_lot_ids
+from cloud_collector.recall_cases.cases import ACTION_FIELDS, case_lot_ids
 from cloud_collector.recall_cases.models import CaseRecord, KeptMember
 from protocols.strict import Strict
 
@@ -38,22 +38,7 @@ _MEMBER_COLUMNS = [
     "at_opening",
     "in_current",
 ]
-_ACTION_COLUMNS = [
-    "action_id",
-    "kind",
-    "at",
-    "by",
-    "happened_at",
-    "customer_key",
-    "place",
-    "lot_id",
-    "quantity",
-    "uom",
-    "method",
-    "contact",
-    "note",
-    "detail",
-]
+_ACTION_COLUMNS = ["action_id", "kind", "at", "by", *ACTION_FIELDS, "detail"]
 
 
 WHAT_IT_HOLDS = (
