@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -195,20 +195,42 @@ class Stations:
         flags = [] if place is not None else ["no_place"]
         if any(i.unknown_reason for i in items):
             flags.append("unknown_tags")
+        self._observed(
+            station_id,
+            at,
+            items,
+            device,
+            sightings,
+            flags,
+            biz_step=step,
+            read_point=read_point,
+            biz_location=location,
+        )
+
+    def _observed(
+        self,
+        station_id: str,
+        at: datetime,
+        items: list[Item],
+        device: str,
+        sightings: list[RfidSighting] | None,
+        flags: list[str],
+        **fields: Any,
+    ) -> None:
+        """An OBSERVE ObjectEvent of goods at a station (a dock door or a warehouse station)
+        by whoever works there now, into the outbox."""
         with contract_checked("object_event"):
             event = ObjectEventRecord(
                 seq=UNNUMBERED,
                 time=at,
                 event_id=uuid.uuid4().hex,
                 action="OBSERVE",
-                biz_step=step,
-                read_point=read_point,
-                biz_location=location,
                 items=items,
                 operator=self.operator(station_id),
                 device=device,
                 sightings=sightings or [],
                 flags=flags,
+                **fields,
             )
         self.outbox.append(EVENTS, event)
 
@@ -325,27 +347,22 @@ class Stations:
             log.error("%s", text)
             if self.held is not None:
                 self.held.alarm(text[:2000], at)
-        with contract_checked("object_event"):
-            event = ObjectEventRecord(
-                seq=UNNUMBERED,
-                time=at,
-                event_id=uuid.uuid4().hex,
-                action="OBSERVE",
-                biz_step=biz_step,
-                disposition=DISPOSITION_OF_STEP.get(biz_step),
-                read_point=read_point or dock_id,
-                biz_location=dock_id,
-                items=items,
-                biz_transactions=[BizTransaction(type=doc.type, id=doc.doc_id)] if doc else [],
-                operator=self.operator(dock_id),
-                device=device,
-                sightings=sightings or [],
-                flags=flags,
-                parties=trading_parties(
-                    biz_step, parties, doc.parties if doc else (), self.parties.get(dock_id, [])
-                ),
-            )
-        self.outbox.append(EVENTS, event)
+        self._observed(
+            dock_id,
+            at,
+            items,
+            device,
+            sightings,
+            flags,
+            biz_step=biz_step,
+            disposition=DISPOSITION_OF_STEP.get(biz_step),
+            read_point=read_point or dock_id,
+            biz_location=dock_id,
+            biz_transactions=[BizTransaction(type=doc.type, id=doc.doc_id)] if doc else [],
+            parties=trading_parties(
+                biz_step, parties, doc.parties if doc else (), self.parties.get(dock_id, [])
+            ),
+        )
 
     # -- lines ---------------------------------------------------------------------------
 
