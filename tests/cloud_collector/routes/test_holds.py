@@ -201,6 +201,7 @@ async def test_a_shipment_flagged_held_lot_records_an_alert(
         "shipping",
     )
     assert alert["documents"] == [{"type": "desadv", "id": f"SH-9-{p.tag}"}]
+    assert alert["summary"] == f"held lot {p.lot('CAKE')} shipped at dock-2"
     assert [(x["lot_code"], x["hold_id"], x["reason"]) for x in alert["lots"]] == [
         (p.lot("CAKE"), hold["hold_id"], "label misprint")
     ]
