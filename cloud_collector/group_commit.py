@@ -10,20 +10,24 @@ does per group what ingest.py does per message, in a handful of statements:
 - lock the group's streams (`edge_streams`, in stream_id order, so that two collectors
   cannot deadlock) and read their high-water marks;
 - take, per stream in sequence order, each message that starts past the mark (which then
-  moves past it): its readings cannot be in the table yet, so they go straight into
+  moves past it), or that lies wholly inside a hole the stream has recorded (the hole is
+  cut around it): its readings cannot be in the table yet, so they go straight into
   `readings` in one binary COPY for the whole group, and every row is inserted (a row
-  that is not fails the COPY, and with it the group);
+  that is not fails the COPY, and with it the group). Holes are filled this way whenever
+  collectors share a stream's messages: the broker hands an edge's consecutive messages to
+  different collectors, and the one that commits the later message first leaves a hole
+  that the other's message then fills;
 - the batches they name, their rollups (the spec limits read in the transaction), the
   commit records, the holes before them and the new high-water marks: one statement
   each, sent together in a pipeline;
 - commit; the caller then acknowledges each message.
 
-A message that reaches back to its stream's mark (a resend, a regrouped backlog) and the
-ones behind it in that stream are left for the one-by-one path (ingest.ingest), which
-compares them with what is committed; so is every message when the group's transaction
-fails for a reason other than the database being away: ingest then finds which message and
-which records are at fault, and the rest are committed as before. Acks, commit records,
-gaps and rollups come out as ingest makes them one message at a time
+A message that reaches back to its stream's mark other than into a hole (a resend, a
+regrouped backlog) and the ones behind it in that stream are left for the one-by-one path
+(ingest.ingest), which compares them with what is committed; so is every message when the
+group's transaction fails for a reason other than the database being away: ingest then
+finds which message and which records are at fault, and the rest are committed as before.
+Acks, commit records, gaps and rollups come out as ingest makes them one message at a time
 (tests/cloud_collector/test_group_commit.py compares the two on the same messages).
 """
 
@@ -76,6 +80,20 @@ insert into sequence_gaps (stream_id, first_missing, last_missing, before_time, 
 select * from unnest(%b::int4[], %b::int8[], %b::int8[], %b::timestamptz[], %b::timestamptz[])
 on conflict do nothing
 """
+# The recorded holes that wholly hold a message reaching back to its stream's mark: read
+# after the streams are locked, so two collectors never fill one hole twice.
+_HOLES_HOLDING = """
+select distinct g.stream_id, g.first_missing, g.last_missing, g.before_time, g.after_time
+from sequence_gaps g
+join unnest(%b::int4[], %b::int8[], %b::int8[]) m(stream_id, first_seq, last_seq)
+  on g.stream_id = m.stream_id and g.first_missing <= m.first_seq and g.last_missing >= m.last_seq
+"""
+# Holes a fill cut: removed before their remaining pieces go in (a piece may start where
+# its hole did).
+_REMOVE_HOLES = """
+delete from sequence_gaps g using unnest(%b::int4[], %b::int8[]) h(stream_id, first_missing)
+where g.stream_id = h.stream_id and g.first_missing = h.first_missing
+"""
 _SET_HIGH_WATER = """
 update edge_streams e set high_water = m.last_seq, high_water_time = m.last_time
 from unnest(%b::int4[], %b::int8[], %b::timestamptz[]) m(stream_id, last_seq, last_time)
@@ -110,6 +128,79 @@ class GroupResult:
 
     committed: dict[int, Outcome] = field(default_factory=dict)
     left: list[int] = field(default_factory=list)
+
+
+Hole = tuple[int, int, datetime | None, datetime | None]  # first, last, before, after
+
+
+def _append(columns: list[list[Any]], *row: Any) -> None:
+    """A row added to statement parameters kept as one array per column."""
+    for column, value in zip(columns, row, strict=True):
+        column.append(value)
+
+
+class _Holes:
+    """The recorded holes of a group's streams that its late messages may fill, cut in
+    memory as the group fills them (as ingest's _track_gaps cuts them one message at a
+    time), and written back once."""
+
+    def __init__(self, found: dict[int, list[Hole]]) -> None:
+        self.now = found
+        self.cut: set[tuple[int, int]] = set()  # (stream, first) of holes read and cut
+        self._pieces: set[tuple[int, int]] = set()  # (stream, first) of pieces made here
+
+    @classmethod
+    async def read(
+        cls,
+        conn: psycopg.AsyncConnection,
+        group: list[Prepared],
+        ids: dict[StreamKey, int],
+        marks: dict[int, tuple[int, datetime | None]],
+    ) -> _Holes:
+        late = [p.message for p in group if p.message.first_seq <= marks[ids[p.key]][0]]
+        found: dict[int, list[Hole]] = defaultdict(list)
+        if late:
+            keys = [ids[(m.edge_id, m.stream, m.epoch)] for m in late]
+            cur = await conn.execute(
+                _HOLES_HOLDING,
+                (keys, [m.first_seq for m in late], [m.last_seq for m in late]),
+            )
+            for stream_id, first, last, before, after in await cur.fetchall():
+                found[int(stream_id)].append((int(first), int(last), before, after))
+        return cls(found)
+
+    def fill(self, stream_id: int, message: Readings) -> bool:
+        """Whether `message` lies wholly inside a hole of its stream; if so the hole is cut
+        around it."""
+        first, last = message.first_seq, message.last_seq
+        holes = self.now.get(stream_id, [])
+        n = next((n for n, h in enumerate(holes) if h[0] <= first and last <= h[1]), None)
+        if n is None:
+            return False
+        hole_first, hole_last, before, after = holes[n]
+        if (stream_id, hole_first) not in self._pieces:
+            self.cut.add((stream_id, hole_first))
+        pieces: list[Hole] = []
+        if hole_first < first:
+            pieces.append((hole_first, first - 1, before, message.records[0]["time"]))
+        if last < hole_last:
+            pieces.append((last + 1, hole_last, message.records[-1]["time"], after))
+        holes[n : n + 1] = pieces
+        self._pieces.update((stream_id, piece[0]) for piece in pieces)
+        return True
+
+    def changes(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        """_REMOVE_HOLES' parameters (the holes read and cut) and _ADD_GAPS' (what is left
+        of them)."""
+        removed: list[list[Any]] = [[], []]
+        for stream_id, first in sorted(self.cut):
+            _append(removed, stream_id, first)
+        pieces: list[list[Any]] = [[], [], [], [], []]
+        for stream_id, holes in self.now.items():
+            for hole in holes:
+                if (stream_id, hole[0]) in self._pieces:
+                    _append(pieces, stream_id, *hole)
+        return removed, pieces
 
 
 class GroupCommit:
@@ -191,12 +282,14 @@ class GroupCommit:
                 raise _StaleStream(f"stream id {stream_id} is not {key} any more")
             marks[stream_id] = (found[stream_id][1], found[stream_id][2])
 
-        # Per stream in sequence order: fresh messages are this group's; from the first
-        # one reaching back to the mark, the stream's messages go one by one.
+        # Per stream in sequence order: fresh messages and hole fills are this group's;
+        # from the first other one reaching back to the mark, the stream's messages go one
+        # by one.
         result = GroupResult()
         by_stream: dict[int, list[int]] = defaultdict(list)
         for position, prepared in enumerate(group):
             by_stream[ids[prepared.key]].append(position)
+        holes = await _Holes.read(conn, group, ids, marks)
         taken: list[int] = []
         commits: list[list[Any]] = [[], [], [], [], []]
         gaps: list[list[Any]] = [[], [], [], [], []]
@@ -207,35 +300,30 @@ class GroupCommit:
             for n, position in enumerate(ordered):
                 message = group[position].message
                 if message.first_seq <= high_water:
+                    if holes.fill(stream_id, message):
+                        count = len(message.records)
+                        _append(
+                            commits, stream_id, message.first_seq, message.last_seq, count, count
+                        )
+                        taken.append(position)
+                        continue
                     result.left.extend(ordered[n:])
                     break
                 if message.first_seq > high_water + 1:
-                    for column, value in zip(
+                    _append(
                         gaps,
-                        (
-                            stream_id,
-                            high_water + 1,
-                            message.first_seq - 1,
-                            high_water_time,
-                            message.records[0]["time"],
-                        ),
-                        strict=True,
-                    ):
-                        column.append(value)
+                        stream_id,
+                        high_water + 1,
+                        message.first_seq - 1,
+                        high_water_time,
+                        message.records[0]["time"],
+                    )
                 count = len(message.records)
-                for column, value in zip(
-                    commits,
-                    (stream_id, message.first_seq, message.last_seq, count, count),
-                    strict=True,
-                ):
-                    column.append(value)
+                _append(commits, stream_id, message.first_seq, message.last_seq, count, count)
                 high_water, high_water_time = message.last_seq, message.records[-1]["time"]
                 taken.append(position)
             if (high_water, high_water_time) != marks[stream_id]:
-                for column, value in zip(
-                    moved, (stream_id, high_water, high_water_time), strict=True
-                ):
-                    column.append(value)
+                _append(moved, stream_id, high_water, high_water_time)
         result.left.sort()
         if not taken:
             return result
@@ -282,6 +370,11 @@ class GroupCommit:
                 minutes = parts.minutes_arrays()
                 await conn.execute(rollups.MINUTES_PARTS_UPSERT, minutes)
             await conn.execute(_COMMIT_RECORDS, commits)
+            if holes.cut:
+                removed, pieces = holes.changes()
+                await conn.execute(_REMOVE_HOLES, removed)
+                if pieces[0]:
+                    await conn.execute(_ADD_GAPS, pieces)
             if gaps[0]:
                 await conn.execute(_ADD_GAPS, gaps)
             if moved[0]:

@@ -40,6 +40,24 @@ CASES: dict[str, list[list[str]]] = {
     "resend within one group": [["r 0-9", "r 10-19", "r 0-9"]],
     "overlap (regrouped after a reconnect)": [["r 0-9"], ["r 5-14", "r 15-24"]],
     "gap, then filled": [["r 0-9", "r 20-29"], ["r 10-19", "r 30-39"]],
+    # Two collectors sharing an edge's messages: the later one often commits first.
+    "later message first, then the one before it": [
+        ["r 10-19"],
+        ["r 0-9"],
+        ["r 30-39"],
+        ["r 20-29"],
+    ],
+    "a hole filled in parts, across groups": [
+        ["r 0-9", "r 30-39"],
+        ["r 20-24"],
+        ["r 10-14", "r 25-29", "r 15-19"],
+    ],
+    "a hole filled twice in one group (a resend)": [["r 0-9", "r 20-29"], ["r 10-19", "r 10-19"]],
+    "a late message across a hole and committed readings": [["r 0-9", "r 20-29"], ["r 5-14"]],
+    "holes in two streams filled in one group": [
+        ["r 0-9", "r 20-29", "x 10-19"],
+        ["x 0-9", "r 10-19", "r 30-39"],
+    ],
     "refusals mixed in": [["r 0-9", "r 10-19 nul@12 future@15", "r 20-29"]],
     "bad and uncertain readings": [["r 0-9 bad@3 uncertain@4", "r 10-19 bad@10"]],
     "times in local offsets, across minutes": [
@@ -290,6 +308,26 @@ async def test_the_group_commit_leaves_what_one_by_one_leaves(
     assert (counters.grouped > 0) != (case in FALLS_BACK_WHOLE)
     snapshot = await _snapshot(conn, grouped)
     assert snapshot["readings"], "the case commits readings"
+
+
+@pytest.mark.parametrize(
+    ("groups", "grouped"),
+    [
+        ([["r 10-19"], ["r 0-9"], ["r 30-39"], ["r 20-29"]], 4),
+        ([["r 0-9", "r 30-39"], ["r 20-24"], ["r 10-14", "r 25-29", "r 15-19"]], 6),
+        ([["r 0-9", "r 20-29"], ["r 10-19", "r 10-19"]], 3),  # the resend: one by one
+        ([["r 0-9", "r 20-29"], ["r 5-14"]], 2),  # reaches committed readings: one by one
+    ],
+)
+async def test_a_message_filling_a_hole_is_committed_with_its_group(
+    conn: psycopg.AsyncConnection,
+    collector_settings: CollectorSettings,
+    groups: list[list[str]],
+    grouped: int,
+) -> None:
+    _, acks, counters, _ = await _grouped(conn, collector_settings, groups)
+    assert counters.grouped == grouped
+    assert len(acks) == sum(len(g) for g in groups)
 
 
 async def test_a_group_of_fresh_messages_is_one_transaction(
