@@ -6,10 +6,11 @@ after the database committed the message (or refused records of it for good, whi
 says); a message whose ingest met an unavailable database gets no ack, and its edge
 resends it.
 
-**Flow.** Three tasks: the intake takes what the broker delivers; the grouper takes what
-has arrived (up to `ingest_group_messages` / `ingest_group_records`, waiting at most
-`ingest_group_linger_s` after the first) and reads it while the previous group commits;
-the committer commits the group's fresh readings in one transaction (group_commit.py) and
+**Flow.** The intake takes what the broker delivers and hands each message to its edge's
+lane: one database connection (`ingest_connections` of them) with two tasks. Its grouper
+takes what has arrived (up to `ingest_group_messages` / `ingest_group_records`, waiting
+at most `ingest_group_linger_s` after the first) and reads it while the previous group
+commits; the committer commits the group's fresh readings in one transaction (group_commit.py) and
 everything else one by one in arrival order (ingest.py: events, refusals, resends,
 dead letters), then acknowledges each message. The MQTT acknowledgement (PUBACK) of a
 message goes only after it is settled, and the collector asks the broker for a Receive
@@ -36,6 +37,7 @@ import contextlib
 import logging
 import random
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -168,9 +170,13 @@ async def run_consumer(
 async def _consume(
     settings: CollectorSettings, counters: IngestCounters, ready: asyncio.Event | None
 ) -> None:
-    async with await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True
-    ) as conn:
+    async with contextlib.AsyncExitStack() as connections:
+        lanes = [
+            await connections.enter_async_context(
+                await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
+            )
+            for _ in range(settings.ingest_connections)
+        ]
         counters.database_connected = True
         status = topics.collector_status(settings.status_id)
         client = aiomqtt.Client(
@@ -199,16 +205,20 @@ async def _consume(
                 subscription,
                 settings.messages_in_hand,
             )
-            arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-            grouped: asyncio.Queue[list[Taken]] = asyncio.Queue(maxsize=1)
-
-            flow = Flow(conn, settings, counters, intake.send_ack, intake.release)
+            arrived: list[asyncio.Queue[aiomqtt.Message]] = [asyncio.Queue() for _ in lanes]
             tasks = [
                 asyncio.create_task(_watch(settings, counters), name="ingest-watch"),
-                asyncio.create_task(flow.intake(client.messages, arrived), name="ingest-intake"),
-                asyncio.create_task(flow.group(arrived, grouped), name="ingest-grouper"),
-                asyncio.create_task(flow.commit(grouped), name="ingest-committer"),
+                asyncio.create_task(_dispatch(client.messages, arrived), name="ingest-intake"),
             ]
+            for n, conn in enumerate(lanes):
+                flow = Flow(conn, settings, counters, intake.send_ack, intake.release)
+                grouped: asyncio.Queue[list[Taken]] = asyncio.Queue(maxsize=1)
+                tasks.append(
+                    asyncio.create_task(flow.group(arrived[n], grouped), name=f"ingest-grouper-{n}")
+                )
+                tasks.append(
+                    asyncio.create_task(flow.commit(grouped), name=f"ingest-committer-{n}")
+                )
             try:
                 if ready is not None:
                     ready.set()
@@ -236,6 +246,23 @@ async def _consume(
 
 
 AckSender = Callable[[Ack], Awaitable[None]]
+
+
+def lane(topic: str, lanes: int) -> int:
+    """The lane (database connection) of a message: the same for every message of an edge,
+    so that one connection settles an edge's messages in the order they arrived, and the
+    lanes never wait for each other's locks on a stream or a batch's rollups."""
+    edge = _sender(topic) if lanes > 1 else None
+    return zlib.crc32(edge.encode()) % lanes if edge else 0
+
+
+async def _dispatch(
+    messages: AsyncIterator[aiomqtt.Message], arrived: list[asyncio.Queue[aiomqtt.Message]]
+) -> None:
+    """Everything the broker delivers, to its edge's lane (at most `messages_in_hand`
+    unsettled at once: intake.Intake counts them and stops reading beyond)."""
+    async for message in messages:
+        arrived[lane(str(message.topic), len(arrived))].put_nowait(message)
 
 
 @dataclass
@@ -278,14 +305,6 @@ class Flow:
         self.send_ack = send_ack
         self.release = release
         self.committer = GroupCommit(timedelta(seconds=settings.backfill_after_s))
-
-    async def intake(
-        self, messages: AsyncIterator[aiomqtt.Message], arrived: asyncio.Queue[aiomqtt.Message]
-    ) -> None:
-        """Everything the broker delivers (at most `messages_in_hand` unsettled at once:
-        intake.Intake counts them and stops reading beyond)."""
-        async for message in messages:
-            arrived.put_nowait(message)
 
     async def group(
         self, arrived: asyncio.Queue[aiomqtt.Message], grouped: asyncio.Queue[list[Taken]]

@@ -50,6 +50,10 @@ class CollectorSettings(BaseSettings):
     ingest_group_messages: int = Field(default=200, ge=1, le=10_000)
     ingest_group_records: int = Field(default=20_000, ge=1, le=1_000_000)
     ingest_group_linger_s: float = Field(default=0.005, ge=0, le=1)
+    # Database connections the consumer commits on, side by side, each for its own edges
+    # (an edge's messages always go to the same one, in the order they arrived): while one
+    # waits for the database, another's group is read and sent.
+    ingest_connections: int = Field(default=2, ge=1, le=16)
     # MQTT v5 Receive Maximum: messages the broker may have delivered to this collector and
     # not yet had acknowledged (the collector acknowledges after the commit). The bound of
     # what the collector holds when the database is slower than the inflow; the rest waits

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import aiomqtt
 import psycopg
 
-from cloud_collector.consumer import IngestCounters, run_consumer
+from cloud_collector.consumer import IngestCounters, lane, run_consumer
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
 from protocols.mqtt.contract import Ack, CollectorStatus
@@ -61,6 +61,20 @@ async def _committed(database_url: str, edge: str) -> int:
             )
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+def test_an_edges_messages_all_go_to_one_lane_and_the_edges_spread_over_the_lanes() -> None:
+    edges = [f"edge-{n:02d}" for n in range(20)]
+    for lanes in (2, 3):
+        seen = {
+            edge: {lane(topics.data(edge, stream), lanes) for stream in ("readings", "events")}
+            for edge in edges
+        }
+        assert all(len(one) == 1 for one in seen.values()), seen  # per-edge order holds
+        assert set().union(*seen.values()) == set(range(lanes))
+    assert {lane(topics.data(edge, "readings"), 1) for edge in edges} == {0}
+    # A topic that names no edge is dead-lettered on the first lane.
+    assert lane("trace/v1/nonsense", 2) == 0
 
 
 async def test_a_stalled_database_holds_the_collector_to_its_receive_maximum(
