@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 import aiomqtt
 from pydantic import ValidationError
 
+from edge_agent.ack_timeout import AckTimeout
 from edge_agent.cancellation import honour_cancel
 from edge_agent.outbox import Outbox
 from protocols.mqtt import topics
@@ -39,6 +40,11 @@ from protocols.mqtt.connection import BrokerSettings
 from protocols.mqtt.contract import CONTRACT, Ack, CollectorStatus, EdgeStatus
 
 log = logging.getLogger(__name__)
+
+
+# Messages sent and not yet acknowledged, at most: enough to keep a collector's groups full
+# across the round trip to the ack, few enough that a resend after the ack timeout is small.
+MAX_INFLIGHT_MESSAGES = 50
 
 
 @dataclass
@@ -82,6 +88,7 @@ class _InFlight:
     first_seq: int
     last_seq: int
     epoch: str
+    resent: bool = False  # sent before (its round trip is not sampled)
     sent_at: float = field(default_factory=time.monotonic)
 
 
@@ -116,7 +123,7 @@ class Publisher:
         max_records: int = 500,
         linger_s: float = 0.2,
         ack_timeout_s: float = 10.0,
-        max_inflight_messages: int = 50,
+        max_inflight_messages: int = MAX_INFLIGHT_MESSAGES,
         status: Callable[[], EdgeStatus] | None = None,
         status_interval_s: float = 10.0,
         subscriptions: Sequence[Subscription] = (),
@@ -129,6 +136,10 @@ class Publisher:
         self.max_records = max_records
         self.linger_s = linger_s
         self.ack_timeout_s = ack_timeout_s
+        self.ack_timeout = AckTimeout(ack_timeout_s)
+        # Per stream and epoch, the last sequence number sent: anything taken at or below it
+        # is a resend.
+        self._sent_through: dict[tuple[str, str], int] = {}
         self.max_inflight = max_inflight_messages
         self.status = status
         self.status_interval_s = status_interval_s
@@ -228,9 +239,12 @@ class Publisher:
                     payload = envelope_payload(
                         self.edge_id, stream, self.outbox.epoch, [body for _, body in records]
                     )
+                    through = (stream, self.outbox.epoch)
+                    sent_through = self._sent_through.get(through, -1)
                     self._inflight[(stream, first_seq)] = _InFlight(
-                        stream, first_seq, last_seq, self.outbox.epoch
+                        stream, first_seq, last_seq, self.outbox.epoch, first_seq <= sent_through
                     )
+                    self._sent_through[through] = max(sent_through, last_seq)
                     await client.publish(topics.data(self.edge_id, stream), payload, qos=1)
                     honour_cancel()
                     self.health.messages_sent += 1
@@ -255,11 +269,12 @@ class Publisher:
 
     def _expire_inflight(self) -> None:
         now = time.monotonic()
-        expired = {
-            f.stream for f in self._inflight.values() if now - f.sent_at > self.ack_timeout_s
-        }
+        wait_s = self.ack_timeout.seconds
+        expired = {f.stream for f in self._inflight.values() if now - f.sent_at > wait_s}
+        if expired:
+            self.ack_timeout.timed_out()
         for stream in expired:
-            log.warning("no ack for %s within %.0fs: sending again", stream, self.ack_timeout_s)
+            log.warning("no ack for %s within %.1fs: sending again", stream, wait_s)
             for key in [k for k, f in self._inflight.items() if f.stream == stream]:
                 del self._inflight[key]
             self.outbox.requeue(stream)
@@ -382,6 +397,8 @@ class Publisher:
                 ack.stream, ack.epoch, ack.first_seq, ack.last_seq
             )
         del self._inflight[(ack.stream, ack.first_seq)]
+        if not flight.resent:
+            self.ack_timeout.acknowledged(time.monotonic() - flight.sent_at)
         self.health.last_ack_at = datetime.now(UTC)
         self._acked.set()
 

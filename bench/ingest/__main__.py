@@ -19,6 +19,7 @@ from bench.ingest.measure import Load, Setup, collector_name, log, measure, meas
 from bench.ingest.processes import pid_from_file
 from bench.ingest.report import Run, busy_generator, code_measured, problems, table, write_json
 from cloud_collector.broker_identities import BrokerFiles
+from edge_agent.publisher import MAX_INFLIGHT_MESSAGES
 from protocols.mqtt.connection import BrokerSettings
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -49,7 +50,12 @@ def arguments() -> argparse.Namespace:
     add("--records", type=numbers, default=[500, 100], help="records per message, e.g. 500,100")
     add("--collectors", type=numbers, default=[1, 2], help="collector processes, e.g. 1,2")
     add("--runs", type=int, default=3, help="repetitions; figures are printed as min-max")
-    add("--window", type=int, default=4, help="messages in flight per edge")
+    add(
+        "--window",
+        type=int,
+        default=MAX_INFLIGHT_MESSAGES,
+        help="messages in flight per edge (default: the edge publisher's)",
+    )
     add("--ack-timeout", type=float, default=10.0, help="seconds before an edge resends")
     add("--latency-rate", type=float, default=20_000, help="offered readings/s; 0: no latency run")
     add("--latency-seconds", type=float, default=10.0, help="length of the latency run")

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 import aiomqtt
 from pydantic import ValidationError
 
+from edge_agent.ack_timeout import AckTimeout
 from edge_agent.outbox import READINGS, numbered
 from edge_agent.publisher import envelope_payload
 from edge_agent.records import UNNUMBERED
@@ -100,6 +101,7 @@ class _Flight:
     payload: bytes
     polls: list[tuple[float, int]]  # (reading time, readings of that time) in the message
     sent_at: float = 0.0
+    resent: bool = False  # sent again (its round trip is not sampled)
 
 
 @dataclass
@@ -141,6 +143,7 @@ class SimulatedEdge:
         self.records_per_message = records_per_message
         self.window = window
         self.ack_timeout_s = ack_timeout_s
+        self.ack_timeout = AckTimeout(ack_timeout_s)  # as the edge's publisher waits
         self.linger_s = linger_s
         self.templates = reading_templates(self.line, batch, device_name(index), tags)
         self.topic = topics.data(self.edge_id, READINGS)
@@ -279,12 +282,15 @@ class SimulatedEdge:
         while True:
             await asyncio.sleep(min(0.5, self.ack_timeout_s / 4))
             now = time.monotonic()
-            if any(now - f.sent_at > self.ack_timeout_s for f in self._inflight.values()):
+            wait_s = self.ack_timeout.seconds
+            if any(now - f.sent_at > wait_s for f in self._inflight.values()):
+                self.ack_timeout.timed_out()
                 for first_seq in sorted(self._inflight):
                     flight = self._inflight.get(first_seq)
                     if flight is None:
                         continue  # settled while we were sending
                     flight.sent_at = time.monotonic()
+                    flight.resent = True
                     self.tally.resent_messages += 1
                     await client.publish(self.topic, flight.payload, qos=1)
 
@@ -307,6 +313,8 @@ class SimulatedEdge:
             self.tally.late_acks += 1
             return
         del self._inflight[ack.first_seq]
+        if not flight.resent:
+            self.ack_timeout.acknowledged(time.monotonic() - flight.sent_at)
         count = ack.last_seq - ack.first_seq + 1
         refused = sum(r.last_seq - r.first_seq + 1 for r in ack.refused_runs())
         self.tally.refused += refused

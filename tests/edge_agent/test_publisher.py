@@ -52,7 +52,9 @@ class CollectorSide:
         self.messages: list[tuple[str, str, int, int]] = []
         self.statuses: list[EdgeStatus] = []
         self.ack_all = False
+        self.ack_delay_s = 0.0  # a queue in front of the collector: each ack this late
         self.refuse: set[int] = set()  # first seqs to answer `refused`
+        self._later: set[asyncio.Task[None]] = set()
         self._client = aiomqtt.Client(
             **broker.client_args(),  # type: ignore[arg-type]
             identifier=f"collector-side-{uuid.uuid4().hex[:6]}",
@@ -67,6 +69,8 @@ class CollectorSide:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for later in list(self._later):
+            later.cancel()
         self._reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reading
@@ -84,7 +88,16 @@ class CollectorSide:
                 ack = ack_json(self.edge_id, env["stream"], env["epoch"], first, last)
                 if first in self.refuse:
                     ack["refused"] = "records[0].batch: differs from what was committed"
-                await self._client.publish(topics.ack(self.edge_id), json.dumps(ack), qos=1)
+                if self.ack_delay_s:
+                    later = asyncio.create_task(self._ack_later(json.dumps(ack)))
+                    self._later.add(later)
+                    later.add_done_callback(self._later.discard)
+                else:
+                    await self._client.publish(topics.ack(self.edge_id), json.dumps(ack), qos=1)
+
+    async def _ack_later(self, ack: str) -> None:
+        await asyncio.sleep(self.ack_delay_s)
+        await self._client.publish(topics.ack(self.edge_id), ack, qos=1)
 
     async def forge(self, acks: list[bytes], retain: bool) -> None:
         """Publish on the edge's ack topic what no collector would."""
@@ -310,3 +323,31 @@ def test_thousands_of_mutated_acks_never_raise_and_never_delete(tmp_path: Path) 
         assert outbox.depth(EVENTS) == 10, payload
     publisher.on_ack(genuine.encode())
     assert outbox.depth(EVENTS) == 5 and publisher.health.records_acked == 5
+
+
+async def test_acks_slower_than_the_timeout_do_not_make_the_edge_send_everything_again(
+    tmp_path: Path, private_broker: MosquittoProcess
+) -> None:
+    """A queue in front of the collectors longer than the ack timeout (a fleet draining its
+    backlog): after the first timeout the edge waits as long as the acks take, instead of
+    sending every message again each time the fixed timeout passes."""
+    edge_id = "edge-slow-acks"
+    broker = await edge_identity(private_broker, edge_id)
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    wake = asyncio.Event()
+    outbox.on_append = wake.set
+    publisher = Publisher(edge_id, outbox, broker, wake, max_records=1, ack_timeout_s=0.4)
+    sent = 24
+    async with CollectorSide(private_broker.broker, edge_id) as collector:
+        collector.ack_all, collector.ack_delay_s = True, 1.0
+        async with running(publisher):
+            for n in range(sent):
+                outbox.append_many([(EVENTS, event(n))])
+                await asyncio.sleep(0.25)
+            await until(
+                lambda: now_true(publisher.health.records_acked == sent), 30, "every event acked"
+            )
+    # A fixed 0.4 s timeout sent everything in flight again about every 0.4 s (> 10 times).
+    assert publisher.health.resends <= 3, publisher.health.resends
+    assert publisher.ack_timeout.seconds > 1.0
+    assert len(collector.messages) <= sent + 3 * 4
