@@ -153,8 +153,9 @@ def attachment(filename: str) -> str:
 
 def json_response(answer: BaseModel) -> Response:
     """An answer serialised by pydantic in one pass (a recall runs to tens of thousands of
-    lines, which FastAPI's generic encoder walks field by field)."""
-    return Response(answer.model_dump_json(), media_type="application/json")
+    lines, which FastAPI's generic encoder walks field by field); by alias, as FastAPI
+    writes a model (a condition's `from` and `to`)."""
+    return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
 
 
 def csv_line(values: Iterable[Any]) -> str:

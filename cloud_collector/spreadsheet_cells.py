@@ -28,6 +28,8 @@ from typing import Any
 
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -70,6 +72,33 @@ def xlsx_cell(ws: Any, value: Any) -> Any:
 
 def xlsx_row(ws: Any, values: Iterable[Any]) -> list[Any]:
     return [xlsx_cell(ws, v) for v in values]
+
+
+_BOLD = Font(bold=True)
+
+
+def xlsx_header(ws: Any, names: Iterable[str]) -> list[Any]:
+    """A header row for a write-only worksheet's `append`: the names in bold, as text."""
+    cells = []
+    for name in names:
+        cell = xlsx_cell(ws, name)
+        cell.font = _BOLD
+        cells.append(cell)
+    return cells
+
+
+def xlsx_sheet(wb: Any, name: str, header: Sequence[str], rows: Iterable[Iterable[Any]]) -> Any:
+    """A sheet of the write-only workbook `wb`: its header frozen, in bold, an autofilter
+    over the rows (each written by xlsx_row)."""
+    ws = wb.create_sheet(name)
+    ws.freeze_panes = "A2"
+    ws.append(xlsx_header(ws, header))
+    n = 1
+    for row in rows:
+        ws.append(xlsx_row(ws, row))
+        n += 1
+    ws.auto_filter.ref = f"A1:{get_column_letter(len(header))}{n}"
+    return ws
 
 
 # PostgreSQL's COPY ... (FORMAT csv) quotes a value that holds the delimiter, a quote or a line

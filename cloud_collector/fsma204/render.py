@@ -14,18 +14,16 @@ from decimal import Decimal
 from typing import Any
 
 from openpyxl import Workbook
-from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
 from cloud_collector.fsma204.kdes import COLUMNS, CTE, EVENT_ID, TLC, Row
-from cloud_collector.spreadsheet_cells import csv_cell, xlsx_cell, xlsx_row
+from cloud_collector.spreadsheet_cells import csv_cell, xlsx_header, xlsx_row, xlsx_sheet
 
 SHEET = "FSMA 204"
 MISSING_SHEET = "Missing KDEs"
 MISSING_COLUMNS = ["Row", CTE, TLC, EVENT_ID, "Missing KDE", "What Would Supply It"]
 ABOUT_SHEET = "About"
 _WIDTHS = {0: 30, 1: 12, 2: 10, 3: 22, 4: 30}  # column index -> width; the rest 28
-_BOLD = Font(bold=True)
 
 
 def _cell(value: Any) -> Any:
@@ -53,15 +51,6 @@ async def csv_lines(chunks: AsyncIterator[list[Row]], header: list[str]) -> Asyn
         yield csv_text(r.cells for r in rows)
 
 
-def _header(ws: Any, names: list[str]) -> None:
-    cells = []
-    for name in names:
-        cell = xlsx_cell(ws, name)
-        cell.font = _BOLD
-        cells.append(cell)
-    ws.append(cells)
-
-
 # A sheet of its own for a workbook that carries more than the spreadsheet (a recall
 # case's record): its name, its header, its rows.
 Sheet = tuple[str, list[str], list[list[Any]]]
@@ -77,17 +66,12 @@ async def xlsx(
     and what it all means."""
     wb = Workbook(write_only=True)
     for name, names, lines in before:
-        sheet = wb.create_sheet(name)
-        sheet.freeze_panes = "A2"
-        _header(sheet, names)
-        for line in lines:
-            sheet.append(xlsx_row(sheet, line))
-        sheet.auto_filter.ref = f"A1:{get_column_letter(len(names))}{len(lines) + 1}"
+        xlsx_sheet(wb, name, names, lines)
     ws = wb.create_sheet(SHEET)
     ws.freeze_panes = "A2"
     for i in range(len(COLUMNS)):
         ws.column_dimensions[get_column_letter(i + 1)].width = _WIDTHS.get(i, 28)
-    _header(ws, header)
+    ws.append(xlsx_header(ws, header))
     gaps: list[list[Any]] = []
     n = 1
     async for rows in chunks:
@@ -100,14 +84,9 @@ async def xlsx(
                 for m in row.missing
             ]
     ws.auto_filter.ref = f"A1:{get_column_letter(len(COLUMNS))}{n}"
-    missing = wb.create_sheet(MISSING_SHEET)
-    missing.freeze_panes = "A2"
-    _header(missing, MISSING_COLUMNS)
-    for gap in gaps:
-        missing.append(xlsx_row(missing, gap))
-    missing.auto_filter.ref = f"A1:{get_column_letter(len(MISSING_COLUMNS))}{len(gaps) + 1}"
+    xlsx_sheet(wb, MISSING_SHEET, MISSING_COLUMNS, gaps)
     info = wb.create_sheet(ABOUT_SHEET)
-    _header(info, ["Item", "Value"])
+    info.append(xlsx_header(info, ["Item", "Value"]))
     for item in about:
         info.append(xlsx_row(info, item))
     for column, source in COLUMNS.items():

@@ -1,6 +1,7 @@
 """HTTP: the FSMA 204 spreadsheets (by traceability lot code, by product and date range, by
-recall), role reader. The ERP imports of the master data they need (locations, TLC sources,
-the grower's harvest records) are with the other imports, in cloud_collector/routes/erp.py."""
+recall of a lot or by process condition), role reader. The ERP imports of the master data
+they need (locations, TLC sources, the grower's harvest records) are with the other
+imports, in cloud_collector/routes/erp.py."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from cloud_collector.endpoints import (
 )
 from cloud_collector.fsma204 import export, render
 from cloud_collector.fsma204.kdes import day_range, header
+from cloud_collector.routes.trace import ConditionAsked
 
 Format = Literal["csv", "xlsx"]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -123,6 +125,23 @@ async def recall_spreadsheet(
     ids = await export.recall_lots(conn, target)
     text = f"recall of {_lot_text(target)}: {len(ids)} lots of its forward trace"
     name = _filename("recall", target.lot_code)
+    return await _spreadsheet(request, conn, ids, format, name, text, zone)
+
+
+@router.get("/api/v1/fsma204/recall/by-condition", response_model=None)
+async def condition_spreadsheet(
+    asked: ConditionAsked, request: Request, conn: Conn, zone: Zone, format: Format = "csv"
+) -> Response:
+    """The sortable spreadsheet of a recall by condition (the query GET
+    /api/v1/recall/by-condition takes): every CTE of every lot the batches that ran while
+    the condition held made, and of every lot downstream of them."""
+    roots = await trace.condition_roots(conn, asked)
+    ids = await trace.reachable(conn, roots, "forward")
+    text = (
+        f"recall by condition ({asked.described()}): {len(ids)} lots made by the batches "
+        "that ran while it held and downstream of them"
+    )
+    name = _filename("recall", asked.tag, asked.condition, f"{asked.start:%Y%m%dT%H%M}")
     return await _spreadsheet(request, conn, ids, format, name, text, zone)
 
 

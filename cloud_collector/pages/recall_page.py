@@ -1,14 +1,15 @@
 """The recall workspace: for a lot, or for a process condition (a tag above or below a
 limit, or of bad quality, in a time range), the affected lots, the stock on hand by place,
 the shipments and customers with quantities, and the gaps; with the downloads the API
-serves (recall CSV, FSMA 204 sortable spreadsheet as CSV or XLSX). The answers are the
-trace package's recall and recall by condition, as the API's routes give them."""
+serves (the recall list as CSV, or for a condition also as XLSX; the FSMA 204 sortable
+spreadsheet as CSV or XLSX). The answers are the trace package's recall and recall by
+condition, as the API's routes give them."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import ValidationError
@@ -23,32 +24,6 @@ from cloud_collector.pages.trace_page import lot_search_problem, resolve_search
 router = APIRouter(include_in_schema=False, dependencies=page_of(Role.reader))
 
 SHOWN_LINES = 500  # the rest is in the downloads
-
-
-def stock_by_place(lines: list[trace.RecallLine]) -> list[dict[str, Any]]:
-    """What is not shipped, summed per place and unit (unknown quantities counted apart)."""
-    places: dict[tuple[str, str], dict[str, Any]] = defaultdict(
-        lambda: {"quantity": 0.0, "lots": set(), "unknown": 0}
-    )
-    for line in lines:
-        if line.status == "shipped":
-            continue
-        place = places[(line.location or "", line.uom or "")]
-        place["lots"].add(line.lot_id)
-        if line.quantity is None:
-            place["unknown"] += 1
-        else:
-            place["quantity"] += line.quantity
-    return [
-        {
-            "location": loc,
-            "uom": uom,
-            "quantity": p["quantity"],
-            "lots": len(p["lots"]),
-            "unknown": p["unknown"],
-        }
-        for (loc, uom), p in sorted(places.items())
-    ]
 
 
 @router.get("/recall")
@@ -82,7 +57,6 @@ async def recall_page(
         **{**context, "found": target},
         recall=answer,
         shown=answer.lines[:SHOWN_LINES],
-        stock=stock_by_place(answer.lines),
         shipped=[x for x in answer.lines if x.status == "shipped"],
         lot_codes=codes,
         zone_name=plant_zone(request).key,
@@ -143,4 +117,27 @@ async def condition_page(
             "days at a time (TRACE_CONDITION_MAX_DAYS): split it",
         )
     answer = await trace.recall_by_condition(conn, asked)
-    return page(request, "recall.html", **context, by_condition=answer)
+    return page(
+        request,
+        "recall.html",
+        **context,
+        by_condition=answer,
+        lot_codes={x.lot_id: x.lot_code for x in answer.lots},
+        download_query=download_query(asked),
+        zone_name=plant_zone(request).key,
+    )
+
+
+def download_query(asked: trace.Condition) -> str:
+    """The condition as the API's downloads take it in their query (GET
+    /api/v1/recall/by-condition, /api/v1/fsma204/recall/by-condition): times with their
+    offset, so that the link means the same instant wherever it is opened."""
+    fields = {
+        "tag": asked.tag,
+        "device": asked.device,
+        "condition": asked.condition,
+        "limit": asked.limit,
+        "from": asked.start.isoformat(),
+        "to": asked.end.isoformat(),
+    }
+    return urlencode({k: v for k, v in fields.items() if v is not None})

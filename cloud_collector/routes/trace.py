@@ -1,16 +1,21 @@
 """Lot traces (backward to supplier lots, forward to customers), the recall of a lot, and
-the recall by process condition (role reader). `{lot}` is what trace.resolve takes."""
+the recall by process condition (role reader), as JSON and as spreadsheets. `{lot}` is what
+trace.resolve takes; a condition is a body (POST) or the query (GET, which a link can
+carry: the pages' downloads)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
-from pydantic import AwareDatetime, Field, field_validator
+from psycopg_pool import AsyncConnectionPool
+from pydantic import AwareDatetime, Field, ValidationError, field_validator
 
 from cloud_collector import trace
 from cloud_collector.endpoints import (
@@ -34,6 +39,7 @@ router = APIRouter(prefix="/api/v1", dependencies=READ)
 # Columns of the recall CSV that are numbers: written as the database formats them (a
 # negative quantity stays a number); every other column is text, neutralised.
 RECALL_CSV_NUMBERS = ("lot_id", "quantity")
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 class ConditionWindow(trace.Condition):
@@ -103,13 +109,24 @@ async def recall(
     target = await resolve_lot(conn, lot)
     if format == "json":
         return json_response(await trace.recall(conn, target))
+    return _recall_csv(pool, settings, target, f"recall-{target.lot_code}.csv")
+
+
+def _recall_csv(
+    pool: AsyncConnectionPool,
+    settings: CollectorSettings,
+    start: trace.Lot | list[int],
+    filename: str,
+) -> Response:
+    """The recall list of `start` (a lot, or the lots a condition's batches made) as CSV,
+    streamed as the database formats it, its text cells neutralised."""
     timeout_s = settings.api_export_statement_timeout_s
 
     async def lines() -> AsyncIterator[str | bytes]:
         # Its own connection: the request's is given back before a stream ends.
         yield csv_line(trace.RECALL_CSV_COLUMNS)
         async with pool.connection() as stream_conn, export_statements(stream_conn, timeout_s):
-            blocks = trace.recall_csv(stream_conn, target)
+            blocks = trace.recall_csv(stream_conn, start)
             async for block in neutralised_copy_csv(
                 blocks, trace.RECALL_CSV_COLUMNS, RECALL_CSV_NUMBERS
             ):
@@ -118,7 +135,7 @@ async def recall(
     return StreamingResponse(
         lines(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": attachment(f"recall-{target.lot_code}.csv")},
+        headers={"Content-Disposition": attachment(filename)},
     )
 
 
@@ -128,7 +145,8 @@ async def recall_by_condition(
 ) -> trace.ConditionRecall:
     """Given a tag and a condition (above or below a limit, or bad quality) in a time
     range (with its UTC offset; at most TRACE_CONDITION_MAX_DAYS days, 31 unless set):
-    the batches that ran while it held, and everything downstream of them."""
+    the batches that ran while it held, everything downstream of them, their recall list
+    (shipped, on hand), the stock on hand by place, shipments and customers, and gaps."""
     check_window(body, settings)
     return await trace.recall_by_condition(conn, body)
 
@@ -145,3 +163,74 @@ def check_window(body: ConditionWindow, settings: CollectorSettings) -> None:
             f"{settings.condition_max_days} days at a time (TRACE_CONDITION_MAX_DAYS): "
             "split the range into several requests",
         )
+
+
+def condition_query(
+    settings: Settings,
+    tag: Annotated[str, Query(min_length=1, max_length=64, description="the reading's tag")],
+    condition: Annotated[Literal["above", "below", "bad_quality"], Query()],
+    start: Annotated[
+        AwareDatetime, Query(alias="from", description="with its UTC offset, e.g. +01:00")
+    ],
+    end: Annotated[AwareDatetime, Query(alias="to", description="after `from`, with its offset")],
+    limit: Annotated[
+        float | None, Query(allow_inf_nan=False, description="for above and below")
+    ] = None,
+    device: Annotated[str | None, Query(max_length=64, description="any device if none")] = None,
+) -> ConditionWindow:
+    """The condition of a GET, as POST /recall/by-condition takes it in its body: the same
+    checks, each refusal a 422 that names the query parameter."""
+    try:
+        asked = ConditionWindow.model_validate(
+            {
+                "tag": tag,
+                "device": device,
+                "condition": condition,
+                "limit": limit,
+                "from": start,
+                "to": end,
+            }
+        )
+    except ValidationError as err:
+        raise RequestValidationError(
+            [
+                {**e, "loc": ("query", *e["loc"])}
+                for e in err.errors(include_url=False, include_context=False)
+            ]
+        ) from err
+    check_window(asked, settings)
+    return asked
+
+
+ConditionAsked = Annotated[ConditionWindow, Depends(condition_query)]
+
+
+@router.get(
+    "/recall/by-condition",
+    response_model=None,
+    responses={200: {"model": trace.ConditionRecall}},
+)
+async def recall_by_condition_query(
+    asked: ConditionAsked,
+    conn: Conn,
+    pool: Pool,
+    settings: Settings,
+    format: Literal["json", "csv", "xlsx"] = "json",
+) -> trace.ConditionRecall | Response:
+    """The recall by condition of the query (`tag`, `condition`, `limit`, `from`, `to`,
+    `device`: what POST /recall/by-condition takes): JSON as there; `?format=csv`: its
+    recall list with the lot recall CSV's columns, streamed; `?format=xlsx`: a workbook of
+    the recall list (the same columns), stock on hand by place, batches and gaps."""
+    name = f"recall-{asked.tag}-{asked.condition}-{asked.start:%Y%m%dT%H%M}"
+    if format == "csv":
+        roots = await trace.condition_roots(conn, asked)
+        return _recall_csv(pool, settings, roots, f"{name}.csv")
+    if format == "xlsx":
+        async with export_statements(conn, settings.api_export_statement_timeout_s):
+            answer = await trace.recall_by_condition(conn, asked)
+        # Off the event loop: a workbook of tens of thousands of lines takes seconds.
+        body = await asyncio.to_thread(trace.condition_recall_xlsx, answer)
+        return Response(
+            body, media_type=XLSX, headers={"Content-Disposition": attachment(f"{name}.xlsx")}
+        )
+    return json_response(await trace.recall_by_condition(conn, asked))

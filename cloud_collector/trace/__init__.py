@@ -1,12 +1,12 @@
 """Trace queries: which lot a person means (resolve), where it came from and where it went
 (walk), what the answer lacks (gaps), the recall list (recall), the recall by condition
-(condition) and the CSV forms (render). Every answer lists the gaps it met.
+(condition) and the spreadsheet forms (render). Every answer lists the gaps it met.
 
 Callers import this package (`from cloud_collector import trace`; `trace.resolve`,
 `trace.trace`, `trace.recall_csv`, ...): the modules are its parts, not its interface.
 """
 
-from cloud_collector.trace.condition import recall_by_condition
+from cloud_collector.trace.condition import condition_roots, recall_by_condition
 from cloud_collector.trace.gaps import MASS_BALANCE_TOLERANCE
 from cloud_collector.trace.models import (
     AmbiguousLot,
@@ -17,6 +17,7 @@ from cloud_collector.trace.models import (
     Direction,
     Link,
     Lot,
+    PlaceStock,
     QcResult,
     Recall,
     RecallLine,
@@ -26,8 +27,13 @@ from cloud_collector.trace.models import (
     TracedBatch,
     UnknownLot,
 )
-from cloud_collector.trace.recall import recall
-from cloud_collector.trace.render import RECALL_CSV_COLUMNS, TRACE_CSV_COLUMNS, recall_csv
+from cloud_collector.trace.recall import on_hand_by_place, recall
+from cloud_collector.trace.render import (
+    RECALL_CSV_COLUMNS,
+    TRACE_CSV_COLUMNS,
+    condition_recall_xlsx,
+    recall_csv,
+)
 from cloud_collector.trace.resolve import resolve
 from cloud_collector.trace.walk import (
     count_reachable,
@@ -49,6 +55,7 @@ __all__ = [
     "Direction",
     "Link",
     "Lot",
+    "PlaceStock",
     "QcResult",
     "Recall",
     "RecallLine",
@@ -57,7 +64,10 @@ __all__ = [
     "Trace",
     "TracedBatch",
     "UnknownLot",
+    "condition_recall_xlsx",
+    "condition_roots",
     "count_reachable",
+    "on_hand_by_place",
     "reachable",
     "recall",
     "recall_by_condition",

@@ -8,8 +8,9 @@ from psycopg import AsyncConnection
 from cloud_collector import retention
 from cloud_collector.trace.loops import GIVEN, loop_gaps
 from cloud_collector.trace.models import Condition, ConditionBatch, ConditionRecall
+from cloud_collector.trace.recall import on_hand_by_place, recall_lines
 from cloud_collector.trace.rows import fetch, fetch_named, lots_where
-from cloud_collector.trace.walk import by_customer, shipment_lines
+from cloud_collector.trace.walk import Reached, by_customer, reachable, shipment_lines
 
 _CONDITION_SQL = {
     "above": "r.quality = 'good' and r.value > %(limit)s",
@@ -17,17 +18,18 @@ _CONDITION_SQL = {
     "bad_quality": "r.quality = 'bad'",
 }
 _WORST = {"above": "max(r.value)", "below": "min(r.value)", "bad_quality": "null::float8"}
-_FORWARD_FROM_MANY = """
-with recursive reach(lot_id) as (
-    select unnest(%(lots)s::bigint[])
-    union
-    select l.output_lot from reach join lot_links l on l.input_lot = reach.lot_id
-) select lot_id from reach
-"""
+_MADE_BY = (
+    "select lot_id from lots where batch_id = any(%s)"
+    " union select output_lot from lot_links where batch_id = any(%s)"
+)
 
 
-async def recall_by_condition(conn: AsyncConnection, c: Condition) -> ConditionRecall:
-    """The batches that ran while the condition held, and everything downstream of them."""
+def _params(c: Condition) -> dict[str, object]:
+    return {"tag": c.tag, "device": c.device, "start": c.start, "end": c.end, "limit": c.limit}
+
+
+async def batches_under(conn: AsyncConnection, c: Condition) -> list[ConditionBatch]:
+    """The batches that ran while the condition held, the earliest first."""
     sql = f"""
         select r.batch_id, max(r.line_id) as line_id, count(*) as readings,
                min(r.time) as first_time, max(r.time) as last_time,
@@ -38,22 +40,28 @@ async def recall_by_condition(conn: AsyncConnection, c: Condition) -> ConditionR
           and {_CONDITION_SQL[c.condition]}
         group by r.batch_id order by min(r.time)
     """
-    params = {"tag": c.tag, "device": c.device, "start": c.start, "end": c.end, "limit": c.limit}
-    batches = [ConditionBatch(**r) for r in await fetch_named(conn, sql, params)]
-    batch_ids = [b.batch_id for b in batches]
-    sources = [
-        r["lot_id"]
-        for r in await fetch(
-            conn,
-            "select lot_id from lots where batch_id = any(%s)"
-            " union select output_lot from lot_links where batch_id = any(%s)",
-            batch_ids,
-            batch_ids,
-        )
-    ]
-    cur = await conn.execute(_FORWARD_FROM_MANY, {"lots": sources})
-    ids = [r[0] for r in await cur.fetchall()]
+    return [ConditionBatch(**r) for r in await fetch_named(conn, sql, _params(c))]
+
+
+async def made_by(conn: AsyncConnection, batch_ids: list[str]) -> list[int]:
+    """The lots these batches made: where a recall by condition starts its walk."""
+    return [r["lot_id"] for r in await fetch(conn, _MADE_BY, batch_ids, batch_ids)]
+
+
+async def condition_roots(conn: AsyncConnection, c: Condition) -> list[int]:
+    """The lots made by the batches that ran while the condition held (the recall list of
+    the condition is these lots' forward walk: trace.recall_csv takes them)."""
+    return await made_by(conn, [b.batch_id for b in await batches_under(conn, c)])
+
+
+async def recall_by_condition(conn: AsyncConnection, c: Condition) -> ConditionRecall:
+    """The batches that ran while the condition held, and everything downstream of them:
+    the lots, their recall list (shipped, on hand by place) as a lot's recall gives it,
+    the shipments and customers with quantities, and the gaps."""
+    batches = await batches_under(conn, c)
+    ids = await reachable(conn, await made_by(conn, [b.batch_id for b in batches]), "forward")
     lots = await lots_where(conn, "lot_id = any(%s)", (ids,))
+    lines = await recall_lines(conn, Reached(ids))
     shipments = await shipment_lines(conn, ids)
     gaps = []
     gone = await retention.dropped_before(conn)
@@ -75,7 +83,7 @@ async def recall_by_condition(conn: AsyncConnection, c: Condition) -> ConditionR
             where r.tag = %(tag)s and (%(device)s::text is null or r.device = %(device)s)
               and r.time >= %(start)s and r.time < %(end)s and r.batch_id is null
               and {_CONDITION_SQL[c.condition]}""",
-        params,
+        _params(c),
     )
     if unbatched and unbatched[0]["n"]:
         gaps.append(f"{unbatched[0]['n']} readings met the condition while no batch ran")
@@ -84,6 +92,8 @@ async def recall_by_condition(conn: AsyncConnection, c: Condition) -> ConditionR
         condition=c,
         batches=batches,
         lots=lots,
+        lines=lines,
+        on_hand=on_hand_by_place(lines),
         shipments=shipments,
         customers=by_customer(shipments),
         gaps=gaps,

@@ -142,10 +142,22 @@ class RecallLine(Strict):
     held_since: datetime | None = None
 
 
+class PlaceStock(Strict):
+    """What the affected lots have on hand at one place, in one unit of measure: the sum of
+    the recall's lines that are not shipped (trace.recall.on_hand_by_place)."""
+
+    location: str | None  # None: no place recorded
+    uom: str | None
+    quantity: float  # of the lines whose quantity is known
+    lots: int
+    unknown: int  # lines of unknown quantity (a lot that recorded none), not in `quantity`
+
+
 class Recall(Strict):
     lot: Lot
     affected_lots: int
     lines: list[RecallLine]
+    on_hand: list[PlaceStock]  # the lines not shipped, per place and unit
     customers: list[dict[str, Any]]
     gaps: list[str]
 
@@ -156,7 +168,8 @@ class Condition(Strict):
     tag: str = Field(min_length=1, max_length=64)
     device: str | None = Field(default=None, max_length=64)  # any device with this tag
     condition: Literal["above", "below", "bad_quality"]
-    limit: float | None = None  # required for above / below
+    # Required for above / below; a finite number (NaN compares above every reading).
+    limit: float | None = Field(default=None, allow_inf_nan=False)
     start: datetime = Field(alias="from")
     end: datetime = Field(alias="to")
 
@@ -167,6 +180,16 @@ class Condition(Strict):
         if self.end <= self.start:
             raise ValueError("'to' must be after 'from'")
         return self
+
+    def described(self) -> str:
+        """The condition in words, as a spreadsheet's About sheet names its request."""
+        test = "bad quality"
+        if self.condition != "bad_quality":
+            test = f"{self.condition} {self.limit:g}"
+        where = f" on device {self.device}" if self.device else ""
+        return (
+            f"tag {self.tag}{where} {test}, from {self.start.isoformat()} to {self.end.isoformat()}"
+        )
 
 
 class ConditionBatch(Strict):
@@ -182,6 +205,8 @@ class ConditionRecall(Strict):
     condition: Condition
     batches: list[ConditionBatch]
     lots: list[Lot]  # the batches' outputs and everything downstream of them
+    lines: list[RecallLine]  # the recall list of those lots, as a lot's recall gives it
+    on_hand: list[PlaceStock]  # its lines not shipped, per place and unit
     shipments: list[ShipmentLine]
-    customers: list[dict[str, Any]]
+    customers: list[dict[str, Any]]  # per customer: shipments, orders, lots and quantities
     gaps: list[str]

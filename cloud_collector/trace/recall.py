@@ -1,13 +1,18 @@
-"""The recall: every lot the given lot reached, and where each is now."""
+"""The recall: every lot the given lot reached, and where each is now (the recall list,
+which the recall by condition gives too), summed per place."""
 
 from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
 
 from psycopg import AsyncConnection
 
 from cloud_collector.trace.gaps import find_gaps
-from cloud_collector.trace.models import Lot, Recall, RecallLine
+from cloud_collector.trace.models import Lot, PlaceStock, Recall, RecallLine
 from cloud_collector.trace.rows import fetch_named
-from cloud_collector.trace.walk import CUSTOMER, by_customer, reached_table
+from cloud_collector.trace.walk import CUSTOMER, Reached, by_customer, reached_table
 
 _COUNT = "select count(*) from reached"
 # The batches that made lots of the traced set out of lots of the set.
@@ -81,11 +86,24 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
         else:
             row = await (await conn.execute(_COUNT)).fetchone()
             affected = row[0] if row else 0
-        rows = await fetch_named(conn, reached.sql(RECALL_LINES), reached.params)
+        lines = await recall_lines(conn, reached)
         between = await fetch_named(conn, reached.sql(_BATCHES_BETWEEN), reached.params)
         batch_ids = [r["batch_id"] for r in between]
         gaps = await find_gaps(conn, lot, reached.ids, batch_ids, "forward")
-    # Each lot's shipments, then its remainder: the same answer every time.
+    return Recall(
+        lot=lot,
+        affected_lots=affected,
+        lines=lines,
+        on_hand=on_hand_by_place(lines),
+        customers=by_customer([x for x in lines if x.status == "shipped"]),
+        gaps=gaps,
+    )
+
+
+async def recall_lines(conn: AsyncConnection, reached: Reached) -> list[RecallLine]:
+    """The recall list of the reached lots (RECALL_LINES): each lot's shipments, then its
+    remainder, the same order every time."""
+    rows = await fetch_named(conn, reached.sql(RECALL_LINES), reached.params)
     rows.sort(
         key=lambda r: (
             r["lot_id"],
@@ -94,11 +112,31 @@ async def recall(conn: AsyncConnection, lot: Lot) -> Recall:
             r["location"] or "",
         )
     )
-    lines = [RecallLine.model_construct(**r) for r in rows]  # straight from the database
-    return Recall(
-        lot=lot,
-        affected_lots=affected,
-        lines=lines,
-        customers=by_customer([x for x in lines if x.status == "shipped"]),
-        gaps=gaps,
+    return [RecallLine.model_construct(**r) for r in rows]  # straight from the database
+
+
+def on_hand_by_place(lines: Sequence[RecallLine]) -> list[PlaceStock]:
+    """What is not shipped, summed per place and unit (lines of unknown quantity counted
+    apart), sorted by place: where to go and look, and how much to find there."""
+    places: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+        lambda: {"quantity": 0.0, "lots": set(), "unknown": 0}
     )
+    for line in lines:
+        if line.status == "shipped":
+            continue
+        place = places[(line.location or "", line.uom or "")]
+        place["lots"].add(line.lot_id)
+        if line.quantity is None:
+            place["unknown"] += 1
+        else:
+            place["quantity"] += line.quantity
+    return [
+        PlaceStock(
+            location=location or None,
+            uom=uom or None,
+            quantity=p["quantity"],
+            lots=len(p["lots"]),
+            unknown=p["unknown"],
+        )
+        for (location, uom), p in sorted(places.items())
+    ]

@@ -36,18 +36,31 @@ _WALK = {
     # From outputs to inputs: where did it come from.
     "backward": """
         with recursive reach(lot_id) as (
-            select %(lot)s::bigint
+            {start}
             union
             select l.input_lot from reach join lot_links l on l.output_lot = reach.lot_id
         ) select lot_id from reach""",
     # From inputs to outputs: where did it go.
     "forward": """
         with recursive reach(lot_id) as (
-            select %(lot)s::bigint
+            {start}
             union
             select l.output_lot from reach join lot_links l on l.input_lot = reach.lot_id
         ) select lot_id from reach""",
 }
+# Where a walk starts: one lot (a trace, a recall), or several (the lots the batches of a
+# recall by condition made).
+Start = int | Sequence[int]
+
+
+def _walk(direction: Direction, start: Start) -> tuple[str, dict[str, Any]]:
+    """The walk's statement and parameters from `start`."""
+    if isinstance(start, int):
+        return _WALK[direction].format(start="select %(lot)s::bigint"), {"lot": start}
+    many = "select unnest(%(lots)s::bigint[])"
+    return _WALK[direction].format(start=many), {"lots": list(start)}
+
+
 _COUNT_ONLY = "select count(*) from ({walk}) w"
 
 
@@ -72,22 +85,24 @@ class Reached:
 
 @asynccontextmanager
 async def reached_table(
-    conn: AsyncConnection, lot_id: int, direction: Direction
+    conn: AsyncConnection, start: Start, direction: Direction
 ) -> AsyncIterator[Reached]:
-    """The lots `lot_id` reaches, as the temporary table `reached` for the statements run
-    inside, in one transaction. Analyzed, so the planner sizes the joins to it: index probes
-    for ten thousand lots, merge joins for half a million (a CTE would be guessed small).
+    """The lots `start` (a lot id, or several) reaches, as the temporary table `reached` for
+    the statements run inside, in one transaction. Analyzed, so the planner sizes the joins
+    to it: index probes for ten thousand lots, merge joins for half a million (a CTE would
+    be guessed small).
     Where no table may be created (queries.writable), the ids themselves (Reached)."""
     async with conn.transaction():
         row = await (await conn.execute("select current_setting('work_mem')")).fetchone()
         # Sorts and hashes over half a million lots stay in memory (the default spills).
         await conn.execute("set local work_mem = '64MB'")
         if not queries.writable(conn):
-            yield Reached(await reachable(conn, lot_id, direction))
+            yield Reached(await reachable(conn, start, direction))
         else:
+            walk, params = _walk(direction, start)
             await conn.execute(
-                f"create temp table reached on commit drop as {_WALK[direction]}",  # type: ignore[arg-type]
-                {"lot": lot_id},
+                f"create temp table reached on commit drop as {walk}",  # type: ignore[arg-type]
+                params,
             )
             await conn.execute("analyze reached")
             yield Reached(None)
@@ -96,14 +111,16 @@ async def reached_table(
         await conn.execute("select set_config('work_mem', %s, true)", (row[0] if row else "4MB",))
 
 
-async def reachable(conn: AsyncConnection, lot_id: int, direction: Direction) -> list[int]:
-    cur = await conn.execute(_WALK[direction], {"lot": lot_id})
+async def reachable(conn: AsyncConnection, start: Start, direction: Direction) -> list[int]:
+    """The lots `start` (a lot id, or several) reaches, itself included."""
+    cur = await conn.execute(*_walk(direction, start))
     return [r[0] for r in await cur.fetchall()]
 
 
 async def count_reachable(conn: AsyncConnection, lot_id: int, direction: Direction) -> int:
     """The bare graph walk, counting the reachable lots (the benchmarks' baseline)."""
-    cur = await conn.execute(_COUNT_ONLY.format(walk=_WALK[direction]), {"lot": lot_id})
+    walk, params = _walk(direction, lot_id)
+    cur = await conn.execute(_COUNT_ONLY.format(walk=walk), params)  # type: ignore[arg-type]
     row = await cur.fetchone()
     return int(row[0]) if row else 0
 

@@ -67,6 +67,32 @@ class Plant:
             outcome = await ingest(conn, topics.data(self.edge, "events"), payload)
         assert outcome.ack is not None, outcome.reason
 
+    async def readings(
+        self, device: str, tag: str, values: Sequence[tuple[str | None, float]]
+    ) -> None:
+        """Readings of `tag` on `device`, one a minute from T0, each bound to its batch (the
+        name given, made this test's own) or to none, posted as the edge's readings stream."""
+        records = [
+            {
+                "kind": "reading",
+                "seq": i,
+                "time": (T0 + timedelta(minutes=i)).isoformat(),
+                "line": "line-1",
+                "batch": batch and f"{batch}-{self.tag}",
+                "device": device,
+                "tag": tag,
+                "value": value,
+                "unit": "Cel",
+            }
+            for i, (batch, value) in enumerate(values)
+        ]
+        payload = json.dumps(
+            {"edge_id": self.edge, "stream": "readings", "epoch": "e", "records": records}
+        ).encode()
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            outcome = await ingest(conn, topics.data(self.edge, "readings"), payload)
+        assert outcome.inserted == len(records), outcome
+
     def receipt(self, items: list[dict], po: str) -> dict:
         return {
             "kind": "object_event",

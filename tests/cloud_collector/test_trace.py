@@ -214,32 +214,9 @@ async def test_recall_by_condition_follows_the_batches_that_ran_too_hot(
 ) -> None:
     p = bakery
     oven = f"oven-{p.tag}"
-    readings = [
-        {
-            "kind": "reading",
-            "seq": i,
-            "time": (T0 + timedelta(minutes=i)).isoformat(),
-            "line": "line-1",
-            "batch": batch,
-            "device": oven,
-            "tag": "temperature",
-            "value": value,
-            "unit": "Cel",
-        }
-        for i, (batch, value) in enumerate(
-            [
-                (f"B1-{p.tag}", 180.0),
-                (f"B1-{p.tag}", 231.5),
-                (f"B3-{p.tag}", 185.0),
-                (None, 240.0),
-            ]
-        )
-    ]
-    payload = json.dumps(
-        {"edge_id": p.edge, "stream": "readings", "epoch": "e", "records": readings}
-    ).encode()
-    async with await psycopg.AsyncConnection.connect(p.url, autocommit=True) as conn:
-        assert (await ingest(conn, topics.data(p.edge, "readings"), payload)).inserted == 4
+    await p.readings(
+        oven, "temperature", [("B1", 180.0), ("B1", 231.5), ("B3", 185.0), (None, 240.0)]
+    )
     condition = {
         "tag": "temperature",
         "device": oven,

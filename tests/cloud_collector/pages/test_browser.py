@@ -1,8 +1,9 @@
 """The pages in a real browser: Debian's Chromium, headless, driven by Playwright against
 the running collector with a seeded plant. Sign in, search a lot by its scanned label,
 the graph's nodes and its loop, a click moving the trace, the chart's points and limit
-band, the overlay, a download's rows, the print view, a partner's view; no script error
-and no Content-Security-Policy violation on any page. A genealogy of a thousand nodes is
+band, the overlay, a download's rows (the recall of a lot and by process condition), the
+print view, a partner's view; no script error and no Content-Security-Policy violation on
+any page. A genealogy of a thousand nodes is
 laid out and its time reported.
 
 Screenshots of each page go to $TRACE_PAGES_SCREENSHOTS (docs/pages when refreshing the
@@ -14,6 +15,7 @@ import csv
 import io
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,7 @@ from tests.cloud_collector.pages.seed import (
     Seeded,
     seed,
 )
-from tests.cloud_collector.plant import BREAD_GTIN, DOUGH_GTIN, Plant, lot_item
+from tests.cloud_collector.plant import BREAD_GTIN, DOUGH_GTIN, T0, Plant, lot_item
 from tests.conftest import RunningCollector, Services
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -209,7 +211,7 @@ async def test_a_batch_chart_draws_its_points_band_and_excursions(
     assert watched.problems == []
 
 
-async def test_the_recall_download_has_the_recall_s_rows(
+async def test_the_recall_downloads_have_the_recall_s_rows_by_lot_and_by_condition(
     browser: Browser, collector: RunningCollector, plant: Seeded, shots: Path
 ) -> None:
     watched = await open_signed_in(browser, collector, collector.keys[Role.reader])
@@ -237,6 +239,31 @@ async def test_the_recall_download_has_the_recall_s_rows(
         await page.click("[data-testid=download-fsma-xlsx]")
     assert (await xlsx.value).suggested_filename.endswith(".xlsx")
     await page.screenshot(path=shots / "recall.png", full_page=True)
+
+    # By process condition: B1 (which made the dough) ran above the oven's high limit.
+    form = "form.condition"
+    await page.fill(f"{form} input[name=tag]", "temperature")
+    await page.fill(f"{form} input[name=device]", plant.oven)
+    await page.select_option(f"{form} select[name=condition]", "above")
+    await page.fill(f"{form} input[name=limit]", str(OVEN_HIGH))
+    await page.fill(f"{form} input[name=from]", f"{T0 - timedelta(hours=1):%Y-%m-%dT%H:%M}")
+    await page.fill(f"{form} input[name=to]", f"{T0 + timedelta(hours=6):%Y-%m-%dT%H:%M}")
+    await page.click(f"{form} button[type=submit]")
+    await page.wait_for_selector("[data-testid=condition-recall]")
+    assert await page.inner_text("[data-testid=condition-affected]") == "3"  # as the dough's
+    stock = await page.locator("[data-testid=condition-stock] tbody tr").all_inner_texts()
+    assert len(stock) == 1 and "300 EA" in stock[0]  # the cake not shipped
+    customers = await page.locator("[data-testid=condition-customers] tbody tr").all_inner_texts()
+    assert [c.split("\t")[0] for c in customers] == ["Bakery Co", "(not known to the ERP)"]
+    async with page.expect_download() as started:
+        await page.click("[data-testid=condition-download-csv]")
+    saved = await (await started.value).path()
+    by_condition = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"))))
+    assert sorted(by_condition, key=str) == sorted(rows, key=str)
+    async with page.expect_download() as workbook:
+        await page.click("[data-testid=condition-download-fsma-xlsx]")
+    assert (await workbook.value).suggested_filename.endswith(".xlsx")
+    await page.screenshot(path=shots / "recall-condition.png", full_page=True)
     assert watched.problems == []
 
 

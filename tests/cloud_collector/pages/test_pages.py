@@ -5,13 +5,14 @@ languages, and that a partner's session sees what its key would see."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 
 from cloud_collector.auth import Role
 from cloud_collector.pages.render import CONTENT_SECURITY_POLICY
-from tests.cloud_collector.pages.seed import Seeded, seed, signed_in
-from tests.cloud_collector.plant import DOUGH_GTIN
+from tests.cloud_collector.pages.seed import OVEN_HIGH, Seeded, seed, signed_in
+from tests.cloud_collector.plant import DOUGH_GTIN, T0
 from tests.conftest import RunningCollector, Services
 
 
@@ -113,6 +114,51 @@ async def test_the_recall_page_lists_customers_stock_and_downloads(
     assert cells(page.text, "customers") == ["Bakery Co", "(not known to the ERP)"]
     assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
     assert len(download.text.strip().splitlines()) == 1 + len(api.json()["lines"])
+
+
+def condition_form(plant: Seeded) -> dict[str, str]:
+    """The condition form filled for the seeded oven's excursion: B1 ran above its high
+    limit (times in the plant's zone, UTC here, as the form's datetime-local gives them)."""
+    return {
+        "tag": "temperature",
+        "device": plant.oven,
+        "condition": "above",
+        "limit": str(OVEN_HIGH),
+        "from": (T0 - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+        "to": (T0 + timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M"),
+    }
+
+
+async def test_the_condition_recall_lists_stock_customers_and_downloads(
+    plant: Seeded, collector: RunningCollector
+) -> None:
+    async with signed_in(collector, collector.keys[Role.reader]) as http:
+        page = await http.get("/recall/condition", params=condition_form(plant))
+        chinese = await http.get(
+            "/recall/condition", params=condition_form(plant), headers={"Accept-Language": "zh"}
+        )
+        links = dict(
+            re.findall(r'data-testid="(condition-download-[a-z-]+)" href="([^"]+)"', page.text)
+        )
+        downloads = {k: await http.get(v.replace("&amp;", "&")) for k, v in links.items()}
+        of_dough = await http.get(f"/api/v1/lots/{plant.lot('DOUGH')}/recall")
+    assert page.status_code == 200, page.text
+    assert cells(page.text, "condition-batch-list") == [plant.batch("B1")]
+    assert cells(page.text, "condition-customers") == ["Bakery Co", "(not known to the ERP)"]
+    assert cells(page.text, "condition-stock") == [
+        s["location"] or "(no place recorded)" for s in of_dough.json()["on_hand"]
+    ]
+    assert "300 EA" in page.text.split('data-testid="condition-stock"', 1)[1].split("</table>")[0]
+    assert sorted(links) == [
+        "condition-download-csv",
+        "condition-download-fsma-csv",
+        "condition-download-fsma-xlsx",
+        "condition-download-xlsx",
+    ]
+    assert all(d.status_code == 200 for d in downloads.values()), downloads
+    recall_csv = downloads["condition-download-csv"].text.strip().splitlines()
+    assert len(recall_csv) == 1 + len(of_dough.json()["lines"]) == 4
+    assert "按工艺条件召回" in chinese.text and "现有库存" in chinese.text
 
 
 async def test_chinese_from_the_browser_or_the_switch(collector: RunningCollector) -> None:
