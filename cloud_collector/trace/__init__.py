@@ -7,7 +7,7 @@ Callers import this package (`from cloud_collector import trace`; `trace.resolve
 """
 
 from cloud_collector.trace.condition import recall_by_condition
-from cloud_collector.trace.gaps import MASS_BALANCE_TOLERANCE
+from cloud_collector.trace.gaps import MASS_BALANCE_TOLERANCE, BatchGap, BatchGapKind, batch_gaps
 from cloud_collector.trace.models import (
     AmbiguousLot,
     BatchLot,
@@ -42,6 +42,8 @@ __all__ = [
     "RECALL_CSV_COLUMNS",
     "TRACE_CSV_COLUMNS",
     "AmbiguousLot",
+    "BatchGap",
+    "BatchGapKind",
     "BatchLot",
     "Condition",
     "ConditionBatch",
@@ -57,6 +59,7 @@ __all__ = [
     "Trace",
     "TracedBatch",
     "UnknownLot",
+    "batch_gaps",
     "count_reachable",
     "reachable",
     "recall",

@@ -1,7 +1,8 @@
 /* The genealogy graph of the trace page: cytoscape draws it, ELK's layered layout places it
    left to right (upstream on the left) in a web worker, so a graph of thousands of nodes
    never freezes the page. The graph comes as JSON from the page (never from the URL); a
-   click on a node goes to the page its server-made link names. */
+   click on a node goes to the page its server-made link names; hovering one shows what is
+   wrong with it (its server-made title). */
 (function () {
   'use strict';
   var data = JSON.parse(document.getElementById('page-data').textContent);
@@ -16,7 +17,8 @@
   graph.nodes.forEach(function (n) {
     elements.push({
       group: 'nodes',
-      data: { id: n.id, label: n.label, href: n.href || '', w: SIZE[n.kind][0], h: SIZE[n.kind][1] },
+      data: { id: n.id, label: n.label, href: n.href || '', title: n.title || '',
+              w: SIZE[n.kind][0], h: SIZE[n.kind][1] },
       classes: [n.kind].concat(n.flags).join(' ')
     });
   });
@@ -61,6 +63,9 @@
         'border-style': 'dashed', 'border-color': '#b3261e', 'border-width': 4 } },
       { selector: 'node.excursion, node.no_readings', style: {
         'border-color': '#b85c00', 'border-width': 4, 'background-color': '#fff1de' } },
+      // A gap in a batch's record: a double red border (its reasons are on the node).
+      { selector: 'node.no_inputs, node.unbalanced, node.partly_counted, node.never_arrived',
+        style: { 'border-style': 'double', 'border-color': '#b3261e', 'border-width': 7 } },
       { selector: 'edge', style: {
         'curve-style': 'bezier', 'target-arrow-shape': 'triangle', 'width': 1.5,
         'line-color': '#8a97a8', 'target-arrow-color': '#8a97a8',
@@ -81,6 +86,13 @@
       window.location.assign(href);
     }
   });
+
+  // The tooltip: what is wrong with the node, in full (the canvas has no title of its own).
+  cy.on('mouseover', 'node', function (event) {
+    box.title = event.target.data('title');
+    box.style.cursor = event.target.data('href') ? 'pointer' : '';
+  });
+  cy.on('mouseout', 'node', function () { box.title = ''; box.style.cursor = ''; });
 
   var started = performance.now();
   var elk = new ELK({ workerUrl: box.getAttribute('data-worker') });
