@@ -72,11 +72,11 @@ Summaries = Mapping[str, tuple[list[queries.TagSummary], list[queries.Excursion]
 def _gap_reasons(_: Translate) -> dict[trace.BatchGapKind, str]:
     """A batch gap's kind as the line its node shows, in the page's language."""
     return {
-        "no_inputs": _("gap: no inputs recorded"),
-        "no_readings": _("gap: no readings"),
-        "unbalanced": _("gap: inputs and outputs do not balance"),
-        "partly_counted": _("gap: items without quantity"),
-        "never_arrived": _("gap: readings never arrived"),
+        "no_inputs": _("no inputs recorded"),
+        "no_readings": _("no readings"),
+        "unbalanced": _("inputs and outputs do not balance"),
+        "partly_counted": _("items without quantity"),
+        "never_arrived": _("readings never arrived"),
     }
 
 
@@ -162,7 +162,11 @@ def build(
         flags += [k for k in kinds if k not in flags]
         traced = batches.get(batch_id)
         line = traced.batch.line_id if traced else ""
-        warning = "⚠ " + "; ".join(reasons[k] for k in kinds) if kinds else ""
+        warning = ""
+        if kinds:
+            warning = "⚠ " + _("gap: {reasons}").format(
+                reasons=_("; ").join(reasons[k] for k in kinds)
+            )
         return g.node(
             Node(
                 id=f"batch:{batch_id}",

@@ -110,7 +110,8 @@ async def trace_page(
     summaries |= await queries.summaries(conn, rest) if rest else {}
     lots = {x.lot_id: x for x in [*backward.lots, *forward.lots]}
     products = await product_names(conn, {x.gtin for x in lots.values() if x.gtin})
-    gaps_of_batches = await trace.batch_gaps(conn, sorted(summaries))
+    traced = sorted({b.batch.batch_id for b in [*backward.batches, *forward.batches]})
+    gaps_of_batches = await trace.batch_gaps(conn, traced)
     genealogy = graph.build(
         backward,
         forward,
