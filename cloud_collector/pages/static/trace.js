@@ -12,13 +12,24 @@
     lot: [176, 60], batch: [150, 48], receipt: [150, 44], shipment: [150, 44], customer: [150, 44]
   };
   var big = graph.nodes.length > 400;
+  // A node's box: its kind's, taller when its label wraps to more lines (a batch's gaps;
+  // about 6 px a character at the labels' 11 px).
+  function size(n) {
+    var width = SIZE[n.kind][0];
+    var lines = 0;
+    n.label.split('\n').forEach(function (line) {
+      lines += Math.max(1, Math.ceil(line.length * 6 / (width - 24)));
+    });
+    return [width, Math.max(SIZE[n.kind][1], 13 * lines + 16)];
+  }
 
   var elements = [];
   graph.nodes.forEach(function (n) {
+    var dims = size(n);
     elements.push({
       group: 'nodes',
       data: { id: n.id, label: n.label, href: n.href || '', title: n.title || '',
-              w: SIZE[n.kind][0], h: SIZE[n.kind][1] },
+              w: dims[0], h: dims[1] },
       classes: [n.kind].concat(n.flags).join(' ')
     });
   });
@@ -115,7 +126,8 @@
       'elk.layered.crossingMinimization.greedySwitch.type': 'OFF'
     } : {}),
     children: graph.nodes.map(function (n) {
-      return { id: n.id, width: SIZE[n.kind][0], height: SIZE[n.kind][1] };
+      var dims = size(n);
+      return { id: n.id, width: dims[0], height: dims[1] };
     }),
     edges: graph.edges.map(function (e) {
       return { id: e.id, sources: [e.source], targets: [e.target] };

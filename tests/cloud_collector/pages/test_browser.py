@@ -91,7 +91,11 @@ class Watched:
 
 
 async def open_signed_in(
-    browser: Browser, collector: RunningCollector, key: str, language: str = "en-GB"
+    browser: Browser,
+    collector: RunningCollector,
+    key: str,
+    language: str = "en-GB",
+    shots: Path | None = None,
 ) -> Watched:
     context = await browser.new_context(
         base_url=collector.api_url,
@@ -103,6 +107,8 @@ async def open_signed_in(
     page = watched.page
     await page.goto("/trace")  # no session: to the sign-in form, and back after it
     assert "/signin?next=" in page.url
+    if shots:
+        await page.screenshot(path=shots / "signin.png")
     await page.fill("#key", key)
     await page.click("form[action='/signin'] button[type=submit]")
     await page.wait_for_url("**/trace")
@@ -112,9 +118,8 @@ async def open_signed_in(
 async def test_search_a_scanned_label_and_walk_the_graph(
     browser: Browser, collector: RunningCollector, plant: Seeded, shots: Path
 ) -> None:
-    watched = await open_signed_in(browser, collector, collector.keys[Role.reader])
+    watched = await open_signed_in(browser, collector, collector.keys[Role.reader], shots=shots)
     page = watched.page
-    await page.screenshot(path=shots / "signin-done.png")
     # As a keyboard-wedge scanner types a GS1-128 label: symbology id, AIs run together.
     await page.fill("#lot", f"]C101{DOUGH_GTIN}10{plant.lot('DOUGH')}")
     await page.press("#lot", "Enter")
