@@ -38,6 +38,24 @@ class Batch(Strict):
     numbered_by_rule: bool = False  # the edge made the id by the line's numbering rule
 
 
+class ListedBatch(Batch):
+    """A batch as a list shows it: with what it made and how its tags ran."""
+
+    products: list[str]  # the names (else GTINs) of the lots it made
+    excursions: int  # readings outside their tag's spec limits
+    readings: int
+
+
+class BatchFilter(Strict):
+    """Which batches a list shows; each filter unset lets all through."""
+
+    line: str | None = None
+    product: str | None = None  # a GTIN, or part of a product's name
+    start: datetime | None = None  # started at or after
+    end: datetime | None = None  # started before
+    excursion: bool = False  # only those with a reading outside its spec limits
+
+
 class TagSummary(Strict):
     device: str
     tag: str
@@ -104,10 +122,37 @@ select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by,
     numbered_by_rule
 from batches where batch_id = %s
 """
+# The batches, newest first, filtered: by line; by product (what a batch made: a GTIN, or
+# part of a product's name); started in [start, end); "had an excursion" (a tag out of its
+# spec limits, from the rollups). Each with its products and its reading and excursion
+# counts, so a list shows them without a query per batch.
 _LIST_BATCHES = """
-select batch_id, line_id, edge_id, started_at, started_by, ended_at, ended_by,
-    numbered_by_rule
-from batches order by coalesce(started_at, first_seen) desc limit %s
+select b.batch_id, b.line_id, b.edge_id, b.started_at, b.started_by, b.ended_at, b.ended_by,
+       b.numbered_by_rule, coalesce(made.products, '{}') as products,
+       coalesce(stats.excursions, 0)::bigint as excursions,
+       coalesce(stats.readings, 0)::bigint as readings
+from batches b
+left join lateral (
+    select array_agg(distinct coalesce(p.name, l.gtin) order by coalesce(p.name, l.gtin))
+               filter (where l.gtin <> '') as products
+    from batch_outputs o join lots l using (lot_id) left join products p using (gtin)
+    where o.batch_id = b.batch_id
+) made on true
+left join lateral (
+    select sum(s.below + s.above) as excursions, sum(s.count) as readings
+    from batch_tag_stats s where s.batch_id = b.batch_id
+) stats on true
+where (%(line)s::text is null or b.line_id = %(line)s)
+  and (%(start)s::timestamptz is null or coalesce(b.started_at, b.first_seen) >= %(start)s)
+  and (%(end)s::timestamptz is null or coalesce(b.started_at, b.first_seen) < %(end)s)
+  and (%(product)s::text is null or exists (
+        select 1 from batch_outputs o join lots l using (lot_id)
+        left join products p using (gtin)
+        where o.batch_id = b.batch_id
+          and (l.gtin = %(product)s or p.name ilike '%%' || %(product)s || '%%')))
+  and (not %(excursion)s or coalesce(stats.excursions, 0) > 0)
+order by coalesce(b.started_at, b.first_seen) desc, b.batch_id
+limit %(limit)s
 """
 # The rollups kept at ingest (cloud_collector/rollups.py): no reading is read here. The
 # percentiles join only when they were computed at the tag's current reading count.
@@ -158,9 +203,15 @@ async def get_batch(conn: AsyncConnection, batch_id: str) -> Batch | None:
     return Batch(**row) if row else None
 
 
-async def list_batches(conn: AsyncConnection, limit: int) -> list[Batch]:
+async def list_batches(
+    conn: AsyncConnection, limit: int, chosen: BatchFilter | None = None
+) -> list[ListedBatch]:
+    """The newest `limit` batches that `chosen` lets through (all, without it)."""
+    params = {**(chosen or BatchFilter()).model_dump(), "limit": limit}
     cur = conn.cursor(row_factory=dict_row)
-    return [Batch(**row) for row in await (await cur.execute(_LIST_BATCHES, (limit,))).fetchall()]
+    return [
+        ListedBatch(**row) for row in await (await cur.execute(_LIST_BATCHES, params)).fetchall()
+    ]
 
 
 # One bucket width for the whole batch, from its first reading, so that every tag's series

@@ -12,6 +12,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from protocols.mqtt.connection import ENV_FILE, BrokerSettings
 
 
+def plant_zone_named(value: str) -> str:
+    """`value`, the plant's time zone (TRACE_PLANT_TIMEZONE: the pages and tracectl show
+    times in it), if it is an IANA name; else ValueError saying how to name one."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ValueError(
+            f"TRACE_PLANT_TIMEZONE {value!r} is not a time zone: give an IANA name such "
+            "as Europe/Berlin, Asia/Shanghai or UTC"
+        ) from err
+    return value
+
+
 class CollectorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACE_", env_file=ENV_FILE, extra="ignore")
 
@@ -129,14 +142,7 @@ class CollectorSettings(BaseSettings):
     @field_validator("plant_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(
-                f"TRACE_PLANT_TIMEZONE {value!r} is not a time zone: give an IANA name such "
-                "as Europe/Berlin, Asia/Shanghai or UTC"
-            ) from err
-        return value
+        return plant_zone_named(value)
 
     @model_validator(mode="after")
     def _client_id_is_the_identity(self) -> CollectorSettings:

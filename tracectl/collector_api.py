@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud_collector.settings import plant_zone_named
 from protocols.mqtt.connection import ENV_FILE
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -30,13 +31,20 @@ class ApiError(CommandError):
 
 class ApiSettings(BaseSettings):
     """TRACE_API_KEY: the key tracectl sends (`tracectl credential add`); TRACE_API_URL: the
-    collector's API (default http://127.0.0.1:8000)."""
+    collector's API (default http://127.0.0.1:8000); TRACE_PLANT_TIMEZONE: the plant's time
+    zone, the pages' own setting (tracectl prints times and exports dates in it)."""
 
     model_config = SettingsConfigDict(env_prefix="TRACE_", env_file=ENV_FILE, extra="ignore")
     api_key: str | None = None
     api_url: str = DEFAULT_URL
     # A streamed export may take the collector's export statement timeout (600 s) to start.
     api_timeout_s: float = Field(default=30.0, gt=0)
+    plant_timezone: str = "UTC"
+
+    @field_validator("plant_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return plant_zone_named(value)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

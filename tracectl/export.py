@@ -17,7 +17,7 @@ import httpx
 
 from tracectl.collector_api import CollectorApi, CommandError
 from tracectl.genealogy import lot_path
-from tracectl.tables import safe
+from tracectl.tables import plant_zone, safe
 
 _FILENAME = re.compile(r'filename="([^"]+)"')
 
@@ -59,9 +59,7 @@ class Progress:
 
 
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    params: dict[str, Any] = {"format": args.format}
-    if args.tz:
-        params["tz"] = args.tz
+    params: dict[str, Any] = {"format": args.format, "tz": args.tz or plant_zone().key}
     if args.product:
         if args.lot or args.recall or not (args.start and args.end):
             raise CommandError(
@@ -151,7 +149,9 @@ def add_parser(sub: argparse._SubParsersAction, api_url: str) -> None:  # type: 
     fsma.add_argument("--from", dest="start", help="--product: first day (YYYY-MM-DD)")
     fsma.add_argument("--to", dest="end", help="--product: last day, included")
     fsma.add_argument("--format", choices=["csv", "xlsx"], default="csv")
-    fsma.add_argument("--tz", help="the plant's IANA time zone for dates (default UTC)")
+    fsma.add_argument(
+        "--tz", help="IANA time zone of the dates (default: the plant's, TRACE_PLANT_TIMEZONE)"
+    )
     fsma.add_argument("-o", "--output", help="file to write (default: the server's name)")
     fsma.add_argument("--force", action="store_true", help="replace the file if it exists")
     fsma.add_argument(

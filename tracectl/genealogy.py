@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tracectl.collector_api import CollectorApi, CommandError
-from tracectl.tables import quantity, safe, table, when
+from tracectl.tables import plant_zone, quantity, safe, table, when
 
 Json = dict[str, Any]
 ORIGIN = {"supplier": "received from a supplier", "own": "made here", "unknown": "origin unknown"}
@@ -181,13 +181,13 @@ def _recall_lines(lines: list[Json]) -> str:
 
 
 def _day_or_time(text: str, end: bool) -> str:
-    """A --from/--to value: a time with its offset as given, or a date taken in this
-    computer's time zone (a whole day; --to includes its day)."""
+    """A --from/--to value: a time with its offset as given, or a day of the plant
+    (TRACE_PLANT_TIMEZONE; a whole day: --to includes its day)."""
     try:
         day = date.fromisoformat(text)
     except ValueError:
         return text  # a time: the API checks it and says what is wrong
-    moment = datetime.combine(day, time.max if end else time.min).astimezone()
+    moment = datetime.combine(day, time.max if end else time.min, plant_zone())
     return moment.isoformat()
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from tracectl.collector_api import CollectorApi, CommandError
 from tracectl.export import download
 from tracectl.genealogy import condition_body
-from tracectl.tables import duration, quantity, safe, table, when
+from tracectl.tables import duration, plant_zone, quantity, safe, table, when
 
 Json = dict[str, Any]
 PATH = "/api/v1/recall-cases"
@@ -199,7 +199,7 @@ def cmd_close(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace, api: CollectorApi, case_id: int) -> str:
-    params = {"format": args.format} | ({"tz": args.tz} if args.tz else {})
+    params = {"format": args.format, "tz": args.tz or plant_zone().key}
     fallback = f"recall-case-{case_id}.{args.format}"
     target, progress = download(
         api, f"{PATH}/{case_id}/export", params, args.output, fallback, args.force, False
@@ -243,7 +243,9 @@ def _origin(p: argparse.ArgumentParser) -> None:
 
 def _files(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["xlsx", "json"], default="xlsx")
-    p.add_argument("--tz", help="the plant's IANA time zone for dates (default UTC)")
+    p.add_argument(
+        "--tz", help="IANA time zone of the dates (default: the plant's, TRACE_PLANT_TIMEZONE)"
+    )
     p.add_argument("-o", "--output", help="file to write (default: the server's name)")
     p.add_argument("--force", action="store_true", help="replace the file if it exists")
 

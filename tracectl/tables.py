@@ -4,10 +4,16 @@ is shown escaped, never sent to the terminal as it is."""
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+
+from tracectl.collector_api import ApiSettings, CommandError
 
 MAX_CELL = 48
 
@@ -58,15 +64,35 @@ def quantity(value: float | None, uom: str | None) -> str:
     return f"{number} {safe(uom)}" if uom else number
 
 
-def when(value: str | None) -> str:
-    """An ISO time from the API as the plant reads it: local time, to the second."""
+@functools.cache
+def plant_zone() -> ZoneInfo:
+    """The plant's time zone: TRACE_PLANT_TIMEZONE, the setting the pages show times in
+    (UTC unset), never this computer's own zone: a terminal elsewhere reads the plant's
+    clock as the pages do."""
+    try:
+        return ZoneInfo(ApiSettings().plant_timezone)
+    except ValidationError as err:
+        raise CommandError(
+            "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in err.errors())
+        ) from None
+
+
+def zone_note() -> str:
+    """The line under a table of times: which zone they are in, and where it is set."""
+    return f"times in {plant_zone().key} (TRACE_PLANT_TIMEZONE)"
+
+
+def when(value: str | None, zone: ZoneInfo | None = None) -> str:
+    """An ISO time from the API as the plant reads it: in the plant's time zone (or `zone`),
+    to the second, the zone named as its clocks show it (UTC, CST, CEST)."""
     if not value:
         return "-"
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return safe(value)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    local = moment.astimezone(zone or plant_zone())
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
 
 
 def ago(value: str | float | None, now: datetime | None = None) -> str:

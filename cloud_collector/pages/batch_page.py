@@ -1,7 +1,8 @@
 """The batch pages: the list of batches filtered by line, product, date and "had an
 excursion"; one batch with a chart of every tag (spec-limit band, excursions marked),
 its percentiles, QC, operators, equipment, inputs and outputs; and one tag overlaid
-across several batches, aligned on each batch's start.
+across several batches, aligned on each batch's start: batches of the same line or of the
+same product (offered on a batch's page), or those checked in the filtered list.
 
 The charts' series come from the API's own batch parameters route, fetched by the page's
 script with the session (static/batch.js): per-minute rollup buckets when the batch holds
@@ -12,10 +13,9 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, time, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
-from psycopg.rows import dict_row
 
 from cloud_collector import queries, trace
 from cloud_collector.auth import Role
@@ -33,42 +33,27 @@ COMPARE_POINTS = 500
 COMPARE_BATCHES = 12
 LIST_LIMIT = 200
 
-# The batch list: each batch's products (what it made), whether a tag left its spec
-# limits (from the rollups), and its readings, filtered on any of those.
-_LIST = """
-select b.batch_id, b.line_id, b.edge_id, b.started_at, b.ended_at,
-       coalesce(made.products, '{}') as products,
-       coalesce(stats.excursions, 0) as excursions, coalesce(stats.readings, 0) as readings
-from batches b
-left join lateral (
-    select array_agg(distinct coalesce(p.name, l.gtin) order by coalesce(p.name, l.gtin))
-               filter (where l.gtin <> '') as products,
-           array_agg(distinct l.gtin) as gtins
-    from batch_outputs o join lots l using (lot_id) left join products p using (gtin)
-    where o.batch_id = b.batch_id
-) made on true
-left join lateral (
-    select sum(s.below + s.above) as excursions, sum(s.count) as readings
-    from batch_tag_stats s where s.batch_id = b.batch_id
-) stats on true
-where (%(line)s::text is null or b.line_id = %(line)s)
-  and (%(start)s::timestamptz is null or coalesce(b.started_at, b.first_seen) >= %(start)s)
-  and (%(end)s::timestamptz is null or coalesce(b.started_at, b.first_seen) < %(end)s)
-  and (%(product)s::text is null or exists (
-        select 1 from batch_outputs o join lots l using (lot_id)
-        left join products p using (gtin)
-        where o.batch_id = b.batch_id
-          and (l.gtin = %(product)s or p.name ilike '%%' || %(product)s || '%%')))
-  and (not %(excursion)s or coalesce(stats.excursions, 0) > 0)
-order by coalesce(b.started_at, b.first_seen) desc, b.batch_id
-limit %(limit)s
-"""
 _LINES = "select distinct line_id from batches order by line_id limit 500"
-# Batches of the same line, for the overlay's choice.
-_SAME_LINE = """
-select batch_id, started_at from batches where line_id = %s
-order by coalesce(started_at, first_seen) desc limit 30
+# The tags of the listed batches, for the overlay's choice of tag.
+_TAGS_OF = """
+select distinct device, tag from batch_tag_stats where batch_id = any(%s)
+order by device, tag limit 500
 """
+PEERS = 30  # batches offered for the overlay on a batch's page
+# Batches of the same line, or that made one of the same products, for the overlay's choice.
+_PEERS = {
+    "line": f"""
+select batch_id, started_at from batches where line_id = %(line)s
+order by coalesce(started_at, first_seen) desc, batch_id limit {PEERS}
+""",
+    "product": f"""
+select b.batch_id, b.started_at from batches b
+where exists (select 1 from batch_outputs o join lots l using (lot_id)
+              where o.batch_id = b.batch_id and l.gtin = any(%(gtins)s))
+order by coalesce(b.started_at, b.first_seen) desc, b.batch_id limit {PEERS}
+""",
+}
+Peers = Literal["line", "product"]
 
 
 def _day(text: str) -> datetime | None:
@@ -94,23 +79,25 @@ async def batch_list(
         last = _day(end)
     except ValueError as err:
         raise HTTPException(422, f"a date of the filter is not a calendar date: {err}") from err
-    params = {
-        "line": line.strip() or None,
-        "product": product.strip() or None,
-        "start": first.replace(tzinfo=zone) if first else None,
+    chosen = queries.BatchFilter(
+        line=line.strip() or None,
+        product=product.strip() or None,
+        start=first.replace(tzinfo=zone) if first else None,
         # The whole last day, in the plant's time zone.
-        "end": (last + timedelta(days=1)).replace(tzinfo=zone) if last else None,
-        "excursion": excursion,
-        "limit": LIST_LIMIT,
-    }
-    cur = conn.cursor(row_factory=dict_row)
-    rows = await (await cur.execute(_LIST, params)).fetchall()
+        end=(last + timedelta(days=1)).replace(tzinfo=zone) if last else None,
+        excursion=excursion,
+    )
+    rows = await queries.list_batches(conn, LIST_LIMIT, chosen)
+    cur = await conn.execute(_TAGS_OF, ([r.batch_id for r in rows if r.readings],))
+    tags = [f"{device}/{tag}" for device, tag in await cur.fetchall()]
     lines = [r[0] for r in await (await conn.execute(_LINES)).fetchall()]
     return page(
         request,
         "batches.html",
         rows=rows,
         lines=lines,
+        tags=tags,
+        compare_most=COMPARE_BATCHES,
         line=line,
         product=product,
         start=start,
@@ -133,17 +120,22 @@ def chart_points(tags: list[queries.TagSummary]) -> int:
 
 
 @router.get("/batches/{batch_id}")
-async def batch_page(request: Request, batch_id: str, conn: Conn) -> Response:
+async def batch_page(
+    request: Request, batch_id: str, conn: Conn, peers: Peers = "line"
+) -> Response:
+    """One batch; its overlay offers the batches of its line, or with `peers=product`
+    those that made one of its products."""
     batch = await queries.get_batch(conn, batch_id)
     if batch is None:
         raise HTTPException(
             404, f"batch {batch_id!r} is unknown: check the id, or find it in the batch list"
         )
     traced = (await trace.traced_batches(conn, [batch_id], detail=True))[0]
-    cur = await conn.execute(_SAME_LINE, (batch.line_id,))
-    same_line = [(r[0], r[1]) for r in await cur.fetchall()]
     lots = [x.lot_id for x in [*traced.inputs, *traced.outputs]]
     codes = {x.lot_id: x for x in await lots_where(conn, "lot_id = any(%s)", (lots,))}
+    made = sorted({codes[x.lot_id].gtin for x in traced.outputs if x.lot_id in codes} - {""})
+    cur = await conn.execute(_PEERS[peers], {"line": batch.line_id, "gtins": made})
+    offered = [(r[0], r[1]) for r in await cur.fetchall()]
     excursions = {(e.device, e.tag): e for e in traced.excursions}
     return page(
         request,
@@ -152,7 +144,9 @@ async def batch_page(request: Request, batch_id: str, conn: Conn) -> Response:
         batch=batch,
         lots=codes,
         excursions=excursions,
-        same_line=same_line,
+        peers=peers,
+        offered=offered,
+        made=made,
         chart={
             "batch": batch_id,
             "points": chart_points(traced.parameters),

@@ -1,25 +1,46 @@
 """The genealogy of one lot as a graph to draw: lots, batches, receipts, shipments and
 customers as nodes of distinct kinds, what passed between them (with quantities) as edges,
 and what the trace found wrong marked on them: lots with no recorded origin or a quantity
-note, batches with excursions or without readings, and the edges of every loop (a cycle
-of lots and batches: rework, or bad data). Built from the two traces of the lot (backward
-and forward); the browser only lays it out and draws it (static/trace.js)."""
+note, batches with excursions, and the gaps of a batch's record (no inputs, no readings,
+inputs and outputs that do not balance, items without quantity, readings that never
+arrived: its kinds as marks, its reasons on the node and its sentences as the tooltip),
+and the edges of every loop (a cycle of lots and batches: rework, or bad data). Built from
+the two traces of the lot (backward and forward); the browser only lays it out and draws
+it (static/trace.js).
+
+Every node links to a page: a lot to its trace, a batch to its page, a receipt to the
+received lot's trace at its receipts, a shipment to the shipped lot's trace at its
+shipments (order, customer, ship-to, quantity), a customer to the recall of the traced
+lot (every customer it reached, with quantities). All are reader pages, as the trace page
+itself is: a partner is refused the trace page, so never given a link out of it."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field
 
 from cloud_collector import queries, trace
+from cloud_collector.pages.i18n import Translate
 from cloud_collector.pages.render import quantity
 from protocols.strict import Strict
 
 NodeKind = Literal["lot", "batch", "receipt", "shipment", "customer"]
 # Marks a node can carry (static/trace.js styles each; the report's legend names them).
-Flag = Literal["focus", "no_origin", "quantity_note", "excursion", "no_readings"]
+Flag = Literal[
+    "focus",
+    "no_origin",
+    "quantity_note",
+    "excursion",
+    "no_readings",
+    "no_inputs",
+    "unbalanced",
+    "partly_counted",
+    "never_arrived",
+]
 
 
 class Node(Strict):
@@ -27,6 +48,7 @@ class Node(Strict):
     kind: NodeKind
     label: str
     href: str | None = None  # where a click moves to
+    title: str = ""  # the tooltip: what is wrong with it, in full
     flags: list[Flag] = Field(default_factory=list)
 
 
@@ -45,6 +67,21 @@ class Genealogy(Strict):
 
 
 Summaries = Mapping[str, tuple[list[queries.TagSummary], list[queries.Excursion]]]
+
+
+def _gap_reasons(_: Translate) -> dict[trace.BatchGapKind, str]:
+    """A batch gap's kind as the line its node shows, in the page's language."""
+    return {
+        "no_inputs": _("no inputs recorded"),
+        "no_readings": _("no readings"),
+        "unbalanced": _("inputs and outputs do not balance"),
+        "partly_counted": _("items without quantity"),
+        "never_arrived": _("readings never arrived"),
+    }
+
+
+def _english(text: str) -> str:
+    return text
 
 
 def _amount(lines: Iterable[trace.BatchLot], lot_id: int) -> str:
@@ -75,10 +112,18 @@ def build(
     forward: trace.Trace,
     summaries: Summaries,
     products: Mapping[str, str],
+    gaps: Iterable[trace.BatchGap] = (),
+    _: Translate = _english,
 ) -> Genealogy:
     """The graph of `backward` and `forward` (the two traces of one lot). `summaries`: the
-    rollups of every batch in them (excursions, readings); `products`: GTIN -> name."""
+    rollups of every batch in them (excursions, readings); `products`: GTIN -> name;
+    `gaps`: what their batches' records lack (trace.batch_gaps); `_`: the page's language."""
     g = _Builder()
+    focus = backward.lot.lot_id
+    reasons = _gap_reasons(_)
+    gaps_of: dict[str, list[trace.BatchGap]] = defaultdict(list)
+    for gap in gaps:
+        gaps_of[gap.batch_id].append(gap)
     lots = {x.lot_id: x for x in [*backward.lots, *forward.lots]}
     batches = {b.batch.batch_id: b for b in [*forward.batches, *backward.batches]}
     links = {(x.input_lot, x.output_lot, x.batch_id) for x in [*backward.links, *forward.links]}
@@ -112,15 +157,24 @@ def build(
             flags.append("excursion")
         if not tags:
             flags.append("no_readings")
+        found = gaps_of.get(batch_id, [])
+        kinds = list(dict.fromkeys(x.kind for x in found))
+        flags += [k for k in kinds if k not in flags]
         traced = batches.get(batch_id)
         line = traced.batch.line_id if traced else ""
+        warning = ""
+        if kinds:
+            warning = "⚠ " + _("gap: {reasons}").format(
+                reasons=_("; ").join(reasons[k] for k in kinds)
+            )
         return g.node(
             Node(
                 id=f"batch:{batch_id}",
                 kind="batch",
-                label="\n".join(x for x in (batch_id, line) if x),
-                href=f"/batches/{batch_id}",
+                label="\n".join(x for x in (batch_id, line, warning) if x),
+                href=f"/batches/{quote(batch_id)}",
                 flags=flags,
+                title="\n".join(x.text for x in found),
             )
         )
 
@@ -146,6 +200,7 @@ def build(
                 id=f"receipt:{name}",
                 kind="receipt",
                 label="\n".join(x for x in (r.document, r.supplier) if x) or name,
+                href=f"/trace?lot={r.lot_id}#receipts",
             )
         )
         g.edge(rid, f"lot:{r.lot_id}", quantity(r.quantity, r.uom) if r.quantity else "")
@@ -162,12 +217,20 @@ def build(
                 id=f"shipment:{name}",
                 kind="shipment",
                 label="\n".join(x for x in (name, s.order_id) if x),
+                href=f"/trace?lot={s.lot_id}#shipments",
             )
         )
         g.edge(f"lot:{s.lot_id}", sid, quantity(s.quantity, s.uom) if s.quantity else "")
         whom = s.customer_id or s.ship_to
         if whom:
-            cid = g.node(Node(id=f"customer:{whom}", kind="customer", label=s.customer or whom))
+            cid = g.node(
+                Node(
+                    id=f"customer:{whom}",
+                    kind="customer",
+                    label=s.customer or whom,
+                    href=f"/recall?lot={focus}",
+                )
+            )
             g.edge(sid, cid)
 
     edges = list(g.edges.values())

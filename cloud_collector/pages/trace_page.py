@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from cloud_collector import queries, trace
 from cloud_collector.auth import Role
 from cloud_collector.endpoints import Conn
-from cloud_collector.pages import graph
+from cloud_collector.pages import graph, i18n
 from cloud_collector.pages.guard import page_of
 from cloud_collector.pages.render import page
 from protocols import gs1
@@ -110,7 +110,16 @@ async def trace_page(
     summaries |= await queries.summaries(conn, rest) if rest else {}
     lots = {x.lot_id: x for x in [*backward.lots, *forward.lots]}
     products = await product_names(conn, {x.gtin for x in lots.values() if x.gtin})
-    genealogy = graph.build(backward, forward, summaries, products)
+    traced = sorted({b.batch.batch_id for b in [*backward.batches, *forward.batches]})
+    gaps_of_batches = await trace.batch_gaps(conn, traced)
+    genealogy = graph.build(
+        backward,
+        forward,
+        summaries,
+        products,
+        gaps_of_batches,
+        i18n.translator(i18n.choose(request)),
+    )
     upstream = sorted(
         (x for x in backward.lots if x.lot_id != target.lot_id), key=lambda x: x.lot_id
     )

@@ -7,7 +7,7 @@ Callers import this package (`from cloud_collector import trace`; `trace.resolve
 """
 
 from cloud_collector.trace.condition import condition_roots, recall_by_condition
-from cloud_collector.trace.gaps import MASS_BALANCE_TOLERANCE
+from cloud_collector.trace.gaps import MASS_BALANCE_TOLERANCE, BatchGap, BatchGapKind, batch_gaps
 from cloud_collector.trace.models import (
     AmbiguousLot,
     BatchLot,
@@ -48,6 +48,8 @@ __all__ = [
     "RECALL_CSV_COLUMNS",
     "TRACE_CSV_COLUMNS",
     "AmbiguousLot",
+    "BatchGap",
+    "BatchGapKind",
     "BatchLot",
     "Condition",
     "ConditionBatch",
@@ -64,6 +66,7 @@ __all__ = [
     "Trace",
     "TracedBatch",
     "UnknownLot",
+    "batch_gaps",
     "condition_recall_xlsx",
     "condition_roots",
     "count_reachable",

@@ -4,11 +4,14 @@ arrived)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from psycopg import AsyncConnection
 
 from cloud_collector.trace.loops import GIVEN, loop_gaps
 from cloud_collector.trace.models import Direction, Lot
 from cloud_collector.trace.rows import fetch, fetch_named
+from protocols.strict import Strict
 
 # A batch's inputs and outputs in one unit of measure should balance within this fraction.
 MASS_BALANCE_TOLERANCE = 0.05
@@ -133,7 +136,23 @@ order by s.batch_id, s.side desc, l.lot_id
 """
 
 
+BatchGapKind = Literal["no_inputs", "no_readings", "unbalanced", "partly_counted", "never_arrived"]
+
+
+class BatchGap(Strict):
+    """One thing a batch's record lacks: its kind (the graph marks the batch by it) and the
+    sentence a trace's gaps list holds."""
+
+    batch_id: str
+    kind: BatchGapKind
+    text: str
+
+
 async def _batch_gaps(conn: AsyncConnection, batch_ids: list[str]) -> list[str]:
+    return [g.text for g in await batch_gaps(conn, batch_ids)]
+
+
+async def batch_gaps(conn: AsyncConnection, batch_ids: list[str]) -> list[BatchGap]:
     """What the traced batches lack: inputs, readings, balance, readings that never
     arrived; set-based, a few statements however many batches."""
     no_inputs = {r["batch_id"] for r in await fetch(conn, _NO_INPUTS, batch_ids)}
@@ -141,24 +160,44 @@ async def _batch_gaps(conn: AsyncConnection, batch_ids: list[str]) -> list[str]:
     gaps = []
     for batch_id in batch_ids:
         if batch_id in no_inputs:
-            gaps.append(f"batch {batch_id} recorded no inputs")
+            gaps.append(
+                BatchGap(
+                    batch_id=batch_id, kind="no_inputs", text=f"batch {batch_id} recorded no inputs"
+                )
+            )
         if batch_id not in with_readings:
-            gaps.append(f"batch {batch_id} has no readings")
+            gaps.append(
+                BatchGap(
+                    batch_id=batch_id, kind="no_readings", text=f"batch {batch_id} has no readings"
+                )
+            )
     params = {"batches": batch_ids, "tolerance": MASS_BALANCE_TOLERANCE}
     gaps += [
-        f"batch {r['batch_id']}: inputs {r['inputs']:g} {r['uom']} and outputs "
-        f"{r['outputs']:g} {r['uom']} do not balance within {MASS_BALANCE_TOLERANCE:.0%}"
+        BatchGap(
+            batch_id=r["batch_id"],
+            kind="unbalanced",
+            text=f"batch {r['batch_id']}: inputs {r['inputs']:g} {r['uom']} and outputs "
+            f"{r['outputs']:g} {r['uom']} do not balance within {MASS_BALANCE_TOLERANCE:.0%}",
+        )
         for r in await fetch_named(conn, _UNBALANCED, params)
     ]
     gaps += [
-        f"batch {r['batch_id']}: {r['unquantified']} of the {r['items']} items of lot "
-        f"{_name(r['gtin'], r['lot_code'], r['lot_id'])} it {r['side']} gave no quantity: "
-        "the sum it keeps is short by what they held"
+        BatchGap(
+            batch_id=r["batch_id"],
+            kind="partly_counted",
+            text=f"batch {r['batch_id']}: {r['unquantified']} of the {r['items']} items of lot "
+            f"{_name(r['gtin'], r['lot_code'], r['lot_id'])} it {r['side']} gave no quantity: "
+            "the sum it keeps is short by what they held",
+        )
         for r in await fetch_named(conn, _PARTLY_COUNTED, params)
     ]
     gaps += [
-        f"batch {r['batch_id']}: readings {r['first_missing']}..{r['last_missing']} of edge "
-        f"{r['edge_id']} never arrived: the batch's record is incomplete"
+        BatchGap(
+            batch_id=r["batch_id"],
+            kind="never_arrived",
+            text=f"batch {r['batch_id']}: readings {r['first_missing']}..{r['last_missing']} of "
+            f"edge {r['edge_id']} never arrived: the batch's record is incomplete",
+        )
         for r in await fetch(conn, _SEQUENCE_GAPS, batch_ids)
     ]
     return gaps

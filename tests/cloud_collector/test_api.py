@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -15,6 +16,8 @@ from cloud_collector.ingest import ingest
 from cloud_collector.routes import ROUTERS
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
+from tests.cloud_collector.pages.seed import HOT, OVEN_READINGS, seed
+from tests.cloud_collector.plant import DOUGH_GTIN
 from tests.cloud_collector.test_auth import api_routes
 from tests.conftest import RunningCollector, Services
 
@@ -111,3 +114,34 @@ async def test_an_admin_cannot_revoke_the_key_it_calls_with(collector: RunningCo
     assert revoked.status_code == 409 and "tracectl credential revoke" in revoked.text
     assert replaced.status_code == 409
     assert still.status_code == 200
+
+
+async def test_the_batch_list_is_filtered_by_line_product_start_and_excursion(
+    services: Services, collector: RunningCollector
+) -> None:
+    plant = await seed(services, collector)  # B1 ran hot; B1 and RW made dough; B3 cake
+    b1, b2, b3, rw = (plant.batch(n) for n in ("B1", "B2", "B3", "RW"))
+    now = datetime.now(UTC)
+    async with collector.client(Role.reader) as api:
+
+        async def listed(**params: str) -> dict[str, dict]:
+            r = await api.get("/api/v1/batches", params={"limit": "1000", **params})
+            assert r.status_code == 200, r.text
+            return {b["batch_id"]: b for b in r.json()}
+
+        dough = await listed(product=DOUGH_GTIN)
+        hot = await listed(line="line-1", excursion="true")
+        # The events set no start: a batch counts from when the collector first saw it.
+        recent = await listed(**{"from": (now - timedelta(hours=1)).isoformat()})
+        later = await listed(**{"from": (now + timedelta(hours=1)).isoformat()})
+        earlier = await listed(to=(now - timedelta(hours=1)).isoformat())
+        naive = await api.get("/api/v1/batches", params={"from": "2026-11-20T00:00:00"})
+        nul = await api.get("/api/v1/batches", params={"line": "line\x001"})
+    assert {b1, rw} <= dough.keys() and not {b2, b3} & dough.keys()
+    assert b1 in hot and not {b2, b3, rw} & hot.keys()
+    assert hot[b1]["readings"] == OVEN_READINGS and hot[b1]["excursions"] == len(HOT)
+    assert hot[b1]["products"] == [DOUGH_GTIN]  # no product name known: its GTIN
+    assert {b1, b2, b3, rw} <= recent.keys()
+    assert not {b1, b2, b3, rw} & (later.keys() | earlier.keys())
+    assert naive.status_code == 422 and "timezone" in naive.text
+    assert nul.status_code == 422

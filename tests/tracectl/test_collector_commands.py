@@ -7,22 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
 from cloud_collector.auth import Role
+from tests.cloud_collector.pages.seed import seed
 from tests.cloud_collector.plant import (
     BREAD_GTIN,
     DOUGH_GTIN,
     FLOUR_GTIN,
+    T0,
     Plant,
     bakery,
     lot_item,
 )
 from tests.conftest import RunningCollector, Services, free_port
 from tracectl.__main__ import main
+from tracectl.tables import plant_zone
 
 __all__ = ["bakery"]  # the fixture, shared with the trace API's tests
 
@@ -177,6 +183,86 @@ async def test_batches_of_a_line(bakery: Plant, tracectl: Run) -> None:
     assert code == 0 and out.strip() == "no batches match"
     code, _, err = await tracectl("batches", "--since", "yesterday")
     assert code == 1 and "not a date" in err
+
+
+@pytest.fixture
+def plant_in_los_angeles(monkeypatch: pytest.MonkeyPatch) -> Iterator[ZoneInfo]:
+    """The plant's zone (the pages' setting) eight hours behind UTC: the bakery's T0, 06:00
+    UTC on the 20th, is 22:00 on the 19th there."""
+    monkeypatch.setenv("TRACE_PLANT_TIMEZONE", "America/Los_Angeles")
+    plant_zone.cache_clear()
+    yield ZoneInfo("America/Los_Angeles")
+    plant_zone.cache_clear()
+
+
+async def test_batches_are_filtered_by_the_api_in_the_plant_s_days(
+    services: Services, collector: RunningCollector, tracectl: Run, plant_in_los_angeles: ZoneInfo
+) -> None:
+    seeded = await seed(services, collector)  # B1 ran out of its limits; B1 and RW made dough
+    b1, b2, b3, rw = (seeded.batch(n) for n in ("B1", "B2", "B3", "RW"))
+    async with await psycopg.AsyncConnection.connect(services.database_url) as conn:
+        # As a line's batch start would set it (the events alone leave it open).
+        await conn.execute(
+            "update batches set started_at = %s where batch_id = any(%s)", (T0, [b1, b2, b3, rw])
+        )
+        await conn.commit()
+
+    async def listed(*options: str) -> set[str]:
+        code, out, err = await tracectl("batches", "--limit", "1000", *options)
+        assert code == 0, err
+        return {line.split()[0] for line in out.splitlines()[1:-1]}
+
+    assert {b1, rw} <= await listed("--product", DOUGH_GTIN)
+    assert not {b2, b3} & await listed("--product", DOUGH_GTIN)
+    excursions = await listed("--excursion", "--line", "line-1")
+    assert b1 in excursions and not {b2, b3, rw} & excursions
+    # Whole days of the plant: its batches began on the 19th in Los Angeles (the 20th in UTC).
+    assert {b1, b2, b3, rw} <= await listed("--from", "2026-11-19", "--to", "2026-11-19")
+    assert not {b1, b2, b3, rw} & await listed("--from", "2026-11-20")
+    code, out, _ = await tracectl("batches", "--product", DOUGH_GTIN, "--excursion")
+    row = next(line for line in out.splitlines() if line.startswith(b1))
+    assert "2026-11-19 22:00:00 PST" in row  # T0 in the plant's zone, the zone named
+    assert "times in America/Los_Angeles (TRACE_PLANT_TIMEZONE)" in out.splitlines()[-1]
+    code, out, _ = await tracectl("batches", "--product", DOUGH_GTIN, "--excursion", "--json")
+    assert [b["batch_id"] for b in json.loads(out) if b["batch_id"] == b1] == [b1]
+    assert next(b for b in json.loads(out) if b["batch_id"] == b1)["excursions"] > 0
+    code, _, err = await tracectl("batches", "--to", "the 19th")
+    assert code == 1 and "--to 'the 19th' is not a date" in err
+
+
+async def test_export_fsma_dates_default_to_the_plant_s_zone(
+    bakery: Plant,
+    tracectl: Run,
+    collector: RunningCollector,
+    tmp_path: Path,
+    plant_in_los_angeles: ZoneInfo,
+) -> None:
+    lot = f"01/{FLOUR_GTIN}/10/{bakery.lot('FLOUR')}"
+    code, _, err = await tracectl("export", "fsma", lot, "--recall", "-o", str(tmp_path / "r.csv"))
+    assert code == 0, err
+    async with collector.client(Role.reader) as api:
+        path = f"/api/v1/fsma204/lots/{lot}/recall"
+        there = (await api.get(path, params={"tz": "America/Los_Angeles"})).content
+        utc = (await api.get(path, params={"tz": "UTC"})).content
+    assert there != utc  # the receipt's day is the 19th there, the 20th in UTC
+    assert (tmp_path / "r.csv").read_bytes() == there
+    code, _, err = await tracectl(
+        "export", "fsma", lot, "--recall", "--tz", "UTC", "-o", str(tmp_path / "u.csv")
+    )
+    assert code == 0 and (tmp_path / "u.csv").read_bytes() == utc
+
+
+async def test_a_plant_zone_that_is_none_is_one_line_with_the_fix(
+    tracectl: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRACE_PLANT_TIMEZONE", "Mars/Olympus_Mons")
+    plant_zone.cache_clear()
+    try:
+        code, _, err = await tracectl("batches")
+    finally:
+        monkeypatch.undo()
+        plant_zone.cache_clear()
+    assert code == 1 and "TRACE_PLANT_TIMEZONE 'Mars/Olympus_Mons' is not a time zone" in err
 
 
 async def test_edges_lists_the_fleet(

@@ -4,9 +4,10 @@ genealogy as a tree whose shared lots and loops are named, not walked again."""
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tracectl.genealogy import lot_path, trace_tree
-from tracectl.tables import quantity, safe, table
+from tracectl.tables import quantity, safe, table, when
 
 
 def test_control_characters_never_reach_the_terminal() -> None:
@@ -67,3 +68,11 @@ def test_a_scanned_label_is_escaped_in_the_url_path() -> None:
     assert lot_path("01/09506000134352/10/L 1?x#y%") == "01/09506000134352/10/L%201%3Fx%23y%25"
     assert lot_path("(01)09506000134352(10)L1") == "(01)09506000134352(10)L1"
     assert lot_path("]C1010950600013435210L1\x1d") == "%5DC1010950600013435210L1%1D"
+
+
+def test_times_are_the_plant_s_with_the_zone_named() -> None:
+    instant = "2026-11-20T06:00:00+00:00"
+    assert when(instant, ZoneInfo("Asia/Shanghai")) == "2026-11-20 14:00:00 CST"
+    assert when(instant, ZoneInfo("America/Los_Angeles")) == "2026-11-19 22:00:00 PST"
+    assert when(instant, ZoneInfo("UTC")) == "2026-11-20 06:00:00 UTC"
+    assert when(None) == "-" and when("not a time\x1b") == "not a time\\x1b"

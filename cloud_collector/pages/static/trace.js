@@ -1,7 +1,8 @@
 /* The genealogy graph of the trace page: cytoscape draws it, ELK's layered layout places it
    left to right (upstream on the left) in a web worker, so a graph of thousands of nodes
    never freezes the page. The graph comes as JSON from the page (never from the URL); a
-   click on a node goes to the page its server-made link names. */
+   click on a node goes to the page its server-made link names; hovering one shows what is
+   wrong with it (its server-made title). */
 (function () {
   'use strict';
   var data = JSON.parse(document.getElementById('page-data').textContent);
@@ -11,12 +12,24 @@
     lot: [176, 60], batch: [150, 48], receipt: [150, 44], shipment: [150, 44], customer: [150, 44]
   };
   var big = graph.nodes.length > 400;
+  // A node's box: its kind's, taller when its label wraps to more lines (a batch's gaps;
+  // about 6 px a character at the labels' 11 px).
+  function size(n) {
+    var width = SIZE[n.kind][0];
+    var lines = 0;
+    n.label.split('\n').forEach(function (line) {
+      lines += Math.max(1, Math.ceil(line.length * 6 / (width - 24)));
+    });
+    return [width, Math.max(SIZE[n.kind][1], 13 * lines + 16)];
+  }
 
   var elements = [];
   graph.nodes.forEach(function (n) {
+    var dims = size(n);
     elements.push({
       group: 'nodes',
-      data: { id: n.id, label: n.label, href: n.href || '', w: SIZE[n.kind][0], h: SIZE[n.kind][1] },
+      data: { id: n.id, label: n.label, href: n.href || '', title: n.title || '',
+              w: dims[0], h: dims[1] },
       classes: [n.kind].concat(n.flags).join(' ')
     });
   });
@@ -61,6 +74,9 @@
         'border-style': 'dashed', 'border-color': '#b3261e', 'border-width': 4 } },
       { selector: 'node.excursion, node.no_readings', style: {
         'border-color': '#b85c00', 'border-width': 4, 'background-color': '#fff1de' } },
+      // A gap in a batch's record: a double red border (its reasons are on the node).
+      { selector: 'node.no_inputs, node.unbalanced, node.partly_counted, node.never_arrived',
+        style: { 'border-style': 'double', 'border-color': '#b3261e', 'border-width': 7 } },
       { selector: 'edge', style: {
         'curve-style': 'bezier', 'target-arrow-shape': 'triangle', 'width': 1.5,
         'line-color': '#8a97a8', 'target-arrow-color': '#8a97a8',
@@ -81,6 +97,13 @@
       window.location.assign(href);
     }
   });
+
+  // The tooltip: what is wrong with the node, in full (the canvas has no title of its own).
+  cy.on('mouseover', 'node', function (event) {
+    box.title = event.target.data('title');
+    box.style.cursor = event.target.data('href') ? 'pointer' : '';
+  });
+  cy.on('mouseout', 'node', function () { box.title = ''; box.style.cursor = ''; });
 
   var started = performance.now();
   var elk = new ELK({ workerUrl: box.getAttribute('data-worker') });
@@ -103,7 +126,8 @@
       'elk.layered.crossingMinimization.greedySwitch.type': 'OFF'
     } : {}),
     children: graph.nodes.map(function (n) {
-      return { id: n.id, width: SIZE[n.kind][0], height: SIZE[n.kind][1] };
+      var dims = size(n);
+      return { id: n.id, width: dims[0], height: dims[1] };
     }),
     edges: graph.edges.map(function (e) {
       return { id: e.id, sources: [e.source], targets: [e.target] };

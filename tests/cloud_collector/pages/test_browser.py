@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from cloud_collector.auth import Role
+from cloud_collector.ingest import ingest
+from protocols.gs1.keys import with_check_digit
+from protocols.mqtt import topics
 from tests.cloud_collector.pages.seed import (
     CAKE_OVEN_READINGS,
     HOT,
@@ -31,7 +36,14 @@ from tests.cloud_collector.pages.seed import (
     Seeded,
     seed,
 )
-from tests.cloud_collector.plant import BREAD_GTIN, DOUGH_GTIN, T0, Plant, lot_item
+from tests.cloud_collector.plant import (
+    BREAD_GTIN,
+    DOUGH_GTIN,
+    FLOUR_GTIN,
+    T0,
+    Plant,
+    lot_item,
+)
 from tests.conftest import RunningCollector, Services
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -80,7 +92,11 @@ class Watched:
 
 
 async def open_signed_in(
-    browser: Browser, collector: RunningCollector, key: str, language: str = "en-GB"
+    browser: Browser,
+    collector: RunningCollector,
+    key: str,
+    language: str = "en-GB",
+    shots: Path | None = None,
 ) -> Watched:
     context = await browser.new_context(
         base_url=collector.api_url,
@@ -92,6 +108,8 @@ async def open_signed_in(
     page = watched.page
     await page.goto("/trace")  # no session: to the sign-in form, and back after it
     assert "/signin?next=" in page.url
+    if shots:
+        await page.screenshot(path=shots / "signin.png")
     await page.fill("#key", key)
     await page.click("form[action='/signin'] button[type=submit]")
     await page.wait_for_url("**/trace")
@@ -101,9 +119,8 @@ async def open_signed_in(
 async def test_search_a_scanned_label_and_walk_the_graph(
     browser: Browser, collector: RunningCollector, plant: Seeded, shots: Path
 ) -> None:
-    watched = await open_signed_in(browser, collector, collector.keys[Role.reader])
+    watched = await open_signed_in(browser, collector, collector.keys[Role.reader], shots=shots)
     page = watched.page
-    await page.screenshot(path=shots / "signin-done.png")
     # As a keyboard-wedge scanner types a GS1-128 label: symbology id, AIs run together.
     await page.fill("#lot", f"]C101{DOUGH_GTIN}10{plant.lot('DOUGH')}")
     await page.press("#lot", "Enter")
@@ -209,6 +226,159 @@ async def test_a_batch_chart_draws_its_points_band_and_excursions(
     assert plant.batch("B1") in await page.inner_text("[data-testid=batches]")
     await page.screenshot(path=shots / "batches.png")
     assert watched.problems == []
+
+
+async def test_a_batch_gap_is_marked_on_its_node_and_a_shipment_node_moves_there(
+    browser: Browser, collector: RunningCollector, services: Services, shots: Path
+) -> None:
+    """A mill: flour received (PO), batch U made 1,000 kg of dough from 500 kg of flour (its
+    inputs and outputs do not balance), 100 kg of the dough shipped to a customer."""
+    p = Plant(services)
+    flour, dough = p.lot("FLOUR"), p.lot("DOUGH")
+    await p.post(
+        p.receipt([lot_item(FLOUR_GTIN, flour, 500, "KGM")], f"PO-{p.tag}"),
+        p.batch(
+            f"U-{p.tag}",
+            [lot_item(FLOUR_GTIN, flour, 500, "KGM")],
+            [lot_item(DOUGH_GTIN, dough, 1000, "KGM")],
+        ),
+        p.shipment([lot_item(DOUGH_GTIN, dough, 100, "KGM")], f"SH-{p.tag}"),
+    )
+    async with collector.client(Role.importer) as api:
+        for path, body in (
+            ("/api/v1/erp/customers", [{"customer_id": f"C-{p.tag}", "name": "Bakery Co"}]),
+            ("/api/v1/erp/shipments", [{"shipment": f"SH-{p.tag}", "customer_id": f"C-{p.tag}"}]),
+        ):
+            assert (await api.put(path, json=body)).status_code == 200
+    watched = await open_signed_in(browser, collector, collector.keys[Role.reader])
+    page = watched.page
+    await page.goto(f"/trace?lot=01/{FLOUR_GTIN}/10/{flour}")
+    await page.wait_for_selector("#graph[data-status=ready]", timeout=30_000)
+    u = f"batch:U-{p.tag}"
+    node = await page.evaluate(
+        f"(() => {{ const n = traceGraph.getElementById('{u}'); return {{classes: n.classes(),"
+        " label: n.data('label'), title: n.data('title'), border: n.style('border-style')}; })()"
+    )
+    assert "unbalanced" in node["classes"] and node["border"] == "double"
+    assert node["label"].splitlines()[-1] == "⚠ gap: no readings; inputs and outputs do not balance"
+    assert "inputs 500 KGM and outputs 1000 KGM do not balance within 5%" in node["title"]
+    lots = await page.evaluate(
+        "Object.fromEntries(traceGraph.nodes('.lot')"
+        ".map(n => [n.data('label').split('\\n')[0], n.id().split(':')[1]]))"
+    )
+    hrefs = await page.evaluate(
+        "Object.fromEntries(traceGraph.nodes().map(n => [n.id(), n.data('href')]))"
+    )
+    assert hrefs[f"receipt:PO-{p.tag}"] == f"/trace?lot={lots[flour]}#receipts"
+    assert hrefs[f"customer:C-{p.tag}"] == f"/recall?lot={lots[flour]}"
+    assert all(hrefs.values()), hrefs  # every node leads somewhere
+
+    async def at(node_id: str) -> tuple[float, float]:
+        await page.locator("#graph").scroll_into_view_if_needed()
+        await page.wait_for_timeout(300)  # cytoscape re-reads its place after a scroll
+        where = await page.evaluate(f"traceGraph.getElementById('{node_id}').renderedPosition()")
+        box = await page.locator("#graph").bounding_box()
+        assert box is not None
+        return box["x"] + where["x"], box["y"] + where["y"]
+
+    # Hovering the batch tells why it is marked.
+    await page.mouse.move(*await at(u))
+    assert "do not balance" in (await page.get_attribute("#graph", "title") or "")
+    await page.screenshot(path=shots / "trace-gaps.png")
+
+    # A click on the shipment moves to the shipped lot's trace, at its shipments.
+    await page.mouse.click(*await at(f"shipment:SH-{p.tag}"))
+    await page.wait_for_url(f"**/trace?lot={lots[dough]}#shipments")
+    await page.wait_for_selector("#graph[data-status=ready]", timeout=30_000)
+    assert dough in await page.inner_text("h1")
+    assert f"SH-{p.tag}" in await page.inner_text("[data-testid=shipments]")
+
+    # In Chinese, the batch's reason too.
+    await page.click("header.top a[lang=zh-Hans]")
+    await page.wait_for_selector("#graph[data-status=ready]", timeout=30_000)
+    label = await page.evaluate(f"traceGraph.getElementById('{u}').data('label')")
+    assert label.splitlines()[-1] == "⚠ 缺口：无读数；投入与产出不平衡"  # noqa: RUF001
+    assert watched.problems == [], "\n".join(watched.problems)
+
+
+async def post_readings(services: Services, edge: str, runs: dict[str, tuple[str, int]]) -> None:
+    """Oven readings, one a minute: per batch, its line and how many."""
+    records, seq = [], 0
+    for batch, (line, count) in runs.items():
+        for i in range(count):
+            records.append(
+                {
+                    "kind": "reading",
+                    "seq": seq,
+                    "time": (T0 + timedelta(minutes=seq)).isoformat(),
+                    "line": line,
+                    "batch": batch,
+                    "device": f"oven-{edge}",
+                    "tag": "temperature",
+                    "value": 200.0 + i % 5,
+                    "unit": "Cel",
+                }
+            )
+            seq += 1
+    payload = {"edge_id": edge, "stream": "readings", "epoch": "e", "records": records}
+    async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
+        outcome = await ingest(c, topics.data(edge, "readings"), json.dumps(payload).encode())
+    assert outcome.inserted == seq, outcome
+
+
+async def test_one_tag_overlaid_across_the_batches_of_a_product(
+    browser: Browser, collector: RunningCollector, services: Services, shots: Path
+) -> None:
+    """P1 and P2 made the same product (a GTIN of this test's own) on two lines; Q1 another
+    product on P1's line."""
+    p = Plant(services)
+    product = with_check_digit(f"0950601{int(p.tag, 16) % 10**6:06d}")
+    one, two = f"L1-{p.tag}", f"L2-{p.tag}"
+    p1, p2, q1 = f"P1-{p.tag}", f"P2-{p.tag}", f"Q1-{p.tag}"
+    await p.post(
+        p.batch(p1, [], [lot_item(product, p.lot("A"), 10, "KGM")], line=one),
+        p.batch(p2, [], [lot_item(product, p.lot("B"), 10, "KGM")], line=two),
+        p.batch(q1, [], [lot_item(BREAD_GTIN, p.lot("C"), 10, "EA")], line=one),
+    )
+    await post_readings(services, p.edge, {p1: (one, 30), p2: (two, 20), q1: (one, 10)})
+    tag = f"oven-{p.edge}/temperature"
+    watched = await open_signed_in(browser, collector, collector.keys[Role.reader])
+    page = watched.page
+
+    async def series() -> list[tuple[str, int]]:
+        await page.wait_for_selector("#compare[data-status=ready]", timeout=30_000)
+        return [
+            (name, count)
+            for name, count in await page.evaluate(
+                "echarts.getInstanceByDom(document.getElementById('compare')).getOption()"
+                ".series.map(s => [s.name, s.data.length])"
+            )
+        ]
+
+    async def offered() -> list[str]:
+        boxes = page.locator("[data-testid=overlay] input[name=batch]")
+        return sorted(await boxes.evaluate_all("xs => xs.map(x => x.value)"))
+
+    await page.goto(f"/batches/{p1}")
+    assert await offered() == sorted([p1, q1])  # its line's, by default
+    await page.click("[data-testid=overlay] a[data-peers=product]")
+    await page.wait_for_url(f"**/batches/{p1}?peers=product")
+    assert await offered() == sorted([p1, p2])
+    await page.select_option("[data-testid=overlay] select[name=tag]", tag)
+    await page.click("[data-testid=overlay] button[type=submit]")
+    assert sorted(await series()) == sorted([(p1, 30), (p2, 20)])
+    await page.screenshot(path=shots / "compare-product.png")
+
+    # From the filtered list: the product's batches, both checked, overlaid.
+    await page.goto(f"/batches?product={product}")
+    listed = page.locator("[data-testid=batches] input[name=batch]")
+    assert sorted(await listed.evaluate_all("xs => xs.map(x => x.value)")) == sorted([p1, p2])
+    await listed.nth(0).check()
+    await listed.nth(1).check()
+    await page.select_option("[data-testid=overlay-chosen] select[name=tag]", tag)
+    await page.click("[data-testid=overlay-chosen] button[type=submit]")
+    assert sorted(await series()) == sorted([(p1, 30), (p2, 20)])
+    assert watched.problems == [], "\n".join(watched.problems)
 
 
 async def test_the_recall_downloads_have_the_recall_s_rows_by_lot_and_by_condition(
