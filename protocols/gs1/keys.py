@@ -24,12 +24,14 @@ what it names): `valid` does, for the callers that take keys from people.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, unquote
 
 from biip import ParseConfig, ParseError
 from biip.gs1_messages import GS1Message
+from biip.gs1_prefixes import GS1CompanyPrefix
 
 Kind = Literal["gtin", "lgtin", "sgtin", "sscc", "gln", "sgln", "pgln", "grai"]
 
@@ -331,3 +333,31 @@ def parse(text: str) -> Key | None:
     if text.startswith("(") or GS in text:
         return from_element_string(text)
     return from_digital_link(text)
+
+
+def company_prefix(text: str) -> str | None:
+    """The GS1 company prefix of the key `text` names, in any form: as an EPC URN writes
+    it (the URN says where the prefix ends), else by GS1's table of prefix lengths (biip's);
+    None when `text` names no key or the table does not know the prefix."""
+    text = text.strip()
+    if text.startswith("urn:"):
+        written = _URNS[m[1]].match(text) if (m := _SCHEME.match(text)) and m[1] in _URNS else None
+        return written[1] if written and from_urn(text) else None
+    key = parse(text)
+    digits_from_prefix = _FROM_PREFIX[key.kind](key) if key else None
+    found = GS1CompanyPrefix.extract(digits_from_prefix) if digits_from_prefix else None
+    return found.value if found else None
+
+
+# Each kind's digits from where its company prefix starts: after a GTIN's indicator digit,
+# an SSCC's extension digit, a GRAI's leading 0.
+_FROM_PREFIX: dict[Kind, Callable[[Key], str | None]] = {
+    "gtin": lambda k: k.gtin and k.gtin[1:],
+    "lgtin": lambda k: k.gtin and k.gtin[1:],
+    "sgtin": lambda k: k.gtin and k.gtin[1:],
+    "sscc": lambda k: k.sscc and k.sscc[1:],
+    "gln": lambda k: k.gln,
+    "sgln": lambda k: k.gln,
+    "pgln": lambda k: k.gln,
+    "grai": lambda k: k.grai and k.grai[1:14],
+}
