@@ -7,7 +7,7 @@ One `Key` whatever the form it came in:
   Standard section 6;
 - a GS1 Digital Link URI (`https://id.gs1.org/01/09506000134352/10/LOT7`);
 - a GS1 element string, bracketed (`(01)09506000134352(10)LOT7`) or with FNC1 as the ASCII
-  GS character (parsing is biip's);
+  GS character (read by `elements.py`);
 - a bare key: 13 digits a GLN, 14 a GTIN, 18 an SSCC.
 
 The Digital Link rule, one for every caller: the scheme and host are optional. A Digital
@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, unquote
 
-from biip import ParseConfig, ParseError
-from biip.gs1_messages import GS1Message
 from biip.gs1_prefixes import GS1CompanyPrefix
 
-Kind = Literal["gtin", "lgtin", "sgtin", "sscc", "gln", "sgln", "pgln", "grai"]
+from protocols.gs1.elements import GS, NotGs1Data, read_bracketed, read_element_string
 
-GS = "\x1d"  # FNC1 in a scanned element string
+Kind = Literal["gtin", "lgtin", "sgtin", "sscc", "gln", "sgln", "pgln", "grai"]
 
 
 def check_digit(body: str) -> str:
@@ -257,16 +255,11 @@ def from_element_string(text: str) -> Key | None:
     """The key of a GS1 element string, bracketed or with GS separators; None when it is
     none or names no key this module knows."""
     text = text.strip()
-    config = ParseConfig(separator_chars=[GS])
     try:
-        message = (
-            GS1Message.parse_hri(text, config=config)
-            if text.startswith("(")
-            else GS1Message.parse(text, config=config)
-        )
-    except ParseError:
+        elements = read_bracketed(text) if text.startswith("(") else read_element_string(text)
+    except NotGs1Data:
         return None
-    ais = {e.ai.ai: e.value for e in message.element_strings}
+    ais = {e.ai.ai: e.value for e in elements}
     # A label may carry several keys (a pallet's SSCC beside its content's GTIN and lot):
     # the Key keeps them all, its kind names the first of SSCC, GTIN, GLN, PGLN, GRAI.
     lot, serial = ais.get("10"), ais.get("21")
