@@ -225,9 +225,8 @@ NO_PREFIX_KNOWN = "none known: no GLN or SGLN location of a known prefix"
 
 def _company_prefix(location: str) -> str | None:
     """The company prefix of a partner location that names a GLN or SGLN, in whichever form
-    it was given (URN, Digital Link with or without host, bare GLN: gs1.company_prefix)."""
-    key = gs1.parse(location)
-    return gs1.company_prefix(location) if key and key.kind in ("gln", "sgln") else None
+    auth reads a location in (URN, Digital Link with or without host, bare GLN)."""
+    return gs1.company_prefix(location) if auth.location_gln(location) else None
 
 
 def partner_batch(partner: str, transformation_id: str) -> str:
