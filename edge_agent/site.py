@@ -184,4 +184,4 @@ def capture_rate(profiles: list[DeviceProfile]) -> float:
     """Readings per second the profiles ask for at most (every tag at its full rate; each
     profile's own say, protocols.profile.readings_per_s). RFID readers and scanners make
     events, a few a minute, not readings: not counted."""
-    return sum(readings_per_s(profile) for profile in profiles)
+    return sum((readings_per_s(profile) for profile in profiles), 0.0)
