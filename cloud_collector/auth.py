@@ -111,6 +111,13 @@ def _location(text: str) -> tuple[str, str | None] | str:
     return text
 
 
+def location_gln(text: str) -> str | None:
+    """The GLN a partner location names, in any form `_location` reads; None for an id
+    compared as text."""
+    where = _location(text)
+    return None if isinstance(where, str) else where[0]
+
+
 def check_location(text: str) -> str:
     """A partner location as it will be stored; CredentialError if it cannot be one."""
     text = text.strip()

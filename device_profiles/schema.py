@@ -196,12 +196,12 @@ def read_yaml(path: Path) -> Any:
         raise UnreadableYaml("not valid YAML: nested too deeply") from err
 
 
-def load_profile(path: Path) -> DeviceProfile:
+def load_profile(path: Path, registry: Registry = REGISTRY) -> DeviceProfile:
     try:
         data = read_yaml(path)
     except UnreadableYaml as err:
         raise ProfileError(str(path), [str(err)]) from err
-    profile = parse_profile(data, str(path))
+    profile = parse_profile(data, str(path), registry)
     if isinstance(profile, RefersToFiles):
         resolved: DeviceProfile = profile.files_beside(path.parent)
         return resolved

@@ -34,13 +34,12 @@ from pydantic import Field, ValidationError, model_validator
 from device_profiles.numbering import BatchNumbering, numbering_problems, run_tag_problems
 from device_profiles.schema import (
     DeviceProfile,
-    ModbusRtuProfile,
     ProfileError,
     UnreadableYaml,
     parse_profile,
     read_yaml,
 )
-from protocols.modbus.bus import line_conflicts
+from protocols.installed import REGISTRY
 from protocols.mqtt.contract import (
     MAX_PARTIES,
     BizStep,
@@ -50,16 +49,26 @@ from protocols.mqtt.contract import (
     PartyType,
     TradingParty,
 )
-from protocols.profile import Name, RefersToFiles, Tagged
+from protocols.profile import Name, ProfileBase, RefersToFiles, Tagged
+from protocols.registry import Registry
 from protocols.strict import Strict
 
 # A pushed document larger than this is refused unread: a site of a few hundred devices
 # with their profiles is well under it.
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 MAX_DEVICES = 500
-# The protocols a warehouse station's devices may speak: its events come from scans and
-# tag reads (edge_agent/gates.py WarehouseReaderStation).
-WAREHOUSE_PROTOCOLS = ("scanner_serial", "scanner_wedge", "rfid_serial")
+
+
+def warehouse_problem(profile: ProfileBase, registry: Registry) -> str | None:
+    """Why a device cannot be at a warehouse station, if it cannot: a warehouse station's
+    events come from scans and tag reads (edge_agent/gates.py WarehouseReaderStation), so
+    it takes only devices whose protocol reports events, not readings."""
+    if registry.entry_of(profile).events is not None:
+        return None
+    return (
+        "a warehouse station takes scanners and RFID readers "
+        f"({', '.join(registry.event_protocols())}), not {profile.protocol}: put it at a line"
+    )
 
 
 class BundledDevice(Strict):
@@ -240,11 +249,15 @@ def _errors(source: str, err: ValidationError) -> SiteDocumentError:
 
 
 def resolve_site(
-    data: object, source: str = "<site>", files_at: Path | None = None
+    data: object,
+    source: str = "<site>",
+    files_at: Path | None = None,
+    registry: Registry = REGISTRY,
 ) -> ResolvedSite:
     """The site `data` describes, validated whole (every profile, every override, unique
-    device names) before anything runs; SiteDocumentError lists every problem at once.
-    `files_at`: where profiles' relative file names (certificates) resolve on this host."""
+    device names, each protocol's site check) before anything runs; SiteDocumentError lists
+    every problem at once. `files_at`: where profiles' relative file names (certificates)
+    resolve on this host; `registry`: the protocols installed."""
     try:
         document = SiteDocument.model_validate(data)
     except ValidationError as err:
@@ -260,21 +273,19 @@ def resolve_site(
         for di, ref in enumerate(station.devices):
             where = f"{kind}[{si}].devices[{di}]"
             try:
-                profile = parse_profile(ref.profile, f"{where}.profile")
+                profile = parse_profile(ref.profile, f"{where}.profile", registry)
                 if ref.connection:
                     merged = profile.model_dump(mode="json")
                     merged["connection"] = {**merged["connection"], **ref.connection}
-                    profile = parse_profile(merged, f"{where}.profile with {where}.connection")
+                    overridden = f"{where}.profile with {where}.connection"
+                    profile = parse_profile(merged, overridden, registry)
             except ProfileError as err:
                 problems.extend(f"{err.source}: {p}" for p in err.problems)
                 continue
             if files_at is not None and isinstance(profile, RefersToFiles):
                 profile = profile.files_beside(files_at)
-            if station_kind == "warehouse" and profile.protocol not in WAREHOUSE_PROTOCOLS:
-                problems.append(
-                    f"{where}: a warehouse station takes scanners and RFID readers "
-                    f"({', '.join(WAREHOUSE_PROTOCOLS)}), not {profile.protocol}: put it at a line"
-                )
+            if station_kind == "warehouse" and (wrong := warehouse_problem(profile, registry)):
+                problems.append(f"{where}: {wrong}")
                 continue
             if profile.name in devices:
                 problems.append(
@@ -284,13 +295,7 @@ def resolve_site(
                 continue
             where_of[profile.name] = where
             devices[profile.name] = PlacedDevice(station.id, station_kind, profile)
-    problems += line_conflicts(
-        {
-            name: placed.profile.connection
-            for name, placed in devices.items()
-            if isinstance(placed.profile, ModbusRtuProfile)
-        }
-    )
+    problems += registry.site_problems({name: d.profile for name, d in devices.items()})
     problems += run_tag_problems(
         {s.id: s.numbering for s in document.lines},
         [

@@ -11,12 +11,12 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Literal
 
-from device_profiles.schema import RfidReaderProfile
 from edge_agent.records import RecordRefused, contract_checked
 from edge_agent.stations import Stations
 from protocols.mqtt.contract import Item, RfidSighting
 from protocols.rfid.epc import decode_epc
 from protocols.rfid.gate import Gate, Observation
+from protocols.rfid.profile import RfidReader
 from protocols.rfid.records import TagRead
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class GateStation:
     """Receives one reader's tag reads (the driver's deliver callback); `tick` closes the
     windows that time has closed even when no further read arrives."""
 
-    def __init__(self, stations: Stations, station_id: str, profile: RfidReaderProfile) -> None:
+    def __init__(self, stations: Stations, station_id: str, profile: RfidReader) -> None:
         self.stations = stations
         self.station_id = station_id  # a dock door (a line: LineReaderStation)
         self.profile = profile
@@ -119,7 +119,7 @@ class LineReaderStation(GateStation):
     line runs no batch, it is kept as an event of its own flagged `no_active_batch`
     (Stations.line_item), once until a batch starts."""
 
-    def __init__(self, stations: Stations, line_id: str, profile: RfidReaderProfile) -> None:
+    def __init__(self, stations: Stations, line_id: str, profile: RfidReader) -> None:
         super().__init__(stations, line_id, profile)
         self.feed: dict[int, Literal["input", "output"]] = {
             a.port: a.line_feed for a in profile.antennas
@@ -157,7 +157,7 @@ class WarehouseReaderStation(GateStation):
     are one put-away, not one per tick. A tag seen at two read points is one item: the
     station, not the antenna, says where the goods are."""
 
-    def __init__(self, stations: Stations, station_id: str, profile: RfidReaderProfile) -> None:
+    def __init__(self, stations: Stations, station_id: str, profile: RfidReader) -> None:
         super().__init__(stations, station_id, profile)
         self._pending: dict[str, Observation] = {}  # closed, by EPC, for the next event
 

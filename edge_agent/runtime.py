@@ -15,12 +15,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from device_profiles.schema import (
-    DeviceProfile,
-    RfidReaderProfile,
-    SerialScannerProfile,
-    WedgeScannerProfile,
-)
+from device_profiles.schema import DeviceProfile
 from device_profiles.sites import ResolvedSite, SiteChanges
 from edge_agent import holds
 from edge_agent.batch_context import BatchContext
@@ -61,8 +56,10 @@ from protocols.mqtt.contract import (
 )
 from protocols.profile import Polled, Subscribable, Tagged
 from protocols.registry import ProtocolEntry, Registry
+from protocols.rfid.profile import RfidReader
 from protocols.rfid.records import TagRead
 from protocols.scanner.client import Scan
+from protocols.scanner.profile import ScannerProfileBase
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +223,9 @@ class EdgeAgent:
         station's handler (None: the device reads samples, bound as readings)."""
         if entry.events is None:
             return None
-        if entry.events is Scan and isinstance(profile, SerialScannerProfile | WedgeScannerProfile):
+        if entry.events is Scan and isinstance(profile, ScannerProfileBase):
             return ScanStation(self.stations, station, station in self.site.dock_ids, profile)
-        if entry.events is TagRead and isinstance(profile, RfidReaderProfile):
+        if entry.events is TagRead and isinstance(profile, RfidReader):
             reader = (
                 GateStation(self.stations, station, profile)
                 if station in self.site.dock_ids

@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from device_profiles.schema import ScannerProfile
 from device_profiles.sites import DockParty
 from edge_agent.binding import captured_name
 from edge_agent.records import RecordRefused, contract_checked
@@ -15,6 +14,7 @@ from edge_agent.stations import Stations, batch_label, rule_document_type
 from protocols.mqtt.contract import Item, PartyType
 from protocols.scanner.client import Scan
 from protocols.scanner.gs1 import Gs1Scan
+from protocols.scanner.profile import ScannerProfileBase
 from protocols.scanner.rules import meaning_of
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class ScanStation:
     """Receives one scanner's scans (the driver's deliver callback)."""
 
     def __init__(
-        self, stations: Stations, station_id: str, is_dock: bool, profile: ScannerProfile
+        self, stations: Stations, station_id: str, is_dock: bool, profile: ScannerProfileBase
     ) -> None:
         self.stations = stations
         self.station_id = station_id

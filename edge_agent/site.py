@@ -14,18 +14,17 @@ from pydantic import Field, ValidationError, model_validator
 from device_profiles.numbering import BatchNumbering, numbering_problems, run_tag_problems
 from device_profiles.schema import (
     DeviceProfile,
-    ModbusRtuProfile,
-    ModbusTcpProfile,
-    OpcUaProfile,
     ProfileError,
     UnreadableYaml,
     load_profile,
     parse_profile,
     read_yaml,
 )
-from device_profiles.sites import WAREHOUSE_PROTOCOLS, DockParty, WarehouseWork, check_station_ids
-from protocols.modbus.bus import line_conflicts
+from device_profiles.sites import DockParty, WarehouseWork, check_station_ids, warehouse_problem
+from protocols.installed import REGISTRY
 from protocols.mqtt.contract import MAX_PARTIES
+from protocols.profile import readings_per_s
+from protocols.registry import Registry
 from protocols.strict import Strict
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -121,7 +120,9 @@ class Site:
         }
 
 
-def load_site(path: Path) -> Site:
+def load_site(path: Path, registry: Registry = REGISTRY) -> Site:
+    """The site of a site file, its profiles read from theirs (`registry`: the protocols
+    installed); SiteError lists every problem at once."""
     try:
         config = SiteConfig.model_validate(read_yaml(path))
     except UnreadableYaml as err:
@@ -143,19 +144,17 @@ def load_site(path: Path) -> Site:
             where = f"{path}: {kind}[{li}].devices[{di}]"
             profile_path = (path.parent / ref.profile).resolve()
             try:
-                profile = load_profile(profile_path)
+                profile = load_profile(profile_path, registry)
                 if ref.connection:
                     merged = profile.model_dump(mode="json")
                     merged["connection"] = {**merged["connection"], **ref.connection}
-                    profile = parse_profile(merged, f"{profile_path} with {where}.connection")
+                    overridden = f"{profile_path} with {where}.connection"
+                    profile = parse_profile(merged, overridden, registry)
             except ProfileError as err:
                 problems.extend(f"{where}: {err.source}: {p}" for p in err.problems)
                 continue
-            if kind == "warehouse" and profile.protocol not in WAREHOUSE_PROTOCOLS:
-                problems.append(
-                    f"{where}: a warehouse station takes scanners and RFID readers "
-                    f"({', '.join(WAREHOUSE_PROTOCOLS)}), not {profile.protocol}: put it at a line"
-                )
+            if kind == "warehouse" and (wrong := warehouse_problem(profile, registry)):
+                problems.append(f"{where}: {wrong}")
                 continue
             if profile.name in names:
                 problems.append(
@@ -164,14 +163,9 @@ def load_site(path: Path) -> Site:
                 )
             names[profile.name] = where
             devices[line.id].append(profile)
-    # Devices on one RS-485 port share its settings and need their own unit ids.
-    rtu = {
-        p.name: p.connection
-        for ps in devices.values()
-        for p in ps
-        if isinstance(p, ModbusRtuProfile)
-    }
-    problems += [f"{path}: {problem}" for problem in line_conflicts(rtu)]
+    # Each protocol's check of its devices together (devices on one RS-485 port).
+    named = {p.name: p for ps in devices.values() for p in ps}
+    problems += [f"{path}: {problem}" for problem in registry.site_problems(named)]
     problems += run_tag_problems(
         {line.id: line.numbering for line in config.lines},
         [
@@ -187,14 +181,7 @@ def load_site(path: Path) -> Site:
 
 
 def capture_rate(profiles: list[DeviceProfile]) -> float:
-    """Readings per second the profiles ask for at most (every tag at its full rate).
-    RFID readers and scanners make events, a few a minute, not readings: not counted."""
-    rate = 0.0
-    for profile in profiles:
-        if isinstance(profile, OpcUaProfile) and profile.sampling == "subscription":
-            for tag in profile.tags:
-                interval = tag.sampling_interval_s or profile.sampling_interval_s
-                rate += 1.0 / max(interval, profile.publishing_interval_s, 0.01)
-        elif isinstance(profile, ModbusTcpProfile | ModbusRtuProfile | OpcUaProfile):
-            rate += len(profile.tags) / profile.poll_interval_s
-    return rate
+    """Readings per second the profiles ask for at most (every tag at its full rate; each
+    profile's own say, protocols.profile.readings_per_s). RFID readers and scanners make
+    events, a few a minute, not readings: not counted."""
+    return sum((readings_per_s(profile) for profile in profiles), 0.0)

@@ -94,6 +94,25 @@ class Subscribable(Protocol):
     def sampling(self) -> Literal["subscription", "poll"]: ...
 
 
+@runtime_checkable
+class ReadingRate(Protocol):
+    """A profile that says how many readings per second its device makes at most, for
+    the edge to size its outbox by; without it a Tagged and Polled profile makes one
+    reading per tag per poll (`readings_per_s`)."""
+
+    def readings_per_s(self) -> float: ...
+
+
+def readings_per_s(profile: object) -> float:
+    """Readings per second a device's profile asks for at most (every tag at its full
+    rate); 0 for devices that report events (scans, tag reads), a few a minute."""
+    if isinstance(profile, ReadingRate):
+        return profile.readings_per_s()
+    if isinstance(profile, Tagged) and isinstance(profile, Polled):
+        return len(profile.tags) / profile.poll_interval_s
+    return 0.0
+
+
 class ProfileBase(Strict):
     """The keys of every profile; a protocol's model adds `protocol: Literal["<name>"]`,
     its `connection` and its own settings."""

@@ -4,13 +4,15 @@ edge builds each device's driver from them; neither names a protocol.
 
 A protocol's folder declares its entries in `plugin.py`; `protocols/installed.py` lists the
 folders, one line each. Optional capabilities are typed protocols, checked with isinstance:
-of the profile (`protocols.profile`: Polled, Subscribable, Tagged) and of the driver
-(`protocols.driver`: SubscribingDriver, StreamingDriver, Diagnosable, CountsBadInput).
+of the profile (`protocols.profile`: Polled, Subscribable, Tagged, ReadingRate) and of the
+driver (`protocols.driver`: SubscribingDriver, StreamingDriver, Diagnosable, CountsBadInput).
+What a site asks of its devices is the entry's: whether they report events (`events`: a
+warehouse station takes only those) and the check of its devices together (`site_check`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 
@@ -28,6 +30,10 @@ class ProtocolEntry(Generic[P]):
     # What a streaming driver delivers (protocols.rfid.TagRead, protocols.scanner.Scan), for
     # the edge to route to a station; None: Samples, bound as readings.
     events: type | None = None
+    # The problems of a site's devices of this protocol taken together, by device name, as
+    # `device: what and the fix` lines (devices on one RS-485 port share its settings and
+    # need their own unit ids): checked with the whole site, before any device opens.
+    site_check: Callable[[Mapping[str, P]], list[str]] | None = None
 
 
 class RegistryError(ValueError):
@@ -93,6 +99,19 @@ class Registry:
                 return entry
         name = f"{type(profile).__name__} (of device {profile.name})"
         raise UnknownProtocol(name, self._entries)
+
+    def event_protocols(self) -> tuple[str, ...]:
+        """The protocols whose devices report events (scans, tag reads), not readings."""
+        return tuple(entry.name for entry in self._entries.values() if entry.events is not None)
+
+    def site_problems(self, devices: Mapping[str, ProfileBase]) -> list[str]:
+        """What each protocol's site check finds among a site's devices (by name)."""
+        problems: list[str] = []
+        for entry in self._entries.values():
+            if entry.site_check is not None:
+                mine = {n: p for n, p in devices.items() if type(p) is entry.profile}
+                problems += entry.site_check(mine)
+        return problems
 
     def driver_for(self, profile: ProfileBase) -> Driver:
         """The driver of one device."""

@@ -13,8 +13,8 @@ A partner's events are its own word, held to its own goods:
   SHIPPED_TO_PARTNER_SQL) or that are its own (its batches made them, or no one but it
   named them), in quantities no larger than we shipped to it (403 naming the lot and the
   quantities);
-- its outputs are products of its own GS1 company prefix (the prefix of its SGLN
-  locations) or products we do not know;
+- its outputs are products of its own GS1 company prefix (the prefix of its GLN and SGLN
+  locations, in any form) or products we do not know;
 - its events are dated no later than CLOCK_SKEW ahead of our clock;
 - its events never change our stock: their lines do not count in the quantities and last
   place of our lots (recount_lots, migration 0019), and its labels never re-tie our units.
@@ -38,6 +38,7 @@ from psycopg import AsyncConnection
 from cloud_collector import auth, genealogy, stock
 from cloud_collector.epcis.document import InvalidDocument, parse_time
 from cloud_collector.epcis.identifiers import cbv_word, keys
+from protocols import gs1
 from protocols.mqtt.contract import (
     BizStep,
     BizTransaction,
@@ -218,7 +219,14 @@ def _items(event: dict[str, Any], epcs: str, quantities: str) -> list[Item]:
 
 
 _PARTNER_LOCATIONS = "select location from partner_locations where partner_id = %s"
-_SGLN_PREFIX = re.compile(r"^urn:epc:id:sgln:(\d+)\.")
+# What the refusals say of a partner none of whose locations gives a company prefix.
+NO_PREFIX_KNOWN = "none known: no GLN or SGLN location of a known prefix"
+
+
+def _company_prefix(location: str) -> str | None:
+    """The company prefix of a partner location that names a GLN or SGLN, in whichever form
+    auth reads a location in (URN, Digital Link with or without host, bare GLN)."""
+    return gs1.company_prefix(location) if auth.location_gln(location) else None
 
 
 def partner_batch(partner: str, transformation_id: str) -> str:
@@ -300,10 +308,10 @@ async def product_not_its_own(
     conn: AsyncConnection, gtins: list[str], partner: str
 ) -> tuple[str, list[str]] | None:
     """Of the GTINs a partner names as its products (outputs, master data), the first that
-    is neither of its company prefixes (those of its SGLN locations) nor unknown to us, and
-    its prefixes; None when all are its to name."""
+    is neither of its company prefixes (those of its GLN and SGLN locations) nor unknown to
+    us, and its prefixes; None when all are its to name."""
     cur = await conn.execute(_PARTNER_LOCATIONS, (partner,))
-    prefixes = [m.group(1) for (loc,) in await cur.fetchall() if (m := _SGLN_PREFIX.match(loc))]
+    prefixes = [p for (loc,) in await cur.fetchall() if (p := _company_prefix(loc))]
     foreign = sorted({g for g in gtins if not any(g[1 : 1 + len(p)] == p for p in prefixes)})
     if not foreign:
         return None
@@ -320,8 +328,8 @@ async def _only_its_own_products(conn: AsyncConnection, outputs: list[Item], par
         gtin, prefixes = found
         raise NotThePartners(
             f"GTIN {gtin} is a product we know, not of partner {partner!r}'s company prefix "
-            f"({', '.join(prefixes) or 'none known: no SGLN location'}): a partner's "
-            "TransformationEvent makes only products of its own"
+            f"({', '.join(prefixes) or NO_PREFIX_KNOWN}): a partner's TransformationEvent "
+            "makes only products of its own"
         )
 
 

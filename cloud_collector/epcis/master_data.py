@@ -330,7 +330,7 @@ async def _only_its_own_products(conn: AsyncConnection, found: list[Element], pa
         raise InvalidDocument(
             products[gtin].path,
             f"GTIN {gtin} is a product we know, not of partner {partner!r}'s company prefix "
-            f"({', '.join(prefixes) or 'none known: no SGLN location'}): a partner describes "
+            f"({', '.join(prefixes) or genealogy_feed.NO_PREFIX_KNOWN}): a partner describes "
             "only products of its own",
             status=403,
             kind="epcisException:SecurityException",

@@ -1,10 +1,20 @@
-"""GS1 keys and their forms: the one home for parsing and writing them (see keys.py)."""
+"""GS1 keys and their forms: the one home for parsing and writing them (see keys.py), and
+GS1 data read element by element (elements.py)."""
 
-from protocols.gs1.keys import (
+from protocols.gs1.elements import (
     GS,
+    Element,
+    NotGs1Data,
+    read_bracketed,
+    read_digital_link,
+    read_element,
+    read_element_string,
+)
+from protocols.gs1.keys import (
     Key,
     Kind,
     check_digit,
+    company_prefix,
     digital_link,
     digits,
     element_string,
@@ -20,9 +30,12 @@ from protocols.gs1.keys import (
 
 __all__ = [
     "GS",
+    "Element",
     "Key",
     "Kind",
+    "NotGs1Data",
     "check_digit",
+    "company_prefix",
     "digital_link",
     "digits",
     "element_string",
@@ -31,6 +44,10 @@ __all__ = [
     "from_urn",
     "gtin_of_epc",
     "parse",
+    "read_bracketed",
+    "read_digital_link",
+    "read_element",
+    "read_element_string",
     "urn",
     "valid",
     "with_check_digit",

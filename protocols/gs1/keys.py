@@ -7,7 +7,7 @@ One `Key` whatever the form it came in:
   Standard section 6;
 - a GS1 Digital Link URI (`https://id.gs1.org/01/09506000134352/10/LOT7`);
 - a GS1 element string, bracketed (`(01)09506000134352(10)LOT7`) or with FNC1 as the ASCII
-  GS character (parsing is biip's);
+  GS character (read by `elements.py`);
 - a bare key: 13 digits a GLN, 14 a GTIN, 18 an SSCC.
 
 The Digital Link rule, one for every caller: the scheme and host are optional. A Digital
@@ -24,16 +24,16 @@ what it names): `valid` does, for the callers that take keys from people.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, unquote
 
-from biip import ParseConfig, ParseError
-from biip.gs1_messages import GS1Message
+from biip.gs1_prefixes import GS1CompanyPrefix
+
+from protocols.gs1.elements import GS, NotGs1Data, read_bracketed, read_element_string
 
 Kind = Literal["gtin", "lgtin", "sgtin", "sscc", "gln", "sgln", "pgln", "grai"]
-
-GS = "\x1d"  # FNC1 in a scanned element string
 
 
 def check_digit(body: str) -> str:
@@ -255,16 +255,11 @@ def from_element_string(text: str) -> Key | None:
     """The key of a GS1 element string, bracketed or with GS separators; None when it is
     none or names no key this module knows."""
     text = text.strip()
-    config = ParseConfig(separator_chars=[GS])
     try:
-        message = (
-            GS1Message.parse_hri(text, config=config)
-            if text.startswith("(")
-            else GS1Message.parse(text, config=config)
-        )
-    except ParseError:
+        elements = read_bracketed(text) if text.startswith("(") else read_element_string(text)
+    except NotGs1Data:
         return None
-    ais = {e.ai.ai: e.value for e in message.element_strings}
+    ais = {e.ai.ai: e.value for e in elements}
     # A label may carry several keys (a pallet's SSCC beside its content's GTIN and lot):
     # the Key keeps them all, its kind names the first of SSCC, GTIN, GLN, PGLN, GRAI.
     lot, serial = ais.get("10"), ais.get("21")
@@ -331,3 +326,31 @@ def parse(text: str) -> Key | None:
     if text.startswith("(") or GS in text:
         return from_element_string(text)
     return from_digital_link(text)
+
+
+def company_prefix(text: str) -> str | None:
+    """The GS1 company prefix of the key `text` names, in any form: as an EPC URN writes
+    it (the URN says where the prefix ends), else by GS1's table of prefix lengths (biip's);
+    None when `text` names no key or the table does not know the prefix."""
+    text = text.strip()
+    if text.startswith("urn:"):
+        written = _URNS[m[1]].match(text) if (m := _SCHEME.match(text)) and m[1] in _URNS else None
+        return written[1] if written and from_urn(text) else None
+    key = parse(text)
+    digits_from_prefix = _FROM_PREFIX[key.kind](key) if key else None
+    found = GS1CompanyPrefix.extract(digits_from_prefix) if digits_from_prefix else None
+    return found.value if found else None
+
+
+# Each kind's digits from where its company prefix starts: after a GTIN's indicator digit,
+# an SSCC's extension digit, a GRAI's leading 0.
+_FROM_PREFIX: dict[Kind, Callable[[Key], str | None]] = {
+    "gtin": lambda k: k.gtin and k.gtin[1:],
+    "lgtin": lambda k: k.gtin and k.gtin[1:],
+    "sgtin": lambda k: k.gtin and k.gtin[1:],
+    "sscc": lambda k: k.sscc and k.sscc[1:],
+    "gln": lambda k: k.gln,
+    "sgln": lambda k: k.gln,
+    "pgln": lambda k: k.gln,
+    "grai": lambda k: k.grai and k.grai[1:14],
+}

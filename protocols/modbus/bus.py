@@ -15,13 +15,14 @@ line. The reply timeout is the first device's (pymodbus sets it per client).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.framer import FramerType
 
 from protocols.driver import DeviceMisconfigured
-from protocols.modbus.profile import ModbusRtuConnection
+from protocols.modbus.profile import ModbusRtuConnection, ModbusRtuProfile
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,15 @@ def attach(device: str, connection: ModbusRtuConnection) -> SerialBus:
     return bus
 
 
-def line_conflicts(connections: dict[str, ModbusRtuConnection]) -> list[str]:
+def line_conflicts(devices: Mapping[str, ModbusRtuProfile]) -> list[str]:
     """Devices (by name) that share a port with another device's other serial settings or
-    unit id, as `device: what and the fix` lines: a site is checked before any port opens."""
+    unit id, as `device: what and the fix` lines: a site is checked before any port opens
+    (the modbus_rtu entry's site check)."""
     problems = []
     first: dict[str, tuple[str, LineSettings]] = {}
     units: dict[tuple[str, int], str] = {}
-    for name, c in connections.items():
+    for name, profile in devices.items():
+        c = profile.connection
         settings = LineSettings.of(c)
         opener = first.setdefault(c.port, (name, settings))
         if opener[1] != settings:

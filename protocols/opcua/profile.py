@@ -71,6 +71,17 @@ class OpcUaProfile(ProfileBase):
     poll_interval_s: float = Field(default=1.0, ge=0.05, le=3600)
     tags: list[OpcUaTag] = Field(min_length=1)
 
+    def readings_per_s(self) -> float:
+        """Subscribed: each tag at its sampling interval, no faster than the publishing
+        interval (nor 100 a second); polled: every tag at each poll."""
+        if self.sampling == "poll":
+            return len(self.tags) / self.poll_interval_s
+        fastest = max(self.publishing_interval_s, 0.01)
+        intervals = [
+            max(t.sampling_interval_s or self.sampling_interval_s, fastest) for t in self.tags
+        ]
+        return sum(1.0 / interval for interval in intervals)
+
     def files_beside(self, folder: Path) -> OpcUaProfile:
         """Relative certificate paths are relative to the profile's own folder, not to
         wherever the edge happens to be started from."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from protocols.rfid.profile import RfidAntenna, RfidReaderProfile
+from protocols.rfid.profile import RfidAntenna, RfidReader
 from protocols.rfid.records import TagRead
 
 Direction = Literal["in", "out"]
@@ -75,7 +75,7 @@ class GateCounters:
 
 
 class Gate:
-    def __init__(self, profile: RfidReaderProfile) -> None:
+    def __init__(self, profile: RfidReader) -> None:
         self.window = timedelta(seconds=profile.window_s)
         self.min_rssi_dbm = profile.min_rssi_dbm
         self._antennas: dict[int, RfidAntenna] = {a.port: a for a in profile.antennas}

@@ -3,7 +3,8 @@ gate's window."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import Field, model_validator
 
@@ -23,6 +24,24 @@ class RfidAntenna(Strict):
         description="at a production line: input (infeed, consumed by the active batch) or "
         "output (outfeed, produced by it)",
     )
+
+
+@runtime_checkable
+class RfidReader(Protocol):
+    """What a gate and the reader stations (edge_agent/gates.py) ask of an RFID reader's
+    profile, whatever its transport: its antennas and its gate's window."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def antennas(self) -> Sequence[RfidAntenna]: ...
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def min_rssi_dbm(self) -> float | None: ...
 
 
 class RfidReaderProfile(ProfileBase):

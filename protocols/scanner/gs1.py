@@ -9,9 +9,11 @@ A scanner sends one of four things, and `parse_scan` tells them apart:
 - a GS1 Digital Link URI, `https://id.gs1.org/01/.../10/...`;
 - anything else (a work-order label `WO-12345`, an operator badge `OP-0042`): plain text.
 
-Parsing is biip's; this module adds what the edge needs on top: one flat record per scan,
-a canonical text for scan rules to match, and problems reported in `errors` rather than
-raised, because a scan with a bad check digit is still a fact worth recording.
+Parsing and check digits are the GS1 module's (`protocols/gs1`: `elements.py` reads a
+label element by element); this module adds what the edge needs on top: which form a scan
+is in, one flat record per scan, a canonical text for scan rules to match, and problems
+reported in `errors` rather than raised, because a scan with a bad check digit is still a
+fact worth recording.
 
 What looks like GS1 data and is not well-formed GS1 data is a **misread**, never plain
 text: a partly read or misprinted label taken for a plain code could match a rule written
@@ -30,15 +32,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from biip import ParseConfig, ParseError
-from biip.checksums import gs1_standard_check_digit
-from biip.gs1_digital_link_uris import GS1DigitalLinkURI
-from biip.gs1_element_strings import GS1ElementString
-from biip.gs1_messages import GS1Message
+from protocols.gs1 import (
+    GS,  # what a scanner sends for FNC1
+    Element,
+    NotGs1Data,
+    check_digit,
+    digits,
+    read_bracketed,
+    read_digital_link,
+    read_element,
+    read_element_string,
+)
 
 Kind = Literal["element_string", "hri", "digital_link", "gtin", "plain"]
-
-GS = "\x1d"  # what a scanner sends for FNC1
 
 # AIM symbology identifiers (ISO/IEC 15424) a scanner can put in front of each scan, and
 # how the edge reads what follows. Only the ones that change the reading are listed; any
@@ -98,9 +104,8 @@ _KEY_SEGMENT = re.compile(rf"/(?:{_DIGITAL_LINK_KEYS})/")
 _GTIN_IN_PATH = re.compile(r"/01/([^/?#]*)")
 _GTIN_LENGTHS = (8, 12, 13, 14)
 
-# Day 00 of a date AI means the last day of the month (GS1 General Specifications 3.4);
-# biip resolves it. Date checking is ours so that one bad date does not sink the scan.
-_CONFIG = ParseConfig(gs1_element_strings_verify_date=False)
+# Date checking is ours (the elements are read with check_dates=False) so that one bad
+# date does not sink the scan.
 _DATE_AIS = {"11", "12", "13", "15", "16", "17"}
 
 
@@ -187,15 +192,15 @@ def _looks_like_digital_link(url: str) -> bool:
 
 def _element_string(raw: str, data: str) -> Gs1Scan:
     try:
-        message = GS1Message.parse(data, config=_CONFIG)
-    except ParseError as err:
+        elements = read_element_string(data, check_dates=False)
+    except NotGs1Data as err:
         return _unreadable(
             raw,
             "element_string",
             f"not a valid GS1 element string ({err}): check that the scanner sends FNC1 "
             "as GS (0x1D) and rescan",
         )
-    return _from_elements(raw, "element_string", list(message.element_strings))
+    return _from_elements(raw, "element_string", elements)
 
 
 def _hri(raw: str, data: str) -> Gs1Scan:
@@ -210,18 +215,18 @@ def _hri(raw: str, data: str) -> Gs1Scan:
             "(01)09501101530003(10)LOT-7, each AI followed by its value",
         )
     try:
-        message = GS1Message.parse_hri(compact, config=_CONFIG)
-    except ParseError as err:
+        elements = read_bracketed(compact, check_dates=False)
+    except NotGs1Data as err:
         return _unreadable(raw, "hri", f"not a valid bracketed GS1 string ({err})")
-    return _from_elements(raw, "hri", list(message.element_strings))
+    return _from_elements(raw, "hri", elements)
 
 
 def _digital_link(raw: str, data: str) -> Gs1Scan:
     try:
-        uri = GS1DigitalLinkURI.parse(data, config=_CONFIG)
-    except (ParseError, ValueError) as err:  # ValueError: urlsplit refuses the address
+        elements = read_digital_link(data, check_dates=False)
+    except NotGs1Data as err:
         return _unreadable(raw, "digital_link", f"not a valid GS1 Digital Link URI ({err})")
-    scan = _from_elements(raw, "digital_link", list(uri.element_strings))
+    scan = _from_elements(raw, "digital_link", elements)
     gtin = _GTIN_IN_PATH.search(data)
     if gtin is not None and len(gtin.group(1)) not in _GTIN_LENGTHS:
         short = (
@@ -234,11 +239,11 @@ def _digital_link(raw: str, data: str) -> Gs1Scan:
 
 
 def _bare_gtin(raw: str, data: str) -> Gs1Scan:
-    if not (data.isascii() and data.isdecimal() and len(data) in (8, 12, 13, 14)):
+    if not (digits(data) and len(data) in (8, 12, 13, 14)):
         return _unreadable(raw, "gtin", f"{data!r} is not a GTIN (8, 12, 13 or 14 digits)")
     try:
-        element = GS1ElementString.parse("01" + data.zfill(14), config=_CONFIG)
-    except ParseError as err:  # pragma: no cover - digits of the right length always match
+        element = read_element("01" + data.zfill(14), check_dates=False)
+    except NotGs1Data as err:  # pragma: no cover - digits of the right length always match
         return _unreadable(raw, "gtin", str(err))
     return _from_elements(raw, "gtin", [element])
 
@@ -247,7 +252,7 @@ def _unreadable(raw: str, kind: Kind, error: str) -> Gs1Scan:
     return Gs1Scan(raw=raw, text=raw, kind=kind, errors=[error])
 
 
-def _from_elements(raw: str, kind: Kind, elements: list[GS1ElementString]) -> Gs1Scan:
+def _from_elements(raw: str, kind: Kind, elements: list[Element]) -> Gs1Scan:
     if not elements:  # biip reads "" (a GS1 identifier with nothing after it) as no data
         return _unreadable(raw, kind, "not a valid GS1 element string: it holds no data: rescan")
     ais: dict[str, str] = {}
@@ -301,16 +306,15 @@ def _from_elements(raw: str, kind: Kind, elements: list[GS1ElementString]) -> Gs
     )
 
 
-def _check_digit_error(element: GS1ElementString) -> str | None:
+def _check_digit_error(element: Element) -> str | None:
     ai, value = element.ai.ai, element.value
     failed = element.gtin_error or element.sscc_error or element.gln_error
-    if failed is None and ai == "402":  # biip does not check the GSIN
-        failed = "" if gs1_standard_check_digit(value[:-1]) != int(value[-1]) else None
+    if failed is None and ai == "402":  # the parser does not check the GSIN
+        # Its digits as the parser takes them (any Unicode digit, as for GTINs and SSCCs).
+        failed = "" if check_digit(value[:-1]) != str(int(value[-1])) else None
     if failed is None:
         return None
-    expected = (
-        gs1_standard_check_digit(value[:-1]) if value.isascii() and value.isdecimal() else None
-    )
+    expected = check_digit(value[:-1]) if digits(value) else None
     return (
         f"AI {ai} ({element.ai.data_title}) {value}: check digit {value[-1]} is wrong"
         + (f", expected {expected}" if expected is not None else "")

@@ -16,11 +16,18 @@ from device_profiles.schema import ModbusTcpProfile, load_profile
 from protocols.driver import CountsBadInput, Diagnosable, StreamingDriver, SubscribingDriver
 from protocols.installed import REGISTRY
 from protocols.modbus.client import ModbusDriver
-from protocols.profile import Polled, ProfileBase, Subscribable, Tagged
+from protocols.profile import Polled, ProfileBase, ReadingRate, Subscribable, Tagged
 from protocols.registry import ProtocolEntry, Registry, RegistryError, UnknownProtocol
+from protocols.rfid.profile import RfidReader
 
 TRAITS = {
-    "profile": {"Polled": Polled, "Subscribable": Subscribable, "Tagged": Tagged},
+    "profile": {
+        "Polled": Polled,
+        "Subscribable": Subscribable,
+        "Tagged": Tagged,
+        "ReadingRate": ReadingRate,
+        "RfidReader": RfidReader,
+    },
     "driver": {
         "Streaming": StreamingDriver,
         "Subscribing": SubscribingDriver,
@@ -39,10 +46,10 @@ OFFERS = {
     "modbus_rtu": ("modbus-rtu-flowmeter.yaml", {"Polled", "Tagged"}, {"CountsBadInput"}),
     "opcua": (
         "opcua-reactor-plc.yaml",
-        {"Polled", "Subscribable", "Tagged"},
+        {"Polled", "Subscribable", "Tagged", "ReadingRate"},
         {"Subscribing"},
     ),
-    "rfid_serial": ("rfid-dock-door-gate.yaml", set(), {"Streaming", "Diagnosable"}),
+    "rfid_serial": ("rfid-dock-door-gate.yaml", {"RfidReader"}, {"Streaming", "Diagnosable"}),
     "scanner_serial": ("scanner-line-station.yaml", set(), {"Streaming", "CountsBadInput"}),
     "scanner_wedge": ("scanner-dock-door.yaml", set(), {"Streaming", "CountsBadInput"}),
 }
@@ -50,6 +57,13 @@ OFFERS = {
 
 def test_the_installed_protocols_in_the_order_of_the_published_schema() -> None:
     assert REGISTRY.names() == tuple(OFFERS)
+
+
+def test_what_a_site_asks_of_each_protocol() -> None:
+    """Devices that report events may sit at a warehouse station; RS-485 devices are
+    checked together (one line's settings, their own unit ids)."""
+    assert REGISTRY.event_protocols() == ("rfid_serial", "scanner_serial", "scanner_wedge")
+    assert [entry.name for entry in REGISTRY if entry.site_check] == ["modbus_rtu"]
 
 
 @pytest.mark.parametrize("protocol", list(OFFERS))

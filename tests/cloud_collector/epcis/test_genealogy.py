@@ -14,6 +14,7 @@ import pytest
 
 from cloud_collector import auth
 from cloud_collector.auth import Role
+from cloud_collector.epcis import genealogy_feed
 from protocols.gs1 import check_digit as gs1_check_digit
 from protocols.gs1 import gtin_of_epc as gtin
 from tests.cloud_collector.epcis.documents import capture, epcis_document, events
@@ -360,6 +361,38 @@ async def test_a_partner_makes_only_products_of_its_own(
     assert refused.status_code == 403, refused.text
     assert f"GTIN {CAKE_GTIN} is a product we know, not of partner" in refused.json()["detail"]
     assert accepted.status_code == 202, accepted.text
+
+
+DIST_GLN = "4012345000771"  # DIST_LOCATION's GLN
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        DIST_LOCATION,
+        f"https://id.gs1.org/414/{DIST_GLN}/254/7",
+        f"https://partner.example.com/414/{DIST_GLN}",
+        f"414/{DIST_GLN}",
+        DIST_GLN,
+    ],
+)
+async def test_a_partners_company_prefix_is_that_of_its_location_in_any_form(
+    services: Services, location: str
+) -> None:
+    t = f"{uuid.uuid4().int % 10**5:05d}"
+    its_own, ours = gtin("4012345", "3" + t), gtin("7654321", "3" + t)
+    assert its_own is not None and ours is not None
+    async with await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as c:
+        partner = f"PFX-{uuid.uuid4().hex[:8]}"
+        await auth.set_partner(c, partner, [], [location])
+        for product in (its_own, ours):  # both known here, neither the partner's by record
+            await c.execute(
+                "insert into products (gtin, name) values (%s, %s) on conflict do nothing",
+                (product, f"Product {t}"),
+            )
+        assert await genealogy_feed.product_not_its_own(c, [its_own], partner) is None
+        refused = await genealogy_feed.product_not_its_own(c, [ours, its_own], partner)
+    assert refused == (ours, ["4012345"]), "the prefix its URN form gives"
 
 
 async def test_a_partner_sees_our_shipments_to_it_and_its_own_events_only(

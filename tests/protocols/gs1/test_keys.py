@@ -45,6 +45,7 @@ def test_each_key_is_written_back_in_each_form(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("text", CASES["unparsed"], ids=repr)
 def test_texts_that_name_no_key(text: str) -> None:
     assert gs1.parse(text) is None
+    assert gs1.company_prefix(text) is None
 
 
 @pytest.mark.parametrize("case", CASES["check_digits"], ids=lambda c: c["body"] or "empty")
@@ -70,3 +71,8 @@ def test_a_label_with_several_keys_links_to_its_first() -> None:
     key = gs1.parse("(00)106141412345678908(01)09506000134352(10)ABC")
     assert key is not None
     assert gs1.digital_link(key) == "https://id.gs1.org/00/106141412345678908"
+
+
+@pytest.mark.parametrize("case", CASES["company_prefixes"], ids=lambda c: repr(c["text"]))
+def test_company_prefix_in_each_form(case: dict[str, Any]) -> None:
+    assert gs1.company_prefix(case["text"]) == case["prefix"]
