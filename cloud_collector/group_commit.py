@@ -42,6 +42,7 @@ from typing import Any
 import psycopg
 
 from cloud_collector import reading_rows, rollups
+from cloud_collector.binary_arrays import packed
 from cloud_collector.ingest import (
     READING_COLUMNS,
     Outcome,
@@ -365,9 +366,9 @@ class GroupCommit:
                     ),
                 )
             if parts.tags:
-                stats = parts.stats_arrays(specs)
+                stats = packed(parts.stats_arrays(specs), rollups.STATS_PARTS_KINDS)
                 await conn.execute(rollups.STATS_PARTS_UPSERT, stats)
-                minutes = parts.minutes_arrays()
+                minutes = packed(parts.minutes_arrays(), rollups.MINUTES_PARTS_KINDS)
                 await conn.execute(rollups.MINUTES_PARTS_UPSERT, minutes)
             await conn.execute(_COMMIT_RECORDS, commits)
             if holes.cut:

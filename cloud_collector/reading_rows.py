@@ -36,11 +36,13 @@ _INT4 = struct.Struct(">ii").pack
 _KEPT = 10_000
 
 
-def _time(t: datetime) -> bytes:
+def time_field(t: datetime) -> bytes:
+    """A timestamptz in binary, with its length."""
     return _TIME(8, (t - _PG_EPOCH) // _MICROSECOND)  # exact, whatever its offset
 
 
-def _text(value: str | None) -> bytes:
+def text_field(value: str | None) -> bytes:
+    """A text in binary (UTF-8), with its length; None is NULL."""
     if value is None:
         return _NULL
     encoded = value.encode()
@@ -76,7 +78,7 @@ class RowWriter:
         if len(names) > _KEPT or len(kinds) > _KEPT:
             names.clear()
             kinds.clear()
-        received_field = _time(received)
+        received_field = time_field(received)
         batches: dict[str, str] = {}
         out = bytearray()
         # Times are compared and subtracted in their own offset: datetimes that share a
@@ -92,14 +94,16 @@ class RowWriter:
             name_key = (r["line"], batch, r["device"], r["tag"])
             named = names.get(name_key)
             if named is None:
-                named = names[name_key] = b"".join(_text(n) for n in name_key)
+                named = names[name_key] = b"".join(text_field(n) for n in name_key)
             if batch is not None and batch not in batches:
                 batches[batch] = r["line"]
             kind_key = (r.get("unit"), r.get("quality", "good"), r.get("detail"), stream_id)
             kind = kinds.get(kind_key)
             if kind is None:
                 unit, quality, detail, _ = kind_key
-                kind = b"".join((_text(unit), _text(quality), _text(detail), _INT4(4, stream_id)))
+                kind = b"".join(
+                    (text_field(unit), text_field(quality), text_field(detail), _INT4(4, stream_id))
+                )
                 kinds[kind_key] = kind
             since = time - epoch  # type: ignore[operator]
             micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
@@ -108,7 +112,7 @@ class RowWriter:
             if device_time is None:
                 out += _START_NO_DEVICE_TIME(_FIELDS, 8, micros, -1)
             else:
-                out += _START(_FIELDS, 8, micros) + _time(device_time)
+                out += _START(_FIELDS, 8, micros) + time_field(device_time)
             out += received_field
             out += named
             out += _NULL if value is None else _VALUE(8, value)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import AsyncConnection, Connection
 
+from cloud_collector.binary_arrays import Float8s, Int8s, Texts, Timestamptzs
 from cloud_collector.messages import FastReading
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,20 @@ MINUTES_PARTS_UPSERT = (
     " %b::int8[], %b::float8[], %b::float8[], %b::float8[]) order by 1, 2, 3, 4" + _MINUTES_MERGE
 )
 
+
+# The kinds of STATS_PARTS_UPSERT's and MINUTES_PARTS_UPSERT's columns, for
+# binary_arrays.packed.
+STATS_PARTS_KINDS = (
+    *(Texts,) * 4,
+    *(Int8s,) * 4,
+    *(Float8s,) * 3,
+    *(Timestamptzs,) * 2,
+    *(Float8s,) * 2,
+    *(Int8s,) * 2,
+    *(Float8s,) * 2,
+    *(Timestamptzs,) * 2,
+)
+MINUTES_PARTS_KINDS = (*(Texts,) * 3, Timestamptzs, *(Int8s,) * 2, *(Float8s,) * 3)
 
 Key = tuple[str, str, str]  # batch, device, tag
 _MINUTE = timedelta(minutes=1)
