@@ -6,10 +6,11 @@ messages in flight per edge), every edge sends everything in flight again, the c
 settle each message twice, the queue grows and the resends repeat: measured with the
 ingest benchmark, 25,700 of 125,700 readings settled in 300 s. So the timeout follows the
 acks' round trip as TCP's retransmission timer does (RFC 6298): the smoothed round trip
-plus four times its variation, never below the configured ack timeout (TRACE_EDGE_ACK_TIMEOUT_S),
-doubled after each timeout until a message sent once is acknowledged, at most
-`ceiling_s`. The round trip of a message sent more than once is not sampled (Karn's rule:
-its ack may answer either sending).
+plus four times its variation, never below the configured ack timeout
+(TRACE_EDGE_ACK_TIMEOUT_S), doubled after each timeout until a message sent once is
+acknowledged, at most `ceiling_s`, and back to the round trip's when a collector comes
+online. The round trip of a message sent more than once is not sampled (Karn's rule: its
+ack may answer either sending).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class AckTimeout:
         else:
             self.variation_s = 0.75 * self.variation_s + 0.25 * abs(self.smoothed_s - round_trip_s)
             self.smoothed_s = 0.875 * self.smoothed_s + 0.125 * round_trip_s
+        self.backoff = 1.0
+
+    def collector_joined(self) -> None:
+        """A collector came online (after an outage, a restart): what is sent again reaches
+        it, so the wait falls back from its backoff to what the round trip says."""
         self.backoff = 1.0
 
     def timed_out(self) -> None:

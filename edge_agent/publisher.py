@@ -330,6 +330,8 @@ class Publisher:
                 )
             return
         if status.state != "offline":
+            # A collector joined: after an outage, the wait must not stay backed off.
+            self.ack_timeout.collector_joined()
             return
         self.health.collectors_offline += 1
         streams = sorted({f.stream for f in self._inflight.values()})

@@ -41,3 +41,14 @@ def test_the_wait_is_never_below_the_configured_timeout(floor: float) -> None:
     timeout = AckTimeout(floor, ceiling_s=120.0)
     timeout.acknowledged(0.001)
     assert timeout.seconds >= floor
+
+
+def test_a_collector_joining_ends_the_backoff_but_keeps_the_round_trip() -> None:
+    timeout = AckTimeout(1.0)
+    timeout.acknowledged(2.0)
+    base = timeout.seconds
+    timeout.timed_out()
+    timeout.timed_out()
+    assert timeout.seconds == 4 * base
+    timeout.collector_joined()
+    assert timeout.seconds == base

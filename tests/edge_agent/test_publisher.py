@@ -351,3 +351,19 @@ async def test_acks_slower_than_the_timeout_do_not_make_the_edge_send_everything
     assert publisher.health.resends <= 3, publisher.health.resends
     assert publisher.ack_timeout.seconds > 1.0
     assert len(collector.messages) <= sent + 3 * 4
+
+
+def test_a_collector_coming_online_ends_the_backoff_of_the_ack_wait(tmp_path: Path) -> None:
+    """After an outage the wait for acks has doubled several times; a collector coming back
+    online means what is sent again now reaches it, so the edge does not wait minutes."""
+    publisher = Publisher(
+        "edge-1", Outbox(EdgeStore(tmp_path / "o.db")), BrokerSettings(), asyncio.Event()
+    )
+    for _ in range(4):
+        publisher.ack_timeout.timed_out()
+    assert publisher.ack_timeout.seconds == 120.0  # 10 s x 16, at the ceiling
+    status = {"collector_id": "c-1", "state": "online", "time": "2026-12-02T10:00:00Z"}
+    publisher.on_collector_status(json.dumps(status), retained=True)  # history: no change
+    assert publisher.ack_timeout.seconds == 120.0
+    publisher.on_collector_status(json.dumps(status))
+    assert publisher.ack_timeout.seconds == 10.0
