@@ -146,7 +146,7 @@ class _Holes:
     time), and written back once."""
 
     def __init__(self, found: dict[int, list[Hole]]) -> None:
-        self.now = found
+        self.left = found  # per stream, the holes as the group has cut them so far
         self.cut: set[tuple[int, int]] = set()  # (stream, first) of holes read and cut
         self._pieces: set[tuple[int, int]] = set()  # (stream, first) of pieces made here
 
@@ -174,7 +174,7 @@ class _Holes:
         """Whether `message` lies wholly inside a hole of its stream; if so the hole is cut
         around it."""
         first, last = message.first_seq, message.last_seq
-        holes = self.now.get(stream_id, [])
+        holes = self.left.get(stream_id, [])
         n = next((n for n, h in enumerate(holes) if h[0] <= first and last <= h[1]), None)
         if n is None:
             return False
@@ -197,7 +197,7 @@ class _Holes:
         for stream_id, first in sorted(self.cut):
             _append(removed, stream_id, first)
         pieces: list[list[Any]] = [[], [], [], [], []]
-        for stream_id, holes in self.now.items():
+        for stream_id, holes in self.left.items():
             for hole in holes:
                 if (stream_id, hole[0]) in self._pieces:
                     _append(pieces, stream_id, *hole)

@@ -242,7 +242,11 @@ class Publisher:
                     through = (stream, self.outbox.epoch)
                     sent_through = self._sent_through.get(through, -1)
                     self._inflight[(stream, first_seq)] = _InFlight(
-                        stream, first_seq, last_seq, self.outbox.epoch, first_seq <= sent_through
+                        stream,
+                        first_seq,
+                        last_seq,
+                        self.outbox.epoch,
+                        resent=first_seq <= sent_through,
                     )
                     self._sent_through[through] = max(sent_through, last_seq)
                     await client.publish(topics.data(self.edge_id, stream), payload, qos=1)

@@ -321,7 +321,10 @@ async def _attempt(
         else _mail(settings, claim, alert)
     )
     try:
-        return await asyncio.wait_for(send, settings.alerts_delivery_timeout_s)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that comes
+        # with the answer, and a stopping collector would wait for ever.
+        async with asyncio.timeout(settings.alerts_delivery_timeout_s):
+            return await send
     except TimeoutError:
         return _Outcome(
             False,
@@ -439,7 +442,8 @@ async def _deliver(settings: CollectorSettings, state: SenderState) -> None:
                     task.add_done_callback(functools.partial(done, target=claim.target_id))
                 state.in_flight = len(tasks)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), POLL_S)
+                    async with asyncio.timeout(POLL_S):  # not wait_for: see _attempt
+                        await wake.wait()
         finally:
             listening.cancel()
             for task in list(tasks):
