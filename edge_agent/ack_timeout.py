@@ -10,7 +10,9 @@ plus four times its variation, never below the configured ack timeout
 (TRACE_EDGE_ACK_TIMEOUT_S), doubled after each timeout until a message sent once is
 acknowledged, at most `ceiling_s`, and back to the round trip's when a collector comes
 online. The round trip of a message sent more than once is not sampled (Karn's rule: its
-ack may answer either sending).
+ack may answer either sending). The wait of a stream's oldest message in flight runs from
+the ack of the message before it when that came later than its sending (the publisher's
+_expire_inflight: TCP restarts its timer on each ack of new data).
 """
 
 from __future__ import annotations

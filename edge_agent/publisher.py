@@ -148,6 +148,9 @@ class Publisher:
         # in order; a few wait across a reconnect, more are refused to the asker.
         self._replies: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=16)
         self._inflight: dict[tuple[str, int], _InFlight] = {}
+        # Per stream, when the collectors last acknowledged its oldest message in flight:
+        # the ack wait of the message behind it runs from then (see _expire_inflight).
+        self._progress: dict[str, float] = {}
         self._acked = asyncio.Event()
 
     async def run(self) -> None:
@@ -272,9 +275,26 @@ class Publisher:
                 await asyncio.sleep(self.linger_s)  # let a few more records join the message
 
     def _expire_inflight(self) -> None:
+        """Send a stream's messages in flight again when its oldest has waited the ack
+        timeout: from its sending, or from the ack of the message before it, whichever
+        came later (TCP restarts its retransmission timer on every ack of new data, RFC
+        6298 5.3). A queue in front of the collectors makes every round trip long, however
+        long the timeout, when a fleet drains a backlog; but while they acknowledge a
+        stream's messages in order, nothing of it is lost and sending it again would only
+        lengthen the queue. A message a dead collector holds gets no such ack, and is sent
+        again a timeout after the one before it was acknowledged."""
         now = time.monotonic()
         wait_s = self.ack_timeout.seconds
-        expired = {f.stream for f in self._inflight.values() if now - f.sent_at > wait_s}
+        oldest: dict[str, _InFlight] = {}
+        for flight in self._inflight.values():
+            held = oldest.get(flight.stream)
+            if held is None or flight.first_seq < held.first_seq:
+                oldest[flight.stream] = flight
+        expired = [
+            stream
+            for stream, flight in oldest.items()
+            if now - max(flight.sent_at, self._progress.get(stream, 0.0)) > wait_s
+        ]
         if expired:
             self.ack_timeout.timed_out()
         for stream in expired:
@@ -403,6 +423,9 @@ class Publisher:
                 ack.stream, ack.epoch, ack.first_seq, ack.last_seq
             )
         del self._inflight[(ack.stream, ack.first_seq)]
+        behind = (f.first_seq for f in self._inflight.values() if f.stream == ack.stream)
+        if all(first > flight.first_seq for first in behind):
+            self._progress[ack.stream] = time.monotonic()  # its oldest: the stream moves on
         if not flight.resent:
             self.ack_timeout.acknowledged(time.monotonic() - flight.sent_at)
         self.health.last_ack_at = datetime.now(UTC)
