@@ -39,6 +39,12 @@ class AckTimeout:
             base = max(base, self.smoothed_s + 4 * self.variation_s)
         return min(base * self.backoff, max(self.ceiling_s, self.floor_s))
 
+    def overdue(self, sent_at: float, previous_acked_at: float | None, now: float) -> bool:
+        """Whether a stream's oldest message in flight, sent at `sent_at`, has waited too
+        long for its ack: counted from the ack of the message before it when that came
+        later (monotonic seconds)."""
+        return now - max(sent_at, previous_acked_at or sent_at) > self.seconds
+
     def acknowledged(self, round_trip_s: float) -> None:
         """An ack of a message sent once, `round_trip_s` after it was sent."""
         if self.smoothed_s is None:

@@ -293,7 +293,7 @@ class Publisher:
         expired = [
             stream
             for stream, flight in oldest.items()
-            if now - max(flight.sent_at, self._progress.get(stream, 0.0)) > wait_s
+            if self.ack_timeout.overdue(flight.sent_at, self._progress.get(stream), now)
         ]
         if expired:
             self.ack_timeout.timed_out()

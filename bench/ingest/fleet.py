@@ -9,8 +9,9 @@ filled in per reading, so the generator spends its core on the wire, not on pyda
 
 Like the edge's publisher, an edge keeps at most `window` messages in flight, publishes
 with QoS 1 on its own data topic, reads its ack topic, settles a message only on an ack of
-exactly its range, and after `ack_timeout_s` without one sends everything in flight again
-(the collector recognises the resend). Two ways to load it:
+exactly its range, and when its oldest message has waited the ack wait (from its sending or
+the ack of the one before it) sends everything in flight again (the collector recognises
+the resend). Two ways to load it:
 
 - flat out (`rate` None): the devices are never the limit; a message is made, its
   readings stamped with the time, whenever the window has room;
@@ -149,6 +150,7 @@ class SimulatedEdge:
         self.topic = topics.data(self.edge_id, READINGS)
         self.tally = EdgeTally()
         self._inflight: dict[int, _Flight] = {}
+        self._progress: float | None = None  # when the oldest in flight was last acked
         self._room = asyncio.Event()
         self._pending: deque[list[float | int]] = deque()  # [time, first seq, count] per poll
         self._next_seq = 0
@@ -281,9 +283,10 @@ class SimulatedEdge:
         """As the edge does on an ack timeout: everything in flight goes again, in order."""
         while True:
             await asyncio.sleep(min(0.5, self.ack_timeout_s / 4))
-            now = time.monotonic()
-            wait_s = self.ack_timeout.seconds
-            if any(now - f.sent_at > wait_s for f in self._inflight.values()):
+            oldest = self._inflight.get(min(self._inflight, default=-1))
+            if oldest is not None and self.ack_timeout.overdue(
+                oldest.sent_at, self._progress, time.monotonic()
+            ):
                 self.ack_timeout.timed_out()
                 for first_seq in sorted(self._inflight):
                     flight = self._inflight.get(first_seq)
@@ -313,6 +316,8 @@ class SimulatedEdge:
             self.tally.late_acks += 1
             return
         del self._inflight[ack.first_seq]
+        if all(first > ack.first_seq for first in self._inflight):
+            self._progress = time.monotonic()
         if not flight.resent:
             self.ack_timeout.acknowledged(time.monotonic() - flight.sent_at)
         count = ack.last_seq - ack.first_seq + 1

@@ -52,3 +52,22 @@ def test_a_collector_joining_ends_the_backoff_but_keeps_the_round_trip() -> None
     assert timeout.seconds == 4 * base
     timeout.collector_joined()
     assert timeout.seconds == base
+
+
+@pytest.mark.parametrize(
+    ("sent_at", "previous_acked_at", "now", "overdue"),
+    [
+        (0.0, None, 9.9, False),  # waited less than the timeout since its sending
+        (0.0, None, 10.1, True),
+        (0.0, 5.0, 11.1, False),  # the message before it was acked at 5: its wait began then
+        (0.0, 5.0, 15.1, True),
+        (8.0, 5.0, 18.1, True),  # sent after that ack: its wait began at its sending
+        (8.0, 5.0, 17.9, False),
+    ],
+)
+def test_the_oldest_message_waits_from_its_sending_or_the_ack_before_it(
+    sent_at: float, previous_acked_at: float | None, now: float, overdue: bool
+) -> None:
+    timeout = AckTimeout(10.0)
+    assert timeout.seconds == 10.0
+    assert timeout.overdue(sent_at, previous_acked_at, now) is overdue
