@@ -107,6 +107,13 @@ SLOW: dict[str, tuple[tuple[Any, ...], Any]] = {
     "another stream": (("stream",), "events"),
     "an unknown key": (("records", 0, "colour"), "red"),
     "an overlong detail": (("records", 1, "detail"), "x" * 501),
+    "NUL in a detail": (("records", 1, "detail"), "open\x00"),
+    "a space in a tag": (("records", 0, "tag"), "tem perature"),
+    "a newline after a line": (("records", 0, "line"), "line-1\n"),
+    "a slash in a device": (("records", 1, "device"), "plc/1"),
+    "a non-ASCII tag": (("records", 1, "tag"), "pressión"),
+    "an empty tag": (("records", 1, "tag"), ""),
+    "an epoch with a space": (("epoch",), "e 1"),
 }
 
 
@@ -137,6 +144,16 @@ def test_an_oversized_message_is_not_read_fast() -> None:
 @given(st.data())
 def test_one_hostile_value_is_never_accepted_where_the_contract_refuses(data: Any) -> None:
     _agrees_with_the_contract(dumps(data.draw(one_value_replaced(_document()))))
+
+
+@given(st.text(max_size=12), st.sampled_from(["line", "device", "tag", "batch", "unit"]))
+def test_any_name_is_read_fast_only_where_the_contract_takes_it(name: str, field: str) -> None:
+    """Whatever a name is, in whichever field, the fast reader takes no more than the
+    contract."""
+    document = _document()
+    for record in document["records"]:
+        record[field] = name
+    _agrees_with_the_contract(dumps(document))
 
 
 @given(st.data())
