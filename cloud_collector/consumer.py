@@ -409,12 +409,10 @@ class Flow:
             counters.groups += 1
             counters.grouped += len(result.committed)
             counters.database_connected = True
-        acks = []
         for _, outcome in sorted(result.committed.items()):
             counters.messages += 1
             counters.last_message_at = datetime.now(UTC)
-            acks.append(self._acknowledge(outcome))
-        await asyncio.gather(*acks)
+            await self._acknowledge(outcome)
         for position in sorted(result.committed):
             self._settled(run[position].message)
         for position in result.left:
