@@ -46,7 +46,7 @@ def arguments() -> argparse.Namespace:
     add = parser.add_argument
     add("--edges", type=int, default=20, help="simulated edges, one line each")
     add("--tags", type=int, default=50, help="tags per line (readings per poll)")
-    add("--readings", type=int, default=200_000, help="readings per measurement, over the fleet")
+    add("--readings", type=int, default=1_000_000, help="readings per measurement, over the fleet")
     add("--records", type=numbers, default=[500, 100], help="records per message, e.g. 500,100")
     add("--collectors", type=numbers, default=[1, 2], help="collector processes, e.g. 1,2")
     add("--runs", type=int, default=3, help="repetitions; figures are printed as min-max")
