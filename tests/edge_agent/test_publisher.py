@@ -347,6 +347,20 @@ def test_thousands_of_mutated_acks_never_raise_and_never_delete(tmp_path: Path) 
     assert outbox.depth(EVENTS) == 5 and publisher.health.records_acked == 5
 
 
+async def _one_record_messages(
+    tmp_path: Path, broker: MosquittoProcess, edge_id: str, ack_timeout_s: float
+) -> tuple[Outbox, Publisher]:
+    """An edge's outbox and a publisher sending each record as a message of its own."""
+    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
+    wake = asyncio.Event()
+    outbox.on_append = wake.set
+    settings = await edge_identity(broker, edge_id)
+    publisher = Publisher(
+        edge_id, outbox, settings, wake, max_records=1, ack_timeout_s=ack_timeout_s
+    )
+    return outbox, publisher
+
+
 async def test_acks_slower_than_the_timeout_do_not_make_the_edge_send_everything_again(
     tmp_path: Path, private_broker: MosquittoProcess
 ) -> None:
@@ -354,11 +368,7 @@ async def test_acks_slower_than_the_timeout_do_not_make_the_edge_send_everything
     backlog): after the first timeout the edge waits as long as the acks take, instead of
     sending every message again each time the fixed timeout passes."""
     edge_id = "edge-slow-acks"
-    broker = await edge_identity(private_broker, edge_id)
-    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
-    wake = asyncio.Event()
-    outbox.on_append = wake.set
-    publisher = Publisher(edge_id, outbox, broker, wake, max_records=1, ack_timeout_s=0.4)
+    outbox, publisher = await _one_record_messages(tmp_path, private_broker, edge_id, 0.4)
     sent = 24
     async with CollectorSide(private_broker.broker, edge_id) as collector:
         collector.ack_all, collector.ack_delay_s = True, 1.0
@@ -386,11 +396,7 @@ async def test_a_queue_acknowledged_in_order_is_never_sent_again(
     nothing is sent twice. Measured with the ingest benchmark before this rule: 1,000,000
     readings, 2,035 messages sent again, the collector settling resends behind the queue."""
     edge_id = "edge-queue"
-    broker = await edge_identity(private_broker, edge_id)
-    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
-    wake = asyncio.Event()
-    outbox.on_append = wake.set
-    publisher = Publisher(edge_id, outbox, broker, wake, max_records=1, ack_timeout_s=2.5)
+    outbox, publisher = await _one_record_messages(tmp_path, private_broker, edge_id, 2.5)
     sent = 25
     async with CollectorSide(private_broker.broker, edge_id) as collector:
         collector.ack_all, collector.in_order, collector.ack_delay_s = True, True, 2.0
@@ -415,11 +421,7 @@ async def test_a_message_a_dead_collector_holds_is_sent_again_while_the_rest_are
     collector that died without a word, and goes again one ack timeout after the ack of the
     message before it."""
     edge_id = "edge-held"
-    broker = await edge_identity(private_broker, edge_id)
-    outbox = Outbox(EdgeStore(tmp_path / "o.db"))
-    wake = asyncio.Event()
-    outbox.on_append = wake.set
-    publisher = Publisher(edge_id, outbox, broker, wake, max_records=1, ack_timeout_s=0.5)
+    outbox, publisher = await _one_record_messages(tmp_path, private_broker, edge_id, 0.5)
     async with CollectorSide(private_broker.broker, edge_id) as collector:
         collector.ack_all, collector.in_order, collector.ack_delay_s = True, True, 0.1
         collector.held_once = {3}
