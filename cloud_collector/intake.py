@@ -44,7 +44,6 @@ class Intake:
     enough: the count must move inside paho's read, before the next packet is read)."""
 
     def __init__(self, client: aiomqtt.Client, bound: int, counted: Callable[[int], None]) -> None:
-        self.client = client
         self.bound = bound
         self.held = 0
         self._counted = counted
