@@ -361,6 +361,16 @@ async def _one_record_messages(
     return outbox, publisher
 
 
+async def _one_event_every(
+    interval_s: float, count: int, outbox: Outbox, publisher: Publisher
+) -> None:
+    """Events captured one every `interval_s`, until the collector acknowledged them all."""
+    for n in range(count):
+        outbox.append_many([(EVENTS, event(n))])
+        await asyncio.sleep(interval_s)
+    await until(lambda: now_true(publisher.health.records_acked == count), 30, "every event acked")
+
+
 async def test_acks_slower_than_the_timeout_do_not_make_the_edge_send_everything_again(
     tmp_path: Path, private_broker: MosquittoProcess
 ) -> None:
@@ -373,12 +383,7 @@ async def test_acks_slower_than_the_timeout_do_not_make_the_edge_send_everything
     async with CollectorSide(private_broker.broker, edge_id) as collector:
         collector.ack_all, collector.ack_delay_s = True, 1.0
         async with running(publisher):
-            for n in range(sent):
-                outbox.append_many([(EVENTS, event(n))])
-                await asyncio.sleep(0.25)
-            await until(
-                lambda: now_true(publisher.health.records_acked == sent), 30, "every event acked"
-            )
+            await _one_event_every(0.25, sent, outbox, publisher)
     # A fixed 0.4 s timeout sent everything in flight again about every 0.4 s (> 10 times).
     assert publisher.health.resends <= 3, publisher.health.resends
     assert publisher.ack_timeout.seconds > 1.0
@@ -402,12 +407,7 @@ async def test_a_queue_acknowledged_in_order_is_never_sent_again(
         collector.ack_all, collector.in_order, collector.ack_delay_s = True, True, 2.0
         collector.stalls = {20: 1.5}
         async with running(publisher):
-            for n in range(sent):
-                outbox.append_many([(EVENTS, event(n))])
-                await asyncio.sleep(0.1)
-            await until(
-                lambda: now_true(publisher.health.records_acked == sent), 30, "every event acked"
-            )
+            await _one_event_every(0.1, sent, outbox, publisher)
     # The wait was 2.5 s (the configured floor: 19 round trips of 2 s); the ack of the 20th
     # came 3.5 s after it was sent, and the old rule (a wait from each message's sending)
     # sent it and everything behind it again.
