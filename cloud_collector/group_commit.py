@@ -183,9 +183,9 @@ class _Holes:
             self.cut.add((stream_id, hole_first))
         pieces: list[Hole] = []
         if hole_first < first:
-            pieces.append((hole_first, first - 1, before, message.records[0]["time"]))
+            pieces.append((hole_first, first - 1, before, message.records[0].time))
         if last < hole_last:
-            pieces.append((last + 1, hole_last, message.records[-1]["time"], after))
+            pieces.append((last + 1, hole_last, message.records[-1].time, after))
         holes[n : n + 1] = pieces
         self._pieces.update((stream_id, piece[0]) for piece in pieces)
         return True
@@ -317,11 +317,11 @@ class GroupCommit:
                         high_water + 1,
                         message.first_seq - 1,
                         high_water_time,
-                        message.records[0]["time"],
+                        message.records[0].time,
                     )
                 count = len(message.records)
                 _append(commits, stream_id, message.first_seq, message.last_seq, count, count)
-                high_water, high_water_time = message.last_seq, message.records[-1]["time"]
+                high_water, high_water_time = message.last_seq, message.records[-1].time
                 taken.append(position)
             if (high_water, high_water_time) != marks[stream_id]:
                 _append(moved, stream_id, high_water, high_water_time)

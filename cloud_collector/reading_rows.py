@@ -85,19 +85,27 @@ class RowWriter:
         # tzinfo object skip its utcoffset() calls, which cost more than all the rest of a
         # row. The reader's times carry fixed offsets (JSON has no zones), one object each.
         zone = epoch = backfill = None
+        last = None  # the time of the reading before (a poll's readings share one object)
+        micros, is_backfill = 0, False
         for r in records:
-            time = r["time"]
-            if time.tzinfo is not zone:
-                zone = time.tzinfo
-                epoch, backfill = _PG_EPOCH.astimezone(zone), backfill_before.astimezone(zone)
-            batch = r["batch"]
-            name_key = (r["line"], batch, r["device"], r["tag"])
+            time = r.time
+            if time is not last:
+                last = time
+                if time.tzinfo is not zone:
+                    zone = time.tzinfo
+                    epoch = _PG_EPOCH.astimezone(zone)
+                    backfill = backfill_before.astimezone(zone)
+                since = time - epoch  # type: ignore[operator]
+                micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+                is_backfill = time < backfill  # type: ignore[operator]
+            batch = r.batch
+            name_key = (r.line, batch, r.device, r.tag)
             named = names.get(name_key)
             if named is None:
                 named = names[name_key] = b"".join(text_field(n) for n in name_key)
             if batch is not None and batch not in batches:
-                batches[batch] = r["line"]
-            kind_key = (r.get("unit"), r.get("quality", "good"), r.get("detail"), stream_id)
+                batches[batch] = r.line
+            kind_key = (r.unit, r.quality, r.detail, stream_id)
             kind = kinds.get(kind_key)
             if kind is None:
                 unit, quality, detail, _ = kind_key
@@ -105,10 +113,8 @@ class RowWriter:
                     (text_field(unit), text_field(quality), text_field(detail), _INT4(4, stream_id))
                 )
                 kinds[kind_key] = kind
-            since = time - epoch  # type: ignore[operator]
-            micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
-            device_time = r.get("device_time")
-            value = r["value"]
+            device_time = r.device_time
+            value = r.value
             if device_time is None:
                 out += _START_NO_DEVICE_TIME(_FIELDS, 8, micros, -1)
             else:
@@ -117,5 +123,5 @@ class RowWriter:
             out += named
             out += _NULL if value is None else _VALUE(8, value)
             out += kind
-            out += _END(8, r["seq"], 1, time < backfill)  # type: ignore[operator]
+            out += _END(8, r.seq, 1, is_backfill)
         return Rows(out, batches)

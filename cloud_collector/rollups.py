@@ -139,6 +139,10 @@ class _TagPart:
     min: float | None = None
     max: float | None = None
     sum: float = 0.0
+    # The minute bucket its last reading went to (most of a tag's readings go to the one
+    # its reading before went to).
+    minute: int = -1
+    bucket: _MinutePart | None = None
 
 
 @dataclass(slots=True)
@@ -181,30 +185,36 @@ class Parts:
         # without calling its utcoffset(), which costs more than the rest of the reading.
         window_start = window_end = None
         minute = 0
+        last = None  # the time of the reading before (a poll's readings share one object)
         for r in readings:
-            batch = r["batch"]
+            batch = r.batch
             if batch is None:
                 continue
-            key = (batch, r["device"], r["tag"])
-            time = r["time"]
+            time = r.time
+            if time is not last:
+                last = time
+                if window_start is None or not window_start <= time < window_end:  # type: ignore[operator]
+                    minute = int(time.timestamp()) // 60
+                    window_start = datetime.fromtimestamp(minute * 60, time.tzinfo)
+                    window_end = window_start + _MINUTE
+            key = (batch, r.device, r.tag)
             part = tags.get(key)
             if part is None:
-                part = tags[key] = _TagPart(time, time, r.get("unit"))
+                part = tags[key] = _TagPart(time, time, r.unit)
             elif time >= part.last:
-                part.last, part.unit = time, r.get("unit")
+                part.last, part.unit = time, r.unit
             elif time < part.first:
                 part.first = time
             part.count += 1
-            if window_start is None or not window_start <= time < window_end:  # type: ignore[operator]
-                minute = int(time.timestamp()) // 60
-                window_start = datetime.fromtimestamp(minute * 60, time.tzinfo)
-                window_end = window_start + _MINUTE
-            bucket = minutes.get((key, minute))
-            if bucket is None:
-                bucket = minutes[(key, minute)] = _MinutePart()
+            bucket = part.bucket
+            if part.minute != minute or bucket is None:
+                bucket = minutes.get((key, minute))
+                if bucket is None:
+                    bucket = minutes[(key, minute)] = _MinutePart()
+                part.minute, part.bucket = minute, bucket
             bucket.count += 1
-            value = r["value"]
-            quality = r.get("quality", "good")
+            value = r.value
+            quality = r.quality
             if quality == "good" and value is not None:
                 part.good += 1
                 part.sum += value
@@ -245,13 +255,13 @@ class Parts:
             ):
                 for readings in self.sources:
                     for r in readings:
-                        value = r["value"]
+                        value = r.value
                         if (
                             value is None
-                            or r["batch"] != key[0]
-                            or r["device"] != key[1]
-                            or r["tag"] != key[2]
-                            or r.get("quality", "good") != "good"
+                            or r.batch != key[0]
+                            or r.device != key[1]
+                            or r.tag != key[2]
+                            or r.quality != "good"
                         ):
                             continue
                         is_below = low is not None and value < low
@@ -261,7 +271,7 @@ class Parts:
                         below += is_below
                         above += is_above
                         ex_min, ex_max = _least(ex_min, value), _greatest(ex_max, value)
-                        time = r["time"]
+                        time = r.time
                         ex_first = time if ex_first is None else min(ex_first, time)
                         ex_last = time if ex_last is None else max(ex_last, time)
             row = (

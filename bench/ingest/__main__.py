@@ -107,12 +107,18 @@ async def run(args: argparse.Namespace, base_url: str, files: BrokerFiles) -> in
                         args.latency_rate,
                     )
                 )
+            copy_rows = 0
             for i in range(1, args.runs + 1):
-                copy_rate, copy_rows = measure_copy(setup, args.readings)
-                log(f"run {i}: COPY {copy_rows:,} rows at {copy_rate:,.0f} readings/s")
                 measured = []
                 for load in loads:
+                    # Each flat-out load beside a COPY of its own, just before it: the
+                    # machine's speed drifts over the minutes of a run.
+                    copy_rate = None
+                    if load.rate is None:
+                        copy_rate, copy_rows = measure_copy(setup, args.readings)
+                        log(f"run {i}: COPY {copy_rows:,} rows at {copy_rate:,.0f} readings/s")
                     m = await measure(setup, load)
+                    m.copy_rate = copy_rate
                     measured.append(m)
                     log(
                         f"run {i}: {load.label}: {m.rate:,.0f} readings/s, p95 "
@@ -120,7 +126,7 @@ async def run(args: argparse.Namespace, base_url: str, files: BrokerFiles) -> in
                         + ", ".join(f"{k} {v:.0f}%" for k, v in m.cpu_percent.items() if v)
                         + (f"; PROBLEM: {'; '.join(m.problems)}" if m.problems else "")
                     )
-                runs.append(Run(copy_rate, copy_rows, measured))
+                runs.append(Run(copy_rows, measured))
     finally:
         await database.revoke_identities(base_url, files, [*edges, *collectors])
         database.drop_database(base_url, database.TEMPLATE_DB)

@@ -166,6 +166,13 @@ def drop_database(base_url: str, name: str) -> None:
         _drop(admin, name)
 
 
+def checkpoint(url: str) -> None:
+    """A checkpoint of the whole cluster: the timed phase after it neither pays for the
+    writes of the one before nor gets a checkpoint half done by it."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("checkpoint")
+
+
 def backend_pid(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute("select pg_backend_pid()").fetchone()
@@ -213,6 +220,7 @@ def measure_copy(url: str, rows: list[tuple[object, ...]]) -> float:
         ours, theirs = _index_shapes(conn, COPY_TABLE), _index_shapes(conn, "readings")
         if ours != theirs:
             raise RuntimeError(f"{COPY_TABLE} indexes {ours} are not readings' {theirs}")
+    checkpoint(url)
     with psycopg.connect(url) as conn:
         start = time.perf_counter()
         with conn.cursor() as cur, cur.copy(_COPY_ROWS) as copy:  # type: ignore[arg-type]

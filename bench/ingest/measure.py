@@ -87,6 +87,8 @@ class Measurement:
     tally: Tally
     dead_letters: int
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    # readings/s of the COPY measured just before it (flat-out loads): its baseline
+    copy_rate: float | None = None
 
     @property
     def rate(self) -> float:
@@ -166,6 +168,7 @@ async def measure(setup: Setup, load: Load) -> Measurement:
         groups = {c.name: (c.pid, False) for c in collectors}
         if setup.broker_pid is not None:
             groups["broker"] = (setup.broker_pid, False)
+        database.checkpoint(url)  # each timed phase starts with no dirty pages of another
         postmaster = postmaster_of(database.backend_pid(url))
         if postmaster is not None:
             groups["postgres"] = (postmaster, True)

@@ -23,6 +23,7 @@ from cloud_collector.binary_arrays import (
     Timestamptzs,
     packed,
 )
+from cloud_collector.messages import FastReading
 from tests.conftest import Services
 
 T = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
@@ -92,19 +93,19 @@ async def test_the_rollups_parameters_go_as_the_statements_cast_them(
 ) -> None:
     """Every column of the two upserts packed as its kind: PostgreSQL accepts the packed
     arrays where each cast names their type."""
-    reading = {
-        "kind": "reading",
-        "seq": 1,
-        "time": T,
-        "line": "l",
-        "batch": "B",
-        "device": "d",
-        "tag": "t",
-        "value": 3.5,
-        "unit": "°C",
-    }
+    reading = FastReading(
+        kind="reading",
+        seq=1,
+        time=T,
+        line="l",
+        batch="B",
+        device="d",
+        tag="t",
+        value=3.5,
+        unit="°C",
+    )
     parts = rollups.Parts()
-    parts.add([reading])  # type: ignore[list-item]
+    parts.add([reading])
     for sql, columns, kinds in (
         (rollups.STATS_PARTS_UPSERT, parts.stats_arrays({}), rollups.STATS_PARTS_KINDS),
         (rollups.MINUTES_PARTS_UPSERT, parts.minutes_arrays(), rollups.MINUTES_PARTS_KINDS),

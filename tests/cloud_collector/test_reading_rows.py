@@ -33,20 +33,20 @@ _OIDS = {"timestamptz": 1184, "text": 25, "float8": 701, "int4": 23, "int8": 20,
 
 def _row(r: FastReading, stream_id: int) -> tuple[Any, ...]:
     return (
-        r["time"],
-        r.get("device_time"),
+        r.time,
+        r.device_time,
         RECEIVED,
-        r["line"],
-        r["batch"],
-        r["device"],
-        r["tag"],
-        r["value"],
-        r.get("unit"),
-        r.get("quality", "good"),
-        r.get("detail"),
+        r.line,
+        r.batch,
+        r.device,
+        r.tag,
+        r.value,
+        r.unit,
+        r.quality,
+        r.detail,
         stream_id,
-        r["seq"],
-        r["time"] < BACKFILL_BEFORE,
+        r.seq,
+        r.time < BACKFILL_BEFORE,
     )
 
 
@@ -71,7 +71,7 @@ def _reading(seq: int, **fields: Any) -> FastReading:
         "value": 81.5,
     }
     reading.update(fields)
-    return reading  # type: ignore[return-value]
+    return FastReading(**reading)
 
 
 CASES: list[FastReading] = [
@@ -105,23 +105,26 @@ _time = st.datetimes(
     timezones=st.sampled_from([TzInfo(0), TzInfo(-3600), timezone(timedelta(hours=5, minutes=30))]),
 )
 _readings = st.lists(
-    st.fixed_dictionaries(
-        {
-            "kind": st.just("reading"),
-            "seq": st.integers(0, 2**63 - 1),
-            "time": _time,
-            "line": _text,
-            "batch": st.none() | _text,
-            "device": _text,
-            "tag": _text,
-            "value": st.none() | st.floats(allow_nan=False, allow_infinity=False),
-        },
-        optional={
-            "device_time": st.none() | _time,
-            "unit": st.none() | _text,
-            "quality": st.sampled_from(["good", "bad", "uncertain"]),
-            "detail": st.none() | _text,
-        },
+    st.builds(
+        lambda fields: FastReading(**fields),
+        st.fixed_dictionaries(
+            {
+                "kind": st.just("reading"),
+                "seq": st.integers(0, 2**63 - 1),
+                "time": _time,
+                "line": _text,
+                "batch": st.none() | _text,
+                "device": _text,
+                "tag": _text,
+                "value": st.none() | st.floats(allow_nan=False, allow_infinity=False),
+            },
+            optional={
+                "device_time": st.none() | _time,
+                "unit": st.none() | _text,
+                "quality": st.sampled_from(["good", "bad", "uncertain"]),
+                "detail": st.none() | _text,
+            },
+        ),
     ),
     min_size=1,
     max_size=20,
@@ -134,8 +137,8 @@ def test_any_readings_are_written_as_psycopg_writes_them(readings: list[FastRead
     assert bytes(rows.data) == _psycopg_rows(readings, 7)
     first: dict[str, str] = {}
     for r in readings:
-        if r["batch"] is not None:
-            first.setdefault(r["batch"], r["line"])
+        if r.batch is not None:
+            first.setdefault(r.batch, r.line)
     assert rows.batches == first
 
 
