@@ -194,7 +194,12 @@ async def _consume(
                 properties=_expiring(PacketTypes.WILLMESSAGE),
             ),
         )
-        intake = Intake(client, settings.messages_in_hand, lambda held: _held(counters, held))
+        intake = Intake(
+            client,
+            settings.messages_in_hand,
+            lambda held: _held(counters, held),
+            settings.held_bytes,
+        )
         async with client:
             subscription = topics.data_subscription(settings.share_group)
             await client.subscribe(subscription, qos=1)

@@ -39,13 +39,28 @@ from protocols.mqtt.contract import Ack
 log = logging.getLogger(__name__)
 
 
-class Intake:
-    """Counts what `client` delivers into `held` (a callable's view of a counter is not
-    enough: the count must move inside paho's read, before the next packet is read)."""
+def _size(payload: object) -> int:
+    return len(payload) if isinstance(payload, bytes | bytearray | str) else 0
 
-    def __init__(self, client: aiomqtt.Client, bound: int, counted: Callable[[int], None]) -> None:
+
+class Intake:
+    """Counts what `client` delivers into `held` and `held_bytes` (a callable's view of a
+    counter is not enough: the count must move inside paho's read, before the next packet
+    is read). It stops reading at `bound` messages or `bound_bytes` bytes of payload
+    (whichever comes first: the messages' count bounds small messages, their size large
+    ones)."""
+
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        bound: int,
+        counted: Callable[[int], None],
+        bound_bytes: int | None = None,
+    ) -> None:
         self.bound = bound
+        self.bound_bytes = bound_bytes
         self.held = 0
+        self.held_bytes = 0
         self._counted = counted
         self._paho = client._client
         self._paho.manual_ack_set(True)
@@ -67,11 +82,17 @@ class Intake:
             return mqtt.MQTTErrorCode.MQTT_ERR_AGAIN
         return self._read_packet()
 
+    def _full(self) -> bool:
+        return self.held >= self.bound or (
+            self.bound_bytes is not None and self.held_bytes >= self.bound_bytes
+        )
+
     def _on_message(self, paho: Any, userdata: Any, message: Any) -> None:
         self._deliver(paho, userdata, message)
         self.held += 1
+        self.held_bytes += _size(message.payload)
         self._counted(self.held)
-        if self.held >= self.bound:
+        if self._full():
             self._pause()
 
     def release(self, message: aiomqtt.Message) -> None:
@@ -79,8 +100,9 @@ class Intake:
         if message.qos > 0:
             self._paho.ack(message.mid, message.qos)
         self.held -= 1
+        self.held_bytes -= _size(message.payload)
         self._counted(self.held)
-        if self._paused is not None and self.held < self.bound:
+        if self._paused is not None and not self._full():
             self._resume()
 
     async def send_ack(self, ack: Ack) -> None:

@@ -113,12 +113,16 @@ async def run(args: argparse.Namespace, base_url: str, files: BrokerFiles) -> in
                 for load in loads:
                     # Each flat-out load beside a COPY of its own, just before it: the
                     # machine's speed drifts over the minutes of a run.
-                    copy_rate = None
+                    copy_rate = bulk_rate = None
                     if load.rate is None:
-                        copy_rate, copy_rows = measure_copy(setup, args.readings)
-                        log(f"run {i}: COPY {copy_rows:,} rows at {copy_rate:,.0f} readings/s")
+                        copy_rate, copy_rows = measure_copy(setup, args.readings, load.records)
+                        bulk_rate, _ = measure_copy(setup, args.readings, None)
+                        log(
+                            f"run {i}: COPY {copy_rows:,} rows at {copy_rate:,.0f} readings/s "
+                            f"in the fleet's order, {bulk_rate:,.0f} edge by edge"
+                        )
                     m = await measure(setup, load)
-                    m.copy_rate = copy_rate
+                    m.copy_rate, m.bulk_copy_rate = copy_rate, bulk_rate
                     measured.append(m)
                     log(
                         f"run {i}: {load.label}: {m.rate:,.0f} readings/s, p95 "

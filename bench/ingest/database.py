@@ -184,23 +184,42 @@ def backend_pid(url: str) -> int:
 
 
 def copy_rows(
-    edges: int, tags: int, per_edge: int, batch: str, t0: datetime
+    edges: int,
+    tags: int,
+    per_edge: int,
+    batch: str,
+    t0: datetime,
+    records_per_message: int | None = None,
 ) -> list[tuple[object, ...]]:
     """The rows the fleet's readings become: per edge (stream_id 1..), seq 0.., a poll of
-    `tags` readings every 50 ms, the values the fleet's templates cycle through."""
+    `tags` readings every 50 ms, the values the fleet's templates cycle through.
+
+    In the order they reach the database: with `records_per_message`, a message's run of
+    one edge's rows, the edges' messages taking turns, as the fleet sends them; without,
+    edge by edge (every row of the first edge, then of the second...), as a bulk load
+    of each edge's history would come."""
     received = datetime.now(UTC)
-    rows: list[tuple[object, ...]] = []
+    per_edge_rows: list[list[tuple[object, ...]]] = []
     for e in range(edges):
         line, device = line_name(e + 1), device_name(e + 1)
+        own: list[tuple[object, ...]] = []
         for seq in range(per_edge):
             tag = seq % tags
             value = round(20.0 + tag / 7 + ((seq // tags) % VARIANTS) / 10, 3)
             at = t0 + timedelta(milliseconds=50 * (seq // tags))
-            rows.append(
+            own.append(
                 (at, None, received, line, batch, device, f"tag-{tag:03d}", value, "Cel",
                  "good", None, e + 1, seq, False)
             )  # fmt: skip
-    return rows
+        per_edge_rows.append(own)
+    if records_per_message is None:
+        return [row for own in per_edge_rows for row in own]
+    return [
+        row
+        for start in range(0, per_edge, records_per_message)
+        for own in per_edge_rows
+        for row in own[start : start + records_per_message]
+    ]
 
 
 def _index_shapes(conn: psycopg.Connection, table: str) -> list[str]:

@@ -87,8 +87,10 @@ class Measurement:
     tally: Tally
     dead_letters: int
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    # readings/s of the COPY measured just before it (flat-out loads): its baseline
+    # readings/s of the COPYs measured just before it (flat-out loads): of its rows in
+    # the order the fleet sends them (its baseline), and edge by edge (a bulk load's order)
     copy_rate: float | None = None
+    bulk_copy_rate: float | None = None
 
     @property
     def rate(self) -> float:
@@ -275,10 +277,13 @@ def _mb(value: int | None) -> float | None:
     return None if value is None else value / 2**20
 
 
-def measure_copy(setup: Setup, readings: int) -> tuple[float, int]:
-    """readings/s of the same-run COPY of the fleet's rows, and how many rows."""
+def measure_copy(setup: Setup, readings: int, records_per_message: int | None) -> tuple[float, int]:
+    """readings/s of a COPY of the fleet's rows, and how many rows: in the order the fleet
+    sends them in messages of `records_per_message`, or edge by edge (None)."""
     per_edge = max(setup.tags, readings // setup.edges)
-    rows = database.copy_rows(setup.edges, setup.tags, per_edge, BATCH, datetime.now(UTC))
+    rows = database.copy_rows(
+        setup.edges, setup.tags, per_edge, BATCH, datetime.now(UTC), records_per_message
+    )
     url = database.fresh_database(setup.base_url, setup.bench_db, setup.template_db)
     seconds = database.measure_copy(url, rows)
     return len(rows) / seconds, len(rows)

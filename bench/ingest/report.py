@@ -51,7 +51,8 @@ def _per_process(
 
 
 HEADER = (
-    "| load | readings/s committed and acked | x same-run COPY | latency p50 ms | p95 ms "
+    "| load | readings/s committed and acked | x same-run COPY | x bulk-order COPY "
+    "| latency p50 ms | p95 ms "
     "| p99 ms | collector CPU % of a core | collector peak RSS MB | broker CPU % "
     "| PostgreSQL CPU % | generator CPU % | resent messages | missing / doubled |"
 )
@@ -60,9 +61,15 @@ HEADER = (
 def table(runs: Sequence[Run]) -> list[str]:
     lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     copies = [m.copy_rate for r in runs for m in r.measurements]
+    bulk = [m.bulk_copy_rate for r in runs for m in r.measurements]
+    rows = f"{runs[0].copy_rows:,} rows"
     lines.append(
-        f"| binary COPY, one connection ({runs[0].copy_rows:,} rows) | {spread(copies)} | 1.00 "
-        "| | | | | | | | | | |"
+        f"| binary COPY, one connection ({rows} in the order the fleet sends them, before "
+        f"each load) | {spread(copies)} | 1.00 | | | | | | | | | | | |"
+    )
+    lines.append(
+        f"| binary COPY, one connection ({rows} edge by edge, as a bulk load) | {spread(bulk)} "
+        "| | 1.00 | | | | | | | | | | |"
     )
     for group in _same_load(runs):
         load = group[0][1].load
@@ -83,6 +90,9 @@ def table(runs: Sequence[Run]) -> list[str]:
                     what,
                     spread([m.rate for m in ms]),
                     spread([m.rate / m.copy_rate if m.copy_rate else None for m in ms], 2),
+                    spread(
+                        [m.rate / m.bulk_copy_rate if m.bulk_copy_rate else None for m in ms], 2
+                    ),
                     spread([m.latency_ms.get("p50") for m in ms]),
                     spread([m.latency_ms.get("p95") for m in ms]),
                     spread([m.latency_ms.get("p99") for m in ms]),

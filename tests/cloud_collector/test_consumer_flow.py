@@ -20,18 +20,26 @@ from protocols.mqtt.contract import Ack, CollectorStatus
 from tests.conftest import MosquittoProcess, Services, now_true, until
 
 
-def _message(edge: str, seq: int) -> bytes:
-    record = {
-        "kind": "reading",
-        "seq": seq,
-        "time": "2026-11-25T10:00:00Z",
-        "line": "l1",
-        "batch": None,
-        "device": "d",
-        "tag": "t",
-        "value": float(seq),
+def _message(edge: str, seq: int, records: int = 1) -> bytes:
+    """A message of `records` readings numbered from `seq`."""
+    body = {
+        "edge_id": edge,
+        "stream": "readings",
+        "epoch": "e",
+        "records": [
+            {
+                "kind": "reading",
+                "seq": n,
+                "time": "2026-11-25T10:00:00Z",
+                "line": "l1",
+                "batch": None,
+                "device": "d",
+                "tag": "t",
+                "value": float(n),
+            }
+            for n in range(seq, seq + records)
+        ],
     }
-    body = {"edge_id": edge, "stream": "readings", "epoch": "e", "records": [record]}
     return json.dumps(body).encode()
 
 
@@ -123,6 +131,56 @@ async def test_a_stalled_database_holds_the_collector_to_its_receive_maximum(
     assert await _committed(services.database_url, edge) == published
     assert counters.in_hand_peak == 6
     assert counters.groups >= published // 3
+
+
+async def test_a_stalled_database_holds_the_collector_to_its_bytes_in_hand(
+    services: Services, collector_settings: CollectorSettings, private_broker: MosquittoProcess
+) -> None:
+    """Large messages: the bound of bytes stops the intake long before the Receive Maximum
+    would (4 messages of ~40 kB held against 3.5 of them in bytes, 100 allowed in count)."""
+    edge = f"edge-{uuid.uuid4().hex[:8]}"
+    broker = await private_broker.register(edge)
+    size = len(_message(edge, 0, records=300))
+    settings = collector_settings.model_copy(
+        update={
+            "mqtt": private_broker.broker,
+            "collector_id": private_broker.broker.username,
+            "receive_maximum": 100,
+            "held_bytes": int(size * 3.5),
+            "ingest_group_messages": 2,
+        }
+    )
+    counters = IngestCounters()
+    published = 12
+    async with (
+        await psycopg.AsyncConnection.connect(services.database_url) as blocker,
+        consuming(settings, counters),
+        aiomqtt.Client(
+            **broker.client_args(),  # type: ignore[arg-type]
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as edge_client,
+    ):
+        await edge_client.subscribe(topics.ack(edge), qos=1)
+        await blocker.execute("lock table readings in share mode")
+        for n in range(published):
+            payload = _message(edge, 300 * n, records=300)
+            await edge_client.publish(topics.data(edge, "readings"), payload, qos=1)
+        await until(lambda: now_true(counters.in_hand >= 4), 15, "the collector holding 4")
+        await asyncio.sleep(2)  # time enough to take more, were it allowed to
+        assert counters.in_hand_peak == 4
+        await blocker.rollback()
+
+        acks: set[int] = set()
+        async with asyncio.timeout(60):
+            async for message in edge_client.messages:
+                ack = Ack.model_validate_json(message.payload)  # type: ignore[arg-type]
+                assert ack.refused is None and not ack.duplicate
+                acks.add(ack.first_seq)
+                if len(acks) == published:
+                    break
+    assert acks == {300 * n for n in range(published)}
+    assert await _committed(services.database_url, edge) == 300 * published
+    assert counters.in_hand_peak == 4
 
 
 async def test_a_collector_says_online_and_offline(

@@ -239,3 +239,22 @@ def test_a_measurement_names_every_difference_between_acks_and_table() -> None:
         "100 readings never settled",
         "1 dead letters",
     ]
+
+
+def test_the_copy_rows_come_in_the_fleets_order_or_edge_by_edge() -> None:
+    """The same rows either way: as the fleet sends them (each message's run of one edge,
+    the edges taking turns) or as a bulk load (each edge's whole history in turn)."""
+    t0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    sent = database.copy_rows(2, 3, 6, "B", t0, records_per_message=4)
+    bulk = database.copy_rows(2, 3, 6, "B", t0)
+    stream_seq = [(row[11], row[12]) for row in sent]
+    assert stream_seq == [
+        *((1, s) for s in range(4)),
+        *((2, s) for s in range(4)),
+        *((1, s) for s in (4, 5)),
+        *((2, s) for s in (4, 5)),
+    ]
+    assert [(row[11], row[12]) for row in bulk] == [(e, s) for e in (1, 2) for s in range(6)]
+    # received_at (the third column) is each call's own clock reading
+    same = sorted((r[:2] + r[3:] for r in sent), key=lambda r: (r[10], r[11]))
+    assert same == [r[:2] + r[3:] for r in bulk]
