@@ -58,11 +58,12 @@ log = logging.getLogger(__name__)
 StreamKey = tuple[str, str, str]  # edge, stream, epoch
 
 _COPY = f"copy readings ({READING_COLUMNS}) from stdin (format binary)"
-# Held to the commit: the marks the group is classified by are the marks it moves.
-_LOCK_STREAMS = """
+_STREAMS = """
 select stream_id, edge_id, stream, epoch, high_water, high_water_time from edge_streams
-where stream_id = any(%s) order by stream_id for update
+where stream_id = any(%s) order by stream_id
 """
+# Held to the commit: the marks the group is classified by are the marks it moves.
+_LOCK_STREAMS = _STREAMS + " for update"
 _SPECS = """
 select device, tag, low, high from tag_specs
 where (device, tag) in (select * from unnest(%b::text[], %b::text[]))
@@ -104,6 +105,27 @@ where e.stream_id = m.stream_id
 
 class _StaleStream(Exception):
     """A cached stream id names no stream, or another one (the table was emptied)."""
+
+
+class _Overtaken(Exception):
+    """Between the COPY and the streams' locks another transaction committed what changes
+    which of the group's messages are fresh: the group is tried again from the start."""
+
+
+# Groups overtaken this many times in a row go one by one.
+_OVERTAKEN_TRIES = 3
+
+
+@dataclass
+class _Plan:
+    """What a group commits, classified against its streams' marks and holes."""
+
+    result: GroupResult
+    taken: list[int]  # positions, in the group's order
+    commits: list[list[Any]]
+    gaps: list[list[Any]]
+    moved: list[list[Any]]
+    holes: _Holes
 
 
 @dataclass
@@ -249,10 +271,17 @@ class GroupCommit:
 
         what = f"group of {len(group)} messages"
         try:
-            try:
-                return await retrying(attempt, what)
-            except _StaleStream:
-                return await retrying(attempt, what)
+            for tries in range(1, _OVERTAKEN_TRIES + 1):
+                try:
+                    try:
+                        return await retrying(attempt, what)
+                    except _StaleStream:
+                        return await retrying(attempt, what)
+                except _Overtaken as overtaken:
+                    if tries == _OVERTAKEN_TRIES:
+                        raise
+                    log.info("%s overtaken (%s); classifying it again", what, overtaken)
+            raise AssertionError("unreachable")
         except Exception as err:
             if unavailable(err, conn):
                 raise
@@ -264,28 +293,30 @@ class GroupCommit:
             )
             return GroupResult(left=list(range(len(group))))
 
-    async def _commit(
-        self, conn: psycopg.AsyncConnection, group: list[Prepared], made: dict[StreamKey, int]
-    ) -> GroupResult:
-        ids: dict[StreamKey, int] = {}
-        for key in dict.fromkeys(p.key for p in group):
-            known = self.streams.get(key)
-            if known is None:
-                known = made[key] = await register_stream(
-                    conn, {"edge": key[0], "stream": key[1], "epoch": key[2]}
-                )
-            ids[key] = known
-        marks: dict[int, tuple[int, datetime | None]] = {}
-        cur = await conn.execute(_LOCK_STREAMS, (sorted(set(ids.values())),))
+    async def _marks(
+        self, conn: psycopg.AsyncConnection, ids: dict[StreamKey, int], query: str
+    ) -> dict[int, tuple[int, datetime | None]]:
+        """The high-water marks of the group's streams (`query`: _STREAMS, or _LOCK_STREAMS
+        to hold them to the commit)."""
+        cur = await conn.execute(query, (sorted(set(ids.values())),))
         found = {int(r[0]): ((r[1], r[2], r[3]), int(r[4]), r[5]) for r in await cur.fetchall()}
+        marks: dict[int, tuple[int, datetime | None]] = {}
         for key, stream_id in ids.items():
             if stream_id not in found or found[stream_id][0] != key:
                 raise _StaleStream(f"stream id {stream_id} is not {key} any more")
             marks[stream_id] = (found[stream_id][1], found[stream_id][2])
+        return marks
 
-        # Per stream in sequence order: fresh messages and hole fills are this group's;
-        # from the first other one reaching back to the mark, the stream's messages go one
-        # by one.
+    async def _plan(
+        self,
+        conn: psycopg.AsyncConnection,
+        group: list[Prepared],
+        ids: dict[StreamKey, int],
+        marks: dict[int, tuple[int, datetime | None]],
+    ) -> _Plan:
+        """Per stream in sequence order: fresh messages and hole fills are this group's;
+        from the first other one reaching back to the mark, the stream's messages go one
+        by one."""
         result = GroupResult()
         by_stream: dict[int, list[int]] = defaultdict(list)
         for position, prepared in enumerate(group):
@@ -326,21 +357,31 @@ class GroupCommit:
             if (high_water, high_water_time) != marks[stream_id]:
                 _append(moved, stream_id, high_water, high_water_time)
         result.left.sort()
-        if not taken:
-            return result
         taken.sort()  # the group's order: the first to name a batch makes its row
+        return _Plan(result, taken, commits, gaps, moved, holes)
 
-        parts = group[taken[0]].parts
-        if len(parts.sources) != len(taken) or any(group[p].parts is not parts for p in taken):
-            # Not every message added to these rollups is committed here: count again.
-            parts = rollups.Parts()
-            for position in taken:
-                parts.add(group[position].message.records)
-        spec_keys = parts.spec_keys()
-        specs: dict[tuple[str, str], tuple[float | None, float | None]] = {}
-        if spec_keys:
-            cur = await conn.execute(_SPECS, ([d for d, _ in spec_keys], [t for _, t in spec_keys]))
-            specs = {(d, t): (low, high) for d, t, low, high in await cur.fetchall()}
+    async def _commit(
+        self, conn: psycopg.AsyncConnection, group: list[Prepared], made: dict[StreamKey, int]
+    ) -> GroupResult:
+        ids: dict[StreamKey, int] = {}
+        for key in dict.fromkeys(p.key for p in group):
+            known = self.streams.get(key)
+            if known is None:
+                known = made[key] = await register_stream(
+                    conn, {"edge": key[0], "stream": key[1], "epoch": key[2]}
+                )
+            ids[key] = known
+        # The readings go in before the streams are locked, classified against the marks as
+        # last committed: two collectors sharing an edge's messages (the broker hands them
+        # out in turn) then hold each other up only for the short statements after the
+        # COPY, not for the COPY, most of a group's time in the database. Rows of a message
+        # that is not fresh after all fail the COPY (the unique index on stream and
+        # number), or are found when the locked marks classify the group again: either
+        # way nothing of the group is committed.
+        plan = await self._plan(conn, group, ids, await self._marks(conn, ids, _STREAMS))
+        if not plan.taken:
+            return plan.result
+        taken = plan.taken
 
         batches: dict[str, tuple[str, str]] = {}
         async with conn.cursor() as copy_cursor, copy_cursor.copy(_COPY) as copy:
@@ -355,6 +396,25 @@ class GroupCommit:
                     batches.setdefault(batch, (line, message.edge_id))
                 await copy.write(rows.data)
             await copy.write(reading_rows.TRAILER)
+
+        plan = await self._plan(conn, group, ids, await self._marks(conn, ids, _LOCK_STREAMS))
+        if plan.taken != taken:
+            raise _Overtaken(f"{len(taken)} messages copied, {len(plan.taken)} fresh now")
+        result, holes = plan.result, plan.holes
+        commits, gaps, moved = plan.commits, plan.gaps, plan.moved
+
+        parts = group[taken[0]].parts
+        if len(parts.sources) != len(taken) or any(group[p].parts is not parts for p in taken):
+            # Not every message added to these rollups is committed here: count again.
+            parts = rollups.Parts()
+            for position in taken:
+                parts.add(group[position].message.records)
+        spec_keys = parts.spec_keys()
+        specs: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+        if spec_keys:
+            cur = await conn.execute(_SPECS, ([d for d, _ in spec_keys], [t for _, t in spec_keys]))
+            specs = {(d, t): (low, high) for d, t, low, high in await cur.fetchall()}
+
         async with conn.pipeline():
             if batches:
                 await conn.execute(

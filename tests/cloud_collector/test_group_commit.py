@@ -10,7 +10,9 @@ both paths get byte-identical payloads but for the edge's name.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -27,7 +29,7 @@ from cloud_collector.group_commit import GroupCommit
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
 from protocols.mqtt.contract import Ack
-from tests.conftest import Services
+from tests.conftest import Services, until
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 # Values in halves and spec limits that cut through them: sums are exact in any order.
@@ -391,3 +393,72 @@ async def test_a_deadlock_is_tried_again_not_taken_for_the_messages_fault(
         (0, None),
         (10, None),
     ]
+
+
+async def test_a_group_overtaken_between_its_copy_and_its_locks_is_classified_again(
+    conn: psycopg.AsyncConnection,
+    collector_settings: CollectorSettings,
+    services: Services,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The group writes its readings before it locks its streams. Another collector that
+    commits meanwhile what makes a message of the group not fresh (here: readings 10-15 of
+    the stream committed as refused, the mark moved to 15) is found under the locks: the
+    group's rows go back, the message is classified again and settled one by one against
+    what is committed (which writes the readings it does not find). Nothing doubled."""
+    edge = await _new_edge(conn)
+    acks: list[Ack] = []
+
+    async def send(ack: Ack) -> None:
+        acks.append(ack)
+
+    caplog.set_level(logging.INFO, logger="cloud_collector.group_commit")
+    counters = IngestCounters()
+    flow = Flow(conn, collector_settings, counters, send, lambda m: None)
+    await flow.settle([flow.read(_message(edge, "r 0-9", 1))])
+    row = await (
+        await conn.execute(
+            "select stream_id from edge_streams where edge_id = %s and stream = 'readings'",
+            (edge,),
+        )
+    ).fetchone()
+    assert row is not None
+    stream_id = row[0]
+
+    async def waiting_for_the_stream() -> bool:
+        cur = await conn_watch.execute(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+            " and query like %s",
+            ("%edge_streams%for update%",),
+        )
+        found = await cur.fetchone()
+        return bool(found and found[0])
+
+    async with (
+        await psycopg.AsyncConnection.connect(services.database_url) as other,
+        await psycopg.AsyncConnection.connect(services.database_url, autocommit=True) as conn_watch,
+    ):
+        await other.execute(
+            "select 1 from edge_streams where stream_id = %s for update", (stream_id,)
+        )
+        settling = asyncio.create_task(flow.settle([flow.read(_message(edge, "r 10-19", 2))]))
+        await until(waiting_for_the_stream, 15, "the group waiting for its stream's lock")
+        await other.execute(
+            "update edge_streams set high_water = 15 where stream_id = %s", (stream_id,)
+        )
+        await other.execute(
+            "insert into stream_commits (stream_id, first_seq, last_seq, records, inserted)"
+            " values (%s, 10, 15, 6, 0)",
+            (stream_id,),
+        )
+        await other.commit()
+        async with asyncio.timeout(30):
+            await settling
+
+    cur = await conn.execute(
+        "select seq from readings where stream_id = %s order by seq", (stream_id,)
+    )
+    assert [r[0] for r in await cur.fetchall()] == list(range(20))
+    assert [(a.first_seq, a.last_seq) for a in acks] == [(0, 9), (10, 19)]
+    assert counters.grouped == 1  # the first message; the second went one by one
+    assert any("overtaken" in r.getMessage() for r in caplog.records)
