@@ -7,16 +7,22 @@ does per group what ingest.py does per message, in a handful of statements:
 - read each message outside the transaction (messages.read_readings), write its readings
   as binary COPY rows (reading_rows.py) and add them to the group's rollups in Python
   (rollups.Parts), while the group before it commits;
-- lock the group's streams (`edge_streams`, in stream_id order, so that two collectors
-  cannot deadlock) and read their high-water marks;
-- take, per stream in sequence order, each message that starts past the mark (which then
-  moves past it), or that lies wholly inside a hole the stream has recorded (the hole is
-  cut around it): its readings cannot be in the table yet, so they go straight into
-  `readings` in one binary COPY for the whole group, and every row is inserted (a row
-  that is not fails the COPY, and with it the group). Holes are filled this way whenever
-  collectors share a stream's messages: the broker hands an edge's consecutive messages to
-  different collectors, and the one that commits the later message first leaves a hole
-  that the other's message then fills;
+- take, per stream in sequence order, each message that starts past the stream's
+  high-water mark (which then moves past it), or that lies wholly inside a hole the stream
+  has recorded (the hole is cut around it): its readings cannot be in the table yet, so
+  they go straight into `readings` in one binary COPY for the whole group, and every row
+  is inserted (a row that is not fails the COPY, and with it the group). Holes are filled
+  this way whenever collectors share a stream's messages: the broker hands an edge's
+  consecutive messages to different collectors, and the one that commits the later
+  message first leaves a hole that the other's message then fills;
+- the COPY goes first, against the marks as last committed; then the group's streams are
+  locked (`edge_streams`, in stream_id order, so that two collectors cannot deadlock) and
+  the group classified again against the locked marks and holes. Two collectors sharing
+  edges thus wait for each other's locks only during the short statements after the
+  COPY (measured with two collectors at 100 records a message: lanes waiting for a
+  stream's lock 1.35 of 4 on average before, 0.34 after). A group another commit has
+  overtaken in between (the messages it copied are not the ones fresh now) is rolled back
+  and tried again (`_Overtaken`);
 - the batches they name, their rollups (the spec limits read in the transaction), the
   commit records, the holes before them and the new high-water marks: one statement
   each, sent together in a pipeline;
