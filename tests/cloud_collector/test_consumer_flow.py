@@ -85,21 +85,30 @@ def test_an_edges_messages_all_go_to_one_lane_and_the_edges_spread_over_the_lane
     assert lane("trace/v1/nonsense", 2) == 0
 
 
-async def test_a_stalled_database_holds_the_collector_to_its_receive_maximum(
-    services: Services, collector_settings: CollectorSettings, private_broker: MosquittoProcess
-) -> None:
+async def _stalled(
+    services: Services,
+    collector_settings: CollectorSettings,
+    private_broker: MosquittoProcess,
+    limits: dict[str, int],
+    records: int,
+    published: int,
+    held: int,
+) -> IngestCounters:
+    """`published` messages of `records` readings each, sent while the database cannot
+    write readings: the collector (under `limits`) holds exactly `held` of them and takes
+    no more while it waits; once the database moves again, everything commits and is
+    acknowledged once."""
     edge = f"edge-{uuid.uuid4().hex[:8]}"
     broker = await private_broker.register(edge)
     settings = collector_settings.model_copy(
         update={
             "mqtt": private_broker.broker,
             "collector_id": private_broker.broker.username,
-            "receive_maximum": 6,
-            "ingest_group_messages": 3,
+            **limits,
         }
     )
     counters = IngestCounters()
-    published = 120
+    firsts = [records * n for n in range(published)]
     async with (
         await psycopg.AsyncConnection.connect(services.database_url) as blocker,
         consuming(settings, counters),
@@ -111,11 +120,12 @@ async def test_a_stalled_database_holds_the_collector_to_its_receive_maximum(
         await edge_client.subscribe(topics.ack(edge), qos=1)
         # Readings cannot be written while this transaction holds its lock.
         await blocker.execute("lock table readings in share mode")
-        for seq in range(published):
-            await edge_client.publish(topics.data(edge, "readings"), _message(edge, seq), qos=1)
-        await until(lambda: now_true(counters.in_hand >= 6), 15, "the collector holding 6")
+        for first in firsts:
+            payload = _message(edge, first, records)
+            await edge_client.publish(topics.data(edge, "readings"), payload, qos=1)
+        await until(lambda: now_true(counters.in_hand >= held), 15, f"the collector holding {held}")
         await asyncio.sleep(2)  # time enough to take more, were it allowed to
-        assert counters.in_hand_peak == 6
+        assert counters.in_hand_peak == held
         assert await _committed(services.database_url, edge) == 0
         await blocker.rollback()
 
@@ -127,10 +137,20 @@ async def test_a_stalled_database_holds_the_collector_to_its_receive_maximum(
                 acks.add(ack.first_seq)
                 if len(acks) == published:
                     break
-    assert acks == set(range(published))
-    assert await _committed(services.database_url, edge) == published
-    assert counters.in_hand_peak == 6
-    assert counters.groups >= published // 3
+    assert acks == set(firsts)
+    assert await _committed(services.database_url, edge) == records * published
+    assert counters.in_hand_peak == held
+    return counters
+
+
+async def test_a_stalled_database_holds_the_collector_to_its_receive_maximum(
+    services: Services, collector_settings: CollectorSettings, private_broker: MosquittoProcess
+) -> None:
+    limits = {"receive_maximum": 6, "ingest_group_messages": 3}
+    counters = await _stalled(
+        services, collector_settings, private_broker, limits, records=1, published=120, held=6
+    )
+    assert counters.groups >= 120 // 3
 
 
 async def test_a_stalled_database_holds_the_collector_to_its_bytes_in_hand(
@@ -138,49 +158,11 @@ async def test_a_stalled_database_holds_the_collector_to_its_bytes_in_hand(
 ) -> None:
     """Large messages: the bound of bytes stops the intake long before the Receive Maximum
     would (4 messages of ~40 kB held against 3.5 of them in bytes, 100 allowed in count)."""
-    edge = f"edge-{uuid.uuid4().hex[:8]}"
-    broker = await private_broker.register(edge)
-    size = len(_message(edge, 0, records=300))
-    settings = collector_settings.model_copy(
-        update={
-            "mqtt": private_broker.broker,
-            "collector_id": private_broker.broker.username,
-            "receive_maximum": 100,
-            "held_bytes": int(size * 3.5),
-            "ingest_group_messages": 2,
-        }
+    size = len(_message("edge-00000000", 0, records=300))
+    limits = {"receive_maximum": 100, "held_bytes": int(size * 3.5), "ingest_group_messages": 2}
+    await _stalled(
+        services, collector_settings, private_broker, limits, records=300, published=12, held=4
     )
-    counters = IngestCounters()
-    published = 12
-    async with (
-        await psycopg.AsyncConnection.connect(services.database_url) as blocker,
-        consuming(settings, counters),
-        aiomqtt.Client(
-            **broker.client_args(),  # type: ignore[arg-type]
-            protocol=aiomqtt.ProtocolVersion.V5,
-        ) as edge_client,
-    ):
-        await edge_client.subscribe(topics.ack(edge), qos=1)
-        await blocker.execute("lock table readings in share mode")
-        for n in range(published):
-            payload = _message(edge, 300 * n, records=300)
-            await edge_client.publish(topics.data(edge, "readings"), payload, qos=1)
-        await until(lambda: now_true(counters.in_hand >= 4), 15, "the collector holding 4")
-        await asyncio.sleep(2)  # time enough to take more, were it allowed to
-        assert counters.in_hand_peak == 4
-        await blocker.rollback()
-
-        acks: set[int] = set()
-        async with asyncio.timeout(60):
-            async for message in edge_client.messages:
-                ack = Ack.model_validate_json(message.payload)  # type: ignore[arg-type]
-                assert ack.refused is None and not ack.duplicate
-                acks.add(ack.first_seq)
-                if len(acks) == published:
-                    break
-    assert acks == {300 * n for n in range(published)}
-    assert await _committed(services.database_url, edge) == 300 * published
-    assert counters.in_hand_peak == 4
 
 
 async def test_a_collector_says_online_and_offline(
