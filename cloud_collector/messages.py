@@ -31,12 +31,15 @@ from protocols.mqtt.contract import (
     LATEST,
     MAX_RECORDS,
     MAX_SEQ,
+    Detail,
     Envelope,
     EnvelopeRange,
+    Identifier,
+    Name,
     Quality,
     Record,
     TransformationEventRecord,
-    storable,
+    Unit,
 )
 
 # A larger message is not read at all (TRACE_MAX_MESSAGE_BYTES).
@@ -164,8 +167,8 @@ def refuse_future(message: Message, latest: datetime, skew: timedelta) -> None:
 #   RFC 3339 form the contract writes with at most six fractional digits (msgspec would
 #   round a longer fraction where the contract truncates it) and the contract's
 #   EARLIEST..LATEST;
-# - names: msgspec's patterns cost more than the whole decode, so `_names_valid` holds
-#   identifiers to the contract's pattern and free text to `storable` and its lengths.
+# - names: msgspec's patterns cost more than the whole decode, so `_names_valid` checks
+#   each distinct set of names once with the contract's own types.
 # tests/cloud_collector/test_messages_fast.py holds all of it to the contract field by
 # field and on hostile input.
 _RFC3339 = re.compile(
@@ -173,7 +176,6 @@ _RFC3339 = re.compile(
     r"(?:Z|[+-](?:0\d|1[0-4]):[0-5]\d)",
     re.ASCII,  # \d: the ten digits, not every script's
 )
-_IDENTIFIER = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _LARGEST = sys.float_info.max
 # Distinct values kept as checked are forgotten past this many (hostile input cannot grow
 # them for ever).
@@ -247,28 +249,20 @@ def _time_of(text: str) -> datetime | None:
 
 
 _NameKey = tuple[str, str | None, str, str, str | None, str | None]
+# The contract's own types for line, batch, device, tag, unit and detail: a name not seen
+# before is checked by them (seen ones are kept in _valid_names).
+_NAMES: TypeAdapter[_NameKey] = TypeAdapter(
+    tuple[Identifier, Name | None, Identifier, Identifier, Unit | None, Detail | None]
+)
+_IDS: TypeAdapter[tuple[str, str, str]] = TypeAdapter(tuple[Identifier, Identifier, Identifier])
 _valid_names: set[_NameKey] = set()
-
-
-def _text(value: str | None, low: int, high: int) -> bool:
-    if value is None:
-        return True
-    try:
-        storable(value)
-    except ValueError:
-        return False
-    return low <= len(value) <= high
 
 
 def _names_valid(key: _NameKey) -> bool:
     """Whether line, batch, device, tag, unit and detail are what the contract accepts."""
-    line, batch, device, tag, unit, detail = key
-    if not (
-        all(_IDENTIFIER.fullmatch(name) is not None for name in (line, device, tag))
-        and _text(batch, 1, 128)
-        and _text(unit, 0, 32)
-        and _text(detail, 0, 500)
-    ):
+    try:
+        _NAMES.validate_python(key, strict=True)
+    except ValidationError:
         return False
     if len(_valid_names) >= _KEPT:
         _valid_names.clear()
@@ -312,7 +306,9 @@ def read_readings(
         return None
     if env.edge_id != topic_edge or env.stream != topic_stream:
         return None
-    if any(_IDENTIFIER.fullmatch(name) is None for name in (env.edge_id, env.stream, env.epoch)):
+    try:
+        _IDS.validate_python((env.edge_id, env.stream, env.epoch), strict=True)
+    except ValidationError:
         return None
     records = env.records
     first = records[0].seq
