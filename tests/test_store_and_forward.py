@@ -222,7 +222,15 @@ async def test_broker_collector_database_and_device_outages_lose_and_double_noth
 
         # The device restarts; the gap is recorded and polling resumes by itself.
         await device.restart(down_s=1.0)
-        await asyncio.sleep(1.5)
+        restarted_at = task.health.polls
+        # Resumed when the reconnect's backoff (with its jitter) allows: not a fixed time.
+        await until(
+            lambda: now_true(
+                task.health.offline_since is None and task.health.polls > restarted_at
+            ),
+            15,
+            "polling resumed after the device's restart",
+        )
     finally:
         polling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
