@@ -8,11 +8,13 @@ resends it.
 
 **Flow.** The intake takes what the broker delivers and hands each message to its edge's
 lane: one database connection (`ingest_connections` of them) with two tasks. Its grouper
-takes what has arrived (up to `ingest_group_messages` / `ingest_group_records`, waiting
-at most `ingest_group_linger_s` after the first) and reads it while the previous group
-commits; the committer commits the group's fresh readings in one transaction
-(group_commit.py) and everything else one by one in arrival order (ingest.py: events,
-refusals, resends, dead letters), then acknowledges each message. The MQTT
+reads what arrives into the forming group while the group before it commits; the
+committer takes the forming group when it is free (everything that arrived during its
+last commit, up to `ingest_group_messages` / `ingest_group_records`; an idle committer
+waits `ingest_group_linger_s` after the first message for more) and commits the group's
+fresh readings in one transaction (group_commit.py) and everything else one by one in
+arrival order (ingest.py: events, refusals, resends, dead letters), then acknowledges each
+message. The MQTT
 acknowledgement (PUBACK) of a message goes only after it is settled, and the collector asks
 the broker for a Receive Maximum: the broker never has more messages delivered and
 unsettled at a collector than that, so what the collector holds stays bounded when the
@@ -40,7 +42,7 @@ import random
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
@@ -218,13 +220,10 @@ async def _consume(
             ]
             for n, conn in enumerate(lanes):
                 flow = Flow(conn, settings, counters, intake.send_ack, intake.release)
-                grouped: asyncio.Queue[list[Taken]] = asyncio.Queue(maxsize=1)
                 tasks.append(
-                    asyncio.create_task(flow.group(arrived[n], grouped), name=f"ingest-grouper-{n}")
+                    asyncio.create_task(flow.group(arrived[n]), name=f"ingest-grouper-{n}")
                 )
-                tasks.append(
-                    asyncio.create_task(flow.commit(grouped), name=f"ingest-committer-{n}")
-                )
+                tasks.append(asyncio.create_task(flow.commit(), name=f"ingest-committer-{n}"))
             try:
                 if ready is not None:
                     ready.set()
@@ -284,6 +283,22 @@ class Taken:
         return len(self.prepared.message.records) if self.prepared is not None else 1
 
 
+@dataclass
+class _Forming:
+    """The group a lane's grouper reads messages into, and their rollups."""
+
+    taken: list[Taken] = field(default_factory=list)
+    parts: rollups.Parts = field(default_factory=rollups.Parts)
+    records: int = 0
+    first_at: float = 0.0  # loop time its first message was read
+
+    def full(self, settings: CollectorSettings) -> bool:
+        return (
+            len(self.taken) >= settings.ingest_group_messages
+            or self.records >= settings.ingest_group_records
+        )
+
+
 def _payload(message: aiomqtt.Message) -> bytes:
     payload = message.payload
     if isinstance(payload, str):
@@ -311,42 +326,57 @@ class Flow:
         self.send_ack = send_ack
         self.release = release
         self.committer = GroupCommit(timedelta(seconds=settings.backfill_after_s))
+        self._forming = _Forming()
+        self._grown = asyncio.Event()  # a message joined the forming group
+        self._taken = asyncio.Event()  # the committer took the forming group
 
-    async def group(
-        self, arrived: asyncio.Queue[aiomqtt.Message], grouped: asyncio.Queue[list[Taken]]
-    ) -> None:
-        """Groups of what has arrived, read while the previous group commits."""
-        settings = self.settings
+    async def group(self, arrived: asyncio.Queue[aiomqtt.Message]) -> None:
+        """Read what arrives into the forming group while the group before it commits,
+        until the committer takes it (`next_group`). A group closed earlier, as soon as a
+        group was handed on, holds what arrived in the few milliseconds after: measured at
+        500 records a message, groups of 2 to 58 messages (28 on average) and most of the
+        database's time beyond the COPY in their rollup upserts, a few hundred rows each
+        whatever the group's size. Full, it waits for the committer: messages then queue
+        in `arrived` up to the intake's bound, and beyond it at the broker."""
         loop = asyncio.get_running_loop()
         while True:
-            parts = rollups.Parts()
-            first = self.read(await arrived.get(), parts)
-            group, records = [first], first.records
-            deadline = loop.time() + settings.ingest_group_linger_s
-            while (
-                len(group) < settings.ingest_group_messages
-                and records < settings.ingest_group_records
-            ):
-                if arrived.empty():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
-                    # cancel that comes with the message, and the collector would not stop.
-                    try:
-                        async with asyncio.timeout(remaining):
-                            message = await arrived.get()
-                    except TimeoutError:
-                        break
-                else:
-                    message = arrived.get_nowait()
-                    # Reading is the CPU work of the flow: between two messages, let the
-                    # committer send its next statement, so the database never waits for it.
-                    await asyncio.sleep(0)
-                taken = self.read(message, parts)
-                group.append(taken)
-                records += taken.records
-            await grouped.put(group)
+            message = await arrived.get()
+            while self._forming.full(self.settings):
+                self._taken.clear()
+                await self._taken.wait()
+            forming = self._forming
+            if not forming.taken:
+                forming.first_at = loop.time()
+            taken = self.read(message, forming.parts)
+            forming.taken.append(taken)
+            forming.records += taken.records
+            self._grown.set()
+            if not arrived.empty():
+                # Reading is the CPU work of the flow (a get from a queue that holds
+                # something does not yield): between two messages, let the committer send
+                # its next statement, so the database never waits for it.
+                await asyncio.sleep(0)
+
+    async def next_group(self) -> list[Taken]:
+        """The forming group, once it has messages and the first has waited
+        `ingest_group_linger_s` for more (at once when it is full); a new one forms."""
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        while True:
+            forming = self._forming
+            if forming.taken:
+                remaining = forming.first_at + settings.ingest_group_linger_s - loop.time()
+                if remaining <= 0 or forming.full(settings):
+                    break
+            self._grown.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+            # comes with the event, and the collector would not stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining if forming.taken else None):
+                    await self._grown.wait()
+        self._forming = _Forming()
+        self._taken.set()
+        return forming.taken
 
     def read(self, message: aiomqtt.Message, parts: rollups.Parts | None = None) -> Taken:
         """The message read for its way: the group commit's (its readings added to the
@@ -373,10 +403,9 @@ class Flow:
             log.exception("reading a message on %s failed; it goes one by one", topic)
         return taken
 
-    async def commit(self, grouped: asyncio.Queue[list[Taken]]) -> None:
+    async def commit(self) -> None:
         while True:
-            group = await grouped.get()
-            await self.settle(group)
+            await self.settle(await self.next_group())
 
     async def settle(self, group: list[Taken]) -> None:
         """Settle a group: the dead letters of unreadable messages first (they touch

@@ -57,9 +57,10 @@ class CollectorSettings(BaseSettings):
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Dead letters not seen again for this long are deleted by the collector.
     dead_letter_retention_days: float = Field(default=30.0, gt=0)
-    # Group commit: messages of readings committed in one transaction, at most this many
-    # messages or records (one message may exceed the records alone), waiting at most the
-    # linger after the first for more to arrive (none when more are already waiting).
+    # Group commit: messages of readings committed in one transaction: what arrived while
+    # the group before committed, at most this many messages or records (one message may
+    # exceed the records alone); a committer with nothing to do waits the linger after the
+    # first message for more.
     # A larger group updates each rollup row once for more readings (the upserts are most
     # of the database's work past the COPY): 50,000 made 100-reading messages ~15 % faster
     # than 20,000 (bench/README.md).

@@ -17,7 +17,15 @@ from bench.ingest import database
 from bench.ingest.fleet import acknowledged_elsewhere, edge_name
 from bench.ingest.measure import Load, Setup, collector_name, log, measure, measure_copy, timestamp
 from bench.ingest.processes import pid_from_file
-from bench.ingest.report import Run, busy_generator, code_measured, problems, table, write_json
+from bench.ingest.report import (
+    Run,
+    busy_generator,
+    code_measured,
+    problems,
+    table,
+    two_against_one,
+    write_json,
+)
 from cloud_collector.broker_identities import BrokerFiles
 from edge_agent.publisher import MAX_INFLIGHT_MESSAGES
 from protocols.mqtt.connection import BrokerSettings
@@ -111,22 +119,26 @@ async def run(args: argparse.Namespace, base_url: str, files: BrokerFiles) -> in
             for i in range(1, args.runs + 1):
                 measured = []
                 for load in loads:
-                    # Each flat-out load beside a COPY of its own, just before it: the
-                    # machine's speed drifts over the minutes of a run.
-                    copy_rate = bulk_rate = None
+                    # Each flat-out load between COPYs of its own, just before and just
+                    # after it: the machine's speed drifts over the minutes of a run.
+                    before = after = bulk_rate = None
                     if load.rate is None:
-                        copy_rate, copy_rows = measure_copy(setup, args.readings, load.records)
+                        before, copy_rows = measure_copy(setup, args.readings, load.records)
                         bulk_rate, _ = measure_copy(setup, args.readings, None)
                         log(
-                            f"run {i}: COPY {copy_rows:,} rows at {copy_rate:,.0f} readings/s "
+                            f"run {i}: COPY {copy_rows:,} rows at {before:,.0f} readings/s "
                             f"in the fleet's order, {bulk_rate:,.0f} edge by edge"
                         )
                     m = await measure(setup, load)
-                    m.copy_rate, m.bulk_copy_rate = copy_rate, bulk_rate
+                    if load.rate is None:
+                        after, _ = measure_copy(setup, args.readings, load.records)
+                        log(f"run {i}: COPY after it at {after:,.0f} readings/s")
+                    m.copy_before, m.copy_after, m.bulk_copy_rate = before, after, bulk_rate
                     measured.append(m)
                     log(
-                        f"run {i}: {load.label}: {m.rate:,.0f} readings/s, p95 "
-                        f"{m.latency_ms['p95']:,.0f} ms, cpu "
+                        f"run {i}: {load.label}: {m.rate:,.0f} readings/s"
+                        + (f" ({m.rate / m.copy_rate:.2f} x COPY)" if m.copy_rate else "")
+                        + f", p95 {m.latency_ms['p95']:,.0f} ms, cpu "
                         + ", ".join(f"{k} {v:.0f}%" for k, v in m.cpu_percent.items() if v)
                         + (f"; PROBLEM: {'; '.join(m.problems)}" if m.problems else "")
                     )
@@ -143,6 +155,7 @@ async def run(args: argparse.Namespace, base_url: str, files: BrokerFiles) -> in
         f"Window {args.window} messages per edge, ack timeout {args.ack_timeout:g} s; "
         f"{os.cpu_count()} cores shared by the generator, broker, PostgreSQL and collector(s).",
     ]
+    lines += two_against_one(runs)
     found = problems(runs)
     lines.append(
         "Counted against `readings` after every measurement: "

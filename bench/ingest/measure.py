@@ -87,10 +87,19 @@ class Measurement:
     tally: Tally
     dead_letters: int
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    # readings/s of the COPYs measured just before it (flat-out loads): of its rows in
-    # the order the fleet sends them (its baseline), and edge by edge (a bulk load's order)
-    copy_rate: float | None = None
+    # readings/s of COPYs of its rows (flat-out loads): in the order the fleet sends them,
+    # just before it and just after it (its baseline is their mean: the machine's speed
+    # drifts by up to a quarter within minutes), and edge by edge (a bulk load's order)
+    # just before it
+    copy_before: float | None = None
+    copy_after: float | None = None
     bulk_copy_rate: float | None = None
+
+    @property
+    def copy_rate(self) -> float | None:
+        """The baseline: the mean of the COPYs around it (the one there is, if one)."""
+        rates = [r for r in (self.copy_before, self.copy_after) if r is not None]
+        return sum(rates) / len(rates) if rates else None
 
     @property
     def rate(self) -> float:
@@ -116,6 +125,7 @@ class Measurement:
     def as_json(self) -> dict[str, object]:
         out = asdict(self)
         out["rate"] = self.rate
+        out["copy_rate"] = self.copy_rate
         out["problems"] = self.problems
         return out
 

@@ -18,7 +18,7 @@ from cloud_collector import ingest
 
 @dataclass
 class Run:
-    """One repetition: every load, each flat-out one just after a COPY of its own
+    """One repetition: every load, each flat-out one between COPYs of its own
     (Measurement.copy_rate), measured in one sitting."""
 
     copy_rows: int
@@ -60,12 +60,13 @@ HEADER = (
 
 def table(runs: Sequence[Run]) -> list[str]:
     lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
-    copies = [m.copy_rate for r in runs for m in r.measurements]
+    copies = [c for r in runs for m in r.measurements for c in (m.copy_before, m.copy_after)]
     bulk = [m.bulk_copy_rate for r in runs for m in r.measurements]
     rows = f"{runs[0].copy_rows:,} rows"
     lines.append(
         f"| binary COPY, one connection ({rows} in the order the fleet sends them, before "
-        f"each load) | {spread(copies)} | 1.00 | | | | | | | | | | | |"
+        f"and after each load: its baseline is their mean) | {spread(copies)} | 1.00 "
+        "| | | | | | | | | | | |"
     )
     lines.append(
         f"| binary COPY, one connection ({rows} edge by edge, as a bulk load) | {spread(bulk)} "
@@ -107,6 +108,33 @@ def table(runs: Sequence[Run]) -> list[str]:
             )
             + " |"
         )
+    return lines
+
+
+def two_against_one(runs: Sequence[Run]) -> list[str]:
+    """Per records per message, run by run: the rate of the most collectors against one
+    collector's, as measured and as each against its own COPYs (the machine's drift
+    between the two loads taken out)."""
+    lines = []
+    records = sorted({m.load.records for r in runs for m in r.measurements if m.load.rate is None})
+    for n in records:
+        raw, against_copy = [], []
+        for run in runs:
+            flat = {m.load.collectors: m for m in run.measurements if m.load.rate is None
+                    and m.load.records == n}  # fmt: skip
+            if 1 not in flat or len(flat) < 2:
+                continue
+            one, most = flat[1], flat[max(flat)]
+            raw.append(f"{most.rate / one.rate:.2f}")
+            if most.copy_rate and one.copy_rate:
+                ratio = (most.rate / most.copy_rate) / (one.rate / one.copy_rate)
+                against_copy.append(f"{ratio:.2f}")
+        if raw:
+            lines.append(
+                f"{max(m.load.collectors for r in runs for m in r.measurements)} collectors "
+                f"against 1 at {n} records a message, run by run: {' / '.join(raw)} x as "
+                f"measured, {' / '.join(against_copy) or 'n/a'} x against each load's COPY."
+            )
     return lines
 
 

@@ -11,6 +11,7 @@ both paths get byte-identical payloads but for the edge's name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -24,7 +25,7 @@ import pytest
 
 from cloud_collector import broker_identities, rollups
 from cloud_collector.broker_identities import IdentityKind
-from cloud_collector.consumer import Flow, IngestCounters, handle
+from cloud_collector.consumer import Flow, IngestCounters, Taken, handle
 from cloud_collector.group_commit import GroupCommit
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
@@ -462,3 +463,84 @@ async def test_a_group_overtaken_between_its_copy_and_its_locks_is_classified_ag
     assert [(a.first_seq, a.last_seq) for a in acks] == [(0, 9), (10, 19)]
     assert counters.grouped == 1  # the first message; the second went one by one
     assert any("overtaken" in r.getMessage() for r in caplog.records)
+
+
+async def _until_read(flow: Flow, arrived: asyncio.Queue[aiomqtt.Message]) -> None:
+    """Until the grouper has read everything that arrived (it reads a message taken from
+    the queue before it yields)."""
+    for _ in range(1000):
+        if arrived.empty():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"the grouper did not read what arrived ({flow._forming})")
+
+
+@contextlib.asynccontextmanager
+async def _grouping(
+    settings: CollectorSettings,
+) -> AsyncIterator[tuple[Flow, asyncio.Queue[aiomqtt.Message]]]:
+    flow = Flow(None, settings, IngestCounters(), _no_ack, lambda m: None)  # type: ignore[arg-type]
+    arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+    grouper = asyncio.create_task(flow.group(arrived))
+    try:
+        yield flow, arrived
+    finally:
+        grouper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await grouper
+
+
+async def _no_ack(ack: Ack) -> None:
+    raise AssertionError("nothing is committed here")
+
+
+def _mids(group: list[Taken]) -> list[int]:
+    return [t.message.mid for t in group]
+
+
+async def test_a_group_holds_everything_that_arrived_while_the_one_before_it_committed(
+    collector_settings: CollectorSettings,
+) -> None:
+    settings = collector_settings.model_copy(update={"ingest_group_linger_s": 0.0})
+    async with _grouping(settings) as (flow, arrived):
+        arrived.put_nowait(_message("edge-g", "r 0-9", 1))
+        first = await flow.next_group()
+        # The committer is busy with `first`: what arrives meanwhile forms the next group,
+        # however it trickles in.
+        for mid in range(2, 7):
+            arrived.put_nowait(_message("edge-g", f"r {mid * 10}-{mid * 10 + 9}", mid))
+            await asyncio.sleep(0.01)
+        await _until_read(flow, arrived)
+        assert (_mids(first), _mids(await flow.next_group())) == ([1], [2, 3, 4, 5, 6])
+
+
+async def test_a_full_group_waits_for_the_committer_and_the_rest_waits_in_the_queue(
+    collector_settings: CollectorSettings,
+) -> None:
+    settings = collector_settings.model_copy(
+        update={"ingest_group_linger_s": 0.0, "ingest_group_messages": 2}
+    )
+    async with _grouping(settings) as (flow, arrived):
+        for mid in range(1, 6):
+            arrived.put_nowait(_message("edge-g", f"r {mid * 10}-{mid * 10 + 9}", mid))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(flow._forming.taken) == 2 and arrived.qsize() == 2  # one in the grouper's hand
+        groups = []
+        for _ in range(3):
+            groups.append(_mids(await flow.next_group()))
+            await asyncio.sleep(0.01)  # committing it, while the grouper reads on
+        assert groups == [[1, 2], [3, 4], [5]]
+
+
+async def test_an_idle_committer_waits_the_linger_after_the_first_message_for_more(
+    collector_settings: CollectorSettings,
+) -> None:
+    settings = collector_settings.model_copy(update={"ingest_group_linger_s": 0.3})
+    async with _grouping(settings) as (flow, arrived):
+        waiting = asyncio.create_task(flow.next_group())
+        arrived.put_nowait(_message("edge-g", "r 0-9", 1))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        arrived.put_nowait(_message("edge-g", "r 10-19", 2))
+        assert _mids(await asyncio.wait_for(waiting, 2)) == [1, 2]

@@ -38,6 +38,7 @@ from bench.ingest.processes import (
     stop_collector,
     until_consuming,
 )
+from bench.ingest.report import Run, two_against_one
 from cloud_collector.broker_identities import IdentityKind
 from edge_agent.outbox import numbered
 from edge_agent.records import UNNUMBERED
@@ -258,3 +259,48 @@ def test_the_copy_rows_come_in_the_fleets_order_or_edge_by_edge() -> None:
     # received_at (the third column) is each call's own clock reading
     same = sorted((r[:2] + r[3:] for r in sent), key=lambda r: (r[10], r[11]))
     assert same == [r[:2] + r[3:] for r in bulk]
+
+
+def _flat_out(
+    collectors: int, records: int, seconds: float, before: float, after: float
+) -> Measurement:
+    return Measurement(
+        load=Load(collectors=collectors, records=records, readings=1000),
+        sent=1000,
+        committed=1000,
+        refused=0,
+        messages=1000 // records,
+        resent_messages=0,
+        late_acks=0,
+        bad_acks=0,
+        seconds=seconds,
+        latency_ms={},
+        cpu_percent={},
+        peak_rss_mb={},
+        tally=database.Tally(rows=1000, missing=0, doubled=0, unexpected=0),
+        dead_letters=0,
+        copy_before=before,
+        copy_after=after,
+    )
+
+
+def test_a_load_is_held_against_the_mean_of_the_copies_around_it() -> None:
+    m = _flat_out(1, 100, 1.0, before=1000.0, after=3000.0)
+    assert m.copy_rate == 2000.0
+    m.copy_after = None
+    assert m.copy_rate == 1000.0
+    assert m.as_json()["copy_rate"] == 1000.0
+    m.copy_before = None
+    assert m.copy_rate is None
+
+
+def test_two_collectors_are_compared_with_one_run_by_run_as_measured_and_against_copy() -> None:
+    runs = [
+        Run(1000, [_flat_out(1, 100, 1.0, 2000, 2000), _flat_out(2, 100, 0.8, 2500, 2500)]),
+        Run(1000, [_flat_out(1, 100, 1.0, 2000, 2000), _flat_out(2, 100, 1.25, 1000, 1000)]),
+    ]
+    assert two_against_one(runs) == [
+        "2 collectors against 1 at 100 records a message, run by run: 1.25 / 0.80 x as "
+        "measured, 1.00 / 1.60 x against each load's COPY."
+    ]
+    assert two_against_one([Run(1000, runs[0].measurements[:1])]) == []
