@@ -45,7 +45,8 @@ bench-genealogy: $(STAMP)
 # at 20,000 readings/s. Other choices: make bench-ingest INGEST_ARGS="--runs 1 --collectors 1".
 INGEST_ARGS ?=
 bench-ingest: $(STAMP)
-	@eval "$$(bash deploy/services.sh up)" && $(VENV)/bin/python -m bench.ingest $(INGEST_ARGS)
+	@eval "$$(bash deploy/services.sh up)" && bash deploy/services.sh standby down >/dev/null \
+		&& $(VENV)/bin/python -m bench.ingest $(INGEST_ARGS)
 
 # schemathesis against the collector's OpenAPI (admin and partner keys) for longer than the
 # test suite's short run: no 5xx, no hang. Longer still: make fuzz-api FUZZ_TIME_S=3600.

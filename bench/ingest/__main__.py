@@ -81,6 +81,14 @@ async def run(args: argparse.Namespace, base_url: str, files: BrokerFiles) -> in
     edges = [edge_name(i) for i in range(1, args.edges + 1)]
     collectors = [collector_name(i) for i in range(1, max(args.collectors) + 1)]
     log(f"issuing {len(edges)} edge and {len(collectors)} collector identities")
+    if found := database.replicas(base_url):
+        log(
+            f"the database cluster is replicated ({'; '.join(found)}): a standby takes cores "
+            "and holds back the cleanup the measured ingest needs. Stop it first (bash "
+            "deploy/services.sh standby down; make bench-ingest does) or measure on a cluster "
+            "of its own."
+        )
+        return 2
     identities = await database.issue_identities(base_url, files, broker, edges, collectors)
     runs: list[Run] = []
     try:

@@ -166,6 +166,27 @@ def drop_database(base_url: str, name: str) -> None:
         _drop(admin, name)
 
 
+# Standbys streaming from the cluster, and slots keeping an xmin (a standby's
+# hot_standby_feedback, kept by its slot even when it is away).
+_REPLICAS = """
+select 'standby ' || coalesce(application_name, '?') || ' at '
+       || coalesce(client_addr::text, 'local')
+from pg_stat_replication
+union all
+select 'slot ' || slot_name || ' keeping xmin ' || xmin
+from pg_replication_slots where xmin is not null
+"""
+
+
+def replicas(url: str) -> list[str]:
+    """What replicates the cluster the bench measures. A standby replays every row the
+    bench writes on the same cores, and its feedback holds back the pruning of the rollups'
+    dead row versions (measured with the local read standby running: 0.93 / 0.65 x COPY at
+    500 / 100 records a message, against 1.05 / 0.70 with it stopped, one run each)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [str(r[0]) for r in conn.execute(_REPLICAS).fetchall()]
+
+
 def checkpoint(url: str) -> None:
     """A checkpoint of the whole cluster: the timed phase after it neither pays for the
     writes of the one before nor gets a checkpoint half done by it."""

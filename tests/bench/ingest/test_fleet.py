@@ -6,6 +6,7 @@ project's TimescaleDB, with a fleet of 2 edges x 200 readings."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +45,7 @@ from edge_agent.outbox import numbered
 from edge_agent.records import UNNUMBERED
 from protocols.mqtt.connection import BrokerSettings
 from protocols.mqtt.contract import Envelope, Reading
-from tests.conftest import TEST_DB, MosquittoProcess, Services
+from tests.conftest import ROOT, TEST_DB, MosquittoProcess, Services
 
 EDGES = [edge_name(1), edge_name(2)]
 COLLECTORS = [collector_name(1)]
@@ -304,3 +305,18 @@ def test_two_collectors_are_compared_with_one_run_by_run_as_measured_and_against
         "measured, 1.00 / 1.60 x against each load's COPY."
     ]
     assert two_against_one([Run(1000, runs[0].measurements[:1])]) == []
+
+
+def test_a_replicated_cluster_is_named_before_anything_is_measured(services: Services) -> None:
+    """A standby replays the bench's writes on the same cores and its feedback holds back
+    the cleanup the rollups need: the bench names it (and refuses to measure)."""
+    script = str(ROOT / "deploy" / "services.sh")
+    up = subprocess.run(["bash", script, "standby", "up"], capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    try:
+        found = database.replicas(services.database_url)
+        assert any(r.startswith("standby ") for r in found), found  # its slot's xmin follows
+    finally:
+        down = subprocess.run(["bash", script, "standby", "down"], capture_output=True, text=True)
+        assert down.returncode == 0, down.stderr
+    assert database.replicas(services.database_url) == []
