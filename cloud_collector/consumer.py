@@ -14,12 +14,11 @@ last commit, up to `ingest_group_messages` / `ingest_group_records`; an idle com
 waits `ingest_group_linger_s` after the first message for more) and commits the group's
 fresh readings in one transaction (group_commit.py) and everything else one by one in
 arrival order (ingest.py: events, refusals, resends, dead letters), then acknowledges each
-message. The MQTT
-acknowledgement (PUBACK) of a message goes only after it is settled, and the collector asks
-the broker for a Receive Maximum: the broker never has more messages delivered and
-unsettled at a collector than that, so what the collector holds stays bounded when the
-database is slower than the inflow, and the rest waits at the broker and in the edges'
-outboxes.
+message. The MQTT acknowledgement (PUBACK) of a message goes only after it is settled, and
+the collector asks the broker for a Receive Maximum: the broker never has more messages
+delivered and unsettled at a collector than that, so what the collector holds stays
+bounded when the database is slower than the inflow, and the rest waits at the broker and
+in the edges' outboxes.
 
 **Sessions.** A collector holds nothing the edges cannot send again (an edge's outbox is
 the durable copy), so it connects with a clean session that ends with its connection: the
