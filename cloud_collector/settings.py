@@ -17,7 +17,8 @@ def plant_zone_named(value: str) -> str:
     times in it), if it is an IANA name; else ValueError saying how to name one."""
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as err:
+    # OSError: a name longer than the file system allows (zoneinfo looks it up as a path).
+    except (ZoneInfoNotFoundError, ValueError, OSError) as err:
         raise ValueError(
             f"TRACE_PLANT_TIMEZONE {value!r} is not a time zone: give an IANA name such "
             "as Europe/Berlin, Asia/Shanghai or UTC"

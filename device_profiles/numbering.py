@@ -188,7 +188,8 @@ class BatchNumbering(Strict):
     def _zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as err:
+        # OSError: a name longer than the file system allows (zoneinfo looks it up as a path).
+        except (ZoneInfoNotFoundError, ValueError, OSError) as err:
             raise ValueError(
                 f"{value!r} is not a time zone this edge knows: use an IANA name such as "
                 "Europe/Berlin or America/Chicago"

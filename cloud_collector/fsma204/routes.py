@@ -50,7 +50,8 @@ def _zone(
     plant's date, which UTC may put a day off."""
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as err:
+    # OSError: a name longer than the file system allows (zoneinfo looks it up as a path).
+    except (ZoneInfoNotFoundError, ValueError, OSError) as err:
         raise HTTPException(
             422, f"unknown time zone {tz!r}: give an IANA name such as America/Chicago or UTC"
         ) from err

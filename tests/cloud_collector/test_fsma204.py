@@ -411,6 +411,11 @@ async def test_a_product_over_a_date_range(chain: Chain, collector: RunningColle
         collector, path, tz="Mars/Olympus", **{"from": "2026-11-19", "to": "2026-11-19"}
     )
     assert nowhere.status_code == 422 and "Mars/Olympus" in nowhere.text
+    # Longer than a file name may be (zoneinfo looks names up as paths): refused, not a 500.
+    overlong = await get(
+        collector, path, tz="Zalgo" * 100, **{"from": "2026-11-19", "to": "2026-11-19"}
+    )
+    assert overlong.status_code == 422 and "unknown time zone" in overlong.text
     backwards = await get(collector, path, **{"from": "2026-11-21", "to": "2026-11-20"})
     assert backwards.status_code == 422 and "swap them" in backwards.text
     unknown = await get(

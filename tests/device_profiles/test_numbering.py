@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cloud_collector.settings import plant_zone_named
 from device_profiles import LIBRARY
 from device_profiles.numbering import BatchNumbering
 from device_profiles.schema import read_yaml
@@ -86,3 +87,16 @@ def test_a_plc_run_tag_needs_its_line_to_have_a_rule() -> None:
     ]
     lines[0]["numbering"] = rule
     assert resolve_site({"edge_id": "e", "lines": lines}).document.lines[0].numbering
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "Zalgo" * 100, "Europe/../etc", "a\x00b"])
+def test_a_time_zone_that_is_none_is_refused_with_the_fix(zone: str) -> None:
+    """Even a name longer than a file name may be (zoneinfo looks names up as paths)."""
+    with pytest.raises(ValueError, match="is not a time zone this edge knows"):
+        BatchNumbering.model_validate({"pattern": "{line}-{seq}", "time_zone": zone})
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "Zalgo" * 100, "a\x00b"])
+def test_a_plant_zone_that_is_none_names_the_setting(zone: str) -> None:
+    with pytest.raises(ValueError, match=r"TRACE_PLANT_TIMEZONE .* is not a time zone"):
+        plant_zone_named(zone)
