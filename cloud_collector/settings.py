@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import os
 import socket
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocols.mqtt.connection import ENV_FILE, BrokerSettings
+from protocols.time_zones import zone_named
 
 
 def plant_zone_named(value: str) -> str:
     """`value`, the plant's time zone (TRACE_PLANT_TIMEZONE: the pages and tracectl show
     times in it), if it is an IANA name; else ValueError saying how to name one."""
-    try:
-        ZoneInfo(value)
-    # OSError: a name longer than the file system allows (zoneinfo looks it up as a path).
-    except (ZoneInfoNotFoundError, ValueError, OSError) as err:
+    if zone_named(value) is None:
         raise ValueError(
             f"TRACE_PLANT_TIMEZONE {value!r} is not a time zone: give an IANA name such "
             "as Europe/Berlin, Asia/Shanghai or UTC"
-        ) from err
+        )
     return value
 
 

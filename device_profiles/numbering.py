@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
 from protocols.profile import Name
 from protocols.strict import Strict
+from protocols.time_zones import zone_named
 
 Reset = Literal["never", "daily", "shift", "monthly", "yearly"]
 FIELDS = ("date", "shift", "line", "equipment", "seq")
@@ -186,14 +187,11 @@ class BatchNumbering(Strict):
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        # OSError: a name longer than the file system allows (zoneinfo looks it up as a path).
-        except (ZoneInfoNotFoundError, ValueError, OSError) as err:
+        if zone_named(value) is None:
             raise ValueError(
                 f"{value!r} is not a time zone this edge knows: use an IANA name such as "
                 "Europe/Berlin or America/Chicago"
-            ) from err
+            )
         return value
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -27,6 +27,7 @@ from cloud_collector.endpoints import (
 from cloud_collector.fsma204 import export, render
 from cloud_collector.fsma204.kdes import day_range, header
 from cloud_collector.routes.trace import ConditionAsked
+from protocols.time_zones import zone_named
 
 Format = Literal["csv", "xlsx"]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -48,13 +49,12 @@ def _zone(
 ) -> ZoneInfo:
     """The time zone of the spreadsheet's dates: "the date you received the food" is the
     plant's date, which UTC may put a day off."""
-    try:
-        return ZoneInfo(tz)
-    # OSError: a name longer than the file system allows (zoneinfo looks it up as a path).
-    except (ZoneInfoNotFoundError, ValueError, OSError) as err:
+    zone = zone_named(tz)
+    if zone is None:
         raise HTTPException(
             422, f"unknown time zone {tz!r}: give an IANA name such as America/Chicago or UTC"
-        ) from err
+        )
+    return zone
 
 
 Zone = Annotated[ZoneInfo, Depends(_zone)]
