@@ -42,14 +42,29 @@ limit 1
 """
 
 
+async def _hold(holder: psycopg.AsyncConnection[Any], edge_ids: list[str]) -> None:
+    """Take both holds. A collector transaction that has written readings and then waits for
+    a stream row the holder took closes a cycle with the holder's readings lock; PostgreSQL
+    then cancels one side, sometimes the holder: roll back and take both again (the
+    collector's transaction has ended by then, committed or rolled back)."""
+    for attempt in itertools.count(1):
+        try:
+            await holder.execute(_HOLD_STREAMS, (edge_ids,))
+            await holder.execute(_HOLD_READINGS)
+            return
+        except psycopg.errors.DeadlockDetected:
+            await holder.rollback()
+            if attempt == 5:
+                raise
+
+
 async def _kill_mid_transaction(fleet: Fleet, victim: CollectorProcess) -> str:
     """SIGKILL `victim` while one of its database transactions is open: the fleet's stream
     rows and the readings table are held by a transaction of the test, so ingest waits
     inside its own, and the kill lands there. Returns what was seen of the transaction (and
     how it ended)."""
     async with await psycopg.AsyncConnection.connect(fleet.database_url) as holder:
-        await holder.execute(_HOLD_STREAMS, (fleet.edge_ids,))
-        await holder.execute(_HOLD_READINGS)
+        await _hold(holder, fleet.edge_ids)
         async with await psycopg.AsyncConnection.connect(
             fleet.database_url, autocommit=True
         ) as watcher:
