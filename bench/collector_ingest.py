@@ -191,13 +191,12 @@ async def group_commit(
 
     flow = Flow(conn, settings, counters, _count_ack, settled)
     arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-    grouped: asyncio.Queue[list[Taken]] = asyncio.Queue(maxsize=1)
     start = time.perf_counter()
     for message in messages:
         arrived.put_nowait(message)
     tasks = [
-        asyncio.create_task(flow.group(arrived, grouped)),
-        asyncio.create_task(flow.commit(grouped)),
+        asyncio.create_task(flow.group(arrived)),
+        asyncio.create_task(flow.commit()),
     ]
     while unsettled > 0:
         await asyncio.sleep(0.002)

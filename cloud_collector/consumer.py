@@ -14,11 +14,13 @@ last commit, up to `ingest_group_messages` / `ingest_group_records`; an idle com
 waits `ingest_group_linger_s` after the first message for more) and commits the group's
 fresh readings in one transaction (group_commit.py) and everything else one by one in
 arrival order (ingest.py: events, refusals, resends, dead letters), then acknowledges each
-message. The MQTT acknowledgement (PUBACK) of a message goes only after it is settled, and
-the collector asks the broker for a Receive Maximum: the broker never has more messages
-delivered and unsettled at a collector than that, so what the collector holds stays
-bounded when the database is slower than the inflow, and the rest waits at the broker and
-in the edges' outboxes.
+message. The collectors of a database share its commits: at most a collector's share of
+`ingest_database_commits` of its lanes commit at once (commit_share.py), the others'
+groups growing while they wait their turn. The MQTT acknowledgement (PUBACK) of a
+message goes only after it is settled, and the collector asks the broker for a Receive
+Maximum: the broker never has more messages delivered and unsettled at a collector than
+that, so what the collector holds stays bounded when the database is slower than the
+inflow, and the rest waits at the broker and in the edges' outboxes.
 
 **Sessions.** A collector holds nothing the edges cannot send again (an edge's outbox is
 the durable copy), so it connects with a clean session that ends with its connection: the
@@ -49,7 +51,7 @@ import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_collector import dead_letters, rollups
+from cloud_collector import commit_share, dead_letters, rollups
 from cloud_collector.broker_identities import accepts_edge
 from cloud_collector.group_commit import GroupCommit, Prepared
 from cloud_collector.ingest import Outcome, ingest, unavailable
@@ -96,6 +98,8 @@ class IngestCounters:
     grouped: int = 0  # messages committed by them (the others went one by one)
     in_hand: int = 0  # messages taken from the broker and not yet settled
     in_hand_peak: int = 0  # the most at once (bounded by settings.messages_in_hand)
+    collectors_committing: int = 0  # into this database, this one among them
+    commits_at_once: int = 0  # this one's lanes that may commit at once: its share
     running: bool = False  # the consumer task is alive (False once it has stopped)
     broker_connected: bool = False
     database_connected: bool = False
@@ -106,6 +110,11 @@ class IngestCounters:
 def _held(counters: IngestCounters, held: int) -> None:
     counters.in_hand = held
     counters.in_hand_peak = max(counters.in_hand_peak, held)
+
+
+def _shared(counters: IngestCounters, collectors: int, size: int) -> None:
+    counters.collectors_committing = collectors
+    counters.commits_at_once = size
 
 
 def _connect_properties(settings: CollectorSettings) -> Properties:
@@ -179,6 +188,17 @@ async def _consume(
             )
             for _ in range(settings.ingest_connections)
         ]
+        # A connection of its own holds the collector's presence in the database, counted
+        # by every collector to take its share of the database's commits (commit_share.py).
+        presence = await connections.enter_async_context(
+            await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
+        )
+        await commit_share.present(presence)
+        collectors = await commit_share.collectors_present(presence)
+        turns = commit_share.CommitTurns(
+            commit_share.share(settings.ingest_database_commits, len(lanes), collectors)
+        )
+        _shared(counters, collectors, turns.size)
         counters.database_connected = True
         status = topics.collector_status(settings.status_id)
         client = aiomqtt.Client(
@@ -216,9 +236,19 @@ async def _consume(
             tasks = [
                 asyncio.create_task(_watch(settings, counters), name="ingest-watch"),
                 asyncio.create_task(_dispatch(client.messages, arrived), name="ingest-intake"),
+                asyncio.create_task(
+                    commit_share.keep_share(
+                        presence,
+                        turns,
+                        settings.ingest_database_commits,
+                        len(lanes),
+                        lambda collectors, size: _shared(counters, collectors, size),
+                    ),
+                    name="ingest-share",
+                ),
             ]
             for n, conn in enumerate(lanes):
-                flow = Flow(conn, settings, counters, intake.send_ack, intake.release)
+                flow = Flow(conn, settings, counters, intake.send_ack, intake.release, turns)
                 tasks.append(
                     asyncio.create_task(flow.group(arrived[n]), name=f"ingest-grouper-{n}")
                 )
@@ -309,7 +339,8 @@ def _payload(message: aiomqtt.Message) -> bytes:
 
 class Flow:
     """The consumer's tasks over one database connection: `send_ack` publishes an ack,
-    `release` gives the broker its PUBACK of a settled message."""
+    `release` gives the broker its PUBACK of a settled message; `turns`, when given, are
+    the collector's turns to commit, shared by its lanes (commit_share.py)."""
 
     def __init__(
         self,
@@ -318,8 +349,10 @@ class Flow:
         counters: IngestCounters,
         send_ack: AckSender,
         release: Callable[[aiomqtt.Message], None],
+        turns: commit_share.CommitTurns | None = None,
     ) -> None:
         self.conn = conn
+        self.turns = turns
         self.settings = settings
         self.counters = counters
         self.send_ack = send_ack
@@ -359,6 +392,10 @@ class Flow:
     async def next_group(self) -> list[Taken]:
         """The forming group, once it has messages and the first has waited
         `ingest_group_linger_s` for more (at once when it is full); a new one forms."""
+        await self._until_ready()
+        return self._take()
+
+    async def _until_ready(self) -> None:
         loop = asyncio.get_running_loop()
         settings = self.settings
         while True:
@@ -373,6 +410,9 @@ class Flow:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining if forming.taken else None):
                     await self._grown.wait()
+
+    def _take(self) -> list[Taken]:
+        forming = self._forming
         self._forming = _Forming()
         self._taken.set()
         return forming.taken
@@ -404,7 +444,14 @@ class Flow:
 
     async def commit(self) -> None:
         while True:
-            await self.settle(await self.next_group())
+            if self.turns is None:
+                await self.settle(await self.next_group())
+                continue
+            # The group is taken when the turn comes, not before: while the lane waits,
+            # what arrives still joins it.
+            await self._until_ready()
+            async with self.turns.turn():
+                await self.settle(self._take())
 
     async def settle(self, group: list[Taken]) -> None:
         """Settle a group: the dead letters of unreadable messages first (they touch

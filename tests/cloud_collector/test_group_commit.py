@@ -25,12 +25,13 @@ import pytest
 
 from cloud_collector import broker_identities, rollups
 from cloud_collector.broker_identities import IdentityKind
+from cloud_collector.commit_share import CommitTurns
 from cloud_collector.consumer import Flow, IngestCounters, Taken, handle
 from cloud_collector.group_commit import GroupCommit
 from cloud_collector.settings import CollectorSettings
 from protocols.mqtt import topics
 from protocols.mqtt.contract import Ack
-from tests.conftest import Services, until
+from tests.conftest import Services, now_true, until
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 # Values in halves and spec limits that cut through them: sums are exact in any order.
@@ -477,9 +478,9 @@ async def _until_read(flow: Flow, arrived: asyncio.Queue[aiomqtt.Message]) -> No
 
 @contextlib.asynccontextmanager
 async def _grouping(
-    settings: CollectorSettings,
+    settings: CollectorSettings, turns: CommitTurns | None = None
 ) -> AsyncIterator[tuple[Flow, asyncio.Queue[aiomqtt.Message]]]:
-    flow = Flow(None, settings, IngestCounters(), _no_ack, lambda m: None)  # type: ignore[arg-type]
+    flow = Flow(None, settings, IngestCounters(), _no_ack, lambda m: None, turns)  # type: ignore[arg-type]
     arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
     grouper = asyncio.create_task(flow.group(arrived))
     try:
@@ -544,3 +545,34 @@ async def test_an_idle_committer_waits_the_linger_after_the_first_message_for_mo
         assert not waiting.done()
         arrived.put_nowait(_message("edge-g", "r 10-19", 2))
         assert _mids(await asyncio.wait_for(waiting, 2)) == [1, 2]
+
+
+async def test_a_lane_waiting_for_its_turn_to_commit_takes_everything_that_arrived_meanwhile(
+    collector_settings: CollectorSettings,
+) -> None:
+    """Another lane of the collector holds its one turn: this lane's group goes on growing,
+    and is taken whole when the turn comes."""
+    settings = collector_settings.model_copy(update={"ingest_group_linger_s": 0.0})
+    turns = CommitTurns(1)
+    async with _grouping(settings, turns) as (flow, arrived):
+        settled: list[list[int]] = []
+
+        async def settle(group: list[Taken]) -> None:
+            settled.append(_mids(group))
+
+        flow.settle = settle  # type: ignore[method-assign]
+        async with turns.turn():  # the other lane commits
+            committer = asyncio.create_task(flow.commit())
+            for mid in range(1, 5):
+                arrived.put_nowait(_message("edge-g", f"r {mid * 10}-{mid * 10 + 9}", mid))
+                await asyncio.sleep(0.01)
+            await _until_read(flow, arrived)
+            assert settled == [] and _mids(flow._forming.taken) == [1, 2, 3, 4]
+        try:
+            await until(
+                lambda: now_true(settled == [[1, 2, 3, 4]]), 5, "the group settled at its turn"
+            )
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
