@@ -14,13 +14,15 @@ last commit, up to `ingest_group_messages` / `ingest_group_records`; an idle com
 waits `ingest_group_linger_s` after the first message for more) and commits the group's
 fresh readings in one transaction (group_commit.py) and everything else one by one in
 arrival order (ingest.py: events, refusals, resends, dead letters), then acknowledges each
-message. The collectors of a database share its commits: at most a collector's share of
-`ingest_database_commits` of its lanes commit at once (commit_share.py), the others'
-groups growing while they wait their turn. The MQTT acknowledgement (PUBACK) of a
-message goes only after it is settled, and the collector asks the broker for a Receive
-Maximum: the broker never has more messages delivered and unsettled at a collector than
-that, so what the collector holds stays bounded when the database is slower than the
-inflow, and the rest waits at the broker and in the edges' outboxes.
+message. A lane commits in turns with the lanes of the same number in other collectors of
+the database (they take the same edges' messages, and their commits would wait for each
+other's stream and rollup rows anyway): `ingest_connections` commits at once into a
+database however many collectors share it, and a lane waiting its turn goes on reading
+what arrives into its group. The MQTT acknowledgement (PUBACK) of a message goes only
+after it is settled, and the collector asks the broker for a Receive Maximum: the broker
+never has more messages delivered and unsettled at a collector than that, so what the
+collector holds stays bounded when the database is slower than the inflow, and the rest
+waits at the broker and in the edges' outboxes.
 
 **Sessions.** A collector holds nothing the edges cannot send again (an edge's outbox is
 the durable copy), so it connects with a clean session that ends with its connection: the
@@ -51,7 +53,7 @@ import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_collector import commit_share, dead_letters, rollups
+from cloud_collector import dead_letters, rollups
 from cloud_collector.broker_identities import accepts_edge
 from cloud_collector.group_commit import GroupCommit, Prepared
 from cloud_collector.ingest import Outcome, ingest, unavailable
@@ -69,6 +71,15 @@ OFFLINE_KEPT_S = 24 * 3600
 # How often the background loop checks the database and prunes dead letters.
 WATCH_INTERVAL_S = 10.0
 PRUNE_INTERVAL_S = 3600.0
+
+# A lane's turn to commit, database-wide: one lane of each number (`lane()`) commits at
+# once, whichever collector it belongs to. Two-key advisory locks under a key of their own
+# (the project's one-key locks never collide with them); session-level, so that the lane
+# takes its group only once it has the turn, and a collector that dies loses it with its
+# connection.
+_TURNS = 0x74726331  # "trc1"
+_TAKE_TURN = "select pg_advisory_lock(%s, %s)"
+_END_TURN = "select pg_advisory_unlock(%s, %s)"
 
 # Edges in the registry of broker identities (broker_identities.accepts_edge, for many).
 _ACCEPTED_EDGES = """
@@ -98,8 +109,6 @@ class IngestCounters:
     grouped: int = 0  # messages committed by them (the others went one by one)
     in_hand: int = 0  # messages taken from the broker and not yet settled
     in_hand_peak: int = 0  # the most at once (bounded by settings.messages_in_hand)
-    collectors_committing: int = 0  # into this database, this one among them
-    commits_at_once: int = 0  # this one's lanes that may commit at once: its share
     running: bool = False  # the consumer task is alive (False once it has stopped)
     broker_connected: bool = False
     database_connected: bool = False
@@ -110,11 +119,6 @@ class IngestCounters:
 def _held(counters: IngestCounters, held: int) -> None:
     counters.in_hand = held
     counters.in_hand_peak = max(counters.in_hand_peak, held)
-
-
-def _shared(counters: IngestCounters, collectors: int, size: int) -> None:
-    counters.collectors_committing = collectors
-    counters.commits_at_once = size
 
 
 def _connect_properties(settings: CollectorSettings) -> Properties:
@@ -188,17 +192,6 @@ async def _consume(
             )
             for _ in range(settings.ingest_connections)
         ]
-        # A connection of its own holds the collector's presence in the database, counted
-        # by every collector to take its share of the database's commits (commit_share.py).
-        presence = await connections.enter_async_context(
-            await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
-        )
-        await commit_share.present(presence)
-        collectors = await commit_share.collectors_present(presence)
-        turns = commit_share.CommitTurns(
-            commit_share.share(settings.ingest_database_commits, len(lanes), collectors)
-        )
-        _shared(counters, collectors, turns.size)
         counters.database_connected = True
         status = topics.collector_status(settings.status_id)
         client = aiomqtt.Client(
@@ -236,19 +229,9 @@ async def _consume(
             tasks = [
                 asyncio.create_task(_watch(settings, counters), name="ingest-watch"),
                 asyncio.create_task(_dispatch(client.messages, arrived), name="ingest-intake"),
-                asyncio.create_task(
-                    commit_share.keep_share(
-                        presence,
-                        turns,
-                        settings.ingest_database_commits,
-                        len(lanes),
-                        lambda collectors, size: _shared(counters, collectors, size),
-                    ),
-                    name="ingest-share",
-                ),
             ]
             for n, conn in enumerate(lanes):
-                flow = Flow(conn, settings, counters, intake.send_ack, intake.release, turns)
+                flow = Flow(conn, settings, counters, intake.send_ack, intake.release, turn=n)
                 tasks.append(
                     asyncio.create_task(flow.group(arrived[n]), name=f"ingest-grouper-{n}")
                 )
@@ -339,8 +322,8 @@ def _payload(message: aiomqtt.Message) -> bytes:
 
 class Flow:
     """The consumer's tasks over one database connection: `send_ack` publishes an ack,
-    `release` gives the broker its PUBACK of a settled message; `turns`, when given, are
-    the collector's turns to commit, shared by its lanes (commit_share.py)."""
+    `release` gives the broker its PUBACK of a settled message; `turn`, when given, is the
+    lane's number, whose turn it takes in the database before each group it commits."""
 
     def __init__(
         self,
@@ -349,10 +332,10 @@ class Flow:
         counters: IngestCounters,
         send_ack: AckSender,
         release: Callable[[aiomqtt.Message], None],
-        turns: commit_share.CommitTurns | None = None,
+        turn: int | None = None,
     ) -> None:
         self.conn = conn
-        self.turns = turns
+        self.turn = turn
         self.settings = settings
         self.counters = counters
         self.send_ack = send_ack
@@ -444,14 +427,18 @@ class Flow:
 
     async def commit(self) -> None:
         while True:
-            if self.turns is None:
+            if self.turn is None:
                 await self.settle(await self.next_group())
                 continue
-            # The group is taken when the turn comes, not before: while the lane waits,
-            # what arrives still joins it.
+            # The group is taken once the turn has come, not before: while the lane waits
+            # for it, what arrives still joins the group.
             await self._until_ready()
-            async with self.turns.turn():
-                await self.settle(self._take())
+            turn = (_TURNS, self.turn)
+            await self.conn.execute(_TAKE_TURN, turn)
+            await self.settle(self._take())
+            # Not in a `finally`: whatever raises out of settle ends the consumer and closes
+            # this connection, which ends the turn with it.
+            await self.conn.execute(_END_TURN, turn)
 
     async def settle(self, group: list[Taken]) -> None:
         """Settle a group: the dead letters of unreadable messages first (they touch

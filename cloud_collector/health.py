@@ -82,10 +82,6 @@ class ConsumerHealth(Strict):
     last_message_at: datetime | None
     messages: int
     dead_letters: int
-    # Collectors committing into this database (this one among them), and how many of this
-    # one's lanes commit at once: its share of TRACE_INGEST_DATABASE_COMMITS.
-    collectors_committing: int
-    commits_at_once: int
 
 
 class Health(Strict):
@@ -198,8 +194,6 @@ def _consumer(ingest: IngestCounters | None) -> ConsumerHealth | None:
         last_message_at=ingest.last_message_at,
         messages=ingest.messages,
         dead_letters=ingest.dead_letters,
-        collectors_committing=ingest.collectors_committing,
-        commits_at_once=ingest.commits_at_once,
     )
 
 

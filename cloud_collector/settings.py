@@ -69,11 +69,6 @@ class CollectorSettings(BaseSettings):
     # (an edge's messages always go to the same one, in the order they arrived): while one
     # waits for the database, another's group is read and sent.
     ingest_connections: int = Field(default=2, ge=1, le=16)
-    # Group commits all the collectors of a database run at once, together: set it near the
-    # database's cores. Each collector counts the others committing into the database and
-    # takes its equal part (one at least, at most its connections); its other lanes wait
-    # their turn, their groups growing meanwhile (cloud_collector/commit_share.py).
-    ingest_database_commits: int = Field(default=2, ge=1, le=256)
     # MQTT v5 Receive Maximum: messages the broker may have delivered to this collector and
     # not yet had acknowledged (the collector acknowledges after the commit). The bound of
     # what the collector holds when the database is slower than the inflow; the rest waits

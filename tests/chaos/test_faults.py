@@ -35,9 +35,13 @@ from tests.conftest import broker_accepts, until
 # held here, either makes its transaction wait, open, until the kill.
 _HOLD_STREAMS = "select 1 from edge_streams where edge_id = any(%s) for update"
 _HOLD_READINGS = "lock table readings in share mode"
+# Not a lane waiting for its turn to commit (an advisory lock, outside its transactions):
+# collectors take turns per lane number, and the one killed is one whose turn it was.
 _WAITING_IN_TRANSACTION = """
-select pid, backend_xid::text, wait_event_type from pg_stat_activity
-where application_name = %s and xact_start is not null and wait_event_type = 'Lock'
+select application_name, pid, backend_xid::text, wait_event_type from pg_stat_activity
+where application_name = any(%s) and xact_start is not null and wait_event_type = 'Lock'
+  and wait_event <> 'advisory'
+order by backend_start
 limit 1
 """
 
@@ -58,24 +62,28 @@ async def _hold(holder: psycopg.AsyncConnection[Any], edge_ids: list[str]) -> No
                 raise
 
 
-async def _kill_mid_transaction(fleet: Fleet, victim: CollectorProcess) -> str:
-    """SIGKILL `victim` while one of its database transactions is open: the fleet's stream
-    rows and the readings table are held by a transaction of the test, so ingest waits
-    inside its own, and the kill lands there. Returns what was seen of the transaction (and
-    how it ended)."""
+async def _kill_mid_transaction(
+    fleet: Fleet, living: list[CollectorProcess]
+) -> tuple[CollectorProcess, str]:
+    """SIGKILL one of the `living` while one of its database transactions is open: the
+    fleet's stream rows and the readings table are held by a transaction of the test, so
+    ingest waits inside its own, and the kill lands there. Returns the one killed and what
+    was seen of the transaction (and how it ended)."""
     async with await psycopg.AsyncConnection.connect(fleet.database_url) as holder:
         await _hold(holder, fleet.edge_ids)
         async with await psycopg.AsyncConnection.connect(
             fleet.database_url, autocommit=True
         ) as watcher:
+            names = {f"chaos-{c.name}": c for c in living}
 
-            async def open_transaction() -> tuple[int, str | None, str | None] | None:
-                cur = await watcher.execute(_WAITING_IN_TRANSACTION, (f"chaos-{victim.name}",))
+            async def open_transaction() -> tuple[str, int, str | None, str | None] | None:
+                cur = await watcher.execute(_WAITING_IN_TRANSACTION, (list(names),))
                 return await cur.fetchone()
 
-            pid, xid, waiting = await until(
-                open_transaction, 30, f"a transaction of {victim.name} waiting, open"
+            application, pid, xid, waiting = await until(
+                open_transaction, 30, "a transaction of a collector waiting, open"
             )
+            victim = names[application]
             victim.kill()
             await holder.rollback()
 
@@ -92,7 +100,7 @@ async def _kill_mid_transaction(fleet: Fleet, victim: CollectorProcess) -> str:
                 cur = await watcher.execute("select pg_xact_status(%s::xid8)::text", (xid,))
                 row = await cur.fetchone()
                 ended = row[0] if row else "unknown"
-            return f"killed waiting on {waiting or 'nothing'}, its transaction: {ended}"
+            return victim, f"killed waiting on {waiting or 'nothing'}, its transaction: {ended}"
 
 
 async def test_collector_killed_mid_transaction_the_living_take_over(fleet: Fleet) -> None:
@@ -104,8 +112,9 @@ async def test_collector_killed_mid_transaction_the_living_take_over(fleet: Flee
     recoveries, kills = [], []
     for n in range(fleet.scale.rounds):
         await asyncio.sleep(fleet.scale.warmup_s)
-        victim = living.pop(0)  # the oldest
-        kills.append(await _kill_mid_transaction(fleet, victim))
+        victim, seen = await _kill_mid_transaction(fleet, living)
+        living.remove(victim)
+        kills.append(seen)
         fleet.phase(f"{victim.name} killed: {kills[-1]}")
         recoveries.append(await fleet.until_committed(fleet.produced()))
         if n + 1 < fleet.scale.rounds:  # the soak's next round needs two again

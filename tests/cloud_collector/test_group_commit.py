@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -23,9 +23,8 @@ import aiomqtt
 import psycopg
 import pytest
 
-from cloud_collector import broker_identities, rollups
+from cloud_collector import broker_identities, consumer, rollups
 from cloud_collector.broker_identities import IdentityKind
-from cloud_collector.commit_share import CommitTurns
 from cloud_collector.consumer import Flow, IngestCounters, Taken, handle
 from cloud_collector.group_commit import GroupCommit
 from cloud_collector.settings import CollectorSettings
@@ -478,9 +477,11 @@ async def _until_read(flow: Flow, arrived: asyncio.Queue[aiomqtt.Message]) -> No
 
 @contextlib.asynccontextmanager
 async def _grouping(
-    settings: CollectorSettings, turns: CommitTurns | None = None
+    settings: CollectorSettings,
+    conn: psycopg.AsyncConnection | None = None,
+    turn: int | None = None,
 ) -> AsyncIterator[tuple[Flow, asyncio.Queue[aiomqtt.Message]]]:
-    flow = Flow(None, settings, IngestCounters(), _no_ack, lambda m: None, turns)  # type: ignore[arg-type]
+    flow = Flow(conn, settings, IngestCounters(), _no_ack, lambda m: None, turn)  # type: ignore[arg-type]
     arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
     grouper = asyncio.create_task(flow.group(arrived))
     try:
@@ -489,6 +490,21 @@ async def _grouping(
         grouper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await grouper
+
+
+@contextlib.asynccontextmanager
+async def _committing(
+    flow: Flow, settle: Callable[[list[Taken]], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """`flow`'s committer running, with `settle` in place of the database work."""
+    flow.settle = settle  # type: ignore[method-assign]
+    committer = asyncio.create_task(flow.commit())
+    try:
+        yield
+    finally:
+        committer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await committer
 
 
 async def _no_ack(ack: Ack) -> None:
@@ -548,31 +564,70 @@ async def test_an_idle_committer_waits_the_linger_after_the_first_message_for_mo
 
 
 async def test_a_lane_waiting_for_its_turn_to_commit_takes_everything_that_arrived_meanwhile(
-    collector_settings: CollectorSettings,
+    collector_settings: CollectorSettings, services: Services
 ) -> None:
-    """Another lane of the collector holds its one turn: this lane's group goes on growing,
-    and is taken whole when the turn comes."""
+    """The lane of the same number in another collector is committing (it holds the turn):
+    this lane's group goes on growing, and is taken whole when the turn comes."""
     settings = collector_settings.model_copy(update={"ingest_group_linger_s": 0.0})
-    turns = CommitTurns(1)
-    async with _grouping(settings, turns) as (flow, arrived):
-        settled: list[list[int]] = []
+    settled: list[list[int]] = []
 
-        async def settle(group: list[Taken]) -> None:
-            settled.append(_mids(group))
+    async def settle(group: list[Taken]) -> None:
+        settled.append(_mids(group))
 
-        flow.settle = settle  # type: ignore[method-assign]
-        async with turns.turn():  # the other lane commits
-            committer = asyncio.create_task(flow.commit())
+    url = services.database_url
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as lane_conn,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as other,
+        _grouping(settings, lane_conn, turn=7) as (flow, arrived),
+    ):
+        await other.execute(consumer._TAKE_TURN, (consumer._TURNS, 7))
+        async with _committing(flow, settle):
             for mid in range(1, 5):
                 arrived.put_nowait(_message("edge-g", f"r {mid * 10}-{mid * 10 + 9}", mid))
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.02)
             await _until_read(flow, arrived)
             assert settled == [] and _mids(flow._forming.taken) == [1, 2, 3, 4]
-        try:
-            await until(
-                lambda: now_true(settled == [[1, 2, 3, 4]]), 5, "the group settled at its turn"
-            )
-        finally:
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
+            await other.execute(consumer._END_TURN, (consumer._TURNS, 7))
+            await until(lambda: now_true(settled == [[1, 2, 3, 4]]), 5, "settled at its turn")
+
+
+@pytest.mark.parametrize(("turns", "most_at_once"), [((3, 3), 1), ((3, 4), 2)])
+async def test_lanes_of_one_number_commit_one_at_a_time_in_the_database_and_others_side_by_side(
+    collector_settings: CollectorSettings,
+    services: Services,
+    turns: tuple[int, int],
+    most_at_once: int,
+) -> None:
+    """Two collectors' lanes (connections of their own): of the same number they take
+    turns, however their groups come; of different numbers they commit together."""
+    settings = collector_settings.model_copy(update={"ingest_group_linger_s": 0.0})
+    committing: set[int] = set()
+    most = 0
+    settled = 0
+
+    def settle_as(lane: int) -> Callable[[list[Taken]], Awaitable[None]]:
+        async def settle(group: list[Taken]) -> None:
+            nonlocal most, settled
+            committing.add(lane)
+            most = max(most, len(committing))
+            await asyncio.sleep(0.05)
+            committing.discard(lane)
+            settled += len(group)
+
+        return settle
+
+    url = services.database_url
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn_a,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn_b,
+        _grouping(settings, conn_a, turn=turns[0]) as (flow_a, arrived_a),
+        _grouping(settings, conn_b, turn=turns[1]) as (flow_b, arrived_b),
+        _committing(flow_a, settle_as(0)),
+        _committing(flow_b, settle_as(1)),
+    ):
+        for mid in range(1, 21):
+            arrived = arrived_a if mid % 2 else arrived_b
+            arrived.put_nowait(_message("edge-g", f"r {mid * 10}-{mid * 10 + 9}", mid))
+            await asyncio.sleep(0.01)
+        await until(lambda: now_true(settled == 20), 10, "every message settled")
+    assert most == most_at_once
