@@ -67,7 +67,10 @@ class CollectorSettings(BaseSettings):
     ingest_group_linger_s: float = Field(default=0.005, ge=0, le=1)
     # Database connections the consumer commits on, side by side, each for its own edges
     # (an edge's messages always go to the same one, in the order they arrived): while one
-    # waits for the database, another's group is read and sent.
+    # waits for the database, another's group is read and sent. Lanes of one number in all
+    # the collectors of a database take turns (consumer.py), so this is also how many
+    # group commits run in the database at once: the same for every collector of a
+    # database, near its cores.
     ingest_connections: int = Field(default=2, ge=1, le=16)
     # MQTT v5 Receive Maximum: messages the broker may have delivered to this collector and
     # not yet had acknowledged (the collector acknowledges after the commit). The bound of
