@@ -563,6 +563,10 @@ async def test_an_idle_committer_waits_the_linger_after_the_first_message_for_mo
         assert _mids(await asyncio.wait_for(waiting, 2)) == [1, 2]
 
 
+# The turns below are numbers no running collector of the test database uses (the session's
+# collector commits on lanes 0 and 1), so that its commits never wait for these tests.
+
+
 async def test_a_lane_waiting_for_its_turn_to_commit_takes_everything_that_arrived_meanwhile(
     collector_settings: CollectorSettings, services: Services
 ) -> None:
